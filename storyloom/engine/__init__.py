@@ -1,0 +1,1 @@
+"""Generation engine: model loading, sampling, streaming. Knows nothing of the UI."""

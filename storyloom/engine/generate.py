@@ -1,0 +1,156 @@
+"""The Generator interface every backend implements, and the text plumbing they share.
+
+stream(prompt, settings, cancel) yields text pieces as tokens arrive; candidates() makes n
+continuations of one prompt in one batched call; score() is the mean token log-prob of a
+continuation, used for ranking.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Protocol, Sequence
+
+from storyloom.engine.sampling import SamplerSettings
+
+
+class Cancel(Protocol):
+    def is_set(self) -> bool: ...
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    seconds: float = 0.0
+    first_token_seconds: float | None = None
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    backend: str
+    parameters: int | None = None
+    dtype: str | None = None
+    context_length: int | None = None
+    location: str | None = None
+    chat_template: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+class Generator:
+    """Base class: subclasses implement _stream, candidates, score_many, count_tokens."""
+
+    info: ModelInfo
+    last_stats: GenerationStats
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def context_length(self) -> int:
+        return self.info.context_length or 2048
+
+    def stream(
+        self, prompt: str, settings: SamplerSettings | None = None, cancel: Cancel | None = None
+    ) -> Iterator[str]:
+        settings = settings or SamplerSettings()
+        yield from self._stream(prompt, settings, cancel)
+
+    def generate(
+        self, prompt: str, settings: SamplerSettings | None = None, cancel: Cancel | None = None
+    ) -> str:
+        return "".join(self.stream(prompt, settings, cancel))
+
+    def _stream(self, prompt: str, settings: SamplerSettings, cancel: Cancel | None) -> Iterator[str]:
+        raise NotImplementedError
+
+    def candidates(
+        self, prompt: str, n: int, settings: SamplerSettings | None = None, cancel: Cancel | None = None
+    ) -> list[str]:
+        raise NotImplementedError
+
+    def score(self, prompt: str, continuation: str) -> float:
+        return self.score_many(prompt, [continuation])[0]
+
+    def score_many(self, prompt: str, continuations: Sequence[str]) -> list[float]:
+        raise NotImplementedError
+
+    def count_tokens(self, text: str) -> int:
+        raise NotImplementedError
+
+    def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
+        """Plain completion format; instruct backends override with their chat template."""
+        return "\n\n".join(m["content"] for m in messages) + "\n\n"
+
+
+class StopScanner:
+    """Feeds on the growing decoded text and says how much of it is safe to show.
+
+    Text that could be the start of a stop string is held back until it is known not to be;
+    once a stop string appears, everything from it on is dropped.
+    """
+
+    def __init__(self, stops: Iterable[str]):
+        self.stops = tuple(s for s in stops if s)
+        self.emitted = 0
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        """Return the new piece of `text` that may be shown now."""
+        if self.stopped:
+            return ""
+        cut = None
+        for stop in self.stops:
+            at = text.find(stop, max(0, self.emitted - len(stop) + 1))
+            if at != -1 and (cut is None or at < cut):
+                cut = at
+        if cut is not None:
+            self.stopped = True
+            piece, self.emitted = text[self.emitted:cut], max(self.emitted, cut)
+            return piece
+        hold = 0
+        for stop in self.stops:
+            for k in range(min(len(stop) - 1, len(text)), hold, -1):
+                if text.endswith(stop[:k]):
+                    hold = k
+                    break
+        safe = max(self.emitted, len(text) - hold)
+        piece, self.emitted = text[self.emitted:safe], safe
+        return piece
+
+    def finish(self, text: str) -> str:
+        """The stream ended: release anything held back (unless a stop was hit)."""
+        if self.stopped:
+            return ""
+        piece = self.feed(text)
+        rest, self.emitted = text[self.emitted:], len(text)
+        return piece + rest
+
+
+def cut_at_stops(text: str, stops: Iterable[str]) -> tuple[str, bool]:
+    """Text before the first stop string, and whether one was found."""
+    scanner = StopScanner(stops)
+    kept = scanner.feed(text)
+    if scanner.stopped:
+        return kept, True
+    return kept + scanner.finish(text), False
+
+
+class Stopwatch:
+    def __init__(self, prompt_tokens: int = 0):
+        self.stats = GenerationStats(prompt_tokens=prompt_tokens)
+        self._t0 = time.perf_counter()
+
+    def token(self, count: int = 1) -> None:
+        if self.stats.first_token_seconds is None:
+            self.stats.first_token_seconds = time.perf_counter() - self._t0
+        self.stats.new_tokens += count
+
+    def done(self) -> GenerationStats:
+        self.stats.seconds = time.perf_counter() - self._t0
+        return self.stats

@@ -1,0 +1,140 @@
+"""Turn a model spec into a Generator.
+
+A spec is one of:
+  "default"            the embedded SmolLM2-135M-Instruct (fetched and converted once)
+  a folder             a transformers checkpoint on disk (config.json + weights)
+  a .gguf file         converted once to safetensors in the models folder, then loaded from there
+  a Hugging Face id    "org/name": loaded from the local Hugging Face cache; downloaded only when
+                       the hub is reachable and HF_HUB_OFFLINE is not set
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from storyloom import StoryloomError
+from storyloom.engine import default_model
+from storyloom.engine.default_model import Progress, _quiet
+from storyloom.engine.generate import Generator
+from storyloom.paths import models_dir
+
+Kind = Literal["default", "folder", "gguf", "hub"]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ModelError(StoryloomError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    kind: Kind
+    value: str
+
+    @property
+    def display(self) -> str:
+        return default_model.MODEL_NAME if self.kind == "default" else self.value
+
+
+def parse_spec(spec: str) -> ModelSpec:
+    spec = (spec or "").strip()
+    if spec in ("", "default"):
+        return ModelSpec("default", "default")
+    if spec.startswith(("http://", "https://")):
+        raise ModelError(
+            f"Remote servers are not supported yet: {spec!r}. Use 'default', a model folder, "
+            "a .gguf file or a Hugging Face id."
+        )
+    path = Path(spec).expanduser()
+    if spec.lower().endswith(".gguf"):
+        if not path.is_file():
+            raise ModelError(f"No GGUF file at {path}.")
+        return ModelSpec("gguf", str(path.resolve()))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} is a folder but not a model: it has no config.json.")
+        return ModelSpec("folder", str(path.resolve()))
+    if path.exists():
+        raise ModelError(f"{path} is neither a model folder nor a .gguf file.")
+    if _HUB_ID.match(spec):
+        return ModelSpec("hub", spec)
+    raise ModelError(
+        f"Unknown model {spec!r}: use 'default', a model folder, a .gguf file or a Hugging Face "
+        "id such as 'HuggingFaceTB/SmolLM2-360M-Instruct'."
+    )
+
+
+def load(spec: str | ModelSpec = "default", progress: Progress = _quiet) -> Generator:
+    """Load a Generator for `spec`; any failure is a ModelError with a readable message."""
+    parsed = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
+    if parsed.kind == "default":
+        folder = default_model.ensure(progress)
+        return _from_folder(folder, default_model.MODEL_NAME, progress)
+    if parsed.kind == "folder":
+        return _from_folder(Path(parsed.value), Path(parsed.value).name, progress)
+    if parsed.kind == "gguf":
+        folder = _converted_gguf(Path(parsed.value), progress)
+        return _from_folder(folder, Path(parsed.value).name, progress)
+    return _from_hub(parsed.value, progress)
+
+
+def _from_folder(folder: Path, name: str, progress: Progress, **kwargs) -> Generator:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # we show our own progress
+    hf_logging.set_verbosity_error()
+
+    from storyloom.engine.backends.transformers_backend import TransformersGenerator
+
+    progress(f"Loading {name}", None)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto", **kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"Could not load model {name!r}: {first}") from exc
+    if model.dtype == torch.float16:  # fp16 matmuls are slow or missing on CPU
+        model = model.float()
+    return TransformersGenerator(model, tokenizer, name=name, location=str(folder))
+
+
+def _from_hub(model_id: str, progress: Progress) -> Generator:
+    try:
+        return _from_folder(model_id, model_id, progress, local_files_only=True)  # type: ignore[arg-type]
+    except ModelError:
+        if os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE"):
+            raise ModelError(
+                f"{model_id!r} is not in the local Hugging Face cache and offline mode is on."
+            ) from None
+    try:
+        return _from_folder(model_id, model_id, progress)  # type: ignore[arg-type]
+    except ModelError as exc:
+        raise ModelError(
+            f"{exc} (it is not in the local Hugging Face cache and could not be downloaded)"
+        ) from None
+
+
+def _converted_gguf(gguf: Path, progress: Progress) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = models_dir() / "gguf" / f"{gguf.stem}-{key}"
+    if (target / "config.json").is_file():
+        return target
+    import tempfile
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    progress(f"Converting {gguf.name} to safetensors (once)", None)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".convert-") as tmp:
+        out = Path(tmp) / "model"
+        try:
+            default_model.convert_gguf(gguf, out)
+        except Exception as exc:  # noqa: BLE001 - gguf/transformers raise many kinds
+            raise ModelError(f"Could not read {gguf.name} as a GGUF model: {exc}") from exc
+        os.replace(out, target)
+    return target

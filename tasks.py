@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Set up StoryLoom in ./.venv and run it: `python3 tasks.py app` or `python3 tasks.py test`.
+
+Needs only Python 3.11+. The virtual environment is (re)built when pyproject.toml or
+constraints.txt change, so both commands are safe to run on a fresh clone at any time.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / ("python.exe" if os.name == "nt" else "python")
+STAMP = VENV / ".storyloom-installed"
+TORCH = "torch==2.13.0"
+
+
+def _fingerprint() -> str:
+    h = hashlib.sha256()
+    for name in ("pyproject.toml", "constraints.txt", "tasks.py"):
+        h.update((ROOT / name).read_bytes())
+    return h.hexdigest()
+
+
+def _pip(*args: str) -> None:
+    cmd = [str(PY), "-m", "pip", "--disable-pip-version-check", *args]
+    print("+", " ".join(cmd[2:]), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def setup() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"StoryLoom needs Python 3.11 or newer; this is {platform.python_version()}.")
+    if STAMP.exists() and STAMP.read_text() == _fingerprint():
+        return
+    if not PY.exists():
+        print(f"Creating a virtual environment in {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    # torch first and alone, so no other package can pull a multi-GB CUDA build.
+    # STORYLOOM_TORCH_INDEX lets a machine without a local CPU wheel name the CPU index.
+    torch_args = ["install", "-q", TORCH]
+    if os.environ.get("STORYLOOM_TORCH_INDEX"):
+        torch_args += ["--extra-index-url", os.environ["STORYLOOM_TORCH_INDEX"]]
+    _pip(*torch_args)
+    _pip("install", "-q", "-c", "constraints.txt", "-e", ".[test]")
+    STAMP.write_text(_fingerprint())
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"app", "test", "setup"}:
+        print(__doc__)
+        return 2
+    setup()
+    task, rest = argv[0], argv[1:]
+    env = dict(os.environ)
+    if task == "setup":
+        return 0
+    if task == "app":
+        return subprocess.call([str(BIN / "storyloom"), *rest], cwd=ROOT, env=env)
+    # test: fetch/convert the embedded model once (cached), then the whole suite.
+    rc = subprocess.call([str(BIN / "storyloom"), "model", "pull"], cwd=ROOT, env=env)
+    if rc != 0:
+        return rc
+    return subprocess.call([str(PY), "-m", "pytest", *rest], cwd=ROOT, env=env)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
