@@ -1,0 +1,69 @@
+"""A generator that replays queued outputs: deterministic tests and demos without a model."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Iterable, Iterator, Sequence
+
+from storyloom.engine.generate import Cancel, GenerationStats, Generator, ModelInfo, StopScanner
+from storyloom.engine.sampling import SamplerSettings
+
+
+class ScriptedGenerator(Generator):
+    """Streams queued texts word by word; records every prompt it was given."""
+
+    def __init__(self, outputs: Iterable[str] = (), context_length: int = 2048, delay: float = 0.0,
+                 default: str = "Nothing happens."):
+        self.queue = deque(outputs)
+        self.prompts: list[str] = []
+        self.delay = delay
+        self.default = default
+        self.release = threading.Event()  # for tests that hold a generation open
+        self.release.set()
+        self.info = ModelInfo(name="scripted", backend="scripted", context_length=context_length)
+        self.last_stats = GenerationStats()
+
+    def push(self, *outputs: str) -> None:
+        self.queue.extend(outputs)
+
+    def _next(self) -> str:
+        return self.queue.popleft() if self.queue else self.default
+
+    def _stream(self, prompt: str, settings: SamplerSettings, cancel: Cancel | None) -> Iterator[str]:
+        self.prompts.append(prompt)
+        text = self._next()
+        words = text.split(" ")
+        pieces = [w if i == 0 else " " + w for i, w in enumerate(words)][: settings.max_new_tokens]
+        scanner = StopScanner(settings.stop)
+        so_far = ""
+        start = time.perf_counter()
+        for piece in pieces:
+            self.release.wait(10)
+            if cancel is not None and cancel.is_set():
+                break
+            if self.delay:
+                time.sleep(self.delay)
+            so_far += piece
+            out = scanner.feed(so_far)
+            if out:
+                yield out
+            if scanner.stopped:
+                break
+        else:
+            rest = scanner.finish(so_far)
+            if rest:
+                yield rest
+        self.last_stats = GenerationStats(len(prompt.split()), len(pieces), time.perf_counter() - start)
+
+    def candidates(self, prompt: str, n: int, settings: SamplerSettings | None = None,
+                   cancel: Cancel | None = None) -> list[str]:
+        settings = settings or SamplerSettings()
+        return ["".join(self._stream(prompt, settings, cancel)) for _ in range(n)]
+
+    def score_many(self, prompt: str, continuations: Sequence[str]) -> list[float]:
+        return [-float(len(set(c.split())) and len(c.split()) / max(1, len(set(c.split()))))
+                for c in continuations]
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())

@@ -1,0 +1,39 @@
+"""Open the StoryLoom database: WAL journal, foreign keys, named migrations (sqlite-utils)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from storyloom.paths import database_file
+
+migrations = Migrations("storyloom")
+
+
+@migrations(name="001_adventure_games")
+def _adventure_games(db: sqlite_utils.Database) -> None:
+    db["games"].create(
+        {"id": str, "title": str, "scenario": str, "context": str, "memory": str,
+         "authors_note": str, "world_info": str, "created": str, "updated": str},
+        pk="id",
+    )
+    db["turns"].create(
+        {"id": int, "game_id": str, "position": int, "kind": str, "action": str, "output": str,
+         "active": int, "created": str},
+        pk="id", foreign_keys=[("game_id", "games", "id")],
+    )
+    db["turns"].create_index(["game_id", "position"], unique=True)
+    db["games"].create_index(["updated"])
+
+
+def open_db(path: Path | str | None = None) -> sqlite_utils.Database:
+    """Open (creating and migrating as needed). Every write the app makes is one transaction."""
+    path = Path(path) if path is not None else database_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite_utils.Database(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA foreign_keys=ON")
+    db.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable across app crashes and kills
+    migrations.apply(db)
+    return db

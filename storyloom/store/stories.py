@@ -1,0 +1,143 @@
+"""Adventure games and their turns. Every change is one transaction, written as it happens."""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import sqlite_utils
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class WorldEntry:
+    keys: list[str]
+    text: str
+
+
+@dataclass
+class Turn:
+    kind: str  # "start" (the opening), "do", "say" or "story"
+    action: str  # the player's text as it goes into the story ("> You open the door.")
+    output: str  # what the model (or an alter) wrote after it
+
+
+@dataclass
+class Game:
+    title: str
+    context: str = ""  # the sentence that always stays in the prompt
+    scenario: str = "custom"
+    memory: str = ""
+    authors_note: str = ""
+    world_info: list[WorldEntry] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)
+    undone: list[Turn] = field(default_factory=list)  # redo stack, most recent last
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created: str = field(default_factory=now)
+    updated: str = field(default_factory=now)
+
+
+@dataclass
+class GameSummary:
+    id: str
+    title: str
+    scenario: str
+    turns: int
+    updated: str
+
+
+class GameStore:
+    def __init__(self, db: sqlite_utils.Database):
+        self.db = db
+
+    # -- games ------------------------------------------------------------------------
+    def create(self, game: Game) -> None:
+        with self.db.atomic():
+            self.db["games"].insert(self._game_row(game))
+            for position, turn in enumerate(game.turns):
+                self._insert_turn(game.id, position, turn, active=True)
+
+    def save_meta(self, game: Game) -> None:
+        game.updated = now()
+        with self.db.atomic():
+            self.db["games"].update(game.id, self._game_row(game))
+
+    def delete(self, game_id: str) -> None:
+        with self.db.atomic():
+            self.db["turns"].delete_where("game_id = ?", [game_id])
+            self.db["games"].delete(game_id)
+
+    def list(self) -> list[GameSummary]:
+        rows = self.db.query(
+            "select g.id, g.title, g.scenario, g.updated, "
+            "(select count(*) from turns t where t.game_id = g.id and t.active) as n "
+            "from games g order by g.updated desc, g.rowid desc"
+        )
+        return [GameSummary(r["id"], r["title"], r["scenario"], r["n"], r["updated"]) for r in rows]
+
+    def latest(self) -> Game | None:
+        games = self.list()
+        return self.load(games[0].id) if games else None
+
+    def load(self, game_id: str) -> Game:
+        row = self.db["games"].get(game_id)
+        turns, undone = [], []
+        for t in self.db["turns"].rows_where("game_id = ?", [game_id], order_by="position"):
+            (turns if t["active"] else undone).append(Turn(t["kind"], t["action"], t["output"]))
+        return Game(
+            id=row["id"], title=row["title"], scenario=row["scenario"], context=row["context"],
+            memory=row["memory"], authors_note=row["authors_note"],
+            world_info=[WorldEntry(**w) for w in json.loads(row["world_info"] or "[]")],
+            turns=turns, undone=list(reversed(undone)), created=row["created"], updated=row["updated"],
+        )
+
+    # -- turns ------------------------------------------------------------------------
+    def add_turn(self, game: Game) -> None:
+        """game.turns[-1] is new: store it and forget the redo stack (a new branch)."""
+        position = len(game.turns) - 1
+        with self.db.atomic():
+            self.db["turns"].delete_where("game_id = ? and position >= ?", [game.id, position])
+            self._insert_turn(game.id, position, game.turns[-1], active=True)
+            self._touch(game)
+
+    def replace_last(self, game: Game) -> None:
+        """The last turn's text changed (retry or alter)."""
+        turn = game.turns[-1]
+        with self.db.atomic():
+            self.db.execute(
+                "update turns set action = ?, output = ?, kind = ? where game_id = ? and position = ?",
+                [turn.action, turn.output, turn.kind, game.id, len(game.turns) - 1],
+            )
+            self._touch(game)
+
+    def set_active(self, game: Game) -> None:
+        """After undo/redo: the first len(turns) positions are active, the rest are redo."""
+        with self.db.atomic():
+            self.db.execute(
+                "update turns set active = (position < ?) where game_id = ?", [len(game.turns), game.id]
+            )
+            self._touch(game)
+
+    def _insert_turn(self, game_id: str, position: int, turn: Turn, active: bool) -> None:
+        self.db["turns"].insert(
+            {"game_id": game_id, "position": position, "kind": turn.kind, "action": turn.action,
+             "output": turn.output, "active": int(active), "created": now()},
+            alter=False,
+        )
+
+    def _touch(self, game: Game) -> None:
+        game.updated = now()
+        self.db["games"].update(game.id, {"updated": game.updated})
+
+    @staticmethod
+    def _game_row(game: Game) -> dict:
+        return {
+            "id": game.id, "title": game.title, "scenario": game.scenario, "context": game.context,
+            "memory": game.memory, "authors_note": game.authors_note,
+            "world_info": json.dumps([w.__dict__ for w in game.world_info]),
+            "created": game.created, "updated": game.updated,
+        }

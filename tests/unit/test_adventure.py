@@ -1,0 +1,152 @@
+"""Adventure mode without a UI: actions, clean-up, context budget, turns and the store."""
+from __future__ import annotations
+
+import pytest
+
+from storyloom import StoryloomError
+from storyloom.engine.backends.scripted import ScriptedGenerator
+from storyloom.engine.sampling import SamplerSettings
+from storyloom.modes import adventure as adv
+from storyloom.modes.adventure import Adventure, Chunk, Restart, TokenCounter, build_prompt, clean_output
+from storyloom.store.db import open_db
+from storyloom.store.stories import Game, GameStore, Turn, WorldEntry
+
+
+@pytest.mark.parametrize(
+    "kind,text,expected",
+    [("do", "> open the door", "> You open the door."),
+     ("do", "I draw my sword and raise it at myself", "> You draw your sword and raise it at yourself."),
+     ("do", "you run!", "> You run!"),
+     ("say", "hello", '> You say "hello."'),
+     ("say", '"Who goes there?"', '> You say "Who goes there?"'),
+     ("story", "The wind howls.", "The wind howls.")],
+)
+def test_actions_are_written_in_second_person(kind, text, expected):
+    assert adv.format_action(kind, text) == expected
+
+
+@pytest.mark.parametrize(
+    "raw,action,expected",
+    [(" The door creaks open. A cold wind blows.\n> You go inside", "", "The door creaks open. A cold wind blows."),
+     ("The goblin laughs. You draw your sw", "", "The goblin laughs."),
+     ("You open the door. The hall is empty.", "> You open the door.", "The hall is empty."),
+     ('He says "Run!" and you', "", 'He says "Run!"'),
+     ("It rains.<|im_end|>assistant\nsure", "", "It rains."),
+     ("The cat sleeps. > look around", "", "The cat sleeps."),
+     ("no end at all", "", "no end at all")],
+)
+def test_clean_up(raw, action, expected):
+    assert clean_output(raw, action) == expected
+
+
+def test_loop_guard_spots_near_repeats():
+    earlier = ["The dragon roars and breathes fire at you, burning the grass around your feet."]
+    assert adv.is_repeat("The dragon roars and breathes fire at you, burning the grass near your feet.", earlier)
+    assert not adv.is_repeat("You duck behind a rock and the flames pass over your head.", earlier)
+
+
+def _long_game(turns: int) -> Game:
+    game = Game(title="long", context="You are Ada, a knight of Larion with a silver sword.",
+                memory="Ada swore to protect the princess.", authors_note="Write in a gloomy style.",
+                world_info=[WorldEntry(["Grimwald"], "Grimwald is a ruined fortress full of ghosts."),
+                            WorldEntry(["dragon"], "The dragon Vex sleeps under the mountain.")],
+                turns=[Turn("start", "Your quest begins.", "The road is long.")])
+    for i in range(turns):
+        game.turns.append(Turn("do", f"> You walk north for the {i}th time.",
+                               f"Turn {i}: trees and more trees line the road, and birds sing above."))
+    return game
+
+
+def test_context_stays_in_budget_over_500_turns_and_keeps_what_must_stay():
+    counter = TokenCounter(lambda s: len(s.split()))
+    game = _long_game(0)
+    for i in range(500):
+        built = build_prompt(game, "> You ride toward Grimwald.", counter, 200)
+        assert built.tokens <= 200, i
+        assert built.text.startswith(game.context)
+        assert "Ada swore to protect the princess." in built.text
+        assert "Grimwald is a ruined fortress" in built.text  # triggered by the action
+        assert "dragon Vex" not in built.text  # not mentioned recently
+        assert built.text.rstrip().endswith("> You ride toward Grimwald.")
+        game.turns.append(Turn("do", f"> You walk north for the {i}th time.", f"Turn {i}: the road goes on and on."))
+    assert "Turn 499" in built.text or "Turn 498" in built.text
+    assert "Turn 3:" not in built.text
+    assert built.text.index("[Author's note: Write in a gloomy style.]") > built.text.index("Turn 49")
+
+
+def test_context_budget_with_a_real_tokenizer_and_huge_inputs(tiny):
+    counter = TokenCounter(tiny.count_tokens)
+    game = _long_game(300)
+    game.memory = "Remember the oath. " * 400
+    built = build_prompt(game, "> You shout " + "very " * 500 + "loudly.", counter, 180)
+    assert tiny.count_tokens(built.text) <= 180
+    assert built.text.startswith("You are Ada")
+    assert built.text.rstrip().endswith("loudly.")
+
+
+def test_world_info_triggered_by_recent_turns():
+    game = _long_game(2)
+    game.turns.append(Turn("do", "> You look up.", "A dragon circles the tower."))
+    built = build_prompt(game, "> You hide.", TokenCounter(lambda s: len(s.split())), 500)
+    assert "dragon Vex" in built.text
+
+
+def test_generate_retries_when_the_output_repeats():
+    game = _long_game(1)
+    gen = ScriptedGenerator([game.turns[-1].output + " Yes.", "A fox runs across the road."])
+    play = Adventure(game)
+    events, output = adv.run(play.generate("prompt", "> You wait.", gen, SamplerSettings()))
+    assert any(isinstance(e, Restart) for e in events)
+    assert output == "A fox runs across the road."
+    assert len(gen.prompts) == 2
+
+
+def test_turns_persist_and_undo_redo_survive_reload(tmp_path):
+    db = open_db(tmp_path / "s.db")
+    store = GameStore(db)
+    setting = adv.load_scenarios()[0]
+    game = adv.new_game(setting, setting.characters[0], "Ada")
+    assert "You are Ada, a knight" in game.context
+    store.create(game)
+    play = Adventure(game, store)
+    play.commit_opening("A wolf howls.")
+    for i in range(3):
+        turn = play.begin("do", f"step {i}")
+        turn.output = f"Output {i}."
+        play.commit(turn)
+    play.undo()
+    play.undo()
+    again = GameStore(open_db(tmp_path / "s.db")).load(game.id)
+    assert [t.output for t in again.turns] == ["A wolf howls.", "Output 0."]
+    assert [t.output for t in again.undone] == ["Output 2.", "Output 1."]
+    resumed = Adventure(again, GameStore(open_db(tmp_path / "s.db")))
+    assert resumed.redo().output == "Output 1."
+    resumed.replace_last_output("Altered.")
+    third = GameStore(open_db(tmp_path / "s.db")).latest()
+    assert [t.output for t in third.turns] == ["A wolf howls.", "Output 0.", "Altered."]
+    new = resumed.begin("say", "hi")
+    new.output = "They wave."
+    resumed.commit(new)  # a new action drops the redo stack
+    fourth = GameStore(open_db(tmp_path / "s.db")).load(game.id)
+    assert fourth.undone == [] and fourth.turns[-1].action == '> You say "hi."'
+
+
+def test_markdown_export_and_bad_actions():
+    game = _long_game(1)
+    play = Adventure(game)
+    md = play.to_markdown()
+    assert md.startswith("# long") and "**> You walk north for the 0th time.**" in md
+    with pytest.raises(StoryloomError):
+        play.begin("do", "   ")
+    with pytest.raises(StoryloomError):
+        adv.custom_game("  ")
+
+
+def test_every_scenario_is_complete():
+    settings = adv.load_scenarios()
+    assert len(settings) >= 5
+    for s in settings:
+        assert s.characters
+        for c in s.characters:
+            g = adv.new_game(s, c)
+            assert g.context.startswith("You are ") and ", " not in g.context[:9] and "{name}" not in g.context + g.turns[0].action
