@@ -1,0 +1,147 @@
+"""StoryloomApp: screens, bindings, the model loader. Wiring only: no domain logic here."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Callable, Iterable
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.reactive import reactive
+from textual.screen import Screen
+
+from storyloom import StoryloomError
+from storyloom.config import Config, ConfigError, load_config, save_config
+from storyloom.engine.generate import Generator
+from storyloom.store.db import open_db
+from storyloom.store.stories import GameStore
+
+GeneratorFactory = Callable[[str, Callable[[str, float | None], None]], Generator]
+
+
+def _load_model(spec: str, progress) -> Generator:
+    from storyloom.engine import models
+
+    return models.load(spec, progress)
+
+
+class StoryloomApp(App):
+    TITLE = "StoryLoom"
+    CSS_PATH = "app.tcss"
+    BINDINGS = [
+        ("f1", "help", "Help"),
+        ("ctrl+q", "quit", "Quit"),
+    ]
+
+    model_status = reactive("starting")
+    model_progress: reactive[float | None] = reactive(None)
+    context_usage = reactive("")
+    speed = reactive("")
+
+    def __init__(self, generator_factory: GeneratorFactory = _load_model, db_path: Path | None = None,
+                 model: str | None = None) -> None:
+        super().__init__()
+        self.generator_factory = generator_factory
+        self.generator: Generator | None = None
+        self.model_ready = threading.Event()
+        self.model_error: str | None = None
+        try:
+            self.config = load_config()
+            self.config_error = None
+        except ConfigError as exc:
+            self.config, self.config_error = Config(), str(exc)
+        if model:
+            self.config = self.config.with_(model=model)
+        self.games = GameStore(open_db(db_path))
+
+    def on_mount(self) -> None:
+        from storyloom.tui.screens.home import HomeScreen
+
+        self.push_screen(HomeScreen())
+        if self.config_error:
+            self.notify(self.config_error + " Using default settings.", severity="error", timeout=10)
+        self.load_model()
+
+    # -- the model, loaded in the background ------------------------------------------------
+    @work(thread=True, exclusive=True, group="model", exit_on_error=False)
+    def load_model(self) -> None:
+        spec = self.config.model
+        self.model_ready.clear()
+        self.model_error = None
+        self.call_from_thread(setattr, self, "model_status", f"loading {spec}…")
+
+        def progress(stage: str, fraction: float | None) -> None:
+            self.call_from_thread(self._set_progress, stage, fraction)
+
+        try:
+            generator = self.generator_factory(spec, progress)
+        except StoryloomError as exc:
+            self.call_from_thread(self._model_failed, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - shown to the user, the app keeps running
+            self.call_from_thread(self._model_failed, f"{type(exc).__name__}: {exc}")
+            return
+        self.generator = generator
+        self.model_ready.set()
+        self.call_from_thread(self._set_progress, f"{generator.name} ready", 1.0)
+
+    def _set_progress(self, stage: str, fraction: float | None) -> None:
+        self.model_status = stage
+        self.model_progress = fraction
+
+    def _model_failed(self, message: str) -> None:
+        self.model_error = message
+        self.model_status = "not loaded (see Settings)"
+        self.model_progress = None
+        self.model_ready.set()  # waiters wake up and see the error
+        self.notify(message, title="Model", severity="error", timeout=15)
+
+    def apply_config(self, config: Config) -> None:
+        """Save settings; reload the model only when its spec changed."""
+        reload = config.model != self.config.model or self.generator is None
+        save_config(config)
+        self.config = config
+        if reload:
+            self.generator = None
+            self.load_model()
+
+    # -- actions ---------------------------------------------------------------------------
+    def action_help(self) -> None:
+        from storyloom.tui.screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_settings(self) -> None:
+        from storyloom.tui.screens.settings import SettingsScreen
+
+        self.push_screen(SettingsScreen())
+
+    def action_new_adventure(self) -> None:
+        from storyloom.tui.screens.new_game import NewGameScreen
+
+        self.push_screen(NewGameScreen())
+
+    def action_load_game(self) -> None:
+        from storyloom.tui.screens.load_game import LoadGameScreen
+
+        self.push_screen(LoadGameScreen())
+
+    def open_game(self, game_id: str) -> None:
+        from storyloom.tui.screens.adventure import AdventureScreen
+
+        self.push_screen(AdventureScreen(self.games.load(game_id)))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("New adventure", "Start a game from a scenario or your own prompt", self.action_new_adventure)
+        yield SystemCommand("Load game", "Open a saved adventure", self.action_load_game)
+        yield SystemCommand("Settings", "Model and sampler settings", self.action_settings)
+        yield SystemCommand("Help", "Keys and how to play", self.action_help)
+        for title, help_text, action in getattr(screen, "COMMANDS_HERE", ()):
+            yield SystemCommand(title, help_text, lambda a=action: screen.run_action(a))
+
+
+def run_app(model: str | None = None) -> int:
+    StoryloomApp(model=model).run()
+    return 0

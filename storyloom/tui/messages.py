@@ -1,0 +1,37 @@
+"""Messages a generation worker posts to its screen (the worker never touches widgets)."""
+from __future__ import annotations
+
+from textual.message import Message
+
+
+class GenerationStarted(Message):
+    def __init__(self, prompt_tokens: int, budget: int) -> None:
+        super().__init__()
+        self.prompt_tokens = prompt_tokens
+        self.budget = budget
+
+
+class GenerationChunk(Message):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class GenerationRestarted(Message):
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+
+class GenerationFinished(Message):
+    def __init__(self, output: str, cancelled: bool, tokens_per_second: float) -> None:
+        super().__init__()
+        self.output = output
+        self.cancelled = cancelled
+        self.tokens_per_second = tokens_per_second
+
+
+class GenerationFailed(Message):
+    def __init__(self, error: str) -> None:
+        super().__init__()
+        self.error = error

@@ -1,0 +1,240 @@
+"""Adventure play: transcript, action input (Do / Say / Story), undo, redo, retry, alter."""
+from __future__ import annotations
+
+import threading
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Input
+
+from storyloom import StoryloomError
+from storyloom.modes.adventure import Adventure, Chunk, Restart
+from storyloom.store.stories import Game, Turn
+from storyloom.tui.export import export_game
+from storyloom.tui.messages import (
+    GenerationChunk,
+    GenerationFailed,
+    GenerationFinished,
+    GenerationRestarted,
+    GenerationStarted,
+)
+from storyloom.tui.screens.editors import AlterScreen, MemoryScreen
+from storyloom.tui.widgets.status_bar import StatusBar
+from storyloom.tui.widgets.transcript import Transcript
+
+KINDS = ("do", "say", "story")
+KIND_LABEL = {"do": "Do", "say": "Say", "story": "Story"}
+PLACEHOLDER = {"do": "What do you do? (e.g. open the door)", "say": "What do you say?",
+               "story": "Write what happens next"}
+
+
+class AdventureScreen(Screen):
+    BINDINGS = [
+        ("escape", "stop_or_back", "Stop/Back"),
+        ("ctrl+t", "cycle_kind", "Do/Say/Story"),
+        ("ctrl+z", "undo", "Undo"),
+        ("ctrl+y", "redo", "Redo"),
+        ("ctrl+r", "retry", "Retry"),
+        ("ctrl+e", "alter", "Alter"),
+        ("ctrl+o", "memory", "Memory"),
+        ("ctrl+s", "export", "Export"),
+    ]
+    COMMANDS_HERE = [
+        ("Undo", "Take back the last turn", "undo"), ("Redo", "Bring back an undone turn", "redo"),
+        ("Retry", "A new continuation for the last action", "retry"),
+        ("Alter", "Edit the last output", "alter"),
+        ("Memory, author's note, world info", "Edit what the model always keeps in mind", "memory"),
+        ("Export as Markdown", "Write this game to saved/exports", "export"),
+    ]
+
+    def __init__(self, game: Game) -> None:
+        super().__init__()
+        self.play = Adventure(game, None)
+        self.kind = "do"
+        self.cancel = threading.Event()
+        self.pending: tuple[str, Turn | None] | None = None  # ("new"|"retry"|"opening", turn)
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Transcript(id="transcript")
+        with Horizontal(id="action-row"):
+            yield Button(KIND_LABEL[self.kind], id="kind", compact=True)
+            yield Input(placeholder=PLACEHOLDER[self.kind], id="action")
+        yield StatusBar()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.play.store = self.app.games
+        self.sub_title = self.play.game.title
+        self.query_one(Transcript).show(self.play.game.turns)
+        self.query_one("#action", Input).focus()
+        if not self.play.game.turns[0].output:
+            self._retry_opening()
+
+    @property
+    def busy(self) -> bool:
+        return self.pending is not None
+
+    # -- input ---------------------------------------------------------------------------------
+    def action_cycle_kind(self) -> None:
+        self.kind = KINDS[(KINDS.index(self.kind) + 1) % len(KINDS)]
+        self.query_one("#kind", Button).label = KIND_LABEL[self.kind]
+        self.query_one("#action", Input).placeholder = PLACEHOLDER[self.kind]
+
+    @on(Button.Pressed, "#kind")
+    def _kind_pressed(self) -> None:
+        self.action_cycle_kind()
+
+    @on(Input.Submitted, "#action")
+    def _submitted(self, event: Input.Submitted) -> None:
+        if self.busy:
+            self.notify("Still writing; press Esc to stop it.", severity="warning")
+            return
+        try:
+            turn = self.play.begin(self.kind, event.value)
+        except StoryloomError as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        event.input.value = ""
+        self._run("new", turn, turn.action, self.play.game.turns)
+
+    # -- generation ----------------------------------------------------------------------------
+    def _run(self, what: str, turn: Turn, action: str, history: list[Turn]) -> None:
+        self.pending = (what, turn)
+        self.cancel = threading.Event()
+        transcript = self.query_one(Transcript)
+        shown = transcript.query(".turn")
+        if what in ("retry", "opening") and shown:
+            shown.last().remove()  # the live block takes its place
+        transcript.start_live(Turn(turn.kind, turn.action, ""))
+        self._generate(action, history)
+
+    @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
+    def _generate(self, action: str, history: list[Turn]) -> None:
+        app = self.app
+        if not app.model_ready.wait(600) or app.generator is None:
+            self.post_message(GenerationFailed(app.model_error or "The model is not loaded."))
+            return
+        generator, settings = app.generator, app.config.sampler
+        try:
+            built = self.play.prompt_for(action, generator, settings, history)
+            self.post_message(GenerationStarted(built.tokens, self.play.budget(generator.context_length, settings)))
+            stream = self.play.generate(built.text, action, generator, settings, self.cancel)
+            while True:
+                try:
+                    event = next(stream)
+                except StopIteration as done:
+                    output = done.value or ""
+                    break
+                if isinstance(event, Chunk):
+                    self.post_message(GenerationChunk(event.text))
+                elif isinstance(event, Restart):
+                    self.post_message(GenerationRestarted(event.reason))
+        except Exception as exc:  # noqa: BLE001 - any failure is shown, the game is kept
+            self.post_message(GenerationFailed(f"{type(exc).__name__}: {exc}"))
+            return
+        self.post_message(GenerationFinished(output, self.cancel.is_set(),
+                                             generator.last_stats.tokens_per_second))
+
+    def on_generation_started(self, message: GenerationStarted) -> None:
+        self.app.context_usage = f"{message.prompt_tokens}/{message.budget}"
+
+    def on_generation_chunk(self, message: GenerationChunk) -> None:
+        self.query_one(Transcript).append_live(message.text)
+
+    def on_generation_restarted(self, message: GenerationRestarted) -> None:
+        self.query_one(Transcript).reset_live(f"(trying again: {message.reason})")
+
+    def on_generation_finished(self, message: GenerationFinished) -> None:
+        what, turn = self.pending or ("", None)
+        self.pending = None
+        self.app.speed = f"{message.tokens_per_second:.1f}"
+        if message.cancelled:
+            if what == "new":  # nothing typed is lost: the action goes back in the box
+                self.query_one("#action", Input).value = _raw_action(turn)
+        elif what == "new":
+            turn.output = message.output
+            self.play.commit(turn)
+        elif what in ("retry", "opening"):
+            if what == "opening":
+                self.play.commit_opening(message.output)
+            else:
+                self.play.replace_last_output(message.output)
+        self.query_one(Transcript).show(self.play.game.turns)
+
+    def on_generation_failed(self, message: GenerationFailed) -> None:
+        what, turn = self.pending or ("", None)
+        self.pending = None
+        if what == "new":
+            self.query_one("#action", Input).value = _raw_action(turn)
+        self.query_one(Transcript).show(self.play.game.turns)
+        self.notify(message.error, title="Generation failed", severity="error", timeout=10)
+
+    # -- history -------------------------------------------------------------------------------
+    def _idle(self) -> bool:
+        if self.busy:
+            self.notify("Still writing; press Esc to stop it first.", severity="warning")
+        return not self.busy
+
+    def action_stop_or_back(self) -> None:
+        if self.busy:
+            self.cancel.set()
+        else:
+            self.app.pop_screen()
+
+    def action_undo(self) -> None:
+        if self._idle():
+            if self.play.undo() is None:
+                self.notify("Nothing to undo.")
+            self.query_one(Transcript).show(self.play.game.turns)
+
+    def action_redo(self) -> None:
+        if self._idle():
+            if self.play.redo() is None:
+                self.notify("Nothing to redo.")
+            self.query_one(Transcript).show(self.play.game.turns)
+
+    def action_retry(self) -> None:
+        if self._idle():
+            turns = self.play.game.turns
+            if len(turns) == 1:
+                self._retry_opening()
+            else:
+                self._run("retry", turns[-1], turns[-1].action, turns[:-1])
+
+    def _retry_opening(self) -> None:
+        opening = self.play.game.turns[0]
+        self._run("opening", opening, "", [Turn(opening.kind, opening.action, "")])
+
+    def action_alter(self) -> None:
+        if not self._idle():
+            return
+
+        def done(text: str | None) -> None:
+            if text is not None:
+                self.play.replace_last_output(text.strip())
+                self.query_one(Transcript).show(self.play.game.turns)
+
+        self.app.push_screen(AlterScreen(self.play.game.turns[-1].output), done)
+
+    def action_memory(self) -> None:
+        def done(changed: bool | None) -> None:
+            if changed:
+                self.play.save_meta()
+                self.notify("Saved.")
+
+        self.app.push_screen(MemoryScreen(self.play.game), done)
+
+    def action_export(self) -> None:
+        export_game(self.app, self.play.game)
+
+
+def _raw_action(turn: Turn | None) -> str:
+    if turn is None:
+        return ""
+    if turn.kind == "say":
+        return turn.action.removeprefix('> You say "').removesuffix('"')
+    return turn.action.removeprefix("> You ").rstrip(".") if turn.kind == "do" else turn.action

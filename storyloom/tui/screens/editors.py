@@ -1,0 +1,86 @@
+"""Modal editors: alter the last output; memory, author's note and world info."""
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Label, TextArea
+
+from storyloom.store.stories import Game, WorldEntry
+
+
+class AlterScreen(ModalScreen[str | None]):
+    BINDINGS = [("escape", "cancel", "Cancel"), ("ctrl+s", "save", "Save")]
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label("Alter the last output (Ctrl+S saves, Esc cancels)")
+            yield TextArea(self.text, id="alter-text")
+            with Horizontal(classes="buttons"):
+                yield Button("Save", id="save", variant="primary")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one(TextArea).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.action_save() if event.button.id == "save" else self.action_cancel()
+
+    def action_save(self) -> None:
+        self.dismiss(self.query_one(TextArea).text)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+def parse_world_info(text: str) -> list[WorldEntry]:
+    """One entry per line: 'key1, key2: what the model should know'."""
+    entries = []
+    for line in text.splitlines():
+        if ":" not in line:
+            continue
+        keys, _, lore = line.partition(":")
+        keys_list = [k.strip() for k in keys.split(",") if k.strip()]
+        if keys_list and lore.strip():
+            entries.append(WorldEntry(keys_list, lore.strip()))
+    return entries
+
+
+def format_world_info(entries: list[WorldEntry]) -> str:
+    return "\n".join(f"{', '.join(e.keys)}: {e.text}" for e in entries)
+
+
+class MemoryScreen(ModalScreen[bool]):
+    BINDINGS = [("escape", "cancel", "Cancel"), ("ctrl+s", "save", "Save")]
+
+    def __init__(self, game: Game) -> None:
+        super().__init__()
+        self.game = game
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label("Memory: always at the top of the prompt")
+            yield TextArea(self.game.memory, id="memory")
+            yield Label("Author's note: style or direction, inserted a few turns back")
+            yield TextArea(self.game.authors_note, id="authors-note")
+            yield Label("World info: one per line, 'keys, more keys: lore' (added when a key is mentioned)")
+            yield TextArea(format_world_info(self.game.world_info), id="world-info")
+            with Horizontal(classes="buttons"):
+                yield Button("Save", id="save", variant="primary")
+                yield Button("Cancel", id="cancel")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.action_save() if event.button.id == "save" else self.action_cancel()
+
+    def action_save(self) -> None:
+        self.game.memory = self.query_one("#memory", TextArea).text.strip()
+        self.game.authors_note = self.query_one("#authors-note", TextArea).text.strip()
+        self.game.world_info = parse_world_info(self.query_one("#world-info", TextArea).text)
+        self.dismiss(True)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)

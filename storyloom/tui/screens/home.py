@@ -1,0 +1,73 @@
+"""The first screen: continue, new, load, the other modes, settings, quit; model progress."""
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, OptionList, ProgressBar, Static
+from textual.widgets.option_list import Option
+
+from storyloom.tui.widgets.status_bar import StatusBar
+
+COMING = {"cowrite": "Co-write", "poetry": "Poetry", "trees": "Story trees"}
+
+
+class HomeScreen(Screen):
+    BINDINGS = [("n", "app.new_adventure", "New"), ("l", "app.load_game", "Load"),
+                ("s", "app.settings", "Settings"), ("q", "app.quit", "Quit")]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="home"):
+            yield Static(Text("StoryLoom", style="bold"), id="home-title")
+            yield Static("Write stories with a language model that runs on your own computer.", id="home-tagline")
+            yield OptionList(id="home-menu")
+            yield ProgressBar(id="model-progress", show_eta=False)
+        yield StatusBar()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "model_progress", self._progress, init=True)
+        self.refresh_menu()
+
+    def on_screen_resume(self) -> None:
+        self.refresh_menu()
+
+    def refresh_menu(self) -> None:
+        menu = self.query_one("#home-menu", OptionList)
+        highlighted = menu.highlighted
+        menu.clear_options()
+        games = self.app.games.list()
+        if games:
+            last = games[0]
+            menu.add_option(Option(Text(f"Continue: {last.title}  ({last.turns} turns)"), id=f"continue:{last.id}"))
+        menu.add_options([
+            Option("New adventure", id="new"),
+            Option("Load game", id="load", disabled=not games),
+            *[Option(f"{label} (coming soon)", id=key) for key, label in COMING.items()],
+            Option("Settings", id="settings"),
+            Option("Quit", id="quit"),
+        ])
+        menu.highlighted = highlighted if highlighted is not None and highlighted < menu.option_count else 0
+        menu.focus()
+
+    def _progress(self, fraction: float | None) -> None:
+        bar = self.query_one("#model-progress", ProgressBar)
+        bar.display = not self.app.model_ready.is_set()
+        bar.update(total=1.0 if fraction is not None else None, progress=fraction or 0)
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        choice = event.option.id or ""
+        if choice.startswith("continue:"):
+            self.app.open_game(choice.split(":", 1)[1])
+        elif choice == "new":
+            self.app.action_new_adventure()
+        elif choice == "load":
+            self.app.action_load_game()
+        elif choice in COMING:
+            self.notify(f"{COMING[choice]} is coming in a later release.", title="Coming soon")
+        elif choice == "settings":
+            self.app.action_settings()
+        elif choice == "quit":
+            self.app.exit()

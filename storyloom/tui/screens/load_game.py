@@ -1,0 +1,51 @@
+"""Saved adventures, newest first: open, export or delete."""
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Label, OptionList
+from textual.widgets.option_list import Option
+
+from storyloom.tui.export import export_game
+from storyloom.tui.widgets.status_bar import StatusBar
+
+
+class LoadGameScreen(Screen):
+    BINDINGS = [("escape", "app.pop_screen", "Back"), ("x", "export", "Export Markdown"),
+                ("delete", "delete", "Delete")]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Label("Saved games (Enter opens)")
+        yield OptionList(id="games")
+        yield StatusBar()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._fill()
+
+    def _fill(self) -> None:
+        menu = self.query_one("#games", OptionList)
+        menu.clear_options()
+        for g in self.app.games.list():
+            menu.add_option(Option(Text(f"{g.title}  ·  {g.turns} turns  ·  {g.updated[:16].replace('T', ' ')}"), id=g.id))
+        menu.focus()
+
+    def _selected(self) -> str | None:
+        menu = self.query_one("#games", OptionList)
+        return None if menu.highlighted is None else menu.get_option_at_index(menu.highlighted).id
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.app.pop_screen()
+        self.app.open_game(event.option.id)
+
+    def action_export(self) -> None:
+        if game_id := self._selected():
+            export_game(self.app, self.app.games.load(game_id))
+
+    def action_delete(self) -> None:
+        if game_id := self._selected():
+            self.app.games.delete(game_id)
+            self.notify("Game deleted.")
+            self._fill()

@@ -1,0 +1,55 @@
+"""The story so far: one block per turn, the last one streaming. Text is shown literally."""
+from __future__ import annotations
+
+from rich.text import Text
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from storyloom.store.stories import Turn
+
+
+def turn_renderable(turn: Turn, live: str = "") -> Text:
+    text = Text()
+    output = turn.output or live
+    if turn.kind in ("do", "say"):
+        text.append(turn.action, style="bold cyan")
+        text.append("\n")
+    elif turn.action:
+        text.append(turn.action, style="italic" if turn.kind == "story" else "")
+        text.append(" " if output else "")
+    text.append(output)
+    return text
+
+
+class Transcript(VerticalScroll):
+    DEFAULT_CSS = """
+    Transcript { height: 1fr; padding: 0 1; }
+    Transcript > Static { margin-bottom: 1; }
+    Transcript > .live { color: $text; }
+    """
+
+    def show(self, turns: list[Turn]) -> None:
+        self.remove_children()
+        self.mount_all([Static(turn_renderable(t), classes="turn") for t in turns])
+        self.scroll_end(animate=False)
+
+    def start_live(self, turn: Turn) -> None:
+        """A turn whose output is being generated: replace it if it is already shown."""
+        self._live_turn = turn
+        self._live_text = ""
+        self.query(".live").remove()
+        self.mount(Static(turn_renderable(turn, "…"), classes="live"))
+        self.scroll_end(animate=False)
+
+    def append_live(self, piece: str) -> None:
+        self._live_text += piece
+        self.query_one(".live", Static).update(turn_renderable(self._live_turn, self._live_text))
+        self.scroll_end(animate=False)
+
+    def reset_live(self, note: str) -> None:
+        self._live_text = ""
+        self.query_one(".live", Static).update(turn_renderable(self._live_turn, note))
+
+    @property
+    def live_text(self) -> str:
+        return getattr(self, "_live_text", "")
