@@ -6,6 +6,7 @@ import threading
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input
@@ -32,15 +33,16 @@ PLACEHOLDER = {"do": "What do you do? (e.g. open the door)", "say": "What do you
 
 
 class AdventureScreen(Screen):
+    # priority: these win over the action box's own editing keys (Ctrl+E = end of line etc.)
     BINDINGS = [
-        ("escape", "stop_or_back", "Stop/Back"),
-        ("ctrl+t", "cycle_kind", "Do/Say/Story"),
-        ("ctrl+z", "undo", "Undo"),
-        ("ctrl+y", "redo", "Redo"),
-        ("ctrl+r", "retry", "Retry"),
-        ("ctrl+e", "alter", "Alter"),
-        ("ctrl+o", "memory", "Memory"),
-        ("ctrl+s", "export", "Export"),
+        Binding("escape", "stop_or_back", "Stop/Back"),
+        Binding("ctrl+t", "cycle_kind", "Do/Say/Story", priority=True),
+        Binding("ctrl+z", "undo", "Undo", priority=True),
+        Binding("ctrl+y", "redo", "Redo", priority=True),
+        Binding("ctrl+r", "retry", "Retry", priority=True),
+        Binding("ctrl+e", "alter", "Alter", priority=True),
+        Binding("ctrl+o", "memory", "Memory", priority=True),
+        Binding("ctrl+s", "export", "Export", priority=True),
     ]
     COMMANDS_HERE = [
         ("Undo", "Take back the last turn", "undo"), ("Redo", "Bring back an undone turn", "redo"),

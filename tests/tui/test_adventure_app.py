@@ -1,0 +1,186 @@
+"""Drive the app like a player, with a scripted model."""
+from __future__ import annotations
+
+from storyloom.tui.screens.adventure import AdventureScreen
+from storyloom.tui.screens.home import HomeScreen
+
+from tests.tui.pilot_helpers import act, settle, start_knight, transcript_text
+
+
+async def test_play_a_turn_and_see_it_in_the_transcript(make_app, fake):
+    fake.push("Wolves howl in the distance. The road is dark.", "The door swings open. Inside, a fire burns.")
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        assert isinstance(app.screen, AdventureScreen)
+        assert "Wolves howl in the distance." in transcript_text(app)
+        await act(app, pilot, "open the door")
+        text = transcript_text(app)
+        assert "> You open the door." in text
+        assert "The door swings open. Inside, a fire burns." in text
+        # the prompt kept the context sentence and the action
+        assert fake.prompts[-1].startswith("You are Ada, a knight living in the kingdom of Larion.")
+        assert fake.prompts[-1].rstrip().endswith("> You open the door.")
+        assert "Context:" in str(app.screen.query_one("StatusBar").render())
+
+
+async def test_say_and_story_actions(make_app, fake):
+    fake.push("Opening.", "The guard nods.", "Then it rains.")
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        await pilot.press("ctrl+t")
+        await act(app, pilot, "hello there")
+        await pilot.press("ctrl+t")
+        await act(app, pilot, "A crow lands on the wall.")
+        turns = app.screen.play.game.turns
+        assert [t.action for t in turns[1:]] == ['> You say "hello there."', "A crow lands on the wall."]
+
+
+async def test_undo_redo_retry_alter(make_app, fake):
+    fake.push("Opening.", "First answer.", "Second answer, retried.")
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        await act(app, pilot, "look around")
+        assert "First answer." in transcript_text(app)
+        await pilot.press("ctrl+z")
+        await pilot.pause()
+        assert "First answer." not in transcript_text(app)
+        await pilot.press("ctrl+y")
+        await pilot.pause()
+        assert "First answer." in transcript_text(app)
+        await pilot.press("ctrl+r")
+        await settle(app, pilot)
+        text = transcript_text(app)
+        assert "Second answer, retried." in text and "First answer." not in text
+        assert fake.prompts[-1].rstrip().endswith("> You look around.")
+        await pilot.press("ctrl+e")
+        await pilot.pause()
+        area = app.screen.query_one("#alter-text")
+        area.text = "My own ending."
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "My own ending." in transcript_text(app)
+        assert app.games.latest().turns[-1].output == "My own ending."
+
+
+async def test_quit_and_relaunch_restores_the_game(make_app, fake):
+    fake.push("Opening.", "A bridge appears.")
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        await act(app, pilot, "cross the river")
+    again = make_app()
+    async with again.run_test(size=(100, 32)) as pilot:
+        await settle(again, pilot)
+        assert isinstance(again.screen, HomeScreen)
+        await pilot.press("enter")  # "Continue: ..." is the first option
+        await settle(again, pilot)
+        assert isinstance(again.screen, AdventureScreen)
+        text = transcript_text(again)
+        assert "> You cross the river." in text and "A bridge appears." in text
+
+
+async def test_markup_in_model_and_player_text_is_shown_literally(make_app, fake):
+    evil = "[bold]x[/bold] and [link=file:///etc/passwd]y[/link]."
+    fake.push("Opening.", evil)
+    app = make_app()
+    async with app.run_test(size=(120, 32)) as pilot:
+        await start_knight(app, pilot)
+        await pilot.press("ctrl+t", "ctrl+t")  # Story: raw text
+        await act(app, pilot, "[red]danger[/red]")
+        text = transcript_text(app)
+        assert evil in text
+        assert "[red]danger[/red]" in text
+
+
+async def test_escape_cancels_and_gives_the_action_back(make_app, fake):
+    fake.push("Opening.", "This will be cut off " + "and on " * 50)
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        fake.release.clear()  # hold the model mid-stream
+        await pilot.press(*"wait", "enter")
+        await pilot.pause()
+        assert app.screen.busy
+        await pilot.press("escape")
+        fake.release.set()
+        await settle(app, pilot)
+        assert not app.screen.busy
+        assert len(app.screen.play.game.turns) == 1
+        assert app.screen.query_one("#action").value == "wait"
+
+
+async def test_memory_and_world_info_reach_the_prompt(make_app, fake):
+    fake.push("Opening.", "Fine.")
+    app = make_app()
+    async with app.run_test(size=(100, 40)) as pilot:
+        await start_knight(app, pilot)
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        app.screen.query_one("#memory").text = "The princess is your sister."
+        app.screen.query_one("#world-info").text = "Grimwald: a haunted fortress."
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await act(app, pilot, "ride to Grimwald")
+        assert "The princess is your sister." in fake.prompts[-1]
+        assert "a haunted fortress" in fake.prompts[-1]
+        assert app.games.latest().memory == "The princess is your sister."
+
+
+async def test_settings_are_validated_saved_and_applied(make_app):
+    from storyloom.config import load_config
+
+    app = make_app()
+    async with app.run_test(size=(100, 40)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("s")
+        await pilot.pause()
+        app.screen.query_one("#temperature").value = "9"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "temperature must be between 0 and 5" in str(app.screen.query_one("#settings-error").render())
+        app.screen.query_one("#temperature").value = "0.4"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.config.sampler.temperature == 0.4
+        assert load_config().sampler.temperature == 0.4
+
+
+async def test_export_markdown(make_app, fake, storyloom_home):
+    fake.push("Opening.", "The end.")
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        await act(app, pilot, "bow")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+    exported = list((storyloom_home / "exports").glob("*.md"))
+    assert len(exported) == 1
+    text = exported[0].read_text()
+    assert text.startswith("# Fantasy: Knight (Ada)") and "**> You bow.**" in text and "The end." in text
+
+
+async def test_model_failure_is_shown_and_the_app_keeps_running():
+    from storyloom import StoryloomError
+    from storyloom.tui.app import StoryloomApp
+
+    def broken(spec, progress):
+        raise StoryloomError("No GGUF file at /nowhere.gguf.")
+
+    app = StoryloomApp(generator_factory=broken)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        assert "not loaded" in app.model_status
+        assert isinstance(app.screen, AdventureScreen)
+        assert not app.screen.busy
+
+
+async def test_command_palette_lists_the_actions(make_app):
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        for wanted in ("New adventure", "Load game", "Settings", "Help", "Undo", "Redo", "Retry", "Alter"):
+            assert wanted in titles
