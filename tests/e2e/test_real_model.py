@@ -26,3 +26,22 @@ def test_default_model_chat_template_and_scores(real_model):
     good = real_model.score("The cat sat on the", " mat.")
     bad = real_model.score("The cat sat on the", " purple elephant galaxy.")
     assert good > bad
+
+
+async def test_two_adventure_turns_with_the_real_model(real_model):
+    """The whole app, the real model: open a scenario and play two turns."""
+    from storyloom.tui.app import StoryloomApp
+    from tests.tui.pilot_helpers import act, start_knight
+
+    app = StoryloomApp(generator_factory=lambda spec, progress: real_model)
+    app.config = app.config.with_(sampler=app.config.sampler.with_(max_new_tokens=40, seed=7))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        await act(app, pilot, "draw my sword")
+        await act(app, pilot, "say who goes there")
+        turns = app.games.latest().turns
+    assert [t.action for t in turns[1:]] == ["> You draw your sword.", "> You say who goes there."]
+    for turn in turns:
+        assert turn.output.strip(), turn
+        assert "\n>" not in turn.output and not turn.output.startswith(">")
+    assert app.speed and float(app.speed) > 0

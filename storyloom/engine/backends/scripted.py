@@ -37,7 +37,6 @@ class ScriptedGenerator(Generator):
         pieces = [w if i == 0 else " " + w for i, w in enumerate(words)][: settings.max_new_tokens]
         scanner = StopScanner(settings.stop)
         so_far = ""
-        start = time.perf_counter()
         for piece in pieces:
             self.release.wait(10)
             if cancel is not None and cancel.is_set():
@@ -54,7 +53,8 @@ class ScriptedGenerator(Generator):
             rest = scanner.finish(so_far)
             if rest:
                 yield rest
-        self.last_stats = GenerationStats(len(prompt.split()), len(pieces), time.perf_counter() - start)
+        # Report a fixed simulated speed (100 tok/s) so screens showing it are reproducible.
+        self.last_stats = GenerationStats(len(prompt.split()), len(pieces), len(pieces) / 100, 0.01)
 
     def candidates(self, prompt: str, n: int, settings: SamplerSettings | None = None,
                    cancel: Cancel | None = None) -> list[str]:

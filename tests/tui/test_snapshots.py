@@ -1,0 +1,49 @@
+"""Each screen at a fixed terminal size (pytest-textual-snapshot; update with --snapshot-update)."""
+from __future__ import annotations
+
+import pytest
+
+from storyloom.engine.backends.scripted import ScriptedGenerator
+from storyloom.tui.app import StoryloomApp
+from tests.tui.pilot_helpers import act, settle, start_knight
+
+SIZE = (100, 32)
+
+
+def _app() -> StoryloomApp:
+    gen = ScriptedGenerator(["Mist rolls between the trees. An owl watches you.",
+                             'The door opens. A voice says "[bold]Welcome[/bold]."'])
+    return StoryloomApp(generator_factory=lambda spec, progress: gen)
+
+
+async def _home(pilot):
+    await settle(pilot.app, pilot)
+
+
+async def _new_game(pilot):
+    await settle(pilot.app, pilot)
+    await pilot.press("n")
+    await pilot.pause()
+
+
+async def _adventure(pilot):
+    await start_knight(pilot.app, pilot)
+    await act(pilot.app, pilot, "open the door")
+
+
+async def _settings(pilot):
+    await settle(pilot.app, pilot)
+    await pilot.press("s")
+    await pilot.pause()
+
+
+async def _help(pilot):
+    await settle(pilot.app, pilot)
+    await pilot.press("f1")
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("steps", [_home, _new_game, _adventure, _settings, _help],
+                         ids=["home", "new_game", "adventure", "settings", "help"])
+def test_screen_snapshot(snap_compare, steps):
+    assert snap_compare(_app(), terminal_size=SIZE, run_before=steps)
