@@ -21,7 +21,10 @@ ACTION_STOPS = ("\n>", "\n\n\n", "<|im_end|>", "<|im_start|>")
 AUTHORS_NOTE_DEPTH = 3  # the note goes this many turns before the end, as KoboldAI does
 WORLD_INFO_SCAN = 4  # recent turns (and the new action) scanned for world-info keywords
 REPEAT_SIMILARITY = 0.9
-LOOP_RETRIES = 2
+# Prompt budget cap: prefill cost grows with the prompt and small models lose the thread in long
+# contexts, so a game uses at most this many tokens even when the model's window is larger.
+MAX_PROMPT_TOKENS = 2048
+LOOP_RETRIES = 3
 
 
 # -- scenarios --------------------------------------------------------------------------
@@ -291,7 +294,7 @@ class Adventure:
 
     # prompts --------------------------------------------------------------------------
     def budget(self, context_length: int, settings: SamplerSettings) -> int:
-        return max(64, context_length - settings.max_new_tokens - 8)
+        return max(64, min(context_length, MAX_PROMPT_TOKENS + settings.max_new_tokens) - settings.max_new_tokens - 8)
 
     def prompt_for(self, action_text: str, generator, settings: SamplerSettings,
                    turns: list[Turn] | None = None) -> BuiltPrompt:

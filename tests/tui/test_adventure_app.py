@@ -184,3 +184,14 @@ async def test_command_palette_lists_the_actions(make_app):
         titles = [c.title for c in app.get_system_commands(app.screen)]
         for wanted in ("New adventure", "Load game", "Settings", "Help", "Undo", "Redo", "Retry", "Alter"):
             assert wanted in titles
+
+
+async def test_a_model_that_only_acts_for_the_player_loses_nothing(make_app, fake):
+    fake.push("Opening.", *["> You run away screaming."] * 4)
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        await act(app, pilot, "wait")
+        assert len(app.screen.play.game.turns) == 1  # no empty turn was committed
+        assert app.screen.query_one("#action").value == "wait"
+        assert "run away" not in transcript_text(app)

@@ -154,9 +154,12 @@ class AdventureScreen(Screen):
         what, turn = self.pending or ("", None)
         self.pending = None
         self.app.speed = f"{message.tokens_per_second:.1f}"
-        if message.cancelled:
+        if message.cancelled or not message.output:
             if what == "new":  # nothing typed is lost: the action goes back in the box
                 self.query_one("#action", Input).value = _raw_action(turn)
+            if not message.cancelled:
+                self.notify("The model wrote nothing usable this time (it tried to act for you). "
+                            "Press Enter to try again, or rephrase.", severity="warning", timeout=8)
         elif what == "new":
             turn.output = message.output
             self.play.commit(turn)
