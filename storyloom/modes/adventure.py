@@ -298,15 +298,10 @@ class Adventure:
 
     def prompt_for(self, action_text: str, generator, settings: SamplerSettings,
                    turns: list[Turn] | None = None) -> BuiltPrompt:
-        counter = getattr(generator, "_storyloom_counter", None)
-        if counter is None:
-            counter = TokenCounter(generator.count_tokens)
-            try:
-                generator._storyloom_counter = counter
-            except AttributeError:
-                pass
+        if getattr(self, "_counter_for", None) is not generator:  # one token cache per model
+            self._counter_for, self._counter = generator, TokenCounter(generator.count_tokens)
         view = self.game if turns is None else Game(**{**self.game.__dict__, "turns": turns})
-        return build_prompt(view, action_text, counter, self.budget(generator.context_length, settings))
+        return build_prompt(view, action_text, self._counter, self.budget(generator.context_length, settings))
 
     def generate(self, prompt: str, action: str, generator, settings: SamplerSettings,
                  cancel=None) -> Iterator[Chunk | Restart | str]:
