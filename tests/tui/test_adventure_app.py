@@ -195,3 +195,25 @@ async def test_a_model_that_only_acts_for_the_player_loses_nothing(make_app, fak
         assert len(app.screen.play.game.turns) == 1  # no empty turn was committed
         assert app.screen.query_one("#action").value == "wait"
         assert "run away" not in transcript_text(app)
+
+
+async def test_a_long_game_opens_and_plays(make_app, fake):
+    from storyloom.store.stories import Game, Turn
+
+    app = make_app()
+    game = Game(title="Long", context="You are a sailor.",
+                turns=[Turn("start", "The sea is calm.", "Gulls cry.")]
+                + [Turn("do", f"> You row {i}.", f"Wave {i} passes.") for i in range(300)])
+    fake.push("Land appears on the horizon.")
+    async with app.run_test(size=(100, 32)) as pilot:
+        await pilot.pause()
+        app.games.create(game)
+        app.open_game(game.id)
+        await pilot.pause()
+        await act(app, pilot, "row on")
+        assert len(app.screen.query(".turn")) == 302
+        assert "Land appears on the horizon." in transcript_text(app)
+        assert "Wave 299 passes." in fake.prompts[-1]  # recent turns in, the oldest beyond the budget out
+        assert "Wave 0 passes." not in fake.prompts[-1]
+        assert fake.prompts[-1].startswith("You are a sailor.")
+        assert app.games.load(game.id).turns[-1].output == "Land appears on the horizon."

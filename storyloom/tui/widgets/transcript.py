@@ -29,8 +29,23 @@ class Transcript(VerticalScroll):
     """
 
     def show(self, turns: list[Turn]) -> None:
-        self.remove_children()
-        self.mount_all([Static(turn_renderable(t), classes="turn") for t in turns])
+        """Make the blocks match `turns`, touching only what changed (games grow long)."""
+        self.query(".live").remove()
+        blocks = list(self.query(".turn").results(Static))
+        for block, turn in zip(blocks, turns):
+            key = (turn.kind, turn.action, turn.output)
+            if getattr(block, "turn_key", None) != key:
+                block.turn_key = key
+                block.update(turn_renderable(turn))
+        for block in blocks[len(turns):]:
+            block.remove()
+        new = []
+        for turn in turns[len(blocks):]:
+            block = Static(turn_renderable(turn), classes="turn")
+            block.turn_key = (turn.kind, turn.action, turn.output)
+            new.append(block)
+        if new:
+            self.mount_all(new)
         self.scroll_end(animate=False)
 
     def start_live(self, turn: Turn) -> None:
