@@ -9,9 +9,27 @@ from textual.widgets import Button, Label, TextArea
 from storyloom.store.stories import Game, WorldEntry
 
 
-class AlterScreen(ModalScreen[str | None]):
-    BINDINGS = [("escape", "cancel", "Cancel"), ("ctrl+s", "save", "Save")]
+class EditorDialog(ModalScreen):
+    """Save / Cancel buttons and keys; subclasses say what saving returns."""
 
+    BINDINGS = [("escape", "cancel", "Cancel"), ("ctrl+s", "save", "Save")]
+    CANCELLED: object = None
+
+    def buttons(self) -> Horizontal:
+        return Horizontal(Button("Save", id="save", variant="primary"), Button("Cancel", id="cancel"),
+                          classes="buttons")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.action_save() if event.button.id == "save" else self.action_cancel()
+
+    def action_save(self) -> None:
+        raise NotImplementedError
+
+    def action_cancel(self) -> None:
+        self.dismiss(self.CANCELLED)
+
+
+class AlterScreen(EditorDialog):
     def __init__(self, text: str) -> None:
         super().__init__()
         self.text = text
@@ -20,21 +38,13 @@ class AlterScreen(ModalScreen[str | None]):
         with Vertical(classes="dialog"):
             yield Label("Alter the last output (Ctrl+S saves, Esc cancels)")
             yield TextArea(self.text, id="alter-text")
-            with Horizontal(classes="buttons"):
-                yield Button("Save", id="save", variant="primary")
-                yield Button("Cancel", id="cancel")
+            yield self.buttons()
 
     def on_mount(self) -> None:
         self.query_one(TextArea).focus()
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.action_save() if event.button.id == "save" else self.action_cancel()
-
     def action_save(self) -> None:
         self.dismiss(self.query_one(TextArea).text)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
 
 def parse_world_info(text: str) -> list[WorldEntry]:
@@ -54,8 +64,8 @@ def format_world_info(entries: list[WorldEntry]) -> str:
     return "\n".join(f"{', '.join(e.keys)}: {e.text}" for e in entries)
 
 
-class MemoryScreen(ModalScreen[bool]):
-    BINDINGS = [("escape", "cancel", "Cancel"), ("ctrl+s", "save", "Save")]
+class MemoryScreen(EditorDialog):
+    CANCELLED = False
 
     def __init__(self, game: Game) -> None:
         super().__init__()
@@ -69,18 +79,10 @@ class MemoryScreen(ModalScreen[bool]):
             yield TextArea(self.game.authors_note, id="authors-note")
             yield Label("World info: one per line, 'keys, more keys: lore' (added when a key is mentioned)")
             yield TextArea(format_world_info(self.game.world_info), id="world-info")
-            with Horizontal(classes="buttons"):
-                yield Button("Save", id="save", variant="primary")
-                yield Button("Cancel", id="cancel")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.action_save() if event.button.id == "save" else self.action_cancel()
+            yield self.buttons()
 
     def action_save(self) -> None:
         self.game.memory = self.query_one("#memory", TextArea).text.strip()
         self.game.authors_note = self.query_one("#authors-note", TextArea).text.strip()
         self.game.world_info = parse_world_info(self.query_one("#world-info", TextArea).text)
         self.dismiss(True)
-
-    def action_cancel(self) -> None:
-        self.dismiss(False)
