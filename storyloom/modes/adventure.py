@@ -341,9 +341,7 @@ class Adventure:
             self.store.add_turn(self.game)
 
     def commit_opening(self, output: str) -> None:
-        self.game.turns[0].output = output
-        if self.store:
-            self.store.replace_last(self.game)
+        self._set_output(0, output)
 
     def undo(self) -> Turn | None:
         if len(self.game.turns) <= 1:  # the opening stays
@@ -365,9 +363,12 @@ class Adventure:
 
     def replace_last_output(self, output: str) -> None:
         """Retry or alter: the last turn keeps its action and gets new text."""
-        self.game.turns[-1].output = output
+        self._set_output(len(self.game.turns) - 1, output)
+
+    def _set_output(self, position: int, output: str) -> None:
+        self.game.turns[position].output = output
         if self.store:
-            self.store.replace_last(self.game)
+            self.store.update_turn(self.game, position)
 
     def save_meta(self) -> None:
         if self.store:

@@ -104,13 +104,13 @@ class GameStore:
             self._insert_turn(game.id, position, game.turns[-1], active=True)
             self._touch(game)
 
-    def replace_last(self, game: Game) -> None:
-        """The last turn's text changed (retry or alter)."""
-        turn = game.turns[-1]
+    def update_turn(self, game: Game, position: int) -> None:
+        """game.turns[position]'s text changed (retry, alter, a regenerated opening)."""
+        turn = game.turns[position]
         with self.db.atomic():
             self.db.execute(
                 "update turns set action = ?, output = ?, kind = ? where game_id = ? and position = ?",
-                [turn.action, turn.output, turn.kind, game.id, len(game.turns) - 1],
+                [turn.action, turn.output, turn.kind, game.id, position],
             )
             self._touch(game)
 

@@ -150,3 +150,17 @@ def test_every_scenario_is_complete():
         for c in s.characters:
             g = adv.new_game(s, c)
             assert g.context.startswith("You are ") and ", " not in g.context[:9] and "{name}" not in g.context + g.turns[0].action
+
+
+def test_a_regenerated_opening_is_saved_to_the_opening_row(tmp_path):
+    """An opening left empty (model failed) and regenerated later, after more turns, lands on turn 0."""
+    store = GameStore(open_db(tmp_path / "o.db"))
+    game = adv.custom_game("The ship sinks.")
+    store.create(game)
+    play = Adventure(game, store)
+    turn = play.begin("do", "swim")
+    turn.output = "You reach a raft."
+    play.commit(turn)
+    play.commit_opening("Water pours in.")
+    saved = store.load(game.id)
+    assert [t.output for t in saved.turns] == ["Water pours in.", "You reach a raft."]
