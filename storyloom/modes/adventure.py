@@ -392,11 +392,14 @@ class Adventure:
         return "\n".join(lines).rstrip() + "\n"
 
 
-def run(stream: Iterator) -> tuple[list, str]:
-    """Drain an Adventure.generate stream: (events, clean output)."""
+def run(stream: Iterator, on_event: Callable[[Chunk | Restart], None] | None = None) -> tuple[list, str]:
+    """Drain an Adventure.generate stream, handing each event to `on_event`: (events, clean output)."""
     events = []
     while True:
         try:
-            events.append(next(stream))
+            event = next(stream)
         except StopIteration as stop:
             return events, stop.value or ""
+        events.append(event)
+        if on_event is not None:
+            on_event(event)

@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input
 
 from storyloom import StoryloomError
-from storyloom.modes.adventure import Adventure, Chunk, Restart
+from storyloom.modes.adventure import Adventure, Chunk, Restart, run
 from storyloom.store.stories import Game, Turn
 from storyloom.tui.export import export_game
 from storyloom.tui.messages import (
@@ -57,7 +57,8 @@ class AdventureScreen(Screen):
         self.play = Adventure(game, None)
         self.kind = "do"
         self.cancel = threading.Event()
-        self.pending: tuple[str, Turn | None] | None = None  # ("new"|"retry"|"opening", turn)
+        self.pending: tuple[str, Turn] | None = None  # ("new"|"retry"|"opening", turn)
+        self.typed = ""  # the player's words for the pending action, given back if it fails
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -100,7 +101,7 @@ class AdventureScreen(Screen):
         except StoryloomError as exc:
             self.notify(str(exc), severity="warning")
             return
-        event.input.value = ""
+        self.typed, event.input.value = event.value, ""
         self._run("new", turn, turn.action, self.play.game.turns)
 
     # -- generation ----------------------------------------------------------------------------
@@ -125,21 +126,18 @@ class AdventureScreen(Screen):
             built = self.play.prompt_for(action, generator, settings, history)
             self.post_message(GenerationStarted(built.tokens, self.play.budget(generator.context_length, settings)))
             stream = self.play.generate(built.text, action, generator, settings, self.cancel)
-            while True:
-                try:
-                    event = next(stream)
-                except StopIteration as done:
-                    output = done.value or ""
-                    break
-                if isinstance(event, Chunk):
-                    self.post_message(GenerationChunk(event.text))
-                elif isinstance(event, Restart):
-                    self.post_message(GenerationRestarted(event.reason))
+            _, output = run(stream, on_event=self._post_event)
         except Exception as exc:  # noqa: BLE001 - any failure is shown, the game is kept
             self.post_message(GenerationFailed(f"{type(exc).__name__}: {exc}"))
             return
         self.post_message(GenerationFinished(output, self.cancel.is_set(),
                                              generator.last_stats.tokens_per_second))
+
+    def _post_event(self, event: Chunk | Restart) -> None:
+        if isinstance(event, Chunk):
+            self.post_message(GenerationChunk(event.text))
+        else:
+            self.post_message(GenerationRestarted(event.reason))
 
     def on_generation_started(self, message: GenerationStarted) -> None:
         self.app.context_usage = f"{message.prompt_tokens}/{message.budget}"
@@ -156,7 +154,7 @@ class AdventureScreen(Screen):
         self.app.speed = f"{message.tokens_per_second:.1f}"
         if message.cancelled or not message.output:
             if what == "new":  # nothing typed is lost: the action goes back in the box
-                self.query_one("#action", Input).value = _raw_action(turn)
+                self.query_one("#action", Input).value = self.typed
             if not message.cancelled:
                 self.notify("The model wrote nothing usable this time (it tried to act for you). "
                             "Press Enter to try again, or rephrase.", severity="warning", timeout=8)
@@ -174,7 +172,7 @@ class AdventureScreen(Screen):
         what, turn = self.pending or ("", None)
         self.pending = None
         if what == "new":
-            self.query_one("#action", Input).value = _raw_action(turn)
+            self.query_one("#action", Input).value = self.typed
         self.query_one(Transcript).show(self.play.game.turns)
         self.notify(message.error, title="Generation failed", severity="error", timeout=10)
 
@@ -236,10 +234,3 @@ class AdventureScreen(Screen):
     def action_export(self) -> None:
         export_game(self.app, self.play.game)
 
-
-def _raw_action(turn: Turn | None) -> str:
-    if turn is None:
-        return ""
-    if turn.kind == "say":
-        return turn.action.removeprefix('> You say "').removesuffix('"')
-    return turn.action.removeprefix("> You ").rstrip(".") if turn.kind == "do" else turn.action
