@@ -261,13 +261,15 @@ def build_prompt(game: Game, action_text: str, count: TokenCounter, budget: int)
     if note:
         at = max(0, len(history) - AUTHORS_NOTE_DEPTH)
         history.insert(at, note)
-    body = "".join(history) + action
-    text = (head + "\n\n" if head else "") + body.lstrip("\n")
+
+    def assemble() -> str:
+        return (head + "\n\n" if head else "") + ("".join(history) + action).lstrip("\n")
+
+    text = assemble()
     tokens = count(text)
     while tokens > budget and history:  # joins can tokenize a little differently: re-check
         history.pop(1 if note and history[0] == note and len(history) > 1 else 0)
-        body = "".join(history) + action
-        text = (head + "\n\n" if head else "") + body.lstrip("\n")
+        text = assemble()
         tokens = count(text)
     return BuiltPrompt(text, tokens, len([h for h in history if h != note]), kept_world)
 
@@ -373,10 +375,6 @@ class Adventure:
     def save_meta(self) -> None:
         if self.store:
             self.store.save_meta(self.game)
-
-    @property
-    def transcript(self) -> str:
-        return "".join(turn_text(t) for t in self.game.turns).strip()
 
     def to_markdown(self) -> str:
         lines = [f"# {self.game.title}", ""]

@@ -62,8 +62,9 @@ class ScriptedGenerator(Generator):
         return ["".join(self._stream(prompt, settings, cancel)) for _ in range(n)]
 
     def score_many(self, prompt: str, continuations: Sequence[str]) -> list[float]:
-        return [-float(len(set(c.split())) and len(c.split()) / max(1, len(set(c.split()))))
-                for c in continuations]
+        """Fewer repeated words score higher: minus words per distinct word."""
+        return [-(len(words) / len(set(words))) if words else -0.0
+                for words in (c.split() for c in continuations)]
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
