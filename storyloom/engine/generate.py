@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 from storyloom.engine.sampling import SamplerSettings
 
@@ -70,8 +70,10 @@ class Generator:
         raise NotImplementedError
 
     def candidates(
-        self, prompt: str, n: int, settings: SamplerSettings | None = None, cancel: Cancel | None = None
+        self, prompt: str, n: int, settings: SamplerSettings | None = None, cancel: Cancel | None = None,
+        on_step: Callable[[int], None] | None = None,
     ) -> list[str]:
+        """n continuations in one batched call; `on_step(k)` after each decoding step (progress)."""
         raise NotImplementedError
 
     def score(self, prompt: str, continuation: str) -> float:

@@ -27,6 +27,22 @@ def _adventure_games(db: sqlite_utils.Database) -> None:
     db["games"].create_index(["updated"])
 
 
+@migrations(name="002_cowrite_stories")
+def _cowrite_stories(db: sqlite_utils.Database) -> None:
+    db["co_stories"].create(
+        {"id": str, "title": str, "premise": str, "candidates_n": int, "length": str,
+         "pending": str, "created": str, "updated": str},
+        pk="id",
+    )
+    db["co_turns"].create(
+        {"id": int, "story_id": str, "position": int, "author": str, "text": str, "edited": int,
+         "created": str},
+        pk="id", foreign_keys=[("story_id", "co_stories", "id")],
+    )
+    db["co_turns"].create_index(["story_id", "position"])
+    db["co_stories"].create_index(["updated"])
+
+
 def open_db(path: Path | str | None = None) -> sqlite_utils.Database:
     """Open (creating and migrating as needed). Every write the app makes is one transaction."""
     path = Path(path) if path is not None else database_file()

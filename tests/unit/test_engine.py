@@ -105,6 +105,34 @@ def test_score_prefers_the_models_own_continuation(tiny):
     assert scores[2] == float("-inf")
 
 
+def test_shared_prefix_scores_match_scoring_each_row_alone(tiny):
+    import torch
+
+    conts = [" The rain fell.", " You open the door and look", "", " zq"]
+    prompt_ids = tiny.encode(PROMPT)
+    expected = []
+    for c in conts:
+        ids = tiny.encode(c, special=False)
+        if not ids:
+            expected.append(float("-inf"))
+            continue
+        with torch.no_grad():
+            logp = torch.log_softmax(tiny.model(input_ids=torch.tensor([prompt_ids + ids])).logits[0].float(), -1)
+        rows = torch.arange(len(prompt_ids) - 1, len(prompt_ids) - 1 + len(ids))
+        expected.append(float(logp[rows, torch.tensor(ids)].mean()))
+    got = tiny.score_many(PROMPT, conts)
+    assert got[2] == float("-inf")
+    for g, e in zip(got, expected):
+        assert g == pytest.approx(e, abs=1e-4)
+
+
+def test_candidates_report_progress_each_step(tiny):
+    steps = []
+    out = tiny.candidates(PROMPT, 3, GREEDY.with_(max_new_tokens=7), on_step=steps.append)
+    assert len(out) == 3
+    assert steps == list(range(1, len(steps) + 1)) and 1 <= len(steps) <= 7
+
+
 def test_over_long_prompt_never_overflows_the_context(tiny):
     prompt = "The rain fell on the city all night. " * 200  # far past 256 positions
     assert tiny.count_tokens(prompt) > tiny.context_length

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import pytest
 
+import sqlite_utils
+
+from storyloom.store.cowrite import Candidate, CoStory, CoTurn, CowriteStore
 from storyloom.store.db import migrations, open_db
 from storyloom.store.stories import Game, GameStore, Turn
 
@@ -12,7 +15,7 @@ def test_empty_database_is_migrated_and_reopen_changes_nothing(tmp_path):
     db = open_db(path)
     assert {"games", "turns"} <= set(db.table_names())
     applied = [m.name for m in migrations.applied(db)]
-    assert applied == ["001_adventure_games"]
+    assert applied == ["001_adventure_games", "002_cowrite_stories"]
     again = open_db(path)
     assert [m.name for m in migrations.applied(again)] == applied
     assert again.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -35,3 +38,37 @@ def test_games_list_newest_first_and_delete(tmp_path):
     assert len(a.id) == 32 and a.id != b.id  # random ids, never row numbers
     store.delete(b.id)
     assert [g.title for g in store.list()] == ["A"]
+
+
+def test_previous_release_database_gains_cowrite_tables_and_keeps_its_games(tmp_path):
+    path = tmp_path / "old.db"
+    old = sqlite_utils.Database(path)
+    migrations.apply(old, stop_before="002_cowrite_stories")  # the schema stop 8 shipped
+    GameStore(old).create(Game(title="Old game", turns=[Turn("start", "a", "b")]))
+    old.conn.close()
+    db = open_db(path)
+    assert {"co_stories", "co_turns"} <= set(db.table_names())
+    assert [g.title for g in GameStore(db).list()] == ["Old game"]
+
+
+def test_cowrite_story_round_trip_edit_remove(tmp_path):
+    store = CowriteStore(open_db(tmp_path / "c.db"))
+    story = CoStory(title="Lighthouse", premise="Quiet, salt-stained.", length="sentence", candidates_n=3,
+                    turns=[CoTurn("human", "The boat came at dusk.")])
+    store.create(story)
+    story.turns.append(CoTurn("model", "Its sail was torn.", edited=True))
+    story.pending = [Candidate("A gull cried.", -1.5, -1.2, 0.1)]
+    store.add_turn(story)
+    loaded = store.load(story.id)
+    assert loaded.turns == story.turns and loaded.pending == story.pending
+    assert (loaded.title, loaded.premise, loaded.length, loaded.candidates_n) == ("Lighthouse", "Quiet, salt-stained.", "sentence", 3)
+    story.turns[0].text = "The boat came at dawn."
+    store.update_turn(story, 0)
+    del story.turns[1]
+    story.pending = []
+    store.replace_turns(story)
+    loaded = store.load(story.id)
+    assert [t.text for t in loaded.turns] == ["The boat came at dawn."] and loaded.pending == []
+    assert [s.title for s in store.list()] == ["Lighthouse"] and store.list()[0].turns == 1
+    store.delete(story.id)
+    assert store.list() == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from storyloom.engine.generate import Cancel, GenerationStats, Generator, ModelInfo, StopScanner
 from storyloom.engine.sampling import SamplerSettings
@@ -57,9 +57,15 @@ class ScriptedGenerator(Generator):
         self.last_stats = GenerationStats(len(prompt.split()), len(pieces), len(pieces) / 100, 0.01)
 
     def candidates(self, prompt: str, n: int, settings: SamplerSettings | None = None,
-                   cancel: Cancel | None = None) -> list[str]:
+                   cancel: Cancel | None = None, on_step: Callable[[int], None] | None = None) -> list[str]:
+        """The next n queued outputs; one progress step per candidate."""
         settings = settings or SamplerSettings()
-        return ["".join(self._stream(prompt, settings, cancel)) for _ in range(n)]
+        out = []
+        for i in range(n):
+            out.append("".join(self._stream(prompt, settings, cancel)))
+            if on_step is not None:
+                on_step(i + 1)
+        return out
 
     def score_many(self, prompt: str, continuations: Sequence[str]) -> list[float]:
         """Fewer repeated words score higher: minus words per distinct word."""

@@ -6,7 +6,7 @@ check the cancel flag every token, apply our sampler, and batch candidates over 
 from __future__ import annotations
 
 import os
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -120,7 +120,8 @@ class TransformersGenerator(Generator):
             self.last_stats = watch.done()
 
     def candidates(
-        self, prompt: str, n: int, settings: SamplerSettings | None = None, cancel: Cancel | None = None
+        self, prompt: str, n: int, settings: SamplerSettings | None = None, cancel: Cancel | None = None,
+        on_step: Callable[[int], None] | None = None,
     ) -> list[str]:
         settings = settings or SamplerSettings()
         if n < 1:
@@ -130,7 +131,9 @@ class TransformersGenerator(Generator):
         rows: list[list[int]] = [[] for _ in range(n)]
         done = [False] * n
         texts = [""] * n
-        for step in self._steps(prompt_ids, n, settings, cancel):
+        for count, step in enumerate(self._steps(prompt_ids, n, settings, cancel), 1):
+            if on_step is not None:
+                on_step(count)
             for i, token in enumerate(step.tolist()):
                 if done[i]:
                     continue
@@ -155,26 +158,37 @@ class TransformersGenerator(Generator):
 
     @torch.inference_mode()
     def score_many(self, prompt: str, continuations: Sequence[str]) -> list[float]:
+        """Mean token log-prob of each continuation after `prompt`.
+
+        The prompt is run once and its KV cache shared by every continuation, so ranking n
+        candidates costs one prefill plus n short rows, not n full prompts.
+        """
         if not continuations:
             return []
-        prompt_ids = self.encode(prompt)
         conts = [self.encode(c, special=False) for c in continuations]
         longest = max(len(c) for c in conts)
+        if longest == 0:
+            return [float("-inf")] * len(conts)
+        prompt_ids = self.encode(prompt)
         prompt_ids = prompt_ids[-max(1, self.context_length - longest):]
-        width = len(prompt_ids) + longest
-        ids = torch.full((len(conts), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(conts), width), dtype=torch.long)
+        out = self.model(input_ids=torch.tensor([prompt_ids]), use_cache=True)
+        first = torch.log_softmax(out.logits[0, -1].float(), -1)  # predicts each row's first token
+        past = out.past_key_values
+        past.batch_repeat_interleave(len(conts))
+        ids = torch.full((len(conts), longest), self.pad_id, dtype=torch.long)
+        mask = torch.ones((len(conts), len(prompt_ids) + longest), dtype=torch.long)
         for i, c in enumerate(conts):
-            row = prompt_ids + c
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
-        logp = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
-        token_logp = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+            ids[i, : len(c)] = torch.tensor(c, dtype=torch.long) if c else ids[i, :0]
+            mask[i, len(prompt_ids) + len(c):] = 0  # right padding: causal, so real tokens never see it
+        logits = self.model(input_ids=ids, attention_mask=mask, past_key_values=past, use_cache=True).logits
+        logp = torch.log_softmax(logits.float(), -1)
         scores = []
-        start = len(prompt_ids) - 1  # logits at position t predict token t+1
         for i, c in enumerate(conts):
             if not c:
                 scores.append(float("-inf"))
                 continue
-            scores.append(float(token_logp[i, start : start + len(c)].mean()))
+            total = float(first[c[0]])
+            if len(c) > 1:  # row position j predicts token j+1
+                total += float(logp[i, torch.arange(len(c) - 1), torch.tensor(c[1:])].sum())
+            scores.append(total / len(c))
         return scores
