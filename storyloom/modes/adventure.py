@@ -14,6 +14,7 @@ from typing import Callable, Iterator
 
 from storyloom import StoryloomError
 from storyloom.engine.sampling import SamplerSettings
+from storyloom.modes.text import SENTENCE_END, TokenCounter, fit_text
 from storyloom.paths import assets_dir
 from storyloom.store.stories import Game, GameStore, Turn, WorldEntry
 
@@ -126,9 +127,6 @@ def turn_text(turn: Turn) -> str:
 
 
 # -- output clean-up --------------------------------------------------------------------
-_SENTENCE_END = re.compile(r"""[.!?…]["'”’)\]]*(?=\s|$)""")
-
-
 def clean_output(raw: str, action: str = "") -> str:
     """Make a model continuation fit the story.
 
@@ -151,7 +149,7 @@ def clean_output(raw: str, action: str = "") -> str:
     bare_action = action.removeprefix(">").strip()
     if bare_action and text.lower().startswith(bare_action.lower()):
         text = text[len(bare_action):].lstrip()
-    ends = list(_SENTENCE_END.finditer(text))
+    ends = list(SENTENCE_END.finditer(text))
     if ends:
         text = text[: ends[-1].end()]
     return re.sub(r"\n{3,}", "\n\n", text).strip()
@@ -187,37 +185,6 @@ def triggered_world_info(game: Game, action: str, scan: int = WORLD_INFO_SCAN) -
     return found
 
 
-class TokenCounter:
-    """Counts tokens with a cache, since the same turns are counted every turn."""
-
-    def __init__(self, count: Callable[[str], int]):
-        self._count = count
-        self._cache: dict[str, int] = {}
-
-    def __call__(self, text: str) -> int:
-        n = self._cache.get(text)
-        if n is None:
-            if len(self._cache) > 4096:
-                self._cache.clear()
-            n = self._cache[text] = self._count(text)
-        return n
-
-
-def _fit(text: str, count: TokenCounter, budget: int, keep_end: bool) -> str:
-    """Trim text (by words) until it fits `budget` tokens."""
-    if budget <= 0:
-        return ""
-    if count(text) <= budget:
-        return text
-    words = text.split(" ")
-    lo, hi = 0, len(words)
-    while lo < hi:  # binary search for the most words that fit
-        mid = (lo + hi + 1) // 2
-        part = " ".join(words[-mid:] if keep_end else words[:mid])
-        lo, hi = (mid, hi) if count(part) <= budget else (lo, mid - 1)
-    return " ".join(words[-lo:] if keep_end else words[:lo]) if lo else ""
-
-
 def build_prompt(game: Game, action_text: str, count: TokenCounter, budget: int) -> BuiltPrompt:
     """The prompt for the next continuation, never over `budget` tokens.
 
@@ -228,9 +195,9 @@ def build_prompt(game: Game, action_text: str, count: TokenCounter, budget: int)
     reserve = count(action_text) if action_text else 0
     room = budget - min(reserve, budget // 2)
     if game.context:
-        head_parts.append(_fit(game.context, count, room // 2, keep_end=False))
+        head_parts.append(fit_text(game.context, count, room // 2, keep_end=False))
     if game.memory:
-        head_parts.append(_fit(game.memory, count, room // 2 - count("\n".join(head_parts)), keep_end=True))
+        head_parts.append(fit_text(game.memory, count, room // 2 - count("\n".join(head_parts)), keep_end=True))
     world = triggered_world_info(game, action_text)
     kept_world = []
     for entry in world:
@@ -242,7 +209,7 @@ def build_prompt(game: Game, action_text: str, count: TokenCounter, budget: int)
     action = f"\n{action_text}\n" if action_text.startswith(">") else (f"\n{action_text}" if action_text else "")
     fixed = count(head + "\n\n") + count(note) + count(action)
     if fixed > budget:  # a huge action: keep its end (what the player typed last)
-        action = _fit(action, count, budget - count(head + "\n\n") - count(note), keep_end=True)
+        action = fit_text(action, count, budget - count(head + "\n\n") - count(note), keep_end=True)
         fixed = count(head + "\n\n") + count(note) + count(action)
     history: list[str] = []
     used = fixed
@@ -251,7 +218,7 @@ def build_prompt(game: Game, action_text: str, count: TokenCounter, budget: int)
         cost = count(piece)
         if used + cost > budget:
             if not history:  # the last turn alone is too long: keep its end
-                piece = _fit(piece, count, budget - used, keep_end=True)
+                piece = fit_text(piece, count, budget - used, keep_end=True)
                 if piece:
                     history.append(piece)
             break

@@ -1,0 +1,342 @@
+"""Co-write mode as plain Python: the writer and the model take turns on one story.
+
+On the model's turn it samples several candidates in one batched call and a ranker puts the
+best first (sample-and-rank, Nichols et al. 2020). The writer picks one (editing it first if
+they like), asks for more, or writes the turn themselves; any turn can be edited or removed
+later and the model's next turn sees the change. Every change is saved as it happens.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+from storyloom import StoryloomError
+from storyloom.engine.sampling import SamplerSettings
+from storyloom.modes.text import SENTENCE_END, TokenCounter, fit_text
+from storyloom.store.cowrite import LENGTHS, Candidate, CoStory, CoTurn, CowriteStore
+
+DEFAULT_CANDIDATES = 4
+MAX_CANDIDATES = 8
+# New tokens per candidate for each turn length ("free" uses the sampler's max_new_tokens).
+LENGTH_TOKENS = {"sentence": 40, "paragraph": 120}
+MAX_PROMPT_TOKENS = 2048  # as in adventure: prefill cost and a small model's focus
+TURN_BREAK = "\n\n"  # turns are paragraphs of the story
+CHAT_TOKENS = ("<|im_end|>", "<|im_start|>", "<|endoftext|>")
+REPETITION_NGRAM = 3
+# Mean token log-probs of fluent text from a small model sit near -2..-3, while a passage
+# copied from earlier in the story scores near -0.5: a full repeat must cost more than that gap.
+REPETITION_WEIGHT = 4.0
+
+
+# -- repetition ---------------------------------------------------------------------------
+_WORDS = re.compile(r"[a-z0-9']+")
+
+
+def words(text: str) -> list[str]:
+    return _WORDS.findall(text.lower())
+
+
+def repeated_ngram_rate(text: str, earlier: str = "", n: int = 4) -> float:
+    """Share of `text`'s word n-grams already seen, earlier in the story or earlier in itself."""
+    own = words(text)
+    grams = [tuple(own[i:i + n]) for i in range(len(own) - n + 1)]
+    if not grams:
+        return 0.0
+    before = words(earlier)
+    seen = {tuple(before[i:i + n]) for i in range(len(before) - n + 1)}
+    repeated = 0
+    for gram in grams:
+        repeated += gram in seen
+        seen.add(gram)
+    return repeated / len(grams)
+
+
+# -- rankers ------------------------------------------------------------------------------
+class Ranker(Protocol):
+    """Anything that can order candidates, best first (the scorer is pluggable)."""
+
+    def rank(self, prompt: str, story_text: str, texts: Sequence[str]) -> list[Candidate]: ...
+
+
+class RepetitionRanker:
+    """Ranks by repetition alone: for backends that cannot score text."""
+
+    def __init__(self, n: int = REPETITION_NGRAM):
+        self.n = n
+
+    def rank(self, prompt: str, story_text: str, texts: Sequence[str]) -> list[Candidate]:
+        out = []
+        for text in texts:
+            rep = repeated_ngram_rate(text, story_text, self.n)
+            out.append(Candidate(text, -rep, None, rep))
+        return sorted(out, key=lambda c: c.score, reverse=True)
+
+
+class ModelRanker:
+    """The default: length-normalised log-prob under the model, minus a repetition penalty."""
+
+    def __init__(self, generator, repetition_weight: float = REPETITION_WEIGHT, n: int = REPETITION_NGRAM):
+        self.generator = generator
+        self.weight = repetition_weight
+        self.n = n
+
+    def rank(self, prompt: str, story_text: str, texts: Sequence[str]) -> list[Candidate]:
+        logprobs = self.generator.score_many(prompt, list(texts))
+        out = []
+        for text, logprob in zip(texts, logprobs):
+            rep = repeated_ngram_rate(text, story_text, self.n)
+            out.append(Candidate(text, logprob - self.weight * rep, logprob, rep))
+        return sorted(out, key=lambda c: c.score, reverse=True)
+
+
+def default_ranker(generator) -> Ranker:
+    try:
+        generator.score_many("", [])
+    except NotImplementedError:
+        return RepetitionRanker()
+    return ModelRanker(generator)
+
+
+# -- text clean-up ------------------------------------------------------------------------
+def finish_turn(raw: str, length: str) -> str:
+    """A candidate as the story can take it: whole sentences only, one paragraph unless "free".
+
+    Empty when the model wrote no complete sentence (such candidates are never offered).
+    """
+    text = raw.replace("\r", "")
+    for marker in CHAT_TOKENS:
+        text = text.split(marker, 1)[0]
+    text = text.strip()
+    if length != "free":
+        text = text.split("\n\n", 1)[0].strip()
+    ends = list(SENTENCE_END.finditer(text))
+    if not ends:
+        return ""
+    end = ends[0] if length == "sentence" else ends[-1]
+    text = text[: end.end()]
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+# -- the prompt ---------------------------------------------------------------------------
+@dataclass
+class BuiltPrompt:
+    text: str
+    tokens: int
+    turns_included: int
+
+
+def build_prompt(story: CoStory, count: TokenCounter, budget: int) -> BuiltPrompt:
+    """Title and premise always; then as many recent turns as fit, ending on a paragraph break."""
+    head = story.title.strip()
+    if story.premise.strip():
+        head = (head + TURN_BREAK if head else "") + fit_text(story.premise.strip(), count, budget // 3, keep_end=False)
+    used = count(head + TURN_BREAK) if head else 0
+    kept: list[str] = []
+    for turn in reversed(story.turns):
+        piece = turn.text.strip() + TURN_BREAK
+        cost = count(piece)
+        if used + cost > budget:
+            if not kept:  # the last turn alone is too long: keep its end
+                piece = fit_text(piece, count, budget - used, keep_end=True)
+                if piece:
+                    kept.append(piece)
+            break
+        kept.append(piece)
+        used += cost
+    kept.reverse()
+    text = (head + TURN_BREAK if head else "") + "".join(kept)
+    tokens = count(text)
+    while tokens > budget and kept:  # joins can tokenize a little differently: re-check
+        kept.pop(0)
+        text = (head + TURN_BREAK if head else "") + "".join(kept)
+        tokens = count(text)
+    return BuiltPrompt(text, tokens, len(kept))
+
+
+# -- the story in play --------------------------------------------------------------------
+class CoWrite:
+    """One story being written. The UI calls these; the store saves every change at once.
+
+    `propose` is safe to run in a worker thread (it touches neither the story nor the store);
+    `offer` then records its result on the main thread.
+    """
+
+    UNDO_DEPTH = 50
+
+    def __init__(self, story: CoStory, store: CowriteStore | None = None):
+        self.story = story
+        self.store = store
+        self._history: list[list[CoTurn]] = []  # earlier turn lists, for undo
+
+    # who writes next ------------------------------------------------------------------
+    @property
+    def next_author(self) -> str:
+        """The model answers the writer; the writer answers the model (or starts the story)."""
+        if not self.story.turns:
+            return "model" if self.story.premise.strip() else "human"
+        return "model" if self.story.turns[-1].author == "human" else "human"
+
+    # generation -----------------------------------------------------------------------
+    def settings_for(self, settings: SamplerSettings) -> SamplerSettings:
+        tokens = LENGTH_TOKENS.get(self.story.length, settings.max_new_tokens)
+        stops = ("\n\n",) if self.story.length != "free" else ()
+        return settings.with_(max_new_tokens=tokens, stop=tuple(dict.fromkeys(settings.stop + stops + CHAT_TOKENS)))
+
+    def budget(self, context_length: int, settings: SamplerSettings) -> int:
+        new = self.settings_for(settings).max_new_tokens
+        return max(64, min(context_length, MAX_PROMPT_TOKENS + new) - new - 8)
+
+    def prompt_for(self, generator, settings: SamplerSettings) -> BuiltPrompt:
+        if getattr(self, "_counter_for", None) is not generator:  # one token cache per model
+            self._counter_for, self._counter = generator, TokenCounter(generator.count_tokens)
+        return build_prompt(self.story, self._counter, self.budget(generator.context_length, settings))
+
+    def story_text(self) -> str:
+        return TURN_BREAK.join(t.text.strip() for t in self.story.turns)
+
+    def propose(self, generator, settings: SamplerSettings, *, more: bool = False, cancel=None,
+                on_step: Callable[[int], None] | None = None, ranker: Ranker | None = None,
+                n: int | None = None) -> list[Candidate]:
+        """Sample n candidates in one batched call, clean them, and rank them best first.
+
+        With more=True the candidates already on offer are ranked together with the new ones.
+        Returns [] when cancelled. Raises StoryloomError when nothing usable came out.
+        """
+        n = n or self.story.candidates_n
+        built = self.prompt_for(generator, settings)
+        raw = generator.candidates(built.text, n, self.settings_for(settings), cancel, on_step)
+        if cancel is not None and cancel.is_set():
+            return []
+        earlier = [c.text for c in self.story.pending] if more else []
+        texts = []
+        for text in (finish_turn(r, self.story.length) for r in raw):
+            if text and text not in texts and text not in earlier:
+                texts.append(text)
+        if not texts:
+            raise StoryloomError("The model wrote no complete sentence this time. Ask again (reroll), "
+                                 "or write this turn yourself.")
+        ranker = ranker or default_ranker(generator)
+        ranked = ranker.rank(built.text, self.story_text(), earlier + texts)
+        return ranked
+
+    def offer(self, candidates: list[Candidate]) -> None:
+        """Put ranked candidates on offer (replacing any earlier offer) and save them."""
+        self.story.pending = list(candidates)
+        self._save_meta()
+
+    def dismiss(self) -> None:
+        if self.story.pending:
+            self.story.pending = []
+            self._save_meta()
+
+    # turns ----------------------------------------------------------------------------
+    def pick(self, index: int, text: str | None = None) -> CoTurn:
+        """Accept candidate `index` (best is 0), as edited by the writer if `text` is given."""
+        if not 0 <= index < len(self.story.pending):
+            raise StoryloomError(f"There is no candidate {index + 1}.")
+        offered = self.story.pending[index].text
+        final = offered if text is None else text.strip()
+        if not final:
+            raise StoryloomError("An empty turn adds nothing: write something or pick another candidate.")
+        return self._add(CoTurn("model", final, edited=final != offered))
+
+    def write(self, text: str) -> CoTurn:
+        """The writer's own turn (it replaces any candidates on offer)."""
+        text = text.strip()
+        if not text:
+            raise StoryloomError("Write something first.")
+        return self._add(CoTurn("human", text))
+
+    def edit(self, position: int, text: str) -> None:
+        text = text.strip()
+        if not text:
+            raise StoryloomError("A turn cannot be empty; remove it instead.")
+        turn = self.story.turns[position]
+        if text == turn.text:
+            return
+        self._remember()
+        self.story.turns[position] = CoTurn(turn.author, text, edited=turn.edited or turn.author == "model")
+        if self.store:
+            self.store.update_turn(self.story, position)
+
+    def remove(self, position: int) -> CoTurn:
+        self._remember()
+        turn = self.story.turns.pop(position)
+        if self.store:
+            self.store.replace_turns(self.story)
+        return turn
+
+    def undo(self) -> bool:
+        """Take back the last add, edit or removal (this session)."""
+        if not self._history:
+            return False
+        self.story.turns = self._history.pop()
+        if self.store:
+            self.store.replace_turns(self.story)
+        return True
+
+    def _add(self, turn: CoTurn) -> CoTurn:
+        self._remember()
+        self.story.turns.append(turn)
+        self.story.pending = []
+        if self.store:
+            self.store.add_turn(self.story)
+        return turn
+
+    def _remember(self) -> None:
+        self._history.append([CoTurn(t.author, t.text, t.edited) for t in self.story.turns])
+        del self._history[:-self.UNDO_DEPTH]
+
+    # settings -------------------------------------------------------------------------
+    def set_length(self, length: str) -> None:
+        if length not in LENGTHS:
+            raise StoryloomError(f"Turn length must be one of {', '.join(LENGTHS)}.")
+        self.story.length = length
+        self._save_meta()
+
+    def set_candidates(self, n: int) -> None:
+        if not 1 <= n <= MAX_CANDIDATES:
+            raise StoryloomError(f"Candidates per turn must be between 1 and {MAX_CANDIDATES}.")
+        self.story.candidates_n = n
+        self._save_meta()
+
+    def _save_meta(self) -> None:
+        if self.store:
+            self.store.save_meta(self.story)
+
+    # export ---------------------------------------------------------------------------
+    def to_markdown(self, model_name: str = "the model") -> str:
+        lines = [f"# {self.story.title}", ""]
+        if self.story.premise.strip():
+            lines += [f"> {self.story.premise.strip()}", ""]
+        lines += [f"*Passages in italics were written by {model_name}; † marks ones the writer edited.*", ""]
+        for turn in self.story.turns:
+            if turn.author == "model":
+                lines += [_italic(turn.text) + (" †" if turn.edited else ""), ""]
+            else:
+                lines += [turn.text, ""]
+        return "\n".join(lines).rstrip() + "\n"
+
+    def to_text(self) -> str:
+        head = [self.story.title, ""]
+        return "\n".join(head) + "\n" + self.story_text().strip() + "\n"
+
+
+def _italic(text: str) -> str:
+    """Italicise each paragraph (Markdown emphasis does not cross blank lines)."""
+    escaped = text.replace("*", r"\*")  # a literal asterisk must not end the emphasis
+    return "\n\n".join(f"*{p.strip()}*" for p in escaped.split("\n\n") if p.strip())
+
+
+def new_story(title: str, premise: str = "", opening: str = "", length: str = "paragraph",
+              candidates_n: int = DEFAULT_CANDIDATES) -> CoStory:
+    title = title.strip()
+    if not title:
+        raise StoryloomError("A story needs a title.")
+    if length not in LENGTHS:
+        raise StoryloomError(f"Turn length must be one of {', '.join(LENGTHS)}.")
+    if not 1 <= candidates_n <= MAX_CANDIDATES:
+        raise StoryloomError(f"Candidates per turn must be between 1 and {MAX_CANDIDATES}.")
+    turns = [CoTurn("human", opening.strip())] if opening.strip() else []
+    return CoStory(title=title, premise=premise.strip(), turns=turns, length=length, candidates_n=candidates_n)

@@ -1,0 +1,39 @@
+"""Text helpers the modes share: sentence ends, a cached token counter, trimming to a budget."""
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+# A sentence ends at . ! ? or … (closing quotes and brackets included), before a space or the end.
+SENTENCE_END = re.compile(r"""[.!?…]["'”’)\]]*(?=\s|$)""")
+
+
+class TokenCounter:
+    """Counts tokens with a cache, since the same turns are counted every turn."""
+
+    def __init__(self, count: Callable[[str], int]):
+        self._count = count
+        self._cache: dict[str, int] = {}
+
+    def __call__(self, text: str) -> int:
+        n = self._cache.get(text)
+        if n is None:
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            n = self._cache[text] = self._count(text)
+        return n
+
+
+def fit_text(text: str, count: TokenCounter, budget: int, keep_end: bool) -> str:
+    """Trim text (by words) until it fits `budget` tokens."""
+    if budget <= 0:
+        return ""
+    if count(text) <= budget:
+        return text
+    words = text.split(" ")
+    lo, hi = 0, len(words)
+    while lo < hi:  # binary search for the most words that fit
+        mid = (lo + hi + 1) // 2
+        part = " ".join(words[-mid:] if keep_end else words[:mid])
+        lo, hi = (mid, hi) if count(part) <= budget else (lo, mid - 1)
+    return " ".join(words[-lo:] if keep_end else words[:lo]) if lo else ""

@@ -1,0 +1,168 @@
+"""Co-write mode without a UI: ranking, clean-up, the prompt, turns, persistence, export."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from storyloom import StoryloomError
+from storyloom.engine.backends.scripted import ScriptedGenerator
+from storyloom.engine.sampling import SamplerSettings
+from storyloom.modes.cowrite import (
+    CoWrite,
+    ModelRanker,
+    RepetitionRanker,
+    TokenCounter,
+    build_prompt,
+    finish_turn,
+    new_story,
+    repeated_ngram_rate,
+)
+from storyloom.store.cowrite import CoStory, CoTurn, CowriteStore
+from storyloom.store.db import open_db
+
+STORY = "The lighthouse keeper had not spoken to anyone in three weeks when the boat arrived."
+SETTINGS = SamplerSettings(seed=1)
+
+
+class FixedScores:
+    """A generator stand-in whose log-probs are given per text."""
+
+    def __init__(self, scores: dict[str, float]):
+        self.scores = scores
+
+    def score_many(self, prompt, texts):
+        return [self.scores[t] for t in texts]
+
+
+def test_repeated_ngram_rate_counts_repeats_of_the_story_and_of_itself():
+    assert repeated_ngram_rate("A gull cried over the grey water.", STORY) == 0.0
+    assert repeated_ngram_rate(STORY, STORY) == 1.0
+    looping = "the sea was cold and the sea was cold and the sea was cold"
+    assert repeated_ngram_rate(looping, "", 4) > 0.5
+    assert repeated_ngram_rate("Too short.", STORY) == 0.0
+
+
+def test_model_ranker_puts_the_repetitive_candidate_last_even_when_the_model_likes_it():
+    fresh1 = "A gull cried over the grey water."
+    fresh2 = "She tied the rope with cold fingers."
+    copy = "The lighthouse keeper had not spoken to anyone in three weeks."
+    # copied text is what a small model finds most likely: log-prob alone would rank it first
+    ranker = ModelRanker(FixedScores({fresh1: -2.6, fresh2: -2.2, copy: -0.6}))
+    ranked = ranker.rank("prompt", STORY, [copy, fresh1, fresh2])
+    assert [c.text for c in ranked] == [fresh2, fresh1, copy]
+    assert ranked[-1].repetition > 0.5 and ranked[0].logprob == -2.2
+    assert ranked[0].score >= ranked[1].score >= ranked[2].score
+
+
+def test_repetition_ranker_needs_no_model():
+    ranked = RepetitionRanker().rank("", STORY, [STORY, "Something new happens here today."])
+    assert ranked[0].text == "Something new happens here today." and ranked[0].logprob is None
+
+
+@pytest.mark.parametrize("raw,length,expected", [
+    (" The boat rocked. A man climbed out and", "paragraph", "The boat rocked."),
+    ("The boat rocked. A man climbed out.\n\nNext day it rained.", "paragraph",
+     "The boat rocked. A man climbed out."),
+    ("The boat rocked. A man climbed out.", "sentence", "The boat rocked."),
+    ('He said, "Come in." Then he left.\n\nRain.', "free", 'He said, "Come in." Then he left.\n\nRain.'),
+    ("no sentence end here", "paragraph", ""),
+    ("It ended.<|im_end|>garbage", "paragraph", "It ended."),
+])
+def test_finish_turn_ends_on_a_sentence_end(raw, length, expected):
+    assert finish_turn(raw, length) == expected
+
+
+def test_prompt_keeps_title_premise_and_the_latest_turns_within_budget():
+    story = new_story("The Keeper", premise="A quiet story told in the past tense.")
+    story.turns = [CoTurn("human" if i % 2 else "model", f"Paragraph number {i} of the story.") for i in range(40)]
+    count = TokenCounter(lambda s: len(s.split()))
+    built = build_prompt(story, count, 60)
+    assert built.tokens <= 60
+    assert built.text.startswith("The Keeper\n\nA quiet story told in the past tense.\n\n")
+    assert built.text.endswith("Paragraph number 39 of the story.\n\n")
+    assert "Paragraph number 0 " not in built.text and 0 < built.turns_included < 40
+
+
+def test_propose_ranks_candidates_and_drops_unfinished_and_duplicate_ones():
+    gen = ScriptedGenerator(["The sea the sea the sea was the sea the sea.", "A bell rang below.",
+                             "and then", "A bell rang below."])
+    play = CoWrite(new_story("T", opening=STORY))
+    ranked = play.propose(gen, SETTINGS)
+    assert [c.text for c in ranked] == ["A bell rang below.", "The sea the sea the sea was the sea the sea."]
+    assert gen.prompts[0].endswith(STORY + "\n\n")
+
+
+def test_propose_more_ranks_new_with_those_on_offer():
+    gen = ScriptedGenerator(["One thing happened.", "Two things happened."])
+    play = CoWrite(new_story("T", opening=STORY, candidates_n=1))
+    play.offer(play.propose(gen, SETTINGS))
+    more = play.propose(gen, SETTINGS, more=True)
+    assert sorted(c.text for c in more) == ["One thing happened.", "Two things happened."]
+
+
+def test_nothing_usable_is_a_clear_error_and_cancel_returns_nothing():
+    gen = ScriptedGenerator(["half a sentence", "another half"])
+    play = CoWrite(new_story("T", opening=STORY, candidates_n=2))
+    with pytest.raises(StoryloomError, match="no complete sentence"):
+        play.propose(gen, SETTINGS)
+    cancel = threading.Event()
+    cancel.set()
+    assert play.propose(ScriptedGenerator(["Fine."]), SETTINGS, cancel=cancel) == []
+
+
+def test_turns_pick_edit_write_remove_undo_and_everything_persists(tmp_path):
+    store = CowriteStore(open_db(tmp_path / "c.db"))
+    story = new_story("Keeper", opening=STORY)
+    store.create(story)
+    play = CoWrite(story, store)
+    assert play.next_author == "model"
+    play.offer(RepetitionRanker().rank("", play.story_text(), ["A bell rang.", "Gulls cried."]))
+    assert store.load(story.id).pending == story.pending  # the offer survives a restart
+    play.pick(1, "Gulls cried overhead.")
+    assert story.turns[-1] == CoTurn("model", "Gulls cried overhead.", edited=True)
+    assert play.next_author == "human" and story.pending == []
+    play.write("She went down to meet it.")
+    play.edit(0, "The keeper had not spoken in weeks.")
+    play.remove(1)
+    assert [t.author for t in story.turns] == ["human", "human"]
+    assert store.load(story.id).turns == story.turns
+    assert play.undo()  # the removal
+    assert [t.text for t in store.load(story.id).turns] == [
+        "The keeper had not spoken in weeks.", "Gulls cried overhead.", "She went down to meet it."]
+    # the model's next turn sees the edit
+    gen = ScriptedGenerator(["It was late."])
+    play.propose(gen, SETTINGS, n=1)
+    assert gen.prompts[0].startswith("Keeper\n\nThe keeper had not spoken in weeks.")
+    with pytest.raises(StoryloomError):
+        play.write("   ")
+    with pytest.raises(StoryloomError):
+        play.pick(5)
+
+
+def test_length_and_candidate_settings_are_validated_and_shape_generation():
+    play = CoWrite(new_story("T"))
+    play.set_length("sentence")
+    assert play.settings_for(SETTINGS).max_new_tokens == 40
+    play.set_length("free")
+    assert play.settings_for(SETTINGS).max_new_tokens == SETTINGS.max_new_tokens
+    with pytest.raises(StoryloomError):
+        play.set_length("epic")
+    with pytest.raises(StoryloomError):
+        play.set_candidates(0)
+    with pytest.raises(StoryloomError):
+        new_story("   ")
+
+
+def test_export_marks_model_turns_and_plain_text_has_none():
+    story = CoStory(title="Keeper", premise="Quiet.", turns=[
+        CoTurn("human", "The boat came."), CoTurn("model", "It was *small*.\n\nAnd grey."),
+        CoTurn("model", "Nobody spoke.", edited=True)])
+    play = CoWrite(story)
+    md = play.to_markdown("SmolLM2")
+    assert "written by SmolLM2" in md
+    assert "\nThe boat came.\n" in md
+    assert "*It was \\*small\\*.*\n\n*And grey.*" in md
+    assert "*Nobody spoke.* †" in md
+    text = play.to_text()
+    assert text == "Keeper\n\nThe boat came.\n\nIt was *small*.\n\nAnd grey.\n\nNobody spoke.\n"
