@@ -13,6 +13,7 @@ from textual.screen import Screen
 from storyloom import StoryloomError
 from storyloom.config import Config, ConfigError, load_config, save_config
 from storyloom.engine.generate import Generator
+from storyloom.store.cowrite import CowriteStore
 from storyloom.store.db import open_db
 from storyloom.store.stories import GameStore
 
@@ -52,7 +53,9 @@ class StoryloomApp(App):
             self.config, self.config_error = Config(), str(exc)
         if model:
             self.config = self.config.with_(model=model)
-        self.games = GameStore(open_db(db_path))
+        db = open_db(db_path)
+        self.games = GameStore(db)
+        self.cowrites = CowriteStore(db)
 
     def on_mount(self) -> None:
         from storyloom.tui.screens.home import HomeScreen
@@ -132,10 +135,21 @@ class StoryloomApp(App):
 
         self.push_screen(AdventureScreen(self.games.load(game_id)))
 
+    def action_cowrite(self) -> None:
+        from storyloom.tui.screens.cowrite_list import CowriteListScreen
+
+        self.push_screen(CowriteListScreen())
+
+    def open_cowrite(self, story_id: str) -> None:
+        from storyloom.tui.screens.cowrite import CowriteScreen
+
+        self.push_screen(CowriteScreen(self.cowrites.load(story_id)))
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("New adventure", "Start a game from a scenario or your own prompt", self.action_new_adventure)
         yield SystemCommand("Load game", "Open a saved adventure", self.action_load_game)
+        yield SystemCommand("Co-write", "Write a story turn by turn with the model", self.action_cowrite)
         yield SystemCommand("Settings", "Model and sampler settings", self.action_settings)
         yield SystemCommand("Help", "Keys and how to play", self.action_help)
         for title, help_text, action in getattr(screen, "COMMANDS_HERE", ()):

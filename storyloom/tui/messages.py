@@ -35,3 +35,21 @@ class GenerationFailed(Message):
     def __init__(self, error: str) -> None:
         super().__init__()
         self.error = error
+
+
+class CandidatesProgress(Message):
+    """One more decoding step of a batched candidates call."""
+
+    def __init__(self, step: int, total: int) -> None:
+        super().__init__()
+        self.step = step
+        self.total = total
+
+
+class CandidatesReady(Message):
+    def __init__(self, candidates: list, cancelled: bool, more: bool, tokens_per_second: float) -> None:
+        super().__init__()
+        self.candidates = candidates
+        self.cancelled = cancelled
+        self.more = more
+        self.tokens_per_second = tokens_per_second

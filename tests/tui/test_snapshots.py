@@ -31,6 +31,18 @@ async def _adventure(pilot):
     await act(pilot.app, pilot, "open the door")
 
 
+async def _new_story(pilot):
+    await settle(pilot.app, pilot)
+    await pilot.press("c", "enter")
+    await pilot.pause()
+
+
+async def _cowrite(pilot):
+    from tests.tui.test_cowrite_app import start_story
+
+    await start_story(pilot.app, pilot, opening="The boat came at dusk.")
+
+
 async def _settings(pilot):
     await settle(pilot.app, pilot)
     await pilot.press("s")
@@ -43,7 +55,7 @@ async def _help(pilot):
     await pilot.pause()
 
 
-@pytest.mark.parametrize("steps", [_home, _new_game, _adventure, _settings, _help],
-                         ids=["home", "new_game", "adventure", "settings", "help"])
+@pytest.mark.parametrize("steps", [_home, _new_game, _adventure, _new_story, _cowrite, _settings, _help],
+                         ids=["home", "new_game", "adventure", "new_story", "cowrite", "settings", "help"])
 def test_screen_snapshot(snap_compare, steps):
     assert snap_compare(_app(), terminal_size=SIZE, run_before=steps)

@@ -30,13 +30,16 @@ class EditorDialog(ModalScreen):
 
 
 class AlterScreen(EditorDialog):
-    def __init__(self, text: str) -> None:
+    """Edit one passage; dismisses with the new text, or None when cancelled."""
+
+    def __init__(self, text: str, title: str = "Alter the last output") -> None:
         super().__init__()
         self.text = text
+        self.title_text = title
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label("Alter the last output (Ctrl+S saves, Esc cancels)")
+            yield Label(f"{self.title_text} (Ctrl+S saves, Esc cancels)")
             yield TextArea(self.text, id="alter-text")
             yield self.buttons()
 

@@ -29,6 +29,24 @@ Type an action and press `Enter`. `Ctrl+T` (or the button) switches what you typ
 
 Every turn is saved as it happens; the home screen offers to continue your last game.
 
+## Co-write
+You and the model take turns on one story. On the model's turn it writes several candidates at
+once and ranks them (likely under the model, not repeating the story); the best comes first.
+
+| key | action |
+| --- | --- |
+| `1`-`9` / `Enter` | pick a candidate (in the candidate list) |
+| `e` | edit the highlighted candidate, then accept it; in the story, edit that turn |
+| `Delete` | remove the highlighted turn of the story |
+| `Ctrl+R` / `Ctrl+N` | reroll the candidates / add more, ranked together |
+| `Ctrl+T` | switch who goes next: set the candidates aside and write, or let the model write now |
+| `Ctrl+Z` | undo the last add, edit or removal |
+| `Ctrl+L` / `Ctrl+K` | turn length (sentence, paragraph, free) / candidates per turn |
+| `Ctrl+S` | export Markdown (model passages in italics) and plain text |
+| `Esc` | stop the model, or go back |
+
+Type your own turn in the box at the bottom and press `Enter`; the model answers.
+
 ## Settings
 Model (`default`, a model folder, a `.gguf` file or a Hugging Face id) and sampler settings.
 They are saved to `config.toml` and applied at once.

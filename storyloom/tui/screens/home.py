@@ -10,11 +10,12 @@ from textual.widgets.option_list import Option
 
 from storyloom.tui.widgets.status_bar import StatusBar
 
-COMING = {"cowrite": "Co-write", "poetry": "Poetry", "trees": "Story trees"}
+COMING = {"poetry": "Poetry", "trees": "Story trees"}
 
 
 class HomeScreen(Screen):
     BINDINGS = [("n", "app.new_adventure", "New"), ("l", "app.load_game", "Load"),
+                ("c", "app.cowrite", "Co-write"),
                 ("s", "app.settings", "Settings"), ("q", "app.quit", "Quit")]
 
     def compose(self) -> ComposeResult:
@@ -45,6 +46,7 @@ class HomeScreen(Screen):
         menu.add_options([
             Option("New adventure", id="new"),
             Option("Load game", id="load", disabled=not games),
+            Option("Co-write a story", id="cowrite"),
             *[Option(f"{label} (coming soon)", id=key) for key, label in COMING.items()],
             Option("Settings", id="settings"),
             Option("Quit", id="quit"),
@@ -65,6 +67,8 @@ class HomeScreen(Screen):
             self.app.action_new_adventure()
         elif choice == "load":
             self.app.action_load_game()
+        elif choice == "cowrite":
+            self.app.action_cowrite()
         elif choice in COMING:
             self.notify(f"{COMING[choice]} is coming in a later release.", title="Coming soon")
         elif choice == "settings":

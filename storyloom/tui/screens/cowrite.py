@@ -1,0 +1,340 @@
+"""Co-write: the story with authorship, ranked candidates to pick from, and the writer's turn."""
+from __future__ import annotations
+
+import threading
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Label, OptionList, ProgressBar, Static
+from textual.widgets.option_list import Option
+
+from storyloom import StoryloomError
+from storyloom.modes.cowrite import CoWrite
+from storyloom.store.cowrite import LENGTHS, Candidate, CoStory, CoTurn
+from storyloom.tui.export import write_exports
+from storyloom.tui.messages import CandidatesProgress, CandidatesReady, GenerationFailed, GenerationStarted
+from storyloom.tui.screens.editors import AlterScreen
+from storyloom.tui.widgets.status_bar import StatusBar
+
+CANDIDATE_COUNTS = (1, 2, 3, 4, 6, 8)
+
+
+def turn_prompt(turn: CoTurn) -> Text:
+    """One turn with its author in the margin line above it; model text in italics."""
+    text = Text()
+    if turn.author == "model":
+        text.append("model" + (" (edited by you)" if turn.edited else "") + "\n", style="dim magenta")
+        text.append(turn.text, style="italic")
+    else:
+        text.append("you\n", style="dim cyan")
+        text.append(turn.text)
+    return text
+
+
+def candidate_prompt(number: int, candidate: Candidate) -> Text:
+    text = Text()
+    text.append(f"{number}. ", style="bold")
+    text.append(candidate.text)
+    facts = [f"score {candidate.score:.2f}"]
+    if candidate.logprob is not None:
+        facts.append(f"log-prob {candidate.logprob:.2f}")
+    facts.append(f"repeats {candidate.repetition:.0%}")
+    text.append("\n   " + " · ".join(facts), style="dim")
+    return text
+
+
+def export_story(app, story: CoStory) -> None:
+    play = CoWrite(story)
+    model = app.generator.name if app.generator is not None else "the model"
+    write_exports(app, story.title, story.id, {".md": play.to_markdown(model), ".txt": play.to_text()}, "story")
+
+
+class StoryTurns(OptionList):
+    BINDINGS = [Binding("e", "screen.edit_turn", "Edit turn"),
+                Binding("delete", "screen.remove_turn", "Remove turn")]
+
+
+class CandidateList(OptionList):
+    BINDINGS = [Binding(str(n), f"screen.pick({n})", f"Pick {n}", show=False) for n in range(1, 10)] + [
+        Binding("e", "screen.edit_candidate", "Edit, then accept")]
+
+
+class CowriteScreen(Screen):
+    # priority: these win over the writing box's own editing keys
+    BINDINGS = [
+        Binding("escape", "stop_or_back", "Stop/Back"),
+        Binding("ctrl+r", "reroll", "Reroll", priority=True),
+        Binding("ctrl+n", "more", "More", priority=True),
+        Binding("ctrl+t", "switch", "Who's next", priority=True),
+        Binding("ctrl+z", "undo", "Undo", priority=True),
+        Binding("ctrl+l", "cycle_length", "Length", priority=True),
+        Binding("ctrl+k", "cycle_candidates", "How many", priority=True),
+        Binding("ctrl+s", "export", "Export", priority=True),
+    ]
+    COMMANDS_HERE = [
+        ("Reroll candidates", "Replace the candidates with new ones", "reroll"),
+        ("More candidates", "Add more candidates, ranked with those on offer", "more"),
+        ("Switch who goes next", "Let the model write now, or take this turn yourself", "switch"),
+        ("Undo", "Take back the last added, edited or removed turn", "undo"),
+        ("Turn length", "Cycle sentence / paragraph / free", "cycle_length"),
+        ("Candidates per turn", "Cycle how many candidates the model offers", "cycle_candidates"),
+        ("Export story", "Write Markdown (authorship shown) and plain text to saved/exports", "export"),
+    ]
+
+    def __init__(self, story: CoStory) -> None:
+        super().__init__()
+        self.play = CoWrite(story)
+        self.busy = False
+        self.cancel = threading.Event()
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield StoryTurns(id="cowrite-story")
+        yield Static(id="cowrite-info")
+        yield ProgressBar(id="cowrite-progress", show_eta=False)
+        yield Label("Candidates, best first: 1-9 or Enter picks · e edits first · Ctrl+R reroll · Ctrl+N more",
+                    id="cowrite-candidates-label")
+        yield CandidateList(id="cowrite-candidates")
+        yield Input(placeholder="Write your turn and press Enter (the model answers)", id="cowrite-write")
+        yield StatusBar()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.play.store = self.app.cowrites
+        self.sub_title = self.play.story.title
+        self.query_one("#cowrite-progress", ProgressBar).display = False
+        self._show_story()
+        self._show_candidates()
+        if self.play.story.pending:
+            self.query_one(CandidateList).focus()
+        elif self.play.next_author == "model":
+            self._propose(more=False)
+        else:
+            self.query_one("#cowrite-write", Input).focus()
+
+    # -- showing ---------------------------------------------------------------------------------
+    def _show_story(self, highlight: int | None = None) -> None:
+        turns = self.query_one(StoryTurns)
+        turns.clear_options()
+        turns.add_options([Option(turn_prompt(t), id=str(i)) for i, t in enumerate(self.play.story.turns)])
+        if turns.option_count:
+            turns.highlighted = turns.option_count - 1 if highlight is None else min(highlight, turns.option_count - 1)
+        turns.scroll_end(animate=False)
+        self._show_info()
+
+    def _show_candidates(self) -> None:
+        pending = self.play.story.pending
+        menu = self.query_one(CandidateList)
+        menu.clear_options()
+        menu.add_options([Option(candidate_prompt(i + 1, c), id=str(i)) for i, c in enumerate(pending)])
+        menu.display = bool(pending)
+        self.query_one("#cowrite-candidates-label").display = bool(pending)
+        if pending:
+            menu.highlighted = 0
+        self._show_info()
+
+    def _show_info(self) -> None:
+        story = self.play.story
+        if self.busy:
+            who = "The model is writing (Esc stops)"
+        elif story.pending:
+            who = "Your choice: pick, edit, ask for more, or write it yourself"
+        elif self.play.next_author == "model":
+            who = "Next: the model (Ctrl+R asks it)"
+        else:
+            who = "Next: you"
+        self.query_one("#cowrite-info", Static).update(
+            Text(f"{who}  ·  {story.candidates_n} × {story.length}  ·  {len(story.turns)} turns"))
+
+    # -- the model's turn -----------------------------------------------------------------------
+    def _propose(self, more: bool) -> None:
+        if self.busy:
+            self.notify("Still writing; press Esc to stop it.", severity="warning")
+            return
+        self.busy = True
+        self.cancel = threading.Event()
+        bar = self.query_one("#cowrite-progress", ProgressBar)
+        bar.update(total=None, progress=0)
+        bar.display = True
+        self._show_info()
+        self._generate(more)
+
+    @work(thread=True, exclusive=True, group="cowrite", exit_on_error=False)
+    def _generate(self, more: bool) -> None:
+        app = self.app
+        if not app.model_ready.wait(600) or app.generator is None:
+            self.post_message(GenerationFailed(app.model_error or "The model is not loaded."))
+            return
+        generator, settings = app.generator, app.config.sampler
+        try:
+            total = self.play.settings_for(settings).max_new_tokens
+            built = self.play.prompt_for(generator, settings)
+            self.post_message(GenerationStarted(built.tokens, self.play.budget(generator.context_length, settings)))
+            ranked = self.play.propose(generator, settings, more=more, cancel=self.cancel,
+                                       on_step=lambda k: self.post_message(CandidatesProgress(k, total)))
+        except StoryloomError as exc:
+            self.post_message(GenerationFailed(str(exc)))
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure is shown, the story is kept
+            self.post_message(GenerationFailed(f"{type(exc).__name__}: {exc}"))
+            return
+        self.post_message(CandidatesReady(ranked, self.cancel.is_set(), more,
+                                          generator.last_stats.tokens_per_second))
+
+    def on_generation_started(self, message: GenerationStarted) -> None:
+        self.app.context_usage = f"{message.prompt_tokens}/{message.budget}"
+
+    def on_candidates_progress(self, message: CandidatesProgress) -> None:
+        self.query_one("#cowrite-progress", ProgressBar).update(total=message.total, progress=message.step)
+
+    def on_candidates_ready(self, message: CandidatesReady) -> None:
+        self._done()
+        self.app.speed = f"{message.tokens_per_second:.1f}"
+        if message.cancelled:
+            self.notify("Stopped. Ctrl+R asks again, or write the turn yourself.")
+            self.query_one("#cowrite-write", Input).focus()
+            return
+        self.play.offer(message.candidates)
+        self._show_candidates()
+        self.query_one(CandidateList).focus()
+
+    def on_generation_failed(self, message: GenerationFailed) -> None:
+        self._done()
+        self.notify(message.error, title="Generation failed", severity="error", timeout=10)
+        self.query_one("#cowrite-write", Input).focus()
+
+    def _done(self) -> None:
+        self.busy = False
+        self.query_one("#cowrite-progress", ProgressBar).display = False
+        self._show_info()
+
+    def _idle(self) -> bool:
+        if self.busy:
+            self.notify("Still writing; press Esc to stop it first.", severity="warning")
+        return not self.busy
+
+    # -- choosing and writing --------------------------------------------------------------------
+    def action_pick(self, number: int) -> None:
+        if self._idle() and number <= len(self.play.story.pending):
+            self._accept(number - 1, None)
+
+    @on(OptionList.OptionSelected, "#cowrite-candidates")
+    def _candidate_selected(self, event: OptionList.OptionSelected) -> None:
+        self.action_pick(event.option_index + 1)
+
+    def action_edit_candidate(self) -> None:
+        menu = self.query_one(CandidateList)
+        if not self._idle() or menu.highlighted is None or not self.play.story.pending:
+            return
+        index = menu.highlighted
+
+        def done(text: str | None) -> None:
+            if text is not None:
+                self._accept(index, text)
+
+        self.app.push_screen(AlterScreen(self.play.story.pending[index].text, "Edit this candidate, then accept it"), done)
+
+    def _accept(self, index: int, text: str | None) -> None:
+        try:
+            self.play.pick(index, text)
+        except StoryloomError as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        self._show_candidates()
+        self._show_story()
+        self.query_one("#cowrite-write", Input).focus()
+
+    @on(Input.Submitted, "#cowrite-write")
+    def _written(self, event: Input.Submitted) -> None:
+        if not self._idle():
+            return
+        try:
+            self.play.write(event.value)
+        except StoryloomError as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        event.input.value = ""
+        self._show_candidates()
+        self._show_story()
+        self._propose(more=False)
+
+    def action_reroll(self) -> None:
+        self._propose(more=False)
+
+    def action_more(self) -> None:
+        self._propose(more=bool(self.play.story.pending))
+
+    def action_switch(self) -> None:
+        """Candidates on offer: set them aside and write this turn yourself; else the model writes now."""
+        if not self._idle():
+            return
+        if self.play.story.pending:
+            self.play.dismiss()
+            self._show_candidates()
+            self.query_one("#cowrite-write", Input).focus()
+            self.notify("Your turn: write it below.")
+        else:
+            self._propose(more=False)
+
+    def action_stop_or_back(self) -> None:
+        if self.busy:
+            self.cancel.set()
+        else:
+            self.app.pop_screen()
+
+    # -- changing the story ----------------------------------------------------------------------
+    def _highlighted_turn(self) -> int | None:
+        turns = self.query_one(StoryTurns)
+        return turns.highlighted if turns.option_count else None
+
+    def action_edit_turn(self) -> None:
+        position = self._highlighted_turn()
+        if not self._idle() or position is None:
+            return
+
+        def done(text: str | None) -> None:
+            if text is None:
+                return
+            try:
+                self.play.edit(position, text)
+            except StoryloomError as exc:
+                self.notify(str(exc), severity="warning")
+                return
+            self._show_story(highlight=position)
+
+        self.app.push_screen(AlterScreen(self.play.story.turns[position].text, "Edit this turn"), done)
+
+    @on(OptionList.OptionSelected, "#cowrite-story")
+    def _turn_selected(self) -> None:
+        self.action_edit_turn()
+
+    def action_remove_turn(self) -> None:
+        position = self._highlighted_turn()
+        if self._idle() and position is not None:
+            self.play.remove(position)
+            self._show_story(highlight=position)
+            self.notify("Turn removed (Ctrl+Z brings it back).")
+
+    def action_undo(self) -> None:
+        if self._idle():
+            if self.play.undo():
+                self._show_story()
+            else:
+                self.notify("Nothing to undo.")
+
+    def action_cycle_length(self) -> None:
+        story = self.play.story
+        self.play.set_length(LENGTHS[(LENGTHS.index(story.length) + 1) % len(LENGTHS)])
+        self._show_info()
+
+    def action_cycle_candidates(self) -> None:
+        n = self.play.story.candidates_n
+        self.play.set_candidates(next((c for c in CANDIDATE_COUNTS if c > n), CANDIDATE_COUNTS[0]))
+        self._show_info()
+
+    def action_export(self) -> None:
+        export_story(self.app, self.play.story)
+

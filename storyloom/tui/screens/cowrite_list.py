@@ -1,0 +1,71 @@
+"""Co-written stories, newest first: open, start a new one, export or delete."""
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Label, OptionList
+from textual.widgets.option_list import Option
+
+from storyloom.tui.widgets.status_bar import StatusBar
+
+NEW = "new"
+
+
+class CowriteListScreen(Screen):
+    BINDINGS = [("escape", "app.pop_screen", "Back"), ("n", "new", "New story"),
+                ("x", "export", "Export"), ("delete", "delete", "Delete")]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Label("Co-write: you and the model take turns (Enter opens)")
+        yield OptionList(id="stories")
+        yield StatusBar()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._fill()
+
+    def on_screen_resume(self) -> None:
+        self._fill()
+
+    def _fill(self) -> None:
+        menu = self.query_one("#stories", OptionList)
+        highlighted = menu.highlighted
+        menu.clear_options()
+        menu.add_option(Option("New story", id=NEW))
+        for s in self.app.cowrites.list():
+            when = s.updated[:16].replace("T", " ")
+            menu.add_option(Option(Text(f"{s.title}  ·  {s.turns} turns  ·  {when}"), id=s.id))
+        menu.highlighted = highlighted if highlighted is not None and highlighted < menu.option_count else 0
+        menu.focus()
+
+    def _selected(self) -> str | None:
+        menu = self.query_one("#stories", OptionList)
+        if menu.highlighted is None:
+            return None
+        story_id = menu.get_option_at_index(menu.highlighted).id
+        return None if story_id == NEW else story_id
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        if event.option.id == NEW:
+            self.action_new()
+        else:
+            self.app.open_cowrite(event.option.id)
+
+    def action_new(self) -> None:
+        from storyloom.tui.screens.new_story import NewStoryScreen
+
+        self.app.push_screen(NewStoryScreen())
+
+    def action_export(self) -> None:
+        from storyloom.tui.screens.cowrite import export_story
+
+        if story_id := self._selected():
+            export_story(self.app, self.app.cowrites.load(story_id))
+
+    def action_delete(self) -> None:
+        if story_id := self._selected():
+            self.app.cowrites.delete(story_id)
+            self.notify("Story deleted.")
+            self._fill()
