@@ -33,9 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
 
     bench = sub.add_parser("bench", help="measure speed; prints JSON")
-    bench.add_argument("what", choices=["engine"])
+    bench.add_argument("what", choices=["engine", "cowrite"])
     bench.add_argument("--model", dest="sub_model")
-    bench.add_argument("--tokens", type=int, default=64)
+    bench.add_argument("--tokens", type=int, help="new tokens per run (engine: 64, cowrite: 60)")
+    bench.add_argument("--candidates", type=int, default=4, help="cowrite: candidates per turn")
+    bench.add_argument("--prompts", type=int, default=20, help="cowrite: story openings to rank (at most 20)")
     return p
 
 
@@ -85,13 +87,25 @@ def _run(args) -> int:
     if args.command == "generate":
         return _generate(args)
     if args.command == "bench":
-        from storyloom.engine import bench
-
-        with _progress() as progress:
-            result = bench.engine(_model_spec(args), tokens=args.tokens, progress=progress)
-        print(json.dumps(result, indent=2))
-        return 0
+        return _bench(args)
     return 2
+
+
+def _bench(args) -> int:
+    with _progress() as progress:
+        if args.what == "engine":
+            from storyloom.engine import bench
+
+            result = bench.engine(_model_spec(args), tokens=args.tokens or 64, progress=progress)
+        else:
+            from storyloom.modes import cowrite_bench
+
+            if not 1 <= args.prompts <= len(cowrite_bench.OPENINGS) or not 1 <= args.candidates <= 8:
+                raise StoryloomError(f"--prompts must be 1-{len(cowrite_bench.OPENINGS)} and --candidates 1-8.")
+            result = cowrite_bench.cowrite(_model_spec(args), tokens=args.tokens or 60, n=args.candidates,
+                                           prompts=args.prompts, progress=progress)
+    print(json.dumps(result, indent=2))
+    return 0
 
 
 def _model(args) -> int:

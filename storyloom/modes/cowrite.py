@@ -82,7 +82,9 @@ class ModelRanker:
         self.n = n
 
     def rank(self, prompt: str, story_text: str, texts: Sequence[str]) -> list[Candidate]:
-        logprobs = self.generator.score_many(prompt, list(texts))
+        # Score each text as it follows the prompt (after a space), the same way for every one.
+        joiner = " " if prompt and not prompt[-1].isspace() else ""
+        logprobs = self.generator.score_many(prompt, [joiner + t for t in texts])
         out = []
         for text, logprob in zip(texts, logprobs):
             rep = repeated_ngram_rate(text, story_text, self.n)
@@ -127,15 +129,20 @@ class BuiltPrompt:
 
 
 def build_prompt(story: CoStory, count: TokenCounter, budget: int) -> BuiltPrompt:
-    """Title and premise always; then as many recent turns as fit, ending on a paragraph break."""
+    """Title and premise always; then as many recent turns as fit.
+
+    The prompt ends right after the last turn, with no paragraph break: small instruct models
+    continue the story from there, but after a blank line they tend to start lists, dates or
+    an assistant's reply.
+    """
     head = story.title.strip()
     if story.premise.strip():
         head = (head + TURN_BREAK if head else "") + fit_text(story.premise.strip(), count, budget // 3, keep_end=False)
     used = count(head + TURN_BREAK) if head else 0
     kept: list[str] = []
     for turn in reversed(story.turns):
-        piece = turn.text.strip() + TURN_BREAK
-        cost = count(piece)
+        piece = turn.text.strip()
+        cost = count(piece + TURN_BREAK)
         if used + cost > budget:
             if not kept:  # the last turn alone is too long: keep its end
                 piece = fit_text(piece, count, budget - used, keep_end=True)
@@ -145,11 +152,15 @@ def build_prompt(story: CoStory, count: TokenCounter, budget: int) -> BuiltPromp
         kept.append(piece)
         used += cost
     kept.reverse()
-    text = (head + TURN_BREAK if head else "") + "".join(kept)
+
+    def assemble() -> str:
+        return TURN_BREAK.join(([head] if head else []) + kept) + ("" if kept else TURN_BREAK)
+
+    text = assemble()
     tokens = count(text)
     while tokens > budget and kept:  # joins can tokenize a little differently: re-check
         kept.pop(0)
-        text = (head + TURN_BREAK if head else "") + "".join(kept)
+        text = assemble()
         tokens = count(text)
     return BuiltPrompt(text, tokens, len(kept))
 
@@ -180,8 +191,8 @@ class CoWrite:
     # generation -----------------------------------------------------------------------
     def settings_for(self, settings: SamplerSettings) -> SamplerSettings:
         tokens = LENGTH_TOKENS.get(self.story.length, settings.max_new_tokens)
-        stops = ("\n\n",) if self.story.length != "free" else ()
-        return settings.with_(max_new_tokens=tokens, stop=tuple(dict.fromkeys(settings.stop + stops + CHAT_TOKENS)))
+        # No "\n\n" stop: a candidate may open with a paragraph break; finish_turn cuts after it.
+        return settings.with_(max_new_tokens=tokens, stop=tuple(dict.fromkeys(settings.stop + CHAT_TOKENS)))
 
     def budget(self, context_length: int, settings: SamplerSettings) -> int:
         new = self.settings_for(settings).max_new_tokens

@@ -76,7 +76,7 @@ async def test_write_a_turn_reroll_more_and_edit_before_accepting(make_app, fake
         assert story_lines(app)[-1] == "you\nShe walked down to the shore."
         assert sorted(line.split(". ", 1)[1].split("\n")[0] for line in candidate_lines(app)) == [
             "Rain began to fall.", "The lamp went out."]
-        assert fake.prompts[-1].endswith("She walked down to the shore.\n\n")
+        assert fake.prompts[-1].endswith("\n\nShe walked down to the shore.")
         fake.push("A dog barked.", "Night came.")
         await pilot.press("ctrl+r")  # reroll replaces the offer
         await settle(app, pilot)

@@ -76,10 +76,14 @@ class TransformersGenerator(Generator):
     def _steps(self, prompt_ids: list[int], batch: int, settings: SamplerSettings, cancel: Cancel | None):
         """Yield the next token ids [batch] one step at a time."""
         gen = _rng(settings.seed)
-        history = torch.tensor([prompt_ids] * batch, dtype=torch.long)
-        out = self.model(input_ids=history, use_cache=True)
+        # Every row shares the prompt: prefill it once, then copy its KV cache for each row.
+        out = self.model(input_ids=torch.tensor([prompt_ids], dtype=torch.long), use_cache=True)
         past = out.past_key_values
         logits = out.logits[:, -1, :]
+        if batch > 1:
+            past.batch_repeat_interleave(batch)
+            logits = logits.expand(batch, -1)
+        history = torch.tensor([prompt_ids] * batch, dtype=torch.long)
         for _ in range(settings.max_new_tokens):
             if cancel is not None and cancel.is_set():
                 return
