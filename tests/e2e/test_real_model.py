@@ -45,3 +45,22 @@ async def test_two_adventure_turns_with_the_real_model(real_model):
         assert turn.output.strip(), turn
         assert "\n>" not in turn.output and not turn.output.startswith(">")
     assert app.speed and float(app.speed) > 0
+
+
+def test_cowrite_offers_ranked_whole_sentences_and_ranks_a_copy_last(real_model):
+    from storyloom.modes.cowrite import CoWrite, ModelRanker, new_story
+
+    opening = ("The lighthouse keeper had not spoken to anyone in three weeks when the boat arrived. "
+               "It came in at dusk, low in the water, its sail torn.")
+    play = CoWrite(new_story("The Lighthouse", opening=opening, candidates_n=3, length="sentence"))
+    ranked = play.propose(real_model, SamplerSettings(temperature=0.9, top_p=0.95, seed=3))
+    assert 1 <= len(ranked) <= 3
+    assert all(c.text.rstrip("\"'”’)")[-1] in ".!?…" for c in ranked)
+    assert [c.score for c in ranked] == sorted((c.score for c in ranked), reverse=True)
+    assert all(c.logprob is not None and c.logprob < 0 for c in ranked)
+    # copied text is what the model finds likeliest; the repetition penalty must still sink it
+    prompt = play.prompt_for(real_model, SamplerSettings()).text
+    copy = opening.split(". ")[0] + "."
+    reranked = ModelRanker(real_model).rank(prompt, play.story_text(), [copy] + [c.text for c in ranked])
+    assert reranked[-1].text == copy
+    assert reranked[-1].logprob > max(c.logprob for c in reranked[:-1])

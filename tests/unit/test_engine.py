@@ -126,6 +126,42 @@ def test_shared_prefix_scores_match_scoring_each_row_alone(tiny):
         assert g == pytest.approx(e, abs=1e-4)
 
 
+def test_greedy_loop_matches_transformers_generate_on_one_and_many_rows(tiny):
+    """Our decode loop (in-place KV cache, shared prefill) against the library's reference path."""
+    import torch
+
+    ids = tiny.encode(PROMPT)
+    settings = GREEDY.with_(max_new_tokens=40)
+    with torch.no_grad():
+        ref = tiny.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                  do_sample=False, max_new_tokens=40, min_new_tokens=40, pad_token_id=tiny.pad_id)
+    expected = ref[0, len(ids):].tolist()
+    got = [int(step[0]) for step in tiny._steps(ids, 1, settings, None)]
+    assert got == expected
+    rows = [step.tolist() for step in tiny._steps(ids, 3, settings, None)]
+    assert [r[2] for r in rows] == expected
+
+
+def test_in_place_cache_survives_growth_and_batch_copies():
+    import torch
+
+    from storyloom.engine.kv_cache import ROOM, InPlaceLayer
+
+    layer = InPlaceLayer()
+    k = torch.randn(1, 2, 5, 4)
+    layer.update(k, k + 1)
+    steps = [torch.randn(1, 2, 1, 4) for _ in range(ROOM + 10)]  # past the first buffer
+    for s_ in steps:
+        keys, values = layer.update(s_, s_ + 1)
+    want = torch.cat([k, *steps], dim=2)
+    assert torch.equal(keys, want) and torch.equal(values, want + 1)
+    layer.batch_repeat_interleave(3)
+    new = torch.randn(3, 2, 1, 4)
+    keys, _ = layer.update(new, new)
+    assert keys.shape == (3, 2, want.shape[2] + 1, 4)
+    assert torch.equal(keys[1, :, :-1], want[0]) and torch.equal(keys[:, :, -1:], new)
+
+
 def test_candidates_report_progress_each_step(tiny):
     steps = []
     out = tiny.candidates(PROMPT, 3, GREEDY.with_(max_new_tokens=7), on_step=steps.append)
@@ -177,3 +213,31 @@ def test_sampler_filters_keep_the_best_token():
 def test_chat_prompt_falls_back_to_plain_text_without_a_template(tiny):
     assert not tiny.info.chat_template
     assert tiny.chat_prompt([{"role": "user", "content": "Hi"}]) == "Hi\n\n"
+
+
+def test_sampling_on_the_best_tokens_keeps_the_distribution():
+    import torch
+
+    from storyloom.engine.logits import SUBSET, choose_next
+
+    gen = torch.Generator().manual_seed(0)
+    vocab = 5000
+    logits = torch.full((4, vocab), -30.0)
+    logits[:, [7, 4000, 123]] = torch.tensor([2.0, 1.0, 0.0])  # a peaked distribution
+    empty = torch.zeros((4, 0), dtype=torch.long)
+    draws = torch.cat([choose_next(logits, empty, SamplerSettings(temperature=1.0, top_p=0.99, top_k=0,
+                                                                 repetition_penalty=1.0), gen)
+                       for _ in range(500)])
+    counts = torch.bincount(draws, minlength=vocab)
+    assert set(torch.nonzero(counts).flatten().tolist()) <= {7, 4000, 123}
+    share = counts[[7, 4000, 123]].float() / len(draws)
+    assert torch.allclose(share, torch.softmax(torch.tensor([2.0, 1.0, 0.0]), 0), atol=0.04)
+    top2 = torch.cat([choose_next(logits, empty, SamplerSettings(temperature=1.0, top_k=2, top_p=1.0,
+                                                                 repetition_penalty=1.0), gen)
+                      for _ in range(100)])
+    assert set(top2.tolist()) == {7, 4000}
+    flat = torch.zeros((1, vocab))  # the nucleus is wider than the subset: the full vocabulary is used
+    wide = torch.cat([choose_next(flat, empty[:1], SamplerSettings(temperature=1.0, top_k=0, top_p=0.9,
+                                                                   repetition_penalty=1.0), gen)
+                      for _ in range(300)])
+    assert int(wide.max()) > SUBSET * 2

@@ -18,6 +18,7 @@ from storyloom.engine.generate import (
     StopScanner,
     Stopwatch,
 )
+from storyloom.engine.kv_cache import new_cache
 from storyloom.engine.logits import choose_next
 from storyloom.engine.sampling import SamplerSettings
 
@@ -77,7 +78,8 @@ class TransformersGenerator(Generator):
         """Yield the next token ids [batch] one step at a time."""
         gen = _rng(settings.seed)
         # Every row shares the prompt: prefill it once, then copy its KV cache for each row.
-        out = self.model(input_ids=torch.tensor([prompt_ids], dtype=torch.long), use_cache=True)
+        out = self.model(input_ids=torch.tensor([prompt_ids], dtype=torch.long), use_cache=True,
+                         past_key_values=new_cache(self.model.config))
         past = out.past_key_values
         logits = out.logits[:, -1, :]
         if batch > 1:
@@ -175,7 +177,8 @@ class TransformersGenerator(Generator):
             return [float("-inf")] * len(conts)
         prompt_ids = self.encode(prompt)
         prompt_ids = prompt_ids[-max(1, self.context_length - longest):]
-        out = self.model(input_ids=torch.tensor([prompt_ids]), use_cache=True)
+        out = self.model(input_ids=torch.tensor([prompt_ids]), use_cache=True,
+                         past_key_values=new_cache(self.model.config))
         first = torch.log_softmax(out.logits[0, -1].float(), -1)  # predicts each row's first token
         past = out.past_key_values
         past.batch_repeat_interleave(len(conts))
