@@ -43,6 +43,46 @@ def _cowrite_stories(db: sqlite_utils.Database) -> None:
     db["co_stories"].create_index(["updated"])
 
 
+@migrations(name="003_story_trees")
+def _story_trees(db: sqlite_utils.Database) -> None:
+    db["trees"].create(
+        {"id": str, "title": str, "scenario": str, "visibility": str, "owner": str, "created": str},
+        pk="id",
+    )
+    db.execute(
+        """create table nodes (
+            id text primary key,
+            tree_id text not null references trees(id),
+            parent_id text references nodes(id),
+            action text not null default '',
+            outcome text not null default '',
+            author text not null default '',
+            depth integer not null default 0,
+            link_to text references nodes(id),
+            ups integer not null default 0,
+            downs integer not null default 0,
+            choices integer not null default 0,
+            created text not null
+        )"""
+    )
+    db["nodes"].create_index(["parent_id"])  # children of X (ranked in Python: a handful of rows)
+    db["nodes"].create_index(["tree_id", "parent_id"])  # a tree's root
+    db.execute(
+        """create table votes (
+            node_id text not null references nodes(id),
+            voter text not null,
+            value integer not null check (value in (-1, 1)),
+            created text not null,
+            primary key (node_id, voter)
+        ) without rowid"""
+    )
+    db["bookmarks"].create(
+        {"player": str, "node_id": str, "label": str, "created": str},
+        pk=("player", "node_id"), foreign_keys=[("node_id", "nodes", "id")],
+    )
+    db["trees"].create_index(["visibility", "created"])
+
+
 def open_db(path: Path | str | None = None) -> sqlite_utils.Database:
     """Open (creating and migrating as needed). Every write the app makes is one transaction."""
     path = Path(path) if path is not None else database_file()

@@ -1,0 +1,292 @@
+"""Story trees as plain Python: play from the cache, expand on a miss, rank options by votes.
+
+Players mostly read branches someone already paid for (instant, free); the model runs only
+when a player goes somewhere new, and what it writes is kept for every later player.
+
+Generation is split so a UI can run it in a worker thread: the main thread takes a snapshot
+of the path (`path`), the worker calls the pure `expand` with it, and the main thread stores
+the result (`apply`). `TreePlay.choose_and_expand` does all three in one call for headless use.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from storyloom import StoryloomError
+from storyloom.engine.sampling import SamplerSettings
+from storyloom.modes.adventure import clean_output, format_action
+from storyloom.modes.text import TokenCounter, fit_text
+from storyloom.store.trees import Node, Tree, TreeStore
+
+TOP_OPTIONS = 5
+HIDE_MARGIN = 3  # an option with this many more downvotes than upvotes is hidden (recoverable)
+PROMPT_BUDGET = 1024  # tokens of story kept in a prompt: the tree's path can be long
+OUTCOME_TOKENS = 100
+ACTION_TOKENS = 16
+PREGENERATE = 3  # options of the current node whose outcomes are written ahead of the player
+
+
+# -- ranking ------------------------------------------------------------------------------
+def wilson_lower_bound(ups: int, downs: int, z: float = 1.96) -> float:
+    """Lower bound of the Wilson score interval for the share of upvotes (95% by default).
+
+    A few votes say little: 1 up / 0 down ranks below 40 up / 5 down.
+    """
+    n = ups + downs
+    if n == 0:
+        return 0.0
+    p = ups / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt((p * (1 - p) + z * z / (4 * n)) / n)
+    return (centre - spread) / (1 + z * z / n)
+
+
+def is_hidden(node: Node) -> bool:
+    return node.downs - node.ups >= HIDE_MARGIN
+
+
+def rank(options: Sequence[Node]) -> list[Node]:
+    """Best first: Wilson lower bound, then how often chosen, then oldest first (stable)."""
+    return sorted(options, key=lambda n: (-wilson_lower_bound(n.ups, n.downs), -n.choices, n.created, n.id))
+
+
+# -- prompts and clean-up -----------------------------------------------------------------
+def action_line(action: str) -> str:
+    """An option as it reads in the prompt: 'Open the door.' -> '> You open the door.'"""
+    return format_action("do", action[:1].lower() + action[1:])
+
+
+def story_prompt(tree: Tree, path: Sequence[Node], count: TokenCounter, next_action: str | None = None,
+                 budget: int = PROMPT_BUDGET) -> str:
+    """Scenario, then the path's actions and outcomes (as many recent ones as fit), AI-Dungeon style.
+
+    With `next_action` the prompt ends on that action (the model writes its outcome); without,
+    it ends on "> You" (the model writes the next action).
+    """
+    head = fit_text(tree.scenario.strip(), count, budget // 3, keep_end=False)
+    tail = f"\n{action_line(next_action)}\n" if next_action else "\n> You"
+    room = budget - count(head) - count(tail)
+    pieces: list[str] = []
+    for node in reversed(path):
+        piece = (f"\n{action_line(node.action)}\n" if node.action else "") + node.outcome.strip()
+        cost = count(piece)
+        if cost > room:
+            if not pieces:
+                pieces.append(fit_text(piece, count, room, keep_end=True))
+            break
+        pieces.append(piece)
+        room -= cost
+    body = "".join(reversed(pieces)).strip("\n")
+    return "\n\n".join(p for p in (head, body) if p) + tail
+
+
+_ACTION_JUNK = re.compile(r"^[\s>\-*•\d.)]*")
+
+
+def clean_action(raw: str) -> str:
+    """A generated action as an option: 'You open the door.' -> 'Open the door.'"""
+    line = raw.replace("\r", "").split("\n", 1)[0]
+    for marker in ("<|im_end|>", "<|im_start|>", "<|endoftext|>"):
+        line = line.split(marker, 1)[0]
+    line = _ACTION_JUNK.sub("", line).strip()
+    line = re.sub(r"^you\s+", "", line, flags=re.IGNORECASE).strip(" \"'")
+    if len(re.findall(r"[A-Za-z]", line)) < 3:
+        return ""
+    line = line[:1].upper() + line[1:]
+    if len(line) > 90:
+        line = line[:90].rsplit(" ", 1)[0] + "…"
+    return line
+
+
+def _key(action: str) -> str:
+    return re.sub(r"[^a-z0-9 ]", "", action.lower()).strip()
+
+
+@dataclass
+class Expansion:
+    """What the model wrote for one node: its outcome (if it had none) and new options."""
+
+    outcome: str = ""
+    actions: list[str] = field(default_factory=list)
+
+
+def expand(generator, tree: Tree, path: Sequence[Node], *, want_outcome: bool, actions: int,
+           settings: SamplerSettings, existing: Sequence[str] = (), cancel=None) -> Expansion:
+    """Generate (pure: no store) the outcome of path[-1] if wanted, then up to `actions` options.
+
+    Options come from one batched call; duplicates of each other or of `existing` are dropped.
+    """
+    count = TokenCounter(generator.count_tokens)
+    node = path[-1]
+    result = Expansion()
+    if want_outcome:
+        prompt = story_prompt(tree, path[:-1], count, next_action=node.action)
+        raw = generator.generate(prompt, settings.with_(max_new_tokens=OUTCOME_TOKENS,
+                                                         stop=settings.stop + ("\n>",)), cancel)
+        result.outcome = clean_output(raw, action_line(node.action))
+        if cancel is not None and cancel.is_set():
+            return result
+        if not result.outcome:
+            raise StoryloomError("The model wrote no outcome this time; try again or write it yourself.")
+    if actions:
+        current = Node(node.tree_id, node.parent_id, node.action, result.outcome or node.outcome)
+        prompt = story_prompt(tree, [*path[:-1], current], count)
+        raws = generator.candidates(prompt, actions, settings.with_(max_new_tokens=ACTION_TOKENS,
+                                                                    stop=settings.stop + ("\n",)), cancel)
+        seen = {_key(a) for a in existing}
+        for raw in raws:
+            action = clean_action(raw)
+            if action and _key(action) not in seen:
+                seen.add(_key(action))
+                result.actions.append(action)
+    return result
+
+
+# -- play ---------------------------------------------------------------------------------
+@dataclass
+class SessionStats:
+    served: int = 0  # choices answered from the cache
+    generated: int = 0  # outcomes the model had to write
+
+    @property
+    def hit_ratio(self) -> float:
+        total = self.served + self.generated
+        return self.served / total if total else 0.0
+
+
+class TreePlay:
+    """One player in one tree. Reads and writes go through the store on the caller's thread."""
+
+    def __init__(self, store: TreeStore, tree_id: str, player: str = "you", top: int = TOP_OPTIONS):
+        self.store = store
+        self.tree = store.tree(tree_id)
+        self.player = player
+        self.top = top
+        self.node = store.root(tree_id)
+        self.trail: list[str] = []  # nodes visited before this one, for Back
+        self.stats = SessionStats()
+
+    # where we are -----------------------------------------------------------------------
+    def options(self, include_hidden: bool = False) -> list[Node]:
+        """The ranked options here: the top `top` visible ones (or all, hidden ones included)."""
+        kids = rank(self.store.children(self.node.id))
+        if include_hidden:
+            return kids
+        return [k for k in kids if not is_hidden(k)][: self.top]
+
+    def hidden_count(self) -> int:
+        return sum(is_hidden(k) for k in self.store.children(self.node.id))
+
+    def path(self, node: Node | None = None) -> list[Node]:
+        return self.store.path_to_root((node or self.node).id)
+
+    def needs_options(self) -> bool:
+        return bool(self.node.outcome) and not self.store.children(self.node.id)
+
+    # moving -----------------------------------------------------------------------------
+    def choose(self, option: Node) -> Node | None:
+        """Follow an option. Returns the node now shown, or None when its outcome must be
+        generated first (then call `expand` and `apply`, or use `choose_and_expand`)."""
+        if option.link_to:
+            target = self.store.node(option.link_to)
+        elif option.outcome:
+            target = option
+        else:
+            return None
+        self.stats.served += 1
+        self.store.chosen(option.id)
+        self._move(target)
+        return target
+
+    def apply(self, node: Node, expansion: Expansion, author: str, move: bool = True) -> Node:
+        """Store what the model wrote for `node`; move there if asked."""
+        if expansion.outcome:
+            self.store.set_outcome(node.id, expansion.outcome, author)
+            self.stats.generated += 1
+        fresh = self.store.node(node.id)  # another player may have stored an outcome first
+        if expansion.actions:
+            existing = {_key(k.action) for k in self.store.children(node.id)}
+            new = [a for a in expansion.actions if _key(a) not in existing]
+            if new:
+                self.store.add_children(fresh, new, author)
+        if move and fresh.id != self.node.id:
+            self.store.chosen(fresh.id)
+            self._move(fresh)
+        elif fresh.id == self.node.id:
+            self.node = fresh
+        return fresh
+
+    def choose_and_expand(self, option: Node, generator, settings: SamplerSettings, cancel=None) -> Node:
+        """Headless: follow an option, generating its outcome and options on a miss."""
+        shown = self.choose(option)
+        if shown is not None:
+            if self.needs_options():
+                self.more_options(generator, settings, cancel)
+            return self.node
+        expansion = expand(generator, self.tree, self.path(option), want_outcome=True, actions=self.top,
+                           settings=settings, cancel=cancel)
+        return self.apply(option, expansion, generator.name)
+
+    def more_options(self, generator, settings: SamplerSettings, cancel=None) -> list[str]:
+        existing = [k.action for k in self.store.children(self.node.id)]
+        expansion = expand(generator, self.tree, self.path(), want_outcome=False, actions=self.top,
+                           settings=settings, existing=existing, cancel=cancel)
+        self.apply(self.node, expansion, generator.name, move=False)
+        return expansion.actions
+
+    def back(self) -> Node | None:
+        if not self.trail:
+            return None
+        self.node = self.store.node(self.trail.pop())
+        return self.node
+
+    def jump(self, node_id: str) -> Node:
+        node = self.store.node(node_id)
+        if node.tree_id != self.tree.id:
+            raise StoryloomError("That node belongs to another tree.")
+        self._move(node.link_to and self.store.node(node.link_to) or node)
+        return self.node
+
+    def _move(self, node: Node) -> None:
+        self.trail.append(self.node.id)
+        self.node = node
+
+    # the player's own contributions -------------------------------------------------------
+    def add_action(self, text: str) -> Node:
+        """An action the player typed: a new option here (its outcome comes on choosing it)."""
+        action = clean_action(text) or text.strip()
+        if not action:
+            raise StoryloomError("Type an action first.")
+        for kid in self.store.children(self.node.id):
+            if _key(kid.action) == _key(action):
+                return kid  # already an option: choosing it is a cache hit
+        return self.store.add_child(self.node, action, author="human")
+
+    def write_outcome(self, option: Node, text: str) -> Node:
+        if not text.strip():
+            raise StoryloomError("Write what happens first.")
+        self.store.rewrite_outcome(option.id, text.strip(), "human")
+        return self.store.node(option.id)
+
+    def link(self, text: str, target_id: str) -> Node:
+        """An option here that leads to an existing node of this tree."""
+        target = self.store.node(target_id)
+        if target.tree_id != self.tree.id:
+            raise StoryloomError("A link must point into the same tree.")
+        return self.store.add_child(self.node, text.strip(), author="human", link_to=target.id)
+
+    def vote(self, option: Node, value: int) -> int:
+        """Vote +1/-1; voting the same way again takes the vote back. Returns the vote now held."""
+        now_value = 0 if self.store.my_vote(option.id, self.player) == value else value
+        self.store.vote(option.id, self.player, now_value)
+        return now_value
+
+    def bookmark(self, label: str = "") -> None:
+        self.store.bookmark(self.node.id, self.player, label)
+
+    # pre-generation -----------------------------------------------------------------------
+    def pregeneration_targets(self, limit: int = PREGENERATE) -> list[Node]:
+        """Top options here whose outcomes nobody has generated yet (read ahead of the player)."""
+        return [o for o in self.options() if not o.cached][:limit]
