@@ -20,6 +20,7 @@ class ConfigError(StoryloomError):
 @dataclass(frozen=True)
 class Config:
     model: str = "default"
+    player: str = "player"  # your name on story-tree votes and bookmarks
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
 
     def with_(self, **changes) -> "Config":
@@ -35,13 +36,14 @@ def load_config(path: Path | None = None) -> Config:
         sampler = SamplerSettings.from_dict(data.get("sampler", {}))
     except (tomllib.TOMLDecodeError, SettingsError, TypeError) as exc:
         raise ConfigError(f"Settings file {path} is not valid: {exc}") from exc
-    return Config(model=str(data.get("model", "default")), sampler=sampler)
+    return Config(model=str(data.get("model", "default")), player=str(data.get("player", "player")) or "player",
+                  sampler=sampler)
 
 
 def save_config(config: Config, path: Path | None = None) -> None:
     path = path or config_file()
     sampler = {k: v for k, v in config.sampler.to_dict().items() if v is not None}
-    text = tomli_w.dumps({"model": config.model, "sampler": sampler})
+    text = tomli_w.dumps({"model": config.model, "player": config.player, "sampler": sampler})
     tmp = path.with_suffix(".toml.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)  # never leave a half-written settings file

@@ -48,8 +48,8 @@ def is_hidden(node: Node) -> bool:
 
 
 def rank(options: Sequence[Node]) -> list[Node]:
-    """Best first: Wilson lower bound, then how often chosen, then oldest first (stable)."""
-    return sorted(options, key=lambda n: (-wilson_lower_bound(n.ups, n.downs), -n.choices, n.created, n.id))
+    """Best first: Wilson lower bound, then how often chosen; ties keep the order given (oldest first)."""
+    return sorted(options, key=lambda n: (-wilson_lower_bound(n.ups, n.downs), -n.choices))
 
 
 # -- prompts and clean-up -----------------------------------------------------------------

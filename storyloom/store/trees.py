@@ -107,7 +107,8 @@ class TreeStore:
         return _node(self.db["nodes"].get(node_id))
 
     def children(self, node_id: str) -> list[Node]:
-        return [_node(r) for r in self.db.query("select * from nodes where parent_id = ?", [node_id])]
+        """In the order they were added (ranking is a stable sort on top of it)."""
+        return [_node(r) for r in self.db.query("select * from nodes where parent_id = ? order by rowid", [node_id])]
 
     def add_child(self, parent: Node, action: str, outcome: str = "", author: str = "",
                   link_to: str | None = None) -> Node:

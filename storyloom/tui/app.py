@@ -16,6 +16,7 @@ from storyloom.engine.generate import Generator
 from storyloom.store.cowrite import CowriteStore
 from storyloom.store.db import open_db
 from storyloom.store.stories import GameStore
+from storyloom.store.trees import TreeStore
 
 GeneratorFactory = Callable[[str, Callable[[str, float | None], None]], Generator]
 
@@ -56,6 +57,8 @@ class StoryloomApp(App):
         db = open_db(db_path)
         self.games = GameStore(db)
         self.cowrites = CowriteStore(db)
+        self.trees = TreeStore(db)
+        self.pregenerate = True  # story trees write the top options' outcomes ahead of the player
 
     def on_mount(self) -> None:
         from storyloom.tui.screens.home import HomeScreen
@@ -145,11 +148,22 @@ class StoryloomApp(App):
 
         self.push_screen(CowriteScreen(self.cowrites.load(story_id)))
 
+    def action_trees(self) -> None:
+        from storyloom.tui.screens.tree_list import TreeListScreen
+
+        self.push_screen(TreeListScreen())
+
+    def open_tree(self, tree_id: str) -> None:
+        from storyloom.tui.screens.tree_play import TreePlayScreen
+
+        self.push_screen(TreePlayScreen(tree_id))
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("New adventure", "Start a game from a scenario or your own prompt", self.action_new_adventure)
         yield SystemCommand("Load game", "Open a saved adventure", self.action_load_game)
         yield SystemCommand("Co-write", "Write a story turn by turn with the model", self.action_cowrite)
+        yield SystemCommand("Story trees", "Shared choose-your-own-adventures, ranked by votes", self.action_trees)
         yield SystemCommand("Settings", "Model and sampler settings", self.action_settings)
         yield SystemCommand("Help", "Keys and how to play", self.action_help)
         for title, help_text, action in getattr(screen, "COMMANDS_HERE", ()):

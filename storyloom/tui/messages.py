@@ -53,3 +53,23 @@ class CandidatesReady(Message):
         self.cancelled = cancelled
         self.more = more
         self.tokens_per_second = tokens_per_second
+
+
+class TreeExpanded(Message):
+    """The model wrote an outcome and/or options for a tree node (stored by the screen)."""
+
+    def __init__(self, node_id: str, expansion, author: str, move: bool, ahead: bool = False) -> None:
+        super().__init__()
+        self.node_id = node_id
+        self.expansion = expansion
+        self.author = author
+        self.move = move
+        self.ahead = ahead  # background pre-generation, not the player's request
+
+
+class TreeWorkDone(Message):
+    def __init__(self, error: str | None = None, cancelled: bool = False, ahead: bool = False) -> None:
+        super().__init__()
+        self.error = error
+        self.cancelled = cancelled
+        self.ahead = ahead

@@ -10,12 +10,12 @@ from textual.widgets.option_list import Option
 
 from storyloom.tui.widgets.status_bar import StatusBar
 
-COMING = {"poetry": "Poetry", "trees": "Story trees"}
+COMING = {"poetry": "Poetry"}
 
 
 class HomeScreen(Screen):
     BINDINGS = [("n", "app.new_adventure", "New"), ("l", "app.load_game", "Load"),
-                ("c", "app.cowrite", "Co-write"),
+                ("c", "app.cowrite", "Co-write"), ("t", "app.trees", "Story trees"),
                 ("s", "app.settings", "Settings"), ("q", "app.quit", "Quit")]
 
     def compose(self) -> ComposeResult:
@@ -47,6 +47,7 @@ class HomeScreen(Screen):
             Option("New adventure", id="new"),
             Option("Load game", id="load", disabled=not games),
             Option("Co-write a story", id="cowrite"),
+            Option("Story trees", id="trees"),
             *[Option(f"{label} (coming soon)", id=key) for key, label in COMING.items()],
             Option("Settings", id="settings"),
             Option("Quit", id="quit"),
@@ -69,6 +70,8 @@ class HomeScreen(Screen):
             self.app.action_load_game()
         elif choice == "cowrite":
             self.app.action_cowrite()
+        elif choice == "trees":
+            self.app.action_trees()
         elif choice in COMING:
             self.notify(f"{COMING[choice]} is coming in a later release.", title="Coming soon")
         elif choice == "settings":

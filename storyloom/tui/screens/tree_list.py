@@ -1,0 +1,183 @@
+"""Story trees: the list (public ones and your own), a new tree, import and export."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Input, Label, OptionList, Select, TextArea
+from textual.widgets.option_list import Option
+
+from storyloom import StoryloomError
+from storyloom.store import tree_packs
+from storyloom.store.trees import Tree
+from storyloom.tui.export import write_exports
+from storyloom.tui.screens.editors import EditorDialog
+from storyloom.tui.widgets.status_bar import StatusBar
+
+NEW, IMPORT = "new", "import"
+
+
+def import_file(store, path: Path, owner: str) -> tree_packs.ImportReport:
+    """A .json pack or a .twee/.tw Twine story, by its suffix."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise StoryloomError(f"Cannot read {path}: {exc.strerror or exc}") from None
+    if path.suffix.lower() == ".json":
+        return tree_packs.import_pack(store, tree_packs.load_pack(data))
+    if path.suffix.lower() in (".twee", ".tw", ".txt"):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise StoryloomError(f"{path} is not UTF-8 text.") from None
+        return tree_packs.import_twee(store, text, owner=owner)
+    raise StoryloomError("Import a tree pack (.json) or a Twine story (.twee / .tw).")
+
+
+def export_tree(app, tree_id: str) -> None:
+    store = app.trees
+    tree = store.tree(tree_id)
+    try:
+        texts = {".json": tree_packs.dump_pack(tree_packs.export_pack(store, tree_id)),
+                 ".twee": tree_packs.export_twee(store, tree_id)}
+    except StoryloomError as exc:
+        app.notify(str(exc), severity="error")
+        return
+    write_exports(app, tree.title, tree.id, texts, "tree")
+
+
+class ImportDialog(EditorDialog):
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label("Import a tree pack (.json) or a Twine story (.twee): path to the file")
+            yield Input(placeholder="e.g. saved/exports/the-castle-1a2b3c4d.json", id="import-path")
+            yield self.buttons()
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    def on_input_submitted(self) -> None:
+        self.action_save()
+
+    def action_save(self) -> None:
+        self.dismiss(self.query_one(Input).value.strip() or None)
+
+
+class NewTreeScreen(Screen):
+    BINDINGS = [("escape", "app.pop_screen", "Back"), ("ctrl+s", "start", "Create")]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="new-tree"):
+            yield Label("Title")
+            yield Input(placeholder="e.g. The Haunted Castle", id="tree-title")
+            yield Label("Scenario: the setting every passage is written in (optional)")
+            yield TextArea(id="tree-scenario")
+            yield Label("Opening passage: where every player starts")
+            yield TextArea(id="tree-opening")
+            yield Label("Who can see it")
+            yield Select([("public: listed and shareable", "public"), ("private: only you", "private")],
+                         value="public", allow_blank=False, id="tree-visibility")
+            yield Button("Create tree", id="create", variant="primary")
+        yield StatusBar()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#tree-title", Input).focus()
+
+    def on_button_pressed(self) -> None:
+        self.action_start()
+
+    def action_start(self) -> None:
+        title = self.query_one("#tree-title", Input).value.strip()
+        opening = self.query_one("#tree-opening", TextArea).text.strip()
+        if not title or not opening:
+            self.notify("A tree needs a title and an opening passage.", severity="error")
+            return
+        tree = Tree(title, scenario=self.query_one("#tree-scenario", TextArea).text.strip(),
+                    visibility=self.query_one("#tree-visibility", Select).value, owner=self.app.config.player)
+        self.app.trees.create(tree, opening)
+        self.app.pop_screen()
+        self.app.open_tree(tree.id)
+
+
+class TreeListScreen(Screen):
+    BINDINGS = [("escape", "app.pop_screen", "Back"), ("n", "new", "New tree"), ("i", "import", "Import"),
+                ("x", "export", "Export"), ("delete", "delete", "Delete")]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Label("Story trees: choose-your-own-adventures that grow as people play (Enter opens)")
+        yield OptionList(id="trees")
+        yield StatusBar()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._fill()
+
+    def on_screen_resume(self) -> None:
+        self._fill()
+
+    def _fill(self) -> None:
+        menu = self.query_one("#trees", OptionList)
+        highlighted = menu.highlighted
+        menu.clear_options()
+        menu.add_options([Option("New tree", id=NEW), Option("Import a pack or Twine story", id=IMPORT)])
+        store = self.app.trees
+        for tree in store.trees(self.app.config.player):
+            stats = store.stats(tree.id)
+            lock = "  · private" if tree.visibility == "private" else ""
+            menu.add_option(Option(Text(f"{tree.title}  ·  {stats['nodes']} passages, depth {stats['depth']}{lock}"),
+                                   id=tree.id))
+        menu.highlighted = highlighted if highlighted is not None and highlighted < menu.option_count else 0
+        menu.focus()
+
+    def _selected(self) -> str | None:
+        menu = self.query_one("#trees", OptionList)
+        if menu.highlighted is None:
+            return None
+        choice = menu.get_option_at_index(menu.highlighted).id
+        return None if choice in (NEW, IMPORT) else choice
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        if event.option.id == NEW:
+            self.action_new()
+        elif event.option.id == IMPORT:
+            self.action_import()
+        else:
+            self.app.open_tree(event.option.id)
+
+    def action_new(self) -> None:
+        self.app.push_screen(NewTreeScreen())
+
+    def action_import(self) -> None:
+        def done(path: str | None) -> None:
+            if not path:
+                return
+            try:
+                report = import_file(self.app.trees, Path(path).expanduser(), self.app.config.player)
+            except StoryloomError as exc:
+                self.notify(f"Nothing was imported. {exc}", title="Import", severity="error", timeout=12)
+                return
+            self.notify(f"{report.title}: {report.nodes_added} passages added, {report.outcomes_filled} filled in, "
+                        f"{report.votes_added} votes merged.", title="Import")
+            self._fill()
+
+        self.app.push_screen(ImportDialog(), done)
+
+    def action_export(self) -> None:
+        if tree_id := self._selected():
+            export_tree(self.app, tree_id)
+
+    def action_delete(self) -> None:
+        if tree_id := self._selected():
+            tree = self.app.trees.tree(tree_id)
+            if tree.owner and tree.owner != self.app.config.player:
+                self.notify("Only its owner can delete a tree.", severity="warning")
+                return
+            self.app.trees.delete_tree(tree_id)
+            self.notify("Tree deleted.")
+            self._fill()

@@ -1,0 +1,347 @@
+"""Play a story tree: the outcome, ranked options with votes, and the model only on a miss."""
+from __future__ import annotations
+
+import threading
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Label, OptionList, ProgressBar, Static
+from textual.widgets.option_list import Option
+
+from storyloom import StoryloomError
+from storyloom.modes.tree import TreePlay, expand, is_hidden
+from storyloom.store.trees import Node
+from storyloom.tui.messages import TreeExpanded, TreeWorkDone
+from storyloom.tui.screens.editors import AlterScreen
+from storyloom.tui.widgets.status_bar import StatusBar
+
+
+def option_prompt(number: int, node: Node, my_vote: int) -> Text:
+    text = Text()
+    text.append(f"{number}. ", style="bold")
+    text.append(node.action)
+    facts = [f"votes +{node.ups} -{node.downs}" + {1: " (you: +)", -1: " (you: -)"}.get(my_vote, ""),
+             f"chosen {node.choices}"]
+    if node.link_to:
+        facts.append("↪ leads back into the tree")
+    elif not node.outcome:
+        facts.append("new: the model writes it")
+    if is_hidden(node):
+        facts.append("hidden (downvoted)")
+    text.append("   " + " · ".join(facts), style="dim")
+    return text
+
+
+def breadcrumbs(path: list[Node], keep: int = 4) -> Text:
+    steps = ["Start"] + [n.action for n in path[1:]]
+    shown = steps if len(steps) <= keep else ["…"] + steps[-keep:]
+    return Text(" › ".join(s if len(s) <= 40 else s[:39] + "…" for s in shown))
+
+
+class TreeOptions(OptionList):
+    BINDINGS = [Binding(str(n), f"screen.choose_number({n})", f"Choose {n}", show=False) for n in range(1, 10)] + [
+        Binding("plus,equals_sign", "screen.vote(1)", "Vote up"),
+        Binding("minus", "screen.vote(-1)", "Vote down"),
+        Binding("w", "screen.write_outcome", "Write outcome"),
+        Binding("a", "screen.own_action", "Own action"),
+        Binding("h", "screen.toggle_hidden", "Hidden"),
+        Binding("b", "screen.back", "Back"),
+    ]
+
+
+class TreePlayScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "stop_or_back", "Stop/Leave"),
+        Binding("ctrl+n", "more", "More options", priority=True),
+        Binding("ctrl+b", "back", "Back", priority=True),
+        Binding("ctrl+k", "bookmark", "Bookmark", priority=True),
+        Binding("ctrl+t", "browse", "Browse", priority=True),
+    ]
+    COMMANDS_HERE = [
+        ("More options", "The model adds new options here", "more"),
+        ("Back", "Return to the previous passage", "back"),
+        ("Bookmark", "Remember this passage", "bookmark"),
+        ("Browse the tree", "See every branch; jump anywhere", "browse"),
+        ("Show hidden options", "Show or hide heavily downvoted options", "toggle_hidden"),
+    ]
+
+    def __init__(self, tree_id: str) -> None:
+        super().__init__()
+        self.tree_id = tree_id
+        self.busy = False
+        self.cancel = threading.Event()
+        self.cancel_ahead = threading.Event()
+        self.show_hidden = False
+        self.ahead_done = 0
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="tree-crumbs")
+        with VerticalScroll(id="tree-outcome-box"):
+            yield Static(id="tree-outcome")
+        yield Label("What do you do? (1-9 or Enter chooses · + / - vote · a your own action · w write the outcome)",
+                    id="tree-options-label")
+        yield TreeOptions(id="tree-options")
+        yield Input(placeholder="Your own action, e.g. climb the wall (Enter)", id="tree-action")
+        yield ProgressBar(id="tree-progress", show_eta=False)
+        yield Static(id="tree-stats")
+        yield StatusBar()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.play = TreePlay(self.app.trees, self.tree_id, player=self.app.config.player)
+        self.sub_title = self.play.tree.title
+        self.query_one("#tree-progress", ProgressBar).display = False
+        self._arrived()
+
+    # -- showing ---------------------------------------------------------------------------------
+    def _show(self, keep: str | None = None) -> None:
+        play = self.play
+        self.query_one("#tree-crumbs", Static).update(breadcrumbs(play.path()))
+        self.query_one("#tree-outcome", Static).update(Text(play.node.outcome or "…"))
+        menu = self.query_one(TreeOptions)
+        options = play.options(include_hidden=self.show_hidden)
+        menu.clear_options()
+        menu.add_options([Option(option_prompt(i + 1, o, self.app.trees.my_vote(o.id, play.player)), id=o.id)
+                          for i, o in enumerate(options)])
+        if options:
+            ids = [o.id for o in options]
+            menu.highlighted = ids.index(keep) if keep in ids else 0
+        hidden = play.hidden_count()
+        note = (f"{hidden} downvoted hidden: h shows them" if hidden and not self.show_hidden else
+                "1-9 or Enter chooses · + / - vote · a your own action · w write the outcome")
+        self.query_one("#tree-options-label", Label).update(f"What do you do? ({note})")
+        self._show_stats()
+
+    def _show_stats(self) -> None:
+        s = self.play.stats
+        tree = self.app.trees.stats(self.tree_id)
+        self.query_one("#tree-stats", Static).update(Text(
+            f"{tree['nodes']} passages, depth {tree['depth']} · this session: {s.served} from cache, "
+            f"{s.generated} generated ({s.hit_ratio:.0%} hits, {s.served} generation{'s' if s.served != 1 else ''} saved)"
+            + (f" · {self.ahead_done} written ahead" if self.ahead_done else "")))
+
+    def _arrived(self) -> None:
+        """A new passage is on screen: fill in its options if it has none, else read ahead."""
+        self.cancel_ahead.set()
+        self._show()
+        self.query_one(TreeOptions).focus()
+        if self.play.needs_options():
+            self._foreground(self.play.node, want_outcome=False, move=False)
+        else:
+            self._read_ahead()
+
+    def _selected(self) -> Node | None:
+        menu = self.query_one(TreeOptions)
+        if menu.highlighted is None or not menu.option_count:
+            return None
+        return self.app.trees.node(menu.get_option_at_index(menu.highlighted).id)
+
+    # -- choosing ---------------------------------------------------------------------------------
+    def action_choose_number(self, number: int) -> None:
+        menu = self.query_one(TreeOptions)
+        if number <= menu.option_count:
+            self._choose(self.app.trees.node(menu.get_option_at_index(number - 1).id))
+
+    @on(OptionList.OptionSelected, "#tree-options")
+    def _option_selected(self, event: OptionList.OptionSelected) -> None:
+        self._choose(self.app.trees.node(event.option.id))
+
+    def _choose(self, option: Node) -> None:
+        if self._busy():
+            return
+        if self.play.choose(option) is not None:
+            self._arrived()  # cached: shown at once, no model call
+        else:
+            self._foreground(option, want_outcome=True, move=True)
+
+    @on(Input.Submitted, "#tree-action")
+    def _own_action(self, event: Input.Submitted) -> None:
+        if self._busy():
+            return
+        try:
+            option = self.play.add_action(event.value)
+        except StoryloomError as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        event.input.value = ""
+        self._choose(option)
+
+    def action_own_action(self) -> None:
+        self.query_one("#tree-action", Input).focus()
+
+    # -- the model, on a miss -----------------------------------------------------------------------
+    def _busy(self) -> bool:
+        if self.busy:
+            self.notify("The model is still writing; press Esc to stop it.", severity="warning")
+        return self.busy
+
+    def _foreground(self, node: Node, want_outcome: bool, move: bool) -> None:
+        self.cancel_ahead.set()
+        self.busy = True
+        self.cancel = threading.Event()
+        bar = self.query_one("#tree-progress", ProgressBar)
+        bar.update(total=None)
+        bar.display = True
+        if want_outcome:
+            self.query_one("#tree-outcome", Static).update(Text(f"> {node.action}\n\n(the model is writing what happens…)"))
+        path = self.play.path(node)
+        existing = [k.action for k in self.app.trees.children(node.id)]
+        self._expand(node, path, want_outcome, existing, move)
+
+    @work(thread=True, exclusive=True, group="tree", exit_on_error=False)
+    def _expand(self, node: Node, path: list[Node], want_outcome: bool, existing: list[str], move: bool) -> None:
+        app = self.app
+        if not app.model_ready.wait(600) or app.generator is None:
+            self.post_message(TreeWorkDone(error=app.model_error or "The model is not loaded."))
+            return
+        generator = app.generator
+        try:
+            expansion = expand(generator, self.play.tree, path, want_outcome=want_outcome, actions=self.play.top,
+                               settings=app.config.sampler, existing=existing, cancel=self.cancel)
+        except StoryloomError as exc:
+            self.post_message(TreeWorkDone(error=str(exc)))
+            return
+        except Exception as exc:  # noqa: BLE001 - shown to the player; the tree is untouched
+            self.post_message(TreeWorkDone(error=f"{type(exc).__name__}: {exc}"))
+            return
+        if self.cancel.is_set():
+            self.post_message(TreeWorkDone(cancelled=True))
+            return
+        self.post_message(TreeExpanded(node.id, expansion, generator.name, move))
+        self.post_message(TreeWorkDone())
+
+    def on_tree_expanded(self, message: TreeExpanded) -> None:
+        node = self.app.trees.node(message.node_id)
+        self.play.apply(node, message.expansion, message.author, move=message.move)
+        if message.ahead:
+            self.ahead_done += 1
+            self._show(keep=self._selected().id if self._selected() else None)
+        else:
+            self._show()
+
+    def on_tree_work_done(self, message: TreeWorkDone) -> None:
+        if message.ahead:
+            if not self.busy:
+                self.query_one("#tree-progress", ProgressBar).display = False
+            return
+        self.busy = False
+        self.query_one("#tree-progress", ProgressBar).display = False
+        if message.error:
+            self.notify(message.error, title="Generation failed", severity="error", timeout=10)
+        elif message.cancelled:
+            self.notify("Stopped. Nothing was stored for that branch.")
+        self._show()
+        if not message.error and not message.cancelled:
+            self._read_ahead()
+
+    # -- reading ahead ----------------------------------------------------------------------------
+    def _read_ahead(self) -> None:
+        if not getattr(self.app, "pregenerate", True):
+            return
+        targets = self.play.pregeneration_targets()
+        if not targets:
+            return
+        self.cancel_ahead = threading.Event()
+        here = self.play.path()
+        bar = self.query_one("#tree-progress", ProgressBar)
+        bar.update(total=len(targets), progress=0)
+        bar.display = True
+        self._ahead([(t, [*here, t]) for t in targets], self.cancel_ahead)
+
+    @work(thread=True, exclusive=True, group="tree-ahead", exit_on_error=False)
+    def _ahead(self, targets: list[tuple[Node, list[Node]]], cancel: threading.Event) -> None:
+        app = self.app
+        if not app.model_ready.wait(600) or app.generator is None:
+            return
+        generator = app.generator
+        for node, path in targets:
+            if cancel.is_set():
+                break
+            try:
+                expansion = expand(generator, self.play.tree, path, want_outcome=True, actions=0,
+                                   settings=app.config.sampler, cancel=cancel)
+            except Exception:  # noqa: BLE001 - reading ahead is a bonus; the player's own choice retries
+                continue
+            if cancel.is_set():
+                break
+            self.post_message(TreeExpanded(node.id, expansion, generator.name, move=False, ahead=True))
+            self.app.call_from_thread(self._ahead_step)
+        self.post_message(TreeWorkDone(ahead=True))
+
+    def _ahead_step(self) -> None:
+        bar = self.query_one("#tree-progress", ProgressBar)
+        bar.advance(1)
+
+    # -- votes, writing, moving ---------------------------------------------------------------------
+    def action_vote(self, value: int) -> None:
+        option = self._selected()
+        if option is not None:
+            held = self.play.vote(option, value)
+            self._show(keep=option.id)
+            self.notify({1: "Voted up.", -1: "Voted down.", 0: "Vote taken back."}[held], timeout=2)
+
+    def action_write_outcome(self) -> None:
+        option = self._selected()
+        if option is None or self._busy():
+            return
+
+        def done(text: str | None) -> None:
+            if text is not None:
+                try:
+                    self.play.write_outcome(option, text)
+                except StoryloomError as exc:
+                    self.notify(str(exc), severity="warning")
+                    return
+                self._show(keep=option.id)
+
+        self.app.push_screen(AlterScreen(option.outcome, f"Write what happens after: {option.action}"), done)
+
+    def action_more(self) -> None:
+        if not self._busy():
+            self._foreground(self.play.node, want_outcome=False, move=False)
+
+    def action_back(self) -> None:
+        if self._busy():
+            return
+        if self.play.back() is None:
+            self.notify("This is where you started.")
+            return
+        self._arrived()
+
+    def action_bookmark(self) -> None:
+        self.play.bookmark()
+        self.notify("Bookmarked. Browse (Ctrl+T) lists bookmarks.")
+
+    def action_toggle_hidden(self) -> None:
+        self.show_hidden = not self.show_hidden
+        self._show()
+
+    def action_browse(self) -> None:
+        from storyloom.tui.screens.tree_browse import TreeBrowseScreen
+
+        def done(node_id: str | None) -> None:
+            if not node_id:
+                return
+            node = self.app.trees.node(node_id)
+            if node.cached or node.parent_id is None:
+                self.play.jump(node_id)
+                self._arrived()
+            else:  # not written yet: stand at its parent and choose it (the model writes it)
+                self.play.jump(node.parent_id)
+                self._show()
+                self._choose(node)
+
+        if not self._busy():
+            self.app.push_screen(TreeBrowseScreen(self.tree_id, self.play.node.id, self.play.player), done)
+
+    def action_stop_or_back(self) -> None:
+        if self.busy:
+            self.cancel.set()
+        else:
+            self.cancel_ahead.set()
+            self.app.pop_screen()
