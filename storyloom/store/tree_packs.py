@@ -9,6 +9,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from storyloom import StoryloomError
 from storyloom.store.stories import now
@@ -341,3 +342,21 @@ def import_twee(store: TreeStore, text: str, visibility: str = "public", owner: 
         for child, target in links:
             store.db.execute("update nodes set link_to = ? where id = ?", [target, child])
     return ImportReport(tree.id, tree.title, len(rows), 0, 0)
+
+
+def import_path(store: TreeStore, path: Path, owner: str = "") -> ImportReport:
+    """A .json pack or a .twee/.tw Twine story, by its suffix."""
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".twee", ".tw"):
+        raise PackError("Import a tree pack (.json) or a Twine story (.twee / .tw).")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PackError(f"Cannot read {path}: {exc.strerror or exc}") from None
+    if suffix == ".json":
+        return import_pack(store, load_pack(data))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PackError(f"{path} is not UTF-8 text.") from None
+    return import_twee(store, text, owner=owner)

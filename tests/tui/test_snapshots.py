@@ -43,6 +43,21 @@ async def _cowrite(pilot):
     await start_story(pilot.app, pilot, opening="The boat came at dusk.")
 
 
+async def _tree_play(pilot):
+    from tests.tui.test_tree_app import ROOT_ACTIONS, new_tree
+
+    await settle(pilot.app, pilot)
+    pilot.app.generator = ScriptedGenerator(ROOT_ACTIONS)
+    await new_tree(pilot.app, pilot)
+
+
+async def _tree_browse(pilot):
+    await _tree_play(pilot)
+    await pilot.press("ctrl+t")
+    await pilot.pause()
+    await pilot.pause()
+
+
 async def _settings(pilot):
     await settle(pilot.app, pilot)
     await pilot.press("s")
@@ -55,7 +70,8 @@ async def _help(pilot):
     await pilot.pause()
 
 
-@pytest.mark.parametrize("steps", [_home, _new_game, _adventure, _new_story, _cowrite, _settings, _help],
-                         ids=["home", "new_game", "adventure", "new_story", "cowrite", "settings", "help"])
+@pytest.mark.parametrize(
+    "steps", [_home, _new_game, _adventure, _new_story, _cowrite, _tree_play, _tree_browse, _settings, _help],
+    ids=["home", "new_game", "adventure", "new_story", "cowrite", "tree_play", "tree_browse", "settings", "help"])
 def test_screen_snapshot(snap_compare, steps):
     assert snap_compare(_app(), terminal_size=SIZE, run_before=steps)

@@ -167,3 +167,31 @@ A river.
     assert kids["Cabin"].outcome == ":: a line that starts with two colons"
     with pytest.raises(PackError, match="start passage"):
         import_twee(other, ":: StoryData\n{\"start\": \"Nowhere\"}\n\n:: Here\nText.")
+
+
+def test_cli_lists_exports_and_imports_trees(tmp_path, capsys):
+    from storyloom.cli import main
+
+    store = TreeStore(open_db())
+    tree = build(store)
+    assert main(["tree", "list"]) == 0
+    assert tree.id in capsys.readouterr().out
+    out = tmp_path / "castle.json"
+    assert main(["tree", "export", tree.id, "-o", str(out)]) == 0
+    assert main(["tree", "export", tree.id, "--format", "twee"]) == 0
+    assert ":: StoryTitle\nThe Castle" in capsys.readouterr().out
+    assert main(["tree", "import", str(out)]) == 0
+    assert "0 nodes added" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["tree", "import", str(tmp_path / "bad.json")]) == 2
+    assert "does not match the tree pack schema" in capsys.readouterr().err
+    assert main(["tree", "export", "f" * 24]) == 2
+
+
+def test_bench_tree_runs_on_a_small_tree(capsys):
+    from storyloom.cli import main
+
+    assert main(["bench", "tree", "--nodes", "300", "--no-model"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["nodes"] == 300 and result["serve_ms_p99"] > 0 and result["votes_per_s"] > 0
+    assert result["cache_hit_ratio"] == 1.0

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import threading
 
-from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding

@@ -47,6 +47,27 @@ once and ranks them (likely under the model, not repeating the story); the best 
 
 Type your own turn in the box at the bottom and press `Enter`; the model answers.
 
+## Story trees
+A shared choose-your-own-adventure. Choosing an option someone already played shows its
+outcome at once; only a new branch runs the model, and what it writes is kept for everyone.
+While you read, the top options' outcomes are written ahead.
+
+| key | action |
+| --- | --- |
+| `1`-`9` / `Enter` | choose an option |
+| `+` / `-` | vote the highlighted option up / down (again: take the vote back) |
+| `a` | type your own action (the model writes what happens) |
+| `w` | write the highlighted option's outcome yourself |
+| `h` | show or hide heavily downvoted options |
+| `b` / `Ctrl+B` | back to the previous passage |
+| `Ctrl+N` | more options from the model |
+| `Ctrl+K` | bookmark this passage |
+| `Ctrl+T` | browse the whole tree; `Enter` plays from the highlighted passage |
+| `Esc` | stop the model, or leave |
+
+In the tree list, `n` starts a tree, `i` imports a JSON pack or a Twine `.twee` file, `x` exports
+(pack and Twee, public trees only) and `Delete` removes a tree you own.
+
 ## Settings
 Model (`default`, a model folder, a `.gguf` file or a Hugging Face id) and sampler settings.
 They are saved to `config.toml` and applied at once.

@@ -20,23 +20,6 @@ from storyloom.tui.widgets.status_bar import StatusBar
 NEW, IMPORT = "new", "import"
 
 
-def import_file(store, path: Path, owner: str) -> tree_packs.ImportReport:
-    """A .json pack or a .twee/.tw Twine story, by its suffix."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise StoryloomError(f"Cannot read {path}: {exc.strerror or exc}") from None
-    if path.suffix.lower() == ".json":
-        return tree_packs.import_pack(store, tree_packs.load_pack(data))
-    if path.suffix.lower() in (".twee", ".tw", ".txt"):
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise StoryloomError(f"{path} is not UTF-8 text.") from None
-        return tree_packs.import_twee(store, text, owner=owner)
-    raise StoryloomError("Import a tree pack (.json) or a Twine story (.twee / .tw).")
-
-
 def export_tree(app, tree_id: str) -> None:
     store = app.trees
     tree = store.tree(tree_id)
@@ -158,7 +141,7 @@ class TreeListScreen(Screen):
             if not path:
                 return
             try:
-                report = import_file(self.app.trees, Path(path).expanduser(), self.app.config.player)
+                report = tree_packs.import_path(self.app.trees, Path(path).expanduser(), self.app.config.player)
             except StoryloomError as exc:
                 self.notify(f"Nothing was imported. {exc}", title="Import", severity="error", timeout=12)
                 return
