@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 from storyloom import StoryloomError
 from storyloom.engine.sampling import SamplerSettings
-from storyloom.modes.text import SENTENCE_END, TokenCounter, fit_text
+from storyloom.modes.text import SENTENCE_END, TokenCounter, fit_text, latest_that_fit
 from storyloom.paths import assets_dir
 from storyloom.store.stories import Game, GameStore, Turn, WorldEntry
 
@@ -211,20 +211,7 @@ def build_prompt(game: Game, action_text: str, count: TokenCounter, budget: int)
     if fixed > budget:  # a huge action: keep its end (what the player typed last)
         action = fit_text(action, count, budget - count(head + "\n\n") - count(note), keep_end=True)
         fixed = count(head + "\n\n") + count(note) + count(action)
-    history: list[str] = []
-    used = fixed
-    for turn in reversed(game.turns):
-        piece = turn_text(turn)
-        cost = count(piece)
-        if used + cost > budget:
-            if not history:  # the last turn alone is too long: keep its end
-                piece = fit_text(piece, count, budget - used, keep_end=True)
-                if piece:
-                    history.append(piece)
-            break
-        history.append(piece)
-        used += cost
-    history.reverse()
+    history = latest_that_fit([turn_text(t) for t in game.turns], count, budget - fixed)
     if note:
         at = max(0, len(history) - AUTHORS_NOTE_DEPTH)
         history.insert(at, note)

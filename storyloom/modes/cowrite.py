@@ -13,7 +13,7 @@ from typing import Callable, Protocol, Sequence
 
 from storyloom import StoryloomError
 from storyloom.engine.sampling import SamplerSettings
-from storyloom.modes.text import SENTENCE_END, TokenCounter, fit_text
+from storyloom.modes.text import SENTENCE_END, TokenCounter, fit_text, latest_that_fit
 from storyloom.store.cowrite import LENGTHS, Candidate, CoStory, CoTurn, CowriteStore
 
 DEFAULT_CANDIDATES = 4
@@ -139,19 +139,7 @@ def build_prompt(story: CoStory, count: TokenCounter, budget: int) -> BuiltPromp
     if story.premise.strip():
         head = (head + TURN_BREAK if head else "") + fit_text(story.premise.strip(), count, budget // 3, keep_end=False)
     used = count(head + TURN_BREAK) if head else 0
-    kept: list[str] = []
-    for turn in reversed(story.turns):
-        piece = turn.text.strip()
-        cost = count(piece + TURN_BREAK)
-        if used + cost > budget:
-            if not kept:  # the last turn alone is too long: keep its end
-                piece = fit_text(piece, count, budget - used, keep_end=True)
-                if piece:
-                    kept.append(piece)
-            break
-        kept.append(piece)
-        used += cost
-    kept.reverse()
+    kept = latest_that_fit([t.text.strip() for t in story.turns], lambda p: count(p + TURN_BREAK), budget - used)
 
     def assemble() -> str:
         return TURN_BREAK.join(([head] if head else []) + kept) + ("" if kept else TURN_BREAK)

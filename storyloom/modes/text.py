@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import Callable, Sequence
 
 # A sentence ends at . ! ? or … (closing quotes and brackets included), before a space or the end.
 SENTENCE_END = re.compile(r"""[.!?…]["'”’)\]]*(?=\s|$)""")
@@ -37,3 +37,22 @@ def fit_text(text: str, count: TokenCounter, budget: int, keep_end: bool) -> str
         part = " ".join(words[-mid:] if keep_end else words[:mid])
         lo, hi = (mid, hi) if count(part) <= budget else (lo, mid - 1)
     return " ".join(words[-lo:] if keep_end else words[:lo]) if lo else ""
+
+
+def latest_that_fit(pieces: Sequence[str], count: Callable[[str], int], room: int) -> list[str]:
+    """As many of the last `pieces` as fit in `room` tokens, in their order. When even the
+    last one alone is too long, its end is kept (the most recent words)."""
+    kept: list[str] = []
+    used = 0
+    for piece in reversed(pieces):
+        cost = count(piece)
+        if used + cost > room:
+            if not kept:
+                piece = fit_text(piece, count, room - used, keep_end=True)
+                if piece:
+                    kept.append(piece)
+            break
+        kept.append(piece)
+        used += cost
+    kept.reverse()
+    return kept

@@ -17,7 +17,7 @@ from typing import Sequence
 from storyloom import StoryloomError
 from storyloom.engine.sampling import SamplerSettings
 from storyloom.modes.adventure import clean_output, format_action
-from storyloom.modes.text import TokenCounter, fit_text
+from storyloom.modes.text import TokenCounter, fit_text, latest_that_fit
 from storyloom.store.trees import Node, Tree, TreeStore
 
 TOP_OPTIONS = 5
@@ -68,17 +68,9 @@ def story_prompt(tree: Tree, path: Sequence[Node], count: TokenCounter, next_act
     head = fit_text(tree.scenario.strip(), count, budget // 3, keep_end=False)
     tail = f"\n{action_line(next_action)}\n" if next_action else "\n> You"
     room = budget - count(head) - count(tail)
-    pieces: list[str] = []
-    for node in reversed(path):
-        piece = (f"\n{action_line(node.action)}\n" if node.action else "") + node.outcome.strip()
-        cost = count(piece)
-        if cost > room:
-            if not pieces:
-                pieces.append(fit_text(piece, count, room, keep_end=True))
-            break
-        pieces.append(piece)
-        room -= cost
-    body = "".join(reversed(pieces)).strip("\n")
+    pieces = [(f"\n{action_line(n.action)}\n" if n.action else "") + n.outcome.strip() for n in path]
+    kept = latest_that_fit(pieces, count, room)
+    body = "".join(kept).strip("\n")
     return "\n\n".join(p for p in (head, body) if p) + tail
 
 

@@ -7,6 +7,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, OptionList
 from textual.widgets.option_list import Option
 
+from storyloom.tui.widgets.menus import refill
 from storyloom.tui.widgets.status_bar import StatusBar
 
 NEW = "new"
@@ -30,15 +31,9 @@ class CowriteListScreen(Screen):
         self._fill()
 
     def _fill(self) -> None:
-        menu = self.query_one("#stories", OptionList)
-        highlighted = menu.highlighted
-        menu.clear_options()
-        menu.add_option(Option("New story", id=NEW))
-        for s in self.app.cowrites.list():
-            when = s.updated[:16].replace("T", " ")
-            menu.add_option(Option(Text(f"{s.title}  ·  {s.turns} turns  ·  {when}"), id=s.id))
-        menu.highlighted = highlighted if highlighted is not None and highlighted < menu.option_count else 0
-        menu.focus()
+        refill(self.query_one("#stories", OptionList), [Option("New story", id=NEW)] + [
+            Option(Text(f"{s.title}  ·  {s.turns} turns  ·  {s.updated[:16].replace('T', ' ')}"), id=s.id)
+            for s in self.app.cowrites.list()])
 
     def _selected(self) -> str | None:
         menu = self.query_one("#stories", OptionList)

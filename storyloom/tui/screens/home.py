@@ -8,6 +8,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
+from storyloom.tui.widgets.menus import refill
 from storyloom.tui.widgets.status_bar import StatusBar
 
 COMING = {"poetry": "Poetry"}
@@ -36,14 +37,12 @@ class HomeScreen(Screen):
         self.refresh_menu()
 
     def refresh_menu(self) -> None:
-        menu = self.query_one("#home-menu", OptionList)
-        highlighted = menu.highlighted
-        menu.clear_options()
         games = self.app.games.list()
+        options = []
         if games:
             last = games[0]
-            menu.add_option(Option(Text(f"Continue: {last.title}  ({last.turns} turns)"), id=f"continue:{last.id}"))
-        menu.add_options([
+            options.append(Option(Text(f"Continue: {last.title}  ({last.turns} turns)"), id=f"continue:{last.id}"))
+        refill(self.query_one("#home-menu", OptionList), options + [
             Option("New adventure", id="new"),
             Option("Load game", id="load", disabled=not games),
             Option("Co-write a story", id="cowrite"),
@@ -52,8 +51,6 @@ class HomeScreen(Screen):
             Option("Settings", id="settings"),
             Option("Quit", id="quit"),
         ])
-        menu.highlighted = highlighted if highlighted is not None and highlighted < menu.option_count else 0
-        menu.focus()
 
     def _progress(self, fraction: float | None) -> None:
         bar = self.query_one("#model-progress", ProgressBar)

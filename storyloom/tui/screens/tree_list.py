@@ -15,6 +15,7 @@ from storyloom.store import tree_packs
 from storyloom.store.trees import Tree
 from storyloom.tui.export import write_exports
 from storyloom.tui.screens.editors import EditorDialog
+from storyloom.tui.widgets.menus import refill
 from storyloom.tui.widgets.status_bar import StatusBar
 
 NEW, IMPORT = "new", "import"
@@ -105,18 +106,14 @@ class TreeListScreen(Screen):
         self._fill()
 
     def _fill(self) -> None:
-        menu = self.query_one("#trees", OptionList)
-        highlighted = menu.highlighted
-        menu.clear_options()
-        menu.add_options([Option("New tree", id=NEW), Option("Import a pack or Twine story", id=IMPORT)])
         store = self.app.trees
+        options = [Option("New tree", id=NEW), Option("Import a pack or Twine story", id=IMPORT)]
         for tree in store.trees(self.app.config.player):
             stats = store.stats(tree.id)
             lock = "  · private" if tree.visibility == "private" else ""
-            menu.add_option(Option(Text(f"{tree.title}  ·  {stats['nodes']} passages, depth {stats['depth']}{lock}"),
-                                   id=tree.id))
-        menu.highlighted = highlighted if highlighted is not None and highlighted < menu.option_count else 0
-        menu.focus()
+            options.append(Option(Text(f"{tree.title}  ·  {stats['nodes']} passages, depth {stats['depth']}{lock}"),
+                                  id=tree.id))
+        refill(self.query_one("#trees", OptionList), options)
 
     def _selected(self) -> str | None:
         menu = self.query_one("#trees", OptionList)
