@@ -1,0 +1,286 @@
+"""Token-level constraints: which next tokens keep a line scannable and its rhyme possible.
+
+The words a line may use are put in a trie of the model's own tokens (" word" mid-line and
+"Word" at a line start), so multi-token words work. Every trie node knows the stress patterns
+(and, per pattern, the rhyme keys) of the words below it, so a token is allowed only if some
+word through it still fits the meter from where the line is, and, if that word would end the
+line, rhymes as the scheme asks. A word that ends before the line does is allowed only if a
+rhyming last word can still fit the positions left. A newline is allowed only when the line
+is complete. The same rule (prosody.py) drives the scanner, so what comes out scans.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Iterable
+
+import pronouncing
+import torch
+
+from storyloom.modes.poetry.prosody import Sound, fits, sounds
+
+MAX_WORD_TOKENS = 2  # words spelled by at most this many tokens (" beautiful" is 1, " whispering" 2)
+MIN_PARTNERS = 4  # a line that opens a rhyme group ends on a word with at least this many partners
+MIN_ZIPF = 3.5  # wordfreq's scale: 3 is once per million words; below it are mostly names and fragments
+TWO_LETTER = {"a", "i", "of", "to", "in", "on", "at", "by", "be", "we", "he", "me", "my", "no", "so", "up", "us",
+              "as", "is", "it", "or", "do", "go", "an", "if", "oh", "ah", "lo", "ye", "am"}
+# Words too light to end a line on (and to carry its rhyme).
+FUNCTION_WORDS = frozenset("""a an the and or but nor if as of to in on at by for from with into onto upon than
+then that this these those there their they them he him his she her hers it its we us our you your i me my
+is am are was were be been being do does did has have had can could shall should will would may might must
+not no so too very just who whom whose which what when where why how all any some each such own ye thy thee
+thou""".split())
+SLANG = frozenset("bae wii und liz lol omg ya yo ok ur nah gonna wanna".split())
+MID_LINE_PUNCTUATION = (",", ";", ":")
+END_PUNCTUATION = (".", "!", "?")  # only at the end of a line: a sentence never breaks off mid-line
+
+
+@dataclass
+class TrieNode:
+    children: dict[int, "TrieNode"] = field(default_factory=dict)
+    word: str | None = None  # the word spelled by the tokens down to here
+    reach: dict[str, frozenset[str]] = field(default_factory=dict)  # pattern -> rhyme keys below
+    final_reach: dict[str, frozenset[str]] = field(default_factory=dict)  # the same, for words that may end a line
+
+
+@lru_cache(maxsize=1)
+def default_words() -> tuple[str, ...]:
+    """Common lowercase dictionary words (no abbreviations, no one-letter words but a and i)."""
+    from wordfreq import zipf_frequency
+
+    pronouncing.init_cmu()
+    seen = dict.fromkeys(w for w, _ in pronouncing.pronunciations)
+    return tuple(w for w in seen if re.fullmatch(r"[a-z]{3,}", w) or w in TWO_LETTER
+                 if re.search(r"[aeiouy]", w) and zipf_frequency(w, "en") >= MIN_ZIPF)
+
+
+class Vocabulary:
+    """The words a constrained line may use, as the model's tokenizer spells them."""
+
+    def __init__(self, tokenizer, words: Iterable[str] | None = None, max_tokens: int = MAX_WORD_TOKENS):
+        words = [w for w in (words if words is not None else default_words()) if sounds(w)]
+        self.tokenizer = tokenizer
+        self.vocab_size = len(tokenizer)
+        self.mid, self.start = TrieNode(), TrieNode()
+        self.sounds: dict[str, frozenset[Sound]] = {}
+        self.by_key: dict[str, set[str]] = {}
+        mid_forms = [" I" if w == "i" else " " + w for w in words]
+        start_forms = ["I" if w == "i" else w[:1].upper() + w[1:] for w in words]
+        mid_ids = tokenizer(mid_forms, add_special_tokens=False)["input_ids"]
+        start_ids = tokenizer(start_forms, add_special_tokens=False)["input_ids"]
+        # A word the tokenizer spells more briefly capitalised mid-line (" Rome", " June", " Jake")
+        # is mostly a name: a poem would print it in lowercase.
+        name_ids = tokenizer([" " + f for f in start_forms], add_special_tokens=False)["input_ids"]
+        for word, m_ids, s_ids, n_ids in zip(words, mid_ids, start_ids, name_ids):
+            if len(m_ids) > max_tokens or word in SLANG or (word != "i" and len(n_ids) < len(m_ids)):
+                continue
+            self.sounds[word] = sounds(word)
+            for s in self.sounds[word]:
+                self.by_key.setdefault(s.rhyme, set()).add(word)
+            self._insert(self.mid, m_ids, word)
+            if len(s_ids) <= max_tokens + 1:
+                self._insert(self.start, s_ids, word)
+        self._summarise(self.mid)
+        self._summarise(self.start)
+        self.newline = self._single("\n")
+        self.mid_punctuation = [i for i in (self._single(p) for p in MID_LINE_PUNCTUATION) if i is not None]
+        self.end_punctuation = [i for i in (self._single(p) for p in END_PUNCTUATION) if i is not None]
+        self.punctuation = self.mid_punctuation + self.end_punctuation
+        self._masks: dict = {}
+        self._finals: dict = {}
+
+    def _single(self, text: str) -> int | None:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids[0] if len(ids) == 1 else None
+
+    def _insert(self, root: TrieNode, ids: list[int], word: str) -> None:
+        node = root
+        for token in ids:
+            node = node.children.setdefault(token, TrieNode())
+        node.word = node.word or word
+
+    def _summarise(self, root: TrieNode) -> None:
+        """Fill every node's reach (post-order, without recursion: tries are deep for tiny vocabularies)."""
+        order, stack = [], [root]
+        while stack:
+            node = stack.pop()
+            order.append(node)
+            stack.extend(node.children.values())
+        for node in reversed(order):
+            reach: dict[str, set[str]] = {}
+            final: dict[str, set[str]] = {}
+            if node.word:
+                for s in self.sounds[node.word]:
+                    reach.setdefault(s.pattern, set()).add(s.rhyme)
+                    if node.word not in FUNCTION_WORDS:
+                        final.setdefault(s.pattern, set()).add(s.rhyme)
+            for child in node.children.values():
+                for pattern, keys in child.reach.items():
+                    reach.setdefault(pattern, set()).update(keys)
+                for pattern, keys in child.final_reach.items():
+                    final.setdefault(pattern, set()).update(keys)
+            node.reach = {p: frozenset(k) for p, k in reach.items()}
+            node.final_reach = {p: frozenset(k) for p, k in final.items()}
+
+    def __len__(self) -> int:
+        return len(self.sounds)
+
+
+@dataclass(frozen=True)
+class RhymeRule:
+    """What the last word of a line must do: share a key (keys), not be a partner's word
+    (banned), and, for a line that opens a group, have enough partners left (partners)."""
+
+    keys: frozenset[str] | None = None
+    banned: frozenset[str] = frozenset()
+    partners: int = 0
+
+
+class LineConstraint:
+    """The state of one line being written; `mask()` says which tokens may come next."""
+
+    def __init__(self, vocab: Vocabulary, templates: tuple[str, ...], rule: RhymeRule = RhymeRule()):
+        self.vocab = vocab
+        self.templates = templates
+        self.rule = rule
+        self.positions: frozenset[tuple[int, int]] = frozenset((t, 0) for t in range(len(templates)))
+        self.node: TrieNode | None = None
+        self.at_start = True
+        self.after_punctuation = False
+        self.sentence_ended = False
+        self.words: list[str] = []
+        self.done = False
+        finals = vocab._finals.get(rule)
+        if finals is None:
+            finals = vocab._finals[rule] = frozenset(
+                s.pattern for w, ss in vocab.sounds.items() for s in ss if self._final_ok(w, s.rhyme))
+        self._final_patterns = finals
+        self._completable_memo: dict[tuple[int, int], bool] = {}
+
+    # rules ------------------------------------------------------------------------------
+    def _key_ok(self, key: str) -> bool:
+        rule = self.rule
+        if rule.keys is not None and key not in rule.keys:
+            return False
+        return not rule.partners or len(self.vocab.by_key.get(key, ())) > rule.partners
+
+    def _final_ok(self, word: str, key: str) -> bool:
+        return word not in self.rule.banned and word not in FUNCTION_WORDS and self._key_ok(key)
+
+    def _completable(self, t: int, at: int) -> bool:
+        """Can a rhyming last word still end the line exactly, starting at `at` or later?"""
+        memo = self._completable_memo.get((t, at))
+        if memo is None:
+            template = self.templates[t]
+            memo = self._completable_memo[(t, at)] = any(
+                len(f) <= len(template) - at and fits(f, template, len(template) - len(f)) for f in self._final_patterns)
+        return memo
+
+    def _fits_somewhere(self, node: TrieNode, positions) -> bool:
+        for pattern in node.reach:
+            for t, at in positions:
+                template = self.templates[t]
+                if not fits(pattern, template, at):
+                    continue
+                end = at + len(pattern)
+                if end == len(template):
+                    if any(self._key_ok(k) for k in node.final_reach.get(pattern, ())):
+                        return True
+                elif self._completable(t, end):
+                    return True
+        return False
+
+    def _after(self, word: str, positions) -> frozenset[tuple[int, int]]:
+        out = set()
+        for s in self.vocab.sounds[word]:
+            for t, at in positions:
+                template = self.templates[t]
+                if not fits(s.pattern, template, at):
+                    continue
+                end = at + len(s.pattern)
+                if end == len(template) and self._final_ok(word, s.rhyme):
+                    out.add((t, end))
+                elif end < len(template) and self._completable(t, end):
+                    out.add((t, end))
+        return frozenset(out)
+
+    def complete(self, positions=None) -> bool:
+        return any(at == len(self.templates[t]) for t, at in (positions if positions is not None else self.positions))
+
+    # the mask ---------------------------------------------------------------------------
+    def _word_starts(self, root: TrieNode, positions) -> list[int]:
+        key = (id(root), self.templates, self.rule, positions)
+        cached = self.vocab._masks.get(key)
+        if cached is None:
+            cached = [tok for tok, child in root.children.items() if self._fits_somewhere(child, positions)]
+            if len(self.vocab._masks) > 4096:
+                self.vocab._masks.clear()
+            self.vocab._masks[key] = cached
+        return cached
+
+    def allowed(self) -> list[int]:
+        if self.done:
+            return []
+        if self.sentence_ended:  # after . ! ? only the line break
+            return [self.vocab.newline] if self.vocab.newline is not None else []
+        out: list[int] = []
+        if self.node is None:
+            positions = self.positions
+            out += self._word_starts(self.vocab.start if self.at_start else self.vocab.mid, positions)
+            if not self.at_start:
+                out += self._boundary(positions, punctuation=not self.after_punctuation)
+            return out
+        out += [tok for tok, child in self.node.children.items() if self._fits_somewhere(child, self.positions)]
+        if self.node.word:
+            after = self._after(self.node.word, self.positions)
+            if after:
+                out += self._word_starts(self.vocab.mid, after)
+                out += self._boundary(after, punctuation=True)
+        return out
+
+    def _boundary(self, positions, punctuation: bool) -> list[int]:
+        """Punctuation and the line break after a whole word: . ! ? and newline only at the end."""
+        complete = self.complete(positions)
+        out = list(self.vocab.mid_punctuation) if punctuation else []
+        if complete:
+            if punctuation:
+                out += self.vocab.end_punctuation
+            if self.vocab.newline is not None:
+                out.append(self.vocab.newline)
+        return out
+
+    def mask(self) -> torch.Tensor:
+        allowed = torch.zeros(self.vocab.vocab_size, dtype=torch.bool)
+        ids = self.allowed()
+        if ids:
+            allowed[torch.tensor(ids, dtype=torch.long)] = True
+        return allowed
+
+    # moving on --------------------------------------------------------------------------
+    def advance(self, token: int) -> None:
+        if self.node is not None:
+            child = self.node.children.get(token)
+            if child is not None:
+                self.node = child
+                return
+            word = self.node.word
+            if word is None:
+                raise ValueError("token breaks off a word half way")
+            self.positions = self._after(word, self.positions)
+            self.words.append(word)
+            self.node = None
+        if token == self.vocab.newline:
+            self.done = True
+        elif token in self.vocab.punctuation:
+            self.after_punctuation = True
+            self.sentence_ended = token in self.vocab.end_punctuation
+        else:
+            root = self.vocab.start if self.at_start else self.vocab.mid
+            self.node = root.children[token]
+            self.at_start = False
+            self.after_punctuation = False
+
+    @property
+    def last_word(self) -> str | None:
+        return self.words[-1] if self.words else None

@@ -1,0 +1,115 @@
+"""Poem forms: line count, rhyme scheme and, for every line, the meter templates it may take.
+
+A template is a string over "0" (weak), "1" (strong) and "x" (either), one character per
+syllable. Variants every reader accepts are listed as extra templates: a feminine ending (one
+more weak syllable), a headless first anapest in a limerick, a catalectic trochee or dactyl.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+
+from storyloom import StoryloomError
+from storyloom.paths import assets_dir
+
+METERS = ("iambic", "trochaic", "anapestic", "dactylic", "syllabic")
+FOOT_NAMES = {1: "monometer", 2: "dimeter", 3: "trimeter", 4: "tetrameter", 5: "pentameter",
+              6: "hexameter", 7: "heptameter", 8: "octameter"}
+
+
+@dataclass(frozen=True)
+class Form:
+    key: str
+    name: str
+    scheme: str  # letters, spaces between stanzas
+    meter: str
+    feet: tuple[int, ...]  # per line (syllables when syllabic)
+    feminine: bool = False
+
+    @property
+    def letters(self) -> str:
+        return self.scheme.replace(" ", "")
+
+    @property
+    def lines(self) -> int:
+        return len(self.letters)
+
+    def stanza_breaks(self) -> set[int]:
+        """Line indexes after which a blank line goes."""
+        breaks, at = set(), 0
+        for stanza in self.scheme.split()[:-1]:
+            at += len(stanza)
+            breaks.add(at - 1)
+        return breaks
+
+    def templates(self, line: int) -> tuple[str, ...]:
+        return meter_templates(self.meter, self.feet[line], self.feminine)
+
+    def describe(self, line: int) -> str:
+        n = self.feet[line]
+        if self.meter == "syllabic":
+            return f"{n} syllables"
+        return f"{self.meter} {FOOT_NAMES.get(n, f'{n}-foot')}"
+
+    def partners(self, line: int) -> list[int]:
+        """Earlier lines this line must rhyme with."""
+        letter = self.letters[line]
+        return [i for i in range(line) if self.letters[i] == letter]
+
+    def rhymed_later(self, line: int) -> bool:
+        letter = self.letters[line]
+        return letter in self.letters[line + 1:] and not self.partners(line)
+
+
+def meter_templates(meter: str, feet: int, feminine: bool) -> tuple[str, ...]:
+    if meter == "syllabic":
+        return ("x" * feet,)
+    if meter == "iambic":
+        base = ["01" * feet]
+    elif meter == "trochaic":
+        base = ["10" * feet, "10" * (feet - 1) + "1"]
+    elif meter == "anapestic":
+        base = ["001" * feet, "01" + "001" * (feet - 1)]
+    elif meter == "dactylic":
+        base = ["100" * feet, "100" * (feet - 1) + "1", "100" * (feet - 1) + "10"]
+    else:
+        raise StoryloomError(f"Unknown meter {meter!r}: use one of {', '.join(METERS)}.")
+    out = list(base)
+    if feminine:
+        out += [t + "0" for t in base if t.endswith("1")]
+    return tuple(dict.fromkeys(out))
+
+
+def _form(data: dict) -> Form:
+    feet = tuple(data["feet"])
+    lines = len(data["scheme"].replace(" ", ""))
+    if len(feet) == 1:
+        feet = feet * lines
+    if len(feet) != lines:
+        raise StoryloomError(f"Form {data['key']}: {len(feet)} feet values for {lines} lines.")
+    return Form(data["key"], data["name"], data["scheme"], data["meter"], feet, bool(data.get("feminine")))
+
+
+def load_forms() -> dict[str, Form]:
+    data = tomllib.loads((assets_dir() / "poem_forms.toml").read_text(encoding="utf-8"))
+    return {f["key"]: _form(f) for f in data["form"]}
+
+
+def get_form(key: str) -> Form:
+    forms = load_forms()
+    if key not in forms:
+        raise StoryloomError(f"Unknown form {key!r}: choose {', '.join(forms)} or custom.")
+    return forms[key]
+
+
+def custom_form(scheme: str, meter: str = "iambic", feet: int = 5, feminine: bool = True) -> Form:
+    scheme = scheme.strip().upper()
+    if not scheme or not all(c.isalpha() or c == " " for c in scheme):
+        raise StoryloomError("A scheme is letters, one per line, e.g. ABAB (spaces between stanzas).")
+    if meter not in METERS:
+        raise StoryloomError(f"Unknown meter {meter!r}: use one of {', '.join(METERS)}.")
+    limit = 30 if meter == "syllabic" else 8
+    if not 1 <= feet <= limit:
+        raise StoryloomError(f"Feet must be between 1 and {limit}" + (" (syllables)." if meter == "syllabic" else "."))
+    lines = len(scheme.replace(" ", ""))
+    return Form("custom", f"Custom {scheme}", scheme, meter, (feet,) * lines, feminine)
