@@ -32,8 +32,23 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float)
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
 
+    poem = sub.add_parser("poem", help="write a poem that scans and rhymes (constrained token by token)")
+    scan = sub.add_parser("scan", help="check a poem's meter and rhymes line by line; exit status 0 when it passes")
+    for p_ in (poem, scan):
+        p_.add_argument("--form", default="sonnet", help="sonnet, limerick, ballad, couplets, haiku or custom")
+        p_.add_argument("--scheme", help="custom: rhyme scheme, e.g. ABAB (spaces between stanzas)")
+        p_.add_argument("--meter", choices=["iambic", "trochaic", "anapestic", "dactylic", "syllabic"])
+        p_.add_argument("--feet", type=int, help="custom: feet per line (syllables when syllabic)")
+    poem.add_argument("--topic", default="the sea")
+    poem.add_argument("--seed", type=int)
+    poem.add_argument("--model", dest="sub_model")
+    poem.add_argument("--time-cap", type=float, default=90.0, help="seconds before unfinished lines are given up")
+    scan.add_argument("file", help="a text file with the poem, or - for standard input")
+
     bench = sub.add_parser("bench", help="measure speed; prints JSON")
-    bench.add_argument("what", choices=["engine", "cowrite", "tree"])
+    bench.add_argument("what", choices=["engine", "cowrite", "tree", "poetry"])
+    bench.add_argument("--poems", type=int, default=10, help="poetry: poems per form (seeds 1..N)")
+    bench.add_argument("--forms", default="sonnet,limerick,ballad,couplets,haiku", help="poetry: forms to run")
     bench.add_argument("--model", dest="sub_model")
     bench.add_argument("--tokens", type=int, help="new tokens per run (engine: 64, cowrite: 60)")
     bench.add_argument("--candidates", type=int, default=4, help="cowrite: candidates per turn")
@@ -102,6 +117,10 @@ def _run(args) -> int:
         return _bench(args)
     if args.command == "tree":
         return _tree(args)
+    if args.command == "poem":
+        return _poem(args)
+    if args.command == "scan":
+        return _scan(args)
     return 2
 
 
@@ -111,6 +130,11 @@ def _bench(args) -> int:
             from storyloom.engine import bench
 
             result = bench.engine(_model_spec(args), tokens=args.tokens or 64, progress=progress)
+        elif args.what == "poetry":
+            from storyloom.modes.poetry import bench as poetry_bench
+
+            result = poetry_bench.poetry(_model_spec(args), forms=args.forms.split(","), poems=args.poems,
+                                         progress=progress)
         elif args.what == "tree":
             from storyloom.modes import tree_bench
 
@@ -126,6 +150,53 @@ def _bench(args) -> int:
                                            prompts=args.prompts, progress=progress)
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _form(args):
+    from storyloom.modes.poetry.forms import resolve_form
+
+    return resolve_form(args.form, args.scheme, args.meter, args.feet)
+
+
+def _poem(args) -> int:
+    from storyloom.engine import models
+    from storyloom.modes.poetry.compose import compose
+
+    form = _form(args)
+    with _progress() as progress:
+        gen = models.load(_model_spec(args), progress)
+
+    def shown(i: int, line) -> None:
+        if line is None:
+            print(f"  (taking line {i + 1} back to find a better rhyme)", file=sys.stderr)
+        else:
+            print(f"{'✓' if line.ok else '✗'} {i + 1:>2} {line.text or '(could not be completed)'}", file=sys.stderr)
+
+    poem = compose(gen, form, args.topic, seed=args.seed, time_cap=args.time_cap, on_line=shown)
+    print(poem.text, end="")
+    print(f"[{form.name}, {poem.seconds:.1f} s, {poem.backtracks} backtracks]", file=sys.stderr)
+    if not poem.complete:
+        lines = ", ".join(str(i + 1) for i in poem.failed)
+        print(f"storyloom: line(s) {lines} could not be completed within {args.time_cap:.0f} s; "
+              "try another --seed or a longer --time-cap.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _scan(args) -> int:
+    from storyloom.modes.poetry.scan import report, scan_poem
+
+    form = _form(args)
+    if args.file == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(args.file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StoryloomError(f"Cannot read {args.file}: {exc}") from None
+    verdict = scan_poem(text, form)
+    print(report(verdict, form))
+    return 0 if verdict.ok else 1
 
 
 def _tree(args) -> int:

@@ -113,3 +113,13 @@ def custom_form(scheme: str, meter: str = "iambic", feet: int = 5, feminine: boo
         raise StoryloomError(f"Feet must be between 1 and {limit}" + (" (syllables)." if meter == "syllabic" else "."))
     lines = len(scheme.replace(" ", ""))
     return Form("custom", f"Custom {scheme}", scheme, meter, (feet,) * lines, feminine)
+
+
+def resolve_form(key: str, scheme: str | None = None, meter: str | None = None, feet: int | None = None,
+                 feminine: bool = True) -> Form:
+    """A named form, or a custom one from scheme/meter/feet (any of them given means custom)."""
+    if key == "custom" or scheme:
+        if not scheme:
+            raise StoryloomError("A custom form needs --scheme, e.g. --scheme ABAB --meter iambic --feet 4.")
+        return custom_form(scheme, meter or "iambic", feet or 5, feminine)
+    return get_form(key)
