@@ -157,6 +157,7 @@ class LineConstraint:
                 s.pattern for w, ss in vocab.sounds.items() for s in ss if self._final_ok(w, s.rhyme))
         self._final_patterns = finals
         self._completable_memo: dict[tuple[int, int], bool] = {}
+        self._final_memo: dict[tuple[int, str], bool] = {}
 
     # rules ------------------------------------------------------------------------------
     def _key_ok(self, key: str) -> bool:
@@ -185,11 +186,28 @@ class LineConstraint:
                     continue
                 end = at + len(pattern)
                 if end == len(template):
-                    if any(self._key_ok(k) for k in node.final_reach.get(pattern, ())):
+                    if any(self._key_ok(k) for k in node.final_reach.get(pattern, ())) and self._final_below(node, pattern):
                         return True
                 elif self._completable(t, end):
                     return True
         return False
+
+    def _final_below(self, node: TrieNode, pattern: str) -> bool:
+        """Is there a word at or below `node` that may end this line with `pattern`? The reach
+        summary says yes for some key; only the partners' own words (banned) can make it wrong."""
+        if not self.rule.banned:
+            return True
+        memo = self._final_memo.get((id(node), pattern))
+        if memo is None:
+            stack, memo = [node], False
+            while stack and not memo:
+                at = stack.pop()
+                if at.word and any(s.pattern == pattern and self._final_ok(at.word, s.rhyme)
+                                   for s in self.vocab.sounds[at.word]):
+                    memo = True
+                stack.extend(c for c in at.children.values() if pattern in c.final_reach)
+            self._final_memo[(id(node), pattern)] = memo
+        return memo
 
     def _after(self, word: str, positions) -> frozenset[tuple[int, int]]:
         out = set()
