@@ -83,6 +83,15 @@ def _story_trees(db: sqlite_utils.Database) -> None:
     db["trees"].create_index(["visibility", "created"])
 
 
+@migrations(name="004_poems")
+def _poems(db: sqlite_utils.Database) -> None:
+    db["poems"].create(
+        {"id": str, "topic": str, "form": str, "text": str, "created": str, "updated": str},
+        pk="id",
+    )
+    db["poems"].create_index(["updated"])
+
+
 def open_db(path: Path | str | None = None) -> sqlite_utils.Database:
     """Open (creating and migrating as needed). Every write the app makes is one transaction."""
     path = Path(path) if path is not None else database_file()

@@ -15,6 +15,7 @@ from storyloom.config import Config, ConfigError, load_config, save_config
 from storyloom.engine.generate import Generator
 from storyloom.store.cowrite import CowriteStore
 from storyloom.store.db import open_db
+from storyloom.store.poems import PoemStore
 from storyloom.store.stories import GameStore
 from storyloom.store.trees import TreeStore
 
@@ -58,6 +59,7 @@ class StoryloomApp(App):
         self.games = GameStore(db)
         self.cowrites = CowriteStore(db)
         self.trees = TreeStore(db)
+        self.poems = PoemStore(db)
         self.pregenerate = True  # story trees write the top options' outcomes ahead of the player
 
     def on_mount(self) -> None:
@@ -148,6 +150,11 @@ class StoryloomApp(App):
 
         self.push_screen(CowriteScreen(self.cowrites.load(story_id)))
 
+    def action_poetry(self) -> None:
+        from storyloom.tui.screens.poetry import PoetryScreen
+
+        self.push_screen(PoetryScreen())
+
     def action_trees(self) -> None:
         from storyloom.tui.screens.tree_list import TreeListScreen
 
@@ -164,6 +171,7 @@ class StoryloomApp(App):
         yield SystemCommand("Load game", "Open a saved adventure", self.action_load_game)
         yield SystemCommand("Co-write", "Write a story turn by turn with the model", self.action_cowrite)
         yield SystemCommand("Story trees", "Shared choose-your-own-adventures, ranked by votes", self.action_trees)
+        yield SystemCommand("Poetry", "Poems that scan and rhyme, proved line by line", self.action_poetry)
         yield SystemCommand("Settings", "Model and sampler settings", self.action_settings)
         yield SystemCommand("Help", "Keys and how to play", self.action_help)
         for title, help_text, action in getattr(screen, "COMMANDS_HERE", ()):

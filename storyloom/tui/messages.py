@@ -73,3 +73,21 @@ class TreeWorkDone(Message):
         self.error = error
         self.cancelled = cancelled
         self.ahead = ahead
+
+
+class PoemLineMade(Message):
+    """Line `index` was written (line None: taken back to be written again)."""
+
+    def __init__(self, index: int, line) -> None:
+        super().__init__()
+        self.index = index
+        self.line = line
+
+
+class PoemDone(Message):
+    def __init__(self, poem=None, error: str | None = None, rewritten: int | None = None, line=None) -> None:
+        super().__init__()
+        self.poem = poem
+        self.error = error
+        self.rewritten = rewritten  # a single line was rewritten (index), with `line` (None: none found)
+        self.line = line

@@ -75,3 +75,20 @@ def test_cowrite_offers_ranked_whole_sentences_and_ranks_a_copy_last(real_model)
     reranked = ModelRanker(real_model).rank(prompt, play.story_text(), [copy] + [c.text for c in ranked])
     assert reranked[-1].text == copy
     assert reranked[-1].logprob > max(c.logprob for c in reranked[:-1])
+
+
+def test_the_default_model_writes_a_limerick_that_passes_the_scanner(real_model, capsys):
+    from storyloom.cli import main
+    from storyloom.modes.poetry.compose import compose
+    from storyloom.modes.poetry.forms import get_form
+    from storyloom.modes.poetry.scan import scan_poem
+
+    limerick = get_form("limerick")
+    poem = compose(real_model, limerick, "a cat who sails", seed=1, time_cap=60)
+    assert poem.complete, poem.text
+    verdict = scan_poem(poem.text, limerick)
+    assert verdict.ok and verdict.rhyme_pairs_ok == 3
+    # the same through the command line a user runs, then its own scanner on the output
+    assert main(["poem", "--form", "limerick", "--topic", "autumn", "--seed", "2"]) == 0
+    out = capsys.readouterr().out
+    assert scan_poem(out, limerick).ok, out

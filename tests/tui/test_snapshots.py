@@ -58,6 +58,12 @@ async def _tree_browse(pilot):
     await pilot.pause()
 
 
+async def _poetry(pilot):
+    await settle(pilot.app, pilot)
+    await pilot.press("p")
+    await pilot.pause()
+
+
 async def _settings(pilot):
     await settle(pilot.app, pilot)
     await pilot.press("s")
@@ -71,7 +77,8 @@ async def _help(pilot):
 
 
 @pytest.mark.parametrize(
-    "steps", [_home, _new_game, _adventure, _new_story, _cowrite, _tree_play, _tree_browse, _settings, _help],
-    ids=["home", "new_game", "adventure", "new_story", "cowrite", "tree_play", "tree_browse", "settings", "help"])
+    "steps", [_home, _new_game, _adventure, _new_story, _cowrite, _tree_play, _tree_browse, _poetry, _settings, _help],
+    ids=["home", "new_game", "adventure", "new_story", "cowrite", "tree_play", "tree_browse", "poetry", "settings",
+         "help"])
 def test_screen_snapshot(snap_compare, steps):
     assert snap_compare(_app(), terminal_size=SIZE, run_before=steps)

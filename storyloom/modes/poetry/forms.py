@@ -42,6 +42,15 @@ class Form:
             breaks.add(at - 1)
         return breaks
 
+    def to_dict(self) -> dict:
+        return {"key": self.key, "name": self.name, "scheme": self.scheme, "meter": self.meter,
+                "feet": list(self.feet), "feminine": self.feminine}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Form":
+        return cls(data["key"], data["name"], data["scheme"], data["meter"], tuple(data["feet"]),
+                   bool(data.get("feminine")))
+
     def templates(self, line: int) -> tuple[str, ...]:
         return meter_templates(self.meter, self.feet[line], self.feminine)
 

@@ -68,6 +68,19 @@ While you read, the top options' outcomes are written ahead.
 In the tree list, `n` starts a tree, `i` imports a JSON pack or a Twine `.twee` file, `x` exports
 (pack and Twee, public trees only) and `Delete` removes a tree you own.
 
+## Poetry
+Pick a form (sonnet, limerick, ballad, heroic couplets, haiku) and a topic, press `Enter`.
+Every token is steered through the CMU pronouncing dictionary so each line scans and rhymes;
+a line that paints itself into a corner is written again (and, if need be, the line that chose
+its rhyme). Each line shows the scanner's verdict.
+
+| key | action |
+| --- | --- |
+| `Enter` / `Ctrl+G` | write the poem |
+| `r` | rewrite the highlighted line (it still scans and rhymes) |
+| `Ctrl+S` / `Ctrl+X` | save to the library / export Markdown and text |
+| `Esc` | stop writing, or go back |
+
 ## Settings
 Model (`default`, a model folder, a `.gguf` file or a Hugging Face id) and sampler settings.
 They are saved to `config.toml` and applied at once.

@@ -11,12 +11,12 @@ from textual.widgets.option_list import Option
 from storyloom.tui.widgets.menus import refill
 from storyloom.tui.widgets.status_bar import StatusBar
 
-COMING = {"poetry": "Poetry"}
 
 
 class HomeScreen(Screen):
     BINDINGS = [("n", "app.new_adventure", "New"), ("l", "app.load_game", "Load"),
                 ("c", "app.cowrite", "Co-write"), ("t", "app.trees", "Story trees"),
+                ("p", "app.poetry", "Poetry"),
                 ("s", "app.settings", "Settings"), ("q", "app.quit", "Quit")]
 
     def compose(self) -> ComposeResult:
@@ -47,7 +47,7 @@ class HomeScreen(Screen):
             Option("Load game", id="load", disabled=not games),
             Option("Co-write a story", id="cowrite"),
             Option("Story trees", id="trees"),
-            *[Option(f"{label} (coming soon)", id=key) for key, label in COMING.items()],
+            Option("Poetry", id="poetry"),
             Option("Settings", id="settings"),
             Option("Quit", id="quit"),
         ])
@@ -69,8 +69,8 @@ class HomeScreen(Screen):
             self.app.action_cowrite()
         elif choice == "trees":
             self.app.action_trees()
-        elif choice in COMING:
-            self.notify(f"{COMING[choice]} is coming in a later release.", title="Coming soon")
+        elif choice == "poetry":
+            self.app.action_poetry()
         elif choice == "settings":
             self.app.action_settings()
         elif choice == "quit":

@@ -1,0 +1,287 @@
+"""Poetry: pick a form and a topic; lines appear as they are made, each with the scanner's mark."""
+from __future__ import annotations
+
+import threading
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Input, Label, OptionList, ProgressBar, Select, Static
+from textual.widgets.option_list import Option
+
+from storyloom import StoryloomError
+from storyloom.modes.poetry.compose import Poem, PoemLine, compose, rewrite_line
+from storyloom.modes.poetry.forms import Form, load_forms
+from storyloom.modes.poetry.prosody import words_of
+from storyloom.modes.poetry.scan import scan_poem
+from storyloom.store.poems import SavedPoem
+from storyloom.tui.export import write_exports
+from storyloom.tui.messages import PoemDone, PoemLineMade
+from storyloom.tui.widgets.menus import refill
+from storyloom.tui.widgets.status_bar import StatusBar
+
+
+def line_prompt(number: int, text: str, verdict, form: Form) -> Text:
+    out = Text()
+    if verdict is None:
+        out.append(f"{number:>2} … ", style="dim")
+        out.append(text or "writing", style="dim italic")
+        return out
+    out.append(f"{number:>2} ")
+    out.append("✓ " if verdict.ok else "✗ ", style="green" if verdict.ok else "red")
+    out.append(text)
+    facts = [form.describe(number - 1) if verdict.meter_ok else
+             (f"unknown: {', '.join(verdict.unknown)}" if verdict.unknown else "does not scan")]
+    if verdict.rhyme_ok is not None:
+        facts.append(f"rhymes with {verdict.rhyme_with + 1}" if verdict.rhyme_ok else f"no rhyme with {verdict.rhyme_with + 1}")
+    out.append("   " + " · ".join(facts), style="dim")
+    return out
+
+
+class PoemLines(OptionList):
+    BINDINGS = [Binding("r", "screen.rewrite", "Rewrite line")]
+
+
+class PoetryScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "stop_or_back", "Stop/Back"),
+        Binding("ctrl+g", "write", "Write", priority=True),
+        Binding("ctrl+s", "save", "Save", priority=True),
+        Binding("ctrl+x", "export", "Export", priority=True),
+        Binding("delete", "delete_saved", "Delete saved", show=False),
+    ]
+    COMMANDS_HERE = [
+        ("Write the poem", "Compose a new poem in the chosen form", "write"),
+        ("Rewrite this line", "A new version of the highlighted line that still scans and rhymes", "rewrite"),
+        ("Save the poem", "Keep it in the library", "save"),
+        ("Export the poem", "Write Markdown and plain text to saved/exports", "export"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms = load_forms()
+        self.poem: Poem | None = None
+        self.saved_id: str | None = None
+        self.busy = False
+        self.cancel = threading.Event()
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="poetry"):
+            with Vertical(id="poetry-side"):
+                yield Label("Saved poems (Enter opens, Delete removes)")
+                yield OptionList(id="poetry-saved")
+            with Vertical(id="poetry-main"):
+                with Horizontal(id="poetry-controls"):
+                    yield Select([(f.name, k) for k, f in self.forms.items()], value="sonnet", allow_blank=False,
+                                 id="poetry-form")
+                    yield Input(placeholder="Topic, e.g. the sea at night (Enter writes)", id="poetry-topic")
+                    yield Button("Write", id="poetry-write", variant="primary")
+                yield PoemLines(id="poem-lines")
+                yield ProgressBar(id="poetry-progress", show_eta=False)
+                yield Static(id="poetry-status")
+        yield StatusBar()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#poetry-progress", ProgressBar).display = False
+        self._fill_saved()
+        self.query_one("#poetry-topic", Input).focus()
+
+    # -- showing ---------------------------------------------------------------------------------
+    def _fill_saved(self) -> None:
+        refill(self.query_one("#poetry-saved", OptionList),
+               [Option(Text(p.title), id=p.id) for p in self.app.poems.list()])
+        self.query_one("#poetry-topic", Input).focus()
+
+    def _show(self, writing: int | None = None) -> None:
+        poem = self.poem
+        menu = self.query_one(PoemLines)
+        keep = menu.highlighted
+        if poem is None:
+            menu.clear_options()
+            return
+        verdict = scan_poem("\n".join(line.text if line.ok else "" for line in poem.lines), poem.form) \
+            if poem.lines else None
+        verdicts = iter(verdict.lines if verdict else [])
+        options = []
+        for i, line in enumerate(poem.lines):
+            if line.ok:
+                options.append(Option(line_prompt(i + 1, line.text, next(verdicts), poem.form)))
+            else:
+                options.append(Option(Text(f"{i + 1:>2} ✗ (this line could not be completed: r tries again)",
+                                           style="red")))
+        if writing is not None and writing >= len(poem.lines):
+            options.append(Option(line_prompt(writing + 1, "", None, poem.form)))
+        menu.clear_options()
+        menu.add_options(options)
+        if keep is not None and keep < menu.option_count:
+            menu.highlighted = keep
+
+    def _status(self, text: str) -> None:
+        self.query_one("#poetry-status", Static).update(Text(text))
+
+    # -- writing ---------------------------------------------------------------------------------
+    def _form(self) -> Form:
+        return self.forms[self.query_one("#poetry-form", Select).value]
+
+    @on(Input.Submitted, "#poetry-topic")
+    @on(Button.Pressed, "#poetry-write")
+    def action_write(self) -> None:
+        if self._busy():
+            return
+        form = self._form()
+        topic = self.query_one("#poetry-topic", Input).value.strip() or "the sea"
+        self.poem = Poem(form, topic)
+        self.saved_id = None
+        self._start(form.lines)
+        self._status(f"Writing a {form.name.lower()} about {topic}… (Esc stops)")
+        self._show(writing=0)
+        self._write_poem(form, topic)
+
+    def _start(self, total: int) -> None:
+        self.busy = True
+        self.cancel = threading.Event()
+        bar = self.query_one("#poetry-progress", ProgressBar)
+        bar.update(total=total, progress=0)
+        bar.display = True
+
+    def _busy(self) -> bool:
+        if self.busy:
+            self.notify("Still writing; press Esc to stop.", severity="warning")
+        return self.busy
+
+    @work(thread=True, exclusive=True, group="poetry", exit_on_error=False)
+    def _write_poem(self, form: Form, topic: str) -> None:
+        app = self.app
+        if not app.model_ready.wait(600) or app.generator is None:
+            self.post_message(PoemDone(error=app.model_error or "The model is not loaded."))
+            return
+        try:
+            poem = compose(app.generator, form, topic, seed=app.config.sampler.seed, cancel=self.cancel,
+                           on_line=lambda i, line: self.post_message(PoemLineMade(i, line)))
+        except StoryloomError as exc:
+            self.post_message(PoemDone(error=str(exc)))
+            return
+        except Exception as exc:  # noqa: BLE001 - shown, never a crash
+            self.post_message(PoemDone(error=f"{type(exc).__name__}: {exc}"))
+            return
+        self.post_message(PoemDone(poem))
+
+    def on_poem_line_made(self, message: PoemLineMade) -> None:
+        poem = self.poem
+        if poem is None:
+            return
+        del poem.lines[message.index:]
+        if message.line is not None:
+            poem.lines.append(message.line)
+            self._show(writing=message.index + 1 if message.index + 1 < poem.form.lines else None)
+        else:
+            self._status(f"Taking line {message.index + 1} back to find a rhyme that works…")
+            self._show(writing=message.index)
+        self.query_one("#poetry-progress", ProgressBar).update(progress=len(poem.lines))
+
+    def on_poem_done(self, message: PoemDone) -> None:
+        self.busy = False
+        self.query_one("#poetry-progress", ProgressBar).display = False
+        if message.error:
+            self.notify(message.error, title="Poetry", severity="error", timeout=10)
+            self._status("")
+            return
+        if message.rewritten is not None:
+            if message.line is None:
+                self.notify("No other version of that line was found in time.", severity="warning")
+            elif self.poem is not None:
+                self.poem.lines[message.rewritten] = message.line
+            self._show()
+            self._status("")
+            return
+        if message.poem is not None:
+            self.poem = message.poem
+        poem = self.poem
+        self._show()
+        if poem is None:
+            return
+        if self.cancel.is_set():
+            self._status("Stopped.")
+        elif poem.complete:
+            verdict = scan_poem(poem.text, poem.form)
+            self._status(f"Done in {poem.seconds:.1f} s: {verdict.meter_ok}/{poem.form.lines} lines scan, "
+                         f"{verdict.rhyme_pairs_ok}/{verdict.rhyme_pairs} rhymes. r rewrites a line, Ctrl+S saves.")
+        else:
+            failed = ", ".join(str(i + 1) for i in poem.failed)
+            self._status(f"Line(s) {failed} could not be completed in time: highlight one and press r.")
+        self.query_one(PoemLines).focus()
+
+    def action_rewrite(self) -> None:
+        menu = self.query_one(PoemLines)
+        poem = self.poem
+        if self._busy() or poem is None or menu.highlighted is None or menu.highlighted >= len(poem.lines):
+            return
+        index = menu.highlighted
+        self._start(1)
+        self._status(f"Rewriting line {index + 1}…")
+        self._rewrite(index)
+
+    @work(thread=True, exclusive=True, group="poetry", exit_on_error=False)
+    def _rewrite(self, index: int) -> None:
+        app = self.app
+        try:
+            line = rewrite_line(app.generator, self.poem, index, cancel=self.cancel)
+        except Exception as exc:  # noqa: BLE001
+            self.post_message(PoemDone(error=f"{type(exc).__name__}: {exc}"))
+            return
+        self.post_message(PoemDone(rewritten=index, line=line))
+
+    def action_stop_or_back(self) -> None:
+        if self.busy:
+            self.cancel.set()
+        else:
+            self.app.pop_screen()
+
+    # -- keeping ---------------------------------------------------------------------------------
+    def _saved(self) -> SavedPoem | None:
+        poem = self.poem
+        if poem is None or not poem.lines:
+            self.notify("Write a poem first.", severity="warning")
+            return None
+        return SavedPoem(poem.topic, poem.form.to_dict(), poem.text, **({"id": self.saved_id} if self.saved_id else {}))
+
+    def action_save(self) -> None:
+        if self.busy or (saved := self._saved()) is None:
+            return
+        self.app.poems.save(saved)
+        self.saved_id = saved.id
+        self.notify("Saved.")
+        self._fill_saved()
+
+    def action_export(self) -> None:
+        if (saved := self._saved()) is None:
+            return
+        md = f"# {saved.title}\n\n" + "\n".join(line + "  " if line else "" for line in saved.text.splitlines()) + "\n"
+        write_exports(self.app, saved.title, saved.id, {".md": md, ".txt": saved.text}, "poem")
+
+    @on(OptionList.OptionSelected, "#poetry-saved")
+    def _open_saved(self, event: OptionList.OptionSelected) -> None:
+        if self._busy():
+            return
+        saved = self.app.poems.load(event.option.id)
+        form = Form.from_dict(saved.form)
+        lines = [ln for ln in saved.text.splitlines() if ln.strip()]
+        self.poem = Poem(form, saved.topic, [PoemLine(ln, True, (words_of(ln) or [None])[-1]) for ln in lines])
+        self.saved_id = saved.id
+        self._show()
+        verdict = scan_poem(saved.text, form)
+        self._status(f"{saved.title}: {verdict.meter_ok}/{len(lines)} lines scan, "
+                     f"{verdict.rhyme_pairs_ok}/{verdict.rhyme_pairs} rhymes.")
+        self.query_one(PoemLines).focus()
+
+    def action_delete_saved(self) -> None:
+        menu = self.query_one("#poetry-saved", OptionList)
+        if self.focused is menu and menu.highlighted is not None and menu.option_count:
+            self.app.poems.delete(menu.get_option_at_index(menu.highlighted).id)
+            self.notify("Poem deleted.")
+            self._fill_saved()

@@ -1,0 +1,86 @@
+"""The poetry screen with a tiny random model: lines appear checked, rewrite, save, reopen, export."""
+from __future__ import annotations
+
+import pytest
+from textual.widgets import OptionList, Select
+
+from storyloom.modes.poetry.constrain import Vocabulary
+from storyloom.modes.poetry.forms import get_form
+from storyloom.modes.poetry.scan import scan_poem
+from storyloom.tui.app import StoryloomApp
+from storyloom.tui.screens.poetry import PoetryScreen
+
+from tests.tui.pilot_helpers import settle
+from tests.unit.test_poetry import SMALL
+
+
+@pytest.fixture
+def poet(tiny):
+    tiny._poetry_vocab = Vocabulary(tiny.tokenizer, words=SMALL, max_tokens=12)
+    yield tiny
+    del tiny._poetry_vocab
+
+
+def lines(app) -> list[str]:
+    menu = app.screen.query_one("#poem-lines", OptionList)
+    return [str(menu.get_option_at_index(i).prompt) for i in range(menu.option_count)]
+
+
+async def write(app, pilot, form: str, topic: str) -> None:
+    await settle(app, pilot)
+    await pilot.press("p")
+    await pilot.pause()
+    assert isinstance(app.screen, PoetryScreen)
+    app.screen.query_one("#poetry-form", Select).value = form
+    await pilot.press(*topic, "enter")
+    await settle(app, pilot)
+
+
+async def test_write_a_poem_and_every_line_is_checked(poet, storyloom_home):
+    app = StoryloomApp(generator_factory=lambda spec, progress: poet)
+    app.config = app.config.with_(sampler=app.config.sampler.with_(seed=4))
+    async with app.run_test(size=(110, 36)) as pilot:
+        await write(app, pilot, "couplets", "the moon")
+        shown = lines(app)
+        assert len(shown) == 6 and all(" ✓ " in line for line in shown), shown
+        assert "iambic pentameter" in shown[0] and "rhymes with 1" in shown[1]
+        assert "lines scan" in str(app.screen.query_one("#poetry-status").render())
+        poem = app.screen.poem
+        assert scan_poem(poem.text, get_form("couplets")).ok
+        before = poem.lines[3].text
+        await pilot.press("down", "down", "down", "r")  # rewrite line 4
+        await settle(app, pilot)
+        assert " ✓ " in lines(app)[3]
+        assert scan_poem(app.screen.poem.text, get_form("couplets")).ok
+        assert app.screen.poem.lines[3].ok and before  # a new version, still checked
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        saved_text = app.screen.poem.text
+        await pilot.press("ctrl+x")
+        await pilot.pause()
+    exports = sorted((storyloom_home / "exports").iterdir())
+    assert [p.suffix for p in exports] == [".md", ".txt"] and exports[1].read_text() == saved_text
+
+    again = StoryloomApp(generator_factory=lambda spec, progress: poet)
+    async with again.run_test(size=(110, 36)) as pilot:
+        await settle(again, pilot)
+        await pilot.press("p")
+        await pilot.pause()
+        saved = again.screen.query_one("#poetry-saved", OptionList)
+        assert saved.option_count == 1 and "the moon" in str(saved.get_option_at_index(0).prompt)
+        saved.focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert again.screen.poem.text == saved_text
+        assert len(lines(again)) == 6 and all(" ✓ " in line for line in lines(again))
+        assert "6/6 lines scan" in str(again.screen.query_one("#poetry-status").render())
+
+
+async def test_a_model_that_cannot_be_steered_gets_a_clear_message():
+    from storyloom.engine.backends.scripted import ScriptedGenerator
+
+    app = StoryloomApp(generator_factory=lambda spec, progress: ScriptedGenerator())
+    async with app.run_test(size=(110, 36)) as pilot:
+        await write(app, pilot, "haiku", "rain")
+        assert any("local model" in n.message for n in app._notifications)
+        assert not app.screen.busy
