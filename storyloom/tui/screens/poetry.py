@@ -72,7 +72,7 @@ class PoetryScreen(Screen):
         yield Header()
         with Horizontal(id="poetry"):
             with Vertical(id="poetry-side"):
-                yield Label("Saved poems (Enter opens, Delete removes)")
+                yield Label("Saved poems")
                 yield OptionList(id="poetry-saved")
             with Vertical(id="poetry-main"):
                 with Horizontal(id="poetry-controls"):
