@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         p_.add_argument("--meter", choices=["iambic", "trochaic", "anapestic", "dactylic", "syllabic"])
         p_.add_argument("--feet", type=int, help="custom: feet per line (syllables when syllabic)")
     poem.add_argument("--topic", default="the sea")
+    poem.add_argument("--style", default="", help='e.g. "in the style of a sea shanty"')
     poem.add_argument("--seed", type=int)
     poem.add_argument("--model", dest="sub_model")
     poem.add_argument("--time-cap", type=float, default=90.0, help="seconds before unfinished lines are given up")
@@ -172,7 +173,7 @@ def _poem(args) -> int:
         else:
             print(f"{'✓' if line.ok else '✗'} {i + 1:>2} {line.text or '(could not be completed)'}", file=sys.stderr)
 
-    poem = compose(gen, form, args.topic, seed=args.seed, time_cap=args.time_cap, on_line=shown)
+    poem = compose(gen, form, args.topic, seed=args.seed, time_cap=args.time_cap, on_line=shown, style=args.style)
     print(poem.text, end="")
     print(f"[{form.name}, {poem.seconds:.1f} s, {poem.backtracks} backtracks]", file=sys.stderr)
     if not poem.complete:

@@ -52,7 +52,7 @@ async def test_write_a_poem_and_every_line_is_checked(poet, storyloom_home):
         await settle(app, pilot)
         assert " ✓ " in lines(app)[3]
         assert scan_poem(app.screen.poem.text, get_form("couplets")).ok
-        assert app.screen.poem.lines[3].ok and before  # a new version, still checked
+        assert app.screen.poem.lines[3].ok and app.screen.poem.lines[3].text != before  # a new version, still checked
         await pilot.press("ctrl+s")
         await pilot.pause()
         saved_text = app.screen.poem.text

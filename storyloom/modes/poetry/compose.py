@@ -22,9 +22,10 @@ from storyloom.engine.logits import choose_next
 from storyloom.engine.sampling import SamplerSettings
 from storyloom.modes.poetry.constrain import MIN_PARTNERS, LineConstraint, RhymeRule, Vocabulary
 from storyloom.modes.poetry.forms import Form
-from storyloom.modes.poetry.prosody import rhyme_keys
+from storyloom.modes.poetry.prosody import rhyme_keys, words_of
 
 LINE_TRIES = 6
+LINE_CANDIDATES = 3  # whole lines sampled per line; the one the model finds likeliest is kept
 BACKTRACKS = 4
 TIME_CAP = 90.0
 POEM_SETTINGS = SamplerSettings(temperature=0.8, top_k=40, top_p=0.95, repetition_penalty=1.2,
@@ -38,6 +39,11 @@ class PoemLine:
     last_word: str | None = None
     logprob: float = 0.0  # summed log-prob of its tokens under the unconstrained model
     tokens: int = 0
+    ids: list[int] = field(default_factory=list, repr=False)
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.logprob / self.tokens if self.tokens else float("-inf")
 
 
 @dataclass
@@ -45,6 +51,7 @@ class Poem:
     form: Form
     topic: str
     lines: list[PoemLine] = field(default_factory=list)
+    style: str = ""
     seconds: float = 0.0
     backtracks: int = 0
     line_tries: int = 0
@@ -84,11 +91,13 @@ def vocabulary_for(generator) -> Vocabulary:
     return vocab
 
 
-def poem_prompt(generator, form: Form, topic: str) -> str:
+def poem_prompt(generator, form: Form, topic: str, style: str = "") -> str:
+    """The content comes from here (topic, style); the form comes from the constraints."""
     topic = topic.strip() or "anything you like"
+    style = f", {style.strip()}" if style.strip() else ""
     if getattr(generator.info, "chat_template", False):
-        return generator.chat_prompt([{"role": "user", "content": f"Write a {form.name.lower()} about {topic}."}])
-    return f"A {form.name.lower()} about {topic}.\n\n"
+        return generator.chat_prompt([{"role": "user", "content": f"Write a {form.name.lower()} about {topic}{style}."}])
+    return f"A {form.name.lower()} about {topic}{style}.\n\n"
 
 
 def rule_for(form: Form, line: int, finals: list[str | None], later: bool = True) -> RhymeRule:
@@ -160,21 +169,52 @@ def _write_line(dec: _Decoder, vocab: Vocabulary, templates: tuple[str, ...], ru
         dec.step(token)
         if constraint.done:
             text = dec.generator.decode(tokens).strip()
-            return PoemLine(text, True, constraint.last_word, logprob, len(tokens))
+            return PoemLine(text, True, constraint.last_word, logprob, len(tokens), tokens)
     return None
+
+
+def _plain(text: str) -> str:
+    return " ".join(words_of(text))
+
+
+def _best_line(dec: _Decoder, mark, vocab: Vocabulary, templates: tuple[str, ...], rule: RhymeRule,
+               settings: SamplerSettings, rng: torch.Generator, deadline: float, cancel, poem: Poem | None = None,
+               keep: int = LINE_CANDIDATES, avoid: frozenset[str] = frozenset()) -> PoemLine | None:
+    """Sample up to `keep` complete lines (within LINE_TRIES tries), keep the likeliest under the
+    unconstrained model (a word the constraints forced in scores low), and leave the decoder after it."""
+    found: list[PoemLine] = []
+    for _ in range(LINE_TRIES):
+        dec.rewind(mark)
+        if poem is not None:
+            poem.line_tries += 1
+        line = _write_line(dec, vocab, templates, rule, settings, rng, deadline, cancel)
+        if line is not None and _plain(line.text) not in avoid:  # never the same line twice
+            found.append(line)
+            if len(found) >= keep:
+                break
+        if time.monotonic() > deadline or (cancel is not None and cancel.is_set()):
+            break
+    if not found:
+        return None
+    best = max(found, key=lambda line: line.mean_logprob)
+    if best is not found[-1]:  # the decoder holds the last line written: replay the chosen one
+        dec.rewind(mark)
+        for token in best.ids:
+            dec.step(token)
+    return best
 
 
 def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap: float = TIME_CAP,
             settings: SamplerSettings = POEM_SETTINGS, on_line: Callable[[int, PoemLine | None], None] | None = None,
-            cancel=None) -> Poem:
+            cancel=None, style: str = "") -> Poem:
     """Write a poem of `form` about `topic`. `on_line(i, line)` reports each line as it is made
     (line None: line i was taken back to be rewritten)."""
     vocab = vocabulary_for(generator)
     started = time.monotonic()
     deadline = started + time_cap
     rng = torch.Generator().manual_seed(seed if seed is not None else int.from_bytes(os.urandom(7), "little"))
-    dec = _Decoder(generator, poem_prompt(generator, form, topic))
-    poem = Poem(form, topic)
+    dec = _Decoder(generator, poem_prompt(generator, form, topic, style))
+    poem = Poem(form, topic, style=style)
     marks: list = []
     finals: list[str | None] = []
     failures = [0] * form.lines
@@ -183,13 +223,9 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
         if len(marks) <= i:
             marks.append(dec.mark())
         rule = rule_for(form, i, finals)
-        line = None
-        for _ in range(LINE_TRIES):
-            dec.rewind(marks[i])
-            poem.line_tries += 1
-            line = _write_line(dec, vocab, form.templates(i), rule, settings, rng, deadline, cancel)
-            if line is not None or time.monotonic() > deadline or (cancel is not None and cancel.is_set()):
-                break
+        avoid = frozenset(_plain(line.text) for line in poem.lines if line.ok)
+        line = _best_line(dec, marks[i], vocab, form.templates(i), rule, settings, rng, deadline, cancel, poem,
+                          avoid=avoid)
         if line is not None:
             poem.lines.append(line)
             finals.append(line.last_word)
@@ -232,15 +268,9 @@ def rewrite_line(generator, poem: Poem, index: int, seed: int | None = None, tim
     deadline = time.monotonic() + time_cap
     rng = torch.Generator().manual_seed(seed if seed is not None else int.from_bytes(os.urandom(7), "little"))
     before = "".join(line.text + "\n" for line in poem.lines[:index])
-    dec = _Decoder(generator, poem_prompt(generator, poem.form, poem.topic) + before)
+    dec = _Decoder(generator, poem_prompt(generator, poem.form, poem.topic, poem.style) + before)
     finals = [line.last_word if line.ok else None for line in poem.lines]
     rule = rule_for(poem.form, index, finals, later=False)
-    mark = dec.mark()
-    for _ in range(LINE_TRIES * 2):
-        dec.rewind(mark)
-        line = _write_line(dec, vocab, poem.form.templates(index), rule, settings, rng, deadline, cancel)
-        if line is not None:
-            return line
-        if time.monotonic() > deadline or (cancel is not None and cancel.is_set()):
-            break
-    return None
+    avoid = frozenset(_plain(line.text) for line in poem.lines if line.ok)  # the old version included
+    return _best_line(dec, dec.mark(), vocab, poem.form.templates(index), rule, settings, rng, deadline, cancel,
+                      avoid=avoid)

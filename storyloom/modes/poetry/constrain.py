@@ -31,7 +31,9 @@ then that this these those there their they them he him his she her hers it its 
 is am are was were be been being do does did has have had can could shall should will would may might must
 not no so too very just who whom whose which what when where why how all any some each such own ye thy thee
 thou""".split())
-SLANG = frozenset("bae wii und liz lol omg ya yo ok ur nah gonna wanna".split())
+# Web-common words that make poor verse, rhyme words above all (interjections, slang).
+SLANG = frozenset("""bae wii und liz lol omg ya yo ok okay ur nah gonna wanna yay oops ooh bye sox hey wow
+yeah yep nope huh hmm uh um ha haha""".split())
 MID_LINE_PUNCTUATION = (",", ";", ":")
 END_PUNCTUATION = (".", "!", "?")  # only at the end of a line: a sentence never breaks off mid-line
 
@@ -260,7 +262,9 @@ class LineConstraint:
     def _boundary(self, positions, punctuation: bool) -> list[int]:
         """Punctuation and the line break after a whole word: . ! ? and newline only at the end."""
         complete = self.complete(positions)
-        out = list(self.vocab.mid_punctuation) if punctuation else []
+        # No comma just before the last word or two: ", soon," tacks the rhyme on instead of saying it.
+        room = any(len(self.templates[t]) - at >= 3 for t, at in positions)
+        out = list(self.vocab.mid_punctuation) if punctuation and room else []
         if complete:
             if punctuation:
                 out += self.vocab.end_punctuation
