@@ -118,8 +118,8 @@ class PoetryScreen(Screen):
             options.append(Option(line_prompt(writing + 1, "", None, poem.form)))
         menu.clear_options()
         menu.add_options(options)
-        if keep is not None and keep < menu.option_count:
-            menu.highlighted = keep
+        if menu.option_count:
+            menu.highlighted = keep if keep is not None and keep < menu.option_count else 0
 
     def _status(self, text: str) -> None:
         self.query_one("#poetry-status", Static).update(Text(text))
@@ -230,7 +230,9 @@ class PoetryScreen(Screen):
     def _rewrite(self, index: int) -> None:
         app = self.app
         try:
-            line = rewrite_line(app.generator, self.poem, index, cancel=self.cancel)
+            seed = app.config.sampler.seed
+            line = rewrite_line(app.generator, self.poem, index, cancel=self.cancel,
+                                seed=None if seed is None else seed + 1000 * (index + 1))
         except Exception as exc:  # noqa: BLE001
             self.post_message(PoemDone(error=f"{type(exc).__name__}: {exc}"))
             return
