@@ -56,7 +56,7 @@ def poetry(spec: str = "default", forms: list[str] | None = None, poems: int = 1
             free = gen.generate(prompt, SamplerSettings(seed=seed, max_new_tokens=tokens))
             poem_lp, free_lp = gen.score_many(prompt, [poem.text, free])
             rows.append({"seed": seed, "topic": topic, "seconds": round(poem.seconds, 2),
-                         "lines_passing": sum(v.meter_ok for v in verdict.lines if "could not" not in v.text),
+                         "lines_passing": sum(v.meter_ok for v, line in zip(verdict.lines, poem.lines) if line.ok),
                          "lines": form.lines, "rhyme_pairs": verdict.rhyme_pairs,
                          "rhyme_pairs_ok": verdict.rhyme_pairs_ok, "complete": poem.complete,
                          "backtracks": poem.backtracks, "logprob_poem": round(poem_lp, 3),

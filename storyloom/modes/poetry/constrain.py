@@ -23,6 +23,7 @@ from storyloom.modes.poetry.prosody import Sound, fits, sounds
 MAX_WORD_TOKENS = 2  # words spelled by at most this many tokens (" beautiful" is 1, " whispering" 2)
 MIN_PARTNERS = 4  # a line that opens a rhyme group ends on a word with at least this many partners
 MIN_ZIPF = 3.5  # wordfreq's scale: 3 is once per million words; below it are mostly names and fragments
+FINAL_MIN_ZIPF = 4.0  # a rhyme word is where a forced word shows most: only well-known words end a line
 TWO_LETTER = {"a", "i", "of", "to", "in", "on", "at", "by", "be", "we", "he", "me", "my", "no", "so", "up", "us",
               "as", "is", "it", "or", "do", "go", "an", "if", "oh", "ah", "lo", "ye", "am"}
 # Words too light to end a line on (and to carry its rhyme).
@@ -46,6 +47,12 @@ class TrieNode:
     final_reach: dict[str, frozenset[str]] = field(default_factory=dict)  # the same, for words that may end a line
 
 
+def _zipf(word: str) -> float:
+    from wordfreq import zipf_frequency
+
+    return zipf_frequency(word, "en")
+
+
 @lru_cache(maxsize=1)
 def default_words() -> tuple[str, ...]:
     """Common lowercase dictionary words (no abbreviations, no one-letter words but a and i)."""
@@ -66,6 +73,7 @@ class Vocabulary:
         self.vocab_size = len(tokenizer)
         self.mid, self.start = TrieNode(), TrieNode()
         self.sounds: dict[str, frozenset[Sound]] = {}
+        self.enders: set[str] = set()  # words that may end a line
         self.by_key: dict[str, set[str]] = {}
         mid_forms = [" I" if w == "i" else " " + w for w in words]
         start_forms = ["I" if w == "i" else w[:1].upper() + w[1:] for w in words]
@@ -78,8 +86,10 @@ class Vocabulary:
             if len(m_ids) > max_tokens or word in SLANG or (word != "i" and len(n_ids) < len(m_ids)):
                 continue
             self.sounds[word] = sounds(word)
-            for s in self.sounds[word]:
-                self.by_key.setdefault(s.rhyme, set()).add(word)
+            if word not in FUNCTION_WORDS and _zipf(word) >= FINAL_MIN_ZIPF:
+                self.enders.add(word)
+                for s in self.sounds[word]:  # rhyme partners, counted among words that may end a line
+                    self.by_key.setdefault(s.rhyme, set()).add(word)
             self._insert(self.mid, m_ids, word)
             if len(s_ids) <= max_tokens + 1:
                 self._insert(self.start, s_ids, word)
@@ -115,7 +125,7 @@ class Vocabulary:
             if node.word:
                 for s in self.sounds[node.word]:
                     reach.setdefault(s.pattern, set()).add(s.rhyme)
-                    if node.word not in FUNCTION_WORDS:
+                    if node.word in self.enders:
                         final.setdefault(s.pattern, set()).add(s.rhyme)
             for child in node.children.values():
                 for pattern, keys in child.reach.items():
@@ -169,7 +179,7 @@ class LineConstraint:
         return not rule.partners or len(self.vocab.by_key.get(key, ())) > rule.partners
 
     def _final_ok(self, word: str, key: str) -> bool:
-        return word not in self.rule.banned and word not in FUNCTION_WORDS and self._key_ok(key)
+        return word not in self.rule.banned and word in self.vocab.enders and self._key_ok(key)
 
     def _completable(self, t: int, at: int) -> bool:
         """Can a rhyming last word still end the line exactly, starting at `at` or later?"""
