@@ -68,4 +68,54 @@ def engine(spec: str = "default", tokens: int = 64, progress: Progress = _quiet)
     result["candidates8_tokens"] = s.new_tokens
     result["candidates8_seconds"] = round(s.seconds, 3)
     result["candidates8_total_tok_s"] = round(s.tokens_per_second, 2)
+    if hasattr(gen, "model"):
+        progress("Decode paths side by side", None)
+        result["paths"] = _paths(gen, sampling, long_prompt)
     return result
+
+
+def _paths(gen, sampling: SamplerSettings, long_prompt: str) -> dict:
+    """Each decode path (STORYLOOM_ENGINE) on the same weights: speed, and closeness to the reference."""
+    import statistics
+
+    import torch
+
+    from storyloom.engine.backends.transformers_backend import ENGINES, TransformersGenerator
+    from storyloom.engine.fast_llama import FastLlama, KVState
+
+    out: dict = {}
+    greedy = SamplerSettings(temperature=0, max_new_tokens=64, repetition_penalty=1.0)
+    reference_text = None
+    for engine in ENGINES:
+        path = TransformersGenerator(gen.model, gen.tokenizer, gen.name, engine=engine)
+        if engine != "reference" and path.fast is None:
+            out[engine] = {"supported": False}
+            continue
+        path.generate(STORY, sampling.with_(max_new_tokens=8))  # warm-up
+        path.generate(STORY, sampling)
+        s = path.last_stats
+        row = {"decode_tok_s_batch1": round((s.new_tokens - 1) / (s.seconds - s.first_token_seconds), 2)}
+        path.generate(long_prompt, SamplerSettings(temperature=0, max_new_tokens=1))
+        row["ttft_long_prompt_ms"] = round(path.last_stats.first_token_seconds * 1000, 1)
+        text = path.generate(STORY, greedy)
+        if engine == "reference":
+            reference_text = text
+        else:
+            row["greedy_same_as_reference"] = text == reference_text
+        out[engine] = row
+    # how far int8 weights move the log-probs of the reference's own greedy continuation
+    ids = gen.encode(STORY)
+    follow = gen.encode(reference_text or "", special=False)[:64]
+    exact, quick = FastLlama.build(gen.model, "fp32"), FastLlama.build(gen.model, "int8")
+    if exact is not None and follow:
+        deltas = []
+        for model_a, model_b in [(exact, quick)]:
+            sa, sb = KVState(), KVState()
+            la, lb = model_a.forward(torch.tensor([ids]), sa), model_b.forward(torch.tensor([ids]), sb)
+            for token in follow:
+                pa, pb = torch.log_softmax(la, -1)[0, token], torch.log_softmax(lb, -1)[0, token]
+                deltas.append(abs(float(pa - pb)))
+                la, lb = model_a.forward(torch.tensor([[token]]), sa), model_b.forward(torch.tensor([[token]]), sb)
+        out["lean-int8"]["logprob_abs_diff_mean"] = round(statistics.fmean(deltas), 4)
+        out["lean-int8"]["logprob_abs_diff_max"] = round(max(deltas), 4)
+    return out

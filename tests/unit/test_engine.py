@@ -241,3 +241,36 @@ def test_sampling_on_the_best_tokens_keeps_the_distribution():
                                                                    repetition_penalty=1.0), gen)
                       for _ in range(300)])
     assert int(wide.max()) > SUBSET * 2
+
+
+def test_lean_engine_greedy_text_equals_the_reference_path(tiny):
+    from storyloom.engine.backends.transformers_backend import TransformersGenerator
+
+    lean = TransformersGenerator(tiny.model, tiny.tokenizer, "tiny", engine="lean")
+    assert lean.fast is not None and lean.info.extra["engine"] == "lean"
+    settings = GREEDY.with_(max_new_tokens=40)
+    for prompt in (PROMPT, "The rain fell on the city all night, and nobody slept."):
+        assert lean.generate(prompt, settings) == tiny.generate(prompt, settings)
+    assert lean.candidates(PROMPT, 3, settings) == tiny.candidates(PROMPT, 3, settings)
+    sampled = SAMPLED.with_(max_new_tokens=20)
+    assert lean.generate(PROMPT, sampled) == lean.generate(PROMPT, sampled)  # seeded: reproducible
+
+
+def test_lean_int8_engine_stays_close_and_unknown_engines_are_refused(tiny, monkeypatch):
+    import torch
+
+    from storyloom.engine.backends.transformers_backend import TransformersGenerator
+    from storyloom.engine.fast_llama import FastLlama, KVState
+    from storyloom.engine.models import ModelError
+
+    ids = tiny.encode(PROMPT)
+    exact, int8 = FastLlama(tiny.model, "fp32"), FastLlama(tiny.model, "int8")
+    a = torch.log_softmax(exact.forward(torch.tensor([ids]), KVState()), -1)
+    b = torch.log_softmax(int8.forward(torch.tensor([ids]), KVState()), -1)
+    top = a[0].topk(5).indices
+    assert (a[0, top] - b[0, top]).abs().max() < 0.5
+    quick = TransformersGenerator(tiny.model, tiny.tokenizer, "tiny", engine="lean-int8")
+    assert len(quick.generate(PROMPT, GREEDY.with_(max_new_tokens=10))) > 0
+    monkeypatch.setenv("STORYLOOM_ENGINE", "warp")
+    with pytest.raises(ModelError, match="STORYLOOM_ENGINE"):
+        TransformersGenerator(tiny.model, tiny.tokenizer, "tiny")
