@@ -5,8 +5,9 @@ gate/up into single matmuls, keeps a preallocated KV cache, and runs the same ar
 fraction of the Python per token. Models it does not understand get `None` from `build` and
 the library's own forward is used instead.
 
-Weights can stay fp32 (greedy output matches the library's) or be stored as int8 per output
-channel (`_weight_int8pack_mm`, a quarter of the memory traffic; log-probs move slightly).
+Weights can stay fp32 (greedy output matches the library's) or go int8 per output channel for
+decoding (`_weight_int8pack_mm`, a quarter of the memory traffic) with bf16 for prefill (the
+CPU's bf16 matrix units); log-probs move slightly (the bench reports by how much).
 """
 from __future__ import annotations
 
@@ -15,34 +16,34 @@ import math
 import torch
 import torch.nn.functional as F
 
-DTYPES = ("fp32", "bf16", "int8")
+DTYPES = ("fp32", "int8")
 
 
 class _Linear:
-    """y = x W^T, with W kept as fp32 or as int8 + one fp32 scale per output row."""
+    """y = x W^T. fp32 keeps the weights as they are. int8 keeps two copies: int8 with one scale
+    per output row for decoding (memory-bound: a quarter of the bytes), and bf16 for prefill
+    (compute-bound: the CPU's bf16 matrix units)."""
 
     def __init__(self, weight: torch.Tensor, dtype: str):
         weight = weight.detach().float().contiguous()
         self.out_features = weight.shape[0]
+        self.kind = dtype
         if dtype == "int8":
             scales = weight.abs().amax(dim=1).clamp(min=1e-8) / 127.0
             self.weight = torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
             self.scales = scales.to(torch.bfloat16).contiguous()  # the fast CPU kernel wants bf16 in and out
-            self.kind = "int8"
-        elif dtype == "bf16":
-            self.weight = weight.to(torch.bfloat16)
-            self.kind = "bf16"
+            self.wide = weight.to(torch.bfloat16)
         else:
             self.weight = weight
-            self.kind = "fp32"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "int8":
             shape = x.shape
-            y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, shape[-1]).to(torch.bfloat16), self.weight, self.scales)
+            rows = x.reshape(-1, shape[-1]).to(torch.bfloat16)
+            if rows.shape[0] > 4:  # prefill
+                return F.linear(rows, self.wide).view(*shape[:-1], self.out_features)
+            y = torch.ops.aten._weight_int8pack_mm(rows, self.weight, self.scales)
             return y.view(*shape[:-1], self.out_features)  # bf16: an fp32 residual add promotes it
-        if self.kind == "bf16":
-            return F.linear(x.to(torch.bfloat16), self.weight)
         return F.linear(x, self.weight)
 
 
@@ -141,7 +142,7 @@ class FastLlama:
         if cache is not None and cache.shape[2] == batch and cache.shape[4] >= needed:
             return
         capacity = needed + max(256, needed // 2)
-        fresh = torch.zeros(len(self.layers), 2, batch, self.kv_heads, capacity, self.head_dim)
+        fresh = torch.empty(len(self.layers), 2, batch, self.kv_heads, capacity, self.head_dim)
         if cache is not None and state.length:
             old = cache[:, :, :, :, : state.length]
             fresh[:, :, :, :, : state.length] = old.expand(-1, -1, batch, -1, -1, -1) if cache.shape[2] == 1 else old
@@ -172,13 +173,16 @@ class FastLlama:
             values = cache[i, 1, :, :, :end]
             if count == 1:
                 attn = F.scaled_dot_product_attention(q, keys, values, enable_gqa=True)
+            elif start == 0 and self.dtype == "int8":  # prefill of a fresh prompt, in bf16 like its matmuls
+                attn = F.scaled_dot_product_attention(q.to(torch.bfloat16), keys.to(torch.bfloat16),
+                                                      values.to(torch.bfloat16), is_causal=True, enable_gqa=True)
             else:
                 mask = torch.ones(count, end, dtype=torch.bool).tril(diagonal=start)
                 attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
             h = h + o_proj(attn.transpose(1, 2).reshape(batch, count, q_size))
             x = self._norm(h, norm2)
             gate, up = gate_up(x).split(self.intermediate, dim=-1)
-            h = h + down(F.silu(gate) * up)
+            h = h + down(F.silu(gate, inplace=True).mul_(up))
         state.length = end
         return self.lm_head(self._norm(h[:, -1], self.norm)).float()
 
