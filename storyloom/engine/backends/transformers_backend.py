@@ -96,47 +96,39 @@ class TransformersGenerator(Generator):
     def _steps(self, prompt_ids: list[int], batch: int, settings: SamplerSettings, cancel: Cancel | None):
         """Yield the next token ids [batch] one step at a time."""
         gen = _rng(settings.seed)
+        logits, advance = self._prefill(prompt_ids, batch)
+        history = torch.tensor([prompt_ids] * batch, dtype=torch.long)
+        for _ in range(settings.max_new_tokens):
+            if cancel is not None and cancel.is_set():
+                return
+            token = choose_next(logits, history, settings, gen)
+            yield token
+            history = torch.cat([history, token[:, None]], dim=1)
+            if cancel is not None and cancel.is_set():
+                return
+            logits = advance(token[:, None])
+
+    def _prefill(self, prompt_ids: list[int], batch: int):
+        """The prompt's next-token logits [batch, vocab] and a function that feeds the next tokens.
+
+        Every row shares the prompt: it is run once and its KV cache copied for each row.
+        """
+        ids = torch.tensor([prompt_ids], dtype=torch.long)
         if self.fast is not None:
-            yield from self._fast_steps(prompt_ids, batch, settings, cancel, gen)
-            return
-        # Every row shares the prompt: prefill it once, then copy its KV cache for each row.
-        out = self.model(input_ids=torch.tensor([prompt_ids], dtype=torch.long), use_cache=True,
-                         past_key_values=new_cache(self.model.config))
+            state = KVState()
+            logits = self.fast.forward(ids, state)
+            if batch > 1:
+                self.fast.expand(state, batch)
+            return logits.expand(batch, -1), lambda tokens: self.fast.forward(tokens, state)
+        out = self.model(input_ids=ids, use_cache=True, past_key_values=new_cache(self.model.config))
         past = out.past_key_values
-        logits = out.logits[:, -1, :]
         if batch > 1:
             past.batch_repeat_interleave(batch)
-            logits = logits.expand(batch, -1)
-        history = torch.tensor([prompt_ids] * batch, dtype=torch.long)
-        for _ in range(settings.max_new_tokens):
-            if cancel is not None and cancel.is_set():
-                return
-            token = choose_next(logits, history, settings, gen)
-            yield token
-            history = torch.cat([history, token[:, None]], dim=1)
-            if cancel is not None and cancel.is_set():
-                return
-            out = self.model(input_ids=token[:, None], past_key_values=past, use_cache=True)
-            past = out.past_key_values
-            logits = out.logits[:, -1, :]
 
-    def _fast_steps(self, prompt_ids: list[int], batch: int, settings: SamplerSettings, cancel: Cancel | None,
-                    gen: torch.Generator):
-        state = KVState()
-        logits = self.fast.forward(torch.tensor([prompt_ids], dtype=torch.long), state)
-        if batch > 1:
-            self.fast.expand(state, batch)
-            logits = logits.expand(batch, -1)
-        history = torch.tensor([prompt_ids] * batch, dtype=torch.long)
-        for _ in range(settings.max_new_tokens):
-            if cancel is not None and cancel.is_set():
-                return
-            token = choose_next(logits, history, settings, gen)
-            yield token
-            history = torch.cat([history, token[:, None]], dim=1)
-            if cancel is not None and cancel.is_set():
-                return
-            logits = self.fast.forward(token[:, None], state)
+        def advance(tokens: torch.Tensor) -> torch.Tensor:
+            return self.model(input_ids=tokens, past_key_values=past, use_cache=True).logits[:, -1, :]
+
+        return out.logits[:, -1, :].expand(batch, -1), advance
 
     def _stream(self, prompt: str, settings: SamplerSettings, cancel: Cancel | None) -> Iterator[str]:
         prompt_ids = self._prompt_ids(prompt, settings.max_new_tokens)
