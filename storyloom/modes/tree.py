@@ -48,8 +48,9 @@ def is_hidden(node: Node) -> bool:
 
 
 def rank(options: Sequence[Node]) -> list[Node]:
-    """Best first: Wilson lower bound, then how often chosen; ties keep the order given (oldest first)."""
-    return sorted(options, key=lambda n: (-wilson_lower_bound(n.ups, n.downs), -n.choices))
+    """Best first: Wilson lower bound, then how often chosen, then players' own options before the
+    model's (so a new link or action is seen); ties keep the order given (oldest first)."""
+    return sorted(options, key=lambda n: (-wilson_lower_bound(n.ups, n.downs), -n.choices, n.author != "human"))
 
 
 # -- prompts and clean-up -----------------------------------------------------------------

@@ -201,3 +201,28 @@ async def test_private_trees_are_listed_only_for_their_owner(make_app, fake):
         labels = [str(menu.get_option_at_index(i).prompt) for i in range(menu.option_count)]
         assert any("Mine" in lbl and "private" in lbl for lbl in labels)
         assert not any("Theirs" in lbl for lbl in labels)
+
+
+async def test_link_an_option_to_an_existing_passage_from_the_browser(make_app, fake):
+    fake.push(*ROOT_ACTIONS, "You are on the wall.", *[f"You jump {i}." for i in range(5)])
+    app = make_app()
+    async with app.run_test(size=(100, 36)) as pilot:
+        await new_tree(app, pilot)
+        await pilot.press("2")  # on the wall
+        await settle(app, pilot)
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+        await pilot.pause()
+        await pilot.press("up", "l")  # the start: link to it from the wall
+        await pilot.pause()
+        app.screen.query_one("#alter-text").text = "Climb back down to the gate."
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, TreePlayScreen)
+        link = next(o for o in options(app) if "Climb back down" in o)
+        assert "leads back into the tree" in link
+        number = options(app).index(link) + 1
+        calls = len(fake.prompts)
+        await pilot.press(str(number))
+        await settle(app, pilot)
+        assert outcome(app) == OPENING and len(fake.prompts) == calls  # the jump is served, no model call

@@ -62,7 +62,7 @@ While you read, the top options' outcomes are written ahead.
 | `b` / `Ctrl+B` | back to the previous passage |
 | `Ctrl+N` | more options from the model |
 | `Ctrl+K` | bookmark this passage |
-| `Ctrl+T` | browse the whole tree; `Enter` plays from the highlighted passage |
+| `Ctrl+T` | browse the whole tree; `Enter` plays from the highlighted passage, `l` links to it from here |
 | `Esc` | stop the model, or leave |
 
 In the tree list, `n` starts a tree, `i` imports a JSON pack or a Twine `.twee` file, `x` exports

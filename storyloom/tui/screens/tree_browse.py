@@ -29,7 +29,8 @@ def node_label(node: Node, bookmarked: bool) -> Text:
 
 
 class TreeBrowseScreen(Screen[str | None]):
-    BINDINGS = [Binding("escape", "dismiss_none", "Back"), Binding("p", "play_here", "Play from here")]
+    BINDINGS = [Binding("escape", "dismiss_none", "Back"), Binding("p", "play_here", "Play from here"),
+                Binding("l", "link_here", "Link to here")]
 
     def __init__(self, tree_id: str, current_id: str, player: str) -> None:
         super().__init__()
@@ -103,6 +104,13 @@ class TreeBrowseScreen(Screen[str | None]):
         node = self.query_one(Tree).cursor_node
         if node is not None:
             self.dismiss(node.data.id)
+
+    def action_link_here(self) -> None:
+        """Offer the highlighted passage as an option of the passage the player is at."""
+        node = self.query_one(Tree).cursor_node
+        if node is not None and node.data is not None:
+            target = node.data.link_to or node.data.id
+            self.dismiss(f"link:{target}")
 
     def action_dismiss_none(self) -> None:
         self.dismiss(None)

@@ -327,6 +327,9 @@ class TreePlayScreen(Screen):
         def done(node_id: str | None) -> None:
             if not node_id:
                 return
+            if node_id.startswith("link:"):
+                self._ask_link(node_id.removeprefix("link:"))
+                return
             node = self.app.trees.node(node_id)
             if node.cached or node.parent_id is None:
                 self.play.jump(node_id)
@@ -338,6 +341,21 @@ class TreePlayScreen(Screen):
 
         if not self._busy():
             self.app.push_screen(TreeBrowseScreen(self.tree_id, self.play.node.id, self.play.player), done)
+
+    def _ask_link(self, target_id: str) -> None:
+        target = self.app.trees.node(target_id)
+
+        def done(text: str | None) -> None:
+            if text is None:
+                return
+            if not text.strip():
+                self.notify("A link needs the option's words.", severity="warning")
+                return
+            option = self.play.link(text.strip(), target_id)
+            self._show(keep=option.id)
+            self.notify("Linked: choosing it leads to that passage.")
+
+        self.app.push_screen(AlterScreen("", f"Words of the option that leads to: {target.action or 'Start'}"), done)
 
     def action_stop_or_back(self) -> None:
         if self.busy:
