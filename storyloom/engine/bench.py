@@ -109,13 +109,12 @@ def _paths(gen, sampling: SamplerSettings, long_prompt: str) -> dict:
     exact, quick = FastLlama.build(gen.model, "fp32"), FastLlama.build(gen.model, "int8")
     if exact is not None and follow:
         deltas = []
-        for model_a, model_b in [(exact, quick)]:
-            sa, sb = KVState(), KVState()
-            la, lb = model_a.forward(torch.tensor([ids]), sa), model_b.forward(torch.tensor([ids]), sb)
-            for token in follow:
-                pa, pb = torch.log_softmax(la, -1)[0, token], torch.log_softmax(lb, -1)[0, token]
-                deltas.append(abs(float(pa - pb)))
-                la, lb = model_a.forward(torch.tensor([[token]]), sa), model_b.forward(torch.tensor([[token]]), sb)
+        sa, sb = KVState(), KVState()
+        la, lb = exact.forward(torch.tensor([ids]), sa), quick.forward(torch.tensor([ids]), sb)
+        for token in follow:
+            pa, pb = torch.log_softmax(la, -1)[0, token], torch.log_softmax(lb, -1)[0, token]
+            deltas.append(abs(float(pa - pb)))
+            la, lb = exact.forward(torch.tensor([[token]]), sa), quick.forward(torch.tensor([[token]]), sb)
         out["lean-int8"]["logprob_abs_diff_mean"] = round(statistics.fmean(deltas), 4)
         out["lean-int8"]["logprob_abs_diff_max"] = round(max(deltas), 4)
     return out

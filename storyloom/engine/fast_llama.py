@@ -11,10 +11,10 @@ CPU's bf16 matrix units); log-probs move slightly (the bench reports by how much
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
+
+from storyloom.engine.kv_cache import capacity_for
 
 DTYPES = ("fp32", "int8")
 
@@ -77,11 +77,7 @@ class KVState:
 
     def __init__(self) -> None:
         self.cache: torch.Tensor | None = None
-        self.length = 0
-
-    def crop(self, length: int) -> None:
-        """Forget everything after `length` tokens (a rewind)."""
-        self.length = min(self.length, length)
+        self.length = 0  # lowering it forgets what follows (a rewind)
 
 
 class FastLlama:
@@ -114,7 +110,6 @@ class FastLlama:
         self.intermediate = self.layers[0][4].out_features // 2
         dim = self.head_dim
         self.inv_freq = 1.0 / (_rope_theta(config) ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
-        self.scale = 1.0 / math.sqrt(dim)
 
     @classmethod
     def build(cls, model, dtype: str = "fp32") -> "FastLlama | None":
@@ -141,7 +136,7 @@ class FastLlama:
         cache = state.cache
         if cache is not None and cache.shape[2] == batch and cache.shape[4] >= needed:
             return
-        capacity = needed + max(256, needed // 2)
+        capacity = capacity_for(needed)
         fresh = torch.empty(len(self.layers), 2, batch, self.kv_heads, capacity, self.head_dim)
         if cache is not None and state.length:
             old = cache[:, :, :, :, : state.length]

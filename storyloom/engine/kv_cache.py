@@ -13,6 +13,11 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 ROOM = 256  # extra positions allocated beyond what is needed now
 
 
+def capacity_for(needed: int) -> int:
+    """Positions to allocate when `needed` no longer fit: room to grow, amortised like a list."""
+    return needed + max(ROOM, needed // 2)
+
+
 class InPlaceLayer(DynamicLayer):
     _buf_k: torch.Tensor | None = None
     _buf_v: torch.Tensor | None = None
@@ -27,7 +32,7 @@ class InPlaceLayer(DynamicLayer):
         # inherited from DynamicLayer (batch_repeat_interleave, crop, batch_select_indices).
         if (buf is None or need > buf.shape[-2] or buf.shape[0] != key_states.shape[0]
                 or (have and self.keys.data_ptr() != buf.data_ptr())):
-            capacity = need + max(ROOM, need // 2)
+            capacity = capacity_for(need)
             self._buf_k = key_states.new_empty((*key_states.shape[:2], capacity, key_states.shape[-1]))
             self._buf_v = value_states.new_empty((*value_states.shape[:2], capacity, value_states.shape[-1]))
             if have:

@@ -45,6 +45,50 @@ def engine_choice() -> str:
     return choice
 
 
+class DecodeState:
+    """One generation's place in the model: next-token logits [batch, vocab], and how to go on
+    (feed tokens) or go back (crop to an earlier length). Uses the lean path when the generator
+    has one, the library's forward otherwise; never shared between threads."""
+
+    @torch.inference_mode()
+    def __init__(self, generator: "TransformersGenerator", prompt_ids: list[int], batch: int = 1):
+        self.fast = generator.fast
+        self.model = generator.model
+        ids = torch.tensor([prompt_ids], dtype=torch.long)
+        if self.fast is not None:
+            self.kv = KVState()
+            logits = self.fast.forward(ids, self.kv)
+            if batch > 1:
+                self.fast.expand(self.kv, batch)
+        else:
+            out = self.model(input_ids=ids, use_cache=True, past_key_values=new_cache(self.model.config))
+            self.kv = out.past_key_values
+            if batch > 1:
+                self.kv.batch_repeat_interleave(batch)
+            logits = out.logits[:, -1, :]
+        self.logits = logits.expand(batch, -1)
+        self.length = len(prompt_ids)
+
+    @torch.inference_mode()
+    def feed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [batch, T] after what is held; returns (and keeps) the new next-token logits."""
+        if self.fast is not None:
+            self.logits = self.fast.forward(tokens, self.kv)
+        else:
+            self.logits = self.model(input_ids=tokens, past_key_values=self.kv, use_cache=True).logits[:, -1, :]
+        self.length += tokens.shape[1]
+        return self.logits
+
+    def crop(self, length: int) -> None:
+        """Forget everything after `length` tokens (the caller restores the logits it kept)."""
+        if self.length > length:
+            if self.fast is not None:
+                self.kv.length = length
+            else:
+                self.kv.crop(length - self.length)
+            self.length = length
+
+
 class TransformersGenerator(Generator):
     def __init__(self, model, tokenizer, name: str, location: str | None = None, engine: str | None = None):
         self.model = model.eval()
@@ -96,39 +140,21 @@ class TransformersGenerator(Generator):
     def _steps(self, prompt_ids: list[int], batch: int, settings: SamplerSettings, cancel: Cancel | None):
         """Yield the next token ids [batch] one step at a time."""
         gen = _rng(settings.seed)
-        logits, advance = self._prefill(prompt_ids, batch)
+        state = self.decode_state(prompt_ids, batch)
         history = torch.tensor([prompt_ids] * batch, dtype=torch.long)
         for _ in range(settings.max_new_tokens):
             if cancel is not None and cancel.is_set():
                 return
-            token = choose_next(logits, history, settings, gen)
+            token = choose_next(state.logits, history, settings, gen)
             yield token
             history = torch.cat([history, token[:, None]], dim=1)
             if cancel is not None and cancel.is_set():
                 return
-            logits = advance(token[:, None])
+            state.feed(token[:, None])
 
-    def _prefill(self, prompt_ids: list[int], batch: int):
-        """The prompt's next-token logits [batch, vocab] and a function that feeds the next tokens.
-
-        Every row shares the prompt: it is run once and its KV cache copied for each row.
-        """
-        ids = torch.tensor([prompt_ids], dtype=torch.long)
-        if self.fast is not None:
-            state = KVState()
-            logits = self.fast.forward(ids, state)
-            if batch > 1:
-                self.fast.expand(state, batch)
-            return logits.expand(batch, -1), lambda tokens: self.fast.forward(tokens, state)
-        out = self.model(input_ids=ids, use_cache=True, past_key_values=new_cache(self.model.config))
-        past = out.past_key_values
-        if batch > 1:
-            past.batch_repeat_interleave(batch)
-
-        def advance(tokens: torch.Tensor) -> torch.Tensor:
-            return self.model(input_ids=tokens, past_key_values=past, use_cache=True).logits[:, -1, :]
-
-        return out.logits[:, -1, :].expand(batch, -1), advance
+    def decode_state(self, prompt_ids: list[int], batch: int = 1) -> "DecodeState":
+        """The prompt run once (its KV cache copied for each of `batch` rows), ready to feed tokens."""
+        return DecodeState(self, prompt_ids, batch)
 
     def _stream(self, prompt: str, settings: SamplerSettings, cancel: Cancel | None) -> Iterator[str]:
         prompt_ids = self._prompt_ids(prompt, settings.max_new_tokens)

@@ -17,7 +17,6 @@ from typing import Callable
 import torch
 
 from storyloom import StoryloomError
-from storyloom.engine.kv_cache import new_cache
 from storyloom.engine.logits import choose_next
 from storyloom.engine.sampling import SamplerSettings
 from storyloom.modes.poetry.constrain import MIN_PARTNERS, LineConstraint, RhymeRule, Vocabulary
@@ -84,7 +83,7 @@ def vocabulary_for(generator) -> Vocabulary:
     """The generator's word trie (built once, then kept on the generator)."""
     vocab = getattr(generator, "_poetry_vocab", None)
     if vocab is None:
-        if not hasattr(generator, "tokenizer") or not hasattr(generator, "model"):
+        if not hasattr(generator, "tokenizer") or not hasattr(generator, "decode_state"):
             raise StoryloomError("Constrained poetry needs a local model (a transformers folder, a GGUF file "
                                  "or the default model): it steers every token.")
         vocab = generator._poetry_vocab = Vocabulary(generator.tokenizer)
@@ -113,35 +112,26 @@ def rule_for(form: Form, line: int, finals: list[str | None], later: bool = True
 
 
 class _Decoder:
-    """The model's state over prompt + poem so far, with marks to rewind to."""
+    """The model's state over prompt + poem so far (the generator's DecodeState), with marks to
+    rewind to and the poem's tokens for the repetition penalty."""
 
     def __init__(self, generator, text: str):
         self.generator = generator
-        self.model = generator.model
-        ids = generator.encode(text)
-        with torch.inference_mode():
-            out = self.model(input_ids=torch.tensor([ids]), use_cache=True, past_key_values=new_cache(self.model.config))
-        self.past = out.past_key_values
-        self.logits = out.logits[0, -1]
-        self.length = len(ids)
+        self.state = generator.decode_state(generator.encode(text))
+        self.logits = self.state.logits[0]
         self.history: list[int] = []
 
     def mark(self) -> tuple[int, torch.Tensor, int]:
-        return self.length, self.logits, len(self.history)
+        return self.state.length, self.logits, len(self.history)
 
     def rewind(self, mark) -> None:
         length, logits, history = mark
-        if self.length > length:
-            self.past.crop(length - self.length)
-        self.length, self.logits = length, logits
+        self.state.crop(length)
+        self.logits = logits
         del self.history[history:]
 
-    @torch.inference_mode()
     def step(self, token: int) -> None:
-        out = self.model(input_ids=torch.tensor([[token]]), past_key_values=self.past, use_cache=True)
-        self.past = out.past_key_values
-        self.logits = out.logits[0, -1]
-        self.length += 1
+        self.logits = self.state.feed(torch.tensor([[token]]))[0]
         self.history.append(token)
 
 
@@ -160,9 +150,8 @@ def _write_line(dec: _Decoder, vocab: Vocabulary, templates: tuple[str, ...], ru
         index = torch.tensor(allowed, dtype=torch.long)
         masked = torch.full_like(logits, float("-inf"))
         masked[index] = logits[index]
-        history = torch.tensor([dec.history[-settings.repetition_range:] if settings.repetition_range else dec.history],
-                               dtype=torch.long)
-        token = int(choose_next(masked[None], history, settings, rng)[0])
+        # the penalty looks only at its own window (repetition_range) of the poem so far
+        token = int(choose_next(masked[None], torch.tensor([dec.history], dtype=torch.long), settings, rng)[0])
         logprob += float(torch.log_softmax(logits, -1)[token])
         constraint.advance(token)
         tokens.append(token)

@@ -16,7 +16,6 @@ from functools import lru_cache
 from typing import Iterable
 
 import pronouncing
-import torch
 
 from storyloom.modes.poetry.prosody import Sound, fits, sounds
 
@@ -281,13 +280,6 @@ class LineConstraint:
             if self.vocab.newline is not None:
                 out.append(self.vocab.newline)
         return out
-
-    def mask(self) -> torch.Tensor:
-        allowed = torch.zeros(self.vocab.vocab_size, dtype=torch.bool)
-        ids = self.allowed()
-        if ids:
-            allowed[torch.tensor(ids, dtype=torch.long)] = True
-        return allowed
 
     # moving on --------------------------------------------------------------------------
     def advance(self, token: int) -> None:
