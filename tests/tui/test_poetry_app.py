@@ -84,3 +84,23 @@ async def test_a_model_that_cannot_be_steered_gets_a_clear_message():
         await write(app, pilot, "haiku", "rain")
         assert any("local model" in n.message for n in app._notifications)
         assert not app.screen.busy
+
+
+async def test_after_a_line_that_failed_the_next_lines_keep_their_own_checks(poet):
+    from storyloom.modes.poetry.compose import Poem, PoemLine
+
+    app = StoryloomApp(generator_factory=lambda spec, progress: poet)
+    async with app.run_test(size=(110, 36)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("p")
+        await pilot.pause()
+        couplets = get_form("couplets")
+        screen = app.screen
+        screen.poem = Poem(couplets, "x", [PoemLine("", False),
+                                           PoemLine("The river ran below the silver light,", True, "light"),
+                                           PoemLine("And gentle rain will fall upon the night.", True, "night")])
+        screen._show()
+        shown = lines(app)
+        assert "could not be completed" in shown[0]
+        assert "no rhyme with 1" in shown[1]  # line 2's partner is the missing line 1
+        assert " ✓ " in shown[2] and "rhymes with 3" not in shown[2]  # line 3 opens its own pair

@@ -12,14 +12,13 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, OptionList, ProgressBar, Select, Static
 from textual.widgets.option_list import Option
 
-from storyloom import StoryloomError
 from storyloom.modes.poetry.compose import Poem, PoemLine, compose, rewrite_line
 from storyloom.modes.poetry.forms import Form, load_forms
 from storyloom.modes.poetry.prosody import words_of
 from storyloom.modes.poetry.scan import scan_poem
 from storyloom.store.poems import SavedPoem
 from storyloom.tui.export import write_exports
-from storyloom.tui.messages import PoemDone, PoemLineMade
+from storyloom.tui.messages import PoemDone, PoemLineMade, error_text
 from storyloom.tui.widgets.menus import refill
 from storyloom.tui.widgets.status_bar import StatusBar
 
@@ -104,13 +103,13 @@ class PoetryScreen(Screen):
         if poem is None:
             menu.clear_options()
             return
-        verdict = scan_poem("\n".join(line.text if line.ok else "" for line in poem.lines), poem.form) \
-            if poem.lines else None
-        verdicts = iter(verdict.lines if verdict else [])
+        # poem.text keeps a placeholder for a line that failed, so scan line i is poem line i
+        # (its rhyme partners and meter stay those of its own position)
+        verdicts = scan_poem(poem.text, poem.form).lines
         options = []
         for i, line in enumerate(poem.lines):
             if line.ok:
-                options.append(Option(line_prompt(i + 1, line.text, next(verdicts), poem.form)))
+                options.append(Option(line_prompt(i + 1, line.text, verdicts[i], poem.form)))
             else:
                 options.append(Option(Text(f"{i + 1:>2} ✗ (this line could not be completed: r tries again)",
                                            style="red")))
@@ -157,17 +156,11 @@ class PoetryScreen(Screen):
     @work(thread=True, exclusive=True, group="poetry", exit_on_error=False)
     def _write_poem(self, form: Form, topic: str) -> None:
         app = self.app
-        if not app.model_ready.wait(600) or app.generator is None:
-            self.post_message(PoemDone(error=app.model_error or "The model is not loaded."))
-            return
         try:
-            poem = compose(app.generator, form, topic, seed=app.config.sampler.seed, cancel=self.cancel,
+            poem = compose(app.loaded_generator(), form, topic, seed=app.config.sampler.seed, cancel=self.cancel,
                            on_line=lambda i, line: self.post_message(PoemLineMade(i, line)))
-        except StoryloomError as exc:
-            self.post_message(PoemDone(error=str(exc)))
-            return
         except Exception as exc:  # noqa: BLE001 - shown, never a crash
-            self.post_message(PoemDone(error=f"{type(exc).__name__}: {exc}"))
+            self.post_message(PoemDone(error=error_text(exc)))
             return
         self.post_message(PoemDone(poem))
 
@@ -231,10 +224,10 @@ class PoetryScreen(Screen):
         app = self.app
         try:
             seed = app.config.sampler.seed
-            line = rewrite_line(app.generator, self.poem, index, cancel=self.cancel,
+            line = rewrite_line(app.loaded_generator(), self.poem, index, cancel=self.cancel,
                                 seed=None if seed is None else seed + 1000 * (index + 1))
-        except Exception as exc:  # noqa: BLE001
-            self.post_message(PoemDone(error=f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - shown, never a crash
+            self.post_message(PoemDone(error=error_text(exc)))
             return
         self.post_message(PoemDone(rewritten=index, line=line))
 
