@@ -93,6 +93,12 @@ class StoryloomApp(App):
         self.model_ready.set()
         self.call_from_thread(self._set_progress, f"{generator.name} ready", 1.0)
 
+    def loaded_generator(self) -> Generator:
+        """From a worker thread: the model once it has loaded, or a StoryloomError saying why not."""
+        if not self.model_ready.wait(600) or self.generator is None:
+            raise StoryloomError(self.model_error or "The model is not loaded.")
+        return self.generator
+
     def _set_progress(self, stage: str, fraction: float | None) -> None:
         self.model_status = stage
         self.model_progress = fraction

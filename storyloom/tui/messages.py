@@ -3,6 +3,13 @@ from __future__ import annotations
 
 from textual.message import Message
 
+from storyloom import StoryloomError
+
+
+def error_text(exc: BaseException) -> str:
+    """A failure as a player reads it: our own errors as written, anything else with its type."""
+    return str(exc) if isinstance(exc, StoryloomError) else f"{type(exc).__name__}: {exc}"
+
 
 class GenerationStarted(Message):
     def __init__(self, prompt_tokens: int, budget: int) -> None:

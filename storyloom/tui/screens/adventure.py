@@ -20,6 +20,7 @@ from storyloom.tui.messages import (
     GenerationFinished,
     GenerationRestarted,
     GenerationStarted,
+    error_text,
 )
 from storyloom.tui.screens.editors import AlterScreen, MemoryScreen
 from storyloom.tui.widgets.status_bar import StatusBar
@@ -117,17 +118,14 @@ class AdventureScreen(Screen):
     @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
     def _generate(self, action: str, history: list[Turn]) -> None:
         app = self.app
-        if not app.model_ready.wait(600) or app.generator is None:
-            self.post_message(GenerationFailed(app.model_error or "The model is not loaded."))
-            return
-        generator, settings = app.generator, app.config.sampler
         try:
+            generator, settings = app.loaded_generator(), app.config.sampler
             built = self.play.prompt_for(action, generator, settings, history)
             self.post_message(GenerationStarted(built.tokens, self.play.budget(generator.context_length, settings)))
             stream = self.play.generate(built.text, action, generator, settings, self.cancel)
             _, output = run(stream, on_event=self._post_event)
         except Exception as exc:  # noqa: BLE001 - any failure is shown, the game is kept
-            self.post_message(GenerationFailed(f"{type(exc).__name__}: {exc}"))
+            self.post_message(GenerationFailed(error_text(exc)))
             return
         self.post_message(GenerationFinished(output, self.cancel.is_set(),
                                              generator.last_stats.tokens_per_second))

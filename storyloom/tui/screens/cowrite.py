@@ -15,7 +15,13 @@ from storyloom import StoryloomError
 from storyloom.modes.cowrite import CoWrite
 from storyloom.store.cowrite import LENGTHS, Candidate, CoStory, CoTurn
 from storyloom.tui.export import write_exports
-from storyloom.tui.messages import CandidatesProgress, CandidatesReady, GenerationFailed, GenerationStarted
+from storyloom.tui.messages import (
+    CandidatesProgress,
+    CandidatesReady,
+    GenerationFailed,
+    GenerationStarted,
+    error_text,
+)
 from storyloom.tui.screens.editors import AlterScreen
 from storyloom.tui.widgets.status_bar import StatusBar
 
@@ -165,21 +171,15 @@ class CowriteScreen(Screen):
     @work(thread=True, exclusive=True, group="cowrite", exit_on_error=False)
     def _generate(self, more: bool) -> None:
         app = self.app
-        if not app.model_ready.wait(600) or app.generator is None:
-            self.post_message(GenerationFailed(app.model_error or "The model is not loaded."))
-            return
-        generator, settings = app.generator, app.config.sampler
         try:
+            generator, settings = app.loaded_generator(), app.config.sampler
             total = self.play.settings_for(settings).max_new_tokens
             built = self.play.prompt_for(generator, settings)
             self.post_message(GenerationStarted(built.tokens, self.play.budget(generator.context_length, settings)))
             ranked = self.play.propose(generator, settings, more=more, cancel=self.cancel,
                                        on_step=lambda k: self.post_message(CandidatesProgress(k, total)))
-        except StoryloomError as exc:
-            self.post_message(GenerationFailed(str(exc)))
-            return
         except Exception as exc:  # noqa: BLE001 - any failure is shown, the story is kept
-            self.post_message(GenerationFailed(f"{type(exc).__name__}: {exc}"))
+            self.post_message(GenerationFailed(error_text(exc)))
             return
         self.post_message(CandidatesReady(ranked, self.cancel.is_set(), more,
                                           generator.last_stats.tokens_per_second))

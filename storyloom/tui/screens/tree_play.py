@@ -15,7 +15,7 @@ from textual.widgets.option_list import Option
 from storyloom import StoryloomError
 from storyloom.modes.tree import TreePlay, expand, is_hidden
 from storyloom.store.trees import Node
-from storyloom.tui.messages import TreeExpanded, TreeWorkDone
+from storyloom.tui.messages import TreeExpanded, TreeWorkDone, error_text
 from storyloom.tui.screens.editors import AlterScreen
 from storyloom.tui.widgets.status_bar import StatusBar
 
@@ -196,18 +196,12 @@ class TreePlayScreen(Screen):
     @work(thread=True, exclusive=True, group="tree", exit_on_error=False)
     def _expand(self, node: Node, path: list[Node], want_outcome: bool, existing: list[str], move: bool) -> None:
         app = self.app
-        if not app.model_ready.wait(600) or app.generator is None:
-            self.post_message(TreeWorkDone(error=app.model_error or "The model is not loaded."))
-            return
-        generator = app.generator
         try:
+            generator = app.loaded_generator()
             expansion = expand(generator, self.play.tree, path, want_outcome=want_outcome, actions=self.play.top,
                                settings=app.config.sampler, existing=existing, cancel=self.cancel)
-        except StoryloomError as exc:
-            self.post_message(TreeWorkDone(error=str(exc)))
-            return
         except Exception as exc:  # noqa: BLE001 - shown to the player; the tree is untouched
-            self.post_message(TreeWorkDone(error=f"{type(exc).__name__}: {exc}"))
+            self.post_message(TreeWorkDone(error=error_text(exc)))
             return
         if self.cancel.is_set():
             self.post_message(TreeWorkDone(cancelled=True))
@@ -256,9 +250,10 @@ class TreePlayScreen(Screen):
     @work(thread=True, exclusive=True, group="tree-ahead", exit_on_error=False)
     def _ahead(self, targets: list[tuple[Node, list[Node]]], cancel: threading.Event) -> None:
         app = self.app
-        if not app.model_ready.wait(600) or app.generator is None:
-            return
-        generator = app.generator
+        try:
+            generator = app.loaded_generator()
+        except StoryloomError:
+            return  # reading ahead is a bonus: the player's own choice reports the problem
         for node, path in targets:
             if cancel.is_set():
                 break
