@@ -77,6 +77,9 @@ class TreePlayScreen(Screen):
         self.cancel_ahead = threading.Event()
         self.show_hidden = False
         self.ahead_done = 0
+        # Counting a tree's nodes reads the whole tree (~0.5 s at a million nodes): done when the
+        # tree grows here, not on every move or vote.
+        self.tree_stats: dict | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -119,7 +122,9 @@ class TreePlayScreen(Screen):
 
     def _show_stats(self) -> None:
         s = self.play.stats
-        tree = self.app.trees.stats(self.tree_id)
+        if self.tree_stats is None:
+            self.tree_stats = self.app.trees.stats(self.tree_id)
+        tree = self.tree_stats
         self.query_one("#tree-stats", Static).update(Text(
             f"{tree['nodes']} passages, depth {tree['depth']} · this session: {s.served} from cache, "
             f"{s.generated} generated ({s.hit_ratio:.0%} hits, {s.served} generation{'s' if s.served != 1 else ''} saved)"
@@ -168,6 +173,7 @@ class TreePlayScreen(Screen):
         except StoryloomError as exc:
             self.notify(str(exc), severity="warning")
             return
+        self.tree_stats = None
         event.input.value = ""
         self._choose(option)
 
@@ -212,6 +218,7 @@ class TreePlayScreen(Screen):
     def on_tree_expanded(self, message: TreeExpanded) -> None:
         node = self.app.trees.node(message.node_id)
         self.play.apply(node, message.expansion, message.author, move=message.move)
+        self.tree_stats = None
         if message.ahead:
             self.ahead_done += 1
             self._show(keep=self._selected().id if self._selected() else None)
@@ -347,6 +354,7 @@ class TreePlayScreen(Screen):
                 self.notify("A link needs the option's words.", severity="warning")
                 return
             option = self.play.link(text.strip(), target_id)
+            self.tree_stats = None
             self._show(keep=option.id)
             self.notify("Linked: choosing it leads to that passage.")
 
