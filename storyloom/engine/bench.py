@@ -47,7 +47,7 @@ def engine(spec: str = "default", tokens: int = 64, progress: Progress = _quiet)
 
     sampling = SamplerSettings(temperature=0.8, seed=1, max_new_tokens=tokens)
     progress("Time to first token", None)
-    long_prompt = STORY * 10
+    long_prompt = _prompt_of(gen, 500)
     first = SamplerSettings(temperature=0, max_new_tokens=1)
     gen.generate(STORY, first)  # warm-up
     gen.generate(long_prompt, first)
@@ -74,47 +74,53 @@ def engine(spec: str = "default", tokens: int = 64, progress: Progress = _quiet)
     return result
 
 
+def _prompt_of(gen, tokens: int) -> str:
+    """A story prompt of about `tokens` tokens."""
+    return gen.decode(gen.encode(STORY * (tokens // 30 + 2), special=False)[:tokens])
+
+
 def _paths(gen, sampling: SamplerSettings, long_prompt: str) -> dict:
     """Each decode path (STORYLOOM_ENGINE) on the same weights: speed, and closeness to the reference."""
     import statistics
 
     import torch
 
-    from storyloom.engine.backends.transformers_backend import ENGINES, TransformersGenerator
-    from storyloom.engine.fast_llama import FastLlama, KVState
+    from storyloom.engine.backends.transformers_backend import TransformersGenerator
 
     out: dict = {}
     greedy = SamplerSettings(temperature=0, max_new_tokens=64, repetition_penalty=1.0)
-    reference_text = None
-    for engine in ENGINES:
-        path = TransformersGenerator(gen.model, gen.tokenizer, gen.name, engine=engine)
-        if engine != "reference" and path.fast is None:
-            out[engine] = {"supported": False}
-            continue
+    reference = TransformersGenerator(gen.model, gen.tokenizer, gen.name, engine="reference")
+    reference_text = reference.generate(STORY, greedy)
+    # the reference's greedy continuation of the long prompt, to score each path on (teacher forcing)
+    follow = reference.encode(reference.generate(long_prompt, greedy), special=False)[:64]
+    long_ids = reference._prompt_ids(long_prompt, 64)
+
+    def logprobs(path) -> list[float]:
+        state = path.decode_state(long_ids)
+        got = []
+        for token in follow:
+            got.append(float(torch.log_softmax(state.logits[0].float(), -1)[token]))
+            state.feed(torch.tensor([[token]]))
+        return got
+
+    expected = logprobs(reference)
+    for engine in ("native", "lean", "reference"):
+        path = reference if engine == "reference" else TransformersGenerator(
+            gen.model, gen.tokenizer, gen.name, engine=engine)
+        row: dict = {"runs_as": path.info.extra["engine"]}
+        if getattr(path.fast, "kinds", None):
+            row["weight_formats"] = path.fast.kinds
         path.generate(STORY, sampling.with_(max_new_tokens=8))  # warm-up
         path.generate(STORY, sampling)
         s = path.last_stats
-        row = {"decode_tok_s_batch1": round((s.new_tokens - 1) / (s.seconds - s.first_token_seconds), 2)}
+        row["decode_tok_s_batch1"] = round((s.new_tokens - 1) / (s.seconds - s.first_token_seconds), 2)
         path.generate(long_prompt, SamplerSettings(temperature=0, max_new_tokens=1))
-        row["ttft_long_prompt_ms"] = round(path.last_stats.first_token_seconds * 1000, 1)
-        text = path.generate(STORY, greedy)
-        if engine == "reference":
-            reference_text = text
-        else:
-            row["greedy_same_as_reference"] = text == reference_text
+        row["ttft_ms"] = round(path.last_stats.first_token_seconds * 1000, 1)
+        row["ttft_prompt_tokens"] = path.last_stats.prompt_tokens
+        if engine != "reference":
+            row["greedy_64_same_as_reference"] = path.generate(STORY, greedy) == reference_text
+            deltas = [abs(a - b) for a, b in zip(logprobs(path), expected)]
+            row["logprob_abs_diff_after_long_prompt"] = {
+                "mean": round(statistics.fmean(deltas), 4), "max": round(max(deltas), 4)}
         out[engine] = row
-    # how far int8 weights move the log-probs of the reference's own greedy continuation
-    ids = gen.encode(STORY)
-    follow = gen.encode(reference_text or "", special=False)[:64]
-    exact, quick = FastLlama.build(gen.model, "fp32"), FastLlama.build(gen.model, "int8")
-    if exact is not None and follow:
-        deltas = []
-        sa, sb = KVState(), KVState()
-        la, lb = exact.forward(torch.tensor([ids]), sa), quick.forward(torch.tensor([ids]), sb)
-        for token in follow:
-            pa, pb = torch.log_softmax(la, -1)[0, token], torch.log_softmax(lb, -1)[0, token]
-            deltas.append(abs(float(pa - pb)))
-            la, lb = exact.forward(torch.tensor([[token]]), sa), quick.forward(torch.tensor([[token]]), sb)
-        out["lean-int8"]["logprob_abs_diff_mean"] = round(statistics.fmean(deltas), 4)
-        out["lean-int8"]["logprob_abs_diff_max"] = round(max(deltas), 4)
     return out

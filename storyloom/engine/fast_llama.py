@@ -1,49 +1,48 @@
-"""A lean forward pass for Llama-shaped models (SmolLM2 is one), for decoding token by token.
+"""A lean forward pass for Llama-shaped models (SmolLM2 is one).
 
 The transformers model stays the source of truth: this reads its weights once, fuses q/k/v and
 gate/up into single matmuls, keeps a preallocated KV cache, and runs the same arithmetic with a
 fraction of the Python per token. Models it does not understand get `None` from `build` and
 the library's own forward is used instead.
 
-Weights can stay fp32 (greedy output matches the library's) or go int8 per output channel for
-decoding (`_weight_int8pack_mm`, a quarter of the memory traffic) with bf16 for prefill (the
-CPU's bf16 matrix units); log-probs move slightly (the bench reports by how much).
+Decoding and short prompts run in fp32 (greedy output matches the library's). Long prompts are
+compute-bound, so on CPUs with bf16 matrix units (AMX, AVX512-BF16) they run their matmuls and
+attention in bf16 (about 2.5x faster) while the residual stream and the KV cache stay fp32; the
+bench reports how far that moves the log-probs that follow.
 """
 from __future__ import annotations
+
+import functools
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from storyloom.engine.kv_cache import capacity_for
 
-DTYPES = ("fp32", "int8")
+BF16_PROMPT_MIN = 64  # prompts at least this long use bf16 matmuls where the CPU has bf16 units
+
+
+@functools.cache
+def cpu_has_bf16_units() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return any(f" {flag}" in flags for flag in ("amx_bf16", "avx512_bf16"))
 
 
 class _Linear:
-    """y = x W^T. fp32 keeps the weights as they are. int8 keeps two copies: int8 with one scale
-    per output row for decoding (memory-bound: a quarter of the bytes), and bf16 for prefill
-    (compute-bound: the CPU's bf16 matrix units)."""
+    """y = x W^T in fp32, and in bf16 for long prompts (a bf16 copy of W is kept for that)."""
 
-    def __init__(self, weight: torch.Tensor, dtype: str):
-        weight = weight.detach().float().contiguous()
-        self.out_features = weight.shape[0]
-        self.kind = dtype
-        if dtype == "int8":
-            scales = weight.abs().amax(dim=1).clamp(min=1e-8) / 127.0
-            self.weight = torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
-            self.scales = scales.to(torch.bfloat16).contiguous()  # the fast CPU kernel wants bf16 in and out
-            self.wide = weight.to(torch.bfloat16)
-        else:
-            self.weight = weight
+    def __init__(self, weight: torch.Tensor, bf16: bool):
+        self.weight = weight.detach().float().contiguous()
+        self.out_features = self.weight.shape[0]
+        self.wide = self.weight.to(torch.bfloat16) if bf16 else None
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "int8":
-            shape = x.shape
-            rows = x.reshape(-1, shape[-1]).to(torch.bfloat16)
-            if rows.shape[0] > 4:  # prefill
-                return F.linear(rows, self.wide).view(*shape[:-1], self.out_features)
-            y = torch.ops.aten._weight_int8pack_mm(rows, self.weight, self.scales)
-            return y.view(*shape[:-1], self.out_features)  # bf16: an fp32 residual add promotes it
+    def __call__(self, x: torch.Tensor, wide: bool = False) -> torch.Tensor:
+        if wide:
+            return F.linear(x.to(torch.bfloat16), self.wide)
         return F.linear(x, self.weight)
 
 
@@ -83,12 +82,11 @@ class KVState:
 class FastLlama:
     """The weights, shared; each generation brings its own KVState (threads never share one)."""
 
-    def __init__(self, model, dtype: str = "fp32"):
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}")
+    def __init__(self, model, bf16_prompts: bool | None = None):
         config = model.config
         inner = model.model
-        self.dtype = dtype
+        self.bf16 = cpu_has_bf16_units() if bf16_prompts is None else bf16_prompts
+        wide = self.bf16
         self.heads = config.num_attention_heads
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
@@ -99,21 +97,21 @@ class FastLlama:
             attn, mlp = layer.self_attn, layer.mlp
             self.layers.append((
                 layer.input_layernorm.weight.detach().float(),
-                _Linear(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]), dtype),
-                _Linear(attn.o_proj.weight, dtype),
+                _Linear(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]), wide),
+                _Linear(attn.o_proj.weight, wide),
                 layer.post_attention_layernorm.weight.detach().float(),
-                _Linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), dtype),
-                _Linear(mlp.down_proj.weight, dtype),
+                _Linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), wide),
+                _Linear(mlp.down_proj.weight, wide),
             ))
         self.norm = inner.norm.weight.detach().float()
-        self.lm_head = _Linear(model.lm_head.weight, dtype)
+        self.lm_head = _Linear(model.lm_head.weight, False)
         self.intermediate = self.layers[0][4].out_features // 2
         dim = self.head_dim
         self.inv_freq = 1.0 / (_rope_theta(config) ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
 
     @classmethod
-    def build(cls, model, dtype: str = "fp32") -> "FastLlama | None":
-        return None if supported(model) else cls(model, dtype)
+    def build(cls, model, bf16_prompts: bool | None = None) -> "FastLlama | None":
+        return None if supported(model) else cls(model, bf16_prompts)
 
     # -- pieces -------------------------------------------------------------------------
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -156,28 +154,31 @@ class FastLlama:
         heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
         q_size, kv_size = heads * dim, kv_heads * dim
         end = start + count
+        wide = self.bf16 and count >= BF16_PROMPT_MIN
+        if wide:
+            cos, sin = cos.to(torch.bfloat16), sin.to(torch.bfloat16)
         for i, (norm1, qkv, o_proj, norm2, gate_up, down) in enumerate(self.layers):
             x = self._norm(h, norm1)
-            projected = qkv(x).float()
+            projected = qkv(x, wide)
             # q and k rotate together: one set of ops for both
             qk = self._rotate(projected[..., : q_size + kv_size].view(batch, count, heads + kv_heads, dim), cos, sin)
             q = qk[:, :, :heads].transpose(1, 2)
-            cache[i, 0, :, :, start:end] = qk[:, :, heads:].transpose(1, 2)
-            cache[i, 1, :, :, start:end] = projected[..., q_size + kv_size:].view(batch, count, kv_heads, dim).transpose(1, 2)
-            keys = cache[i, 0, :, :, :end]
-            values = cache[i, 1, :, :, :end]
+            k = qk[:, :, heads:].transpose(1, 2)
+            v = projected[..., q_size + kv_size:].view(batch, count, kv_heads, dim).transpose(1, 2)
+            cache[i, 0, :, :, start:end] = k
+            cache[i, 1, :, :, start:end] = v
             if count == 1:
-                attn = F.scaled_dot_product_attention(q, keys, values, enable_gqa=True)
-            elif start == 0 and self.dtype == "int8":  # prefill of a fresh prompt, in bf16 like its matmuls
-                attn = F.scaled_dot_product_attention(q.to(torch.bfloat16), keys.to(torch.bfloat16),
-                                                      values.to(torch.bfloat16), is_causal=True, enable_gqa=True)
+                attn = F.scaled_dot_product_attention(q, cache[i, 0, :, :, :end], cache[i, 1, :, :, :end], enable_gqa=True)
+            elif start == 0:  # a fresh prompt: attend to itself, causally
+                attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
             else:
                 mask = torch.ones(count, end, dtype=torch.bool).tril(diagonal=start)
-                attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
-            h = h + o_proj(attn.transpose(1, 2).reshape(batch, count, q_size))
+                attn = F.scaled_dot_product_attention(q.float(), cache[i, 0, :, :, :end], cache[i, 1, :, :, :end],
+                                                      attn_mask=mask, enable_gqa=True)
+            h = h + o_proj(attn.transpose(1, 2).reshape(batch, count, q_size), wide)
             x = self._norm(h, norm2)
-            gate, up = gate_up(x).split(self.intermediate, dim=-1)
-            h = h + down(F.silu(gate, inplace=True).mul_(up))
+            gate, up = gate_up(x, wide).split(self.intermediate, dim=-1)
+            h = h + down(F.silu(gate, inplace=True).mul_(up), wide)
         state.length = end
         return self.lm_head(self._norm(h[:, -1], self.norm)).float()
 

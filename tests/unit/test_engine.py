@@ -243,34 +243,104 @@ def test_sampling_on_the_best_tokens_keeps_the_distribution():
     assert int(wide.max()) > SUBSET * 2
 
 
-def test_lean_engine_greedy_text_equals_the_reference_path(tiny):
+def _path(tiny, engine):
     from storyloom.engine.backends.transformers_backend import TransformersGenerator
 
-    lean = TransformersGenerator(tiny.model, tiny.tokenizer, "tiny", engine="lean")
-    assert lean.fast is not None and lean.info.extra["engine"] == "lean"
+    return TransformersGenerator(tiny.model, tiny.tokenizer, "tiny", engine=engine)
+
+
+@pytest.mark.parametrize("engine", ["native", "lean"])
+def test_fast_paths_greedy_text_equals_the_reference_path(tiny, engine):
+    fast, reference = _path(tiny, engine), _path(tiny, "reference")
+    assert fast.fast is not None and fast.info.extra["engine"] == engine
+    assert reference.fast is None and reference.info.extra["engine"] == "reference"
     settings = GREEDY.with_(max_new_tokens=40)
     for prompt in (PROMPT, "The rain fell on the city all night, and nobody slept."):
-        assert lean.generate(prompt, settings) == tiny.generate(prompt, settings)
-    assert lean.candidates(PROMPT, 3, settings) == tiny.candidates(PROMPT, 3, settings)
+        assert fast.generate(prompt, settings) == reference.generate(prompt, settings)
+    assert fast.candidates(PROMPT, 3, settings) == reference.candidates(PROMPT, 3, settings)
     sampled = SAMPLED.with_(max_new_tokens=20)
-    assert lean.generate(PROMPT, sampled) == lean.generate(PROMPT, sampled)  # seeded: reproducible
+    assert fast.generate(PROMPT, sampled) == fast.generate(PROMPT, sampled)  # seeded: reproducible
 
 
-def test_lean_int8_engine_stays_close_and_unknown_engines_are_refused(tiny, monkeypatch):
+def _gguf_like_model(seed: int = 3):
+    """A tiny Llama whose weights lie on GGUF grids, as a converted Q4_1 GGUF's do: matrices on
+    Q4_1 (32 per group, 16 levels from the group's min), the tied embedding on Q8_0."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         tie_word_embeddings=True)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() != 2:
+                continue
+            g = p.view(p.shape[0], -1, 32)
+            if "embed" in name:
+                g.mul_(8)
+                step = g.abs().amax(-1, keepdim=True) / 127
+                g.copy_(torch.round(g / step) * step)
+            else:
+                low, step = g.amin(-1, keepdim=True), (g.amax(-1, keepdim=True) - g.amin(-1, keepdim=True)) / 15
+                g.copy_(torch.round((g - low) / step) * step + low)
+    return model
+
+
+def test_native_step_packs_grid_weights_exactly_and_matches_the_library_logits():
     import torch
 
-    from storyloom.engine.backends.transformers_backend import TransformersGenerator
-    from storyloom.engine.fast_llama import FastLlama, KVState
-    from storyloom.engine.models import ModelError
+    from storyloom.engine import native
+    from storyloom.engine.fast_llama import KVState
+    from storyloom.engine.native_llama import NativeLlama, pack
 
-    ids = tiny.encode(PROMPT)
-    exact, int8 = FastLlama(tiny.model, "fp32"), FastLlama(tiny.model, "int8")
-    a = torch.log_softmax(exact.forward(torch.tensor([ids]), KVState()), -1)
-    b = torch.log_softmax(int8.forward(torch.tensor([ids]), KVState()), -1)
-    top = a[0].topk(5).indices
-    assert (a[0, top] - b[0, top]).abs().max() < 0.5
-    quick = TransformersGenerator(tiny.model, tiny.tokenizer, "tiny", engine="lean-int8")
-    assert len(quick.generate(PROMPT, GREEDY.with_(max_new_tokens=10))) > 0
+    assert native.library() is not None, native.unavailable()
+    model = _gguf_like_model()
+    step = NativeLlama.build(model)
+    assert step.kinds == {"q4_1": 8, "q8_0": 1}  # 4 matrices per layer (q/k/v and gate/up fused), the head
+    assert pack(torch.randn(8, 64))[0] == native.F32  # off the grid: kept as it is
+    assert pack(torch.randn(8, 64), quantize=True)[0] == native.Q8_0
+    assert pack(torch.randn(8, 48))[0] == native.F32  # not a whole number of groups
+
+    prompt = torch.tensor([[1, 5, 9, 33, 2, 70]])
+    state = KVState()
+    step.forward(prompt, state)
+    step.expand(state, 2)
+    ids = prompt.repeat(2, 1)
+    for token in ([4, 8], [60, 61], [7, 7]):  # two rows, different tokens: the batched step
+        ids = torch.cat([ids, torch.tensor([token]).T], dim=1)
+        ours = step.forward(torch.tensor([token]).T, state)
+        theirs = model(input_ids=ids).logits[:, -1]
+        assert torch.allclose(ours, theirs, atol=1e-4), (ours - theirs).abs().max()
+
+
+def test_native_q8_stays_close_and_without_a_compiler_the_lean_path_runs(tiny, monkeypatch):
+    import torch
+
+    from storyloom.engine import native
+    from storyloom.engine.fast_llama import KVState
+    from storyloom.engine.models import ModelError
+    from storyloom.engine.native_llama import NativeLlama
+
+    ids = torch.tensor([tiny.encode(PROMPT)])
+    exact, q8 = NativeLlama.build(tiny.model), NativeLlama.build(tiny.model, quantize=True)
+    assert "q8_0" in q8.kinds and "q8_0" not in exact.kinds
+    sa, sb = KVState(), KVState()
+    exact.forward(ids, sa), q8.forward(ids, sb)
+    a = torch.log_softmax(exact.forward(torch.tensor([[5]]), sa), -1)[0]
+    b = torch.log_softmax(q8.forward(torch.tensor([[5]]), sb), -1)[0]
+    top = a.topk(5).indices
+    assert 0 < (a[top] - b[top]).abs().max() < 0.5
+    assert len(_path(tiny, "native-q8").generate(PROMPT, GREEDY.with_(max_new_tokens=10))) > 0
+
+    monkeypatch.setattr(native, "_loaded", None)
+    monkeypatch.setattr(native, "_why_not", None)
+    monkeypatch.setenv("PATH", "")
+    monkeypatch.delenv("CC", raising=False)
+    fallback = _path(tiny, "native")
+    assert fallback.info.extra["engine"] == "lean" and "compiler" in native.unavailable()
+    assert fallback.generate(PROMPT, GREEDY) == _path(tiny, "reference").generate(PROMPT, GREEDY)
     monkeypatch.setenv("STORYLOOM_ENGINE", "warp")
     with pytest.raises(ModelError, match="STORYLOOM_ENGINE"):
-        TransformersGenerator(tiny.model, tiny.tokenizer, "tiny")
+        _path(tiny, None)

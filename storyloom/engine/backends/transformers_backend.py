@@ -20,6 +20,7 @@ from storyloom.engine.generate import (
 )
 from storyloom.engine.fast_llama import FastLlama, KVState
 from storyloom.engine.kv_cache import new_cache
+from storyloom.engine.native_llama import NativeLlama
 from storyloom.engine.logits import choose_next
 from storyloom.engine.sampling import SamplerSettings
 
@@ -30,19 +31,37 @@ def _rng(seed: int | None) -> torch.Generator:
     return gen
 
 
-# Decode paths: the library's forward ("reference", the default) or our lean Llama forward
-# ("lean": fp32, same greedy text; "lean-int8": int8 weights, about 2x faster, log-probs within
-# ~0.05 on average). Chosen with STORYLOOM_ENGINE; models the lean path does not know use the reference.
-ENGINES = ("reference", "lean", "lean-int8")
+# Decode paths, chosen with STORYLOOM_ENGINE:
+#   native     (the default) tokens through the C step on the model's own weights (packed exactly:
+#              the default model's Q4_1 grid), prompts through the lean torch forward
+#   native-q8  the same, with weights that are not on a grid quantised to Q8_0 (for big fp32 models)
+#   lean       the lean torch forward for everything (fp32)
+#   reference  the library's forward
+# A model the lean forward does not know uses the reference; no C compiler means lean.
+ENGINES = ("native", "native-q8", "lean", "reference")
 
 
 def engine_choice() -> str:
-    choice = os.environ.get("STORYLOOM_ENGINE", "reference").strip() or "reference"
+    choice = os.environ.get("STORYLOOM_ENGINE", "native").strip() or "native"
     if choice not in ENGINES:
         from storyloom.engine.models import ModelError
 
         raise ModelError(f"STORYLOOM_ENGINE must be one of {', '.join(ENGINES)}, not {choice!r}.")
     return choice
+
+
+def _fast_path(model, engine: str):
+    """(forward or None, the engine actually used): each path falls back to the next that can run."""
+    if engine.startswith("native"):
+        fast = NativeLlama.build(model, quantize=engine == "native-q8")
+        if fast is not None:
+            return fast, engine
+        engine = "lean"
+    if engine == "lean":
+        fast = FastLlama.build(model)
+        if fast is not None:
+            return fast, engine
+    return None, "reference"
 
 
 class DecodeState:
@@ -93,7 +112,7 @@ class TransformersGenerator(Generator):
     def __init__(self, model, tokenizer, name: str, location: str | None = None, engine: str | None = None):
         self.model = model.eval()
         engine = engine or engine_choice()
-        self.fast = None if engine == "reference" else FastLlama.build(model, "int8" if engine == "lean-int8" else "fp32")
+        self.fast, engine = _fast_path(model, engine)
         self.tokenizer = tokenizer
         config = model.config
         ctx = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
@@ -105,7 +124,7 @@ class TransformersGenerator(Generator):
             context_length=int(ctx) if ctx else 2048,
             location=location,
             chat_template=bool(getattr(tokenizer, "chat_template", None)),
-            extra={"engine": engine if self.fast is not None else "reference"},
+            extra={"engine": engine},
         )
         self.last_stats = GenerationStats()
         eos = config.eos_token_id if config.eos_token_id is not None else tokenizer.eos_token_id

@@ -1,0 +1,130 @@
+"""The native decoding step: decode_step.c compiled once per machine and called through ctypes.
+
+The C file is built with the system's C compiler into the models folder (keyed by the source's
+hash, the compiler and the CPU), so later runs load it in milliseconds. Anything that goes wrong
+(no compiler, a failed build, an unusual platform) makes `library()` return None with the reason
+in `unavailable()`: callers then keep to the torch path.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("decode_step.c")
+GROUP = 32
+Q4_1, Q8_0, F32 = 0, 1, 2
+
+_lock = threading.Lock()
+_loaded: ctypes.CDLL | None = None
+_why_not: str | None = None
+
+
+class Matrix(ctypes.Structure):
+    _fields_ = [("kind", ctypes.c_int32), ("rows", ctypes.c_int32), ("cols", ctypes.c_int32),
+                ("pad", ctypes.c_int32), ("q", ctypes.c_void_p), ("scale", ctypes.c_void_p),
+                ("minv", ctypes.c_void_p)]
+
+
+class Layer(ctypes.Structure):
+    _fields_ = [("norm1", ctypes.c_void_p), ("norm2", ctypes.c_void_p), ("qkv", Matrix), ("o", Matrix),
+                ("gate_up", Matrix), ("down", Matrix)]
+
+
+class Model(ctypes.Structure):
+    _fields_ = [("layers", ctypes.c_int32), ("dim", ctypes.c_int32), ("intermediate", ctypes.c_int32),
+                ("heads", ctypes.c_int32), ("kv_heads", ctypes.c_int32), ("head_dim", ctypes.c_int32),
+                ("vocab", ctypes.c_int32), ("threads", ctypes.c_int32), ("eps", ctypes.c_float),
+                ("pad", ctypes.c_int32), ("embed", ctypes.c_void_p), ("final_norm", ctypes.c_void_p),
+                ("inv_freq", ctypes.c_void_p), ("lm_head", Matrix), ("layer", ctypes.POINTER(Layer))]
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _flags() -> list[str]:
+    flags = ["-O3", "-shared", "-fPIC", "-fopenmp", "-ffp-contract=fast", "-fno-math-errno",
+             # reassociation lets dot products vectorize; no finite-math (the softmax starts at -inf)
+             "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]
+    if platform.machine().lower() in ("x86_64", "amd64", "aarch64", "arm64"):
+        x86 = platform.machine().lower() in ("x86_64", "amd64")
+        flags += ["-march=native", "-mprefer-vector-width=512"] if x86 else ["-mcpu=native"]
+    return flags
+
+
+def _cpu_id() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+        lines = [line for line in text.splitlines() if line.startswith(("model name", "flags"))][:2]
+        return "\n".join(lines)
+    except OSError:
+        return platform.processor()
+
+
+def _target(cc: str) -> Path:
+    from storyloom.paths import models_dir
+
+    key = hashlib.sha256(
+        SOURCE.read_bytes() + " ".join([cc, *_flags(), _cpu_id(), sys.platform]).encode()
+    ).hexdigest()[:16]
+    return models_dir() / "native" / f"decode_step-{key}.so"
+
+
+def _build(cc: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and rename: a killed build never leaves a half-written library.
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        out = Path(tmp) / target.name
+        done = subprocess.run([cc, *_flags(), str(SOURCE), "-o", str(out), "-lm"],
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError((done.stderr or done.stdout).strip()[-800:] or f"{cc} failed")
+        os.replace(out, target)
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled step (built on first use), or None when it cannot be had here."""
+    global _loaded, _why_not
+    with _lock:
+        if _loaded is not None or _why_not is not None:
+            return _loaded
+        if os.environ.get("STORYLOOM_NATIVE", "1") == "0":
+            _why_not = "turned off by STORYLOOM_NATIVE=0"
+            return None
+        cc = _compiler()
+        if cc is None:
+            _why_not = "no C compiler (cc, gcc or clang) on PATH"
+            return None
+        try:
+            import torch  # noqa: F401  (its OpenMP runtime is loaded first and shared by the library)
+
+            target = _target(cc)
+            if not target.is_file():
+                _build(cc, target)
+            lib = ctypes.CDLL(str(target))
+            lib.sl_step.restype = ctypes.c_int
+            lib.sl_step.argtypes = [ctypes.POINTER(Model), ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+                                    ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+            lib.sl_scratch_floats.restype = ctypes.c_long
+            lib.sl_scratch_floats.argtypes = [ctypes.POINTER(Model), ctypes.c_int, ctypes.c_int]
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            _why_not = f"the native step did not build: {exc}"
+            return None
+        _loaded = lib
+        return lib
+
+
+def unavailable() -> str | None:
+    """Why the native step is not in use (None when it is, or has not been asked for yet)."""
+    return _why_not

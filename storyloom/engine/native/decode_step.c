@@ -1,0 +1,257 @@
+/* One decoding step of a Llama-shaped model, all layers in one call (no Python per op).
+ *
+ * Built once per machine by storyloom.engine.native (gcc -O3 -march=native -fopenmp) and called
+ * through ctypes with raw pointers into tensors that Python owns. The KV cache has the layout of
+ * storyloom.engine.fast_llama.KVState: [layers][2][batch][kv_heads][capacity][head_dim], fp32, so
+ * the torch prefill and this step share it.
+ *
+ * Weight matrices come in three formats (a row is one output feature, groups run along it):
+ *   0  Q4_1: 32 weights per group, w = q * scale + min, q in 0..15, two per byte (the low nibble is
+ *      the group's first 16 weights, the high nibble its last 16), as in GGUF's Q4_1
+ *   1  Q8_0: 32 weights per group, w = q * scale, q int8, as in GGUF's Q8_0
+ *   2  fp32 as it is
+ * The arithmetic is fp32 throughout; a model whose weights lie on one of these grids (a GGUF model
+ * converted to safetensors) is computed on exactly its own weights.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define GROUP 32
+
+typedef struct {
+    int32_t kind, rows, cols, pad;
+    const void *q;        /* packed weights */
+    const float *scale;   /* [rows][cols / 32] (Q4_1, Q8_0) */
+    const float *minv;    /* [rows][cols / 32] (Q4_1) */
+} Matrix;
+
+typedef struct {
+    const float *norm1, *norm2;
+    Matrix qkv, o, gate_up, down;
+} Layer;
+
+typedef struct {
+    int32_t layers, dim, intermediate, heads, kv_heads, head_dim, vocab, threads;
+    float eps;
+    int32_t pad;
+    const float *embed;       /* [vocab][dim] fp32 */
+    const float *final_norm;
+    const float *inv_freq;    /* [head_dim / 2] */
+    Matrix lm_head;
+    const Layer *layer;
+} Model;
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+/* One output row's dot products with x, per format. xsum[g] is the sum of x over group g. */
+static inline float dot_q4_1(const uint8_t *q, const float *sc, const float *mn, const float *x,
+                             const float *xsum, int groups) {
+    float low_terms = 0.f;
+    for (int g = 0; g < groups; g++) low_terms += mn[g] * xsum[g];
+#if defined(__AVX512F__)
+    const __m128i nibble = _mm_set1_epi8(15);
+    __m512 acc = _mm512_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        const __m128i raw = _mm_loadu_si128((const __m128i *)(q + g * 16));
+        const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(raw, nibble)));
+        const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(raw, 4), nibble)));
+        __m512 s = _mm512_mul_ps(lo, _mm512_loadu_ps(x + g * 32));
+        s = _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + g * 32 + 16), s);
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(sc[g]), s, acc);
+    }
+    return _mm512_reduce_add_ps(acc) + low_terms;
+#elif defined(__AVX2__)
+    const __m128i nibble = _mm_set1_epi8(15);
+    __m256 acc = _mm256_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        const __m128i raw = _mm_loadu_si128((const __m128i *)(q + g * 16));
+        const __m128i lo = _mm_and_si128(raw, nibble), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), nibble);
+        const float *xg = x + g * 32;
+        __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), _mm256_loadu_ps(xg));
+        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), _mm256_loadu_ps(xg + 8), s);
+        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), _mm256_loadu_ps(xg + 16), s);
+        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), _mm256_loadu_ps(xg + 24), s);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(sc[g]), s, acc);
+    }
+    __m128 r = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    r = _mm_hadd_ps(r, r);
+    r = _mm_hadd_ps(r, r);
+    return _mm_cvtss_f32(r) + low_terms;
+#else
+    float total = 0.f;
+    for (int g = 0; g < groups; g++) {
+        const uint8_t *qg = q + g * 16;
+        const float *xg = x + g * 32;
+        float s = 0.f;
+        for (int j = 0; j < 16; j++) s += (float)(qg[j] & 15) * xg[j] + (float)(qg[j] >> 4) * xg[j + 16];
+        total += sc[g] * s;
+    }
+    return total + low_terms;
+#endif
+}
+
+static inline float dot_q8_0(const int8_t *q, const float *sc, const float *x, int groups) {
+#if defined(__AVX512F__)
+    __m512 acc = _mm512_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        const __m256i raw = _mm256_loadu_si256((const __m256i *)(q + g * 32));
+        const __m512 a = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(raw)));
+        const __m512 b = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(raw, 1)));
+        __m512 s = _mm512_mul_ps(a, _mm512_loadu_ps(x + g * 32));
+        s = _mm512_fmadd_ps(b, _mm512_loadu_ps(x + g * 32 + 16), s);
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(sc[g]), s, acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+#else
+    float total = 0.f;
+    for (int g = 0; g < groups; g++) {
+        const int8_t *qg = q + g * 32;
+        const float *xg = x + g * 32;
+        float s = 0.f;
+        for (int j = 0; j < 32; j++) s += (float)qg[j] * xg[j];
+        total += sc[g] * s;
+    }
+    return total;
+#endif
+}
+
+static inline float dot_f32(const float *w, const float *x, int cols) {
+    float s = 0.f;
+    for (int j = 0; j < cols; j++) s += w[j] * x[j];
+    return s;
+}
+
+/* y[b][rows] (+)= W x[b] for `batch` inputs of W's `cols` */
+static void matvec(const Matrix *m, const float *x, int batch, float *y, int accumulate, int threads) {
+    const int rows = m->rows, cols = m->cols, groups = cols / GROUP;
+    float xsum[8 * 4096 / GROUP];  /* per input, per group: the sum of x (Q4_1's min term) */
+    if (m->kind == 0) {
+        for (int b = 0; b < batch; b++)
+            for (int g = 0; g < groups; g++) {
+                float s = 0.f;
+                for (int j = 0; j < GROUP; j++) s += x[b * cols + g * GROUP + j];
+                xsum[b * groups + g] = s;
+            }
+    }
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int r = 0; r < rows; r++) {
+        for (int b = 0; b < batch; b++) {
+            float v;
+            if (m->kind == 0)
+                v = dot_q4_1((const uint8_t *)m->q + (size_t)r * (cols / 2), m->scale + (size_t)r * groups,
+                             m->minv + (size_t)r * groups, x + (size_t)b * cols, xsum + b * groups, groups);
+            else if (m->kind == 1)
+                v = dot_q8_0((const int8_t *)m->q + (size_t)r * cols, m->scale + (size_t)r * groups,
+                             x + (size_t)b * cols, groups);
+            else
+                v = dot_f32((const float *)m->q + (size_t)r * cols, x + (size_t)b * cols, cols);
+            if (accumulate) y[(size_t)b * rows + r] += v;
+            else y[(size_t)b * rows + r] = v;
+        }
+    }
+}
+
+static void rms_norm(const float *x, const float *w, int dim, float eps, float *out) {
+    float ss = 0.f;
+    for (int i = 0; i < dim; i++) ss += x[i] * x[i];
+    const float inv = 1.0f / sqrtf(ss / dim + eps);
+    for (int i = 0; i < dim; i++) out[i] = w[i] * (x[i] * inv);
+}
+
+/* rotate_half convention: element i pairs with i + half */
+static void rope(float *v, const float *cs, const float *sn, int half) {
+    for (int i = 0; i < half; i++) {
+        const float a = v[i], b = v[i + half];
+        v[i] = a * cs[i] - b * sn[i];
+        v[i + half] = b * cs[i] + a * sn[i];
+    }
+}
+
+/* Scratch needs scratch_floats(model, batch, capacity) floats. */
+long sl_scratch_floats(const Model *m, int batch, int capacity) {
+    const long qkv = (long)(m->heads + 2 * m->kv_heads) * m->head_dim;
+    const long widest = m->intermediate > m->dim ? m->intermediate : m->dim;
+    return (long)batch * (m->dim + widest + qkv + (long)m->heads * m->head_dim + 2L * m->intermediate)
+         + (long)m->heads * batch * capacity;
+}
+
+/* tokens[batch] at position `pos` (every row at the same position); logits[batch][vocab].
+ * Returns 0, or -1 when a size is beyond what this build handles. */
+int sl_step(const Model *m, const int64_t *tokens, int batch, int pos, float *cache, int capacity,
+            float *logits, float *scratch) {
+    const int dim = m->dim, hd = m->head_dim, half = hd / 2, H = m->heads, KV = m->kv_heads;
+    const int inter = m->intermediate, qkv_n = (H + 2 * KV) * hd, per_kv = H / KV;
+    if (batch > 8 || dim > 4096 || inter > 4096 || hd > 512 || pos >= capacity) return -1;
+    float *h = scratch;                       /* [batch][dim] residual stream */
+    float *xn = h + batch * dim;              /* [batch][max(dim, inter)] normed input / activation */
+    float *qkv = xn + batch * (inter > dim ? inter : dim);
+    float *att = qkv + batch * qkv_n;         /* [batch][H * hd] */
+    float *gu = att + batch * H * hd;         /* [batch][2 * inter] */
+    float *probs = gu + batch * 2 * inter;    /* [H][batch][capacity] */
+    float cs[256], sn[256];
+    for (int i = 0; i < half; i++) {
+        const float f = (float)pos * m->inv_freq[i];
+        cs[i] = cosf(f);
+        sn[i] = sinf(f);
+    }
+    for (int b = 0; b < batch; b++) memcpy(h + b * dim, m->embed + (size_t)tokens[b] * dim, dim * sizeof(float));
+    const float scale = 1.0f / sqrtf((float)hd);
+    const size_t row_stride = (size_t)capacity * hd;             /* one kv head */
+    const size_t kind_stride = (size_t)batch * KV * row_stride;  /* keys -> values */
+    for (int l = 0; l < m->layers; l++) {
+        const Layer *L = &m->layer[l];
+        float *keys = cache + (size_t)l * 2 * kind_stride, *values = keys + kind_stride;
+        for (int b = 0; b < batch; b++) rms_norm(h + b * dim, L->norm1, dim, m->eps, xn + b * dim);
+        matvec(&L->qkv, xn, batch, qkv, 0, m->threads);
+        for (int b = 0; b < batch; b++) {
+            float *row = qkv + b * qkv_n;
+            for (int k = 0; k < H + KV; k++) rope(row + k * hd, cs, sn, half);
+            for (int k = 0; k < KV; k++) {
+                const size_t at = ((size_t)b * KV + k) * row_stride + (size_t)pos * hd;
+                memcpy(keys + at, row + (H + k) * hd, hd * sizeof(float));
+                memcpy(values + at, row + (H + KV + k) * hd, hd * sizeof(float));
+            }
+        }
+        #pragma omp parallel for collapse(2) schedule(static) num_threads(m->threads)
+        for (int k = 0; k < H; k++)
+            for (int b = 0; b < batch; b++) {
+                const float *q = qkv + b * qkv_n + k * hd;
+                const size_t base = ((size_t)b * KV + k / per_kv) * row_stride;
+                const float *kk = keys + base, *vv = values + base;
+                float *p = probs + ((size_t)k * batch + b) * capacity;
+                float top = -INFINITY;
+                for (int t = 0; t <= pos; t++) {
+                    float s = 0.f;
+                    for (int i = 0; i < hd; i++) s += q[i] * kk[(size_t)t * hd + i];
+                    p[t] = s * scale;
+                    if (p[t] > top) top = p[t];
+                }
+                float total = 0.f;
+                for (int t = 0; t <= pos; t++) {
+                    p[t] = expf(p[t] - top);
+                    total += p[t];
+                }
+                float *out = att + b * H * hd + k * hd;
+                for (int i = 0; i < hd; i++) out[i] = 0.f;
+                for (int t = 0; t <= pos; t++) {
+                    const float w = p[t] / total;
+                    for (int i = 0; i < hd; i++) out[i] += w * vv[(size_t)t * hd + i];
+                }
+            }
+        matvec(&L->o, att, batch, h, 1, m->threads);
+        for (int b = 0; b < batch; b++) rms_norm(h + b * dim, L->norm2, dim, m->eps, xn + b * dim);
+        matvec(&L->gate_up, xn, batch, gu, 0, m->threads);
+        for (int b = 0; b < batch; b++) {
+            const float *g = gu + b * 2 * inter, *u = g + inter;
+            float *a = xn + b * inter;
+            for (int i = 0; i < inter; i++) a[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        }
+        matvec(&L->down, xn, batch, h, 1, m->threads);
+    }
+    for (int b = 0; b < batch; b++) rms_norm(h + b * dim, m->final_norm, dim, m->eps, xn + b * dim);
+    matvec(&m->lm_head, xn, batch, logits, 0, m->threads);
+    return 0;
+}

@@ -1,0 +1,137 @@
+"""The default decode path: the torch lean forward for prompts, the native C step for tokens.
+
+Decoding one token is ~800 small operations; from Python each costs a few microseconds of
+dispatch, which was most of the time per token. The C step (engine/native/decode_step.c) runs
+all layers in one call. Its weights are packed from the transformers model without changing
+them: a matrix whose values lie exactly on GGUF's Q4_1 or Q8_0 grid (the default model is a
+converted Q4_1 GGUF) is stored in that format, anything else stays fp32. `quantize=True` packs
+off-grid matrices as Q8_0 instead (smaller, faster, log-probs move slightly): opt-in.
+
+Prompts (many tokens at once) go through FastLlama, which fills the same KV cache.
+"""
+from __future__ import annotations
+
+import ctypes
+
+import torch
+
+from storyloom.engine import native
+from storyloom.engine.fast_llama import FastLlama, KVState
+
+MAX_BATCH = 8  # the C step's limit; larger batches use the torch forward
+
+
+def _on_grid(weight: torch.Tensor, rebuilt: torch.Tensor) -> bool:
+    return bool((rebuilt - weight).abs().max() <= 1e-6 * float(weight.abs().max()) + 1e-12)
+
+
+def pack(weight: torch.Tensor, quantize: bool = False) -> tuple[int, list[torch.Tensor]]:
+    """(format, [q, scale, min]) for a [rows, cols] matrix, exact unless `quantize`."""
+    w = weight.detach().float().contiguous()
+    rows, cols = w.shape
+    if cols % native.GROUP == 0:
+        groups = w.view(rows, cols // native.GROUP, native.GROUP)
+        low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
+        step = (high - low) / 15
+        q = torch.where(step > 0, torch.round((groups - low) / torch.where(step > 0, step, 1)), 0).clamp(0, 15)
+        if _on_grid(groups, q * step + low):
+            q = q.to(torch.uint8)
+            half = native.GROUP // 2
+            packed = (q[..., :half] | (q[..., half:] << 4)).reshape(rows, cols // 2).contiguous()
+            return native.Q4_1, [packed, step.reshape(rows, -1).contiguous(), low.reshape(rows, -1).contiguous()]
+        step = groups.abs().amax(-1, keepdim=True) / 127
+        q = torch.where(step > 0, torch.round(groups / torch.where(step > 0, step, 1)), 0).clamp(-127, 127)
+        if quantize or _on_grid(groups, q * step):
+            return native.Q8_0, [q.to(torch.int8).reshape(rows, cols).contiguous(), step.reshape(rows, -1).contiguous()]
+    return native.F32, [w]
+
+
+class NativeLlama:
+    """FastLlama's interface (forward, expand) with single-token steps done in C."""
+
+    def __init__(self, fast: FastLlama, model, lib: ctypes.CDLL, quantize: bool = False):
+        self.fast = fast
+        self.lib = lib
+        self.kinds: dict[str, int] = {}
+        self._keep: list[torch.Tensor] = []  # every tensor the C side points into
+        config = model.config
+        inner = model.model
+        layers = (native.Layer * len(inner.layers))()
+        for i, layer in enumerate(inner.layers):
+            attn, mlp = layer.self_attn, layer.mlp
+            layers[i].norm1 = self._ptr(layer.input_layernorm.weight)
+            layers[i].norm2 = self._ptr(layer.post_attention_layernorm.weight)
+            layers[i].qkv = self._matrix(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]), quantize)
+            layers[i].o = self._matrix(attn.o_proj.weight, quantize)
+            layers[i].gate_up = self._matrix(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), quantize)
+            layers[i].down = self._matrix(mlp.down_proj.weight, quantize)
+        self._layers = layers
+        m = native.Model()
+        m.layers, m.dim = len(inner.layers), config.hidden_size
+        m.intermediate = fast.intermediate
+        m.heads, m.kv_heads, m.head_dim = fast.heads, fast.kv_heads, fast.head_dim
+        m.vocab, m.eps = model.lm_head.weight.shape[0], float(fast.eps)
+        m.threads = torch.get_num_threads()
+        m.embed = self._ptr(fast.embed)
+        m.final_norm = self._ptr(inner.norm.weight)
+        m.inv_freq = self._ptr(fast.inv_freq)
+        m.lm_head = self._matrix(model.lm_head.weight, quantize)
+        m.layer = ctypes.cast(layers, ctypes.POINTER(native.Layer))
+        self.model = m
+        self.vocab = m.vocab
+
+    @classmethod
+    def build(cls, model, quantize: bool = False) -> "NativeLlama | None":
+        fast = FastLlama.build(model, "fp32")
+        lib = native.library() if fast is not None else None
+        if lib is None:
+            return None
+        config = model.config
+        if config.hidden_size > 4096 or fast.intermediate > 4096 or fast.head_dim > 512:
+            return None  # beyond the C step's fixed buffers
+        return cls(fast, model, lib, quantize)
+
+    def _ptr(self, tensor: torch.Tensor) -> int:
+        tensor = tensor.detach().float().contiguous()
+        self._keep.append(tensor)
+        return tensor.data_ptr()
+
+    def _matrix(self, weight: torch.Tensor, quantize: bool) -> native.Matrix:
+        kind, parts = pack(weight, quantize)
+        name = {native.Q4_1: "q4_1", native.Q8_0: "q8_0", native.F32: "f32"}[kind]
+        self.kinds[name] = self.kinds.get(name, 0) + 1
+        self._keep.extend(parts)
+        m = native.Matrix()
+        m.kind, m.rows, m.cols = kind, weight.shape[0], weight.shape[1]
+        m.q = parts[0].data_ptr()
+        m.scale = parts[1].data_ptr() if len(parts) > 1 else None
+        m.minv = parts[2].data_ptr() if len(parts) > 2 else None
+        return m
+
+    # -- FastLlama's interface -----------------------------------------------------------
+    @property
+    def heads(self) -> int:
+        return self.fast.heads
+
+    def expand(self, state: KVState, batch: int) -> None:
+        self.fast.expand(state, batch)
+
+    @torch.inference_mode()
+    def forward(self, ids: torch.Tensor, state: KVState) -> torch.Tensor:
+        batch, count = ids.shape
+        if count != 1 or batch > MAX_BATCH or state.length == 0:
+            return self.fast.forward(ids, state)
+        pos = state.length
+        self.fast._ensure(state, batch, pos + 1)
+        cache = state.cache
+        tokens = ids.reshape(batch).to(torch.int64).contiguous()
+        capacity = cache.shape[4]
+        logits = torch.empty(batch, self.vocab)
+        scratch = torch.empty(self.lib.sl_scratch_floats(ctypes.byref(self.model), batch, capacity))
+        self.model.threads = torch.get_num_threads()
+        status = self.lib.sl_step(ctypes.byref(self.model), tokens.data_ptr(), batch, pos, cache.data_ptr(),
+                                  capacity, logits.data_ptr(), scratch.data_ptr())
+        if status != 0:
+            return self.fast.forward(ids, state)
+        state.length = pos + 1
+        return logits
