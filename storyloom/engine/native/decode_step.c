@@ -18,6 +18,12 @@
 #include <string.h>
 
 #define GROUP 32
+#ifndef PREFETCH_HINT
+#define PREFETCH_HINT 3
+#endif
+#ifndef PREFETCH_ROWS
+#define PREFETCH_ROWS 16
+#endif
 
 typedef struct {
     int32_t kind, rows, cols, pad;
@@ -136,8 +142,18 @@ static void matvec(const Matrix *m, const float *x, int batch, float *y, int acc
                 xsum[b * groups + g] = s;
             }
     }
+    const size_t row_bytes = m->kind == 0 ? (size_t)cols / 2 : m->kind == 1 ? (size_t)cols : (size_t)cols * 4;
     #pragma omp parallel for schedule(static) num_threads(threads)
     for (int r = 0; r < rows; r++) {
+        /* Stream the weights ahead of use: the hardware prefetcher alone leaves the loads waiting. */
+#if PREFETCH_ROWS > 0
+        if (r + PREFETCH_ROWS < rows) {
+            const char *next = (const char *)m->q + (size_t)(r + PREFETCH_ROWS) * row_bytes;
+            for (size_t at = 0; at < row_bytes; at += 64) __builtin_prefetch(next + at, 0, PREFETCH_HINT);
+            if (m->kind != 2) __builtin_prefetch(m->scale + (size_t)(r + PREFETCH_ROWS) * groups, 0, 0);
+            if (m->kind == 0) __builtin_prefetch(m->minv + (size_t)(r + PREFETCH_ROWS) * groups, 0, 0);
+        }
+#endif
         for (int b = 0; b < batch; b++) {
             float v;
             if (m->kind == 0)
