@@ -39,10 +39,12 @@ class _Linear:
         self.weight = weight.detach().float().contiguous()
         self.out_features = self.weight.shape[0]
         self.wide = self.weight.to(torch.bfloat16) if bf16 else None
+        if bf16:
+            self.wide = torch.ops.mkldnn._reorder_linear_weight(self.wide, 512)
 
     def __call__(self, x: torch.Tensor, wide: bool = False) -> torch.Tensor:
         if wide:
-            return F.linear(x.to(torch.bfloat16), self.wide)
+            return torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), self.wide, None, "none", [], "")
         return F.linear(x, self.weight)
 
 
@@ -178,7 +180,7 @@ class FastLlama:
             h = h + o_proj(attn.transpose(1, 2).reshape(batch, count, q_size), wide)
             x = self._norm(h, norm2)
             gate, up = gate_up(x, wide).split(self.intermediate, dim=-1)
-            h = h + down(F.silu(gate, inplace=True).mul_(up), wide)
+            h = h + down(F.silu(gate) * up, wide)
         state.length = end
         return self.lm_head(self._norm(h[:, -1], self.norm)).float()
 

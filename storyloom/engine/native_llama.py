@@ -16,7 +16,7 @@ import ctypes
 import torch
 
 from storyloom.engine import native
-from storyloom.engine.fast_llama import FastLlama, KVState
+from storyloom.engine.fast_llama import BF16_PROMPT_MIN, FastLlama, KVState
 
 MAX_BATCH = 8  # the C step's limit; larger batches use the torch forward
 
@@ -119,6 +119,8 @@ class NativeLlama:
     @torch.inference_mode()
     def forward(self, ids: torch.Tensor, state: KVState) -> torch.Tensor:
         batch, count = ids.shape
+        if batch == 1 and state.length == 0 and count >= BF16_PROMPT_MIN and self.fast.bf16:
+            return self._prefill(ids, state)
         if count != 1 or batch > MAX_BATCH or state.length == 0:
             return self.fast.forward(ids, state)
         pos = state.length
@@ -134,4 +136,44 @@ class NativeLlama:
         if status != 0:
             return self.fast.forward(ids, state)
         state.length = pos + 1
+        return logits
+
+    def _prefill(self, ids: torch.Tensor, state: KVState) -> torch.Tensor:
+        """A long fresh prompt: matmuls and attention in torch (bf16 units), the rest in C."""
+        fast, lib, threads = self.fast, self.lib, torch.get_num_threads()
+        count = ids.shape[1]
+        fast._ensure(state, 1, count)
+        cache = state.cache
+        capacity = cache.shape[4]
+        heads, kv_heads, dim = fast.heads, fast.kv_heads, fast.head_dim
+        hidden, inter = self.model.dim, fast.intermediate
+        cos, sin = fast._rope(0, count)
+        half = dim // 2
+        cos, sin = cos[:, 0, :half].contiguous(), sin[:, 0, :half].contiguous()
+        h = fast.embed[ids[0]].contiguous()  # [T, hidden] fp32, the residual stream
+        xn = torch.empty(count, hidden, dtype=torch.bfloat16)  # normed input of each matmul
+        act = torch.empty(count, inter, dtype=torch.bfloat16)
+        q = torch.empty(count, heads, dim, dtype=torch.bfloat16)
+        k = torch.empty(count, kv_heads, dim, dtype=torch.bfloat16)
+        v = torch.empty(count, kv_heads, dim, dtype=torch.bfloat16)
+        for i, (norm1, qkv, o_proj, norm2, gate_up, down) in enumerate(fast.layers):
+            lib.sl_norm_bf16(h.data_ptr(), norm1.data_ptr(), count, hidden, fast.eps, xn.data_ptr(), threads)
+            projected = qkv(xn, True)
+            lib.sl_rope_split(projected.data_ptr(), count, 0, cos.data_ptr(), sin.data_ptr(), heads, kv_heads, dim,
+                              q.data_ptr(), k.data_ptr(), v.data_ptr(), cache[i, 0, 0].data_ptr(),
+                              cache[i, 1, 0].data_ptr(), capacity, threads)
+            attn = torch.nn.functional.scaled_dot_product_attention(
+                q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
+                is_causal=True, enable_gqa=True)
+            out = o_proj(attn[0].transpose(0, 1).reshape(count, heads * dim), True).contiguous()
+            lib.sl_add_bf16(h.data_ptr(), out.data_ptr(), h.numel(), threads)
+            lib.sl_norm_bf16(h.data_ptr(), norm2.data_ptr(), count, hidden, fast.eps, xn.data_ptr(), threads)
+            gu = gate_up(xn, True).contiguous()
+            lib.sl_silu_mul_bf16(gu.data_ptr(), count, inter, act.data_ptr(), threads)
+            out = down(act, True).contiguous()
+            lib.sl_add_bf16(h.data_ptr(), out.data_ptr(), h.numel(), threads)
+        state.length = count
+        logits = torch.empty(1, self.vocab)
+        self.model.threads = threads
+        lib.sl_head(ctypes.byref(self.model), h[-1].data_ptr(), 1, logits.data_ptr())
         return logits

@@ -13,6 +13,7 @@
  * The arithmetic is fp32 throughout; a model whose weights lie on one of these grids (a GGUF model
  * converted to safetensors) is computed on exactly its own weights.
  */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -170,6 +171,26 @@ static void matvec(const Matrix *m, const float *x, int batch, float *y, int acc
     }
 }
 
+/* e^x to within ~2 ulp (Cephes' polynomial), written so that loops around it vectorize; libm's
+ * expf is a call per element. */
+static inline float exp_approx(float x) {
+    x = __builtin_fminf(__builtin_fmaxf(x, -87.0f), 88.0f);
+    const float t = x * 1.44269504088896341f;
+    const int n = (int)(t + __builtin_copysignf(0.5f, t));
+    const float r = (x - (float)n * 0.693359375f) + (float)n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    const int32_t bits = (int32_t)((uint32_t)(n + 127) << 23);
+    float scale;
+    memcpy(&scale, &bits, 4);
+    return p * scale;
+}
+
 static void rms_norm(const float *x, const float *w, int dim, float eps, float *out) {
     float ss = 0.f;
     for (int i = 0; i < dim; i++) ss += x[i] * x[i];
@@ -238,7 +259,7 @@ int sl_step(const Model *m, const int64_t *tokens, int batch, int pos, float *ca
                 const size_t base = ((size_t)b * KV + k / per_kv) * row_stride;
                 const float *kk = keys + base, *vv = values + base;
                 float *p = probs + ((size_t)k * batch + b) * capacity;
-                float top = -INFINITY;
+                float top = -FLT_MAX;
                 for (int t = 0; t <= pos; t++) {
                     float s = 0.f;
                     for (int i = 0; i < hd; i++) s += q[i] * kk[(size_t)t * hd + i];
@@ -246,8 +267,9 @@ int sl_step(const Model *m, const int64_t *tokens, int batch, int pos, float *ca
                     if (p[t] > top) top = p[t];
                 }
                 float total = 0.f;
+                #pragma omp simd reduction(+ : total)
                 for (int t = 0; t <= pos; t++) {
-                    p[t] = expf(p[t] - top);
+                    p[t] = exp_approx(p[t] - top);
                     total += p[t];
                 }
                 float *out = att + b * H * hd + k * hd;
@@ -263,11 +285,103 @@ int sl_step(const Model *m, const int64_t *tokens, int batch, int pos, float *ca
         for (int b = 0; b < batch; b++) {
             const float *g = gu + b * 2 * inter, *u = g + inter;
             float *a = xn + b * inter;
-            for (int i = 0; i < inter; i++) a[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+            #pragma omp simd
+            for (int i = 0; i < inter; i++) a[i] = g[i] / (1.0f + exp_approx(-g[i])) * u[i];
         }
         matvec(&L->down, xn, batch, h, 1, m->threads);
     }
     for (int b = 0; b < batch; b++) rms_norm(h + b * dim, m->final_norm, dim, m->eps, xn + b * dim);
     matvec(&m->lm_head, xn, batch, logits, 0, m->threads);
     return 0;
+}
+
+/* -- helpers for a long prompt's prefill ---------------------------------------------------
+ * The prompt's matmuls and attention run in torch (bf16 on the CPU's matrix units); these do the
+ * elementwise work between them in one pass each, in place of a dozen torch ops per layer. */
+static inline float bf16_to_f32(uint16_t b) {
+    const uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline uint16_t f32_to_bf16(float f) {  /* round to nearest even, as torch does */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* out[t] = bf16(rms_norm(h[t]) * w) */
+void sl_norm_bf16(const float *h, const float *w, int rows, int dim, float eps, uint16_t *out, int threads) {
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int t = 0; t < rows; t++) {
+        const float *x = h + (size_t)t * dim;
+        float ss = 0.f;
+        for (int i = 0; i < dim; i++) ss += x[i] * x[i];
+        const float inv = 1.0f / sqrtf(ss / dim + eps);
+        uint16_t *o = out + (size_t)t * dim;
+        for (int i = 0; i < dim; i++) o[i] = f32_to_bf16(w[i] * (x[i] * inv));
+    }
+}
+
+/* h += bf16 y */
+void sl_add_bf16(float *h, const uint16_t *y, long n, int threads) {
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (long i = 0; i < n; i++) h[i] += bf16_to_f32(y[i]);
+}
+
+/* out[t][i] = bf16(silu(gate) * up) from gu[t] = [gate | up] */
+void sl_silu_mul_bf16(const uint16_t *gu, int rows, int inter, uint16_t *out, int threads) {
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int t = 0; t < rows; t++) {
+        const uint16_t *g = gu + (size_t)t * 2 * inter, *u = g + inter;
+        uint16_t *o = out + (size_t)t * inter;
+        #pragma omp simd
+        for (int i = 0; i < inter; i++) {
+            const float x = bf16_to_f32(g[i]);
+            o[i] = f32_to_bf16(x / (1.0f + exp_approx(-x)) * bf16_to_f32(u[i]));
+        }
+    }
+}
+
+/* qkv[t] = [q heads | k heads | v heads] (bf16) for positions start..start+rows: rotate q and k
+ * (cos/sin tables [rows][head_dim/2]), write rotated k and v to this layer's fp32 cache (batch 0,
+ * [kv_heads][capacity][head_dim]) and q, k, v in bf16 to their own [rows][heads][head_dim] arrays. */
+void sl_rope_split(const uint16_t *qkv, int rows, int start, const float *cos_t, const float *sin_t,
+                   int heads, int kv_heads, int hd, uint16_t *q_out, uint16_t *k_out, uint16_t *v_out,
+                   float *kcache, float *vcache, int capacity, int threads) {
+    const int half = hd / 2, width = (heads + 2 * kv_heads) * hd;
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int t = 0; t < rows; t++) {
+        const uint16_t *row = qkv + (size_t)t * width;
+        const float *cs = cos_t + (size_t)t * half, *sn = sin_t + (size_t)t * half;
+        float v[512];
+        for (int k = 0; k < heads + kv_heads; k++) {
+            const uint16_t *src = row + k * hd;
+            for (int i = 0; i < hd; i++) v[i] = bf16_to_f32(src[i]);
+            rope(v, cs, sn, half);
+            if (k < heads) {
+                uint16_t *dst = q_out + ((size_t)t * heads + k) * hd;
+                for (int i = 0; i < hd; i++) dst[i] = f32_to_bf16(v[i]);
+            } else {
+                const int kv = k - heads;
+                uint16_t *dst = k_out + ((size_t)t * kv_heads + kv) * hd;
+                for (int i = 0; i < hd; i++) dst[i] = f32_to_bf16(v[i]);
+                memcpy(kcache + ((size_t)kv * capacity + start + t) * hd, v, hd * sizeof(float));
+            }
+        }
+        for (int kv = 0; kv < kv_heads; kv++) {
+            const uint16_t *src = row + (heads + kv_heads + kv) * hd;
+            memcpy(v_out + ((size_t)t * kv_heads + kv) * hd, src, hd * sizeof(uint16_t));
+            float *dst = vcache + ((size_t)kv * capacity + start + t) * hd;
+            for (int i = 0; i < hd; i++) dst[i] = bf16_to_f32(src[i]);
+        }
+    }
+}
+
+/* logits[b] = lm_head(rms_norm(h[b]) * final_norm) for `batch` rows of h */
+void sl_head(const Model *m, const float *h, int batch, float *logits) {
+    float xn[8 * 4096];
+    for (int b = 0; b < batch && b < 8; b++) rms_norm(h + (size_t)b * m->dim, m->final_norm, m->dim, m->eps, xn + b * m->dim);
+    matvec(&m->lm_head, xn, batch < 8 ? batch : 8, logits, 0, m->threads);
 }
