@@ -344,3 +344,34 @@ def test_native_q8_stays_close_and_without_a_compiler_the_lean_path_runs(tiny, m
     monkeypatch.setenv("STORYLOOM_ENGINE", "warp")
     with pytest.raises(ModelError, match="STORYLOOM_ENGINE"):
         _path(tiny, None)
+
+
+def test_long_prompts_prefill_in_bf16_and_stay_close_to_the_library():
+    """A prompt of 64+ tokens runs its matmuls in bf16 (the C helpers do the rest); the logits and
+    the KV cache it leaves for decoding stay close to fp32, and decoding from it works."""
+    import torch
+
+    from storyloom.engine.fast_llama import BF16_PROMPT_MIN, KVState
+    from storyloom.engine.native_llama import NativeLlama
+
+    model = _gguf_like_model()
+    step = NativeLlama.build(model)
+    step.fast.bf16 = True  # exercise the path on any CPU (bf16 units only make it fast)
+    torch.manual_seed(0)
+    prompt = torch.randint(3, 96, (1, BF16_PROMPT_MIN + 40))
+    state = KVState()
+    ours = torch.log_softmax(step.forward(prompt, state), -1)
+    theirs = model(input_ids=prompt, use_cache=True)
+    expected = torch.log_softmax(theirs.logits[:, -1], -1)
+    assert 0 < (ours - expected).abs().max() < 0.02  # bf16, not fp32: close, not equal
+    count = prompt.shape[1]
+    for layer in (0, 1):  # [1, kv_heads, T, head_dim], keys rotated
+        past = theirs.past_key_values.layers[layer]
+        assert torch.allclose(state.cache[layer, 0, :, :, :count], past.keys, atol=0.01)
+        assert torch.allclose(state.cache[layer, 1, :, :, :count], past.values, atol=0.01)
+    ids = prompt
+    for token in (5, 6, 7):
+        ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+        ours = torch.log_softmax(step.forward(torch.tensor([[token]]), state), -1)
+        expected = torch.log_softmax(model(input_ids=ids).logits[:, -1], -1)
+        assert (ours - expected).abs().max() < 0.02
