@@ -21,8 +21,26 @@ from storyloom.engine.fast_llama import BF16_PROMPT_MIN, FastLlama, KVState
 MAX_BATCH = 8  # the C step's limit; larger batches use the torch forward
 
 
-def _on_grid(weight: torch.Tensor, rebuilt: torch.Tensor) -> bool:
-    return bool((rebuilt - weight).abs().max() <= 1e-6 * float(weight.abs().max()) + 1e-12)
+def _q4_1(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(levels 0..15, step, low) when every group of 32 lies on its own 16-level grid, else None."""
+    low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
+    step = (high - low).div_(15)
+    q = (groups - low).div_(torch.where(step > 0, step, 1)).round_().clamp_(0, 15)
+    rebuilt = torch.addcmul(low, q, step)
+    tolerance = 1e-6 * float(groups.abs().max()) + 1e-12
+    return (q, step, low) if float(rebuilt.sub_(groups).abs_().max()) <= tolerance else None
+
+
+def _q8_0(groups: torch.Tensor, exact: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(levels -127..127, step) for groups of 32 scaled by their largest magnitude; None when
+    `exact` and some weight is off that grid."""
+    step = groups.abs().amax(-1, keepdim=True).div_(127)
+    q = groups.div(torch.where(step > 0, step, 1)).round_().clamp_(-127, 127)
+    if exact:
+        tolerance = 1e-6 * float(groups.abs().max()) + 1e-12
+        if float((q * step).sub_(groups).abs_().max()) > tolerance:
+            return None
+    return q, step
 
 
 def pack(weight: torch.Tensor, quantize: bool = False) -> tuple[int, list[torch.Tensor]]:
@@ -31,18 +49,18 @@ def pack(weight: torch.Tensor, quantize: bool = False) -> tuple[int, list[torch.
     rows, cols = w.shape
     if cols % native.GROUP == 0:
         groups = w.view(rows, cols // native.GROUP, native.GROUP)
-        low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
-        step = (high - low) / 15
-        q = torch.where(step > 0, torch.round((groups - low) / torch.where(step > 0, step, 1)), 0).clamp(0, 15)
-        if _on_grid(groups, q * step + low):
+        sample = groups[:8]  # most matrices off a grid show it in their first rows: skip the full pass
+        if _q4_1(sample) is not None and (found := _q4_1(groups)) is not None:
+            q, step, low = found
             q = q.to(torch.uint8)
             half = native.GROUP // 2
             packed = (q[..., :half] | (q[..., half:] << 4)).reshape(rows, cols // 2).contiguous()
             return native.Q4_1, [packed, step.reshape(rows, -1).contiguous(), low.reshape(rows, -1).contiguous()]
-        step = groups.abs().amax(-1, keepdim=True) / 127
-        q = torch.where(step > 0, torch.round(groups / torch.where(step > 0, step, 1)), 0).clamp(-127, 127)
-        if quantize or _on_grid(groups, q * step):
-            return native.Q8_0, [q.to(torch.int8).reshape(rows, cols).contiguous(), step.reshape(rows, -1).contiguous()]
+        if quantize or _q8_0(sample, True) is not None:
+            found = _q8_0(groups, exact=not quantize)
+            if found is not None:
+                q, step = found
+                return native.Q8_0, [q.to(torch.int8).reshape(rows, cols).contiguous(), step.reshape(rows, -1).contiguous()]
     return native.F32, [w]
 
 

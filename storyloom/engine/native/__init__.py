@@ -92,6 +92,9 @@ def _build(cc: str, target: Path) -> None:
         if done.returncode != 0:
             raise RuntimeError((done.stderr or done.stdout).strip()[-800:] or f"{cc} failed")
         os.replace(out, target)
+    for old in target.parent.glob("decode_step-*.so"):  # builds of older sources or other CPUs' flags
+        if old != target:
+            old.unlink(missing_ok=True)
 
 
 def _keep_freed_memory() -> None:
