@@ -20,6 +20,28 @@ def test_default_model_generates_reproducibly(real_model):
     assert real_model.generate(prompt, settings.with_(seed=43)) != a
 
 
+def test_the_default_path_is_native_on_the_gguf_weights_and_writes_the_reference_text(real_model):
+    """The default model is a Q4_1 GGUF: the native step runs on exactly those weights, so its greedy
+    text is the library forward's, token for token; a long prompt (bf16 prefill) stays close."""
+    import torch
+
+    from storyloom.engine.backends.transformers_backend import TransformersGenerator
+
+    assert real_model.info.extra["engine"] == "native"
+    assert real_model.fast.kinds == {"q4_1": 120, "q8_0": 1}  # 30 layers x 4 matrices, the tied head
+    reference = TransformersGenerator(real_model.model, real_model.tokenizer, "ref", engine="reference")
+    greedy = SamplerSettings(temperature=0, max_new_tokens=48, repetition_penalty=1.0)
+    prompt = "The lighthouse keeper had not spoken to anyone in three weeks when the boat arrived."
+    text = real_model.generate(prompt, greedy)
+    assert text == reference.generate(prompt, greedy) and len(text.split()) > 10
+    long_ids = real_model.encode(prompt * 16)
+    assert len(long_ids) > 200
+    ours = torch.log_softmax(real_model.decode_state(long_ids).logits[0], -1)
+    theirs = torch.log_softmax(reference.decode_state(long_ids).logits[0], -1)
+    top = theirs.topk(20).indices
+    assert (ours[top] - theirs[top]).abs().max() < 0.1
+
+
 def test_default_model_chat_template_and_scores(real_model):
     prompt = real_model.chat_prompt([{"role": "user", "content": "Name a colour."}])
     assert "<|im_start|>assistant" in prompt

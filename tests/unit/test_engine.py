@@ -375,3 +375,27 @@ def test_long_prompts_prefill_in_bf16_and_stay_close_to_the_library():
         ours = torch.log_softmax(step.forward(torch.tensor([[token]]), state), -1)
         expected = torch.log_softmax(model(input_ids=ids).logits[:, -1], -1)
         assert (ours - expected).abs().max() < 0.02
+
+
+@pytest.mark.parametrize("arch", [["-march=x86-64-v3"], ["-march=x86-64"]], ids=["avx2", "portable"])
+def test_the_step_built_for_other_cpus_gives_the_same_logits(arch):
+    """The AVX2 and plain-C kernels (laptops without AVX-512) agree with the library forward."""
+    import platform
+
+    import torch
+
+    from storyloom.engine import native
+    from storyloom.engine.fast_llama import FastLlama, KVState
+    from storyloom.engine.native_llama import NativeLlama
+
+    if platform.machine().lower() not in ("x86_64", "amd64") or native.compiler() is None:
+        pytest.skip("x86-64 variants need an x86-64 compiler")
+    model = _gguf_like_model()
+    step = NativeLlama(FastLlama(model), model, native.build(native.compiler(), arch))
+    state = KVState()
+    ids = torch.tensor([[1, 5, 9, 33, 2, 70]])
+    step.forward(ids, state)
+    for token in (4, 60, 7):
+        ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+        ours = step.forward(torch.tensor([[token]]), state)
+        assert torch.allclose(ours, model(input_ids=ids).logits[:, -1], atol=1e-4)

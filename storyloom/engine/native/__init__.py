@@ -46,18 +46,21 @@ class Model(ctypes.Structure):
                 ("inv_freq", ctypes.c_void_p), ("lm_head", Matrix), ("layer", ctypes.POINTER(Layer))]
 
 
-def _compiler() -> str | None:
+def compiler() -> str | None:
     for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
         if name and shutil.which(name):
             return shutil.which(name)
     return None
 
 
-def _flags() -> list[str]:
+def _flags(arch: list[str] | None = None) -> list[str]:
+    """Compiler flags; `arch` replaces the default of this CPU's own instruction set."""
     flags = ["-O3", "-shared", "-fPIC", "-fopenmp", "-ffp-contract=fast", "-fno-math-errno",
              # reassociation lets dot products vectorize, finite math lets exp's clamps vectorize
              # (nothing here produces or tests for inf or NaN)
              "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math", "-ffinite-math-only"]
+    if arch is not None:
+        return flags + arch
     if platform.machine().lower() in ("x86_64", "amd64", "aarch64", "arm64"):
         x86 = platform.machine().lower() in ("x86_64", "amd64")
         flags += ["-march=native", "-mprefer-vector-width=512"] if x86 else ["-mcpu=native"]
@@ -73,28 +76,58 @@ def _cpu_id() -> str:
         return platform.processor()
 
 
-def _target(cc: str) -> Path:
+def _target(cc: str, flags: list[str]) -> Path:
     from storyloom.paths import models_dir
 
     key = hashlib.sha256(
-        SOURCE.read_bytes() + " ".join([cc, *_flags(), _cpu_id(), sys.platform]).encode()
+        SOURCE.read_bytes() + " ".join([cc, *flags, _cpu_id(), sys.platform]).encode()
     ).hexdigest()[:16]
     return models_dir() / "native" / f"decode_step-{key}.so"
 
 
-def _build(cc: str, target: Path) -> None:
+def _build(cc: str, flags: list[str], target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the target and rename: a killed build never leaves a half-written library.
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
-        done = subprocess.run([cc, *_flags(), str(SOURCE), "-o", str(out), "-lm"],
+        done = subprocess.run([cc, *flags, str(SOURCE), "-o", str(out), "-lm"],
                               capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:  # e.g. Apple's clang has no OpenMP: one thread is still far faster
+            flags = [f for f in flags if f != "-fopenmp"]
+            done = subprocess.run([cc, *flags, str(SOURCE), "-o", str(out), "-lm"],
+                                  capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             raise RuntimeError((done.stderr or done.stdout).strip()[-800:] or f"{cc} failed")
         os.replace(out, target)
-    for old in target.parent.glob("decode_step-*.so"):  # builds of older sources or other CPUs' flags
-        if old != target:
-            old.unlink(missing_ok=True)
+
+
+def build(cc: str, arch: list[str] | None = None) -> ctypes.CDLL:
+    """Build (once) and load the library for this CPU, or for `arch` flags (the tests' variants)."""
+    import torch  # noqa: F401  (its OpenMP runtime is loaded first and shared by the library)
+
+    flags = _flags(arch)
+    target = _target(cc, flags)
+    if not target.is_file():
+        _build(cc, flags, target)
+        if arch is None:
+            for old in target.parent.glob("decode_step-*.so"):  # older sources, other CPUs
+                if old != target:
+                    old.unlink(missing_ok=True)
+    lib = ctypes.CDLL(str(target))
+    P, I, L = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
+    M = ctypes.POINTER(Model)
+    lib.sl_step.restype = ctypes.c_int
+    lib.sl_step.argtypes = [M, P, I, I, P, I, P, P]
+    lib.sl_scratch_floats.restype = ctypes.c_long
+    lib.sl_scratch_floats.argtypes = [M, I, I]
+    lib.sl_norm_bf16.argtypes = [P, P, I, I, ctypes.c_float, P, I]
+    lib.sl_add_bf16.argtypes = [P, P, L, I]
+    lib.sl_silu_mul_bf16.argtypes = [P, I, I, P, I]
+    lib.sl_rope_split.argtypes = [P, I, I, P, P, I, I, I, P, P, P, P, P, I, I]
+    lib.sl_head.argtypes = [M, P, I, P]
+    for name in ("sl_norm_bf16", "sl_add_bf16", "sl_silu_mul_bf16", "sl_rope_split", "sl_head"):
+        getattr(lib, name).restype = None
+    return lib
 
 
 def _keep_freed_memory() -> None:
@@ -122,30 +155,12 @@ def library() -> ctypes.CDLL | None:
         if os.environ.get("STORYLOOM_NATIVE", "1") == "0":
             _why_not = "turned off by STORYLOOM_NATIVE=0"
             return None
-        cc = _compiler()
+        cc = compiler()
         if cc is None:
             _why_not = "no C compiler (cc, gcc or clang) on PATH"
             return None
         try:
-            import torch  # noqa: F401  (its OpenMP runtime is loaded first and shared by the library)
-
-            target = _target(cc)
-            if not target.is_file():
-                _build(cc, target)
-            lib = ctypes.CDLL(str(target))
-            lib.sl_step.restype = ctypes.c_int
-            lib.sl_step.argtypes = [ctypes.POINTER(Model), ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
-                                    ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-            P, I, L = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
-            lib.sl_norm_bf16.argtypes = [P, P, I, I, ctypes.c_float, P, I]
-            lib.sl_add_bf16.argtypes = [P, P, L, I]
-            lib.sl_silu_mul_bf16.argtypes = [P, I, I, P, I]
-            lib.sl_rope_split.argtypes = [P, I, I, P, P, I, I, I, P, P, P, P, P, I, I]
-            lib.sl_head.argtypes = [ctypes.POINTER(Model), P, I, P]
-            for name in ("sl_norm_bf16", "sl_add_bf16", "sl_silu_mul_bf16", "sl_rope_split", "sl_head"):
-                getattr(lib, name).restype = None
-            lib.sl_scratch_floats.restype = ctypes.c_long
-            lib.sl_scratch_floats.argtypes = [ctypes.POINTER(Model), ctypes.c_int, ctypes.c_int]
+            lib = build(cc)
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
             _why_not = f"the native step did not build: {exc}"
             return None
