@@ -247,7 +247,7 @@ def _model(args) -> int:
     for label, value in [("name", info.name), ("backend", info.backend), ("parameters", size),
                          ("dtype", info.dtype), ("context length", info.context_length),
                          ("chat template", "yes" if info.chat_template else "no"),
-                         ("location", info.location)]:
+                         ("location", info.location), *info.extra.items()]:
         print(f"{label:>15}: {value}")
     return 0
 

@@ -113,6 +113,13 @@ class TransformersGenerator(Generator):
         self.model = model.eval()
         engine = engine or engine_choice()
         self.fast, engine = _fast_path(model, engine)
+        extra = {"engine": engine}
+        if getattr(self.fast, "kinds", None):
+            extra["weights"] = ", ".join(f"{count} {kind}" for kind, count in self.fast.kinds.items())
+        from storyloom.engine import native
+
+        if native.unavailable():
+            extra["native step"] = native.unavailable()
         self.tokenizer = tokenizer
         config = model.config
         ctx = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
@@ -124,7 +131,7 @@ class TransformersGenerator(Generator):
             context_length=int(ctx) if ctx else 2048,
             location=location,
             chat_template=bool(getattr(tokenizer, "chat_template", None)),
-            extra={"engine": engine},
+            extra=extra,
         )
         self.last_stats = GenerationStats()
         eos = config.eos_token_id if config.eos_token_id is not None else tokenizer.eos_token_id
