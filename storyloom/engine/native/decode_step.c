@@ -131,10 +131,94 @@ static inline float dot_f32(const float *w, const float *x, int cols) {
     return s;
 }
 
+#if defined(__AVX512F__)
+/* One row against B inputs at once: each group is unpacked (and scaled) once and used B times, so
+ * a batch of candidates costs little more than one. B is a constant at every call (see rows()). */
+static inline __attribute__((always_inline)) void rows_q4_1(const int B, const uint8_t *q, const float *sc,
+        const float *mn, const float *x, int cols, int groups, float *out) {
+    const __m128i nibble = _mm_set1_epi8(15);
+    __m512 acc[8];
+    for (int b = 0; b < B; b++) acc[b] = _mm512_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        const __m128i raw = _mm_loadu_si128((const __m128i *)(q + g * 16));
+        const __m512 scale = _mm512_set1_ps(sc[g]), low = _mm512_set1_ps(mn[g]);
+        /* the group's 32 weights themselves: q * scale + min */
+        const __m512 lo = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(raw, nibble))), low);
+        const __m512 hi = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(
+            _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(raw, 4), nibble))), low);
+        for (int b = 0; b < B; b++) {
+            const float *xg = x + (size_t)b * cols + g * 32;
+            acc[b] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(xg), acc[b]);
+            acc[b] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xg + 16), acc[b]);
+        }
+    }
+    for (int b = 0; b < B; b++) out[b] = _mm512_reduce_add_ps(acc[b]);
+}
+
+static inline __attribute__((always_inline)) void rows_q8_0(const int B, const int8_t *q, const float *sc,
+        const float *x, int cols, int groups, float *out) {
+    __m512 acc[8];
+    for (int b = 0; b < B; b++) acc[b] = _mm512_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        const __m256i raw = _mm256_loadu_si256((const __m256i *)(q + g * 32));
+        const __m512 scale = _mm512_set1_ps(sc[g]);
+        const __m512 a = _mm512_mul_ps(scale, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(raw))));
+        const __m512 c = _mm512_mul_ps(scale, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(raw, 1))));
+        for (int b = 0; b < B; b++) {
+            const float *xg = x + (size_t)b * cols + g * 32;
+            acc[b] = _mm512_fmadd_ps(a, _mm512_loadu_ps(xg), acc[b]);
+            acc[b] = _mm512_fmadd_ps(c, _mm512_loadu_ps(xg + 16), acc[b]);
+        }
+    }
+    for (int b = 0; b < B; b++) out[b] = _mm512_reduce_add_ps(acc[b]);
+}
+
+#define ROWS_CASES(CALL) \
+    switch (batch) { case 1: CALL(1); break; case 2: CALL(2); break; case 3: CALL(3); break; \
+                     case 4: CALL(4); break; case 5: CALL(5); break; case 6: CALL(6); break; \
+                     case 7: CALL(7); break; default: CALL(8); break; }
+
+/* out[b] = row r of m times x[b], for every input b */
+static void rows(const Matrix *m, int r, const float *x, int batch, const float *xsum, float *out) {
+    (void)xsum;  /* the min term is folded into the weights here */
+    const int cols = m->cols, groups = cols / GROUP;
+    if (m->kind == 0) {
+        const uint8_t *q = (const uint8_t *)m->q + (size_t)r * (cols / 2);
+        const float *sc = m->scale + (size_t)r * groups, *mn = m->minv + (size_t)r * groups;
+#define Q4(B) rows_q4_1(B, q, sc, mn, x, cols, groups, out)
+        ROWS_CASES(Q4)
+#undef Q4
+    } else if (m->kind == 1) {
+        const int8_t *q = (const int8_t *)m->q + (size_t)r * cols;
+        const float *sc = m->scale + (size_t)r * groups;
+#define Q8(B) rows_q8_0(B, q, sc, x, cols, groups, out)
+        ROWS_CASES(Q8)
+#undef Q8
+    } else {
+        for (int b = 0; b < batch; b++) out[b] = dot_f32((const float *)m->q + (size_t)r * cols, x + (size_t)b * cols, cols);
+    }
+}
+#else
+static void rows(const Matrix *m, int r, const float *x, int batch, const float *xsum, float *out) {
+    const int cols = m->cols, groups = cols / GROUP;
+    for (int b = 0; b < batch; b++) {
+        if (m->kind == 0)
+            out[b] = dot_q4_1((const uint8_t *)m->q + (size_t)r * (cols / 2), m->scale + (size_t)r * groups,
+                              m->minv + (size_t)r * groups, x + (size_t)b * cols, xsum + b * groups, groups);
+        else if (m->kind == 1)
+            out[b] = dot_q8_0((const int8_t *)m->q + (size_t)r * cols, m->scale + (size_t)r * groups,
+                              x + (size_t)b * cols, groups);
+        else
+            out[b] = dot_f32((const float *)m->q + (size_t)r * cols, x + (size_t)b * cols, cols);
+    }
+}
+#endif
+
 /* y[b][rows] (+)= W x[b] for `batch` inputs of W's `cols` */
 static void matvec(const Matrix *m, const float *x, int batch, float *y, int accumulate, int threads) {
-    const int rows = m->rows, cols = m->cols, groups = cols / GROUP;
+    const int rows_n = m->rows, cols = m->cols, groups = cols / GROUP;
     float xsum[8 * 4096 / GROUP];  /* per input, per group: the sum of x (Q4_1's min term) */
+#if !defined(__AVX512F__)
     if (m->kind == 0) {
         for (int b = 0; b < batch; b++)
             for (int g = 0; g < groups; g++) {
@@ -143,30 +227,24 @@ static void matvec(const Matrix *m, const float *x, int batch, float *y, int acc
                 xsum[b * groups + g] = s;
             }
     }
+#endif
     const size_t row_bytes = m->kind == 0 ? (size_t)cols / 2 : m->kind == 1 ? (size_t)cols : (size_t)cols * 4;
     #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int r = 0; r < rows; r++) {
+    for (int r = 0; r < rows_n; r++) {
         /* Stream the weights ahead of use: the hardware prefetcher alone leaves the loads waiting. */
 #if PREFETCH_ROWS > 0
-        if (r + PREFETCH_ROWS < rows) {
+        if (r + PREFETCH_ROWS < rows_n) {
             const char *next = (const char *)m->q + (size_t)(r + PREFETCH_ROWS) * row_bytes;
             for (size_t at = 0; at < row_bytes; at += 64) __builtin_prefetch(next + at, 0, PREFETCH_HINT);
             if (m->kind != 2) __builtin_prefetch(m->scale + (size_t)(r + PREFETCH_ROWS) * groups, 0, 0);
             if (m->kind == 0) __builtin_prefetch(m->minv + (size_t)(r + PREFETCH_ROWS) * groups, 0, 0);
         }
 #endif
+        float v[8];
+        rows(m, r, x, batch, xsum, v);
         for (int b = 0; b < batch; b++) {
-            float v;
-            if (m->kind == 0)
-                v = dot_q4_1((const uint8_t *)m->q + (size_t)r * (cols / 2), m->scale + (size_t)r * groups,
-                             m->minv + (size_t)r * groups, x + (size_t)b * cols, xsum + b * groups, groups);
-            else if (m->kind == 1)
-                v = dot_q8_0((const int8_t *)m->q + (size_t)r * cols, m->scale + (size_t)r * groups,
-                             x + (size_t)b * cols, groups);
-            else
-                v = dot_f32((const float *)m->q + (size_t)r * cols, x + (size_t)b * cols, cols);
-            if (accumulate) y[(size_t)b * rows + r] += v;
-            else y[(size_t)b * rows + r] = v;
+            if (accumulate) y[(size_t)b * rows_n + r] += v[b];
+            else y[(size_t)b * rows_n + r] = v[b];
         }
     }
 }
