@@ -32,20 +32,51 @@ def cpu_has_bf16_units() -> bool:
     return any(f" {flag}" in flags for flag in ("amx_bf16", "avx512_bf16"))
 
 
-class _Linear:
-    """y = x W^T in fp32, and in bf16 for long prompts (a bf16 copy of W is kept for that)."""
+def _mkldnn_linear(x: torch.Tensor, packed: torch.Tensor, post: str = "none") -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, packed, None, post, [], "")
 
-    def __init__(self, weight: torch.Tensor, bf16: bool):
+
+# oneDNN's prepacked layout pays for big matrices and costs for small ones. Measured on whole
+# 500-token prompts of SmolLM2-135M (2 cores, AMX): gate/up (with SiLU fused) 153 -> 138 ms,
+# down 142 -> 135, q/k/v (0.55M weights) 138 -> 135, o (0.33M) 139 -> 144.
+PREPACK_MIN_WEIGHTS = 512 * 1024
+
+
+class _Linear:
+    """y = x W^T in fp32, and in bf16 for long prompts (a bf16 copy of W is kept for that, in
+    oneDNN's packed layout where that is faster). `halves=True` marks a fused [gate; up] matrix:
+    its bf16 copy is kept as two, so `swiglu` can apply SiLU and the product inside the matmuls."""
+
+    def __init__(self, weight: torch.Tensor, bf16: bool, halves: bool = False):
         self.weight = weight.detach().float().contiguous()
         self.out_features = self.weight.shape[0]
-        self.wide = self.weight.to(torch.bfloat16) if bf16 else None
+        self.wide: list[torch.Tensor] = []
+        self.packed = False
         if bf16:
-            self.wide = torch.ops.mkldnn._reorder_linear_weight(self.wide, 512)
+            parts = [part.to(torch.bfloat16).contiguous() for part in (self.weight.chunk(2) if halves else [self.weight])]
+            self.wide = parts
+            if halves or parts[0].numel() >= PREPACK_MIN_WEIGHTS:
+                try:
+                    self.wide = [torch.ops.mkldnn._reorder_linear_weight(part, 512) for part in parts]
+                    self.packed = True
+                except (RuntimeError, AttributeError):
+                    pass
 
     def __call__(self, x: torch.Tensor, wide: bool = False) -> torch.Tensor:
-        if wide:
-            return torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), self.wide, None, "none", [], "")
-        return F.linear(x, self.weight)
+        if not wide:
+            return F.linear(x, self.weight)
+        x = x.to(torch.bfloat16)
+        outs = [_mkldnn_linear(x, w) if self.packed else F.linear(x, w) for w in self.wide]
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
+
+    def swiglu(self, x: torch.Tensor) -> torch.Tensor:
+        """silu(gate(x)) * up(x) in bf16, for a fused [gate; up] matrix."""
+        x = x.to(torch.bfloat16)
+        gate, up = self.wide
+        if self.packed:
+            activated = _mkldnn_linear(x, gate, "swish")
+            return torch.ops.mkldnn._linear_pointwise.binary(x, activated, up, None, "mul")
+        return F.silu(F.linear(x, gate)).mul_(F.linear(x, up))
 
 
 def supported(model) -> str | None:
@@ -102,7 +133,7 @@ class FastLlama:
                 _Linear(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]), wide),
                 _Linear(attn.o_proj.weight, wide),
                 layer.post_attention_layernorm.weight.detach().float(),
-                _Linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), wide),
+                _Linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), wide, halves=True),
                 _Linear(mlp.down_proj.weight, wide),
             ))
         self.norm = inner.norm.weight.detach().float()
@@ -179,8 +210,11 @@ class FastLlama:
                                                       attn_mask=mask, enable_gqa=True)
             h = h + o_proj(attn.transpose(1, 2).reshape(batch, count, q_size), wide)
             x = self._norm(h, norm2)
-            gate, up = gate_up(x, wide).split(self.intermediate, dim=-1)
-            h = h + down(F.silu(gate) * up, wide)
+            if wide:
+                h = h + down(gate_up.swiglu(x), True)
+            else:
+                gate, up = gate_up(x).split(self.intermediate, dim=-1)
+                h = h + down(F.silu(gate, inplace=True).mul_(up))
         state.length = end
         return self.lm_head(self._norm(h[:, -1], self.norm)).float()
 

@@ -170,7 +170,6 @@ class NativeLlama:
         cos, sin = cos[:, 0, :half].contiguous(), sin[:, 0, :half].contiguous()
         h = fast.embed[ids[0]].contiguous()  # [T, hidden] fp32, the residual stream
         xn = torch.empty(count, hidden, dtype=torch.bfloat16)  # normed input of each matmul
-        act = torch.empty(count, inter, dtype=torch.bfloat16)
         q = torch.empty(count, heads, dim, dtype=torch.bfloat16)
         k = torch.empty(count, kv_heads, dim, dtype=torch.bfloat16)
         v = torch.empty(count, kv_heads, dim, dtype=torch.bfloat16)
@@ -186,9 +185,7 @@ class NativeLlama:
             out = o_proj(attn[0].transpose(0, 1).reshape(count, heads * dim), True).contiguous()
             lib.sl_add_bf16(h.data_ptr(), out.data_ptr(), h.numel(), threads)
             lib.sl_norm_bf16(h.data_ptr(), norm2.data_ptr(), count, hidden, fast.eps, xn.data_ptr(), threads)
-            gu = gate_up(xn, True).contiguous()
-            lib.sl_silu_mul_bf16(gu.data_ptr(), count, inter, act.data_ptr(), threads)
-            out = down(act, True).contiguous()
+            out = down(gate_up.swiglu(xn), True).contiguous()
             lib.sl_add_bf16(h.data_ptr(), out.data_ptr(), h.numel(), threads)
         state.length = count
         logits = torch.empty(1, self.vocab)

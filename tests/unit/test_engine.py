@@ -399,3 +399,22 @@ def test_the_step_built_for_other_cpus_gives_the_same_logits(arch):
         ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
         ours = step.forward(torch.tensor([[token]]), state)
         assert torch.allclose(ours, model(input_ids=ids).logits[:, -1], atol=1e-4)
+
+
+def test_the_lean_forward_in_bf16_stays_close_for_fresh_and_continued_prompts():
+    """The torch path's own bf16 prompt code (no C compiler): a fresh long prompt, then a long
+    continuation after it (masked attention over the cache), both close to the library."""
+    import torch
+
+    from storyloom.engine.fast_llama import BF16_PROMPT_MIN, FastLlama, KVState
+
+    model = _gguf_like_model()
+    lean = FastLlama(model, bf16_prompts=True)
+    torch.manual_seed(1)
+    first, more = torch.randint(3, 96, (1, BF16_PROMPT_MIN + 10)), torch.randint(3, 96, (1, BF16_PROMPT_MIN + 5))
+    state = KVState()
+    ours = torch.log_softmax(lean.forward(first, state), -1)
+    assert (ours - torch.log_softmax(model(input_ids=first).logits[:, -1], -1)).abs().max() < 0.02
+    ours = torch.log_softmax(lean.forward(more, state), -1)
+    both = torch.cat([first, more], dim=1)
+    assert (ours - torch.log_softmax(model(input_ids=both).logits[:, -1], -1)).abs().max() < 0.02

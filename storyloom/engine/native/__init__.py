@@ -122,10 +122,9 @@ def build(cc: str, arch: list[str] | None = None) -> ctypes.CDLL:
     lib.sl_scratch_floats.argtypes = [M, I, I]
     lib.sl_norm_bf16.argtypes = [P, P, I, I, ctypes.c_float, P, I]
     lib.sl_add_bf16.argtypes = [P, P, L, I]
-    lib.sl_silu_mul_bf16.argtypes = [P, I, I, P, I]
     lib.sl_rope_split.argtypes = [P, I, I, P, P, I, I, I, P, P, P, P, P, I, I]
     lib.sl_head.argtypes = [M, P, I, P]
-    for name in ("sl_norm_bf16", "sl_add_bf16", "sl_silu_mul_bf16", "sl_rope_split", "sl_head"):
+    for name in ("sl_norm_bf16", "sl_add_bf16", "sl_rope_split", "sl_head"):
         getattr(lib, name).restype = None
     return lib
 

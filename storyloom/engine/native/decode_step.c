@@ -375,7 +375,8 @@ int sl_step(const Model *m, const int64_t *tokens, int batch, int pos, float *ca
 
 /* -- helpers for a long prompt's prefill ---------------------------------------------------
  * The prompt's matmuls and attention run in torch (bf16 on the CPU's matrix units); these do the
- * elementwise work between them in one pass each, in place of a dozen torch ops per layer. */
+ * elementwise work between them in one pass each, in place of a dozen torch ops per layer
+ * (SiLU and the gate product are fused into oneDNN's matmuls instead). */
 static inline float bf16_to_f32(uint16_t b) {
     const uint32_t u = (uint32_t)b << 16;
     float f;
@@ -406,20 +407,6 @@ void sl_norm_bf16(const float *h, const float *w, int rows, int dim, float eps, 
 void sl_add_bf16(float *h, const uint16_t *y, long n, int threads) {
     #pragma omp parallel for schedule(static) num_threads(threads)
     for (long i = 0; i < n; i++) h[i] += bf16_to_f32(y[i]);
-}
-
-/* out[t][i] = bf16(silu(gate) * up) from gu[t] = [gate | up] */
-void sl_silu_mul_bf16(const uint16_t *gu, int rows, int inter, uint16_t *out, int threads) {
-    #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int t = 0; t < rows; t++) {
-        const uint16_t *g = gu + (size_t)t * 2 * inter, *u = g + inter;
-        uint16_t *o = out + (size_t)t * inter;
-        #pragma omp simd
-        for (int i = 0; i < inter; i++) {
-            const float x = bf16_to_f32(g[i]);
-            o[i] = f32_to_bf16(x / (1.0f + exp_approx(-x)) * bf16_to_f32(u[i]));
-        }
-    }
 }
 
 /* qkv[t] = [q heads | k heads | v heads] (bf16) for positions start..start+rows: rotate q and k
