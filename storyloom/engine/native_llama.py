@@ -164,7 +164,7 @@ class NativeLlama:
         cache = state.cache
         capacity = cache.shape[4]
         heads, kv_heads, dim = fast.heads, fast.kv_heads, fast.head_dim
-        hidden, inter = self.model.dim, fast.intermediate
+        hidden = self.model.dim
         cos, sin = fast._rope(0, count)
         half = dim // 2
         cos, sin = cos[:, 0, :half].contiguous(), sin[:, 0, :half].contiguous()
@@ -173,18 +173,23 @@ class NativeLlama:
         q = torch.empty(count, heads, dim, dtype=torch.bfloat16)
         k = torch.empty(count, kv_heads, dim, dtype=torch.bfloat16)
         v = torch.empty(count, kv_heads, dim, dtype=torch.bfloat16)
+        rows = count  # positions whose output is still needed
         for i, (norm1, qkv, o_proj, norm2, gate_up, down) in enumerate(fast.layers):
-            lib.sl_norm_bf16(h.data_ptr(), norm1.data_ptr(), count, hidden, fast.eps, xn.data_ptr(), threads)
+            lib.sl_norm_bf16(h.data_ptr(), norm1.data_ptr(), rows, hidden, fast.eps, xn.data_ptr(), threads)
             projected = qkv(xn, True)
             lib.sl_rope_split(projected.data_ptr(), count, 0, cos.data_ptr(), sin.data_ptr(), heads, kv_heads, dim,
                               q.data_ptr(), k.data_ptr(), v.data_ptr(), cache[i, 0, 0].data_ptr(),
                               cache[i, 1, 0].data_ptr(), capacity, threads)
+            if i == len(fast.layers) - 1:
+                # The cache has every position's keys and values now; beyond them only the last
+                # position's output matters (the next token), so the rest of the layer runs on it.
+                rows, q, h, xn = 1, q[-1:], h[-1:].contiguous(), xn[-1:]
             attn = torch.nn.functional.scaled_dot_product_attention(
                 q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
-                is_causal=True, enable_gqa=True)
-            out = o_proj(attn[0].transpose(0, 1).reshape(count, heads * dim), True).contiguous()
+                is_causal=rows > 1, enable_gqa=True)
+            out = o_proj(attn[0].transpose(0, 1).reshape(rows, heads * dim), True).contiguous()
             lib.sl_add_bf16(h.data_ptr(), out.data_ptr(), h.numel(), threads)
-            lib.sl_norm_bf16(h.data_ptr(), norm2.data_ptr(), count, hidden, fast.eps, xn.data_ptr(), threads)
+            lib.sl_norm_bf16(h.data_ptr(), norm2.data_ptr(), rows, hidden, fast.eps, xn.data_ptr(), threads)
             out = down(gate_up.swiglu(xn), True).contiguous()
             lib.sl_add_bf16(h.data_ptr(), out.data_ptr(), h.numel(), threads)
         state.length = count
