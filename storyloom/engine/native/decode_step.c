@@ -53,24 +53,13 @@ typedef struct {
 #include <immintrin.h>
 #endif
 
-/* One output row's dot products with x, per format. xsum[g] is the sum of x over group g. */
+/* One output row's dot product with one x, per format, for CPUs without AVX-512 (with it, rows()
+ * below handles every input of a batch at once). xsum[g] is the sum of x over group g. */
 static inline float dot_q4_1(const uint8_t *q, const float *sc, const float *mn, const float *x,
                              const float *xsum, int groups) {
     float low_terms = 0.f;
     for (int g = 0; g < groups; g++) low_terms += mn[g] * xsum[g];
-#if defined(__AVX512F__)
-    const __m128i nibble = _mm_set1_epi8(15);
-    __m512 acc = _mm512_setzero_ps();
-    for (int g = 0; g < groups; g++) {
-        const __m128i raw = _mm_loadu_si128((const __m128i *)(q + g * 16));
-        const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(raw, nibble)));
-        const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(raw, 4), nibble)));
-        __m512 s = _mm512_mul_ps(lo, _mm512_loadu_ps(x + g * 32));
-        s = _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + g * 32 + 16), s);
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(sc[g]), s, acc);
-    }
-    return _mm512_reduce_add_ps(acc) + low_terms;
-#elif defined(__AVX2__)
+#if defined(__AVX2__)
     const __m128i nibble = _mm_set1_epi8(15);
     __m256 acc = _mm256_setzero_ps();
     for (int g = 0; g < groups; g++) {
@@ -101,18 +90,6 @@ static inline float dot_q4_1(const uint8_t *q, const float *sc, const float *mn,
 }
 
 static inline float dot_q8_0(const int8_t *q, const float *sc, const float *x, int groups) {
-#if defined(__AVX512F__)
-    __m512 acc = _mm512_setzero_ps();
-    for (int g = 0; g < groups; g++) {
-        const __m256i raw = _mm256_loadu_si256((const __m256i *)(q + g * 32));
-        const __m512 a = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(raw)));
-        const __m512 b = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(raw, 1)));
-        __m512 s = _mm512_mul_ps(a, _mm512_loadu_ps(x + g * 32));
-        s = _mm512_fmadd_ps(b, _mm512_loadu_ps(x + g * 32 + 16), s);
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(sc[g]), s, acc);
-    }
-    return _mm512_reduce_add_ps(acc);
-#else
     float total = 0.f;
     for (int g = 0; g < groups; g++) {
         const int8_t *qg = q + g * 32;
@@ -122,7 +99,6 @@ static inline float dot_q8_0(const int8_t *q, const float *sc, const float *x, i
         total += sc[g] * s;
     }
     return total;
-#endif
 }
 
 static inline float dot_f32(const float *w, const float *x, int cols) {
