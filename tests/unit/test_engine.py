@@ -418,3 +418,20 @@ def test_the_lean_forward_in_bf16_stays_close_for_fresh_and_continued_prompts():
     ours = torch.log_softmax(lean.forward(more, state), -1)
     both = torch.cat([first, more], dim=1)
     assert (ours - torch.log_softmax(model(input_ids=both).logits[:, -1], -1)).abs().max() < 0.02
+
+
+def test_models_the_fast_paths_do_not_know_fall_back_to_the_library_forward(tiny):
+    """A GPT-2 (not Llama-shaped) runs on the reference path, with the same decode loop."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from storyloom.engine.backends.transformers_backend import TransformersGenerator
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tiny.tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2,
+                        bos_token_id=1, eos_token_id=2)
+    gpt2 = TransformersGenerator(GPT2LMHeadModel(config), tiny.tokenizer, "gpt2", engine="native")
+    assert gpt2.fast is None and gpt2.info.extra["engine"] == "reference"
+    text = gpt2.generate(PROMPT, GREEDY.with_(max_new_tokens=12))
+    assert gpt2.last_stats.new_tokens == 12 and len(text) > 0
+    assert len(gpt2.candidates(PROMPT, 2, GREEDY.with_(max_new_tokens=5))) == 2
