@@ -21,26 +21,38 @@ from storyloom.engine.fast_llama import BF16_PROMPT_MIN, FastLlama, KVState
 MAX_BATCH = 8  # the C step's limit; larger batches use the torch forward
 
 
-def _q4_1(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """(levels 0..15, step, low) when every group of 32 lies on its own 16-level grid, else None."""
+def _exact(rebuilt: torch.Tensor, groups: torch.Tensor) -> bool:
+    tolerance = 1e-6 * float(groups.abs().max()) + 1e-12
+    return float(rebuilt.sub_(groups).abs_().max()) <= tolerance
+
+
+def _narrowed(scales: list[torch.Tensor], rebuild, groups: torch.Tensor) -> list[torch.Tensor]:
+    """The scales in fp16 when the weights rebuilt from those are still exact (GGUF keeps its
+    scales in fp16, so a converted GGUF's are), else as they are: fewer bytes read per token."""
+    half = [s.half() for s in scales]
+    return half if _exact(rebuild(*[h.float() for h in half]), groups) else scales
+
+
+def _q4_1(groups: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]] | None:
+    """(levels 0..15, [step, low]) when every group of 32 lies on its own 16-level grid, else None."""
     low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
     step = (high - low).div_(15)
     q = (groups - low).div_(torch.where(step > 0, step, 1)).round_().clamp_(0, 15)
-    rebuilt = torch.addcmul(low, q, step)
-    tolerance = 1e-6 * float(groups.abs().max()) + 1e-12
-    return (q, step, low) if float(rebuilt.sub_(groups).abs_().max()) <= tolerance else None
+    def rebuild(step, low):
+        return torch.addcmul(low, q, step)
+    return (q, _narrowed([step, low], rebuild, groups)) if _exact(rebuild(step, low), groups) else None
 
 
-def _q8_0(groups: torch.Tensor, exact: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(levels -127..127, step) for groups of 32 scaled by their largest magnitude; None when
+def _q8_0(groups: torch.Tensor, exact: bool) -> tuple[torch.Tensor, list[torch.Tensor]] | None:
+    """(levels -127..127, [step]) for groups of 32 scaled by their largest magnitude; None when
     `exact` and some weight is off that grid."""
     step = groups.abs().amax(-1, keepdim=True).div_(127)
     q = groups.div(torch.where(step > 0, step, 1)).round_().clamp_(-127, 127)
-    if exact:
-        tolerance = 1e-6 * float(groups.abs().max()) + 1e-12
-        if float((q * step).sub_(groups).abs_().max()) > tolerance:
-            return None
-    return q, step
+    def rebuild(step):
+        return q * step
+    if not exact:
+        return q, [step]
+    return (q, _narrowed([step], rebuild, groups)) if _exact(rebuild(step), groups) else None
 
 
 def pack(weight: torch.Tensor, quantize: bool = False) -> tuple[int, list[torch.Tensor]]:
@@ -51,16 +63,17 @@ def pack(weight: torch.Tensor, quantize: bool = False) -> tuple[int, list[torch.
         groups = w.view(rows, cols // native.GROUP, native.GROUP)
         sample = groups[:8]  # most matrices off a grid show it in their first rows: skip the full pass
         if _q4_1(sample) is not None and (found := _q4_1(groups)) is not None:
-            q, step, low = found
+            q, scales = found
             q = q.to(torch.uint8)
             half = native.GROUP // 2
             packed = (q[..., :half] | (q[..., half:] << 4)).reshape(rows, cols // 2).contiguous()
-            return native.Q4_1, [packed, step.reshape(rows, -1).contiguous(), low.reshape(rows, -1).contiguous()]
+            return native.Q4_1, [packed, *[s.reshape(rows, -1).contiguous() for s in scales]]
         if quantize or _q8_0(sample, True) is not None:
             found = _q8_0(groups, exact=not quantize)
             if found is not None:
-                q, step = found
-                return native.Q8_0, [q.to(torch.int8).reshape(rows, cols).contiguous(), step.reshape(rows, -1).contiguous()]
+                q, scales = found
+                return native.Q8_0, [q.to(torch.int8).reshape(rows, cols).contiguous(),
+                                     *[s.reshape(rows, -1).contiguous() for s in scales]]
     return native.F32, [w]
 
 
@@ -121,6 +134,7 @@ class NativeLlama:
         self._keep.extend(parts)
         m = native.Matrix()
         m.kind, m.rows, m.cols = kind, weight.shape[0], weight.shape[1]
+        m.half_scales = int(len(parts) > 1 and parts[1].dtype == torch.float16)
         m.q = parts[0].data_ptr()
         m.scale = parts[1].data_ptr() if len(parts) > 1 else None
         m.minv = parts[2].data_ptr() if len(parts) > 2 else None

@@ -284,6 +284,8 @@ def _gguf_like_model(seed: int = 3):
                 g.copy_(torch.round(g / step) * step)
             else:
                 low, step = g.amin(-1, keepdim=True), (g.amax(-1, keepdim=True) - g.amin(-1, keepdim=True)) / 15
+                if ".0." in name:  # layer 0 keeps its scales in fp16 as GGUF does, layer 1 in fp32
+                    low, step = low.half().float(), step.half().float()
                 g.copy_(torch.round((g - low) / step) * step + low)
     return model
 
@@ -299,6 +301,8 @@ def test_native_step_packs_grid_weights_exactly_and_matches_the_library_logits()
     model = _gguf_like_model()
     step = NativeLlama.build(model)
     assert step.kinds == {"q4_1": 8, "q8_0": 1}  # 4 matrices per layer (q/k/v and gate/up fused), the head
+    halves = [m.half_scales for layer in step._layers for m in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+    assert halves == [1, 1, 1, 1, 0, 0, 0, 0]  # fp16 scales where they are exact
     assert pack(torch.randn(8, 64))[0] == native.F32  # off the grid: kept as it is
     assert pack(torch.randn(8, 64), quantize=True)[0] == native.Q8_0
     assert pack(torch.randn(8, 48))[0] == native.F32  # not a whole number of groups

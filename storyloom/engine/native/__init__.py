@@ -29,7 +29,7 @@ _why_not: str | None = None
 
 class Matrix(ctypes.Structure):
     _fields_ = [("kind", ctypes.c_int32), ("rows", ctypes.c_int32), ("cols", ctypes.c_int32),
-                ("pad", ctypes.c_int32), ("q", ctypes.c_void_p), ("scale", ctypes.c_void_p),
+                ("half_scales", ctypes.c_int32), ("q", ctypes.c_void_p), ("scale", ctypes.c_void_p),
                 ("minv", ctypes.c_void_p)]
 
 

@@ -18,6 +18,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#if defined(__AVX512F__) || defined(__AVX2__) || defined(__F16C__)
+#include <immintrin.h>
+#endif
+
 #define GROUP 32
 #ifndef PREFETCH_HINT
 #define PREFETCH_HINT 3
@@ -27,11 +31,36 @@
 #endif
 
 typedef struct {
-    int32_t kind, rows, cols, pad;
+    int32_t kind, rows, cols;
+    int32_t half_scales;  /* scale and min are fp16 (exact for GGUF's own, which are fp16) */
     const void *q;        /* packed weights */
-    const float *scale;   /* [rows][cols / 32] (Q4_1, Q8_0) */
-    const float *minv;    /* [rows][cols / 32] (Q4_1) */
+    const void *scale;    /* [rows][cols / 32] (Q4_1, Q8_0), fp32 or fp16 */
+    const void *minv;     /* [rows][cols / 32] (Q4_1) */
 } Matrix;
+
+static inline float half_to_float(uint16_t h) {  /* finite values: all a scale can be */
+#if defined(__F16C__)
+    return _cvtsh_ss(h);
+#else
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
+    uint32_t bits;
+    if (exponent == 0) {  /* zero or subnormal: mantissa * 2^-24 */
+        const float f = (float)mantissa * (1.0f / 16777216.0f);
+        memcpy(&bits, &f, 4);
+        bits |= sign;
+    } else {
+        bits = sign | ((exponent + 112u) << 23) | (mantissa << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+#endif
+}
+
+/* Group g's scale (or min) of a row whose scales start at p */
+static inline __attribute__((always_inline)) float scale_at(const int half, const void *p, int g) {
+    return half ? half_to_float(((const uint16_t *)p)[g]) : ((const float *)p)[g];
+}
 
 typedef struct {
     const float *norm1, *norm2;
@@ -48,10 +77,6 @@ typedef struct {
     Matrix lm_head;
     const Layer *layer;
 } Model;
-
-#if defined(__AVX512F__) || defined(__AVX2__)
-#include <immintrin.h>
-#endif
 
 /* One output row's dot product with one x, per format, for CPUs without AVX-512 (with it, rows()
  * below handles every input of a batch at once). xsum[g] is the sum of x over group g. */
@@ -110,14 +135,14 @@ static inline float dot_f32(const float *w, const float *x, int cols) {
 #if defined(__AVX512F__)
 /* One row against B inputs at once: each group is unpacked (and scaled) once and used B times, so
  * a batch of candidates costs little more than one. B is a constant at every call (see rows()). */
-static inline __attribute__((always_inline)) void rows_q4_1(const int B, const uint8_t *q, const float *sc,
-        const float *mn, const float *x, int cols, int groups, float *out) {
+static inline __attribute__((always_inline)) void rows_q4_1(const int B, const int HALF, const uint8_t *q,
+        const void *sc, const void *mn, const float *x, int cols, int groups, float *out) {
     const __m128i nibble = _mm_set1_epi8(15);
     __m512 acc[8];
     for (int b = 0; b < B; b++) acc[b] = _mm512_setzero_ps();
     for (int g = 0; g < groups; g++) {
         const __m128i raw = _mm_loadu_si128((const __m128i *)(q + g * 16));
-        const __m512 scale = _mm512_set1_ps(sc[g]), low = _mm512_set1_ps(mn[g]);
+        const __m512 scale = _mm512_set1_ps(scale_at(HALF, sc, g)), low = _mm512_set1_ps(scale_at(HALF, mn, g));
         /* the group's 32 weights themselves: q * scale + min */
         const __m512 lo = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(raw, nibble))), low);
         const __m512 hi = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(
@@ -131,13 +156,13 @@ static inline __attribute__((always_inline)) void rows_q4_1(const int B, const u
     for (int b = 0; b < B; b++) out[b] = _mm512_reduce_add_ps(acc[b]);
 }
 
-static inline __attribute__((always_inline)) void rows_q8_0(const int B, const int8_t *q, const float *sc,
-        const float *x, int cols, int groups, float *out) {
+static inline __attribute__((always_inline)) void rows_q8_0(const int B, const int HALF, const int8_t *q,
+        const void *sc, const float *x, int cols, int groups, float *out) {
     __m512 acc[8];
     for (int b = 0; b < B; b++) acc[b] = _mm512_setzero_ps();
     for (int g = 0; g < groups; g++) {
         const __m256i raw = _mm256_loadu_si256((const __m256i *)(q + g * 32));
-        const __m512 scale = _mm512_set1_ps(sc[g]);
+        const __m512 scale = _mm512_set1_ps(scale_at(HALF, sc, g));
         const __m512 a = _mm512_mul_ps(scale, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(raw))));
         const __m512 c = _mm512_mul_ps(scale, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(raw, 1))));
         for (int b = 0; b < B; b++) {
@@ -149,10 +174,11 @@ static inline __attribute__((always_inline)) void rows_q8_0(const int B, const i
     for (int b = 0; b < B; b++) out[b] = _mm512_reduce_add_ps(acc[b]);
 }
 
-#define ROWS_CASES(CALL) \
-    switch (batch) { case 1: CALL(1); break; case 2: CALL(2); break; case 3: CALL(3); break; \
-                     case 4: CALL(4); break; case 5: CALL(5); break; case 6: CALL(6); break; \
-                     case 7: CALL(7); break; default: CALL(8); break; }
+#define BATCH_CASES(CALL, H) \
+    switch (batch) { case 1: CALL(1, H); break; case 2: CALL(2, H); break; case 3: CALL(3, H); break; \
+                     case 4: CALL(4, H); break; case 5: CALL(5, H); break; case 6: CALL(6, H); break; \
+                     case 7: CALL(7, H); break; default: CALL(8, H); break; }
+#define ROWS_CASES(CALL) if (m->half_scales) { BATCH_CASES(CALL, 1) } else { BATCH_CASES(CALL, 0) }
 
 /* out[b] = row r of m times x[b], for every input b */
 static void rows(const Matrix *m, int r, const float *x, int batch, const float *xsum, float *out) {
@@ -160,14 +186,15 @@ static void rows(const Matrix *m, int r, const float *x, int batch, const float 
     const int cols = m->cols, groups = cols / GROUP;
     if (m->kind == 0) {
         const uint8_t *q = (const uint8_t *)m->q + (size_t)r * (cols / 2);
-        const float *sc = m->scale + (size_t)r * groups, *mn = m->minv + (size_t)r * groups;
-#define Q4(B) rows_q4_1(B, q, sc, mn, x, cols, groups, out)
+        const size_t at = (size_t)r * groups * (m->half_scales ? 2 : 4);
+        const char *sc = (const char *)m->scale + at, *mn = (const char *)m->minv + at;
+#define Q4(B, H) rows_q4_1(B, H, q, sc, mn, x, cols, groups, out)
         ROWS_CASES(Q4)
 #undef Q4
     } else if (m->kind == 1) {
         const int8_t *q = (const int8_t *)m->q + (size_t)r * cols;
-        const float *sc = m->scale + (size_t)r * groups;
-#define Q8(B) rows_q8_0(B, q, sc, x, cols, groups, out)
+        const char *sc = (const char *)m->scale + (size_t)r * groups * (m->half_scales ? 2 : 4);
+#define Q8(B, H) rows_q8_0(B, H, q, sc, x, cols, groups, out)
         ROWS_CASES(Q8)
 #undef Q8
     } else {
@@ -177,13 +204,20 @@ static void rows(const Matrix *m, int r, const float *x, int batch, const float 
 #else
 static void rows(const Matrix *m, int r, const float *x, int batch, const float *xsum, float *out) {
     const int cols = m->cols, groups = cols / GROUP;
+    float sc[4096 / GROUP], mn[4096 / GROUP];  /* this row's scales as fp32 */
+    if (m->kind != 2) {
+        const size_t at = (size_t)r * groups * (m->half_scales ? 2 : 4);
+        for (int g = 0; g < groups; g++) {
+            sc[g] = scale_at(m->half_scales, (const char *)m->scale + at, g);
+            mn[g] = m->kind == 0 ? scale_at(m->half_scales, (const char *)m->minv + at, g) : 0.f;
+        }
+    }
     for (int b = 0; b < batch; b++) {
         if (m->kind == 0)
-            out[b] = dot_q4_1((const uint8_t *)m->q + (size_t)r * (cols / 2), m->scale + (size_t)r * groups,
-                              m->minv + (size_t)r * groups, x + (size_t)b * cols, xsum + b * groups, groups);
+            out[b] = dot_q4_1((const uint8_t *)m->q + (size_t)r * (cols / 2), sc, mn, x + (size_t)b * cols,
+                              xsum + b * groups, groups);
         else if (m->kind == 1)
-            out[b] = dot_q8_0((const int8_t *)m->q + (size_t)r * cols, m->scale + (size_t)r * groups,
-                              x + (size_t)b * cols, groups);
+            out[b] = dot_q8_0((const int8_t *)m->q + (size_t)r * cols, sc, x + (size_t)b * cols, groups);
         else
             out[b] = dot_f32((const float *)m->q + (size_t)r * cols, x + (size_t)b * cols, cols);
     }
@@ -212,8 +246,9 @@ static void matvec(const Matrix *m, const float *x, int batch, float *y, int acc
         if (r + PREFETCH_ROWS < rows_n) {
             const char *next = (const char *)m->q + (size_t)(r + PREFETCH_ROWS) * row_bytes;
             for (size_t at = 0; at < row_bytes; at += 64) __builtin_prefetch(next + at, 0, PREFETCH_HINT);
-            if (m->kind != 2) __builtin_prefetch(m->scale + (size_t)(r + PREFETCH_ROWS) * groups, 0, 0);
-            if (m->kind == 0) __builtin_prefetch(m->minv + (size_t)(r + PREFETCH_ROWS) * groups, 0, 0);
+            const size_t at = (size_t)(r + PREFETCH_ROWS) * groups * (m->half_scales ? 2 : 4);
+            if (m->kind != 2) __builtin_prefetch((const char *)m->scale + at, 0, 0);
+            if (m->kind == 0) __builtin_prefetch((const char *)m->minv + at, 0, 0);
         }
 #endif
         float v[8];
