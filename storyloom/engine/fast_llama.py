@@ -43,31 +43,43 @@ PREPACK_MIN_WEIGHTS = 512 * 1024
 
 
 class _Linear:
-    """y = x W^T in fp32, and in bf16 for long prompts (a bf16 copy of W is kept for that, in
-    oneDNN's packed layout where that is faster). `halves=True` marks a fused [gate; up] matrix:
-    its bf16 copy is kept as two, so `swiglu` can apply SiLU and the product inside the matmuls."""
+    """y = x W^T for W made of one or more stacked matrices (q/k/v, gate/up).
 
-    def __init__(self, weight: torch.Tensor, bf16: bool, halves: bool = False):
-        self.weight = weight.detach().float().contiguous()
-        self.out_features = self.weight.shape[0]
+    fp32 uses the model's own tensors, stacked into one copy only when `fuse` (one matmul per
+    token instead of three: worth the memory on the lean path, which decodes with them). Long
+    prompts use a bf16 copy, stacked, in oneDNN's packed layout where that is faster; with
+    `halves` (gate/up) the two stay apart so `swiglu` can fuse SiLU and the product into them."""
+
+    def __init__(self, weights: list[torch.Tensor], bf16: bool, fuse: bool = True, halves: bool = False):
+        own = [w.detach().float().contiguous() for w in weights]
+        self.sizes = [w.shape[0] for w in own]
+        self.out_features = sum(self.sizes)
+        self.parts = [torch.cat(own)] if fuse and len(own) > 1 else own
         self.wide: list[torch.Tensor] = []
         self.packed = False
         if bf16:
-            parts = [part.to(torch.bfloat16).contiguous() for part in (self.weight.chunk(2) if halves else [self.weight])]
-            self.wide = parts
-            if halves or parts[0].numel() >= PREPACK_MIN_WEIGHTS:
+            wide = [w.to(torch.bfloat16) for w in own] if halves else [torch.cat(own).to(torch.bfloat16)]
+            self.wide = wide
+            if halves or wide[0].numel() >= PREPACK_MIN_WEIGHTS:
                 try:
-                    self.wide = [torch.ops.mkldnn._reorder_linear_weight(part, 512) for part in parts]
+                    self.wide = [torch.ops.mkldnn._reorder_linear_weight(w, 512) for w in wide]
                     self.packed = True
                 except (RuntimeError, AttributeError):
                     pass
 
     def __call__(self, x: torch.Tensor, wide: bool = False) -> torch.Tensor:
-        if not wide:
-            return F.linear(x, self.weight)
-        x = x.to(torch.bfloat16)
-        outs = [_mkldnn_linear(x, w) if self.packed else F.linear(x, w) for w in self.wide]
+        if wide:
+            x = x.to(torch.bfloat16)
+            outs = [_mkldnn_linear(x, w) if self.packed else F.linear(x, w) for w in self.wide]
+        else:
+            outs = [F.linear(x, w) for w in self.parts]
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
+
+    def each(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """fp32 outputs of the stacked matrices, one per matrix."""
+        if len(self.parts) == 1:
+            return list(F.linear(x, self.parts[0]).split(self.sizes, dim=-1))
+        return [F.linear(x, w) for w in self.parts]
 
     def swiglu(self, x: torch.Tensor) -> torch.Tensor:
         """silu(gate(x)) * up(x) in bf16, for a fused [gate; up] matrix."""
@@ -115,7 +127,7 @@ class KVState:
 class FastLlama:
     """The weights, shared; each generation brings its own KVState (threads never share one)."""
 
-    def __init__(self, model, bf16_prompts: bool | None = None):
+    def __init__(self, model, bf16_prompts: bool | None = None, fuse: bool = True):
         config = model.config
         inner = model.model
         self.bf16 = cpu_has_bf16_units() if bf16_prompts is None else bf16_prompts
@@ -130,21 +142,21 @@ class FastLlama:
             attn, mlp = layer.self_attn, layer.mlp
             self.layers.append((
                 layer.input_layernorm.weight.detach().float(),
-                _Linear(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]), wide),
-                _Linear(attn.o_proj.weight, wide),
+                _Linear([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight], wide, fuse),
+                _Linear([attn.o_proj.weight], wide),
                 layer.post_attention_layernorm.weight.detach().float(),
-                _Linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), wide, halves=True),
-                _Linear(mlp.down_proj.weight, wide),
+                _Linear([mlp.gate_proj.weight, mlp.up_proj.weight], wide, fuse, halves=True),
+                _Linear([mlp.down_proj.weight], wide),
             ))
         self.norm = inner.norm.weight.detach().float()
-        self.lm_head = _Linear(model.lm_head.weight, False)
+        self.lm_head = _Linear([model.lm_head.weight], False)
         self.intermediate = self.layers[0][4].out_features // 2
         dim = self.head_dim
         self.inv_freq = 1.0 / (_rope_theta(config) ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
 
     @classmethod
-    def build(cls, model, bf16_prompts: bool | None = None) -> "FastLlama | None":
-        return None if supported(model) else cls(model, bf16_prompts)
+    def build(cls, model, bf16_prompts: bool | None = None, fuse: bool = True) -> "FastLlama | None":
+        return None if supported(model) else cls(model, bf16_prompts, fuse)
 
     # -- pieces -------------------------------------------------------------------------
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -213,7 +225,7 @@ class FastLlama:
             if wide:
                 h = h + down(gate_up.swiglu(x), True)
             else:
-                gate, up = gate_up(x).split(self.intermediate, dim=-1)
+                gate, up = gate_up.each(x)
                 h = h + down(F.silu(gate, inplace=True).mul_(up))
         state.length = end
         return self.lm_head(self._norm(h[:, -1], self.norm)).float()

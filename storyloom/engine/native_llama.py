@@ -110,10 +110,11 @@ class NativeLlama:
         m.layer = ctypes.cast(layers, ctypes.POINTER(native.Layer))
         self.model = m
         self.vocab = m.vocab
+        native.release_free_memory()
 
     @classmethod
     def build(cls, model, quantize: bool = False) -> "NativeLlama | None":
-        fast = FastLlama.build(model, "fp32")
+        fast = FastLlama.build(model, fuse=False)  # it runs prompts only: no stacked fp32 copies
         lib = native.library() if fast is not None else None
         if lib is None:
             return None

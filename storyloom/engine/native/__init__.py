@@ -145,6 +145,16 @@ def _keep_freed_memory() -> None:
         pass
 
 
+def release_free_memory() -> None:
+    """Hand the heap's free memory back to the system (after packing's temporaries, which the
+    settings above would otherwise keep)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+
+
 def library() -> ctypes.CDLL | None:
     """The compiled step (built on first use), or None when it cannot be had here."""
     global _loaded, _why_not
