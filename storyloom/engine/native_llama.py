@@ -7,7 +7,9 @@ them: a matrix whose values lie exactly on GGUF's Q4_1 or Q8_0 grid (the default
 converted Q4_1 GGUF) is stored in that format, anything else stays fp32. `quantize=True` packs
 off-grid matrices as Q8_0 instead (smaller, faster, log-probs move slightly): opt-in.
 
-Prompts (many tokens at once) go through FastLlama, which fills the same KV cache.
+Prompts fill the same KV cache: a long fresh one (64+ tokens, on CPUs with bf16 units) in
+`_prefill`, bf16 matmuls and attention in torch with the elementwise work in C; anything else
+(short prompts, several tokens fed at once, batches above 8) through FastLlama in fp32.
 """
 from __future__ import annotations
 
@@ -142,10 +144,6 @@ class NativeLlama:
         return m
 
     # -- FastLlama's interface -----------------------------------------------------------
-    @property
-    def heads(self) -> int:
-        return self.fast.heads
-
     def expand(self, state: KVState, batch: int) -> None:
         self.fast.expand(state, batch)
 
