@@ -14,11 +14,15 @@ Prompts fill the same KV cache: a long fresh one (64+ tokens, on CPUs with bf16 
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import os
+from pathlib import Path
 
 import torch
 
 from storyloom.engine import native
 from storyloom.engine.fast_llama import BF16_PROMPT_MIN, FastLlama, KVState
+from storyloom.paths import models_dir
 
 MAX_BATCH = 8  # the C step's limit; larger batches use the torch forward
 
@@ -79,6 +83,53 @@ def pack(weight: torch.Tensor, quantize: bool = False) -> tuple[int, list[torch.
     return native.F32, [w]
 
 
+PACK_FORMAT = "1"  # bump when pack() changes what it writes
+
+
+def _read_pack_cache(path: Path | None) -> dict[str, torch.Tensor] | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    except Exception:  # a damaged file is packed again and rewritten
+        return None
+
+
+def _write_pack_cache(path: Path, tensors: dict[str, torch.Tensor]) -> bool:
+    """Written beside its final name and renamed; a full disk or a read-only folder only means
+    the next load packs again."""
+    try:
+        from safetensors.torch import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        place = path.name.split("-")[1]
+        for old in path.parent.glob(f"packed-{place}-*"):  # this model's older packs, half-written ones
+            old.unlink(missing_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp))
+        os.replace(tmp, path)
+        return True
+    except Exception:
+        return False
+
+
+def _pack_cache(model, quantize: bool) -> Path | None:
+    """Where this model's packed weights are kept between runs: keyed by its folder and the size
+    and time of its weight files, so a changed model is packed again. None for in-memory models."""
+    folder = Path(str(getattr(model.config, "_name_or_path", "") or ""))
+    if not folder.is_dir():
+        return None
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
+    if not files:
+        return None
+    place = hashlib.sha256(f"{folder.resolve()}|{quantize}".encode()).hexdigest()[:12]
+    stamp = [PACK_FORMAT] + [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
+    state = hashlib.sha256("|".join(stamp).encode()).hexdigest()[:12]
+    return models_dir() / "native" / f"packed-{place}-{state}.safetensors"
+
+
 class NativeLlama:
     """FastLlama's interface (forward, expand) with single-token steps done in C."""
 
@@ -87,6 +138,11 @@ class NativeLlama:
         self.lib = lib
         self.kinds: dict[str, int] = {}
         self._keep: list[torch.Tensor] = []  # every tensor the C side points into
+        self._quantize = quantize
+        self._packed: dict[str, torch.Tensor] = {}  # what gets written to the cache
+        cache = _pack_cache(model, quantize)
+        self._cached = _read_pack_cache(cache)
+        self.pack_cache = "read" if self._cached is not None else "none"  # or "written", below
         config = model.config
         inner = model.model
         layers = (native.Layer * len(inner.layers))()
@@ -94,10 +150,10 @@ class NativeLlama:
             attn, mlp = layer.self_attn, layer.mlp
             layers[i].norm1 = self._ptr(layer.input_layernorm.weight)
             layers[i].norm2 = self._ptr(layer.post_attention_layernorm.weight)
-            layers[i].qkv = self._matrix(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]), quantize)
-            layers[i].o = self._matrix(attn.o_proj.weight, quantize)
-            layers[i].gate_up = self._matrix(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), quantize)
-            layers[i].down = self._matrix(mlp.down_proj.weight, quantize)
+            layers[i].qkv = self._matrix(f"{i}.qkv", [attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+            layers[i].o = self._matrix(f"{i}.o", [attn.o_proj.weight])
+            layers[i].gate_up = self._matrix(f"{i}.gate_up", [mlp.gate_proj.weight, mlp.up_proj.weight])
+            layers[i].down = self._matrix(f"{i}.down", [mlp.down_proj.weight])
         self._layers = layers
         m = native.Model()
         m.layers, m.dim = len(inner.layers), config.hidden_size
@@ -108,10 +164,14 @@ class NativeLlama:
         m.embed = self._ptr(fast.embed)
         m.final_norm = self._ptr(inner.norm.weight)
         m.inv_freq = self._ptr(fast.inv_freq)
-        m.lm_head = self._matrix(model.lm_head.weight, quantize)
+        m.lm_head = self._matrix("lm_head", [model.lm_head.weight])
         m.layer = ctypes.cast(layers, ctypes.POINTER(native.Layer))
         self.model = m
         self.vocab = m.vocab
+        if cache is not None and self._cached is None and sum(t.numel() * t.element_size() for t in self._packed.values()) > 256 << 10:
+            # small models pack in no time: not worth a file
+            self.pack_cache = "written" if _write_pack_cache(cache, self._packed) else "none"
+        self._packed, self._cached = {}, None
         native.release_free_memory()
 
     @classmethod
@@ -130,13 +190,23 @@ class NativeLlama:
         self._keep.append(tensor)
         return tensor.data_ptr()
 
-    def _matrix(self, weight: torch.Tensor, quantize: bool) -> native.Matrix:
-        kind, parts = pack(weight, quantize)
-        name = {native.Q4_1: "q4_1", native.Q8_0: "q8_0", native.F32: "f32"}[kind]
-        self.kinds[name] = self.kinds.get(name, 0) + 1
+    def _matrix(self, name: str, weights: list[torch.Tensor]) -> native.Matrix:
+        """The stacked `weights` packed (or read back from the cache) for the C side."""
+        rows, cols = sum(w.shape[0] for w in weights), weights[0].shape[1]
+        cached = self._cached
+        if cached is not None and f"{name}.0" in cached:
+            parts = [cached[f"{name}.{k}"] for k in range(3) if f"{name}.{k}" in cached]
+            kind = native.Q4_1 if len(parts) == 3 else native.Q8_0
+        else:
+            weight = weights[0] if len(weights) == 1 else torch.cat(weights)
+            kind, parts = pack(weight, self._quantize)
+            if kind != native.F32:  # fp32 is the model's own weights: nothing worth keeping
+                self._packed.update({f"{name}.{k}": part for k, part in enumerate(parts)})
+        label = {native.Q4_1: "q4_1", native.Q8_0: "q8_0", native.F32: "f32"}[kind]
+        self.kinds[label] = self.kinds.get(label, 0) + 1
         self._keep.extend(parts)
         m = native.Matrix()
-        m.kind, m.rows, m.cols = kind, weight.shape[0], weight.shape[1]
+        m.kind, m.rows, m.cols = kind, rows, cols
         m.half_scales = int(len(parts) > 1 and parts[1].dtype == torch.float16)
         m.q = parts[0].data_ptr()
         m.scale = parts[1].data_ptr() if len(parts) > 1 else None

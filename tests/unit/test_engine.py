@@ -262,14 +262,14 @@ def test_fast_paths_greedy_text_equals_the_reference_path(tiny, engine):
     assert fast.generate(PROMPT, sampled) == fast.generate(PROMPT, sampled)  # seeded: reproducible
 
 
-def _gguf_like_model(seed: int = 3):
+def _gguf_like_model(seed: int = 3, hidden: int = 64, intermediate: int = 128):
     """A tiny Llama whose weights lie on GGUF grids, as a converted Q4_1 GGUF's do: matrices on
     Q4_1 (32 per group, 16 levels from the group's min), the tied embedding on Q8_0."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=96, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                          tie_word_embeddings=True)
     model = LlamaForCausalLM(config).eval()
@@ -439,3 +439,31 @@ def test_models_the_fast_paths_do_not_know_fall_back_to_the_library_forward(tiny
     text = gpt2.generate(PROMPT, GREEDY.with_(max_new_tokens=12))
     assert gpt2.last_stats.new_tokens == 12 and len(text) > 0
     assert len(gpt2.candidates(PROMPT, 2, GREEDY.with_(max_new_tokens=5))) == 2
+
+
+def test_packed_weights_are_kept_for_the_next_load_and_a_damaged_file_is_packed_again(tmp_path, monkeypatch):
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from storyloom.engine.fast_llama import KVState
+    from storyloom.engine.native_llama import NativeLlama
+
+    monkeypatch.setenv("STORYLOOM_MODELS", str(tmp_path / "models"))
+    _gguf_like_model(hidden=256, intermediate=512).save_pretrained(tmp_path / "model")  # 1.2M weights
+
+    def load():
+        step = NativeLlama.build(LlamaForCausalLM.from_pretrained(tmp_path / "model"))
+        state = KVState()
+        step.forward(torch.tensor([[1, 5, 9]]), state)
+        return step, step.forward(torch.tensor([[7]]), state)
+
+    first, expected = load()
+    packs = list((tmp_path / "models" / "native").glob("packed-*.safetensors"))
+    assert first.pack_cache == "written" and len(packs) == 1
+    again, logits = load()
+    assert again.pack_cache == "read" and again.kinds == first.kinds == {"q4_1": 8, "q8_0": 1}
+    assert torch.equal(logits, expected)
+    packs[0].write_bytes(b"not a safetensors file")
+    repaired, logits = load()
+    assert repaired.pack_cache == "written" and torch.equal(logits, expected)
+    assert len(list((tmp_path / "models" / "native").glob("packed-*"))) == 1
