@@ -97,34 +97,50 @@ def _read_pack_cache(path: Path | None) -> dict[str, torch.Tensor] | None:
         return None
 
 
-def _write_pack_cache(path: Path, tensors: dict[str, torch.Tensor]) -> bool:
+def _write_pack_cache(path: Path, tensors: dict[str, torch.Tensor], folder: Path) -> bool:
     """Written beside its final name and renamed; a full disk or a read-only folder only means
-    the next load packs again."""
+    the next load packs again. This model's older packs, half-written ones and packs of models
+    whose folder is gone are removed on the way."""
     try:
+        from safetensors import safe_open
         from safetensors.torch import save_file
 
         path.parent.mkdir(parents=True, exist_ok=True)
         place = path.name.split("-")[1]
-        for old in path.parent.glob(f"packed-{place}-*"):  # this model's older packs, half-written ones
-            old.unlink(missing_ok=True)
+        for old in path.parent.glob("packed-*"):
+            try:
+                if old.name.startswith(f"packed-{place}-") or old.suffix == ".tmp":
+                    old.unlink(missing_ok=True)
+                    continue
+                with safe_open(str(old), "pt") as f:
+                    gone = not Path((f.metadata() or {}).get("folder", "")).is_dir()
+                if gone:
+                    old.unlink(missing_ok=True)
+            except Exception:
+                old.unlink(missing_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp))
+        save_file(tensors, str(tmp), metadata={"folder": str(folder)})
         os.replace(tmp, path)
         return True
     except Exception:
         return False
 
 
+def _model_folder(model) -> Path | None:
+    folder = Path(str(getattr(model.config, "_name_or_path", "") or ""))
+    return folder.resolve() if folder.is_dir() else None
+
+
 def _pack_cache(model, quantize: bool) -> Path | None:
     """Where this model's packed weights are kept between runs: keyed by its folder and the size
     and time of its weight files, so a changed model is packed again. None for in-memory models."""
-    folder = Path(str(getattr(model.config, "_name_or_path", "") or ""))
-    if not folder.is_dir():
+    folder = _model_folder(model)
+    if folder is None:
         return None
     files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
     if not files:
         return None
-    place = hashlib.sha256(f"{folder.resolve()}|{quantize}".encode()).hexdigest()[:12]
+    place = hashlib.sha256(f"{folder}|{quantize}".encode()).hexdigest()[:12]
     stamp = [PACK_FORMAT] + [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
     state = hashlib.sha256("|".join(stamp).encode()).hexdigest()[:12]
     return models_dir() / "native" / f"packed-{place}-{state}.safetensors"
@@ -170,7 +186,7 @@ class NativeLlama:
         self.vocab = m.vocab
         if cache is not None and self._cached is None and sum(t.numel() * t.element_size() for t in self._packed.values()) > 256 << 10:
             # small models pack in no time: not worth a file
-            self.pack_cache = "written" if _write_pack_cache(cache, self._packed) else "none"
+            self.pack_cache = "written" if _write_pack_cache(cache, self._packed, _model_folder(model)) else "none"
         self._packed, self._cached = {}, None
         native.release_free_memory()
 

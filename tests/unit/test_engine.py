@@ -442,6 +442,8 @@ def test_models_the_fast_paths_do_not_know_fall_back_to_the_library_forward(tiny
 
 
 def test_packed_weights_are_kept_for_the_next_load_and_a_damaged_file_is_packed_again(tmp_path, monkeypatch):
+    import shutil
+
     import torch
     from transformers import LlamaForCausalLM
 
@@ -466,4 +468,9 @@ def test_packed_weights_are_kept_for_the_next_load_and_a_damaged_file_is_packed_
     packs[0].write_bytes(b"not a safetensors file")
     repaired, logits = load()
     assert repaired.pack_cache == "written" and torch.equal(logits, expected)
+    assert len(list((tmp_path / "models" / "native").glob("packed-*"))) == 1
+    # another model's pack sweeps this one away once its folder is gone
+    shutil.copytree(tmp_path / "model", tmp_path / "other")
+    shutil.rmtree(tmp_path / "model")
+    assert NativeLlama.build(LlamaForCausalLM.from_pretrained(tmp_path / "other")).pack_cache == "written"
     assert len(list((tmp_path / "models" / "native").glob("packed-*"))) == 1
