@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--prompts", type=int, default=20, help="cowrite: story openings to rank (at most 20)")
     bench.add_argument("--nodes", type=int, default=1_000_000, help="tree: nodes in the synthetic tree")
     bench.add_argument("--no-model", action="store_true", help="tree: skip timing the model")
+    bench.add_argument("--llama-cpp", action="store_true",
+                       help="engine: also time llama.cpp on the same GGUF (needs llama-cpp-python installed)")
 
     trees = sub.add_parser("tree", help="story trees: list, export, import")
     tsub = trees.add_subparsers(dest="tree_command", required=True)
@@ -130,7 +132,8 @@ def _bench(args) -> int:
         if args.what == "engine":
             from storyloom.engine import bench
 
-            result = bench.engine(_model_spec(args), tokens=args.tokens or 64, progress=progress)
+            result = bench.engine(_model_spec(args), tokens=args.tokens or 64, progress=progress,
+                                  llama_cpp=args.llama_cpp)
         elif args.what == "poetry":
             from storyloom.modes.poetry import bench as poetry_bench
 

