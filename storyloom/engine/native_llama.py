@@ -184,8 +184,8 @@ class NativeLlama:
         m.layer = ctypes.cast(layers, ctypes.POINTER(native.Layer))
         self.model = m
         self.vocab = m.vocab
-        if cache is not None and self._cached is None and sum(t.numel() * t.element_size() for t in self._packed.values()) > 256 << 10:
-            # small models pack in no time: not worth a file
+        packed_bytes = sum(t.numel() * t.element_size() for t in self._packed.values())
+        if cache is not None and self._cached is None and packed_bytes > 256 << 10:  # small ones pack at once
             self.pack_cache = "written" if _write_pack_cache(cache, self._packed, _model_folder(model)) else "none"
         self._packed, self._cached = {}, None
         native.release_free_memory()
