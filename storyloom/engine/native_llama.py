@@ -97,27 +97,34 @@ def _read_pack_cache(path: Path | None) -> dict[str, torch.Tensor] | None:
         return None
 
 
+def _sweep_packs(path: Path) -> None:
+    """Remove this model's other packs, half-written ones, and packs of models whose folder is
+    gone (a bench's temporary copy, a deleted model)."""
+    place = path.name.split("-")[1]
+    for old in path.parent.glob("packed-*"):
+        if old == path:
+            continue
+        try:
+            if old.name.startswith(f"packed-{place}-") or old.suffix == ".tmp":
+                old.unlink(missing_ok=True)
+                continue
+            from safetensors import safe_open
+
+            with safe_open(str(old), "pt") as f:
+                gone = not Path((f.metadata() or {}).get("folder", "")).is_dir()
+            if gone:
+                old.unlink(missing_ok=True)
+        except Exception:
+            old.unlink(missing_ok=True)
+
+
 def _write_pack_cache(path: Path, tensors: dict[str, torch.Tensor], folder: Path) -> bool:
     """Written beside its final name and renamed; a full disk or a read-only folder only means
-    the next load packs again. This model's older packs, half-written ones and packs of models
-    whose folder is gone are removed on the way."""
+    the next load packs again."""
     try:
-        from safetensors import safe_open
         from safetensors.torch import save_file
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        place = path.name.split("-")[1]
-        for old in path.parent.glob("packed-*"):
-            try:
-                if old.name.startswith(f"packed-{place}-") or old.suffix == ".tmp":
-                    old.unlink(missing_ok=True)
-                    continue
-                with safe_open(str(old), "pt") as f:
-                    gone = not Path((f.metadata() or {}).get("folder", "")).is_dir()
-                if gone:
-                    old.unlink(missing_ok=True)
-            except Exception:
-                old.unlink(missing_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         save_file(tensors, str(tmp), metadata={"folder": str(folder)})
         os.replace(tmp, path)
@@ -157,6 +164,8 @@ class NativeLlama:
         self._quantize = quantize
         self._packed: dict[str, torch.Tensor] = {}  # what gets written to the cache
         cache = _pack_cache(model, quantize)
+        if cache is not None and cache.parent.is_dir():
+            _sweep_packs(cache)
         self._cached = _read_pack_cache(cache)
         self.pack_cache = "read" if self._cached is not None else "none"  # or "written", below
         config = model.config
