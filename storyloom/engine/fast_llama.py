@@ -1,8 +1,8 @@
 """A lean forward pass for Llama-shaped models (SmolLM2 is one).
 
-The transformers model stays the source of truth: this reads its weights once, fuses q/k/v and
-gate/up into single matmuls, keeps a preallocated KV cache, and runs the same arithmetic with a
-fraction of the Python per token. Models it does not understand get `None` from `build` and
+The transformers model stays the source of truth: this reads its weights once (fusing q/k/v and
+gate/up into single matmuls when it decodes with them), keeps a preallocated KV cache, and runs the
+same arithmetic with a fraction of the Python per token. Models it does not understand get `None` from `build` and
 the library's own forward is used instead.
 
 Decoding and short prompts run in fp32 (greedy output matches the library's). Long prompts are

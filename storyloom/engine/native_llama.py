@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from storyloom.engine import native
-from storyloom.engine.fast_llama import BF16_PROMPT_MIN, FastLlama, KVState
+from storyloom.engine.fast_llama import BF16_PROMPT_MIN, FastLlama, KVState, supported
 from storyloom.paths import models_dir
 
 MAX_BATCH = 8  # the C step's limit; larger batches use the torch forward
@@ -161,13 +161,16 @@ class NativeLlama:
         self.lib = lib
         self.kinds: dict[str, int] = {}
         self._keep: list[torch.Tensor] = []  # every tensor the C side points into
-        self._quantize = quantize
-        self._packed: dict[str, torch.Tensor] = {}  # what gets written to the cache
         cache = _pack_cache(model, quantize)
         if cache is not None and cache.parent.is_dir():
             _sweep_packs(cache)
-        self._cached = _read_pack_cache(cache)
-        self.pack_cache = "read" if self._cached is not None else "none"  # or "written", below
+        cached = _read_pack_cache(cache)
+        self.pack_cache = "read" if cached is not None else "none"  # or "written", below
+        packed: dict[str, torch.Tensor] = {}  # what gets written to the cache
+
+        def matrix(name: str, weights: list[torch.Tensor]) -> native.Matrix:
+            return self._matrix(name, weights, quantize, cached, packed)
+
         config = model.config
         inner = model.model
         layers = (native.Layer * len(inner.layers))()
@@ -175,10 +178,10 @@ class NativeLlama:
             attn, mlp = layer.self_attn, layer.mlp
             layers[i].norm1 = self._ptr(layer.input_layernorm.weight)
             layers[i].norm2 = self._ptr(layer.post_attention_layernorm.weight)
-            layers[i].qkv = self._matrix(f"{i}.qkv", [attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
-            layers[i].o = self._matrix(f"{i}.o", [attn.o_proj.weight])
-            layers[i].gate_up = self._matrix(f"{i}.gate_up", [mlp.gate_proj.weight, mlp.up_proj.weight])
-            layers[i].down = self._matrix(f"{i}.down", [mlp.down_proj.weight])
+            layers[i].qkv = matrix(f"{i}.qkv", [attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+            layers[i].o = matrix(f"{i}.o", [attn.o_proj.weight])
+            layers[i].gate_up = matrix(f"{i}.gate_up", [mlp.gate_proj.weight, mlp.up_proj.weight])
+            layers[i].down = matrix(f"{i}.down", [mlp.down_proj.weight])
         self._layers = layers
         m = native.Model()
         m.layers, m.dim = len(inner.layers), config.hidden_size
@@ -189,44 +192,46 @@ class NativeLlama:
         m.embed = self._ptr(fast.embed)
         m.final_norm = self._ptr(inner.norm.weight)
         m.inv_freq = self._ptr(fast.inv_freq)
-        m.lm_head = self._matrix("lm_head", [model.lm_head.weight])
+        m.lm_head = matrix("lm_head", [model.lm_head.weight])
         m.layer = ctypes.cast(layers, ctypes.POINTER(native.Layer))
         self.model = m
         self.vocab = m.vocab
-        packed_bytes = sum(t.numel() * t.element_size() for t in self._packed.values())
-        if cache is not None and self._cached is None and packed_bytes > 256 << 10:  # small ones pack at once
-            self.pack_cache = "written" if _write_pack_cache(cache, self._packed, _model_folder(model)) else "none"
-        self._packed, self._cached = {}, None
+        packed_bytes = sum(t.numel() * t.element_size() for t in packed.values())
+        if cache is not None and cached is None and packed_bytes > 256 << 10:  # small ones pack at once
+            self.pack_cache = "written" if _write_pack_cache(cache, packed, _model_folder(model)) else "none"
         native.release_free_memory()
 
     @classmethod
     def build(cls, model, quantize: bool = False) -> "NativeLlama | None":
-        fast = FastLlama.build(model, fuse=False)  # it runs prompts only: no stacked fp32 copies
-        lib = native.library() if fast is not None else None
-        if lib is None:
+        if supported(model):
             return None
         config = model.config
-        if config.hidden_size > 4096 or fast.intermediate > 4096 or fast.head_dim > 512:
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        if max(config.hidden_size, config.intermediate_size) > 4096 or head_dim > 512:
             return None  # beyond the C step's fixed buffers
-        return cls(fast, model, lib, quantize)
+        lib = native.library()  # before the torch side is built, which would go unused without it
+        if lib is None:
+            return None
+        return cls(FastLlama(model, fuse=False), model, lib, quantize)  # prompts only: no stacked fp32 copies
 
     def _ptr(self, tensor: torch.Tensor) -> int:
         tensor = tensor.detach().float().contiguous()
         self._keep.append(tensor)
         return tensor.data_ptr()
 
-    def _matrix(self, name: str, weights: list[torch.Tensor]) -> native.Matrix:
-        """The stacked `weights` packed (or read back from the cache) for the C side."""
+    def _matrix(self, name: str, weights: list[torch.Tensor], quantize: bool,
+                cached: dict[str, torch.Tensor] | None, packed: dict[str, torch.Tensor]) -> native.Matrix:
+        """The stacked `weights` packed (or read back from `cached`) for the C side; what was
+        packed here is added to `packed`, for the cache."""
         rows, cols = sum(w.shape[0] for w in weights), weights[0].shape[1]
-        cached = self._cached
         if cached is not None and f"{name}.0" in cached:
             parts = [cached[f"{name}.{k}"] for k in range(3) if f"{name}.{k}" in cached]
             kind = native.Q4_1 if len(parts) == 3 else native.Q8_0
         else:
             weight = weights[0] if len(weights) == 1 else torch.cat(weights)
-            kind, parts = pack(weight, self._quantize)
+            kind, parts = pack(weight, quantize)
             if kind != native.F32:  # fp32 is the model's own weights: nothing worth keeping
-                self._packed.update({f"{name}.{k}": part for k, part in enumerate(parts)})
+                packed.update({f"{name}.{k}": part for k, part in enumerate(parts)})
         label = {native.Q4_1: "q4_1", native.Q8_0: "q8_0", native.F32: "f32"}[kind]
         self.kinds[label] = self.kinds.get(label, 0) + 1
         self._keep.extend(parts)

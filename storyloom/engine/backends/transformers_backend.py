@@ -18,6 +18,7 @@ from storyloom.engine.generate import (
     StopScanner,
     Stopwatch,
 )
+from storyloom.engine import native
 from storyloom.engine.fast_llama import FastLlama, KVState
 from storyloom.engine.kv_cache import new_cache
 from storyloom.engine.native_llama import NativeLlama
@@ -116,8 +117,6 @@ class TransformersGenerator(Generator):
         extra = {"engine": engine}
         if getattr(self.fast, "kinds", None):
             extra["weights"] = ", ".join(f"{count} {kind}" for kind, count in self.fast.kinds.items())
-        from storyloom.engine import native
-
         if native.unavailable():
             extra["native step"] = native.unavailable()
         self.tokenizer = tokenizer

@@ -8,6 +8,7 @@ in `unavailable()`: callers then keep to the torch path.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -129,30 +130,36 @@ def build(cc: str, arch: list[str] | None = None) -> ctypes.CDLL:
     return lib
 
 
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """glibc, for its allocator settings; None elsewhere (macOS, musl), where they are skipped."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
 def _keep_freed_memory() -> None:
     """Let glibc's malloc reuse freed blocks instead of returning them to the system.
 
     A prompt's activations are a few MB per matmul; above glibc's default mmap threshold each is
     a fresh mapping, zeroed by the kernel page by page, then unmapped: ~8 ms of page faults in a
     500-token prompt (PyTorch's CPU guide suggests jemalloc/tcmalloc for the same reason)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
+    libc = _glibc()
+    if libc is not None:
         libc.mallopt(-3, 256 << 20)  # M_MMAP_THRESHOLD
         libc.mallopt(-1, 512 << 20)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
 
 
 def release_free_memory() -> None:
     """Hand the heap's free memory back to the system (after packing's temporaries, which the
     settings above would otherwise keep)."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def library() -> ctypes.CDLL | None:
