@@ -41,11 +41,41 @@ class ModelInfo:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do. Modes ask these, never which backend runs (see backends/__init__.py).
+
+    stream          text arrives piece by piece (else one piece at the end)
+    batch           n candidates of one prompt in one call (a batch, or `n` in one request)
+    token_logprobs  each generated token's log-prob and its top alternatives
+    scoring         score_many(prompt, continuations): log-probs of given text (co-write ranking)
+    grammar         the grammar dialect `stream(..., grammar=...)` accepts ("gbnf"), or None
+    token_steering  decode_state()/encode()/decode(): a constrained decoder may pick every token
+    exact_tokens    count_tokens() is the model's own tokenizer (else a safe over-estimate)
+    seed            a seed makes sampling repeatable
+    """
+
+    stream: bool = True
+    batch: bool = False
+    token_logprobs: bool = False
+    scoring: bool = False
+    grammar: str | None = None
+    token_steering: bool = False
+    exact_tokens: bool = True
+    seed: bool = True
+
+
 class Generator:
-    """Base class: subclasses implement _stream, candidates, score_many, count_tokens."""
+    """Base class: subclasses implement _stream, candidates, score_many, count_tokens.
+
+    `capabilities` says which of these are real; `stop_strings` are the backend's own end-of-turn
+    markers (chat tokens), which modes add to their own stops instead of hard-coding a format.
+    """
 
     info: ModelInfo
     last_stats: GenerationStats
+    capabilities: Capabilities = Capabilities()
+    stop_strings: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -56,15 +86,29 @@ class Generator:
         return self.info.context_length or 2048
 
     def stream(
-        self, prompt: str, settings: SamplerSettings | None = None, cancel: Cancel | None = None
+        self, prompt: str, settings: SamplerSettings | None = None, cancel: Cancel | None = None,
+        grammar: str | None = None,
     ) -> Iterator[str]:
+        """Text pieces as they arrive. `grammar` (in the dialect capabilities.grammar names)
+        restricts the output; backends without grammar support refuse it."""
         settings = settings or SamplerSettings()
-        yield from self._stream(prompt, settings, cancel)
+        if grammar is None:
+            yield from self._stream(prompt, settings, cancel)
+        else:
+            self._check_grammar()
+            yield from self._stream(prompt, settings, cancel, grammar=grammar)
 
     def generate(
-        self, prompt: str, settings: SamplerSettings | None = None, cancel: Cancel | None = None
+        self, prompt: str, settings: SamplerSettings | None = None, cancel: Cancel | None = None,
+        grammar: str | None = None,
     ) -> str:
-        return "".join(self.stream(prompt, settings, cancel))
+        return "".join(self.stream(prompt, settings, cancel, grammar))
+
+    def _check_grammar(self) -> None:
+        if not self.capabilities.grammar:
+            from storyloom import StoryloomError
+
+            raise StoryloomError(f"{self.name} cannot follow a grammar.")
 
     def _stream(self, prompt: str, settings: SamplerSettings, cancel: Cancel | None) -> Iterator[str]:
         raise NotImplementedError
