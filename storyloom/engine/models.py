@@ -6,6 +6,8 @@ A spec is one of:
   a .gguf file         converted once to safetensors in the models folder, then loaded from there
   a Hugging Face id    "org/name": loaded from the local Hugging Face cache; downloaded only when
                        the hub is reachable and HF_HUB_OFFLINE is not set
+  openai:URL[#name]    an OpenAI-compatible completions server (a plain http(s) URL works too);
+                       served by backends/openai_compat.py through the registry (backends/__init__.py)
 """
 from __future__ import annotations
 
@@ -18,12 +20,12 @@ from pathlib import Path
 from typing import Literal
 
 from storyloom import StoryloomError
-from storyloom.engine import default_model
+from storyloom.engine import backends, default_model
 from storyloom.engine.default_model import Progress, _quiet
 from storyloom.engine.generate import Generator
 from storyloom.paths import models_dir
 
-Kind = Literal["default", "folder", "gguf", "hub"]
+Kind = Literal["default", "folder", "gguf", "hub", "remote", "scripted"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -38,6 +40,10 @@ class ModelSpec:
 
     @property
     def display(self) -> str:
+        if self.kind == "remote":
+            from storyloom.engine.backends.openai_compat import redact
+
+            return redact(self.value)
         return default_model.MODEL_NAME if self.kind == "default" else self.value
 
 
@@ -45,11 +51,14 @@ def parse_spec(spec: str) -> ModelSpec:
     spec = (spec or "").strip()
     if spec in ("", "default"):
         return ModelSpec("default", "default")
-    if spec.startswith(("http://", "https://")):
-        raise ModelError(
-            f"Remote servers are not supported yet: {spec!r}. Use 'default', a model folder, "
-            "a .gguf file or a Hugging Face id."
-        )
+    backend = backends.backend_for(spec)
+    if backend is not None and backend.name == "openai":
+        from storyloom.engine.backends.openai_compat import parse_remote
+
+        parse_remote(spec)  # a malformed address is refused here, before anything connects
+        return ModelSpec("remote", spec)
+    if backend is not None and backend.name == "scripted":
+        return ModelSpec("scripted", spec)
     path = Path(spec).expanduser()
     if spec.lower().endswith(".gguf"):
         if not path.is_file():
@@ -64,14 +73,21 @@ def parse_spec(spec: str) -> ModelSpec:
     if _HUB_ID.match(spec):
         return ModelSpec("hub", spec)
     raise ModelError(
-        f"Unknown model {spec!r}: use 'default', a model folder, a .gguf file or a Hugging Face "
-        "id such as 'HuggingFaceTB/SmolLM2-360M-Instruct'."
+        f"Unknown model {spec!r}: use 'default', a model folder, a .gguf file, a Hugging Face "
+        "id such as 'HuggingFaceTB/SmolLM2-360M-Instruct', or a server as 'openai:http://host:port/v1'."
     )
 
 
 def load(spec: str | ModelSpec = "default", progress: Progress = _quiet) -> Generator:
     """Load a Generator for `spec`; any failure is a ModelError with a readable message."""
     parsed = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
+    backend = backends.backend_for(parsed.value)
+    assert backend is not None  # the local backend claims whatever the others do not
+    return backend.load(parsed.value, progress)
+
+
+def _load_local(spec: str, progress: Progress) -> Generator:
+    parsed = parse_spec(spec)
     if parsed.kind == "default":
         folder = default_model.ensure(progress)
         generator = _from_folder(folder, default_model.MODEL_NAME, progress)
@@ -87,6 +103,11 @@ def load(spec: str | ModelSpec = "default", progress: Progress = _quiet) -> Gene
     # prompt or a token, now and then).
     gc.freeze()
     return generator
+
+
+backends.register(backends.Backend(
+    "local", "this computer: the default model, a transformers folder, a .gguf file or a Hugging Face id",
+    lambda spec: True, _load_local))
 
 
 def _from_folder(folder: Path, name: str, progress: Progress, **kwargs) -> Generator:

@@ -12,6 +12,7 @@ import torch
 
 from storyloom.engine.generate import (
     Cancel,
+    Capabilities,
     GenerationStats,
     Generator,
     ModelInfo,
@@ -110,6 +111,9 @@ class DecodeState:
 
 
 class TransformersGenerator(Generator):
+    capabilities = Capabilities(stream=True, batch=True, scoring=True, token_steering=True,
+                                exact_tokens=True, seed=True)
+
     def __init__(self, model, tokenizer, name: str, location: str | None = None, engine: str | None = None):
         self.model = model.eval()
         engine = engine or engine_choice()
@@ -136,6 +140,10 @@ class TransformersGenerator(Generator):
         eos = config.eos_token_id if config.eos_token_id is not None else tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        # The tokenizer's own turn markers (ChatML's <|im_end|> and friends): modes stop on them
+        # instead of hard-coding one chat format.
+        self.stop_strings = tuple(t for t in getattr(tokenizer, "all_special_tokens", ())
+                                  if t and len(t) > 2 and t.startswith("<") and t.endswith(">"))
 
     # -- text <-> tokens -------------------------------------------------------------
     def encode(self, text: str, special: bool = True) -> list[int]:

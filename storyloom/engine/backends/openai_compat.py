@@ -1,0 +1,553 @@
+"""A remote engine: any server speaking the OpenAI-compatible *completions* API.
+
+llama.cpp's llama-server, llama-cpp-python's server, vLLM, Ollama and hosted endpoints all serve
+`/v1/completions`; they differ in everything around it (a tokenize endpoint, the context window,
+`n`, prompt log-probs, grammars). So on connecting we ask the server what it is and then check
+each ability with a tiny request (a few tokens each) instead of trusting a table: a server that
+returns nonsense prompt log-probs (llama-cpp-python 0.3 does) is not used for ranking.
+
+Spec: `openai:http://127.0.0.1:8080/v1` (a plain http(s) URL works too), optionally `#name` for
+the served model (else the first of `/v1/models`) and `;ctx=N` / `;tokenizer=FOLDER_OR_ID`:
+`openai:http://host:8000/v1#Qwen/Qwen2.5-7B;ctx=8192`. The API key comes from STORYLOOM_API_KEY
+(or OPENAI_API_KEY), never from the spec, and is kept out of every message.
+
+The HTTP client is the `openai` package: it does the SSE parsing, the timeouts and the retries
+with backoff on 429/5xx and dropped connections before a reply starts; a reply that breaks off
+midway is reported, never retried behind the player's back.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+from storyloom import StoryloomError
+from storyloom.engine.generate import (
+    Cancel,
+    Capabilities,
+    GenerationStats,
+    Generator,
+    ModelInfo,
+    StopScanner,
+    Stopwatch,
+)
+from storyloom.engine.sampling import SamplerSettings
+
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 120.0  # a long prompt on a big model can take a while before the first token
+RETRIES = 3
+DEFAULT_CONTEXT = 2048  # when the server does not say its window: small enough for any server
+CHARS_PER_TOKEN_ESTIMATE = 2.5  # no tokenizer at all: over-count (English BPE is ~4 chars a token)
+PROBE_PROMPT = "The old lighthouse keeper climbed the stairs"
+
+
+class RemoteError(StoryloomError):
+    """The server could not be used; the message is one sentence, without the API key."""
+
+
+@dataclass(frozen=True)
+class Remote:
+    base_url: str  # ends in /v1
+    model: str | None = None
+    context: int | None = None
+    tokenizer: str | None = None
+
+    @property
+    def root(self) -> str:
+        """The server's root (where llama.cpp's /props and vLLM's /tokenize live)."""
+        return self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
+
+
+def api_key() -> str | None:
+    return os.environ.get("STORYLOOM_API_KEY") or os.environ.get("OPENAI_API_KEY") or None
+
+
+def redact(text: str) -> str:
+    """`text` with the API key (and any password in a URL) replaced by ***."""
+    key = api_key()
+    if key and len(key) >= 4:
+        text = text.replace(key, "***")
+    return text
+
+
+def parse_remote(spec: str) -> Remote:
+    raw = spec.strip().removeprefix("openai:")
+    address, _, fragment = raw.partition("#")
+    parts = urlsplit(address)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RemoteError(f"A server address looks like openai:http://127.0.0.1:8080/v1, not {_short(spec)!r}.")
+    if parts.username or parts.password:
+        raise RemoteError("Put the server's API key in STORYLOOM_API_KEY, not in the address.")
+    if parts.query:
+        raise RemoteError("A server address takes no ?query; use #model;ctx=N;tokenizer=... for options.")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise RemoteError(f"The port in {_short(address)!r} is not a number from 1 to 65535.") from None
+    path = parts.path.rstrip("/")
+    if not path.endswith("/v1"):
+        path += "/v1"
+    base = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+    model, context, tokenizer = None, None, None
+    for i, item in enumerate(p.strip() for p in fragment.split(";") if p.strip()):
+        name, eq, value = item.partition("=")
+        if not eq and i == 0:
+            model = item
+        elif name == "ctx" and value.isdigit() and 256 <= int(value) <= 10_000_000:
+            context = int(value)
+        elif name == "tokenizer" and value:
+            tokenizer = value
+        else:
+            raise RemoteError(f"Unknown server option {_short(item)!r}: use #model;ctx=N;tokenizer=FOLDER.")
+    return Remote(base, model, context, tokenizer)
+
+
+def _short(text: str, limit: int = 80) -> str:
+    text = redact(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- errors -------------------------------------------------------------------------------
+def _explain(exc: Exception, where: str) -> RemoteError:
+    """One sentence for any failure of the client, the connection or the server."""
+    import openai
+
+    if isinstance(exc, RemoteError):
+        return exc
+    if isinstance(exc, openai.APITimeoutError):
+        why = f"did not answer within {READ_TIMEOUT:.0f} s"
+    elif isinstance(exc, openai.APIConnectionError):
+        why = "cannot be reached (is it running?)"
+    elif isinstance(exc, openai.AuthenticationError):
+        why = "refused the API key (set STORYLOOM_API_KEY)"
+    elif isinstance(exc, openai.NotFoundError):
+        why = "has no such model or endpoint (404)"
+    elif isinstance(exc, openai.APIStatusError):
+        detail = ""
+        try:
+            body = exc.response.json()
+            err = body.get("error", body) if isinstance(body, dict) else body
+            detail = err.get("message", "") if isinstance(err, dict) else str(err)
+        except Exception:  # noqa: BLE001 - a non-JSON error page
+            detail = exc.response.text[:200] if exc.response is not None else ""
+        why = f"answered {exc.status_code}" + (f": {_short(str(detail).strip(), 120)}" if detail else "")
+    elif isinstance(exc, (ValueError, KeyError, TypeError, AttributeError, IndexError)):
+        why = "sent a reply StoryLoom cannot read"
+    else:
+        name = type(exc).__name__
+        if any(k in name for k in ("Protocol", "Read", "Stream", "Network", "Connect", "Remote")):
+            why = "closed the connection in the middle of its reply"
+        else:
+            why = f"failed ({name})"
+    return RemoteError(redact(f"The server at {where} {why}."))
+
+
+# -- the generator ------------------------------------------------------------------------
+@dataclass
+class _Found:
+    """What connecting found out about the server."""
+
+    family: str = "openai-compatible"
+    model: str = ""
+    context: int | None = None
+    parallel: int = 4
+    tokenize: str | None = None  # which endpoint counts tokens: "llama.cpp" | "llama-cpp-python" | "vllm"
+    grammar_field: str | None = None  # how this server takes a GBNF grammar
+    batch: bool = False
+    scoring: bool = False
+    token_logprobs: bool = False
+    why_not_scoring: str = ""
+
+
+class OpenAIGenerator(Generator):
+    """Completions from a remote server; see the module docstring."""
+
+    def __init__(self, remote: Remote, client, found: _Found, local_tokenizer=None):
+        self.remote = remote
+        self.client = client
+        self.found = found
+        self.local_tokenizer = local_tokenizer
+        self._slots = threading.BoundedSemaphore(max(1, found.parallel))
+        exact = found.tokenize is not None or local_tokenizer is not None
+        self.capabilities = Capabilities(
+            stream=True, batch=found.batch, token_logprobs=found.token_logprobs, scoring=found.scoring,
+            grammar="gbnf" if found.grammar_field else None, token_steering=False, exact_tokens=exact,
+            seed=True,
+        )
+        counting = ("the server's tokenizer" if found.tokenize else "a local tokenizer" if local_tokenizer
+                    else f"an estimate ({CHARS_PER_TOKEN_ESTIMATE} characters a token)")
+        extra = {
+            "server": f"{redact(remote.base_url)} ({found.family})",
+            "abilities": ", ".join(k for k, v in (("stream", True), ("n per request", found.batch),
+                                                   ("scoring", found.scoring), ("grammar", bool(found.grammar_field)),
+                                                   ("token log-probs", found.token_logprobs)) if v),
+            "token counts": counting,
+            "parallel requests": found.parallel,
+        }
+        if not found.scoring and found.why_not_scoring:
+            extra["no scoring"] = found.why_not_scoring
+        context = remote.context or found.context
+        if not context:
+            extra["context"] = f"the server does not say its window: assuming {DEFAULT_CONTEXT} (set ;ctx=N)"
+        self.info = ModelInfo(name=found.model, backend="openai", context_length=context or DEFAULT_CONTEXT,
+                              location=redact(remote.base_url), chat_template=False, extra=extra)
+        self.last_stats = GenerationStats()
+        self._count_cache: dict[str, int] = {}
+
+    # -- requests ------------------------------------------------------------------------
+    def _body(self, settings: SamplerSettings, grammar: str | None, stops: Sequence[str] = ()) -> dict:
+        body: dict = {"max_tokens": settings.max_new_tokens, "temperature": settings.temperature,
+                      "top_p": settings.top_p}
+        stop = list(dict.fromkeys([*settings.stop, *stops]))[:4]  # the OpenAI API takes at most 4
+        if stop:
+            body["stop"] = stop
+        if settings.seed is not None:
+            body["seed"] = settings.seed
+        extra: dict = {}
+        family = self.found.family
+        if family in ("llama.cpp", "llama-cpp-python"):
+            extra.update(top_k=settings.top_k, repeat_penalty=settings.repetition_penalty,
+                         typical_p=settings.typical_p)
+            if family == "llama.cpp":
+                extra["repeat_last_n"] = settings.repetition_range or -1
+        elif family == "vllm":
+            extra.update(top_k=settings.top_k or -1, repetition_penalty=settings.repetition_penalty)
+        if grammar is not None:
+            field = self.found.grammar_field
+            extra.update({"structured_outputs": {"grammar": grammar}} if field == "structured_outputs"
+                         else {field: grammar})
+        if extra:
+            body["extra_body"] = extra
+        return body
+
+    def _fit(self, prompt: str, max_new: int) -> str:
+        """Keep the end of a prompt that would overflow the server's window (the recent story)."""
+        room = self.context_length - max_new - 8
+        if self.count_tokens(prompt) <= room:
+            return prompt
+        lo, hi = 0, len(prompt)
+        while lo < hi:  # the longest tail that fits
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if self.count_tokens(prompt[-mid:]) <= room else (lo, mid - 1)
+        return prompt[-lo:] if lo else ""
+
+    def _open(self, prompt: str, body: dict, n: int = 1):
+        try:
+            return self.client.completions.create(model=self.found.model, prompt=prompt, stream=True,
+                                                  **({"n": n} if n > 1 else {}), **body)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes one sentence
+            raise _explain(exc, redact(self.remote.base_url)) from None
+
+    def _chunks(self, stream, cancel: Cancel | None) -> Iterator[tuple[int, str, str | None]]:
+        """(choice index, text, finish reason) as they arrive; closing the stream on cancel
+        drops the connection, which tells the server to stop at once."""
+        try:
+            for chunk in stream:
+                if cancel is not None and cancel.is_set():
+                    return
+                for choice in chunk.choices or ():
+                    yield int(choice.index or 0), choice.text or "", choice.finish_reason
+        except RemoteError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise _explain(exc, redact(self.remote.base_url)) from None
+        finally:
+            stream.close()
+
+    def _stream(self, prompt: str, settings: SamplerSettings, cancel: Cancel | None,
+                grammar: str | None = None) -> Iterator[str]:
+        prompt = self._fit(prompt, settings.max_new_tokens)
+        watch = Stopwatch()
+        scanner = StopScanner(settings.stop)
+        text = ""
+        try:
+            with self._slots:
+                stream = self._open(prompt, self._body(settings, grammar, self.stop_strings))
+                for _, piece, _finish in self._chunks(stream, cancel):
+                    if not piece:
+                        continue
+                    watch.token()
+                    text += piece
+                    out = scanner.feed(text)
+                    if out:
+                        yield out
+                    if scanner.stopped:
+                        return
+            rest = scanner.finish(text)
+            if rest:
+                yield rest
+        finally:
+            self.last_stats = watch.done()
+
+    def candidates(self, prompt: str, n: int, settings: SamplerSettings | None = None,
+                   cancel: Cancel | None = None, on_step: Callable[[int], None] | None = None,
+                   grammar: str | None = None) -> list[str]:
+        """n continuations: one request with `n` where the server takes it, otherwise concurrent
+        requests (as many at once as the server has slots), each with its own seed."""
+        settings = settings or SamplerSettings()
+        if n < 1:
+            raise ValueError("n must be at least 1")
+        if grammar is not None:
+            self._check_grammar()
+        prompt = self._fit(prompt, settings.max_new_tokens)
+        watch = Stopwatch()
+        texts = [""] * n
+        counts = [0] * n
+        lock = threading.Lock()
+
+        def seen(index: int, piece: str) -> None:
+            with lock:
+                texts[index] += piece
+                counts[index] += 1
+                watch.token()
+                if on_step is not None:
+                    on_step(max(counts))
+
+        if self.found.batch and n > 1:
+            with self._slots:
+                stream = self._open(prompt, self._body(settings, grammar, self.stop_strings), n)
+                for index, piece, _ in self._chunks(stream, cancel):
+                    if piece and 0 <= index < n:
+                        seen(index, piece)
+        else:
+            def one(index: int) -> None:
+                seed = None if settings.seed is None else settings.seed + index
+                body = self._body(settings.with_(seed=seed), grammar, self.stop_strings)
+                with self._slots:
+                    stream = self._open(prompt, body)
+                    for _, piece, _ in self._chunks(stream, cancel):
+                        if piece:
+                            seen(index, piece)
+
+            with ThreadPoolExecutor(max_workers=min(n, max(1, self.found.parallel))) as pool:
+                for future in [pool.submit(one, i) for i in range(n)]:
+                    future.result()  # the first failure is raised, with its sentence
+        self.last_stats = watch.done()
+        out = []
+        for text in texts:
+            scanner = StopScanner(settings.stop)
+            out.append(scanner.feed(text) + scanner.finish(text))
+        return out
+
+    def score_many(self, prompt: str, continuations: Sequence[str]) -> list[float]:
+        """Mean token log-prob of each continuation, from the server's echoed prompt log-probs."""
+        if not self.capabilities.scoring:
+            raise NotImplementedError(self.found.why_not_scoring or "this server cannot score text")
+        if not continuations:
+            return []
+
+        def one(text: str) -> float:
+            if not text:
+                return float("-inf")
+            logprobs = self._echo(prompt + text)
+            picked = [lp for offset, lp in logprobs if offset >= len(prompt) and lp is not None]
+            return sum(picked) / len(picked) if picked else float("-inf")
+
+        with ThreadPoolExecutor(max_workers=min(len(continuations), max(1, self.found.parallel))) as pool:
+            return list(pool.map(one, continuations))
+
+    def _echo(self, text: str) -> list[tuple[int, float | None]]:
+        """(character offset, log-prob) of every token of `text` as the server reads it."""
+        try:
+            with self._slots:
+                reply = self.client.completions.create(model=self.found.model, prompt=text, max_tokens=1,
+                                                       echo=True, logprobs=1, temperature=0)
+            lp = reply.choices[0].logprobs
+            return list(zip(lp.text_offset, lp.token_logprobs))
+        except Exception as exc:  # noqa: BLE001
+            raise _explain(exc, redact(self.remote.base_url)) from None
+
+    # -- tokens --------------------------------------------------------------------------
+    def count_tokens(self, text: str) -> int:
+        if not text:
+            return 0
+        cached = self._count_cache.get(text)
+        if cached is not None:
+            return cached
+        if self.local_tokenizer is not None:
+            n = len(self.local_tokenizer(text, add_special_tokens=False)["input_ids"])
+        elif self.found.tokenize is not None:
+            n = _server_count(self.client, self.remote, self.found, text)
+        else:
+            n = math.ceil(len(text.encode("utf-8")) / CHARS_PER_TOKEN_ESTIMATE)
+        if len(self._count_cache) > 8192:
+            self._count_cache.clear()
+        self._count_cache[text] = n
+        return n
+
+
+def _server_count(client, remote: Remote, found: _Found, text: str) -> int:
+    try:
+        if found.tokenize == "llama-cpp-python":
+            reply = client.post(remote.root + "/extras/tokenize/count", cast_to=object,
+                                body={"input": text, "model": found.model})
+            return int(reply["count"])
+        if found.tokenize == "vllm":
+            reply = client.post(remote.root + "/tokenize", cast_to=object,
+                                body={"model": found.model, "prompt": text, "add_special_tokens": False})
+            return int(reply["count"])
+        reply = client.post(remote.root + "/tokenize", cast_to=object, body={"content": text})
+        return len(reply["tokens"])
+    except Exception as exc:  # noqa: BLE001
+        raise _explain(exc, redact(remote.base_url)) from None
+
+
+# -- connecting ---------------------------------------------------------------------------
+def make_client(remote: Remote, retries: int = RETRIES):
+    import httpx2
+    import openai
+
+    return openai.OpenAI(base_url=remote.base_url, api_key=api_key() or "no-key", max_retries=retries,
+                         timeout=httpx2.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT))
+
+
+def connect(spec: str, progress=lambda stage, fraction: None) -> OpenAIGenerator:
+    """Reach the server, find its model, family and window, and check what it can do."""
+    try:
+        import openai  # noqa: F401
+    except ImportError:
+        raise RemoteError("Remote servers need the `openai` package: pip install openai.") from None
+    remote = parse_remote(spec)
+    where = redact(remote.base_url)
+    client = make_client(remote)
+    progress(f"Connecting to {where}", None)
+    found = _Found()
+    try:
+        listed = client.get("/models", cast_to=object)
+        models = [m for m in (listed.get("data") or []) if isinstance(m, dict) and m.get("id")]
+    except Exception as exc:  # noqa: BLE001
+        raise _explain(exc, where) from None
+    if remote.model:
+        match = [m for m in models if m["id"] == remote.model]
+        if models and not match:
+            names = ", ".join(m["id"] for m in models[:5])
+            raise RemoteError(_short(f"The server at {where} does not serve {remote.model!r} (it serves: {names}).", 200))
+        entry = match[0] if match else {"id": remote.model}
+    elif models:
+        entry = models[0]
+    else:
+        raise RemoteError(f"The server at {where} lists no models: name one as {where}#MODEL.")
+    found.model = str(entry["id"])
+    found.context = _int(entry.get("max_model_len")) or _int((entry.get("meta") or {}).get("n_ctx_train"))
+    if entry.get("max_model_len"):
+        found.family, found.parallel = "vllm", 16
+    _identify(client, remote, found)
+    local_tokenizer = _local_tokenizer(remote.tokenizer) if remote.tokenizer else None
+    progress(f"Asking {where} what it can do", None)
+    _probe(client, found, where)
+    return OpenAIGenerator(remote, client, found, local_tokenizer)
+
+
+def _int(value) -> int | None:
+    try:
+        return int(value) if value is not None and int(value) > 0 else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _identify(client, remote: Remote, found: _Found) -> None:
+    """Which server this is, from the endpoints only it has (no retries: a 404 is an answer)."""
+    quick = client.with_options(max_retries=0, timeout=CONNECT_TIMEOUT * 2)
+
+    def ask(method: str, path: str, body=None):
+        try:
+            if method == "get":
+                return quick.get(remote.root + path, cast_to=object)
+            return quick.post(remote.root + path, cast_to=object, body=body)
+        except Exception:  # noqa: BLE001 - absent endpoints are how servers differ
+            return None
+
+    props = ask("get", "/props")
+    if isinstance(props, dict) and "default_generation_settings" in props:
+        found.family, found.tokenize = "llama.cpp", "llama.cpp"
+        settings = props.get("default_generation_settings") or {}
+        found.context = _int(settings.get("n_ctx")) or found.context
+        found.parallel = _int(props.get("total_slots")) or 1
+        return
+    counted = ask("post", "/extras/tokenize/count", {"input": "hello", "model": found.model})
+    if isinstance(counted, dict) and "count" in counted:
+        # llama-cpp-python: one request at a time (a new streaming request even interrupts the
+        # running one unless the server was started with --interrupt_requests false).
+        found.family, found.tokenize, found.parallel = "llama-cpp-python", "llama-cpp-python", 1
+        return
+    counted = ask("post", "/tokenize", {"model": found.model, "prompt": "hello"})
+    if isinstance(counted, dict) and "count" in counted:
+        found.family, found.tokenize = "vllm", "vllm"
+        found.context = _int(counted.get("max_model_len")) or found.context
+        found.parallel = max(found.parallel, 16)
+        return
+    version = ask("get", "/api/version")
+    if isinstance(version, dict) and "version" in version:
+        found.family = "ollama"
+
+
+def _probe(client, found: _Found, where: str) -> None:
+    """Check each optional ability with a request of a few tokens."""
+    quick = client.with_options(max_retries=1)
+
+    def complete(**kw):
+        return quick.completions.create(model=found.model, prompt=kw.pop("prompt", PROBE_PROMPT),
+                                        temperature=0, **kw)
+
+    try:
+        greedy = complete(max_tokens=4, logprobs=1)
+    except Exception as exc:  # noqa: BLE001 - the plainest request failed: the server is unusable
+        raise _explain(exc, where) from None
+    choice = greedy.choices[0]
+    lp = getattr(choice, "logprobs", None)
+    found.token_logprobs = bool(lp and lp.token_logprobs and all(v is not None for v in lp.token_logprobs))
+    try:
+        found.batch = len(complete(max_tokens=1, n=2, temperature=1.0).choices) == 2
+    except Exception:  # noqa: BLE001
+        found.batch = False
+    found.scoring, found.why_not_scoring = _check_scoring(complete, choice.text or "", lp)
+    for field in (("grammar",) if found.family in ("llama.cpp", "llama-cpp-python") else
+                  ("structured_outputs", "guided_grammar", "grammar")):
+        body = {"structured_outputs": {"grammar": 'root ::= "qz7"'}} if field == "structured_outputs" \
+            else {field: 'root ::= "qz7"'}
+        try:
+            if (complete(max_tokens=4, extra_body=body).choices[0].text or "").strip() == "qz7":
+                found.grammar_field = field
+                break
+        except Exception:  # noqa: BLE001 - a server that rejects the field cannot do grammars
+            continue
+
+
+def _check_scoring(complete, generated: str, lp) -> tuple[bool, str]:
+    """Prompt log-probs are trusted only if they agree with the log-probs the server gave the
+    same tokens when it generated them (some servers echo numbers that are not log-probs)."""
+    if not generated.strip() or not lp or not lp.token_logprobs:
+        return False, "the server gives no log-probs"
+    try:
+        echoed = complete(prompt=PROBE_PROMPT + generated, max_tokens=1, echo=True, logprobs=1)
+        elp = echoed.choices[0].logprobs
+        pairs = [(o, v) for o, v in zip(elp.text_offset, elp.token_logprobs) if o >= len(PROBE_PROMPT)]
+    except Exception:  # noqa: BLE001
+        return False, "the server does not echo prompt log-probs"
+    got = [v for _, v in pairs][: len(lp.token_logprobs)]
+    want = list(lp.token_logprobs)[: len(got)]
+    if not got or any(v is None for v in got):
+        return False, "the server does not echo prompt log-probs"
+    if max(abs(a - b) for a, b in zip(got, want)) > 0.1:
+        return False, "the server's prompt log-probs disagree with its own generation log-probs"
+    return True, ""
+
+
+def _local_tokenizer(name: str):
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise RemoteError(f"Could not load the tokenizer {_short(name)!r} (a local folder or a cached "
+                          f"Hugging Face id): {type(exc).__name__}.") from None
+
+
+def with_found(generator: OpenAIGenerator, **changes) -> OpenAIGenerator:
+    """A copy of `generator` that believes the server can (or cannot) do something: for tests."""
+    return OpenAIGenerator(generator.remote, generator.client, replace(generator.found, **changes),
+                           generator.local_tokenizer)
