@@ -14,11 +14,11 @@ from typing import Callable, Iterator
 
 from storyloom import StoryloomError
 from storyloom.engine.sampling import SamplerSettings
-from storyloom.modes.text import SENTENCE_END, TokenCounter, fit_text, latest_that_fit
+from storyloom.modes.text import SENTENCE_END, TokenCounter, cut_special, fit_text, latest_that_fit
 from storyloom.paths import assets_dir
 from storyloom.store.stories import Game, GameStore, Turn, WorldEntry
 
-ACTION_STOPS = ("\n>", "\n\n\n", "<|im_end|>", "<|im_start|>")
+ACTION_STOPS = ("\n>", "\n\n\n")
 AUTHORS_NOTE_DEPTH = 3  # the note goes this many turns before the end, as KoboldAI does
 WORLD_INFO_SCAN = 4  # recent turns (and the new action) scanned for world-info keywords
 REPEAT_SIMILARITY = 0.9
@@ -133,9 +133,7 @@ def clean_output(raw: str, action: str = "") -> str:
     Stops before the model writes the player's next action ("> ..."), drops an echo of the
     action, keeps whole sentences only, and trims stray chat tokens and blank runs.
     """
-    text = raw.replace("\r", "")
-    for marker in ("<|im_end|>", "<|im_start|>", "<|endoftext|>"):
-        text = text.split(marker, 1)[0]
+    text = cut_special(raw.replace("\r", ""))
     lines = text.split("\n")
     for i, line in enumerate(lines):
         if line.lstrip().startswith(">"):

@@ -13,7 +13,7 @@ from typing import Callable, Protocol, Sequence
 
 from storyloom import StoryloomError
 from storyloom.engine.sampling import SamplerSettings
-from storyloom.modes.text import SENTENCE_END, TokenCounter, fit_text, latest_that_fit
+from storyloom.modes.text import SENTENCE_END, TokenCounter, cut_special, fit_text, latest_that_fit
 from storyloom.store.cowrite import LENGTHS, Candidate, CoStory, CoTurn, CowriteStore
 
 DEFAULT_CANDIDATES = 4
@@ -22,7 +22,6 @@ MAX_CANDIDATES = 8
 LENGTH_TOKENS = {"sentence": 40, "paragraph": 120}
 MAX_PROMPT_TOKENS = 2048  # as in adventure: prefill cost and a small model's focus
 TURN_BREAK = "\n\n"  # turns are paragraphs of the story
-CHAT_TOKENS = ("<|im_end|>", "<|im_start|>", "<|endoftext|>")
 REPETITION_NGRAM = 3
 # Mean token log-probs of fluent text from a small model sit near -2..-3, while a passage
 # copied from earlier in the story scores near -0.5: a full repeat must cost more than that gap.
@@ -62,6 +61,8 @@ class Ranker(Protocol):
 class RepetitionRanker:
     """Ranks by repetition alone: for backends that cannot score text."""
 
+    label = "ranked by repetition only (this model cannot score text)"
+
     def __init__(self, n: int = REPETITION_NGRAM):
         self.n = n
 
@@ -75,6 +76,8 @@ class RepetitionRanker:
 
 class ModelRanker:
     """The default: length-normalised log-prob under the model, minus a repetition penalty."""
+
+    label = "ranked by the model's log-probs and repetition"
 
     def __init__(self, generator, repetition_weight: float = REPETITION_WEIGHT, n: int = REPETITION_NGRAM):
         self.generator = generator
@@ -93,9 +96,8 @@ class ModelRanker:
 
 
 def default_ranker(generator) -> Ranker:
-    try:
-        generator.score_many("", [])
-    except NotImplementedError:
+    """Rank by the model where the backend can score text, else by repetition alone."""
+    if getattr(generator, "capabilities", None) is not None and not generator.capabilities.scoring:
         return RepetitionRanker()
     return ModelRanker(generator)
 
@@ -106,10 +108,7 @@ def finish_turn(raw: str, length: str) -> str:
 
     Empty when the model wrote no complete sentence (such candidates are never offered).
     """
-    text = raw.replace("\r", "")
-    for marker in CHAT_TOKENS:
-        text = text.split(marker, 1)[0]
-    text = text.strip()
+    text = cut_special(raw.replace("\r", "")).strip()
     if length != "free":
         text = text.split("\n\n", 1)[0].strip()
     ends = list(SENTENCE_END.finditer(text))
@@ -180,7 +179,7 @@ class CoWrite:
     def settings_for(self, settings: SamplerSettings) -> SamplerSettings:
         tokens = LENGTH_TOKENS.get(self.story.length, settings.max_new_tokens)
         # No "\n\n" stop: a candidate may open with a paragraph break; finish_turn cuts after it.
-        return settings.with_(max_new_tokens=tokens, stop=tuple(dict.fromkeys(settings.stop + CHAT_TOKENS)))
+        return settings.with_(max_new_tokens=tokens, stop=settings.stop)
 
     def budget(self, context_length: int, settings: SamplerSettings) -> int:
         new = self.settings_for(settings).max_new_tokens

@@ -8,6 +8,18 @@ from typing import Callable, Sequence
 SENTENCE_END = re.compile(r"""[.!?…]["'”’)\]]*(?=\s|$)""")
 
 
+# A special token spelled out as text (<|im_end|>, <|eot_id|>, <|endoftext|>...): whatever the chat
+# format, what follows it is not story. Backends stop on their own markers (Generator.stop_strings);
+# this catches one that reached the text anyway (a server that prints them, say).
+_SPECIAL_TOKEN = re.compile(r"<\|[A-Za-z0-9_]+\|>")
+
+
+def cut_special(text: str) -> str:
+    """`text` up to the first spelled-out special token."""
+    found = _SPECIAL_TOKEN.search(text)
+    return text[: found.start()] if found else text
+
+
 class TokenCounter:
     """Counts tokens with a cache, since the same turns are counted every turn."""
 

@@ -17,7 +17,7 @@ from typing import Sequence
 from storyloom import StoryloomError
 from storyloom.engine.sampling import SamplerSettings
 from storyloom.modes.adventure import clean_output, format_action
-from storyloom.modes.text import TokenCounter, fit_text, latest_that_fit
+from storyloom.modes.text import TokenCounter, cut_special, fit_text, latest_that_fit
 from storyloom.store.trees import Node, Tree, TreeStore
 
 TOP_OPTIONS = 5
@@ -80,9 +80,7 @@ _ACTION_JUNK = re.compile(r"^[\s>\-*•\d.)]*")
 
 def clean_action(raw: str) -> str:
     """A generated action as an option: 'You open the door.' -> 'Open the door.'"""
-    line = raw.replace("\r", "").split("\n", 1)[0]
-    for marker in ("<|im_end|>", "<|im_start|>", "<|endoftext|>"):
-        line = line.split(marker, 1)[0]
+    line = cut_special(raw.replace("\r", "").split("\n", 1)[0])
     line = _ACTION_JUNK.sub("", line).strip()
     line = re.sub(r"^you\s+", "", line, flags=re.IGNORECASE).strip(" \"'")
     if len(re.findall(r"[A-Za-z]", line)) < 3:

@@ -17,12 +17,17 @@ def test_specs_resolve(tmp_path, tiny_model_dir):
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF")
     assert models.parse_spec(str(gguf)).kind == "gguf"
+    assert models.parse_spec("openai:http://127.0.0.1:8080/v1").kind == "remote"
+    assert models.parse_spec("http://127.0.0.1:8080").kind == "remote"
 
 
 @pytest.mark.parametrize(
     "spec,message",
     [("no such thing!", "Unknown model"), ("/nowhere/x.gguf", "No GGUF file"),
-     ("http://localhost:1/v1", "Remote servers")],
+     ("openai:ftp://host/v1", "server address looks like"),
+     ("openai:http://user:secret@host/v1", "STORYLOOM_API_KEY"),
+     ("openai:http://host:99999/v1", "port"),
+     ("openai:http://host/v1#m;bogus=1", "Unknown server option")],
 )
 def test_bad_specs_explain_themselves(spec, message):
     with pytest.raises(models.ModelError, match=message):

@@ -25,7 +25,6 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from storyloom import StoryloomError
 from storyloom.engine.generate import (
     Cancel,
     Capabilities,
@@ -35,6 +34,7 @@ from storyloom.engine.generate import (
     StopScanner,
     Stopwatch,
 )
+from storyloom.engine.models import ModelError
 from storyloom.engine.sampling import SamplerSettings
 
 CONNECT_TIMEOUT = 5.0
@@ -45,7 +45,7 @@ CHARS_PER_TOKEN_ESTIMATE = 2.5  # no tokenizer at all: over-count (English BPE i
 PROBE_PROMPT = "The old lighthouse keeper climbed the stairs"
 
 
-class RemoteError(StoryloomError):
+class RemoteError(ModelError):
     """The server could not be used; the message is one sentence, without the API key."""
 
 

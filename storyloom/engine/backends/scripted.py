@@ -6,12 +6,14 @@ import time
 from collections import deque
 from typing import Callable, Iterable, Iterator, Sequence
 
-from storyloom.engine.generate import Cancel, GenerationStats, Generator, ModelInfo, StopScanner
+from storyloom.engine.generate import Cancel, Capabilities, GenerationStats, Generator, ModelInfo, StopScanner
 from storyloom.engine.sampling import SamplerSettings
 
 
 class ScriptedGenerator(Generator):
     """Streams queued texts word by word; records every prompt it was given."""
+
+    capabilities = Capabilities(stream=True, batch=True, scoring=True, seed=False)
 
     def __init__(self, outputs: Iterable[str] = (), context_length: int = 2048, delay: float = 0.0,
                  default: str = "Nothing happens."):

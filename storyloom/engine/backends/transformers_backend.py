@@ -192,7 +192,7 @@ class TransformersGenerator(Generator):
     def _stream(self, prompt: str, settings: SamplerSettings, cancel: Cancel | None) -> Iterator[str]:
         prompt_ids = self._prompt_ids(prompt, settings.max_new_tokens)
         watch = Stopwatch(len(prompt_ids))
-        scanner = StopScanner(settings.stop)
+        scanner = StopScanner(settings.stop + self.stop_strings)
         ids: list[int] = []
         text = ""
         try:
@@ -241,14 +241,14 @@ class TransformersGenerator(Generator):
                 rows[i].append(token)
                 if settings.stop:
                     texts[i] = self.decode(rows[i])
-                    if any(s in texts[i] for s in settings.stop):
+                    if any(s in texts[i] for s in settings.stop + self.stop_strings):
                         done[i] = True
             if all(done):
                 break
         self.last_stats = watch.done()
         results = []
         for row in rows:
-            scanner = StopScanner(settings.stop)
+            scanner = StopScanner(settings.stop + self.stop_strings)
             text = self.decode(row).rstrip("\ufffd")
             results.append(scanner.feed(text) + scanner.finish(text))
         return results

@@ -12,7 +12,7 @@ from textual.widgets import Footer, Header, Input, Label, OptionList, ProgressBa
 from textual.widgets.option_list import Option
 
 from storyloom import StoryloomError
-from storyloom.modes.cowrite import CoWrite
+from storyloom.modes.cowrite import CoWrite, RepetitionRanker, default_ranker
 from storyloom.store.cowrite import LENGTHS, Candidate, CoStory, CoTurn
 from storyloom.tui.export import write_exports
 from storyloom.tui.messages import (
@@ -137,7 +137,12 @@ class CowriteScreen(Screen):
         menu.clear_options()
         menu.add_options([Option(candidate_prompt(i + 1, c), id=str(i)) for i, c in enumerate(pending)])
         menu.display = bool(pending)
-        self.query_one("#cowrite-candidates-label").display = bool(pending)
+        label = self.query_one("#cowrite-candidates-label", Label)
+        label.display = bool(pending)
+        ranker = default_ranker(self.app.generator) if self.app.generator is not None else None
+        if isinstance(ranker, RepetitionRanker):  # say so: the order means less than usual
+            label.update(Text(f"Candidates, {ranker.label}: 1-9 or Enter picks · e edits first · "
+                              "Ctrl+R reroll · Ctrl+N more"))
         if pending:
             menu.highlighted = 0
         self._show_info()
