@@ -20,6 +20,10 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".storyloom-installed"
 TORCH = "torch==2.13.0"
+# The real OpenAI-compatible server the remote-engine tests run against. No wheel on PyPI: pip
+# builds it from source once (a few minutes) and keeps the wheel in its cache.
+TEST_SERVER = "llama-cpp-python[server]==0.3.36"
+SERVER_STAMP = VENV / ".storyloom-test-server"
 
 
 def _fingerprint() -> str:
@@ -53,6 +57,43 @@ def setup() -> None:
     STAMP.write_text(_fingerprint())
 
 
+def _server_cmake_args() -> str:
+    """llama.cpp's build flags: its native build turns on AMX matmuls, which crash on some CPUs
+    (this project's CI machine among them), so ask for the x86 levels the CPU reports instead."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return ""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return ""
+    args = ["-DGGML_NATIVE=OFF"]
+    for flag, option in (("avx2", "AVX2"), ("fma", "FMA"), ("f16c", "F16C"), ("avx512f", "AVX512"),
+                         ("avx512_vnni", "AVX512_VNNI"), ("avx512_bf16", "AVX512_BF16")):
+        args.append(f"-DGGML_{option}={'ON' if flag in flags else 'OFF'}")
+    return " ".join(args)
+
+
+def setup_test_server() -> None:
+    """Install the test server once; when it cannot be built, say why and go on (its tests skip
+    and print the reason from the stamp file)."""
+    key = _fingerprint() + TEST_SERVER
+    if SERVER_STAMP.exists() and SERVER_STAMP.read_text().split("\n", 1)[0] == key:
+        return
+    env = dict(os.environ)
+    if _server_cmake_args() and "CMAKE_ARGS" not in env:
+        env["CMAKE_ARGS"] = _server_cmake_args()
+    cmd = [str(PY), "-m", "pip", "--disable-pip-version-check", "install", "-q", "-c", "constraints.txt",
+           TEST_SERVER]
+    print("+", " ".join(cmd[2:]), "(built from source once; later runs reuse pip's cache)", flush=True)
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if result.returncode == 0:
+        SERVER_STAMP.write_text(key + "\nok\n")
+        return
+    tail = (result.stderr.strip().splitlines() or ["pip failed"])[-1]
+    print(f"Could not build {TEST_SERVER} ({tail}); the remote-engine tests will be skipped.", flush=True)
+    SERVER_STAMP.write_text(key + f"\nfailed: {tail}\n")
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"app", "test", "setup"}:
         print(__doc__)
@@ -64,7 +105,8 @@ def main(argv: list[str]) -> int:
         return 0
     if task == "app":
         return subprocess.call([str(BIN / "storyloom"), *rest], cwd=ROOT, env=env)
-    # test: fetch/convert the embedded model once (cached), then the whole suite.
+    # test: the test server, the embedded model once (cached), then the whole suite.
+    setup_test_server()
     rc = subprocess.call([str(BIN / "storyloom"), "model", "pull"], cwd=ROOT, env=env)
     if rc != 0:
         return rc

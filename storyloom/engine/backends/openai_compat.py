@@ -398,11 +398,10 @@ def _server_count(client, remote: Remote, found: _Found, text: str) -> int:
 
 # -- connecting ---------------------------------------------------------------------------
 def make_client(remote: Remote, retries: int = RETRIES):
-    import httpx2
     import openai
 
     return openai.OpenAI(base_url=remote.base_url, api_key=api_key() or "no-key", max_retries=retries,
-                         timeout=httpx2.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT))
+                         timeout=openai.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT))
 
 
 def connect(spec: str, progress=lambda stage, fraction: None) -> OpenAIGenerator:

@@ -1,0 +1,159 @@
+"""StoryLoom on a real OpenAI-compatible server (llama-cpp-python's, serving the default model's
+own GGUF on loopback): every mode through the remote backend, cancel, and a server that dies."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from storyloom import StoryloomError
+
+from storyloom.engine import models
+from storyloom.engine.backends.openai_compat import RemoteError, with_found
+from storyloom.engine.sampling import SamplerSettings
+from storyloom.modes import adventure as adv
+from storyloom.modes.cowrite import CoWrite, RepetitionRanker, default_ranker
+from storyloom.modes.tree import TreePlay
+from storyloom.store.cowrite import CoStory, CowriteStore
+from storyloom.store.db import open_db
+from storyloom.store.stories import GameStore
+from storyloom.store.trees import Tree, TreeStore
+from tests.servers import start_server
+
+pytestmark = pytest.mark.real_model
+
+SETTINGS = SamplerSettings(seed=7, max_new_tokens=40)
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = start_server()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def remote(server):
+    return models.load(server.spec)
+
+
+def test_connecting_finds_the_model_its_family_and_what_it_can_do(remote, server):
+    assert remote.info.backend == "openai"
+    assert remote.info.name.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")  # chosen from /v1/models
+    assert "llama-cpp-python" in remote.info.extra["server"] and server.url in remote.info.extra["server"]
+    caps = remote.capabilities
+    assert caps.stream and caps.grammar == "gbnf" and caps.exact_tokens and not caps.token_steering
+    # llama-cpp-python 0.3 ignores `n`, and its echoed prompt log-probs are not the log-probs it
+    # generates with: the probe must notice both rather than trust the API's promise.
+    assert not caps.batch
+    assert not caps.scoring and "disagree" in remote.info.extra["no scoring"]
+    # token counts come from the server's own tokenizer: the same as the local one
+    local = models.load("default")
+    text = "The lighthouse keeper had not spoken to anyone in three weeks."
+    assert remote.count_tokens(text) == local.count_tokens(text)
+    # a name that the server does not serve is refused in one sentence
+    with pytest.raises(RemoteError, match="does not serve 'nope'"):
+        models.load(server.spec + "#nope")
+
+
+def test_seeded_generation_is_repeatable_and_streams_in_pieces(remote):
+    pieces = list(remote.stream("Once upon a time, in a village by the sea,", SETTINGS))
+    assert len(pieces) > 5
+    again = remote.generate("Once upon a time, in a village by the sea,", SETTINGS)
+    assert "".join(pieces) == again and len(again.split()) > 5
+    assert remote.last_stats.new_tokens > 5 and remote.last_stats.first_token_seconds is not None
+
+
+def test_an_adventure_turn_on_the_server(remote, tmp_path):
+    store = GameStore(open_db(tmp_path / "s.db"))
+    setting = adv.load_scenarios()[0]
+    game = adv.new_game(setting, setting.characters[0], "Ada")
+    store.create(game)
+    play = adv.Adventure(game, store)
+    play.commit_opening("The castle gate stands open. Rain falls on the courtyard.")
+    turn = play.begin("do", "look around")
+    built = play.prompt_for(turn.action, remote, SETTINGS)
+    assert built.tokens <= play.budget(remote.context_length, SETTINGS)
+    for seed in range(1, 6):  # the small model sometimes writes only a next action: cleaned to nothing
+        events, turn.output = adv.run(play.generate(built.text, turn.action, remote, SETTINGS.with_(seed=seed)))
+        assert any(isinstance(e, adv.Chunk) and e.text for e in events)  # it streamed
+        if turn.output:
+            break
+    assert turn.output and not any(line.lstrip().startswith(">") for line in turn.output.splitlines())
+    play.commit(turn)
+    assert store.load(game.id).turns[-1].output == turn.output
+
+
+def test_cowrite_candidates_come_ranked_and_say_by_what(remote, tmp_path):
+    store = CowriteStore(open_db(tmp_path / "c.db"))
+    story = CoStory(title="The Lighthouse", premise="A quiet story about a lighthouse keeper.")
+    store.create(story)
+    play = CoWrite(story, store)
+    play.write("The keeper climbed the stairs as the storm rolled in.")
+    assert isinstance(default_ranker(remote), RepetitionRanker)  # the probe found no usable scoring
+    steps = []
+    ranked = play.propose(remote, SETTINGS, n=3, on_step=steps.append)
+    assert 1 <= len(ranked) <= 3 and all(c.text for c in ranked) and steps
+    assert [c.score for c in ranked] == sorted((c.score for c in ranked), reverse=True)
+    # where a server does score, the same candidates are scored from its echoed log-probs
+    scoring = with_found(remote, scoring=True)
+    scores = scoring.score_many("The keeper climbed the stairs.", [" He lit the lamp.", ""])
+    assert scores[0] < 0 and scores[1] == float("-inf")
+
+
+def test_a_tree_expansion_on_the_server(remote, tmp_path):
+    store = TreeStore(open_db(tmp_path / "t.db"))
+    tree = Tree("The Tower", scenario="A dark fantasy adventure.", visibility="public", owner="ada")
+    store.create(tree, "You stand before a ruined tower at dusk. Its door hangs open.")
+    play = TreePlay(store, tree.id, player="ada")
+    step = play.add_action("Step inside")
+    for seed in range(1, 6):  # as in adventure: an outcome may come out empty once cleaned
+        try:
+            node = play.choose_and_expand(step, remote, SETTINGS.with_(seed=seed))
+            break
+        except StoryloomError as exc:
+            assert "wrote no outcome" in str(exc)
+    assert node.outcome and store.node(node.id).outcome == node.outcome
+    assert len(play.options()) >= 1
+
+
+def test_cancel_closes_the_request_at_once(remote):
+    cancel = threading.Event()
+    started = time.monotonic()
+    got = []
+    for piece in remote.stream("Write a very long story about a dragon.", SETTINGS.with_(max_new_tokens=400), cancel):
+        got.append(piece)
+        if len(got) == 3:
+            cancel.set()
+    assert len(got) <= 4
+    # the server stopped writing: the next request is answered at once, not after 400 tokens
+    remote.generate("Hello", SETTINGS.with_(max_new_tokens=2))
+    assert time.monotonic() - started < 8
+
+
+def test_a_server_killed_mid_reply_is_one_clear_sentence_and_the_turn_is_not_committed(tmp_path):
+    srv = start_server()
+    try:
+        gen = models.load(srv.spec)
+        store = GameStore(open_db(tmp_path / "s.db"))
+        setting = adv.load_scenarios()[0]
+        game = adv.new_game(setting, setting.characters[0], "Ada")
+        store.create(game)
+        play = adv.Adventure(game, store)
+        play.commit_opening("A wolf howls.")
+        turn = play.begin("do", "run")
+        built = play.prompt_for(turn.action, gen, SETTINGS)
+        with pytest.raises(RemoteError) as failed:
+            for i, _ in enumerate(play.generate(built.text, turn.action, gen, SETTINGS.with_(max_new_tokens=400))):
+                if i == 2:
+                    srv.kill()
+        message = str(failed.value)
+        assert message.startswith(f"The server at {srv.url}") and message.count(".") == 1 + srv.url.count(".")
+        assert "\n" not in message and "Traceback" not in message
+        assert len(store.load(game.id).turns) == 1  # only the opening: nothing half-written was kept
+        # and later requests to the dead server say so, without hanging
+        with pytest.raises(RemoteError, match="cannot be reached"):
+            gen.generate("Hello", SETTINGS)
+    finally:
+        srv.stop()
