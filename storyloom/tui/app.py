@@ -47,6 +47,8 @@ class StoryloomApp(App):
         self.generator_factory = generator_factory
         self.generator: Generator | None = None
         self.model_ready = threading.Event()
+        self._load_lock = threading.Lock()
+        self._load_number = 0  # each load takes a number; only the latest may install its model
         self.model_error: str | None = None
         try:
             self.config = load_config()
@@ -81,17 +83,26 @@ class StoryloomApp(App):
         def progress(stage: str, fraction: float | None) -> None:
             self.call_from_thread(self._set_progress, stage, fraction)
 
+        with self._load_lock:
+            self._load_number += 1
+            mine = self._load_number
         try:
             generator = self.generator_factory(spec, progress)
         except StoryloomError as exc:
-            self.call_from_thread(self._model_failed, str(exc))
+            if mine == self._load_number:
+                self.call_from_thread(self._model_failed, str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - shown to the user, the app keeps running
-            self.call_from_thread(self._model_failed, f"{type(exc).__name__}: {exc}")
+            if mine == self._load_number:
+                self.call_from_thread(self._model_failed, f"{type(exc).__name__}: {exc}")
             return
-        self.generator = generator
+        with self._load_lock:
+            if mine != self._load_number:
+                return  # a later choice of model is loading: this slower, older load must not win
+            self.generator = generator
         self.model_ready.set()
-        self.call_from_thread(self._set_progress, f"{generator.name} ready", 1.0)
+        server = generator.info.extra.get("server")
+        self.call_from_thread(self._set_progress, f"{generator.name} ready" + (f" on {server}" if server else ""), 1.0)
 
     def loaded_generator(self) -> Generator:
         """From a worker thread: the model once it has loaded, or a StoryloomError saying why not."""

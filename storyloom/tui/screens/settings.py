@@ -7,7 +7,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, Label
+from textual.widgets import Button, Footer, Header, Input, Label, Static
 
 from storyloom import StoryloomError
 from storyloom.engine.sampling import SamplerSettings
@@ -29,8 +29,10 @@ class SettingsScreen(Screen):
         config = self.app.config
         yield Header()
         with VerticalScroll(id="settings"):
-            yield Label("Model: default, a model folder, a .gguf file or a Hugging Face id")
+            yield Label("Model: default, a model folder, a .gguf file, a Hugging Face id, or a server as "
+                        "openai:http://127.0.0.1:8080/v1 (its API key from STORYLOOM_API_KEY)")
             yield Input(config.model, id="model")
+            yield Static(self._in_use(), id="model-in-use")
             for f in fields(SamplerSettings):
                 if f.name == "stop":
                     continue
@@ -43,6 +45,18 @@ class SettingsScreen(Screen):
                 yield Button("Back", id="back")
         yield StatusBar()
         yield Footer()
+
+    def _in_use(self) -> Text:
+        """Which model answered (for a server: which server, and what it can do)."""
+        generator = self.app.generator
+        if generator is None:
+            return Text(f"In use: none yet ({self.app.model_status})", style="dim")
+        info = generator.info
+        text = Text(f"In use: {info.name} ({info.backend})", style="dim")
+        for key in ("server", "abilities", "no scoring", "token counts", "context"):
+            if info.extra.get(key):
+                text.append(f"\n  {key}: {info.extra[key]}", style="dim")
+        return text
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "save":
