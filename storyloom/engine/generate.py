@@ -53,6 +53,8 @@ class Capabilities:
     token_steering  decode_state()/encode()/decode(): a constrained decoder may pick every token
     exact_tokens    count_tokens() is the model's own tokenizer (else a safe over-estimate)
     seed            a seed makes sampling repeatable
+    parallel        how many generations it serves at once (a server's slots; 1 on this computer,
+                    where two would only share the same cores)
     """
 
     stream: bool = True
@@ -63,6 +65,7 @@ class Capabilities:
     token_steering: bool = False
     exact_tokens: bool = True
     seed: bool = True
+    parallel: int = 1
 
 
 class Generator:

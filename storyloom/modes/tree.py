@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from storyloom import StoryloomError
 from storyloom.engine.sampling import SamplerSettings
@@ -133,6 +133,33 @@ def expand(generator, tree: Tree, path: Sequence[Node], *, want_outcome: bool, a
                 seen.add(_key(action))
                 result.actions.append(action)
     return result
+
+
+def expand_many(generator, tree: Tree, jobs: Sequence[tuple[Node, Sequence[Node]]], *, settings: SamplerSettings,
+                cancel=None) -> Iterator[tuple[Node, Expansion | None, Exception | None]]:
+    """The outcomes of several nodes (read-ahead), as (node, expansion or None, error or None) in
+    the order they finish. A backend that serves several generations at once (a server's slots)
+    gets that many requests at a time; a local model writes them one after another."""
+    def one(job):
+        node, path = job
+        try:
+            return node, expand(generator, tree, path, want_outcome=True, actions=0, settings=settings,
+                                cancel=cancel), None
+        except Exception as exc:  # noqa: BLE001 - each branch fails alone; the caller decides
+            return node, None, exc
+
+    width = max(1, min(len(jobs), getattr(getattr(generator, "capabilities", None), "parallel", 1)))
+    if width == 1:
+        for job in jobs:
+            if cancel is not None and cancel.is_set():
+                return
+            yield one(job)
+        return
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    with ThreadPoolExecutor(max_workers=width) as pool:
+        for future in as_completed([pool.submit(one, job) for job in jobs]):
+            yield future.result()
 
 
 # -- play ---------------------------------------------------------------------------------

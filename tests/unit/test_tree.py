@@ -173,3 +173,40 @@ def test_prompt_keeps_the_scenario_and_the_end_of_a_long_path():
     prompt = story_prompt(tree, path, TokenCounter(lambda s: len(s.split())), next_action="wait", budget=120)
     assert prompt.startswith("Scenario line.\n\n") and prompt.endswith("Outcome number 199.\n> You wait.\n")
     assert "Outcome number 0." not in prompt and len(prompt.split()) <= 120
+
+
+def test_read_ahead_runs_as_many_at_once_as_the_backend_serves(store):
+    """expand_many: one at a time on a local model; on a server with 4 slots, 4 requests at once."""
+    import threading
+    from dataclasses import replace
+
+    from storyloom.engine.generate import Capabilities
+    from storyloom.modes.tree import expand_many
+
+    class Counting(ScriptedGenerator):
+        def __init__(self, parallel):
+            super().__init__(delay=0.02)
+            self.capabilities = replace(Capabilities(), parallel=parallel)
+            self.now = self.most = 0
+            self.lock = threading.Lock()
+
+        def _stream(self, prompt, settings, cancel):
+            with self.lock:
+                self.now += 1
+                self.most = max(self.most, self.now)
+            try:
+                yield from super()._stream(prompt, settings, cancel)
+            finally:
+                with self.lock:
+                    self.now -= 1
+
+    tree = make_tree(store)
+    play = TreePlay(store, tree.id)
+    jobs = [(n, play.path(n)) for n in (play.add_action(f"Door {i}.") for i in range(6))]
+    for parallel, most in ((1, 1), (4, 4)):
+        gen = Counting(parallel)
+        gen.push(*[f"Door {i} opens onto a hall of old portraits." for i in range(6)])
+        done = list(expand_many(gen, tree, jobs, settings=SETTINGS))
+        assert sorted(n.action for n, _, _ in done) == sorted(n.action for n, _ in jobs)
+        assert all(e is not None and e.outcome and err is None for _, e, err in done)
+        assert gen.most == most

@@ -176,7 +176,7 @@ class OpenAIGenerator(Generator):
         self.capabilities = Capabilities(
             stream=True, batch=found.batch, token_logprobs=found.token_logprobs, scoring=found.scoring,
             grammar="gbnf" if found.grammar_field else None, token_steering=False, exact_tokens=exact,
-            seed=True,
+            seed=True, parallel=max(1, found.parallel),
         )
         counting = ("the server's tokenizer" if found.tokenize else "a local tokenizer" if local_tokenizer
                     else f"an estimate ({CHARS_PER_TOKEN_ESTIMATE} characters a token)")

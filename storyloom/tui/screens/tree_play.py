@@ -13,7 +13,7 @@ from textual.widgets import Footer, Header, Input, Label, OptionList, ProgressBa
 from textual.widgets.option_list import Option
 
 from storyloom import StoryloomError
-from storyloom.modes.tree import TreePlay, expand, is_hidden
+from storyloom.modes.tree import TreePlay, expand, expand_many, is_hidden
 from storyloom.store.trees import Node
 from storyloom.tui.messages import TreeExpanded, TreeWorkDone, error_text
 from storyloom.tui.screens.editors import AlterScreen
@@ -261,16 +261,13 @@ class TreePlayScreen(Screen):
             generator = app.loaded_generator()
         except StoryloomError:
             return  # reading ahead is a bonus: the player's own choice reports the problem
-        for node, path in targets:
+        # A server with several slots writes the targets at once; a local model one by one.
+        for node, expansion, error in expand_many(generator, self.play.tree, targets, settings=app.config.sampler,
+                                                  cancel=cancel):
             if cancel.is_set():
                 break
-            try:
-                expansion = expand(generator, self.play.tree, path, want_outcome=True, actions=0,
-                                   settings=app.config.sampler, cancel=cancel)
-            except Exception:  # noqa: BLE001 - reading ahead is a bonus; the player's own choice retries
+            if error is not None:  # reading ahead is a bonus; the player's own choice retries
                 continue
-            if cancel.is_set():
-                break
             self.post_message(TreeExpanded(node.id, expansion, generator.name, move=False, ahead=True))
             self.app.call_from_thread(self._ahead_step)
         self.post_message(TreeWorkDone(ahead=True))
