@@ -132,8 +132,16 @@ def _bench(args) -> int:
         if args.what == "engine":
             from storyloom.engine import bench
 
-            result = bench.engine(_model_spec(args), tokens=args.tokens or 64, progress=progress,
-                                  llama_cpp=args.llama_cpp)
+            spec = _model_spec(args)
+            from storyloom.engine.models import parse_spec
+
+            if parse_spec(spec).kind == "remote":
+                from storyloom.modes import tree_bench
+
+                result = bench.remote(spec, tokens=args.tokens or 64, progress=progress)
+                result["tree_expansions"] = tree_bench.concurrent_expansions(spec, progress=progress)
+            else:
+                result = bench.engine(spec, tokens=args.tokens or 64, progress=progress, llama_cpp=args.llama_cpp)
         elif args.what == "poetry":
             from storyloom.modes.poetry import bench as poetry_bench
 

@@ -119,14 +119,15 @@ def _llama_cpp(gen, tokens: int, long_prompt: str, progress: Progress) -> dict:
             "decode_tok_s_batch1": round(statistics.median(rates), 2)}
 
 
-def _ttft_ms(gen, prompt: str, runs: int = 5) -> float:
-    """Median time to the first token over a few runs (one run on a shared machine is noisy)."""
+def _ttft_ms(gen, prompt: str, runs: int = 5, fresh: bool = False) -> float:
+    """Median time to the first token over a few runs (one run on a shared machine is noisy).
+    fresh: each run's prompt starts differently, so a server's prompt cache cannot answer it."""
     import statistics
 
     first = SamplerSettings(temperature=0, max_new_tokens=1)
     times = []
-    for _ in range(runs):
-        gen.generate(prompt, first)
+    for i in range(runs):
+        gen.generate(f"Chapter {i + 1}. {prompt}" if fresh else prompt, first)
         times.append(gen.last_stats.first_token_seconds * 1000)
     return round(statistics.median(times), 1)
 
@@ -180,3 +181,49 @@ def _paths(gen, sampling: SamplerSettings, long_prompt: str) -> dict:
                 "mean": round(statistics.fmean(deltas), 4), "max": round(max(deltas), 4)}
         out[engine] = row
     return out
+
+
+def remote(spec: str, tokens: int = 64, progress: Progress = _quiet, runs: int = 5) -> dict:
+    """A remote server beside the local default model on the same prompts (`bench engine
+    --model openai:...`): TTFT of a 500-token prompt, decode speed, and what the remote path
+    costs per token: this process's CPU time per streamed token (parsing, stop scanning), and
+    the end-to-end gap to llama.cpp run in-process on the default GGUF (server + transport)."""
+    import statistics
+
+    import torch
+
+    gen = models.load(spec, progress)
+    local = models.load("default", progress)
+    long_prompt = _prompt_of(local, 500)
+    sampling = SamplerSettings(temperature=0.8, seed=1, max_new_tokens=tokens)
+    result: dict = {
+        "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "remote": {"model": gen.name, **{k: v for k, v in gen.info.extra.items()}},
+        "prompt_tokens_long": len(local.encode(long_prompt)),
+    }
+    for name, g in (("remote", gen), ("local_native", local)):
+        progress(f"{name}: time to first token, decode", None)
+        g.generate(STORY, SamplerSettings(temperature=0, max_new_tokens=2))  # warm-up
+        row = result.setdefault(name, {})
+        row["ttft_long_prompt_ms"] = _ttft_ms(g, long_prompt, runs, fresh=True)
+        rates, cpu = [], []
+        for _ in range(3):
+            started_cpu = time.thread_time()
+            g.generate(STORY, sampling)
+            used = time.thread_time() - started_cpu
+            s = g.last_stats
+            rates.append((s.new_tokens - 1) / (s.seconds - s.first_token_seconds))
+            cpu.append(used * 1000 / max(1, s.new_tokens))
+        row["decode_tok_s_batch1"] = round(statistics.median(rates), 2)
+        if name == "remote":
+            row["client_cpu_ms_per_token"] = round(statistics.median(cpu), 3)
+    result["local_over_remote_decode"] = round(
+        result["local_native"]["decode_tok_s_batch1"] / result["remote"]["decode_tok_s_batch1"], 2)
+    progress("llama.cpp in-process on the same GGUF", None)
+    inproc = _llama_cpp(local, tokens, long_prompt, progress)
+    result["llama_cpp_in_process"] = inproc
+    if inproc.get("available"):
+        per_remote = 1000 / result["remote"]["decode_tok_s_batch1"]
+        per_inproc = 1000 / inproc["decode_tok_s_batch1"]
+        result["remote_path_ms_per_token_vs_in_process"] = round(per_remote - per_inproc, 3)
+    return result

@@ -135,3 +135,40 @@ def tree(nodes: int = 1_000_000, samples: int = 2000, votes: int = 5000, spec: s
             result["generate_vs_cached_serve"] = round(gen_s / statistics.median(serve))
         store.db.conn.close()
     return result
+
+
+def concurrent_expansions(spec: str, jobs: int = 16, progress: Progress = _quiet) -> dict:
+    """`jobs` branch outcomes of one tree written one at a time, then as many at once as the
+    backend serves (a server's slots, as a tree shared by many players is written): outcome
+    tokens per second either way."""
+    import copy
+    from dataclasses import replace
+
+    from storyloom.engine import models
+    from storyloom.engine.sampling import SamplerSettings
+    from storyloom.modes.tree import expand_many
+
+    generator = models.load(spec, progress)
+    settings = SamplerSettings(seed=1, max_new_tokens=64)
+    result: dict = {"jobs": jobs, "server_parallel": generator.capabilities.parallel}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = TreeStore(open_db(Path(tmp) / "bench.db"))
+        tree = Tree("Concurrency bench", scenario="A dark fantasy adventure.")
+        store.create(tree, OUTCOME.format(i=0), author="bench")
+        play = TreePlay(store, tree.id)
+        options = [play.add_action(a) for a in (f"Open door number {i + 1}" for i in range(jobs))]
+        work = [(o, play.path(o)) for o in options]
+        for label, width in (("one_at_a_time", 1), ("all_at_once", generator.capabilities.parallel)):
+            progress(f"{jobs} tree expansions, {label.replace('_', ' ')}", None)
+            gen = copy.copy(generator)  # the same connection, asked to run `width` at a time
+            gen.capabilities = replace(generator.capabilities, parallel=width)
+            t0 = time.perf_counter()
+            done = list(expand_many(gen, tree, work, settings=settings))
+            seconds = time.perf_counter() - t0
+            tokens = sum(generator.count_tokens(e.outcome) for _, e, err in done if e is not None)
+            result[label] = {"seconds": round(seconds, 2), "outcome_tokens": tokens,
+                             "failed": sum(err is not None for _, _, err in done),
+                             "tok_s": round(tokens / seconds, 2) if seconds else 0.0}
+        store.db.conn.close()
+    result["speedup"] = round(result["all_at_once"]["tok_s"] / max(0.01, result["one_at_a_time"]["tok_s"]), 2)
+    return result
