@@ -255,11 +255,14 @@ def _model(args) -> int:
         print(json.dumps(info.__dict__, indent=2))
         return 0
     size = f"{info.parameters / 1e6:.1f}M" if info.parameters else "unknown"
-    for label, value in [("name", info.name), ("backend", info.backend), ("parameters", size),
-                         ("dtype", info.dtype), ("context length", info.context_length),
-                         ("chat template", "yes" if info.chat_template else "no"),
-                         ("location", info.location), *info.extra.items()]:
-        print(f"{label:>15}: {value}")
+    caps = [name for name, on in sorted(vars(gen.capabilities).items()) if on is True]
+    rows = [("name", info.name), ("backend", info.backend), ("parameters", size),
+            ("dtype", info.dtype or "unknown"), ("context length", info.context_length),
+            ("chat template", "yes" if info.chat_template else "no"),
+            ("location", info.location), ("capabilities", ", ".join(caps)), *info.extra.items()]
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"{label:>{width}}: {value}")
     return 0
 
 
