@@ -245,18 +245,30 @@ class OpenAIGenerator(Generator):
     def _chunks(self, stream, cancel: Cancel | None) -> Iterator[tuple[int, str, str | None]]:
         """(choice index, text, finish reason) as they arrive; closing the stream on cancel
         drops the connection, which tells the server to stop at once."""
+        where = redact(self.remote.base_url)
+        events = finished = 0
         try:
             for chunk in stream:
                 if cancel is not None and cancel.is_set():
                     return
+                events += 1
                 for choice in chunk.choices or ():
+                    finished += choice.finish_reason is not None
                     yield int(choice.index or 0), choice.text or "", choice.finish_reason
         except RemoteError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise _explain(exc, redact(self.remote.base_url)) from None
+            raise _explain(exc, where) from None
         finally:
             stream.close()
+        if cancel is not None and cancel.is_set():
+            return
+        # Every OpenAI-style stream ends with a finish reason; a reply without one was cut off
+        # (a server that died on a connection it closes cleanly), one with no events was not a stream.
+        if not events:
+            raise RemoteError(f"The server at {where} sent a reply StoryLoom cannot read.")
+        if not finished:
+            raise RemoteError(f"The server at {where} closed the connection in the middle of its reply.")
 
     def _stream(self, prompt: str, settings: SamplerSettings, cancel: Cancel | None,
                 grammar: str | None = None) -> Iterator[str]:
@@ -489,8 +501,8 @@ def _probe(client, found: _Found, where: str) -> None:
     quick = client.with_options(max_retries=1)
 
     def complete(**kw):
-        return quick.completions.create(model=found.model, prompt=kw.pop("prompt", PROBE_PROMPT),
-                                        temperature=0, **kw)
+        kw.setdefault("temperature", 0)
+        return quick.completions.create(model=found.model, prompt=kw.pop("prompt", PROBE_PROMPT), **kw)
 
     try:
         greedy = complete(max_tokens=4, logprobs=1)
