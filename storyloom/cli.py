@@ -66,8 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     texp.add_argument("tree_id")
     texp.add_argument("--format", choices=["pack", "twee"], default="pack")
     texp.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    texp.add_argument("--force", action="store_true", help="replace the output file if it exists")
+    texp.add_argument("--voters", action="store_true",
+                      help="pack: include voters' names (the default is vote counts per option)")
     timp = tsub.add_parser("import", help="import a JSON pack (merged by node id) or a .twee file")
     timp.add_argument("file", type=Path)
+    timp.add_argument("--trust", action="store_true",
+                      help="merge the pack's named voters as voters here (default: their votes are "
+                           "counted apart from local votes, capped per pack)")
     return p
 
 
@@ -101,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except StoryloomError as exc:
-        print(f"storyloom: {exc}", file=sys.stderr)
+        print(f"storyloom: {terminal_safe(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -211,33 +217,69 @@ def _scan(args) -> int:
     return 0 if verdict.ok else 1
 
 
+# Control characters (C0, DEL, C1) and bidirectional overrides: what a terminal would obey.
+_UNSAFE = {c: None for c in [*range(0x20), *range(0x7f, 0xa0), 0x200e, 0x200f, *range(0x202a, 0x202f),
+                             *range(0x2066, 0x206a)]}
+_KEEP_LINES = {c: v for c, v in _UNSAFE.items() if c not in (0x09, 0x0a)}
+
+
+def terminal_safe(text: str, lines: bool = False) -> str:
+    """User text as a terminal may print it: no escape sequences (clear screen, window title,
+    fake output), no bidi tricks; newlines and tabs kept only when `lines`."""
+    return text.translate(_KEEP_LINES if lines else _UNSAFE)
+
+
 def _tree(args) -> int:
-    from storyloom.config import load_config
+    from storyloom.config import load_or_default
     from storyloom.store import tree_packs
     from storyloom.store.db import open_db
     from storyloom.store.trees import TreeStore
 
+    config, warning = load_or_default()
+    if warning:
+        print(f"storyloom: {terminal_safe(warning)}", file=sys.stderr)
     store = TreeStore(open_db())
-    player = load_config().player
+    player = config.player
     if args.tree_command == "list":
         for tree in store.trees(player):
             stats = store.stats(tree.id)
-            print(f"{tree.id}  {tree.visibility:<7}  {stats['nodes']:>7} nodes  {tree.title}")
+            print(f"{tree.id}  {tree.visibility:<7}  {stats['nodes']:>7} nodes  {terminal_safe(tree.title)}")
         return 0
     if args.tree_command == "export":
-        if store.db["trees"].count_where("id = ?", [args.tree_id]) == 0:
-            raise StoryloomError(f"No tree {args.tree_id}; `storyloom tree list` shows their ids.")
-        text = (tree_packs.dump_pack(tree_packs.export_pack(store, args.tree_id)) if args.format == "pack"
-                else tree_packs.export_twee(store, args.tree_id))
+        text = (tree_packs.dump_pack(tree_packs.export_pack(store, args.tree_id, voters=args.voters, viewer=player))
+                if args.format == "pack" else tree_packs.export_twee(store, args.tree_id, viewer=player))
         if args.output:
-            args.output.write_text(text, encoding="utf-8")
+            _write_output(args.output, text, args.force)
         else:
-            sys.stdout.write(text)
+            sys.stdout.write(terminal_safe(text, lines=True) if sys.stdout.isatty() else text)
         return 0
-    report = tree_packs.import_path(store, args.file, player)
-    print(f"{report.title} ({report.tree_id}): {report.nodes_added} nodes added, "
-          f"{report.outcomes_filled} outcomes filled in, {report.votes_added} votes merged")
+    report = tree_packs.import_path(store, args.file, player, trust=args.trust)
+    capped = f" ({report.votes_capped} over the per-pack cap left out)" if report.votes_capped else ""
+    print(terminal_safe(f"{report.title} ({report.tree_id}): {report.nodes_added} nodes added, "
+                        f"{report.outcomes_filled} outcomes filled in, {report.votes_added} votes merged{capped}"))
     return 0
+
+
+def _write_output(path: Path, text: str, force: bool) -> None:
+    """Whole or not at all (temp file in the same folder, renamed over); never over an existing
+    file without --force; every failure one sentence."""
+    import errno
+
+    from storyloom.paths import atomic_write
+
+    shown = terminal_safe(str(path))
+    if path.is_dir():
+        raise StoryloomError(f"{shown} is a folder; give a file name, e.g. {shown}/tree.json.")
+    if not path.parent.is_dir():
+        raise StoryloomError(f"The folder {terminal_safe(str(path.parent))} does not exist; create it first.")
+    try:
+        atomic_write(path, text.encode("utf-8"), force=force, mode=0o644)
+    except FileExistsError:
+        raise StoryloomError(f"{shown} already exists; add --force to replace it.") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise StoryloomError(f"The disk is full: {shown} was not written (an existing file is unchanged).") from None
+        raise StoryloomError(f"Cannot write {shown}: {exc.strerror or exc}.") from None
 
 
 def _model(args) -> int:

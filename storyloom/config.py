@@ -1,7 +1,7 @@
 """User settings, kept in config.toml in the StoryLoom home folder."""
 from __future__ import annotations
 
-import os
+import stat
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -10,7 +10,7 @@ import tomli_w
 
 from storyloom import StoryloomError
 from storyloom.engine.sampling import SamplerSettings, SettingsError
-from storyloom.paths import config_file
+from storyloom.paths import atomic_write, config_file
 
 
 class ConfigError(StoryloomError):
@@ -27,23 +27,58 @@ class Config:
         return replace(self, **changes)
 
 
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
 def load_config(path: Path | None = None) -> Config:
+    """The saved settings; ConfigError (one sentence) when the file cannot be used as it is."""
     path = path or config_file()
-    if not path.exists():
-        return Config()
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        st = path.stat()
+    except FileNotFoundError:
+        return Config()
+    except OSError as exc:
+        raise ConfigError(f"Settings file {path} cannot be read ({exc.strerror or exc}).") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"Settings file {path} is not a regular file (a folder?); move it aside.")
+    if st.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"Settings file {path} is {st.st_size:,} bytes; a settings file is a few lines.")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        data = tomllib.loads(raw.decode("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"Settings file {path} cannot be read ({exc.strerror or exc}).") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"Settings file {path} is not UTF-8 text.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Settings file {path} is not valid TOML: {exc}") from None
+    for key in ("model", "player"):
+        if key in data and not isinstance(data[key], str):
+            raise ConfigError(f"Settings file {path}: {key} must be a string, like {key} = \"{getattr(Config, key)}\".")
+    if not isinstance(data.get("sampler", {}), dict):
+        raise ConfigError(f"Settings file {path}: sampler must be a table ([sampler] with temperature = 0.8 ...).")
+    try:
         sampler = SamplerSettings.from_dict(data.get("sampler", {}))
-    except (tomllib.TOMLDecodeError, SettingsError, TypeError) as exc:
-        raise ConfigError(f"Settings file {path} is not valid: {exc}") from exc
-    return Config(model=str(data.get("model", "default")), player=str(data.get("player", "player")) or "player",
+    except (SettingsError, TypeError, ValueError) as exc:
+        raise ConfigError(f"Settings file {path} is not valid: {exc}") from None
+    return Config(model=data.get("model", "default") or "default", player=data.get("player", "player") or "player",
                   sampler=sampler)
+
+
+def load_or_default(path: Path | None = None) -> tuple[Config, str | None]:
+    """The settings, or the defaults and the sentence saying why (the file is left as it is)."""
+    try:
+        return load_config(path), None
+    except ConfigError as exc:
+        return Config(), f"{exc} Using default settings."
 
 
 def save_config(config: Config, path: Path | None = None) -> None:
     path = path or config_file()
     sampler = {k: v for k, v in config.sampler.to_dict().items() if v is not None}
     text = tomli_w.dumps({"model": config.model, "player": config.player, "sampler": sampler})
-    tmp = path.with_suffix(".toml.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)  # never leave a half-written settings file
+    try:
+        atomic_write(path, text.encode("utf-8"), force=True)  # never a half-written settings file
+    except OSError as exc:
+        raise ConfigError(f"Settings could not be saved to {path}: {exc.strerror or exc}.") from None

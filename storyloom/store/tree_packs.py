@@ -1,26 +1,50 @@
 """Sharing story trees: JSON packs (validated, merged by node id) and Twine's Twee 3 text.
 
-A bad pack changes nothing: it is checked whole (size, schema, references, one root, no
-cycles) before the single transaction that writes it. Private trees are never exported.
+Packs and Twee files are hostile input. A file is checked (a regular file, its size) before
+it is read, and read with a bound; one set of limits holds for every import path; parsing is
+linear (a line tokenizer for Twee, no backtracking regexes); every failure is one PackError
+sentence that quotes at most ~80 characters of what it saw. A bad pack changes nothing: the
+checks and the writes run in one transaction that holds the write lock (two imports of one
+pack at once: one merges, the other then finds nothing new).
+
+Votes in a pack are other people's: by default a pack carries per-node tallies (no names),
+and imported tallies are kept apart from local votes (pack_votes, shown as such), each pack's
+share per node capped; they never rank options and never become a local voter's vote. Only
+`trust=True` merges a pack's named voters as voters here (never replacing a vote already cast).
+
+Private trees are never exported, and an id that belongs to something the importer may not
+see (someone's private tree, a node of another tree) behaves exactly like an unknown id: the
+pack's nodes get fresh ids.
 """
 from __future__ import annotations
 
+import html
 import json
+import os
 import re
+import stat
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from storyloom import StoryloomError
 from storyloom.store.stories import now
-from storyloom.store.trees import Node, Tree, TreeStore, new_id
+from storyloom.store.trees import Node, Tree, TreeNotFound, TreeStore, new_id, valid_id
 
 PACK_FORMAT = "storyloom-tree-pack"
 PACK_VERSION = 1
+# One set of limits for packs and Twee alike.
 MAX_PACK_BYTES = 64 * 1024 * 1024
 MAX_NODES = 250_000
-_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,64}$"}
-_TEXT = {"type": "string", "maxLength": 20_000}
+MAX_TEXT = 20_000  # an outcome or scenario, in characters
+MAX_ACTION = 500
+MAX_TITLE = 200
+MAX_COUNT = 2**31 - 1
+MAX_PACK_VOTES = 20_000  # named votes in one pack
+PACK_VOTE_CAP = 25  # ups (and downs) one pack may add to one node's imported tally
+_ID = {"type": "string", "pattern": r"^[A-Za-z0-9_-]{8,64}\Z"}
+_TEXT = {"type": "string", "maxLength": MAX_TEXT}
+_COUNT = {"type": "integer", "minimum": 0, "maximum": MAX_COUNT}
 
 PACK_SCHEMA = {
     "type": "object",
@@ -29,9 +53,10 @@ PACK_SCHEMA = {
     "properties": {
         "format": {"const": PACK_FORMAT},
         "version": {"const": PACK_VERSION},
+        "origin": _ID,  # the exporting database, so a newer pack from it replaces its tallies
         "tree": {
             "type": "object", "required": ["id", "title"], "additionalProperties": False,
-            "properties": {"id": _ID, "title": {"type": "string", "minLength": 1, "maxLength": 200},
+            "properties": {"id": _ID, "title": {"type": "string", "minLength": 1, "maxLength": MAX_TITLE},
                            "scenario": _TEXT, "created": {"type": "string", "maxLength": 40}},
         },
         "nodes": {
@@ -42,15 +67,20 @@ PACK_SCHEMA = {
                 "properties": {
                     "id": _ID, "parent_id": {"anyOf": [_ID, {"type": "null"}]},
                     "link_to": {"anyOf": [_ID, {"type": "null"}]},
-                    "action": {"type": "string", "maxLength": 500}, "outcome": _TEXT,
+                    "action": {"type": "string", "maxLength": MAX_ACTION}, "outcome": _TEXT,
                     "author": {"type": "string", "maxLength": 200},
-                    "choices": {"type": "integer", "minimum": 0},
+                    "choices": _COUNT,
                     "created": {"type": "string", "maxLength": 40},
                 },
             },
         },
+        "tallies": {
+            "type": "array", "maxItems": MAX_NODES,
+            "items": {"type": "object", "required": ["node_id", "ups", "downs"], "additionalProperties": False,
+                      "properties": {"node_id": _ID, "ups": _COUNT, "downs": _COUNT}},
+        },
         "votes": {
-            "type": "array", "maxItems": 5 * MAX_NODES,
+            "type": "array", "maxItems": MAX_PACK_VOTES,
             "items": {
                 "type": "object", "required": ["node_id", "voter", "value"], "additionalProperties": False,
                 "properties": {"node_id": _ID, "voter": {"type": "string", "minLength": 1, "maxLength": 200},
@@ -71,23 +101,106 @@ class ImportReport:
     title: str
     nodes_added: int
     outcomes_filled: int
-    votes_added: int
+    votes_added: int  # votes taken in: as tallies apart from local votes, or (trusted) as voters
+    votes_capped: int = 0  # votes over a pack's cap per node, left out
+
+
+def quote(value: object, limit: int = 80) -> str:
+    """A value for an error message: its repr, cut to `limit` characters."""
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value):,} items"
+    if isinstance(value, dict):
+        return f"an object with {len(value):,} keys"
+    text = repr(value[: limit + 2] if isinstance(value, str) else value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- reading files ------------------------------------------------------------------------
+def read_bounded(path: Path, limit: int = MAX_PACK_BYTES) -> bytes:
+    """A regular file's bytes, refused before reading when it is not one or is over `limit`.
+
+    O_NONBLOCK: opening a FIFO must not wait for a writer; the type is checked on the open
+    descriptor (no race with a swapped path); the read stops at limit + 1 bytes whatever
+    the size said (a growing file, /proc).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise PackError(f"Cannot read {quote(str(path))}: {exc.strerror or exc}.") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise PackError(f"{quote(str(path))} is {kind}; import a .json pack or a .twee file.")
+        if st.st_size > limit:
+            raise PackError(f"The file is {st.st_size / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB.")
+        chunks, left = [], limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+    except OSError as exc:
+        raise PackError(f"Cannot read {quote(str(path))}: {exc.strerror or exc}.") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise PackError(f"The file is over the {limit / 1e6:.0f} MB limit.")
+    return data
+
+
+def _check_text(value) -> None:
+    """Every string encodes as UTF-8 (a lone surrogate from a JSON escape does not)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise PackError("The pack has text that is not valid Unicode (a lone surrogate such as \\ud800).") from None
 
 
 # -- JSON packs ---------------------------------------------------------------------------
-def export_pack(store: TreeStore, tree_id: str) -> dict:
-    tree = store.tree(tree_id)
-    if tree.visibility != "public":
-        raise PackError("Private trees are never exported. Make it public first if you mean to share it.")
+def export_pack(store: TreeStore, tree_id: str, voters: bool = False, viewer: str | None = None) -> dict:
+    """A public tree as a pack. Votes go out as per-node counts of the votes cast here; the
+    voters' names only when the owner asks (`voters=True`)."""
+    tree = _exportable(store, tree_id, viewer)
     nodes = [dict(r) for r in store.db.query(
         "select id, parent_id, link_to, action, outcome, author, choices, created from nodes "
         "where tree_id = ? order by depth, created, id", [tree_id])]
-    votes = [dict(r) for r in store.db.query(
-        "select votes.node_id, votes.voter, votes.value from votes join nodes on nodes.id = votes.node_id "
-        "where nodes.tree_id = ? order by votes.node_id, votes.voter", [tree_id])]
-    return {"format": PACK_FORMAT, "version": PACK_VERSION,
+    pack = {"format": PACK_FORMAT, "version": PACK_VERSION, "origin": origin_id(store),
             "tree": {"id": tree.id, "title": tree.title, "scenario": tree.scenario, "created": tree.created},
-            "nodes": nodes, "votes": votes}
+            "nodes": nodes}
+    if not voters:
+        pack["tallies"] = [dict(r) for r in store.db.query(
+            "select id as node_id, ups, downs from nodes where tree_id = ? and (ups > 0 or downs > 0) "
+            "order by id", [tree_id])]
+    else:
+        pack["votes"] = [dict(r) for r in store.db.query(
+            "select votes.node_id, votes.voter, votes.value from votes join nodes on nodes.id = votes.node_id "
+            "where nodes.tree_id = ? order by votes.node_id, votes.voter", [tree_id])]
+    return pack
+
+
+def _exportable(store: TreeStore, tree_id: str, viewer: str | None) -> Tree:
+    """The tree if it may leave this database; a private one reads like an unknown id to
+    anyone but its owner, who is told why."""
+    tree = store.tree(tree_id)  # TreeNotFound for an unknown id
+    if tree.visibility != "public":
+        if viewer is not None and tree.owner != viewer:
+            raise TreeNotFound(f"No tree {quote(tree_id)}; `storyloom tree list` shows their ids.")
+        raise PackError("Private trees are never exported. Make it public first if you mean to share it.")
+    return tree
+
+
+def origin_id(store: TreeStore) -> str:
+    """A random id for this database, written into its packs (not secret, not personal)."""
+    row = next(store.db.query("select value from meta where key = 'origin'"), None)
+    if row:
+        return row["value"]
+    value = new_id()
+    with store.db.atomic():
+        store.db.execute("insert or ignore into meta (key, value) values ('origin', ?)", [value])
+    return next(store.db.query("select value from meta where key = 'origin'"))["value"]
 
 
 def dump_pack(pack: dict) -> str:
@@ -98,37 +211,77 @@ def load_pack(text: str | bytes) -> dict:
     """Parse and validate a pack (size, JSON, schema). Raises PackError saying what is wrong."""
     import jsonschema
 
-    size = len(text.encode("utf-8") if isinstance(text, str) else text)
+    size = len(text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text)
     if size > MAX_PACK_BYTES:
         raise PackError(f"The pack is {size / 1e6:.1f} MB; the limit is {MAX_PACK_BYTES / 1e6:.0f} MB.")
     try:
         pack = json.loads(text)
+    except RecursionError:
+        raise PackError("The pack is not valid JSON: it is nested too deeply.") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise PackError(f"The pack is not valid JSON: {exc}") from None
+        raise PackError(f"The pack is not valid JSON: {str(exc)[:120]}") from None
+    if not isinstance(pack, dict):
+        raise PackError("The pack is not a tree pack: it should be a JSON object with format, tree and nodes.")
+    for key, limit in (("nodes", MAX_NODES), ("tallies", MAX_NODES), ("votes", MAX_PACK_VOTES)):
+        if isinstance(pack.get(key), list) and len(pack[key]) > limit:  # before the schema quotes it whole
+            raise PackError(f"The pack has {len(pack[key]):,} {key}; the limit is {limit:,}.")
     validator = jsonschema.Draft202012Validator(PACK_SCHEMA)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(pack))
+    try:
+        error = jsonschema.exceptions.best_match(validator.iter_errors(pack))
+    except RecursionError:
+        raise PackError("The pack is nested too deeply to be a tree pack.") from None
     if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "the top level"
-        raise PackError(f"The pack does not match the tree pack schema at {where}: {error.message}")
+        where = "/".join(str(p) if len(str(p)) <= 40 else str(p)[:39] + "…" for p in error.absolute_path)
+        message = error.message if len(error.message) <= 160 else f"{quote(error.instance)} fails {error.validator!r}"
+        raise PackError(f"The pack does not match the tree pack schema at {where or 'the top level'}: {message}")
+    _check_text(pack)
     return pack
 
 
-def import_pack(store: TreeStore, pack: dict) -> ImportReport:
-    """Merge a validated pack into the store: new nodes by id, empty outcomes filled, votes per voter."""
-    tree_info = pack["tree"]
-    tree_id = tree_info["id"]
-    nodes = {n["id"]: n for n in pack["nodes"]}
+def import_pack(store: TreeStore, pack: dict, owner: str = "", trust: bool = False) -> ImportReport:
+    """Merge a validated pack into the store: new nodes by id, empty outcomes filled, votes as
+    capped tallies apart from local votes (or, with `trust`, named voters as voters here)."""
+    import sqlite3
+
+    for n in pack["nodes"]:  # the schema checked these; ids are checked in code as well
+        for ref in ("id", "parent_id", "link_to"):
+            if n.get(ref) is not None and not valid_id(n[ref]):
+                raise PackError(f"Node id {quote(n[ref])} is not a valid id.")
+    if not valid_id(pack["tree"]["id"]):
+        raise PackError(f"Tree id {quote(pack['tree']['id'])} is not a valid id.")
+    try:
+        with store.db.atomic():  # checks and writes see one state; a second import waits here
+            return _merge(store, pack, owner, trust)
+    except sqlite3.IntegrityError as exc:
+        raise PackError(f"The pack conflicts with this database ({str(exc)[:80]}); nothing was imported.") from None
+
+
+def _merge(store: TreeStore, pack: dict, owner: str, trust: bool) -> ImportReport:
+    tree_info = dict(pack["tree"])
+    nodes = {n["id"]: dict(n) for n in pack["nodes"]}
     if len(nodes) != len(pack["nodes"]):
         raise PackError("The pack lists the same node id twice.")
-    existing_tree = store.db["trees"].count_where("id = ?", [tree_id]) > 0
-    if existing_tree and store.tree(tree_id).visibility != "public":
-        raise PackError("A private tree with this id exists here; the pack was not merged into it.")
-    local = {r["id"]: dict(r) for r in store.db.query(
+    row = next(store.db.query("select * from trees where id = ?", [tree_info["id"]]), None)
+    if row is not None and row["visibility"] != "public" and owner and row["owner"] == owner:
+        raise PackError("This pack is a copy of your private tree here; make that tree public to merge into it.")
+    existing_tree = row is not None and row["visibility"] == "public"
+    if row is not None and not existing_tree:
+        # Someone else's private tree: the same answer as an unknown id (a new tree with fresh
+        # ids), so a pack cannot probe for what it may not see.
+        tree_info["id"] = new_id()
+        renames = {i: new_id() for i in nodes}
+    else:
+        renames = {}
+    local = {} if renames else {r["id"]: dict(r) for r in store.db.query(
         "select id, tree_id, parent_id, outcome, depth from nodes where id in (select value from json_each(?))",
         [json.dumps(list(nodes))])}
-    foreign = [i for i, r in local.items() if r["tree_id"] != tree_id]
-    if foreign:
-        raise PackError(f"Node {foreign[0]} already belongs to another tree here.")
+    foreign = {i for i, r in local.items() if r["tree_id"] != tree_info["id"]}
+    renames.update({i: new_id() for i in foreign})  # another tree's node ids: fresh ones, likewise
+    local = {i: r for i, r in local.items() if i not in foreign}
+    nodes = _renamed(nodes, renames)
+    votes = [{**v, "node_id": renames.get(v["node_id"], v["node_id"])} for v in pack.get("votes", [])]
+    tallies = [{**t, "node_id": renames.get(t["node_id"], t["node_id"])} for t in pack.get("tallies", [])]
+    tree_id = tree_info["id"]
     in_tree = set(nodes) | _tree_node_ids(store, tree_id) if existing_tree else set(nodes)
     roots = [n for n in nodes.values() if n["parent_id"] is None]
     if not existing_tree and len(roots) != 1:
@@ -140,43 +293,82 @@ def import_pack(store: TreeStore, pack: dict) -> ImportReport:
             if n.get(ref) is not None and n[ref] not in in_tree:
                 raise PackError(f"Node {n['id']} points ({ref}) at {n[ref]}, which is neither in the pack nor in the tree.")
     depths = _depths(store, nodes, local)
-    votes = pack.get("votes", [])
-    for v in votes:
+    for v in [*votes, *tallies]:
         if v["node_id"] not in in_tree:
             raise PackError(f"A vote is for node {v['node_id']}, which is not in the tree.")
 
-    added = filled = votes_added = 0
-    with store.db.atomic():
-        if not existing_tree:
-            store.db["trees"].insert({"id": tree_id, "title": tree_info["title"],
-                                      "scenario": tree_info.get("scenario", ""), "visibility": "public",
-                                      "owner": "", "created": tree_info.get("created") or now()})
-        fresh = [n for n in nodes.values() if n["id"] not in local]
-        fresh.sort(key=lambda n: depths[n["id"]])  # parents before children (foreign keys)
-        store.db["nodes"].insert_all(
-            ({"id": n["id"], "tree_id": tree_id, "parent_id": n["parent_id"], "action": n["action"],
-              "outcome": n["outcome"], "author": n.get("author", ""), "depth": depths[n["id"]],
-              "link_to": None, "ups": 0, "downs": 0, "choices": n.get("choices", 0),
-              "created": n.get("created") or now()} for n in fresh), alter=False)
-        added = len(fresh)
-        for n in nodes.values():  # links last: they may point at nodes inserted after them
-            if n.get("link_to") and n["id"] not in local:
-                store.db.execute("update nodes set link_to = ? where id = ?", [n["link_to"], n["id"]])
-            elif n["id"] in local and n["outcome"] and not local[n["id"]]["outcome"]:
-                store.db.execute("update nodes set outcome = ?, author = ? where id = ? and outcome = ''",
-                                 [n["outcome"], n.get("author", ""), n["id"]])
-                filled += 1
+    if not existing_tree:
+        store.db["trees"].insert({"id": tree_id, "title": tree_info["title"],
+                                  "scenario": tree_info.get("scenario", ""), "visibility": "public",
+                                  "owner": "", "created": tree_info.get("created") or now()})
+    fresh = [n for n in nodes.values() if n["id"] not in local]
+    fresh.sort(key=lambda n: depths[n["id"]])  # parents before children (foreign keys)
+    store.db["nodes"].insert_all(
+        ({"id": n["id"], "tree_id": tree_id, "parent_id": n["parent_id"], "action": n["action"],
+          "outcome": n["outcome"], "author": n.get("author", ""), "depth": depths[n["id"]],
+          "link_to": None, "ups": 0, "downs": 0, "choices": n.get("choices", 0),
+          "created": n.get("created") or now()} for n in fresh), alter=False)
+    filled = 0
+    for n in nodes.values():  # links last: they may point at nodes inserted after them
+        if n.get("link_to") and n["id"] not in local:
+            store.db.execute("update nodes set link_to = ? where id = ?", [n["link_to"], n["id"]])
+        elif n["id"] in local and n["outcome"] and not local[n["id"]]["outcome"]:
+            store.db.execute("update nodes set outcome = ?, author = ? where id = ? and outcome = ''",
+                             [n["outcome"], n.get("author", ""), n["id"]])
+            filled += 1
+    added, capped = _take_votes(store, pack, votes, tallies, trust)
+    return ImportReport(tree_id, tree_info["title"], len(fresh), filled, added, capped)
+
+
+def _renamed(nodes: dict[str, dict], ids: dict[str, str]) -> dict[str, dict]:
+    if not ids:
+        return nodes
+    out = {}
+    for n in nodes.values():
+        n = {**n, **{k: ids.get(n.get(k), n.get(k)) for k in ("id", "parent_id", "link_to")}}
+        out[n["id"]] = n
+    return out
+
+
+def _take_votes(store: TreeStore, pack: dict, votes: list[dict], tallies: list[dict], trust: bool) -> tuple[int, int]:
+    """Trusted named votes become voters here (insert or ignore: a vote already cast stays);
+    everything else becomes this pack's tally per node, capped, replacing its earlier tally."""
+    added = capped = 0
+    if trust and votes:
         for v in votes:
             cur = store.db.execute("insert or ignore into votes (node_id, voter, value, created) values (?, ?, ?, ?)",
                                    [v["node_id"], v["voter"], v["value"], now()])
-            votes_added += cur.rowcount
-        touched = {v["node_id"] for v in votes}
-        for node_id in touched:  # keep the counts in step with the votes table
+            added += cur.rowcount
+        for node_id in {v["node_id"] for v in votes}:  # keep the counts in step with the votes table
             store.db.execute(
                 "update nodes set ups = (select count(*) from votes where node_id = ? and value = 1), "
                 "downs = (select count(*) from votes where node_id = ? and value = -1) where id = ?",
                 [node_id, node_id, node_id])
-    return ImportReport(tree_id, tree_info["title"], added, filled, votes_added)
+        votes = []
+    counts: dict[str, list[int]] = {}
+    for t in tallies:
+        c = counts.setdefault(t["node_id"], [0, 0])
+        c[0], c[1] = max(c[0], t["ups"]), max(c[1], t["downs"])
+    for v in votes:  # named but untrusted: counted, the names dropped
+        c = counts.setdefault(v["node_id"], [0, 0])
+        c[0 if v["value"] == 1 else 1] += 1
+    source = pack.get("origin") or f"pack:{pack['tree']['id']}"
+    for node_id, (ups, downs) in counts.items():
+        kept_ups, kept_downs = min(ups, PACK_VOTE_CAP), min(downs, PACK_VOTE_CAP)
+        capped += ups + downs - kept_ups - kept_downs
+        old = next(store.db.query("select ups, downs from pack_votes where node_id = ? and source = ?",
+                                  [node_id, source]), None)
+        if old and (old["ups"], old["downs"]) == (kept_ups, kept_downs):
+            continue  # the same pack again: nothing new
+        added += max(0, kept_ups + kept_downs - (old["ups"] + old["downs"] if old else 0))
+        store.db.execute("insert into pack_votes (node_id, source, ups, downs, created) values (?, ?, ?, ?, ?) "
+                         "on conflict (node_id, source) do update set ups = excluded.ups, downs = excluded.downs",
+                         [node_id, source, kept_ups, kept_downs, now()])
+        store.db.execute(
+            "update nodes set pack_ups = (select coalesce(sum(ups), 0) from pack_votes where node_id = ?), "
+            "pack_downs = (select coalesce(sum(downs), 0) from pack_votes where node_id = ?) where id = ?",
+            [node_id, node_id, node_id])
+    return added, capped
 
 
 def _tree_node_ids(store: TreeStore, tree_id: str) -> set[str]:
@@ -207,26 +399,39 @@ def _depths(store: TreeStore, nodes: dict[str, dict], local: dict[str, dict]) ->
 
 
 # -- Twee 3 (Twine) -----------------------------------------------------------------------
-_NAME_SPECIALS = re.compile(r"([\\\[\]{}])")
+# Export escapes, as HTML entities, everything Twine or Harlowe would read as structure:
+# links and hooks ([ ]), link separators (| -> <-), HTML (< > &), macros "(name:", variables
+# ($x, _x), whitespace collapsing ({ }) and line joins (\); a line starting "::" gets Twee's
+# "\::". Outcomes are text, not HTML. Import decodes entities (as Twine shows them).
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "[": "&#91;", "]": "&#93;", "{": "&#123;", "}": "&#125;",
+             "|": "&#124;", "\\": "&#92;"}
+_MACRO_OR_VARIABLE = re.compile(r"\((?=[A-Za-z0-9_-]+:)|(?<![\w$])[$_](?=[A-Za-z])")
+
+
+def _escape(text: str) -> str:
+    text = "".join(_ENTITIES.get(c, c) for c in text)
+    return _MACRO_OR_VARIABLE.sub(lambda m: f"&#{ord(m.group())};", text)
+
+
+def _twee_text(text: str) -> str:
+    lines = _escape(text).split("\n")
+    return "\n".join("\\" + line if line.startswith("::") else line for line in lines)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _link_text(action: str) -> str:
+    return _escape(_one_line(action).replace("->", "→").replace("<-", "←")) or "…"
 
 
 def _passage_name(node: Node, root_id: str) -> str:
     return "Start" if node.id == root_id else f"n{node.id}"
 
 
-def _twee_text(text: str) -> str:
-    # A line starting with "::" would begin a new passage: Twee 3 escapes it with a backslash.
-    return re.sub(r"^::", r"\\::", text, flags=re.MULTILINE)
-
-
-def _link_text(action: str) -> str:
-    return action.replace("]]", "] ]").replace("->", "→").replace("<-", "←").replace("|", "/") or "…"
-
-
-def export_twee(store: TreeStore, tree_id: str) -> str:
-    tree = store.tree(tree_id)
-    if tree.visibility != "public":
-        raise PackError("Private trees are never exported.")
+def export_twee(store: TreeStore, tree_id: str, viewer: str | None = None) -> str:
+    tree = _exportable(store, tree_id, viewer)
     root = store.root(tree_id)
     rows = [Node(**{k: r[k] for k in Node.__dataclass_fields__}) for r in store.db.query(
         "select * from nodes where tree_id = ? order by depth, created, id", [tree_id])]
@@ -236,7 +441,9 @@ def export_twee(store: TreeStore, tree_id: str) -> str:
             kids.setdefault(n.parent_id, []).append(n)
     ifid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"storyloom:{tree.id}")).upper()
     data = {"ifid": ifid, "format": "Harlowe", "format-version": "3.3.9", "start": "Start"}
-    out = [":: StoryTitle", tree.title, "", ":: StoryData", json.dumps(data, indent=2), ""]
+    title = _one_line(tree.title) or "Untitled"
+    out = [":: StoryTitle", "\\" + title if title.startswith("::") else title, "",
+           ":: StoryData", json.dumps(data, indent=2), ""]
     for n in rows:
         if n.link_to:
             continue  # a link has no passage of its own: its parent links straight to the target
@@ -254,8 +461,49 @@ def export_twee(store: TreeStore, tree_id: str) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-_HEADER = re.compile(r"^::(?!:)\s*(?P<name>(?:\\.|[^\\\[{])*?)\s*(?:\[(?P<tags>[^\]]*)\])?\s*(?P<meta>\{.*\})?\s*$")
-_LINK = re.compile(r"\[\[(.+?)\]\]")
+def _header_name(line: str) -> str:
+    """The passage name of a ':: Name [tags] {metadata}' line, in one pass (no regex)."""
+    rest, name, i = line[2:], [], 0
+    while i < len(rest):
+        c = rest[i]
+        if c == "\\" and i + 1 < len(rest):
+            name.append(rest[i + 1])
+            i += 2
+            continue
+        if c in "[{":
+            break
+        name.append(c)
+        i += 1
+    tail = rest[i:].strip()
+    if tail.startswith("["):
+        end = tail.find("]")
+        if end < 0:
+            raise PackError(f"A passage header's tags are not closed: {quote(line)}")
+        tail = tail[end + 1:].strip()
+    if tail and not (tail.startswith("{") and tail.endswith("}")):
+        raise PackError(f"Not a Twee passage header: {quote(line)}")
+    return "".join(name).strip()
+
+
+def _links(body: str) -> tuple[str, list[tuple[str, str]]]:
+    """The prose without its [[links]], and each link's (text, target); linear in the body."""
+    prose, found = [], []
+    for line in body.split("\n"):
+        kept, at = [], 0
+        while True:
+            start = line.find("[[", at)
+            if start < 0:
+                break
+            end = line.find("]]", start + 3)
+            if end < 0:
+                break  # no closing bracket anywhere later on this line: no more links
+            kept.append(line[at:start])
+            found.append(_parse_link(line[start + 2:end]))
+            at = end + 2
+        kept.append(line[at:])
+        prose.append("".join(kept))
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(prose)).strip()
+    return html.unescape(text), found
 
 
 def _parse_link(inner: str) -> tuple[str, str]:
@@ -267,75 +515,93 @@ def _parse_link(inner: str) -> tuple[str, str]:
         text, _, target = inner.partition("|")
     else:
         text = target = inner
-    return text.strip(), target.strip()
+    return html.unescape(text.strip()), target.strip()
 
 
 def parse_twee(text: str) -> tuple[str, str, dict[str, str]]:
     """(title, start passage, {passage name: raw text}) from Twee 3 source."""
-    if len(text.encode("utf-8")) > MAX_PACK_BYTES:
-        raise PackError("The Twee file is too large to import.")
+    if len(text) > MAX_PACK_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_PACK_BYTES:
+        raise PackError(f"The Twee file is over the {MAX_PACK_BYTES / 1e6:.0f} MB limit.")
     passages: dict[str, list[str]] = {}
     current = None
     for line in text.replace("\r\n", "\n").split("\n"):
         if line.startswith("::"):
-            match = _HEADER.match(line)
-            if not match or not match.group("name"):
-                raise PackError(f"Not a Twee passage header: {line[:60]!r}")
-            current = re.sub(r"\\(.)", r"\1", match.group("name"))
+            current = _header_name(line)
+            if not current:
+                raise PackError(f"Not a Twee passage header: {quote(line)}")
             if current in passages:
-                raise PackError(f"Two passages are named {current!r}.")
+                raise PackError(f"Two passages are named {quote(current)}.")
+            if len(passages) >= MAX_NODES:
+                raise PackError(f"The Twee file has more than {MAX_NODES:,} passages.")
             passages[current] = []
         elif current is not None:
             passages[current].append(line[1:] if line.startswith("\\::") else line)
     if not passages:
         raise PackError("No Twee passages found (they start with ':: Name').")
     bodies = {k: "\n".join(v).strip() for k, v in passages.items()}
-    title = bodies.pop("StoryTitle", "").strip() or "Imported story"
+    title = html.unescape(_one_line(bodies.pop("StoryTitle", ""))) or "Imported story"
     start = "Start"
     if "StoryData" in bodies:
         try:
-            start = json.loads(bodies.pop("StoryData")).get("start", start)
-        except ValueError:
+            data = json.loads(bodies.pop("StoryData")[:MAX_TEXT])
+        except (ValueError, RecursionError):
             raise PackError("The StoryData passage is not valid JSON.") from None
+        if not isinstance(data, dict):
+            raise PackError("The StoryData passage should be a JSON object (with ifid and start).")
+        start = data.get("start", start)
+        if not isinstance(start, str) or not start:
+            raise PackError(f"StoryData's start should be a passage name, not {quote(start)}.")
     if start not in bodies:
-        raise PackError(f"The start passage {start!r} is missing.")
+        raise PackError(f"The start passage {quote(start)} is missing.")
     return title, start, bodies
 
 
 def import_twee(store: TreeStore, text: str, visibility: str = "public", owner: str = "") -> ImportReport:
-    """A Twee story as a new tree: passages become outcomes, links become options."""
+    """A Twee story as a new tree: passages become outcomes, links become options. The pack
+    limits hold: nodes (passages and links), outcome, action and title lengths."""
     title, start, bodies = parse_twee(text)
-    if len(bodies) > MAX_NODES:
-        raise PackError(f"Too many passages ({len(bodies)}); the limit is {MAX_NODES}.")
-    tree = Tree(title[:200], visibility=visibility, owner=owner)
+    if len(title) > MAX_TITLE:
+        raise PackError(f"The story title is {len(title):,} characters; the limit is {MAX_TITLE}.")
+    tree = Tree(title, visibility=visibility, owner=owner)
     made: dict[str, str] = {}  # passage name -> node id
     rows: list[dict] = []
     links: list[tuple[str, str]] = []
 
-    def split(body: str) -> tuple[str, list[tuple[str, str]]]:
-        found = [_parse_link(m) for m in _LINK.findall(body)]
-        prose = _LINK.sub("", body)
-        return re.sub(r"\n{3,}", "\n\n", prose).strip(), found
+    def row(node_id, parent, action, outcome, depth) -> None:
+        if len(rows) >= MAX_NODES:
+            raise PackError(f"The story makes more than {MAX_NODES:,} passages and links; the limit is {MAX_NODES:,}.")
+        if len(action) > MAX_ACTION:
+            raise PackError(f"A link's text is {len(action):,} characters; the limit is {MAX_ACTION}: {quote(action)}")
+        rows.append({"id": node_id, "tree_id": tree.id, "parent_id": parent, "action": action,
+                     "outcome": outcome, "author": "twine", "depth": depth, "link_to": None, "ups": 0,
+                     "downs": 0, "choices": 0, "created": stamp})
 
+    stamp = now()
     root_id = new_id()
     made[start] = root_id
     queue = [(start, root_id, None, "", 0)]
-    while queue:  # breadth first: a passage reached twice becomes a link to its first node
-        name, node_id, parent, action, depth = queue.pop(0)
-        outcome, found = split(bodies.get(name, ""))
-        rows.append({"id": node_id, "tree_id": tree.id, "parent_id": parent, "action": action[:500],
-                     "outcome": outcome, "author": "twine", "depth": depth, "link_to": None, "ups": 0,
-                     "downs": 0, "choices": 0, "created": now()})
+    at = 0
+    while at < len(queue):  # breadth first: a passage reached twice becomes a link to its first node
+        name, node_id, parent, action, depth = queue[at]
+        at += 1
+        outcome, found = _links(bodies.get(name, ""))
+        if len(outcome) > MAX_TEXT:
+            raise PackError(f"Passage {quote(name)} is {len(outcome):,} characters; the limit is {MAX_TEXT:,}.")
+        row(node_id, parent, action, outcome, depth)
         for link_text, target in found:
             child = new_id()
             if target in made:
-                rows.append({"id": child, "tree_id": tree.id, "parent_id": node_id, "action": link_text[:500],
-                             "outcome": "", "author": "twine", "depth": depth + 1, "link_to": None, "ups": 0,
-                             "downs": 0, "choices": 0, "created": now()})
+                row(child, node_id, link_text, "", depth + 1)
                 links.append((child, made[target]))
             else:
+                if len(made) + len(rows) > 2 * MAX_NODES:
+                    raise PackError(f"The story makes more than {MAX_NODES:,} passages and links.")
                 made[target] = child
                 queue.append((target, child, node_id, link_text, depth + 1))
+    try:
+        json.dumps(rows, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise PackError("The Twee file has text that is not valid Unicode.") from None
     with store.db.atomic():
         store.db["trees"].insert(tree.__dict__)
         store.db["nodes"].insert_all(rows, alter=False)
@@ -344,19 +610,16 @@ def import_twee(store: TreeStore, text: str, visibility: str = "public", owner: 
     return ImportReport(tree.id, tree.title, len(rows), 0, 0)
 
 
-def import_path(store: TreeStore, path: Path, owner: str = "") -> ImportReport:
+def import_path(store: TreeStore, path: Path, owner: str = "", trust: bool = False) -> ImportReport:
     """A .json pack or a .twee/.tw Twine story, by its suffix."""
     suffix = path.suffix.lower()
     if suffix not in (".json", ".twee", ".tw"):
         raise PackError("Import a tree pack (.json) or a Twine story (.twee / .tw).")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise PackError(f"Cannot read {path}: {exc.strerror or exc}") from None
+    data = read_bounded(path)
     if suffix == ".json":
-        return import_pack(store, load_pack(data))
+        return import_pack(store, load_pack(data), owner=owner, trust=trust)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise PackError(f"{path} is not UTF-8 text.") from None
+        raise PackError(f"{quote(str(path))} is not UTF-8 text.") from None
     return import_twee(store, text, owner=owner)

@@ -10,11 +10,13 @@ table in the same transaction, so ranking children never has to count votes.
 """
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass, field
 
 import sqlite_utils
 
+from storyloom import StoryloomError
 from storyloom.store.stories import now
 
 VISIBILITIES = ("public", "private")
@@ -48,6 +50,10 @@ class Node:
     choices: int = 0  # how often players chose it
     id: str = field(default_factory=new_id)
     created: str = field(default_factory=now)
+    # Votes that came in packs from elsewhere: counted apart from local votes (ups/downs, which
+    # rank options), each pack's share capped, never stored as a local voter's vote.
+    pack_ups: int = 0
+    pack_downs: int = 0
 
     @property
     def cached(self) -> bool:
@@ -55,7 +61,16 @@ class Node:
 
 
 NODE_COLUMNS = ("id", "tree_id", "parent_id", "action", "outcome", "author", "depth", "link_to",
-                "ups", "downs", "choices", "created")
+                "ups", "downs", "choices", "created", "pack_ups", "pack_downs")
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+
+class TreeNotFound(StoryloomError):
+    """No such tree or node for this viewer: unknown and someone else's private one read the same."""
+
+
+def valid_id(value: object) -> bool:
+    return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
 
 
 def _node(row) -> Node:
@@ -75,8 +90,11 @@ class TreeStore:
             self._insert(root)
         return root
 
-    def tree(self, tree_id: str) -> Tree:
-        row = self.db["trees"].get(tree_id)
+    def tree(self, tree_id: str, viewer: str | None = None) -> Tree:
+        """The tree; with `viewer`, someone else's private tree answers as an unknown id does."""
+        row = next(self.db.query("select * from trees where id = ?", [tree_id]), None)
+        if row is None or (viewer is not None and not can_see(row, viewer)):
+            raise TreeNotFound(f"No tree {_short(tree_id)}; `storyloom tree list` shows their ids.")
         return Tree(**row)
 
     def trees(self, viewer: str | None = None) -> list[Tree]:
@@ -93,6 +111,7 @@ class TreeStore:
     def delete_tree(self, tree_id: str) -> None:
         with self.db.atomic():
             self.db.execute("delete from votes where node_id in (select id from nodes where tree_id = ?)", [tree_id])
+            self.db.execute("delete from pack_votes where node_id in (select id from nodes where tree_id = ?)", [tree_id])
             self.db.execute("delete from bookmarks where node_id in (select id from nodes where tree_id = ?)", [tree_id])
             self.db.execute("update nodes set parent_id = null, link_to = null where tree_id = ?", [tree_id])
             self.db.execute("delete from nodes where tree_id = ?", [tree_id])
@@ -158,10 +177,15 @@ class TreeStore:
 
     # -- votes ----------------------------------------------------------------------------
     def vote(self, node_id: str, voter: str, value: int) -> None:
-        """+1 or -1 (replacing the voter's earlier vote), or 0 to take the vote back."""
+        """+1 or -1 (replacing the voter's earlier vote), or 0 to take the vote back. Only the
+        owner votes in a private tree (anyone else gets the answer an unknown node gets)."""
         if value not in (-1, 0, 1):
             raise ValueError("A vote is +1, -1 or 0")
-        with self.db.atomic():
+        with self.db.atomic():  # BEGIN IMMEDIATE: the read below and the write are one unit
+            row = next(self.db.query("select trees.visibility, trees.owner from nodes join trees "
+                                     "on trees.id = nodes.tree_id where nodes.id = ?", [node_id]), None)
+            if row is None or not can_see(row, voter):
+                raise TreeNotFound("No such passage to vote on.")
             old = next(self.db.query("select value from votes where node_id = ? and voter = ?",
                                      [node_id, voter]), None)
             old_value = old["value"] if old else 0
@@ -195,3 +219,12 @@ class TreeStore:
 
     def _insert(self, node: Node) -> None:
         self.db["nodes"].insert(node.__dict__, alter=False)
+
+
+def can_see(tree_row, viewer: str) -> bool:
+    return tree_row["visibility"] == "public" or (bool(viewer) and tree_row["owner"] == viewer)
+
+
+def _short(value: str, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

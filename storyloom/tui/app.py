@@ -14,7 +14,7 @@ from storyloom import StoryloomError
 from storyloom.config import Config, ConfigError, load_config, save_config
 from storyloom.engine.generate import Generator
 from storyloom.store.cowrite import CowriteStore
-from storyloom.store.db import open_db
+from storyloom.store.db import StoreError, open_db, open_memory_db
 from storyloom.store.poems import PoemStore
 from storyloom.store.stories import GameStore
 from storyloom.store.trees import TreeStore
@@ -35,6 +35,8 @@ class StoryloomApp(App):
         ("f1", "help", "Help"),
         ("ctrl+q", "quit", "Quit"),
     ]
+
+    DB_BUSY_TIMEOUT_S = 3.0  # a write waits this long for another process, then says so (UI thread)
 
     model_status = reactive("starting")
     model_progress: reactive[float | None] = reactive(None)
@@ -57,7 +59,10 @@ class StoryloomApp(App):
             self.config, self.config_error = Config(), str(exc)
         if model:
             self.config = self.config.with_(model=model)
-        db = open_db(db_path)
+        try:
+            db, self.db_error = open_db(db_path, busy_timeout=self.DB_BUSY_TIMEOUT_S), None
+        except StoreError as exc:  # the home screen opens and says so; the file is left as it is
+            db, self.db_error = open_memory_db(), f"{exc} Until then nothing is saved."
         self.games = GameStore(db)
         self.cowrites = CowriteStore(db)
         self.trees = TreeStore(db)
@@ -69,7 +74,9 @@ class StoryloomApp(App):
 
         self.push_screen(HomeScreen())
         if self.config_error:
-            self.notify(self.config_error + " Using default settings.", severity="error", timeout=10)
+            self.notify(self.config_error + " Using default settings.", severity="error", timeout=10, markup=False)
+        if self.db_error:
+            self.notify(self.db_error, title="Database", severity="error", timeout=30, markup=False)
         self.load_model()
 
     # -- the model, loaded in the background ------------------------------------------------

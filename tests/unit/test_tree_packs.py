@@ -42,14 +42,17 @@ def test_pack_round_trip_and_merging_twice_adds_nothing(store, other):
     text = dump_pack(export_pack(store, tree.id))
     report = import_pack(other, load_pack(text))
     assert (report.nodes_added, report.votes_added) == (4, 2)
-    assert export_pack(other, tree.id) == export_pack(store, tree.id)
+    mine, theirs = export_pack(other, tree.id), export_pack(store, tree.id)
+    assert (mine["tree"], mine["nodes"]) == (theirs["tree"], theirs["nodes"])
     door = next(n for n in other.children(other.root(tree.id).id) if n.action == "Open the door.")
-    assert (door.ups, door.downs) == (1, 1)
+    # the pack's votes are counted apart from local ones: they rank nothing here
+    assert (door.ups, door.downs, door.pack_ups, door.pack_downs) == (0, 0, 1, 1)
+    assert mine["tallies"] == []  # only votes cast here leave in a pack
     link = other.children(door.id)[0]
     assert link.link_to == other.root(tree.id).id
     again = import_pack(other, load_pack(text))
     assert (again.nodes_added, again.votes_added, again.outcomes_filled) == (0, 0, 0)
-    assert counts(other) == counts(store)
+    assert counts(other) == (*counts(store)[:2], 0)  # no pack vote became a local voter's
 
 
 def test_merge_brings_new_branches_outcomes_and_votes_per_voter(store, other):
@@ -63,11 +66,12 @@ def test_merge_brings_new_branches_outcomes_and_votes_per_voter(store, other):
     other.vote(walk.id, "cy", 1)
     other.vote(walk.id, "ada", 1)
     store.vote(walk.id, "ada", -1)  # ada already voted here: her own vote stays
-    report = import_pack(store, load_pack(dump_pack(export_pack(other, tree.id))))
+    report = import_pack(store, load_pack(dump_pack(export_pack(other, tree.id, voters=True))), trust=True)
     assert (report.nodes_added, report.outcomes_filled, report.votes_added) == (1, 1, 1)
     merged = store.node(walk.id)
     assert merged.outcome == "You leave the castle behind."
-    assert (merged.ups, merged.downs) == (1, 1)
+    assert (merged.ups, merged.downs) == (1, 1)  # trusted: cy merged as a voter, ada's own vote kept
+    assert store.my_vote(walk.id, "ada") == -1
 
 
 def _pack(store) -> dict:
@@ -100,9 +104,14 @@ def test_parent_cycles_and_foreign_nodes_are_rejected(store, other):
         import_pack(other, load_pack(json.dumps(pack)))
     mine = build(other)
     stolen = _pack(store)
-    stolen["nodes"][1]["id"] = other.root(mine.id).id  # claims a node of another tree
-    with pytest.raises(PackError, match="another tree"):
-        import_pack(other, load_pack(json.dumps(stolen)))
+    theirs = other.root(mine.id)
+    old_id, stolen["nodes"][1]["id"] = stolen["nodes"][1]["id"], theirs.id  # claims a node of another tree
+    for n in stolen["nodes"]:
+        n["parent_id"] = theirs.id if n["parent_id"] == old_id else n["parent_id"]
+    stolen["tallies"] = []
+    report = import_pack(other, load_pack(json.dumps(stolen)))
+    assert report.nodes_added == 4  # the claimed id got a fresh one: the other tree is untouched
+    assert other.node(theirs.id) == theirs and other.node(theirs.id).tree_id == mine.id
 
 
 def test_oversized_packs_are_refused_before_parsing(store, monkeypatch):

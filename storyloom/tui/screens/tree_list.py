@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
@@ -12,7 +13,8 @@ from textual.widgets.option_list import Option
 
 from storyloom import StoryloomError
 from storyloom.store import tree_packs
-from storyloom.store.trees import Tree
+from storyloom.store.db import open_db
+from storyloom.store.trees import Tree, TreeStore
 from storyloom.tui.export import write_exports
 from storyloom.tui.screens.editors import EditorDialog
 from storyloom.tui.widgets.menus import refill
@@ -28,7 +30,7 @@ def export_tree(app, tree_id: str) -> None:
         texts = {".json": tree_packs.dump_pack(tree_packs.export_pack(store, tree_id)),
                  ".twee": tree_packs.export_twee(store, tree_id)}
     except StoryloomError as exc:
-        app.notify(str(exc), severity="error")
+        app.notify(str(exc), severity="error", markup=False)
         return
     write_exports(app, tree.title, tree.id, texts, "tree")
 
@@ -83,7 +85,11 @@ class NewTreeScreen(Screen):
             return
         tree = Tree(title, scenario=self.query_one("#tree-scenario", TextArea).text.strip(),
                     visibility=self.query_one("#tree-visibility", Select).value, owner=self.app.config.player)
-        self.app.trees.create(tree, opening)
+        try:
+            self.app.trees.create(tree, opening)
+        except StoryloomError as exc:  # a busy or full database: the form keeps what was typed
+            self.notify(str(exc), title="Not saved", severity="error", timeout=10, markup=False)
+            return
         self.app.pop_screen()
         self.app.open_tree(tree.id)
 
@@ -135,18 +141,36 @@ class TreeListScreen(Screen):
 
     def action_import(self) -> None:
         def done(path: str | None) -> None:
-            if not path:
-                return
-            try:
-                report = tree_packs.import_path(self.app.trees, Path(path).expanduser(), self.app.config.player)
-            except StoryloomError as exc:
-                self.notify(f"Nothing was imported. {exc}", title="Import", severity="error", timeout=12)
-                return
-            self.notify(f"{report.title}: {report.nodes_added} passages added, {report.outcomes_filled} filled in, "
-                        f"{report.votes_added} votes merged.", title="Import")
-            self._fill()
+            if path:
+                self.notify("Importing…", title="Import", timeout=3)
+                self._import(Path(path).expanduser(), self.app.trees.db.path, self.app.config.player)
 
         self.app.push_screen(ImportDialog(), done)
+
+    @work(thread=True, exclusive=True, group="tree-import", exit_on_error=False)
+    def _import(self, path: Path, db_path: str | None, player: str) -> None:
+        """Off the UI thread, on its own connection (SQLite connections stay in their thread)."""
+        try:
+            store = TreeStore(open_db(db_path)) if db_path else self.app.trees
+            try:
+                report = tree_packs.import_path(store, path, player)
+            finally:
+                if db_path:
+                    store.db.close()
+        except StoryloomError as exc:
+            self.app.call_from_thread(self._imported, None, f"Nothing was imported. {exc}")
+        except Exception as exc:  # noqa: BLE001 - shown to the user, nothing was written
+            self.app.call_from_thread(self._imported, None, f"Nothing was imported. {type(exc).__name__}: {exc}")
+        else:
+            self.app.call_from_thread(self._imported, report, None)
+
+    def _imported(self, report, error: str | None) -> None:
+        if error:
+            self.notify(error[:500], title="Import", severity="error", timeout=12, markup=False)
+            return
+        self.notify(f"{report.title}: {report.nodes_added} passages added, {report.outcomes_filled} filled in, "
+                    f"{report.votes_added} votes counted.", title="Import", markup=False)
+        self._fill()
 
     def action_export(self) -> None:
         if tree_id := self._selected():
@@ -158,6 +182,10 @@ class TreeListScreen(Screen):
             if tree.owner and tree.owner != self.app.config.player:
                 self.notify("Only its owner can delete a tree.", severity="warning")
                 return
-            self.app.trees.delete_tree(tree_id)
+            try:
+                self.app.trees.delete_tree(tree_id)
+            except StoryloomError as exc:
+                self.notify(str(exc), title="Not deleted", severity="error", timeout=10, markup=False)
+                return
             self.notify("Tree deleted.")
             self._fill()

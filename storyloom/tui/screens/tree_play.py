@@ -14,7 +14,8 @@ from textual.widgets.option_list import Option
 
 from storyloom import StoryloomError
 from storyloom.modes.tree import TreePlay, expand, expand_many, is_hidden
-from storyloom.store.trees import Node
+from storyloom.store.db import StoreError
+from storyloom.store.trees import Node, TreeNotFound
 from storyloom.tui.messages import TreeExpanded, TreeWorkDone, error_text
 from storyloom.tui.screens.editors import AlterScreen
 from storyloom.tui.widgets.status_bar import StatusBar
@@ -40,6 +41,23 @@ def breadcrumbs(path: list[Node], keep: int = 4) -> Text:
     steps = ["Start"] + [n.action for n in path[1:]]
     shown = steps if len(steps) <= keep else ["…"] + steps[-keep:]
     return Text(" › ".join(s if len(s) <= 40 else s[:39] + "…" for s in shown))
+
+
+def saving(method):
+    """A screen method that writes to the database: a locked, full or read-only database is a
+    toast (SQLite already waited out the busy timeout), never the end of the app; the screen
+    stays as it was, so nothing shown is unsaved."""
+    from functools import wraps
+
+    @wraps(method)
+    def run(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except StoreError as exc:
+            self.notify(str(exc), title="Not saved", severity="error", timeout=10, markup=False)
+        return None
+
+    return run
 
 
 class TreeOptions(OptionList):
@@ -96,6 +114,12 @@ class TreePlayScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        try:  # someone else's private tree opens like an unknown one: not at all
+            self.app.trees.tree(self.tree_id, viewer=self.app.config.player)
+        except TreeNotFound as exc:
+            self.notify(str(exc), severity="error", markup=False)
+            self.app.pop_screen()
+            return
         self.play = TreePlay(self.app.trees, self.tree_id, player=self.app.config.player)
         self.sub_title = self.play.tree.title
         self.query_one("#tree-progress", ProgressBar).display = False
@@ -156,6 +180,7 @@ class TreePlayScreen(Screen):
     def _option_selected(self, event: OptionList.OptionSelected) -> None:
         self._choose(self.app.trees.node(event.option.id))
 
+    @saving
     def _choose(self, option: Node) -> None:
         if self._busy():
             return
@@ -170,8 +195,8 @@ class TreePlayScreen(Screen):
             return
         try:
             option = self.play.add_action(event.value)
-        except StoryloomError as exc:
-            self.notify(str(exc), severity="warning")
+        except StoryloomError as exc:  # a busy database too: the action stays in the box
+            self.notify(str(exc), severity="warning", markup=False)
             return
         self.tree_stats = None
         event.input.value = ""
@@ -215,6 +240,7 @@ class TreePlayScreen(Screen):
         self.post_message(TreeExpanded(node.id, expansion, generator.name, move))
         self.post_message(TreeWorkDone())
 
+    @saving
     def on_tree_expanded(self, message: TreeExpanded) -> None:
         node = self.app.trees.node(message.node_id)
         self.play.apply(node, message.expansion, message.author, move=message.move)
@@ -233,7 +259,7 @@ class TreePlayScreen(Screen):
         self.busy = False
         self.query_one("#tree-progress", ProgressBar).display = False
         if message.error:
-            self.notify(message.error, title="Generation failed", severity="error", timeout=10)
+            self.notify(message.error, title="Generation failed", severity="error", timeout=10, markup=False)
         elif message.cancelled:
             self.notify("Stopped. Nothing was stored for that branch.")
         self._show()
@@ -277,6 +303,7 @@ class TreePlayScreen(Screen):
         bar.advance(1)
 
     # -- votes, writing, moving ---------------------------------------------------------------------
+    @saving
     def action_vote(self, value: int) -> None:
         option = self._selected()
         if option is not None:
@@ -294,7 +321,7 @@ class TreePlayScreen(Screen):
                 try:
                     self.play.write_outcome(option, text)
                 except StoryloomError as exc:
-                    self.notify(str(exc), severity="warning")
+                    self.notify(str(exc), severity="warning", markup=False)
                     return
                 self._show(keep=option.id)
 
@@ -312,6 +339,7 @@ class TreePlayScreen(Screen):
             return
         self._arrived()
 
+    @saving
     def action_bookmark(self) -> None:
         self.play.bookmark()
         self.notify("Bookmarked. Browse (Ctrl+T) lists bookmarks.")
@@ -350,7 +378,11 @@ class TreePlayScreen(Screen):
             if not text.strip():
                 self.notify("A link needs the option's words.", severity="warning")
                 return
-            option = self.play.link(text.strip(), target_id)
+            try:
+                option = self.play.link(text.strip(), target_id)
+            except StoryloomError as exc:
+                self.notify(str(exc), severity="error", markup=False)
+                return
             self.tree_stats = None
             self._show(keep=option.id)
             self.notify("Linked: choosing it leads to that passage.")
