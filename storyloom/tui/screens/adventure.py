@@ -157,7 +157,14 @@ class AdventureScreen(Screen):
                             "Press Enter to try again, or rephrase.", severity="warning", timeout=8)
         elif what == "new":
             turn.output = message.output
-            self.play.commit(turn)
+            undone = list(self.play.game.undone)
+            try:
+                self.play.commit(turn)
+            except StoryloomError as exc:  # not saved (a full disk): not shown as saved either
+                self.play.game.turns.remove(turn)
+                self.play.game.undone[:] = undone
+                self.query_one("#action", Input).value = self.typed
+                self.notify(str(exc), title="Not saved", severity="error", timeout=10, markup=False)
         elif what in ("retry", "opening"):
             if what == "opening":
                 self.play.commit_opening(message.output)
