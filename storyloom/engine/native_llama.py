@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -84,10 +85,29 @@ def pack(weight: torch.Tensor, quantize: bool = False) -> tuple[int, list[torch.
 
 
 PACK_FORMAT = "1"  # bump when pack() changes what it writes
+STALE_TMP_S = 3600  # a pack's temp file untouched this long was abandoned (a killed process)
+
+
+def cached_parts_fit(parts: list[torch.Tensor], rows: int, cols: int) -> bool:
+    """Do a cached matrix's tensors have exactly the shapes and types the C step will read for a
+    rows x cols weight? (A wrong shape is an out-of-bounds read there: a segfault at best.)"""
+    if cols % native.GROUP or len(parts) not in (2, 3):
+        return False
+    groups = cols // native.GROUP
+    q, scales = parts[0], parts[1:]
+    want_q = ((rows, cols // 2), torch.uint8) if len(parts) == 3 else ((rows, cols), torch.int8)
+    if (tuple(q.shape), q.dtype) != want_q or not q.is_contiguous():
+        return False
+    return all(tuple(s.shape) == (rows, groups) and s.dtype == scales[0].dtype and s.is_contiguous()
+               and s.dtype in (torch.float16, torch.float32) for s in scales)
 
 
 def _read_pack_cache(path: Path | None) -> dict[str, torch.Tensor] | None:
+    """The cached packs, only from a file and folder that are the user's own and not writable by
+    others (a planted cache would be code-adjacent: its sizes drive the C step's reads)."""
     if path is None or not path.is_file():
+        return None
+    if native.untrusted(path) or native.untrusted(path.parent):
         return None
     try:
         from safetensors.torch import load_file
@@ -105,7 +125,12 @@ def _sweep_packs(path: Path) -> None:
         if old == path:
             continue
         try:
-            if old.name.startswith(f"packed-{place}-") or old.suffix == ".tmp":
+            if old.suffix == ".tmp":
+                # another process may be writing it right now: only an abandoned one goes
+                if time.time() - old.stat().st_mtime > STALE_TMP_S:
+                    old.unlink(missing_ok=True)
+                continue
+            if old.name.startswith(f"packed-{place}-"):
                 old.unlink(missing_ok=True)
                 continue
             from safetensors import safe_open
@@ -124,10 +149,17 @@ def _write_pack_cache(path: Path, tensors: dict[str, torch.Tensor], folder: Path
     try:
         from safetensors.torch import save_file
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"folder": str(folder)})
-        os.replace(tmp, path)
+        from storyloom.paths import private_dir
+
+        private_dir(path.parent)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")  # one per writer
+        try:
+            save_file(tensors, str(tmp), metadata={"folder": str(folder)})
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
         return True
     except Exception:
         return False
@@ -166,6 +198,7 @@ class NativeLlama:
             _sweep_packs(cache)
         cached = _read_pack_cache(cache)
         self.pack_cache = "read" if cached is not None else "none"  # or "written", below
+        self.pack_cache_bad = False
         packed: dict[str, torch.Tensor] = {}  # what gets written to the cache
 
         def matrix(name: str, weights: list[torch.Tensor]) -> native.Matrix:
@@ -197,7 +230,8 @@ class NativeLlama:
         self.model = m
         self.vocab = m.vocab
         packed_bytes = sum(t.numel() * t.element_size() for t in packed.values())
-        if cache is not None and cached is None and packed_bytes > 256 << 10:  # small ones pack at once
+        if cache is not None and (cached is None or self.pack_cache_bad) and packed_bytes > 256 << 10:
+            # (small ones pack at once; a cache that did not fit the model is replaced)
             self.pack_cache = "written" if _write_pack_cache(cache, packed, _model_folder(model)) else "none"
         native.release_free_memory()
 
@@ -207,8 +241,9 @@ class NativeLlama:
             return None
         config = model.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        if max(config.hidden_size, config.intermediate_size) > 4096 or head_dim > 512:
-            return None  # beyond the C step's fixed buffers
+        heads = config.num_attention_heads
+        if max(config.hidden_size, config.intermediate_size, heads * head_dim) > 4096 or head_dim > 512:
+            return None  # beyond the C step's fixed buffers (its o-projection reads heads x head_dim)
         lib = native.library()  # before the torch side is built, which would go unused without it
         if lib is None:
             return None
@@ -224,9 +259,13 @@ class NativeLlama:
         """The stacked `weights` packed (or read back from `cached`) for the C side; what was
         packed here is added to `packed`, for the cache."""
         rows, cols = sum(w.shape[0] for w in weights), weights[0].shape[1]
-        if cached is not None and f"{name}.0" in cached:
-            parts = [cached[f"{name}.{k}"] for k in range(3) if f"{name}.{k}" in cached]
+        parts = [cached[f"{name}.{k}"] for k in range(3) if f"{name}.{k}" in cached] if cached else []
+        if parts and not cached_parts_fit(parts, rows, cols):
+            self.pack_cache_bad = True  # packed again here, and the cache rewritten
+            parts = []
+        if parts:
             kind = native.Q4_1 if len(parts) == 3 else native.Q8_0
+            packed.update({f"{name}.{k}": part for k, part in enumerate(parts)})  # kept if rewritten
         else:
             weight = weights[0] if len(weights) == 1 else torch.cat(weights)
             kind, parts = pack(weight, quantize)

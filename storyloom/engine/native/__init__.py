@@ -4,6 +4,10 @@ The C file is built with the system's C compiler into the models folder (keyed b
 hash, the compiler and the CPU), so later runs load it in milliseconds. Anything that goes wrong
 (no compiler, a failed build, an unusual platform) makes `library()` return None with the reason
 in `unavailable()`: callers then keep to the torch path.
+
+Loading code is running code: the library is loaded only from a folder and a file owned by the
+user and not writable by group or others, and only when its sha256 matches the one recorded
+when it was built (a planted or truncated file is rebuilt, never loaded).
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -86,6 +91,45 @@ def _target(cc: str, flags: list[str]) -> Path:
     return models_dir() / "native" / f"decode_step-{key}.so"
 
 
+def untrusted(path: Path) -> str | None:
+    """Why code or caches at `path` must not be loaded (None when they may): it must be ours,
+    a plain file or folder (no symlink), and not writable by group or others."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return f"{path} cannot be checked ({exc.strerror or exc})"
+    if stat.S_ISLNK(st.st_mode):
+        return f"{path} is a symbolic link"
+    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+        return f"{path} belongs to another user"
+    if st.st_mode & 0o022:
+        return f"{path} is writable by other users"
+    return None
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _hash_file(target: Path) -> Path:
+    return target.with_name(target.name + ".sha256")
+
+
+def verified(target: Path) -> str | None:
+    """Why `target` may not be loaded (None when it may): trusted, and its bytes the build's."""
+    if not target.exists():
+        return f"{target.name} is not built yet"
+    why = untrusted(target) or untrusted(_hash_file(target))
+    if why:
+        return why
+    try:
+        if _hash_file(target).read_text().strip() != _digest(target):
+            return f"{target.name} does not match the hash recorded when it was built"
+    except OSError as exc:
+        return f"{target.name} cannot be read ({exc.strerror or exc})"
+    return None
+
+
 def _build(cc: str, flags: list[str], target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the target and rename: a killed build never leaves a half-written library.
@@ -99,21 +143,37 @@ def _build(cc: str, flags: list[str], target: Path) -> None:
                                   capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             raise RuntimeError((done.stderr or done.stdout).strip()[-800:] or f"{cc} failed")
+        os.chmod(out, 0o700)
+        record = Path(tmp) / "hash"
+        record.write_text(_digest(out) + "\n")
+        os.chmod(record, 0o600)
         os.replace(out, target)
+        os.replace(record, _hash_file(target))
 
 
 def build(cc: str, arch: list[str] | None = None) -> ctypes.CDLL:
     """Build (once) and load the library for this CPU, or for `arch` flags (the tests' variants)."""
     import torch  # noqa: F401  (its OpenMP runtime is loaded first and shared by the library)
 
+    from storyloom.paths import private_dir
+
     flags = _flags(arch)
     target = _target(cc, flags)
-    if not target.is_file():
+    private_dir(target.parent)
+    why = untrusted(target.parent) or untrusted(target.parent.parent)
+    if why:
+        raise RuntimeError(f"not loading code from {target.parent}: {why}")
+    if verified(target) is not None:  # not built, or not what we built: build it (again)
+        if target.is_symlink() or target.exists() and untrusted(target):
+            target.unlink()
         _build(cc, flags, target)
         if arch is None:
-            for old in target.parent.glob("decode_step-*.so"):  # older sources, other CPUs
-                if old != target:
+            for old in target.parent.glob("decode_step-*.so*"):  # older sources, other CPUs
+                if old not in (target, _hash_file(target)):
                     old.unlink(missing_ok=True)
+        why = verified(target)
+        if why:
+            raise RuntimeError(f"the library just built cannot be trusted: {why}")
     lib = ctypes.CDLL(str(target))
     P, I, L = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
     M = ctypes.POINTER(Model)

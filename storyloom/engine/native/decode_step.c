@@ -23,6 +23,7 @@
 #endif
 
 #define GROUP 32
+#define MAX_COLS 4096  /* the widest matrix input (columns) this build handles; see sl_step */
 #ifndef PREFETCH_HINT
 #define PREFETCH_HINT 3
 #endif
@@ -204,7 +205,7 @@ static void rows(const Matrix *m, int r, const float *x, int batch, const float 
 #else
 static void rows(const Matrix *m, int r, const float *x, int batch, const float *xsum, float *out) {
     const int cols = m->cols, groups = cols / GROUP;
-    float sc[4096 / GROUP], mn[4096 / GROUP];  /* this row's scales as fp32 */
+    float sc[MAX_COLS / GROUP], mn[MAX_COLS / GROUP];  /* this row's scales as fp32 */
     if (m->kind != 2) {
         const size_t at = (size_t)r * groups * (m->half_scales ? 2 : 4);
         for (int g = 0; g < groups; g++) {
@@ -227,7 +228,7 @@ static void rows(const Matrix *m, int r, const float *x, int batch, const float 
 /* y[b][rows] (+)= W x[b] for `batch` inputs of W's `cols` */
 static void matvec(const Matrix *m, const float *x, int batch, float *y, int accumulate, int threads) {
     const int rows_n = m->rows, cols = m->cols, groups = cols / GROUP;
-    float xsum[8 * 4096 / GROUP];  /* per input, per group: the sum of x (Q4_1's min term) */
+    float xsum[8 * MAX_COLS / GROUP];  /* per input, per group: the sum of x (Q4_1's min term) */
 #if !defined(__AVX512F__)
     if (m->kind == 0) {
         for (int b = 0; b < batch; b++)
@@ -310,7 +311,10 @@ int sl_step(const Model *m, const int64_t *tokens, int batch, int pos, float *ca
             float *logits, float *scratch) {
     const int dim = m->dim, hd = m->head_dim, half = hd / 2, H = m->heads, KV = m->kv_heads;
     const int inter = m->intermediate, qkv_n = (H + 2 * KV) * hd, per_kv = H / KV;
-    if (batch > 8 || dim > 4096 || inter > 4096 || hd > 512 || pos >= capacity) return -1;
+    /* rows() and matvec() keep per-group scales on the stack for up to MAX_COLS columns: the
+     * o-projection's columns are heads x head_dim, which may exceed dim (e.g. 64 x 128). */
+    if (batch > 8 || dim > MAX_COLS || inter > MAX_COLS || H * hd > MAX_COLS || hd > 512 || KV <= 0
+        || H % KV != 0 || pos >= capacity) return -1;
     float *h = scratch;                       /* [batch][dim] residual stream */
     float *xn = h + batch * dim;              /* [batch][max(dim, inter)] normed input / activation */
     float *qkv = xn + batch * (inter > dim ? inter : dim);
@@ -457,7 +461,8 @@ void sl_rope_split(const uint16_t *qkv, int rows, int start, const float *cos_t,
 
 /* logits[b] = lm_head(rms_norm(h[b]) * final_norm) for `batch` rows of h */
 void sl_head(const Model *m, const float *h, int batch, float *logits) {
-    float xn[8 * 4096];
+    float xn[8 * MAX_COLS];
+    if (m->dim > MAX_COLS) return;  /* NativeLlama.build refuses such models; never overflow */
     for (int b = 0; b < batch && b < 8; b++) rms_norm(h + (size_t)b * m->dim, m->final_norm, m->dim, m->eps, xn + b * m->dim);
     matvec(&m->lm_head, xn, batch < 8 ? batch : 8, logits, 0, m->threads);
 }
