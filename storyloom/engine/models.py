@@ -112,7 +112,7 @@ backends.register(backends.Backend(
 
 def _from_folder(folder: Path, name: str, progress: Progress, **kwargs) -> Generator:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # we show our own progress
@@ -123,13 +123,33 @@ def _from_folder(folder: Path, name: str, progress: Progress, **kwargs) -> Gener
     progress(f"Loading {name}", None)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto", **kwargs)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        config = AutoConfig.from_pretrained(folder, **kwargs)
+        _check_shapes(config, tokenizer, name)
+        model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype="auto", **kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError) as exc:
+        if isinstance(exc, ModelError):
+            raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"Could not load model {name!r}: {first}") from exc
+        raise ModelError(f"Could not load model {name!r}: {first[:200]}") from exc
     if model.dtype == torch.float16:  # fp16 matmuls are slow or missing on CPU
         model = model.float()
     return TransformersGenerator(model, tokenizer, name=name, location=str(folder))
+
+
+def _check_shapes(config, tokenizer, name: str) -> None:
+    """Files that do not fit together fail here with a sentence, not deep inside a forward."""
+    vocab = getattr(config, "vocab_size", None)
+    if vocab and len(tokenizer) > vocab:
+        raise ModelError(f"Model {name!r} does not fit its tokenizer: the tokenizer has {len(tokenizer)} "
+                         f"tokens but the model only {vocab} (the files come from different models).")
+    heads = getattr(config, "num_attention_heads", None)
+    kv = getattr(config, "num_key_value_heads", None)
+    if heads and kv and (kv <= 0 or heads % kv):
+        raise ModelError(f"Model {name!r} is malformed: {heads} attention heads cannot share "
+                         f"{kv} key/value heads (the number must divide it).")
+    hidden = getattr(config, "hidden_size", None)
+    if heads and hidden and hidden % heads and not getattr(config, "head_dim", None):
+        raise ModelError(f"Model {name!r} is malformed: a width of {hidden} does not split into {heads} heads.")
 
 
 def _from_hub(model_id: str, progress: Progress) -> Generator:

@@ -128,3 +128,20 @@ def test_config_round_trip_and_bad_file(storyloom_home):
     config_file().write_text("model = [unclosed")
     with pytest.raises(ConfigError, match="not valid"):
         load_config()
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"vocab_size": 100}, "tokenizer has .* tokens but the model only 100"),
+    ({"num_key_value_heads": 3}, "4 attention heads cannot share 3 key/value heads"),
+])
+def test_model_files_that_do_not_fit_together_are_one_sentence(tiny_model_dir, tmp_path, change, message):
+    import json
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    config = json.loads((broken / "config.json").read_text())
+    config.update(change)
+    (broken / "config.json").write_text(json.dumps(config))
+    with pytest.raises(models.ModelError, match=message):
+        models.load(str(broken))
