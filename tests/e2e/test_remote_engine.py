@@ -65,13 +65,20 @@ def test_seeded_generation_is_repeatable_and_streams_in_pieces(remote):
     assert remote.last_stats.new_tokens > 5 and remote.last_stats.first_token_seconds is not None
 
 
-def test_an_adventure_turn_on_the_server(remote, tmp_path):
+def knight_game(tmp_path, opening: str) -> tuple[GameStore, adv.Adventure]:
+    """A saved knight game with its opening written."""
     store = GameStore(open_db(tmp_path / "s.db"))
     setting = adv.load_scenarios()[0]
     game = adv.new_game(setting, setting.characters[0], "Ada")
     store.create(game)
     play = adv.Adventure(game, store)
-    play.commit_opening("The castle gate stands open. Rain falls on the courtyard.")
+    play.commit_opening(opening)
+    return store, play
+
+
+def test_an_adventure_turn_on_the_server(remote, tmp_path):
+    store, play = knight_game(tmp_path, "The castle gate stands open. Rain falls on the courtyard.")
+    game = play.game
     turn = play.begin("do", "look around")
     built = play.prompt_for(turn.action, remote, SETTINGS)
     assert built.tokens <= play.budget(remote.context_length, SETTINGS)
@@ -136,12 +143,8 @@ def test_a_server_killed_mid_reply_is_one_clear_sentence_and_the_turn_is_not_com
     srv = start_server()
     try:
         gen = models.load(srv.spec)
-        store = GameStore(open_db(tmp_path / "s.db"))
-        setting = adv.load_scenarios()[0]
-        game = adv.new_game(setting, setting.characters[0], "Ada")
-        store.create(game)
-        play = adv.Adventure(game, store)
-        play.commit_opening("A wolf howls.")
+        store, play = knight_game(tmp_path, "A wolf howls.")
+        game = play.game
         turn = play.begin("do", "run")
         built = play.prompt_for(turn.action, gen, SETTINGS)
         with pytest.raises(RemoteError) as failed:
