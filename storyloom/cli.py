@@ -301,7 +301,8 @@ def _model(args) -> int:
         print(json.dumps(info.__dict__, indent=2))
         return 0
     size = f"{info.parameters / 1e6:.1f}M" if info.parameters else "unknown"
-    caps = [name for name, on in sorted(vars(gen.capabilities).items()) if on is True]
+    caps = [name if on is True else f"{name} ({on})" for name, on in sorted(vars(gen.capabilities).items())
+            if on is True or (isinstance(on, str) and on) or (name == "parallel" and on > 1)]
     rows = [("name", info.name), ("backend", info.backend), ("parameters", size),
             ("dtype", info.dtype or "unknown"), ("context length", info.context_length),
             ("chat template", "yes" if info.chat_template else "no"),
