@@ -99,6 +99,15 @@ def database_file() -> Path:
 
 
 def assets_dir() -> Path:
-    env = os.environ.get("STORYLOOM_ASSETS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "assets"
+    """Scenarios, poem forms, the word list: STORYLOOM_ASSETS, else the copy an installed
+    package carries (the wheel ships the checkout's assets/ as storyloom/assets), else the
+    checkout's own assets/, the source of truth."""
+    from importlib.resources import files
 
+    env = os.environ.get("STORYLOOM_ASSETS")
+    if env:
+        return Path(env).expanduser()
+    packaged = files("storyloom") / "assets"  # a real folder: pip and pipx install unzipped
+    if isinstance(packaged, Path) and packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "assets"
