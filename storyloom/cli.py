@@ -104,6 +104,9 @@ def _model_spec(args) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from storyloom import logs
+
+    logs.setup()
     try:
         return _run(args)
     except StoryloomError as exc:

@@ -13,6 +13,7 @@ bench reports how far that moves the log-probs that follow.
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 
 from storyloom.engine.kv_cache import capacity_for
 
+log = logging.getLogger(__name__)
 BF16_PROMPT_MIN = 64  # prompts at least this long use bf16 matmuls where the CPU has bf16 units
 
 
@@ -64,8 +66,8 @@ class _Linear:
                 try:
                     self.wide = [torch.ops.mkldnn._reorder_linear_weight(w, 512) for w in wide]
                     self.packed = True
-                except (RuntimeError, AttributeError):
-                    pass
+                except (RuntimeError, AttributeError) as exc:  # this torch build has no oneDNN prepack
+                    log.debug("oneDNN weight prepack unavailable, plain matmuls: %s", exc)
 
     def __call__(self, x: torch.Tensor, wide: bool = False) -> torch.Tensor:
         if wide:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from storyloom.engine.fast_llama import BF16_PROMPT_MIN, FastLlama, KVState, sup
 from storyloom.paths import models_dir
 
 MAX_BATCH = 8  # the C step's limit; larger batches use the torch forward
+log = logging.getLogger(__name__)
 
 
 def _exact(rebuilt: torch.Tensor, groups: torch.Tensor) -> bool:
@@ -108,12 +110,14 @@ def _read_pack_cache(path: Path | None) -> dict[str, torch.Tensor] | None:
     if path is None or not path.is_file():
         return None
     if native.untrusted(path) or native.untrusted(path.parent):
+        log.warning("pack cache %s is not the user's own or is writable by others; packing again", path)
         return None
     try:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    except Exception:  # a damaged file is packed again and rewritten
+    except Exception as exc:  # noqa: BLE001 - any damage means the same: pack again and rewrite it
+        log.warning("pack cache %s is unreadable (%s: %s); packing again", path, type(exc).__name__, exc)
         return None
 
 
@@ -139,7 +143,8 @@ def _sweep_packs(path: Path) -> None:
                 gone = not Path((f.metadata() or {}).get("folder", "")).is_dir()
             if gone:
                 old.unlink(missing_ok=True)
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 - a pack we cannot read is of no use to anyone
+            log.info("removing unreadable pack cache %s (%s: %s)", old, type(exc).__name__, exc)
             old.unlink(missing_ok=True)
 
 
@@ -161,7 +166,9 @@ def _write_pack_cache(path: Path, tensors: dict[str, torch.Tensor], folder: Path
             if tmp.exists():
                 tmp.unlink()
         return True
-    except Exception:
+    except Exception as exc:  # noqa: BLE001 - the pack is an optimisation; the model runs without it
+        log.warning("could not write pack cache %s (%s: %s); the next load packs again", path,
+                    type(exc).__name__, exc)
         return False
 
 

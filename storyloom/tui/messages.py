@@ -1,14 +1,22 @@
 """Messages a generation worker posts to its screen (the worker never touches widgets)."""
 from __future__ import annotations
 
+import logging
+
 from textual.message import Message
 
 from storyloom import StoryloomError
 
+log = logging.getLogger(__name__)
+
 
 def error_text(exc: BaseException) -> str:
-    """A failure as a player reads it: our own errors as written, anything else with its type."""
-    return str(exc) if isinstance(exc, StoryloomError) else f"{type(exc).__name__}: {exc}"
+    """A failure as a player reads it: our own errors as written, anything else with its type
+    (and, being unexpected, with its traceback in the log file: the screen shows one line)."""
+    if isinstance(exc, StoryloomError):
+        return str(exc)
+    log.error("shown to the player: %s: %s", type(exc).__name__, exc, exc_info=exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 class GenerationStarted(Message):

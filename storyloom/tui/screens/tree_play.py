@@ -1,6 +1,7 @@
 """Play a story tree: the outcome, ranked options with votes, and the model only on a miss."""
 from __future__ import annotations
 
+import logging
 import threading
 
 from rich.text import Text
@@ -19,6 +20,8 @@ from storyloom.store.trees import Node, TreeNotFound
 from storyloom.tui.messages import TreeExpanded, TreeWorkDone, error_text
 from storyloom.tui.screens.editors import AlterScreen
 from storyloom.tui.widgets.status_bar import StatusBar
+
+log = logging.getLogger(__name__)
 
 
 def option_prompt(number: int, node: Node, my_vote: int) -> Text:
@@ -285,7 +288,8 @@ class TreePlayScreen(Screen):
         app = self.app
         try:
             generator = app.loaded_generator()
-        except StoryloomError:
+        except StoryloomError as exc:
+            log.info("not reading ahead: %s", exc)
             return  # reading ahead is a bonus: the player's own choice reports the problem
         # A server with several slots writes the targets at once; a local model one by one.
         for node, expansion, error in expand_many(generator, self.play.tree, targets, settings=app.config.sampler,
@@ -293,6 +297,7 @@ class TreePlayScreen(Screen):
             if cancel.is_set():
                 break
             if error is not None:  # reading ahead is a bonus; the player's own choice retries
+                log.warning("reading ahead from node %s failed", node.id, exc_info=error)
                 continue
             self.post_message(TreeExpanded(node.id, expansion, generator.name, move=False, ahead=True))
             self.app.call_from_thread(self._ahead_step)
