@@ -3,6 +3,7 @@
 
 Needs only Python 3.11+. The virtual environment is (re)built when pyproject.toml or
 constraints.txt change, so both commands are safe to run on a fresh clone at any time.
+`python3 tasks.py lock [--upgrade]` rewrites constraints.txt (see lock()).
 """
 from __future__ import annotations
 
@@ -94,10 +95,54 @@ def setup_test_server() -> None:
     SERVER_STAMP.write_text(key + f"\nfailed: {tail}\n")
 
 
+LOCK_HEADER = """\
+# The whole resolved set StoryLoom is tested with (test extra and test server included):
+# tasks.py installs with `-c constraints.txt`, so every machine gets the same packages (and the
+# same screens). Made by `python3 tasks.py lock` ({python}, {platform}): in a throwaway venv,
+# torch, then `pip install -c constraints.txt .[test]` and TEST_SERVER, then `pip freeze`.
+# After a change to the dependencies in pyproject.toml (or TEST_SERVER) run it again: the pins
+# below are kept and only what is new is resolved. `python3 tasks.py lock --upgrade` resolves
+# everything afresh (then rerun the tests; new textual/rich/pygments may need --snapshot-update).
+"""
+
+
+def lock(upgrade: bool = False) -> int:
+    """Resolve pyproject.toml's dependencies in a fresh venv and pin all it installed."""
+    import re
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="storyloom-lock-") as tmp:
+        env = Path(tmp) / "venv"
+        venv.EnvBuilder(with_pip=True).create(env)
+        pip = [str(env / BIN.name / PY.name), "-m", "pip", "--disable-pip-version-check"]
+        index = os.environ.get("STORYLOOM_TORCH_INDEX")
+        subprocess.run([*pip, "install", "-q", TORCH, *(["--extra-index-url", index] if index else [])], check=True)
+        keep = [] if upgrade else ["-c", "constraints.txt"]
+        subprocess.run([*pip, "install", "-q", *keep, ".[test]"], check=True, cwd=ROOT)
+        server_env = dict(os.environ)
+        if _server_cmake_args() and "CMAKE_ARGS" not in server_env:
+            server_env["CMAKE_ARGS"] = _server_cmake_args()
+        subprocess.run([*pip, "install", "-q", *keep, TEST_SERVER], check=True, cwd=ROOT, env=server_env)
+        frozen = subprocess.run([*pip, "freeze", "--all", "--exclude", "pip", "--exclude", "storyloom"],
+                                check=True, capture_output=True, text=True).stdout.splitlines()
+    if odd := [line for line in frozen if "==" not in line]:
+        sys.exit(f"Not from a package index, cannot be pinned: {odd}")
+    # A local label (torch 2.13.0+cpu) is this index's build; the pin is for any build of it.
+    pins = sorted((re.sub(r"\+[^=]*$", "", line) for line in frozen),
+                  key=lambda pin: re.sub(r"[-_.]+", "-", pin.split("==")[0]).lower())
+    header = LOCK_HEADER.format(python=f"Python {platform.python_version()}",
+                                platform=f"{platform.system()} {platform.machine()}")
+    (ROOT / "constraints.txt").write_text(header + "\n".join(pins) + "\n")
+    print(f"constraints.txt: {len(pins)} packages pinned")
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"app", "test", "setup"}:
+    if not argv or argv[0] not in {"app", "test", "setup", "lock"}:
         print(__doc__)
         return 2
+    if argv[0] == "lock":
+        return lock(upgrade="--upgrade" in argv[1:])
     setup()
     task, rest = argv[0], argv[1:]
     env = dict(os.environ)

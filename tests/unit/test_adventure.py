@@ -7,7 +7,7 @@ from storyloom import StoryloomError
 from storyloom.engine.backends.scripted import ScriptedGenerator
 from storyloom.engine.sampling import SamplerSettings
 from storyloom.modes import adventure as adv
-from storyloom.modes.adventure import Adventure, Chunk, Restart, TokenCounter, build_prompt, clean_output
+from storyloom.modes.adventure import Adventure, Restart, TokenCounter, build_prompt, clean_output
 from storyloom.store.db import open_db
 from storyloom.store.stories import Game, GameStore, Turn, WorldEntry
 

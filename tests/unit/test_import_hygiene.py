@@ -7,8 +7,6 @@ import sys
 
 import pytest
 
-import storyloom
-
 
 def _modules(package: str) -> list[str]:
     pkg = __import__(f"storyloom.{package}", fromlist=["_"])
