@@ -1,16 +1,15 @@
 """Issue 14 in the app: database errors are toasts, never the end; text is never markup."""
 from __future__ import annotations
 
-import errno
 import json
 import sqlite3
 
 from textual.widgets import Input
 
 from storyloom.store import tree_packs
-from storyloom.store.db import DiskFull, open_db
+from storyloom.store.db import DiskFull
 from storyloom.store.stories import GameStore
-from storyloom.store.trees import Tree, TreeStore
+from storyloom.store.trees import Tree
 from storyloom.tui.app import StoryloomApp
 from storyloom.tui.screens.adventure import AdventureScreen
 from storyloom.tui.screens.home import HomeScreen
