@@ -1,14 +1,12 @@
 """The database: migrations from empty, idempotent reopen, foreign keys, WAL."""
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
 import sqlite_utils
 
 from storyloom.store.cowrite import Candidate, CoStory, CoTurn, CowriteStore
-from storyloom.store.db import migrations, open_db
+from storyloom.store.db import StoreError, migrations, open_db
 from storyloom.store.stories import Game, GameStore, Turn
 
 
@@ -25,7 +23,7 @@ def test_empty_database_is_migrated_and_reopen_changes_nothing(tmp_path):
 
 def test_turns_need_their_game(tmp_path):
     db = open_db(tmp_path / "fk.db")
-    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+    with pytest.raises(StoreError, match="FOREIGN KEY"):
         db["turns"].insert({"game_id": "missing", "position": 0, "kind": "do", "action": "a",
                             "output": "b", "active": 1, "created": "now"})
 
