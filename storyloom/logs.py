@@ -14,11 +14,19 @@ import os
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
-from storyloom.paths import home
+from storyloom.paths import home, private_file
 
 MAX_BYTES = 1_000_000
 BACKUPS = 3
 FORMAT = "%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"
+
+
+class _PrivateRotatingFile(RotatingFileHandler):
+    """Like every data file, the log and each file it rotates into are the user's alone (0600)."""
+
+    def _open(self):
+        private_file(Path(self.baseFilename))
+        return super()._open()
 
 
 def log_file() -> Path:
@@ -43,7 +51,7 @@ def setup() -> Path | None:
         logger.removeHandler(old)
         old.close()
     try:
-        handler = RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
+        handler = _PrivateRotatingFile(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
     except OSError:
         return None
     handler.setFormatter(logging.Formatter(FORMAT))

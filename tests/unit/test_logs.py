@@ -37,6 +37,7 @@ def test_setup_writes_a_rotating_file_in_the_data_folder(storyloom_home, clean_l
     kept = sorted(p.name for p in storyloom_home.glob("storyloom.log*"))
     assert kept == ["storyloom.log", "storyloom.log.1", "storyloom.log.2", "storyloom.log.3"]
     assert all(p.stat().st_size <= logs.MAX_BYTES + 2000 for p in storyloom_home.glob("storyloom.log*"))
+    assert {p.stat().st_mode & 0o777 for p in storyloom_home.glob("storyloom.log*")} == {0o600}
 
 
 def test_setup_follows_a_moved_home_and_the_level_variable(storyloom_home, tmp_path, monkeypatch, clean_logger):
