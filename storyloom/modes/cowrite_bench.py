@@ -10,7 +10,7 @@ import random
 import statistics
 import time
 
-from storyloom.engine import models
+from storyloom.engine import compute_threads, models
 from storyloom.engine.default_model import Progress, _quiet
 from storyloom.engine.sampling import SamplerSettings
 from storyloom.modes.cowrite import CoWrite, new_story, repeated_ngram_rate
@@ -50,10 +50,8 @@ def _median_seconds(run, repeats: int) -> float:
 
 def cowrite(spec: str = "default", tokens: int = 60, n: int = 4, prompts: int = 20, repeats: int = 3,
             progress: Progress = _quiet) -> dict:
-    import torch
-
     gen = models.load(spec, progress)
-    result: dict = {"model": gen.name, "threads": torch.get_num_threads(), "candidates": n}
+    result: dict = {"model": gen.name, "threads": compute_threads(), "candidates": n}
 
     # -- speed: one batched call for n candidates against one ---------------------------------
     progress(f"Timing 1 vs {n} candidates of {tokens} tokens", None)

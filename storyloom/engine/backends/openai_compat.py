@@ -17,6 +17,7 @@ midway is reported, never retried behind the player's back.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -36,6 +37,8 @@ from storyloom.engine.generate import (
 )
 from storyloom.engine.models import ModelError
 from storyloom.engine.sampling import SamplerSettings
+
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 120.0  # a long prompt on a big model can take a while before the first token
@@ -524,7 +527,8 @@ def _probe(client, found: _Found, where: str) -> None:
             if (complete(max_tokens=4, extra_body=body).choices[0].text or "").strip() == "qz7":
                 found.grammar_field = field
                 break
-        except Exception:  # noqa: BLE001 - a server that rejects the field cannot do grammars
+        except Exception as exc:  # noqa: BLE001 - a server that rejects the field cannot do grammars
+            log.debug("grammar probe: %s rejected the %r field (%s)", where, field, type(exc).__name__)
             continue
 
 
