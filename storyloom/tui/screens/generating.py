@@ -28,10 +28,18 @@ class GeneratingScreen(Screen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.busy = False
+        self._working = False
         self.cancel = threading.Event()
         self._writing_since: float | None = None
         self._pieces = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._working
+
+    @busy.setter
+    def busy(self, value: bool) -> None:
+        self._working = value
 
     # -- UI thread ----------------------------------------------------------------------
     def _idle(self) -> bool:
@@ -42,7 +50,7 @@ class GeneratingScreen(Screen):
 
     def start_work(self, total: float | None = None) -> threading.Event:
         """Mark the screen busy with a fresh cancel flag; show the progress bar (None: pulsing)."""
-        self.busy = True
+        self._working = True
         self.cancel = threading.Event()
         if self.PROGRESS:
             bar = self.query_one(f"#{self.PROGRESS}", ProgressBar)
@@ -51,7 +59,7 @@ class GeneratingScreen(Screen):
         return self.cancel
 
     def end_work(self, tokens_per_second: float | None = None) -> None:
-        self.busy = False
+        self._working = False
         if self.PROGRESS:
             self.query_one(f"#{self.PROGRESS}", ProgressBar).display = False
         self.writing_done(tokens_per_second)

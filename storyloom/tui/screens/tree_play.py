@@ -460,6 +460,10 @@ class TreePlayScreen(GeneratingScreen):
 
         self.app.push_screen(AlterScreen("", f"Words of the option that leads to: {target.action or 'Start'}"), done)
 
+    def on_screen_suspend(self) -> None:
+        """Another screen is in front: reading ahead stops (it starts again on the next passage)."""
+        self.cancel_ahead.set()
+
     def action_stop_or_back(self) -> None:
         if not self.busy:
             self.cancel_ahead.set()
