@@ -122,7 +122,7 @@ class AdventureScreen(GeneratingScreen):
         self.long_ok = text
         self.notify(f"That action is about {tokens:,} tokens; the model reads {budget:,}. Only its end would fit "
                     "and the earlier story would drop out (memory and the context stay). Shorten it, or press "
-                    "Enter again to send it anyway.", title="Very long action", severity="warning", timeout=15)
+                    "Enter again to send it anyway.", title="Very long action", severity="warning", timeout=15, markup=False)
         return True
 
     # -- generation ----------------------------------------------------------------------------

@@ -45,7 +45,7 @@ class GeneratingScreen(Screen):
     def _idle(self) -> bool:
         """True when nothing is generating; else says so (the key waits for the model)."""
         if self.busy:
-            self.notify(self.BUSY_TEXT, severity="warning")
+            self.notify(self.BUSY_TEXT, severity="warning", markup=False)
         return not self.busy
 
     def start_work(self, total: float | None = None) -> threading.Event:

@@ -89,7 +89,7 @@ class NewGameScreen(Screen):
             else:
                 return
         except StoryloomError as exc:
-            self.notify(str(exc), severity="error")
+            self.notify(str(exc), severity="error", markup=False)
             return
         self.app.games.create(game)
         self.app.pop_screen()

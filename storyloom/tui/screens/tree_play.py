@@ -306,7 +306,7 @@ class TreePlayScreen(GeneratingScreen):
         if new and not message.move and self.play.node.id in self.more_here:  # Ctrl+N: cursor on the first new one
             shown = [o.id for o in self.play.options(include_hidden=True) if o.id in new]
             self._show(keep=shown[0] if shown else None)
-            self.notify(f"{len(new)} new option{'s' if len(new) != 1 else ''} added.", timeout=3)
+            self.notify(f"{len(new)} new option{'s' if len(new) != 1 else ''} added.", timeout=3, markup=False)
         else:
             self._show()
 
@@ -379,7 +379,7 @@ class TreePlayScreen(GeneratingScreen):
         if option is not None:
             held = self.play.vote(option, value)
             self._show(keep=option.id)
-            self.notify({1: "Voted up.", -1: "Voted down.", 0: "Vote taken back."}[held], timeout=2)
+            self.notify({1: "Voted up.", -1: "Voted down.", 0: "Vote taken back."}[held], timeout=2, markup=False)
 
     def action_write_outcome(self) -> None:
         option = self._selected()
