@@ -149,3 +149,22 @@ async def test_the_status_bar_shows_only_this_screens_context_and_speed(make_app
         await pilot.press("p")  # poetry: nothing generated here yet
         await pilot.pause()
         assert "Context:" not in status(app) and "tok/s" not in status(app)
+
+
+async def test_settings_errors_use_the_names_on_screen_and_come_all_at_once(make_app):
+    app = make_app()
+    async with app.run_test(size=(100, 40)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("s")
+        await pilot.pause()
+        app.screen.query_one("#temperature", Input).value = "9"
+        app.screen.query_one("#max_new_tokens", Input).value = "0"
+        app.screen.query_one("#top_k", Input).value = "2.5"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        shown = str(app.screen.query_one("#settings-error").render())
+        assert "Temperature must be between 0 and 5" in shown
+        assert "Output length must be between 1 and 8192" in shown
+        assert "Top-k must be a whole number (got '2.5')" in shown
+        assert "max_new_tokens" not in shown
+        assert app.screen.query_one("#max_new_tokens", Input).has_class("-invalid")
