@@ -34,7 +34,7 @@ class StoryloomApp(App):
     TITLE = "StoryLoom"
     CSS_PATH = "app.tcss"
     BINDINGS = [
-        ("f1", "help", "Help"),
+        Binding("f1", "help", "Help", show=False),  # the tagline and the palette (^p) say so; 80 columns fill up
         Binding("ctrl+q", "quit", "Quit", show=False),  # the home screen's footer shows q; Help lists it
     ]
 

@@ -168,3 +168,39 @@ async def test_settings_errors_use_the_names_on_screen_and_come_all_at_once(make
         assert "Top-k must be a whole number (got '2.5')" in shown
         assert "max_new_tokens" not in shown
         assert app.screen.query_one("#max_new_tokens", Input).has_class("-invalid")
+
+
+async def test_after_an_own_action_the_option_keys_act_again(make_app, fake):
+    from tests.tui.test_tree_app import ROOT_ACTIONS, new_tree, options
+
+    fake.push(*ROOT_ACTIONS)
+    app = make_app()
+    async with app.run_test(size=(100, 36)) as pilot:
+        await new_tree(app, pilot)
+        await pilot.press("a")
+        assert isinstance(app.focused, Input)
+        await pilot.press("escape")  # changed my mind: back to the options, still in the tree
+        assert not isinstance(app.focused, Input) and app.screen.query("#tree-options")
+        fake.push("The wall holds.", *[f"You try {i}." for i in range(5)])
+        await pilot.press("a", *"shout", "enter")
+        await settle(app, pilot)
+        assert not isinstance(app.focused, Input)
+        await pilot.press("plus")  # votes, not a "+" typed into the box
+        await pilot.pause()
+        assert app.screen.query_one("#tree-action", Input).value == ""
+        assert "(you: +)" in options(app)[0]
+
+
+async def test_load_game_opens_with_enter_at_once(make_app, fake):
+    from storyloom.tui.screens.adventure import AdventureScreen
+
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("l")
+        await pilot.pause()
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, AdventureScreen)

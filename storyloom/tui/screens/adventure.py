@@ -37,10 +37,10 @@ class AdventureScreen(GeneratingScreen):
     # priority: these win over the action box's own editing keys (Ctrl+E = end of line etc.)
     # Short labels: all of them fit the footer of an 80-column terminal.
     BINDINGS = [
-        Binding("escape", "stop_or_back", "Stop/Back"),
+        Binding("escape", "stop_or_back", "Back"),  # while writing it stops (the status bar says so)
         Binding("ctrl+t", "cycle_kind", "Kind", priority=True),
         Binding("ctrl+z", "undo", "Undo", priority=True),
-        Binding("ctrl+y", "redo", "Redo", priority=True),
+        Binding("ctrl+y", "redo", "Redo", priority=True, show=False),  # as everywhere; Help lists it
         Binding("ctrl+r", "retry", "Retry", priority=True),
         Binding("ctrl+e", "alter", "Alter", priority=True),
         Binding("ctrl+o", "memory", "Memory", priority=True),

@@ -191,7 +191,7 @@ class CowriteScreen(GeneratingScreen):
     def on_candidates_progress(self, message: CandidatesProgress) -> None:
         self.query_one("#cowrite-progress", ProgressBar).update(total=message.total, progress=message.step)
         self.app.activity = (f"writing {self.play.story.candidates_n} candidates: "
-                             f"token {message.step} of {message.total} (Esc stops)")
+                             f"token {message.step} of {message.total}")
 
     def on_candidates_ready(self, message: CandidatesReady) -> None:
         self._done(message.tokens_per_second)

@@ -74,17 +74,18 @@ class GeneratingScreen(Screen):
         else:
             self.app.pop_screen()
 
-    # live "writing" in the status bar: pieces streamed and their rate, on the UI thread
+    # live "writing" in the status bar: tokens streamed and their rate since the first one
     def writing_started(self) -> None:
-        self._writing_since, self._pieces = time.monotonic(), 0
+        self._writing_since, self._pieces = None, 0
         self.app.activity = "writing… (Esc stops)"
 
     def writing_progress(self, pieces: int = 1) -> None:
-        if self._writing_since is None:
-            self.writing_started()
+        now = time.monotonic()
+        if self._writing_since is None:  # the clock starts at the first token, after the prompt is read
+            self._writing_since = now
         self._pieces += pieces
-        seconds = time.monotonic() - self._writing_since
-        rate = f", {self._pieces / seconds:.1f} tok/s" if seconds > 0.2 else ""
+        seconds = now - self._writing_since
+        rate = f", {(self._pieces - 1) / seconds:.1f} tok/s" if seconds > 0.2 else ""
         self.app.activity = f"writing: {self._pieces} tokens{rate} (Esc stops)"
 
     def writing_done(self, tokens_per_second: float | None = None) -> None:

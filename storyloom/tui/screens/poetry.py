@@ -141,7 +141,7 @@ class PoetryScreen(GeneratingScreen):
 
     def _start(self, total: int) -> None:
         self.start_work(total)
-        self.app.activity = "writing a poem… (Esc stops)"
+        self.app.activity = "writing a poem…"
 
     def _busy(self) -> bool:
         return not self._idle()
