@@ -18,6 +18,7 @@ pack's nodes get fresh ids.
 """
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import os
@@ -238,7 +239,8 @@ def load_pack(text: str | bytes) -> dict:
     return pack
 
 
-def import_pack(store: TreeStore, pack: dict, owner: str = "", trust: bool = False) -> ImportReport:
+def import_pack(store: TreeStore, pack: dict, owner: str = "", trust: bool = False,
+                visibility: str = "public") -> ImportReport:
     """Merge a validated pack into the store: new nodes by id, empty outcomes filled, votes as
     capped tallies apart from local votes (or, with `trust`, named voters as voters here)."""
     import sqlite3
@@ -251,12 +253,12 @@ def import_pack(store: TreeStore, pack: dict, owner: str = "", trust: bool = Fal
         raise PackError(f"Tree id {quote(pack['tree']['id'])} is not a valid id.")
     try:
         with store.db.atomic():  # checks and writes see one state; a second import waits here
-            return _merge(store, pack, owner, trust)
+            return _merge(store, pack, owner, trust, visibility)
     except sqlite3.IntegrityError as exc:
         raise PackError(f"The pack conflicts with this database ({str(exc)[:80]}); nothing was imported.") from None
 
 
-def _merge(store: TreeStore, pack: dict, owner: str, trust: bool) -> ImportReport:
+def _merge(store: TreeStore, pack: dict, owner: str, trust: bool, visibility: str = "public") -> ImportReport:
     tree_info = dict(pack["tree"])
     nodes = {n["id"]: dict(n) for n in pack["nodes"]}
     if len(nodes) != len(pack["nodes"]):
@@ -298,9 +300,10 @@ def _merge(store: TreeStore, pack: dict, owner: str, trust: bool) -> ImportRepor
             raise PackError(f"A vote is for node {v['node_id']}, which is not in the tree.")
 
     if not existing_tree:
+        private = visibility == "private" and bool(owner)  # a new tree is public unless its owner asks
         store.db["trees"].insert({"id": tree_id, "title": tree_info["title"],
-                                  "scenario": tree_info.get("scenario", ""), "visibility": "public",
-                                  "owner": "", "created": tree_info.get("created") or now()})
+                                  "scenario": tree_info.get("scenario", ""), "visibility": "private" if private else "public",
+                                  "owner": owner if private else "", "created": tree_info.get("created") or now()})
     fresh = [n for n in nodes.values() if n["id"] not in local]
     fresh.sort(key=lambda n: depths[n["id"]])  # parents before children (foreign keys)
     store.db["nodes"].insert_all(
@@ -426,35 +429,57 @@ def _link_text(action: str) -> str:
     return _escape(_one_line(action).replace("->", "→").replace("<-", "←")) or "…"
 
 
-def _passage_name(node: Node, root_id: str) -> str:
-    return "Start" if node.id == root_id else f"n{node.id}"
+def _passage_name(node_id: str, root_id: str) -> str:
+    return "Start" if node_id == root_id else f"n{node_id}"
+
+
+# A Twee file round-trips without loss: an unwritten passage is tagged (its placeholder text is
+# not an outcome), the scenario is its own tagged passage that Start displays, a link option is
+# written [[text|target]] and a tree child [[text->target]] (Twine reads both alike), passages go
+# out breadth first with each passage's links in the tree's order, and the IFID names the tree.
+UNWRITTEN_TAG = "storyloom-unwritten"
+SCENARIO_TAG = "storyloom-scenario"
+SCENARIO_PASSAGE = "StoryLoom scenario"
+SCENARIO_INCLUDE = f'(display: "{SCENARIO_PASSAGE}")'
+UNWRITTEN_TEXT = "(Nobody has gone this way yet. Play it in StoryLoom to write it.)"
+_IFID_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def tree_ifid(tree_id: str) -> str:
+    """A tree's Twine IFID: a tree made from a Twine story keeps its IFID as its id."""
+    if _IFID_ID.fullmatch(tree_id):
+        return str(uuid.UUID(tree_id)).upper()
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"storyloom:{tree_id}")).upper()
 
 
 def export_twee(store: TreeStore, tree_id: str, viewer: str | None = None) -> str:
     tree = _exportable(store, tree_id, viewer)
     root = store.root(tree_id)
     rows = [Node(**{k: r[k] for k in Node.__dataclass_fields__}) for r in store.db.query(
-        "select * from nodes where tree_id = ? order by depth, created, id", [tree_id])]
+        "select * from nodes where tree_id = ? order by created, rowid", [tree_id])]
     kids: dict[str, list[Node]] = {}
     for n in rows:
         if n.parent_id:
             kids.setdefault(n.parent_id, []).append(n)
-    ifid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"storyloom:{tree.id}")).upper()
-    data = {"ifid": ifid, "format": "Harlowe", "format-version": "3.3.9", "start": "Start"}
+    data = {"ifid": tree_ifid(tree.id), "format": "Harlowe", "format-version": "3.3.9", "start": "Start"}
     title = _one_line(tree.title) or "Untitled"
     out = [":: StoryTitle", "\\" + title if title.startswith("::") else title, "",
            ":: StoryData", json.dumps(data, indent=2), ""]
-    for n in rows:
-        if n.link_to:
-            continue  # a link has no passage of its own: its parent links straight to the target
-        body = n.outcome.strip() or "(Nobody has gone this way yet. Play it in StoryLoom to write it.)"
-        if n.id == root.id and tree.scenario.strip():
-            body = tree.scenario.strip() + "\n\n" + body
-        links = []
-        for k in kids.get(n.id, []):
-            target = k.link_to or k.id
-            links.append(f"[[{_link_text(k.action)}->{'Start' if target == root.id else 'n' + target}]]")
-        out += [f":: {_passage_name(n, root.id)}", _twee_text(body)]
+    scenario = tree.scenario.strip()
+    if scenario:
+        out += [f":: {SCENARIO_PASSAGE} [{SCENARIO_TAG}]", _twee_text(scenario), ""]
+    order, at = [root], 0
+    while at < len(order):  # breadth first; a link has no passage of its own
+        order += [k for k in kids.get(order[at].id, []) if not k.link_to]
+        at += 1
+    for n in order:
+        body = n.outcome.strip()
+        text = _twee_text(body) if body else UNWRITTEN_TEXT
+        if n.id == root.id and scenario:
+            text = SCENARIO_INCLUDE + "\n\n" + text
+        links = [f"[[{_link_text(k.action)}{'|' if k.link_to else '->'}{_passage_name(k.link_to or k.id, root.id)}]]"
+                 for k in kids.get(n.id, [])]
+        out += [f":: {_passage_name(n.id, root.id)}" + ("" if body else f" [{UNWRITTEN_TAG}]"), text]
         if links:
             out += [""] + links
         out.append("")
@@ -462,7 +487,11 @@ def export_twee(store: TreeStore, tree_id: str, viewer: str | None = None) -> st
 
 
 def _header_name(line: str) -> str:
-    """The passage name of a ':: Name [tags] {metadata}' line, in one pass (no regex)."""
+    return _header(line)[0]
+
+
+def _header(line: str) -> tuple[str, list[str]]:
+    """The passage name and tags of a ':: Name [tags] {metadata}' line, in one pass (no regex)."""
     rest, name, i = line[2:], [], 0
     while i < len(rest):
         c = rest[i]
@@ -474,18 +503,19 @@ def _header_name(line: str) -> str:
             break
         name.append(c)
         i += 1
-    tail = rest[i:].strip()
+    tail, tags = rest[i:].strip(), []
     if tail.startswith("["):
         end = tail.find("]")
         if end < 0:
             raise PackError(f"A passage header's tags are not closed: {quote(line)}")
+        tags = tail[1:end].split()
         tail = tail[end + 1:].strip()
     if tail and not (tail.startswith("{") and tail.endswith("}")):
         raise PackError(f"Not a Twee passage header: {quote(line)}")
-    return "".join(name).strip()
+    return "".join(name).strip(), tags
 
 
-def _links(body: str) -> tuple[str, list[tuple[str, str]]]:
+def _links(body: str) -> tuple[str, list[tuple[str, str, bool]]]:
     """The prose without its [[links]], and each link's (text, target); linear in the body."""
     prose, found = [], []
     for line in body.split("\n"):
@@ -506,27 +536,45 @@ def _links(body: str) -> tuple[str, list[tuple[str, str]]]:
     return html.unescape(text), found
 
 
-def _parse_link(inner: str) -> tuple[str, str]:
+def _parse_link(inner: str) -> tuple[str, str, bool]:
+    """(text, target, written with a pipe): our exports write link options [[text|target]]."""
+    pipe = False
     if "->" in inner:
         text, _, target = inner.rpartition("->")
     elif "<-" in inner:
         target, _, text = inner.partition("<-")
     elif "|" in inner:
         text, _, target = inner.partition("|")
+        pipe = True
     else:
         text = target = inner
-    return html.unescape(text.strip()), target.strip()
+    return html.unescape(text.strip()), target.strip(), pipe
 
 
 def parse_twee(text: str) -> tuple[str, str, dict[str, str]]:
     """(title, start passage, {passage name: raw text}) from Twee 3 source."""
+    story = _parse_story(text)
+    return story.title, story.start, story.bodies
+
+
+@dataclass
+class _Story:
+    title: str
+    start: str
+    bodies: dict[str, str]
+    tags: dict[str, list[str]]
+    ifid: str | None
+
+
+def _parse_story(text: str) -> _Story:
     if len(text) > MAX_PACK_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_PACK_BYTES:
         raise PackError(f"The Twee file is over the {MAX_PACK_BYTES / 1e6:.0f} MB limit.")
     passages: dict[str, list[str]] = {}
+    tags: dict[str, list[str]] = {}
     current = None
     for line in text.replace("\r\n", "\n").split("\n"):
         if line.startswith("::"):
-            current = _header_name(line)
+            current, tags_here = _header(line)
             if not current:
                 raise PackError(f"Not a Twee passage header: {quote(line)}")
             if current in passages:
@@ -534,13 +582,14 @@ def parse_twee(text: str) -> tuple[str, str, dict[str, str]]:
             if len(passages) >= MAX_NODES:
                 raise PackError(f"The Twee file has more than {MAX_NODES:,} passages.")
             passages[current] = []
+            tags[current] = tags_here
         elif current is not None:
             passages[current].append(line[1:] if line.startswith("\\::") else line)
     if not passages:
         raise PackError("No Twee passages found (they start with ':: Name').")
     bodies = {k: "\n".join(v).strip() for k, v in passages.items()}
     title = html.unescape(_one_line(bodies.pop("StoryTitle", ""))) or "Imported story"
-    start = "Start"
+    start, ifid = "Start", None
     if "StoryData" in bodies:
         try:
             data = json.loads(bodies.pop("StoryData")[:MAX_TEXT])
@@ -551,63 +600,127 @@ def parse_twee(text: str) -> tuple[str, str, dict[str, str]]:
         start = data.get("start", start)
         if not isinstance(start, str) or not start:
             raise PackError(f"StoryData's start should be a passage name, not {quote(start)}.")
+        try:  # an IFID that is not a UUID names nothing: the story imports as a new tree each time
+            ifid = str(uuid.UUID(str(data.get("ifid")))).upper() if data.get("ifid") else None
+        except ValueError:
+            ifid = None
     if start not in bodies:
         raise PackError(f"The start passage {quote(start)} is missing.")
-    return title, start, bodies
+    return _Story(title, start, bodies, tags, ifid)
+
+
+def _tree_for_ifid(store: TreeStore, ifid: str | None) -> str | None:
+    """The tree this IFID names here: one we exported, or one made from this Twine story before."""
+    if ifid is None:
+        return None
+    own = uuid.UUID(ifid).hex
+    if next(store.db.query("select id from trees where id = ?", [own]), None):
+        return own
+    return next((r["id"] for r in store.db.query("select id from trees") if tree_ifid(r["id"]) == ifid), None)
+
+
+def _match_local_children(store: TreeStore, tree_id: str, rows: list[dict]) -> None:
+    """Merging into a tree: an option the tree already has (same parent, same words, a link the
+    same way) keeps its id here, so a link option is not added twice (links carry no id in Twee)."""
+    known = _tree_node_ids(store, tree_id)
+    renames: dict[str, str] = {}
+    for r in rows:  # parents come before their children
+        r["parent_id"] = renames.get(r["parent_id"], r["parent_id"])
+        if r["id"] in known or r["parent_id"] not in known:
+            continue
+        twin = next((k for k in store.children(r["parent_id"])
+                     if _one_line(k.action) == _one_line(r["action"]) and bool(k.link_to) == bool(r["link_to"])), None)
+        if twin is not None:
+            renames[r["id"]] = r["id"] = twin.id
+    for r in rows:
+        r["link_to"] = renames.get(r["link_to"], r["link_to"])
 
 
 def import_twee(store: TreeStore, text: str, visibility: str = "public", owner: str = "") -> ImportReport:
-    """A Twee story as a new tree: passages become outcomes, links become options. The pack
-    limits hold: nodes (passages and links), outcome, action and title lengths."""
-    title, start, bodies = parse_twee(text)
+    """A Twee story as a tree: passages become outcomes, links become options. A story whose IFID
+    names a tree here (ours, or imported before) merges into it like a pack: new passages are
+    added, empty outcomes filled, nothing else changed. The pack limits hold."""
+    story = _parse_story(text)
+    title, start, bodies = story.title, story.start, story.bodies
     if len(title) > MAX_TITLE:
         raise PackError(f"The story title is {len(title):,} characters; the limit is {MAX_TITLE}.")
-    tree = Tree(title, visibility=visibility, owner=owner)
-    made: dict[str, str] = {}  # passage name -> node id
-    rows: list[dict] = []
-    links: list[tuple[str, str]] = []
+    existing = _tree_for_ifid(store, story.ifid)
+    tree_id = existing or (uuid.UUID(story.ifid).hex if story.ifid else new_id())
 
-    def row(node_id, parent, action, outcome, depth) -> None:
+    def stable(*parts: str) -> str:  # the same file gives the same ids, so a second import merges
+        if story.ifid is None:
+            return new_id()
+        return hashlib.sha256("\x00".join((story.ifid, *parts)).encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+    def passage_id(name: str) -> str:
+        return name[1:] if name.startswith("n") and valid_id(name[1:]) else stable("passage", name)
+
+    scenario = ""
+    for name, tags in story.tags.items():
+        if SCENARIO_TAG in tags and name != start:
+            scenario = html.unescape(bodies.pop(name, ""))
+            if len(scenario) > MAX_TEXT:
+                raise PackError(f"The scenario is {len(scenario):,} characters; the limit is {MAX_TEXT:,}.")
+    rows: list[dict] = []
+    made: dict[str, dict] = {}  # passage name -> its node
+    deferred: list[tuple[dict, str]] = []  # [[text|target]] children: a link unless nothing else reaches it
+
+    def row(node_id, parent, action) -> dict:
         if len(rows) >= MAX_NODES:
             raise PackError(f"The story makes more than {MAX_NODES:,} passages and links; the limit is {MAX_NODES:,}.")
         if len(action) > MAX_ACTION:
             raise PackError(f"A link's text is {len(action):,} characters; the limit is {MAX_ACTION}: {quote(action)}")
-        rows.append({"id": node_id, "tree_id": tree.id, "parent_id": parent, "action": action,
-                     "outcome": outcome, "author": "twine", "depth": depth, "link_to": None, "ups": 0,
-                     "downs": 0, "choices": 0, "created": stamp})
+        node = {"id": node_id, "parent_id": parent, "action": action, "outcome": "", "author": "twine",
+                "link_to": None}
+        rows.append(node)
+        return node
 
-    stamp = now()
-    root_id = new_id()
-    made[start] = root_id
-    queue = [(start, root_id, None, "", 0)]
-    at = 0
-    while at < len(queue):  # breadth first: a passage reached twice becomes a link to its first node
-        name, node_id, parent, action, depth = queue[at]
-        at += 1
-        outcome, found = _links(bodies.get(name, ""))
-        if len(outcome) > MAX_TEXT:
-            raise PackError(f"Passage {quote(name)} is {len(outcome):,} characters; the limit is {MAX_TEXT:,}.")
-        row(node_id, parent, action, outcome, depth)
-        for link_text, target in found:
-            child = new_id()
+    root = row(store.root(existing).id if existing else stable("passage", start), None, "")
+    made[start] = root
+    queue, at = [start], 0
+    while True:
+        while at < len(queue):  # breadth first; a child's row is made with its parent's, in link order
+            name = queue[at]
+            at += 1
+            node = made[name]
+            body = bodies.get(name, "")
+            if name == start and body.startswith(SCENARIO_INCLUDE):
+                body = body[len(SCENARIO_INCLUDE):]
+            outcome, found = _links(body)
+            if UNWRITTEN_TAG in story.tags.get(name, ()):
+                outcome = ""
+            if len(outcome) > MAX_TEXT:
+                raise PackError(f"Passage {quote(name)} is {len(outcome):,} characters; the limit is {MAX_TEXT:,}.")
+            node["outcome"] = outcome
+            for position, (link_text, target, pipe) in enumerate(found):
+                child = row(stable("link", node["id"], str(position)), node["id"], link_text)
+                if target in made:
+                    child["link_to"] = made[target]["id"]
+                elif pipe:
+                    deferred.append((child, target))
+                else:
+                    child["id"] = passage_id(target)
+                    made[target] = child
+                    queue.append(target)
+        if not deferred:
+            break
+        for child, target in deferred:  # only pipes lead there: the first becomes its place in the tree
             if target in made:
-                row(child, node_id, link_text, "", depth + 1)
-                links.append((child, made[target]))
+                child["link_to"] = made[target]["id"]
             else:
-                if len(made) + len(rows) > 2 * MAX_NODES:
-                    raise PackError(f"The story makes more than {MAX_NODES:,} passages and links.")
+                child["id"] = passage_id(target)
                 made[target] = child
-                queue.append((target, child, node_id, link_text, depth + 1))
+                queue.append(target)
+        deferred = []
+    if existing:
+        _match_local_children(store, existing, rows)
     try:
         json.dumps(rows, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise PackError("The Twee file has text that is not valid Unicode.") from None
-    with store.db.atomic():
-        store.db["trees"].insert(tree.__dict__)
-        store.db["nodes"].insert_all(rows, alter=False)
-        for child, target in links:
-            store.db.execute("update nodes set link_to = ? where id = ?", [target, child])
-    return ImportReport(tree.id, tree.title, len(rows), 0, 0)
+    pack = {"format": PACK_FORMAT, "version": PACK_VERSION,
+            "tree": {"id": tree_id, "title": title, "scenario": scenario}, "nodes": rows}
+    return import_pack(store, pack, owner=owner, visibility=visibility)
 
 
 def import_path(store: TreeStore, path: Path, owner: str = "", trust: bool = False) -> ImportReport:

@@ -7,6 +7,7 @@ from typing import Callable, Iterable
 
 from textual import work
 from textual.app import App, SystemCommand
+from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
 
@@ -18,6 +19,7 @@ from storyloom.store.db import StoreError, open_db, open_memory_db
 from storyloom.store.poems import PoemStore
 from storyloom.store.stories import GameStore
 from storyloom.store.trees import TreeStore
+from storyloom.tui.gate import GenerationGate
 
 GeneratorFactory = Callable[[str, Callable[[str, float | None], None]], Generator]
 
@@ -32,16 +34,18 @@ class StoryloomApp(App):
     TITLE = "StoryLoom"
     CSS_PATH = "app.tcss"
     BINDINGS = [
-        ("f1", "help", "Help"),
-        ("ctrl+q", "quit", "Quit"),
+        Binding("f1", "help", "Help", show=False),  # the tagline and the palette (^p) say so; 80 columns fill up
+        Binding("ctrl+q", "quit", "Quit", show=False),  # the home screen's footer shows q; Help lists it
     ]
 
     DB_BUSY_TIMEOUT_S = 3.0  # a write waits this long for another process, then says so (UI thread)
 
     model_status = reactive("starting")
     model_progress: reactive[float | None] = reactive(None)
-    context_usage = reactive("")
-    speed = reactive("")
+    # What the screen in front is doing: shown only on the screen that set them (see usage_screen)
+    context_usage = reactive("", always_update=True)
+    speed = reactive("", always_update=True)
+    activity = reactive("", always_update=True)  # e.g. "writing: 42 tokens, 18.3 tok/s"
 
     def __init__(self, generator_factory: GeneratorFactory = _load_model, db_path: Path | None = None,
                  model: str | None = None) -> None:
@@ -68,6 +72,17 @@ class StoryloomApp(App):
         self.trees = TreeStore(db)
         self.poems = PoemStore(db)
         self.pregenerate = True  # story trees write the top options' outcomes ahead of the player
+        # One generation per model at a time (a server: as many as it serves), the player first.
+        self.gate = GenerationGate(lambda: getattr(getattr(self.generator, "capabilities", None), "parallel", 1))
+        self.usage_screen: Screen | None = None  # the screen whose context, speed and activity are shown
+
+    def _front_screen(self) -> Screen | None:
+        return next((s for s in reversed(self.screen_stack) if not s.is_modal), None)
+
+    def _claim_usage(self, _value: str) -> None:
+        self.usage_screen = self._front_screen()
+
+    watch_context_usage = watch_speed = watch_activity = _claim_usage
 
     def on_mount(self) -> None:
         from storyloom.tui.screens.home import HomeScreen
@@ -88,7 +103,8 @@ class StoryloomApp(App):
         self.call_from_thread(setattr, self, "model_status", f"loading {spec}…")
 
         def progress(stage: str, fraction: float | None) -> None:
-            self.call_from_thread(self._set_progress, stage, fraction)
+            if mine == self._load_number:  # a superseded load says nothing more
+                self.call_from_thread(self._set_progress, stage, fraction)
 
         with self._load_lock:
             self._load_number += 1
@@ -109,7 +125,11 @@ class StoryloomApp(App):
             self.generator = generator
         self.model_ready.set()
         server = generator.info.extra.get("server")
-        self.call_from_thread(self._set_progress, f"{generator.name} ready" + (f" on {server}" if server else ""), 1.0)
+        self.call_from_thread(self._loaded, mine, f"{generator.name} ready" + (f" on {server}" if server else ""))
+
+    def _loaded(self, number: int, stage: str) -> None:
+        if number == self._load_number:  # not if yet another load began meanwhile
+            self._set_progress(stage, 1.0)
 
     def loaded_generator(self) -> Generator:
         """From a worker thread: the model once it has loaded, or a StoryloomError saying why not."""
@@ -126,7 +146,7 @@ class StoryloomApp(App):
         self.model_status = "not loaded (see Settings)"
         self.model_progress = None
         self.model_ready.set()  # waiters wake up and see the error
-        self.notify(message, title="Model", severity="error", timeout=15)
+        self.notify(message, title="Model", severity="error", timeout=15, markup=False)
 
     def apply_config(self, config: Config) -> None:
         """Save settings; reload the model only when its spec changed."""

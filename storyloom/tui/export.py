@@ -24,9 +24,9 @@ def write_exports(app, title: str, story_id: str, texts: dict[str, str], fallbac
             os.replace(tmp, path)  # a full disk leaves the old export whole, never half a file
             paths.append(path)
     except OSError as exc:
-        app.notify(f"Could not export: {exc}", severity="error")
+        app.notify(f"Could not export: {exc}", severity="error", markup=False)
         return paths
-    app.notify("Exported to " + " and ".join(str(p) for p in paths), title="Export")
+    app.notify("Exported to " + " and ".join(str(p) for p in paths), title="Export", markup=False)
     return paths
 
 

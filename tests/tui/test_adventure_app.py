@@ -140,7 +140,7 @@ async def test_settings_are_validated_saved_and_applied(make_app):
         app.screen.query_one("#temperature").value = "9"
         await pilot.press("ctrl+s")
         await pilot.pause()
-        assert "temperature must be between 0 and 5" in str(app.screen.query_one("#settings-error").render())
+        assert "Temperature must be between 0 and 5" in str(app.screen.query_one("#settings-error").render())
         app.screen.query_one("#temperature").value = "0.4"
         await pilot.press("ctrl+s")
         await pilot.pause()

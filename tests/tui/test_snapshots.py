@@ -76,9 +76,17 @@ async def _help(pilot):
     await pilot.pause()
 
 
-@pytest.mark.parametrize(
-    "steps", [_home, _new_game, _adventure, _new_story, _cowrite, _tree_play, _tree_browse, _poetry, _settings, _help],
-    ids=["home", "new_game", "adventure", "new_story", "cowrite", "tree_play", "tree_browse", "poetry", "settings",
-         "help"])
+STEPS = [_home, _new_game, _adventure, _new_story, _cowrite, _tree_play, _tree_browse, _poetry, _settings, _help]
+NAMES = ["home", "new_game", "adventure", "new_story", "cowrite", "tree_play", "tree_browse", "poetry", "settings",
+         "help"]
+
+
+@pytest.mark.parametrize("steps", STEPS, ids=NAMES)
 def test_screen_snapshot(snap_compare, steps):
     assert snap_compare(_app(), terminal_size=SIZE, run_before=steps)
+
+
+@pytest.mark.parametrize("steps", STEPS, ids=NAMES)
+def test_screen_snapshot_at_80x24(snap_compare, steps):
+    """The smallest terminal we promise: every control and footer key still on screen."""
+    assert snap_compare(_app(), terminal_size=(80, 24), run_before=steps)

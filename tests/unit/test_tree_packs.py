@@ -139,7 +139,8 @@ def test_twee_export_parses_back_into_the_same_tree(store, other):
     assert "\\::" not in "".join(bodies.values()) and "It creaks open. :: not a header" in twee
     report = import_twee(other, twee)
     root = other.root(report.tree_id)
-    assert root.outcome == "Dark fantasy.\n\nYou stand at the gate."
+    assert root.outcome == "You stand at the gate."  # the scenario is the tree's, not folded into the opening
+    assert other.tree(report.tree_id).scenario == "Dark fantasy."
     kids = {k.action: k for k in other.children(root.id)}
     assert set(kids) == {"Open the door.", "Walk away."}
     assert kids["Open the door."].outcome == "It creaks open. :: not a header"
@@ -204,3 +205,44 @@ def test_bench_tree_runs_on_a_small_tree(capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["nodes"] == 300 and result["serve_ms_p99"] > 0 and result["votes_per_s"] > 0
     assert result["cache_hit_ratio"] == 1.0
+
+
+def passages(twee: str) -> dict[str, str]:
+    title, start, bodies = parse_twee(twee)
+    return {"title": title, "start": start, **bodies}
+
+
+def test_twee_round_trip_is_lossless_and_importing_twice_merges(store, other, tmp_path):
+    """Before: unplayed branches came back as the placeholder text, the scenario was folded into
+    the opening, and each import made another tree with the same title."""
+    tree = build(store)
+    kid = store.children(store.root(tree.id).id)[0]
+    store.add_child(kid, "Climb the stairs.", "A long climb.")
+    first = export_twee(store, tree.id)
+    report = import_twee(other, first)
+    again = export_twee(other, report.tree_id)
+    assert again == first  # the same passages, in the same order, the same IFID
+    kids = {k.action: k for k in other.children(other.root(report.tree_id).id)}
+    assert kids["Walk away."].outcome == ""  # unplayed: still unplayed, not the placeholder
+    assert other.tree(report.tree_id).scenario == "Dark fantasy."
+    assert import_twee(other, first).nodes_added == 0  # the same story again: merged by IFID
+    assert len(other.trees()) == 1 and export_twee(other, report.tree_id) == first
+    assert import_twee(store, first).nodes_added == 0 and len(store.trees()) == 1  # into its own tree too
+
+
+def test_a_twine_story_imported_twice_merges_and_keeps_its_ifid(other):
+    source = """:: StoryData
+{"ifid": "D674C58C-DEFA-4F70-B7A2-27742230C0FC", "start": "Woods"}
+
+:: Woods
+Lost. [[North]] [[Back|Woods]]
+
+:: North
+A river.
+"""
+    first = import_twee(other, source)
+    assert first.nodes_added == 3
+    assert import_twee(other, source).nodes_added == 0 and len(other.trees()) == 1
+    out = export_twee(other, first.tree_id)
+    assert '"ifid": "D674C58C-DEFA-4F70-B7A2-27742230C0FC"' in out
+    assert import_twee(other, out).nodes_added == 0

@@ -7,7 +7,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input
 
 from storyloom import StoryloomError
@@ -23,6 +22,7 @@ from storyloom.tui.messages import (
     error_text,
 )
 from storyloom.tui.screens.editors import AlterScreen, MemoryScreen
+from storyloom.tui.screens.generating import GeneratingScreen
 from storyloom.tui.widgets.status_bar import StatusBar
 from storyloom.tui.widgets.transcript import Transcript
 
@@ -30,15 +30,17 @@ KINDS = ("do", "say", "story")
 KIND_LABEL = {"do": "Do", "say": "Say", "story": "Story"}
 PLACEHOLDER = {"do": "What do you do? (e.g. open the door)", "say": "What do you say?",
                "story": "Write what happens next"}
+CHARS_PER_TOKEN = 4  # English prose, roughly: enough to see that an action would crowd out the story
 
 
-class AdventureScreen(Screen):
+class AdventureScreen(GeneratingScreen):
     # priority: these win over the action box's own editing keys (Ctrl+E = end of line etc.)
+    # Short labels: all of them fit the footer of an 80-column terminal.
     BINDINGS = [
-        Binding("escape", "stop_or_back", "Stop/Back"),
-        Binding("ctrl+t", "cycle_kind", "Do/Say/Story", priority=True),
+        Binding("escape", "stop_or_back", "Back"),  # while writing it stops (the status bar says so)
+        Binding("ctrl+t", "cycle_kind", "Kind", priority=True),
         Binding("ctrl+z", "undo", "Undo", priority=True),
-        Binding("ctrl+y", "redo", "Redo", priority=True),
+        Binding("ctrl+y", "redo", "Redo", priority=True, show=False),  # as everywhere; Help lists it
         Binding("ctrl+r", "retry", "Retry", priority=True),
         Binding("ctrl+e", "alter", "Alter", priority=True),
         Binding("ctrl+o", "memory", "Memory", priority=True),
@@ -56,7 +58,7 @@ class AdventureScreen(Screen):
         super().__init__()
         self.play = Adventure(game, None)
         self.kind = "do"
-        self.cancel = threading.Event()
+        self.long_ok = ""  # a very long action the player chose to send anyway (Enter twice)
         self.pending: tuple[str, Turn] | None = None  # ("new"|"retry"|"opening", turn)
         self.typed = ""  # the player's words for the pending action, given back if it fails
 
@@ -96,13 +98,32 @@ class AdventureScreen(Screen):
         if self.busy:
             self.notify("Still writing; press Esc to stop it.", severity="warning")
             return
+        if not event.value.strip():  # an empty Enter continues the story (as in KoboldAI)
+            self.typed = ""
+            self._run("new", Turn("story", "", ""), "", self.play.game.turns)
+            return
+        if self._too_long(event.value):
+            return
         try:
             turn = self.play.begin(self.kind, event.value)
         except StoryloomError as exc:
-            self.notify(str(exc), severity="warning")
+            self.notify(str(exc), severity="warning", markup=False)
             return
         self.typed, event.input.value = event.value, ""
         self._run("new", turn, turn.action, self.play.game.turns)
+
+    def _too_long(self, text: str) -> bool:
+        """Warn once about an action that would push the story out of what the model reads."""
+        generator = self.app.generator
+        budget = self.play.budget(generator.context_length if generator else 2048, self.app.config.sampler)
+        tokens = len(text) // CHARS_PER_TOKEN
+        if tokens <= budget // 2 or self.long_ok == text:
+            return False
+        self.long_ok = text
+        self.notify(f"That action is about {tokens:,} tokens; the model reads {budget:,}. Only its end would fit "
+                    "and the earlier story would drop out (memory and the context stay). Shorten it, or press "
+                    "Enter again to send it anyway.", title="Very long action", severity="warning", timeout=15, markup=False)
+        return True
 
     # -- generation ----------------------------------------------------------------------------
     def _run(self, what: str, turn: Turn, action: str, history: list[Turn]) -> None:
@@ -138,9 +159,11 @@ class AdventureScreen(Screen):
 
     def on_generation_started(self, message: GenerationStarted) -> None:
         self.app.context_usage = f"{message.prompt_tokens}/{message.budget}"
+        self.writing_started()
 
     def on_generation_chunk(self, message: GenerationChunk) -> None:
         self.query_one(Transcript).append_live(message.text)
+        self.writing_progress()
 
     def on_generation_restarted(self, message: GenerationRestarted) -> None:
         self.query_one(Transcript).reset_live(f"(trying again: {message.reason})")
@@ -148,14 +171,18 @@ class AdventureScreen(Screen):
     def on_generation_finished(self, message: GenerationFinished) -> None:
         what, turn = self.pending or ("", None)
         self.pending = None
-        self.app.speed = f"{message.tokens_per_second:.1f}"
-        if message.cancelled or not message.output:
+        self.writing_done(message.tokens_per_second)
+        if not message.output or (message.cancelled and what == "retry"):
             if what == "new":  # nothing typed is lost: the action goes back in the box
                 self.query_one("#action", Input).value = self.typed
             if not message.cancelled:
                 self.notify("The model wrote nothing usable this time (it tried to act for you). "
                             "Press Enter to try again, or rephrase.", severity="warning", timeout=8)
+            elif what == "retry":
+                self.notify("Stopped: the earlier text is back.", timeout=4)
         elif what == "new":
+            if message.cancelled:  # Esc keeps what was written, as AI Dungeon and KoboldAI do
+                self.notify("Stopped: what was written is kept (Ctrl+Z takes it back).", timeout=5)
             turn.output = message.output
             undone = list(self.play.game.undone)
             try:
@@ -175,22 +202,13 @@ class AdventureScreen(Screen):
     def on_generation_failed(self, message: GenerationFailed) -> None:
         what, turn = self.pending or ("", None)
         self.pending = None
+        self.writing_done()
         if what == "new":
             self.query_one("#action", Input).value = self.typed
         self.query_one(Transcript).show(self.play.game.turns)
-        self.notify(message.error, title="Generation failed", severity="error", timeout=10)
+        self.show_error(message.error)
 
     # -- history -------------------------------------------------------------------------------
-    def _idle(self) -> bool:
-        if self.busy:
-            self.notify("Still writing; press Esc to stop it first.", severity="warning")
-        return not self.busy
-
-    def action_stop_or_back(self) -> None:
-        if self.busy:
-            self.cancel.set()
-        else:
-            self.app.pop_screen()
 
     def action_undo(self) -> None:
         if self._idle():
@@ -228,6 +246,9 @@ class AdventureScreen(Screen):
         self.app.push_screen(AlterScreen(self.play.game.turns[-1].output), done)
 
     def action_memory(self) -> None:
+        if not self._idle():  # the running generation reads memory, note and world info
+            return
+
         def done(changed: bool | None) -> None:
             if changed:
                 self.play.save_meta()

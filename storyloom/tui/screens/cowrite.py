@@ -1,13 +1,10 @@
 """Co-write: the story with authorship, ranked candidates to pick from, and the writer's turn."""
 from __future__ import annotations
 
-import threading
-
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
@@ -23,6 +20,7 @@ from storyloom.tui.messages import (
     error_text,
 )
 from storyloom.tui.screens.editors import AlterScreen
+from storyloom.tui.screens.generating import GeneratingScreen, Stopped
 from storyloom.tui.widgets.status_bar import StatusBar
 
 CANDIDATE_COUNTS = (1, 2, 3, 4, 6, 8)
@@ -68,7 +66,8 @@ class CandidateList(OptionList):
         Binding("e", "screen.edit_candidate", "Edit, then accept")]
 
 
-class CowriteScreen(Screen):
+class CowriteScreen(GeneratingScreen):
+    PROGRESS = "cowrite-progress"
     # priority: these win over the writing box's own editing keys
     BINDINGS = [
         Binding("escape", "stop_or_back", "Stop/Back"),
@@ -93,8 +92,6 @@ class CowriteScreen(Screen):
     def __init__(self, story: CoStory) -> None:
         super().__init__()
         self.play = CoWrite(story)
-        self.busy = False
-        self.cancel = threading.Event()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -152,24 +149,19 @@ class CowriteScreen(Screen):
         if self.busy:
             who = "The model is writing (Esc stops)"
         elif story.pending:
-            who = "Your choice: pick, edit, ask for more, or write it yourself"
+            who = "Your pick: choose, edit, more, or write your own"
         elif self.play.next_author == "model":
             who = "Next: the model (Ctrl+R asks it)"
         else:
             who = "Next: you"
         self.query_one("#cowrite-info", Static).update(
-            Text(f"{who}  ·  {story.candidates_n} × {story.length}  ·  {len(story.turns)} turns"))
+            Text(f"{who} · {story.candidates_n} × {story.length} · {len(story.turns)} turns"))
 
     # -- the model's turn -----------------------------------------------------------------------
     def _propose(self, more: bool) -> None:
-        if self.busy:
-            self.notify("Still writing; press Esc to stop it.", severity="warning")
+        if not self._idle():
             return
-        self.busy = True
-        self.cancel = threading.Event()
-        bar = self.query_one("#cowrite-progress", ProgressBar)
-        bar.update(total=None, progress=0)
-        bar.display = True
+        self.start_work()
         self._show_info()
         self._generate(more)
 
@@ -177,12 +169,16 @@ class CowriteScreen(Screen):
     def _generate(self, more: bool) -> None:
         app = self.app
         try:
-            generator, settings = app.loaded_generator(), app.config.sampler
-            total = self.play.settings_for(settings).max_new_tokens
-            built = self.play.prompt_for(generator, settings)
-            self.post_message(GenerationStarted(built.tokens, self.play.budget(generator.context_length, settings)))
-            ranked = self.play.propose(generator, settings, more=more, cancel=self.cancel,
-                                       on_step=lambda k: self.post_message(CandidatesProgress(k, total)))
+            with self.model_turn() as generator:
+                settings = app.config.sampler
+                total = self.play.settings_for(settings).max_new_tokens
+                built = self.play.prompt_for(generator, settings)
+                self.post_message(GenerationStarted(built.tokens, self.play.budget(generator.context_length, settings)))
+                ranked = self.play.propose(generator, settings, more=more, cancel=self.cancel,
+                                           on_step=lambda k: self.post_message(CandidatesProgress(k, total)))
+        except Stopped:
+            self.post_message(CandidatesReady([], True, more, 0.0))
+            return
         except Exception as exc:  # noqa: BLE001 - any failure is shown, the story is kept
             self.post_message(GenerationFailed(error_text(exc)))
             return
@@ -194,10 +190,11 @@ class CowriteScreen(Screen):
 
     def on_candidates_progress(self, message: CandidatesProgress) -> None:
         self.query_one("#cowrite-progress", ProgressBar).update(total=message.total, progress=message.step)
+        self.app.activity = (f"writing {self.play.story.candidates_n} candidates: "
+                             f"token {message.step} of {message.total}")
 
     def on_candidates_ready(self, message: CandidatesReady) -> None:
-        self._done()
-        self.app.speed = f"{message.tokens_per_second:.1f}"
+        self._done(message.tokens_per_second)
         if message.cancelled:
             self.notify("Stopped. Ctrl+R asks again, or write the turn yourself.")
             self.query_one("#cowrite-write", Input).focus()
@@ -208,18 +205,12 @@ class CowriteScreen(Screen):
 
     def on_generation_failed(self, message: GenerationFailed) -> None:
         self._done()
-        self.notify(message.error, title="Generation failed", severity="error", timeout=10)
+        self.show_error(message.error)
         self.query_one("#cowrite-write", Input).focus()
 
-    def _done(self) -> None:
-        self.busy = False
-        self.query_one("#cowrite-progress", ProgressBar).display = False
+    def _done(self, tokens_per_second: float | None = None) -> None:
+        self.end_work(tokens_per_second)
         self._show_info()
-
-    def _idle(self) -> bool:
-        if self.busy:
-            self.notify("Still writing; press Esc to stop it first.", severity="warning")
-        return not self.busy
 
     # -- choosing and writing --------------------------------------------------------------------
     def action_pick(self, number: int) -> None:
@@ -246,7 +237,7 @@ class CowriteScreen(Screen):
         try:
             self.play.pick(index, text)
         except StoryloomError as exc:
-            self.notify(str(exc), severity="warning")
+            self.notify(str(exc), severity="warning", markup=False)
             return
         self._show_candidates()
         self._show_story()
@@ -259,7 +250,7 @@ class CowriteScreen(Screen):
         try:
             self.play.write(event.value)
         except StoryloomError as exc:
-            self.notify(str(exc), severity="warning")
+            self.notify(str(exc), severity="warning", markup=False)
             return
         event.input.value = ""
         self._show_candidates()
@@ -284,12 +275,6 @@ class CowriteScreen(Screen):
         else:
             self._propose(more=False)
 
-    def action_stop_or_back(self) -> None:
-        if self.busy:
-            self.cancel.set()
-        else:
-            self.app.pop_screen()
-
     # -- changing the story ----------------------------------------------------------------------
     def _highlighted_turn(self) -> int | None:
         turns = self.query_one(StoryTurns)
@@ -306,7 +291,7 @@ class CowriteScreen(Screen):
             try:
                 self.play.edit(position, text)
             except StoryloomError as exc:
-                self.notify(str(exc), severity="warning")
+                self.notify(str(exc), severity="warning", markup=False)
                 return
             self._show_story(highlight=position)
 
@@ -330,12 +315,17 @@ class CowriteScreen(Screen):
             else:
                 self.notify("Nothing to undo.")
 
+    # The worker reads the length and the count: they change only while nothing is generating.
     def action_cycle_length(self) -> None:
+        if not self._idle():
+            return
         story = self.play.story
         self.play.set_length(LENGTHS[(LENGTHS.index(story.length) + 1) % len(LENGTHS)])
         self._show_info()
 
     def action_cycle_candidates(self) -> None:
+        if not self._idle():
+            return
         n = self.play.story.candidates_n
         self.play.set_candidates(next((c for c in CANDIDATE_COUNTS if c > n), CANDIDATE_COUNTS[0]))
         self._show_info()

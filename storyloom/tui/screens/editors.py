@@ -1,6 +1,7 @@
 """Modal editors: alter the last output; memory, author's note and world info."""
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
@@ -89,3 +90,29 @@ class MemoryScreen(EditorDialog):
         self.game.authors_note = self.query_one("#authors-note", TextArea).text.strip()
         self.game.world_info = parse_world_info(self.query_one("#world-info", TextArea).text)
         self.dismiss(True)
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    """Ask before something that cannot be undone; the safe answer has the focus."""
+
+    BINDINGS = [("escape,n", "answer(False)", "Keep it"), ("y", "answer(True)", "Yes")]
+
+    def __init__(self, question: str, yes: str = "Delete") -> None:
+        super().__init__()
+        self.question = question
+        self.yes = yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(Text(self.question))
+            yield Horizontal(Button(f"{self.yes} (y)", id="yes", variant="error"),
+                             Button("Keep it (n, Esc)", id="no"), classes="buttons")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)

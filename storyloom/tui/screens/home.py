@@ -15,7 +15,7 @@ from storyloom.tui.widgets.status_bar import StatusBar
 
 class HomeScreen(Screen):
     BINDINGS = [("n", "app.new_adventure", "New"), ("l", "app.load_game", "Load"),
-                ("c", "app.cowrite", "Co-write"), ("t", "app.trees", "Story trees"),
+                ("c", "app.cowrite", "Co-write"), ("t", "app.trees", "Trees"),
                 ("p", "app.poetry", "Poetry"),
                 ("s", "app.settings", "Settings"), ("q", "app.quit", "Quit")]
 
@@ -23,7 +23,8 @@ class HomeScreen(Screen):
         yield Header()
         with Vertical(id="home"):
             yield Static(Text("StoryLoom", style="bold"), id="home-title")
-            yield Static("Write stories with a language model that runs on your own computer.", id="home-tagline")
+            yield Static("Write stories with a language model that runs on your own computer.\n"
+                         "F1 shows the keys, Ctrl+P every action.", id="home-tagline")
             yield OptionList(id="home-menu")
             yield ProgressBar(id="model-progress", show_eta=False)
         yield StatusBar()

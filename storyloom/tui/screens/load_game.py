@@ -8,6 +8,7 @@ from textual.widgets import Footer, Header, Label, OptionList
 from textual.widgets.option_list import Option
 
 from storyloom.tui.export import export_game
+from storyloom.tui.widgets.menus import refill
 from storyloom.tui.widgets.status_bar import StatusBar
 
 
@@ -26,11 +27,10 @@ class LoadGameScreen(Screen):
         self._fill()
 
     def _fill(self) -> None:
-        menu = self.query_one("#games", OptionList)
-        menu.clear_options()
-        for g in self.app.games.list():
-            menu.add_option(Option(Text(f"{g.title}  ·  {g.turns} turns  ·  {g.updated[:16].replace('T', ' ')}"), id=g.id))
-        menu.focus()
+        # refill highlights the first game, so Enter opens it without an arrow key first
+        refill(self.query_one("#games", OptionList), [
+            Option(Text(f"{g.title}  ·  {g.turns} turns  ·  {g.updated[:16].replace('T', ' ')}"), id=g.id)
+            for g in self.app.games.list()])
 
     def _selected(self) -> str | None:
         menu = self.query_one("#games", OptionList)

@@ -5,7 +5,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, Label, OptionList, TextArea
+from textual.widgets import Button, Footer, Header, Input, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
 from storyloom import StoryloomError
@@ -30,7 +30,7 @@ class NewGameScreen(Screen):
             with Vertical(id="scenario-detail"):
                 yield Label("Your name (optional)")
                 yield Input(placeholder="e.g. Ada", id="player-name")
-                yield Label("", id="scenario-preview")
+                yield Static("", id="scenario-preview")  # a Static wraps to the pane; a Label does not
                 yield Label("Opening (custom adventures)", classes="custom")
                 yield TextArea(id="custom-prompt", classes="custom")
                 yield Label("Context: who you are, always kept in mind (optional)", classes="custom")
@@ -54,7 +54,7 @@ class NewGameScreen(Screen):
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         choice = event.option.id
         self._show_custom(choice == CUSTOM)
-        preview = self.query_one("#scenario-preview", Label)
+        preview = self.query_one("#scenario-preview", Static)
         if choice == CUSTOM:
             preview.update("")
             return
@@ -89,7 +89,7 @@ class NewGameScreen(Screen):
             else:
                 return
         except StoryloomError as exc:
-            self.notify(str(exc), severity="error")
+            self.notify(str(exc), severity="error", markup=False)
             return
         self.app.games.create(game)
         self.app.pop_screen()

@@ -53,7 +53,7 @@ class NewStoryScreen(Screen):
                 candidates_n=self.query_one("#story-candidates", Select).value,
             )
         except StoryloomError as exc:
-            self.notify(str(exc), severity="error")
+            self.notify(str(exc), severity="error", markup=False)
             return
         self.app.cowrites.create(story)
         self.app.pop_screen()

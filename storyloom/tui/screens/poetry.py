@@ -1,14 +1,11 @@
 """Poetry: pick a form and a topic; lines appear as they are made, each with the scanner's mark."""
 from __future__ import annotations
 
-import threading
-
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, OptionList, ProgressBar, Select, Static
 from textual.widgets.option_list import Option
 
@@ -19,6 +16,7 @@ from storyloom.modes.poetry.scan import scan_poem
 from storyloom.store.poems import SavedPoem
 from storyloom.tui.export import write_exports
 from storyloom.tui.messages import PoemDone, PoemLineMade, error_text
+from storyloom.tui.screens.generating import GeneratingScreen, Stopped
 from storyloom.tui.widgets.menus import refill
 from storyloom.tui.widgets.status_bar import StatusBar
 
@@ -44,7 +42,9 @@ class PoemLines(OptionList):
     BINDINGS = [Binding("r", "screen.rewrite", "Rewrite line")]
 
 
-class PoetryScreen(Screen):
+class PoetryScreen(GeneratingScreen):
+    PROGRESS = "poetry-progress"
+    BUSY_TEXT = "Still writing; press Esc to stop."
     BINDINGS = [
         Binding("escape", "stop_or_back", "Stop/Back"),
         Binding("ctrl+g", "write", "Write", priority=True),
@@ -64,8 +64,6 @@ class PoetryScreen(Screen):
         self.forms = load_forms()
         self.poem: Poem | None = None
         self.saved_id: str | None = None
-        self.busy = False
-        self.cancel = threading.Event()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -142,23 +140,22 @@ class PoetryScreen(Screen):
         self._write_poem(form, topic)
 
     def _start(self, total: int) -> None:
-        self.busy = True
-        self.cancel = threading.Event()
-        bar = self.query_one("#poetry-progress", ProgressBar)
-        bar.update(total=total, progress=0)
-        bar.display = True
+        self.start_work(total)
+        self.app.activity = "writing a poem…"
 
     def _busy(self) -> bool:
-        if self.busy:
-            self.notify("Still writing; press Esc to stop.", severity="warning")
-        return self.busy
+        return not self._idle()
 
     @work(thread=True, exclusive=True, group="poetry", exit_on_error=False)
     def _write_poem(self, form: Form, topic: str) -> None:
         app = self.app
         try:
-            poem = compose(app.loaded_generator(), form, topic, seed=app.config.sampler.seed, cancel=self.cancel,
-                           on_line=lambda i, line: self.post_message(PoemLineMade(i, line)))
+            with self.model_turn() as generator:
+                poem = compose(generator, form, topic, seed=app.config.sampler.seed, cancel=self.cancel,
+                               on_line=lambda i, line: self.post_message(PoemLineMade(i, line)))
+        except Stopped:
+            self.post_message(PoemDone())
+            return
         except Exception as exc:  # noqa: BLE001 - shown, never a crash
             self.post_message(PoemDone(error=error_text(exc)))
             return
@@ -178,14 +175,13 @@ class PoetryScreen(Screen):
         self.query_one("#poetry-progress", ProgressBar).update(progress=len(poem.lines))
 
     def on_poem_done(self, message: PoemDone) -> None:
-        self.busy = False
-        self.query_one("#poetry-progress", ProgressBar).display = False
+        self.end_work()
         if message.error:
-            self.notify(message.error, title="Poetry", severity="error", timeout=10)
+            self.show_error(message.error, title="Poetry")
             self._status("")
             return
         if message.rewritten is not None:
-            if message.line is None:
+            if message.line is None and not self.cancel.is_set():
                 self.notify("No other version of that line was found in time.", severity="warning")
             elif self.poem is not None:
                 self.poem.lines[message.rewritten] = message.line
@@ -224,18 +220,16 @@ class PoetryScreen(Screen):
         app = self.app
         try:
             seed = app.config.sampler.seed
-            line = rewrite_line(app.loaded_generator(), self.poem, index, cancel=self.cancel,
-                                seed=None if seed is None else seed + 1000 * (index + 1))
+            with self.model_turn() as generator:
+                line = rewrite_line(generator, self.poem, index, cancel=self.cancel,
+                                    seed=None if seed is None else seed + 1000 * (index + 1))
+        except Stopped:
+            self.post_message(PoemDone(rewritten=index, line=None))
+            return
         except Exception as exc:  # noqa: BLE001 - shown, never a crash
             self.post_message(PoemDone(error=error_text(exc)))
             return
         self.post_message(PoemDone(rewritten=index, line=line))
-
-    def action_stop_or_back(self) -> None:
-        if self.busy:
-            self.cancel.set()
-        else:
-            self.app.pop_screen()
 
     # -- keeping ---------------------------------------------------------------------------------
     def _saved(self) -> SavedPoem | None:

@@ -68,27 +68,52 @@ class SettingsScreen(Screen):
         self.action_save()
 
     def action_save(self) -> None:
+        """Check every field; all problems are shown at once, by the names on screen."""
         error = self.query_one("#settings-error", Label)
-        values = {}
-        try:
-            for f in fields(SamplerSettings):
-                if f.name == "stop":
-                    continue
-                raw = self.query_one(f"#{f.name}", Input).value.strip()
-                values[f.name] = _number(f.name, raw)
-            sampler = SamplerSettings(**values, stop=self.app.config.sampler.stop)
-            model = self.query_one("#model", Input).value.strip() or "default"
-            if model != self.app.config.model:
-                from storyloom.engine.models import parse_spec
+        values, problems = {}, []
+        for f in fields(SamplerSettings):
+            if f.name == "stop":
+                continue
+            box = self.query_one(f"#{f.name}", Input)
+            try:
+                values[f.name] = _number(f.name, box.value.strip())
+                SamplerSettings(**{f.name: values[f.name]})  # this field alone, the others as default
+            except StoryloomError as exc:
+                problems.append(_by_label(f.name, str(exc)))
+                box.set_class(True, "-invalid")
+            else:
+                box.set_class(False, "-invalid")
+        model = self.query_one("#model", Input).value.strip() or "default"
+        if model != self.app.config.model:
+            from storyloom.engine.models import parse_spec
 
+            try:
                 parse_spec(model)
-        except StoryloomError as exc:
-            error.update(Text(str(exc), style="bold red"))
+            except StoryloomError as exc:
+                problems.append(f"Model: {exc}")
+        if not problems:
+            try:
+                sampler = SamplerSettings(**values, stop=self.app.config.sampler.stop)
+            except StoryloomError as exc:  # settings that only fail together
+                problems.append(str(exc))
+        if problems:
+            error.update(Text("\n".join(problems), style="bold red"))
             return
         error.update("")
         self.app.apply_config(self.app.config.with_(model=model, sampler=sampler))
         self.notify("Settings saved.")
         self.app.pop_screen()
+
+
+SHORT = {"temperature": "Temperature", "top_p": "Top-p", "top_k": "Top-k", "typical_p": "Typical-p",
+         "repetition_penalty": "Repetition penalty", "repetition_range": "Repetition range",
+         "max_new_tokens": "Output length", "seed": "Seed"}
+WHOLE = ("top_k", "repetition_range", "max_new_tokens", "seed")
+
+
+def _by_label(name: str, message: str) -> str:
+    """'max_new_tokens must be ...' -> 'Output length must be ...' (the name the player sees)."""
+    return SHORT[name] + message.removeprefix(name) if message.startswith(name) else f"{SHORT[name]}: {message}"
 
 
 def _number(name: str, raw: str):
@@ -97,6 +122,7 @@ def _number(name: str, raw: str):
     if raw == "" and name == "seed":
         return None
     try:
-        return int(raw) if name in ("top_k", "repetition_range", "max_new_tokens", "seed") else float(raw)
+        return int(raw) if name in WHOLE else float(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a number (got {raw!r})") from None
+        kind = "a whole number" if name in WHOLE else "a number"
+        raise SettingsError(f"{name} must be {kind} (got {raw!r})") from None

@@ -11,13 +11,13 @@ from textual.widgets.tree import TreeNode
 
 from storyloom.modes.tree import is_hidden, rank
 from storyloom.store.trees import Node
-from storyloom.tui.screens.tree_play import breadcrumbs
+from storyloom.tui.screens.tree_play import breadcrumbs, pack_votes
 
 
 def node_label(node: Node, bookmarked: bool) -> Text:
     text = Text("★ " if bookmarked else "")
     text.append(node.action or "Start", style="bold" if not node.action else "")
-    facts = f"  +{node.ups} -{node.downs}"
+    facts = f"  +{node.ups} -{node.downs}" + (f" ({pack_votes(node)})" if pack_votes(node) else "")
     if node.link_to:
         facts += " ↪"
     elif not node.outcome:
@@ -92,7 +92,8 @@ class TreeBrowseScreen(Screen[str | None]):
         if node.action:
             text.append(f"> {node.action}\n\n", style="bold")
         text.append(shown.outcome or "(Nobody has gone this way yet: play it to write it.)")
-        text.append(f"\n\nvotes +{node.ups} -{node.downs} · chosen {node.choices} · by {node.author or 'unknown'}",
+        packs = f" · {pack_votes(node)}" if pack_votes(node) else ""
+        text.append(f"\n\nvotes +{node.ups} -{node.downs}{packs} · chosen {node.choices} · by {node.author or 'unknown'}",
                     style="dim")
         self.query_one("#browse-preview", Static).update(text)
         self.query_one("#browse-crumbs", Static).update(breadcrumbs(store.path_to_root(node.id), keep=6))

@@ -7,32 +7,34 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, OptionList, Select, TextArea
 from textual.widgets.option_list import Option
 
 from storyloom import StoryloomError
 from storyloom.store import tree_packs
-from storyloom.store.db import open_db
 from storyloom.store.trees import Tree, TreeStore
+from storyloom.tui.background import with_own_store
 from storyloom.tui.export import write_exports
-from storyloom.tui.screens.editors import EditorDialog
+from storyloom.tui.screens.editors import ConfirmDialog, EditorDialog
 from storyloom.tui.widgets.menus import refill
 from storyloom.tui.widgets.status_bar import StatusBar
 
 NEW, IMPORT = "new", "import"
 
 
-def export_tree(app, tree_id: str) -> None:
-    store = app.trees
-    tree = store.tree(tree_id)
-    try:
-        texts = {".json": tree_packs.dump_pack(tree_packs.export_pack(store, tree_id)),
-                 ".twee": tree_packs.export_twee(store, tree_id)}
-    except StoryloomError as exc:
-        app.notify(str(exc), severity="error", markup=False)
-        return
-    write_exports(app, tree.title, tree.id, texts, "tree")
+def pack_texts(store: TreeStore, tree_id: str) -> dict[str, str]:
+    """A tree as a JSON pack and a Twine story (reads the whole tree: run it off the UI thread)."""
+    return {".json": tree_packs.dump_pack(tree_packs.export_pack(store, tree_id)),
+            ".twee": tree_packs.export_twee(store, tree_id)}
+
+
+class TreeSized(Message):
+    def __init__(self, tree_id: str, stats: dict) -> None:
+        super().__init__()
+        self.tree_id = tree_id
+        self.stats = stats
 
 
 class ImportDialog(EditorDialog):
@@ -95,8 +97,16 @@ class NewTreeScreen(Screen):
 
 
 class TreeListScreen(Screen):
+    """Counting, packing and deleting read or write whole trees (a million passages take
+    seconds): they run in workers on their own database connection, never on the UI thread."""
+
     BINDINGS = [("escape", "app.pop_screen", "Back"), ("n", "new", "New tree"), ("i", "import", "Import"),
                 ("x", "export", "Export"), ("delete", "delete", "Delete")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: dict[str, dict] = {}  # tree id -> stats, as counted last
+        self.shown: list[Tree] = []
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -112,14 +122,34 @@ class TreeListScreen(Screen):
         self._fill()
 
     def _fill(self) -> None:
-        store = self.app.trees
+        self.shown = self.app.trees.trees(self.app.config.player)  # one small query: titles only
+        self._show_list()
+        self._count([t.id for t in self.shown])
+
+    def _show_list(self) -> None:
         options = [Option("New tree", id=NEW), Option("Import a pack or Twine story", id=IMPORT)]
-        for tree in store.trees(self.app.config.player):
-            stats = store.stats(tree.id)
+        for tree in self.shown:
+            stats = self.sizes.get(tree.id)
+            size = f"{stats['nodes']} passages, depth {stats['depth']}" if stats else "counting passages…"
             lock = "  · private" if tree.visibility == "private" else ""
-            options.append(Option(Text(f"{tree.title}  ·  {stats['nodes']} passages, depth {stats['depth']}{lock}"),
-                                  id=tree.id))
+            options.append(Option(Text(f"{tree.title}  ·  {size}{lock}"), id=tree.id))
         refill(self.query_one("#trees", OptionList), options)
+
+    @work(thread=True, exclusive=True, group="tree-sizes", exit_on_error=False)
+    def _count(self, tree_ids: list[str]) -> None:
+        def count(store: TreeStore) -> None:
+            for tree_id in tree_ids:
+                self.post_message(TreeSized(tree_id, store.stats(tree_id)))
+
+        try:
+            with_own_store(self.app, count)
+        except StoryloomError:
+            pass  # the sizes are a nicety; the list works without them
+
+    def on_tree_sized(self, message: TreeSized) -> None:
+        self.sizes[message.tree_id] = message.stats
+        if any(t.id == message.tree_id for t in self.shown):
+            self._show_list()
 
     def _selected(self) -> str | None:
         menu = self.query_one("#trees", OptionList)
@@ -143,20 +173,15 @@ class TreeListScreen(Screen):
         def done(path: str | None) -> None:
             if path:
                 self.notify("Importing…", title="Import", timeout=3)
-                self._import(Path(path).expanduser(), self.app.trees.db.path, self.app.config.player)
+                self._import(Path(path).expanduser(), self.app.config.player)
 
         self.app.push_screen(ImportDialog(), done)
 
     @work(thread=True, exclusive=True, group="tree-import", exit_on_error=False)
-    def _import(self, path: Path, db_path: str | None, player: str) -> None:
+    def _import(self, path: Path, player: str) -> None:
         """Off the UI thread, on its own connection (SQLite connections stay in their thread)."""
         try:
-            store = TreeStore(open_db(db_path)) if db_path else self.app.trees
-            try:
-                report = tree_packs.import_path(store, path, player)
-            finally:
-                if db_path:
-                    store.db.close()
+            report = with_own_store(self.app, lambda store: tree_packs.import_path(store, path, player))
         except StoryloomError as exc:
             self.app.call_from_thread(self._imported, None, f"Nothing was imported. {exc}")
         except Exception as exc:  # noqa: BLE001 - shown to the user, nothing was written
@@ -174,18 +199,48 @@ class TreeListScreen(Screen):
 
     def action_export(self) -> None:
         if tree_id := self._selected():
-            export_tree(self.app, tree_id)
+            self.notify("Exporting…", title="Export", timeout=3)
+            self._export(self.app.trees.tree(tree_id))
+
+    @work(thread=True, group="tree-export", exit_on_error=False)
+    def _export(self, tree: Tree) -> None:
+        try:
+            texts = with_own_store(self.app, lambda store: pack_texts(store, tree.id))
+        except StoryloomError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error", markup=False)
+            return
+        self.app.call_from_thread(write_exports, self.app, tree.title, tree.id, texts, "tree")
 
     def action_delete(self) -> None:
-        if tree_id := self._selected():
-            tree = self.app.trees.tree(tree_id)
-            if tree.owner and tree.owner != self.app.config.player:
-                self.notify("Only its owner can delete a tree.", severity="warning")
-                return
-            try:
-                self.app.trees.delete_tree(tree_id)
-            except StoryloomError as exc:
-                self.notify(str(exc), title="Not deleted", severity="error", timeout=10, markup=False)
-                return
-            self.notify("Tree deleted.")
-            self._fill()
+        tree_id = self._selected()
+        if not tree_id:
+            return
+        tree = self.app.trees.tree(tree_id)
+        if tree.owner and tree.owner != self.app.config.player:
+            self.notify("Only its owner can delete a tree.", severity="warning")
+            return
+        stats = self.sizes.get(tree_id)
+        size = f"all {stats['nodes']:,} of its passages" if stats else "all its passages"
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.notify(f"Deleting {tree.title}…", timeout=3, markup=False)
+                self._delete(tree_id)
+
+        self.app.push_screen(ConfirmDialog(f"Delete the tree “{tree.title}” ({tree_id[:8]}), with {size}? "
+                                           "This cannot be undone; an exported pack can bring it back."), answered)
+
+    @work(thread=True, group="tree-delete", exit_on_error=False)
+    def _delete(self, tree_id: str) -> None:
+        try:
+            with_own_store(self.app, lambda store: store.delete_tree(tree_id))
+        except StoryloomError as exc:
+            self.app.call_from_thread(self.notify, str(exc), title="Not deleted", severity="error", timeout=10,
+                                      markup=False)
+            return
+        self.app.call_from_thread(self._deleted, tree_id)
+
+    def _deleted(self, tree_id: str) -> None:
+        self.sizes.pop(tree_id, None)
+        self.notify("Tree deleted.")
+        self._fill()

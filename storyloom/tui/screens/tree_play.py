@@ -9,7 +9,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
@@ -17,19 +16,28 @@ from storyloom import StoryloomError
 from storyloom.modes.tree import TreePlay, expand, expand_many, is_hidden
 from storyloom.store.db import StoreError
 from storyloom.store.trees import Node, TreeNotFound
+from storyloom.tui.background import with_own_store
 from storyloom.tui.messages import TreeExpanded, TreeWorkDone, error_text
 from storyloom.tui.screens.editors import AlterScreen
+from storyloom.tui.screens.generating import GeneratingScreen, Stopped
 from storyloom.tui.widgets.status_bar import StatusBar
 
 log = logging.getLogger(__name__)
+
+
+def pack_votes(node: Node) -> str:
+    """Votes imported in packs, shown apart from the votes cast here (they never rank options)."""
+    return f"+{node.pack_ups}/-{node.pack_downs} from packs" if node.pack_ups or node.pack_downs else ""
 
 
 def option_prompt(number: int, node: Node, my_vote: int) -> Text:
     text = Text()
     text.append(f"{number}. ", style="bold")
     text.append(node.action)
-    facts = [f"votes +{node.ups} -{node.downs}" + {1: " (you: +)", -1: " (you: -)"}.get(my_vote, ""),
-             f"chosen {node.choices}"]
+    facts = [f"votes +{node.ups} -{node.downs}" + {1: " (you: +)", -1: " (you: -)"}.get(my_vote, "")]
+    if pack_votes(node):
+        facts.append(pack_votes(node))
+    facts.append(f"chosen {node.choices}")
     if node.link_to:
         facts.append("↪ leads back into the tree")
     elif not node.outcome:
@@ -74,7 +82,16 @@ class TreeOptions(OptionList):
     ]
 
 
-class TreePlayScreen(Screen):
+class ActionInput(Input):
+    """The player's own action; Esc (or an empty Enter) goes back to the options, so the
+    option keys (w, +, -) act instead of typing."""
+
+    BINDINGS = [Binding("escape", "screen.focus_options", "Back to the options", show=False)]
+
+
+class TreePlayScreen(GeneratingScreen):
+    PROGRESS = "tree-progress"
+    BUSY_TEXT = "The model is still writing; press Esc to stop it."
     BINDINGS = [
         Binding("escape", "stop_or_back", "Stop/Leave"),
         Binding("ctrl+n", "more", "More options", priority=True),
@@ -93,14 +110,15 @@ class TreePlayScreen(Screen):
     def __init__(self, tree_id: str) -> None:
         super().__init__()
         self.tree_id = tree_id
-        self.busy = False
-        self.cancel = threading.Event()
         self.cancel_ahead = threading.Event()
         self.show_hidden = False
         self.ahead_done = 0
-        # Counting a tree's nodes reads the whole tree (~0.5 s at a million nodes): done when the
-        # tree grows here, not on every move or vote.
+        self.more_here: set[str] = set()  # passages where the player asked for more: all options shown
+        # Counting a tree's nodes reads the whole tree (~0.5 s at a million nodes): done off the UI
+        # thread, again only when the tree grew here, not on every move or vote.
         self.tree_stats: dict | None = None
+        self._stats_version = 0
+        self._counting = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -110,7 +128,8 @@ class TreePlayScreen(Screen):
         yield Label("What do you do? (1-9 or Enter chooses · + / - vote · a your own action · w write the outcome)",
                     id="tree-options-label")
         yield TreeOptions(id="tree-options")
-        yield Input(placeholder="Your own action, e.g. climb the wall (Enter)", id="tree-action")
+        yield ActionInput(placeholder="Your own action, e.g. climb the wall (Enter; Esc: back to the options)",
+                          id="tree-action")
         yield ProgressBar(id="tree-progress", show_eta=False)
         yield Static(id="tree-stats")
         yield StatusBar()
@@ -135,6 +154,8 @@ class TreePlayScreen(Screen):
         self.query_one("#tree-outcome", Static).update(Text(play.node.outcome or "…"))
         menu = self.query_one(TreeOptions)
         options = play.options(include_hidden=self.show_hidden)
+        if play.node.id in self.more_here and not self.show_hidden:  # Ctrl+N: the new ones too, not just the top
+            options = [o for o in play.options(include_hidden=True) if not is_hidden(o)]
         menu.clear_options()
         menu.add_options([Option(option_prompt(i + 1, o, self.app.trees.my_vote(o.id, play.player)), id=o.id)
                           for i, o in enumerate(options)])
@@ -149,13 +170,40 @@ class TreePlayScreen(Screen):
 
     def _show_stats(self) -> None:
         s = self.play.stats
-        if self.tree_stats is None:
-            self.tree_stats = self.app.trees.stats(self.tree_id)
+        if self.tree_stats is None and not self._counting:
+            self._counting = True
+            self._count_passages(self._stats_version)
         tree = self.tree_stats
+        size = f"{tree['nodes']} passages, depth {tree['depth']}" if tree else "counting passages…"
         self.query_one("#tree-stats", Static).update(Text(
-            f"{tree['nodes']} passages, depth {tree['depth']} · this session: {s.served} from cache, "
+            f"{size} · this session: {s.served} from cache, "
             f"{s.generated} generated ({s.hit_ratio:.0%} hits, {s.served} generation{'s' if s.served != 1 else ''} saved)"
             + (f" · {self.ahead_done} written ahead" if self.ahead_done else "")))
+
+    def _stale_stats(self) -> None:
+        """The tree grew: count it again (off the UI thread); the old count shows until then."""
+        self._stats_version += 1
+        if not self._counting:
+            self._counting = True
+            self._count_passages(self._stats_version)
+
+    @work(thread=True, exclusive=True, group="tree-stats", exit_on_error=False)
+    def _count_passages(self, version: int) -> None:
+        try:
+            stats = with_own_store(self.app, lambda store: store.stats(self.tree_id))
+        except Exception:  # noqa: BLE001 - the count is a nicety; the tree still plays
+            stats = None
+        self.app.call_from_thread(self._counted, version, stats)
+
+    def _counted(self, version: int, stats: dict | None) -> None:
+        self._counting = False
+        if stats is not None:
+            self.tree_stats = stats
+        if version != self._stats_version:  # it grew while we counted
+            self._counting = True
+            self._count_passages(self._stats_version)
+        elif self.is_mounted:
+            self._show_stats()
 
     def _arrived(self) -> None:
         """A new passage is on screen: fill in its options if it has none, else read ahead."""
@@ -199,28 +247,29 @@ class TreePlayScreen(Screen):
         try:
             option = self.play.add_action(event.value)
         except StoryloomError as exc:  # a busy database too: the action stays in the box
+            if not event.value.strip():  # an empty Enter: back to the options
+                self.action_focus_options()
+                return
             self.notify(str(exc), severity="warning", markup=False)
             return
-        self.tree_stats = None
+        self._stale_stats()
         event.input.value = ""
+        self.action_focus_options()
         self._choose(option)
 
     def action_own_action(self) -> None:
         self.query_one("#tree-action", Input).focus()
 
+    def action_focus_options(self) -> None:
+        self.query_one(TreeOptions).focus()
+
     # -- the model, on a miss -----------------------------------------------------------------------
     def _busy(self) -> bool:
-        if self.busy:
-            self.notify("The model is still writing; press Esc to stop it.", severity="warning")
-        return self.busy
+        return not self._idle()
 
     def _foreground(self, node: Node, want_outcome: bool, move: bool) -> None:
         self.cancel_ahead.set()
-        self.busy = True
-        self.cancel = threading.Event()
-        bar = self.query_one("#tree-progress", ProgressBar)
-        bar.update(total=None)
-        bar.display = True
+        self.start_work()
         if want_outcome:
             self.query_one("#tree-outcome", Static).update(Text(f"> {node.action}\n\n(the model is writing what happens…)"))
         path = self.play.path(node)
@@ -231,9 +280,12 @@ class TreePlayScreen(Screen):
     def _expand(self, node: Node, path: list[Node], want_outcome: bool, existing: list[str], move: bool) -> None:
         app = self.app
         try:
-            generator = app.loaded_generator()
-            expansion = expand(generator, self.play.tree, path, want_outcome=want_outcome, actions=self.play.top,
-                               settings=app.config.sampler, existing=existing, cancel=self.cancel)
+            with self.model_turn() as generator:  # waits for read-ahead's current item, if any
+                expansion = expand(generator, self.play.tree, path, want_outcome=want_outcome, actions=self.play.top,
+                                   settings=app.config.sampler, existing=existing, cancel=self.cancel)
+        except Stopped:
+            self.post_message(TreeWorkDone(cancelled=True))
+            return
         except Exception as exc:  # noqa: BLE001 - shown to the player; the tree is untouched
             self.post_message(TreeWorkDone(error=error_text(exc)))
             return
@@ -246,11 +298,18 @@ class TreePlayScreen(Screen):
     @saving
     def on_tree_expanded(self, message: TreeExpanded) -> None:
         node = self.app.trees.node(message.node_id)
+        before = {k.id for k in self.app.trees.children(node.id)}
         self.play.apply(node, message.expansion, message.author, move=message.move)
-        self.tree_stats = None
+        self._stale_stats()
         if message.ahead:
             self.ahead_done += 1
             self._show(keep=self._selected().id if self._selected() else None)
+            return
+        new = [k.id for k in self.app.trees.children(self.play.node.id) if k.id not in before]
+        if new and not message.move and self.play.node.id in self.more_here:  # Ctrl+N: cursor on the first new one
+            shown = [o.id for o in self.play.options(include_hidden=True) if o.id in new]
+            self._show(keep=shown[0] if shown else None)
+            self.notify(f"{len(new)} new option{'s' if len(new) != 1 else ''} added.", timeout=3, markup=False)
         else:
             self._show()
 
@@ -259,13 +318,13 @@ class TreePlayScreen(Screen):
             if not self.busy:
                 self.query_one("#tree-progress", ProgressBar).display = False
             return
-        self.busy = False
-        self.query_one("#tree-progress", ProgressBar).display = False
+        self.end_work()
         if message.error:
-            self.notify(message.error, title="Generation failed", severity="error", timeout=10, markup=False)
+            self.show_error(message.error)
         elif message.cancelled:
             self.notify("Stopped. Nothing was stored for that branch.")
-        self._show()
+        self._show(keep=self._selected().id if self._selected() else None)
+        self.query_one(TreeOptions).focus()
         if not message.error and not message.cancelled:
             self._read_ahead()
 
@@ -276,6 +335,7 @@ class TreePlayScreen(Screen):
         targets = self.play.pregeneration_targets()
         if not targets:
             return
+        self.cancel_ahead.set()  # an earlier read-ahead (other targets) stops
         self.cancel_ahead = threading.Event()
         here = self.play.path()
         bar = self.query_one("#tree-progress", ProgressBar)
@@ -291,16 +351,26 @@ class TreePlayScreen(Screen):
         except StoryloomError as exc:
             log.info("not reading ahead: %s", exc)
             return  # reading ahead is a bonus: the player's own choice reports the problem
-        # A server with several slots writes the targets at once; a local model one by one.
-        for node, expansion, error in expand_many(generator, self.play.tree, targets, settings=app.config.sampler,
-                                                  cancel=cancel):
+        # A server with several slots writes the targets at once, in one slot of the gate (the
+        # player's request takes another); a local model writes them one by one, each in its own
+        # turn at the gate, so a request of the player's goes first between two of them.
+        parallel = getattr(getattr(generator, "capabilities", None), "parallel", 1)
+        batches = [targets] if parallel > 1 else [[t] for t in targets]
+        for batch in batches:
+            with app.gate.hold(background=True, cancel=cancel) as ok:
+                if not ok:
+                    break
+                for node, expansion, error in expand_many(generator, self.play.tree, batch,
+                                                          settings=app.config.sampler, cancel=cancel):
+                    if cancel.is_set():
+                        break
+                    if error is not None:  # reading ahead is a bonus; the player's own choice retries
+                        log.warning("reading ahead from node %s failed", node.id, exc_info=error)
+                        continue
+                    self.post_message(TreeExpanded(node.id, expansion, generator.name, move=False, ahead=True))
+                    self.app.call_from_thread(self._ahead_step)
             if cancel.is_set():
                 break
-            if error is not None:  # reading ahead is a bonus; the player's own choice retries
-                log.warning("reading ahead from node %s failed", node.id, exc_info=error)
-                continue
-            self.post_message(TreeExpanded(node.id, expansion, generator.name, move=False, ahead=True))
-            self.app.call_from_thread(self._ahead_step)
         self.post_message(TreeWorkDone(ahead=True))
 
     def _ahead_step(self) -> None:
@@ -314,7 +384,7 @@ class TreePlayScreen(Screen):
         if option is not None:
             held = self.play.vote(option, value)
             self._show(keep=option.id)
-            self.notify({1: "Voted up.", -1: "Voted down.", 0: "Vote taken back."}[held], timeout=2)
+            self.notify({1: "Voted up.", -1: "Voted down.", 0: "Vote taken back."}[held], timeout=2, markup=False)
 
     def action_write_outcome(self) -> None:
         option = self._selected()
@@ -334,6 +404,7 @@ class TreePlayScreen(Screen):
 
     def action_more(self) -> None:
         if not self._busy():
+            self.more_here.add(self.play.node.id)  # from now on this passage shows all its options
             self._foreground(self.play.node, want_outcome=False, move=False)
 
     def action_back(self) -> None:
@@ -388,15 +459,17 @@ class TreePlayScreen(Screen):
             except StoryloomError as exc:
                 self.notify(str(exc), severity="error", markup=False)
                 return
-            self.tree_stats = None
+            self._stale_stats()
             self._show(keep=option.id)
             self.notify("Linked: choosing it leads to that passage.")
 
         self.app.push_screen(AlterScreen("", f"Words of the option that leads to: {target.action or 'Start'}"), done)
 
+    def on_screen_suspend(self) -> None:
+        """Another screen is in front: reading ahead stops (it starts again on the next passage)."""
+        self.cancel_ahead.set()
+
     def action_stop_or_back(self) -> None:
-        if self.busy:
-            self.cancel.set()
-        else:
+        if not self.busy:
             self.cancel_ahead.set()
-            self.app.pop_screen()
+        super().action_stop_or_back()
