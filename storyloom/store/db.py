@@ -195,6 +195,13 @@ def _pack_votes(db: sqlite_utils.Database) -> None:
     db.execute("create table meta (key text primary key, value text not null)")  # e.g. this database's origin id
 
 
+@migrations(name="006_link_index")
+def _link_index(db: sqlite_utils.Database) -> None:
+    """Deleting a node checks every link into it (the foreign key): without this index SQLite read
+    the whole nodes table once per deleted node (a 2,000-passage tree beside a 300k one: > 20 s)."""
+    db["nodes"].create_index(["link_to"], if_not_exists=True)
+
+
 def known_migrations() -> list[str]:
     return [m.name for m in migrations._migrations]
 

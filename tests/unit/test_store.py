@@ -15,7 +15,8 @@ def test_empty_database_is_migrated_and_reopen_changes_nothing(tmp_path):
     db = open_db(path)
     assert {"games", "turns"} <= set(db.table_names())
     applied = [m.name for m in migrations.applied(db)]
-    assert applied == ["001_adventure_games", "002_cowrite_stories", "003_story_trees", "004_poems", "005_pack_votes"]
+    assert applied == ["001_adventure_games", "002_cowrite_stories", "003_story_trees", "004_poems", "005_pack_votes",
+                       "006_link_index"]
     again = open_db(path)
     assert [m.name for m in migrations.applied(again)] == applied
     assert again.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -72,3 +73,10 @@ def test_cowrite_story_round_trip_edit_remove(tmp_path):
     assert [s.title for s in store.list()] == ["Lighthouse"] and store.list()[0].turns == 1
     store.delete(story.id)
     assert store.list() == []
+
+
+def test_deleting_a_node_finds_links_into_it_by_index(tmp_path):
+    """The foreign-key check behind every deleted node looks links up by index, not by a scan."""
+    db = open_db(tmp_path / "links.db")
+    plan = " ".join(str(row[-1]) for row in db.execute("EXPLAIN QUERY PLAN select id from nodes where link_to = 'x'"))
+    assert "USING" in plan and "INDEX" in plan and "SCAN nodes" not in plan, plan
