@@ -1,0 +1,183 @@
+"""A line's meter and rhyme as a GBNF grammar, for engines that follow a grammar but do not let
+StoryLoom pick each token (llama.cpp's server, llama-cpp-python, vLLM's structured output).
+
+The grammar is built from the same lexicon as the token-level constraint (constrain.py): every
+pronunciation of every word, the rhyme keys, the rules for the last word. Words are grouped by
+stress pattern into one rule each (a letter trie, so the grammar stays small and the matcher
+follows few alternatives at once); a rule per place in the line (what is left of the meter
+template) says which patterns may come next, and only places from which the line can still be
+finished are written. Rules are named by what is left of the template, so templates that end
+alike share them. The last word comes from its own groups, filtered by the rhyme rule. The first
+word is capitalised; , ; : may follow a word with three syllables or more still to come; . ! ?
+only at the end; the line ends with a newline. So every string of the grammar scans (scan.py)
+and ends on a word the rhyme rule allows.
+
+  root      ::= ( line-0101010101 | line-01010101010 ) [.!?]? "\\n"
+  line-...  ::= c-01 sep at-01010101 | c-x sp at-101010101 | ...
+  at-...    ::= w-010 sep at-1010101 | ... | f-01
+  w-010     ::= "a" w-010-a | "b" w-010-b | ...    c-010 ::= "A" w-010-a | ...
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from storyloom.modes.poetry.constrain import Lexicon, RhymeRule
+from storyloom.modes.poetry.prosody import fits
+
+ROOM_FOR_PUNCTUATION = 3  # as constrain.py: no comma just before the last word or two
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _spell(word: str) -> str:
+    return "I" if word == "i" else word
+
+
+def _trie(words) -> dict:
+    root: dict = {}
+    for word in words:
+        node = root
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}  # the end of a word
+    return root
+
+
+def _alternatives(node: dict) -> list[str]:
+    """The alternatives below a trie node (its end-of-word mark handled by the caller)."""
+    parts, single = [], []
+    for ch in sorted(k for k in node if k):
+        literal, child = ch, node[ch]
+        while "" not in child and len(child) == 1:  # a chain of one letter each: one literal
+            (nxt, child), = child.items()
+            literal += nxt
+        below = _alternatives(child)
+        if not below:
+            if len(literal) == 1 and literal not in "\\]^-":
+                single.append(literal)  # leaves of one letter share a character class
+            else:
+                parts.append(_quote(literal))
+            continue
+        inner = below[0] if len(below) == 1 else "(" + " | ".join(below) + ")"
+        if "" in child:
+            inner = ("(" + inner + ")" if len(below) == 1 and " " in inner else inner) + "?"
+        parts.append(_quote(literal) + " " + inner)
+    if single:
+        parts.insert(0, _quote(single[0]) if len(single) == 1 else "[" + "".join(single) + "]")
+    return parts
+
+
+def _group_rules(name: str, words, capital: bool) -> list[str]:
+    """`name` (and `c-` + its tail, capitalised, when asked) as tries split on the first letter,
+    so the capitalised form shares all but its first step."""
+    spelled = sorted({_spell(w) for w in words})
+    by_first: dict[str, list[str]] = {}
+    for w in spelled:
+        by_first.setdefault(w[0], []).append(w[1:])
+    rules, heads, caps = [], [], []
+    for first, rests in sorted(by_first.items()):
+        alone = "" in rests
+        rests = [r for r in rests if r]
+        cap = first.upper()
+        if rests:
+            sub = f"{name}-{_letter(first)}"
+            rules.append(f"{sub} ::= " + " | ".join(_alternatives(_trie(rests))))
+            tail = " " + sub + ("?" if alone else "")
+        else:
+            tail = ""
+        heads.append(_quote(first) + tail)
+        caps.append(_quote(cap) + tail)
+    rules.insert(0, f"{name} ::= " + " | ".join(dict.fromkeys(heads)))
+    if capital:
+        rules.insert(1, f"{_capital(name)} ::= " + " | ".join(dict.fromkeys(caps)))
+    return rules
+
+
+def _letter(ch: str) -> str:
+    return ch.lower() if ch.isascii() and ch.isalnum() else f"u{ord(ch):x}"
+
+
+def _capital(name: str) -> str:
+    return "c" + name  # w-01 -> cw-01, f-01 -> cf-01
+
+
+def _patterns(lexicon: Lexicon, final: RhymeRule | None) -> dict[str, frozenset[str]]:
+    """Stress pattern -> words with a pronunciation of that pattern (that may end the line under
+    `final`, when given: the rhyme is checked per pronunciation)."""
+    out: dict[str, set[str]] = {}
+    for word, sounds in lexicon.sounds.items():
+        for s in sounds:
+            if final is None or lexicon.final_ok(final, word, s.rhyme):
+                out.setdefault(s.pattern, set()).add(word)
+    return {p: frozenset(ws) for p, ws in out.items()}
+
+
+class _Compiler:
+    def __init__(self, lexicon: Lexicon, rule: RhymeRule):
+        self.mid = _mid_patterns(lexicon)
+        self.final = _patterns(lexicon, rule)
+        self.places: dict[str, list[tuple[str, str | None]]] = {}  # template left -> (pattern, then)
+        self.used: dict[str, bool] = {}  # group rule name -> capitalised form needed too
+
+    def alternatives(self, left: str) -> list[tuple[str, str | None]]:
+        """The ways on from a place: (mid pattern, what is left after it) or (final pattern, None);
+        empty when no word sequence finishes the line from here."""
+        if left not in self.places:
+            out: list[tuple[str, str | None]] = []
+            for p in self.final:
+                if len(p) == len(left) and fits(p, left, 0):
+                    out.append((p, None))
+            for p in self.mid:
+                if len(p) < len(left) and fits(p, left, 0) and self.alternatives(left[len(p):]):
+                    out.append((p, left[len(p):]))
+            self.places[left] = sorted(out, key=lambda a: (a[1] is None, a[0]))
+        return self.places[left]
+
+    def place_rules(self, templates: tuple[str, ...]) -> tuple[list[str], list[str]]:
+        starts = [t for t in dict.fromkeys(templates) if self.alternatives(t)]
+        rules, todo, done = [], [(t, True) for t in starts], set()
+        while todo:
+            left, first = todo.pop()
+            name = ("line-" if first else "at-") + left
+            if name in done:
+                continue
+            done.add(name)
+            alts = []
+            for pattern, then in self.alternatives(left):
+                group = ("w-" if then is not None else "f-") + pattern
+                self.used[group] = self.used.get(group, False) or first
+                word = _capital(group) if first else group
+                if then is None:
+                    alts.append(word)
+                else:
+                    alts.append(f"{word} {'sep' if len(then) >= ROOM_FOR_PUNCTUATION else 'sp'} at-{then}")
+                    todo.append((then, False))
+            rules.append(f"{name} ::= " + " | ".join(alts))
+        return ["line-" + t for t in starts], rules
+
+
+@lru_cache(maxsize=4)
+def _mid_patterns(lexicon: Lexicon) -> dict[str, frozenset[str]]:
+    return _patterns(lexicon, None)
+
+
+@lru_cache(maxsize=64)
+def _group_text(lexicon: Lexicon, name: str, words: frozenset[str], capital: bool) -> str:
+    return "\n".join(_group_rules(name, words, capital))
+
+
+def line_grammar(lexicon: Lexicon, templates: tuple[str, ...], rule: RhymeRule = RhymeRule()) -> str | None:
+    """The GBNF grammar of one line (None when no line of these words can meet it)."""
+    compiler = _Compiler(lexicon, rule)
+    starts, places = compiler.place_rules(templates)
+    if not starts:
+        return None
+    out = ["root ::= " + ("(" + " | ".join(starts) + ")" if len(starts) > 1 else starts[0]) + ' [.!?]? "\\n"',
+           'sp ::= " "', 'sep ::= [,;:]? " "', *places]
+    for group, capital in sorted(compiler.used.items()):
+        kind, pattern = group.split("-", 1)
+        words = (compiler.mid if kind == "w" else compiler.final)[pattern]
+        out.append(_group_text(lexicon, group, words, capital))
+    return "\n".join(out) + "\n"
