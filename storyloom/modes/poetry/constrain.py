@@ -17,7 +17,7 @@ from typing import Iterable
 
 import pronouncing
 
-from storyloom.modes.poetry.prosody import Sound, fits, sounds
+from storyloom.modes.poetry.prosody import Sound, echoes, ends_line, fits, sounds
 
 MAX_WORD_TOKENS = 2  # words spelled by at most this many tokens (" beautiful" is 1, " whispering" 2)
 MIN_PARTNERS = 4  # a line that opens a rhyme group ends on a word with at least this many partners
@@ -97,8 +97,10 @@ class Lexicon:
         return not rule.partners or len(self.by_key.get(key, ())) > rule.partners
 
     def final_ok(self, rule: RhymeRule, word: str, key: str) -> bool:
-        """May `word`, pronounced with rhyme `key`, end a line under `rule`?"""
-        return word not in rule.banned and word in self.enders and self.key_ok(rule, key)
+        """May `word`, pronounced with rhyme `key`, end a line under `rule`? Never a partner's
+        word, nor its echo (tale after tail, forever after ever)."""
+        return (word not in rule.banned and word in self.enders and self.key_ok(rule, key)
+                and not any(echoes(word, other) for other in rule.banned))
 
     def __len__(self) -> int:
         return len(self.sounds)
@@ -217,7 +219,7 @@ class LineConstraint:
         if memo is None:
             template = self.templates[t]
             memo = self._completable_memo[(t, at)] = any(
-                len(f) <= len(template) - at and fits(f, template, len(template) - len(f)) for f in self._final_patterns)
+                len(f) <= len(template) - at and ends_line(f, template, len(template) - len(f)) for f in self._final_patterns)
         return memo
 
     def _fits_somewhere(self, node: TrieNode, positions) -> bool:
@@ -228,7 +230,8 @@ class LineConstraint:
                     continue
                 end = at + len(pattern)
                 if end == len(template):
-                    if any(self._key_ok(k) for k in node.final_reach.get(pattern, ())) and self._final_below(node, pattern):
+                    if (ends_line(pattern, template, at) and any(self._key_ok(k) for k in node.final_reach.get(pattern, ()))
+                            and self._final_below(node, pattern)):
                         return True
                 elif self._completable(t, end):
                     return True
@@ -236,7 +239,7 @@ class LineConstraint:
 
     def _final_below(self, node: TrieNode, pattern: str) -> bool:
         """Is there a word at or below `node` that may end this line with `pattern`? The reach
-        summary says yes for some key; only the partners' own words (banned) can make it wrong."""
+        summary says yes for some key; only the partners' own words (banned) and their echoes can make it wrong."""
         if not self.rule.banned:
             return True
         memo = self._final_memo.get((id(node), pattern))
@@ -259,7 +262,7 @@ class LineConstraint:
                 if not fits(s.pattern, template, at):
                     continue
                 end = at + len(s.pattern)
-                if end == len(template) and self._final_ok(word, s.rhyme):
+                if end == len(template) and ends_line(s.pattern, template, at) and self._final_ok(word, s.rhyme):
                     out.add((t, end))
                 elif end < len(template) and self._completable(t, end):
                     out.add((t, end))

@@ -7,7 +7,8 @@ stress pattern into one rule each (a letter trie, so the grammar stays small and
 follows few alternatives at once); a rule per place in the line (what is left of the meter
 template) says which patterns may come next, and only places from which the line can still be
 finished are written. Rules are named by what is left of the template, so templates that end
-alike share them. The last word comes from its own groups, filtered by the rhyme rule. The first
+alike share them. The last word comes from its own groups, filtered by the rhyme rule, and only where its rhyme
+falls on a stressed place (prosody.ends_line). The first
 word is capitalised; , ; : may follow a word with three syllables or more still to come; . ! ?
 only at the end; the line ends with a newline. So every string of the grammar scans (scan.py)
 and ends on a word the rhyme rule allows.
@@ -22,7 +23,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from storyloom.modes.poetry.constrain import Lexicon, RhymeRule
-from storyloom.modes.poetry.prosody import fits
+from storyloom.modes.poetry.prosody import ends_line, fits
 
 ROOM_FOR_PUNCTUATION = 3  # as constrain.py: no comma just before the last word or two
 
@@ -114,30 +115,55 @@ def _patterns(lexicon: Lexicon, final: RhymeRule | None) -> dict[str, frozenset[
     return {p: frozenset(ws) for p, ws in out.items()}
 
 
+@lru_cache(maxsize=4)
+def _mid_patterns(lexicon: Lexicon) -> dict[str, frozenset[str]]:
+    return _patterns(lexicon, None)
+
+
+@lru_cache(maxsize=256)
+def _mid_words(lexicon: Lexicon, span: str) -> frozenset[str]:
+    """Words with a pronunciation that fits exactly this stretch of the template."""
+    return frozenset().union(*(ws for p, ws in _mid_patterns(lexicon).items() if len(p) == len(span) and fits(p, span, 0)))
+
+
 class _Compiler:
+    """Places are what is left of a template; from each, a word covers the next `span` of it. Words
+    are grouped by the span they fit (one group for every span, shared by all places and lines)."""
+
     def __init__(self, lexicon: Lexicon, rule: RhymeRule):
-        self.mid = _mid_patterns(lexicon)
+        self.lexicon = lexicon
         self.final = _patterns(lexicon, rule)
-        self.places: dict[str, list[tuple[str, str | None]]] = {}  # template left -> (pattern, then)
-        self.used: dict[str, bool] = {}  # group rule name -> capitalised form needed too
+        self.places: dict[str, list[tuple[str, str | None]]] = {}  # place -> (span, the place after or None)
+        self.groups: dict[frozenset[str], str] = {}  # words -> the group rule's name
+        self.capital: set[str] = set()  # groups needed capitalised too
+
+    def final_words(self, span: str) -> frozenset[str]:
+        return frozenset().union(*(ws for p, ws in self.final.items() if ends_line(p, span, 0)))
 
     def alternatives(self, left: str) -> list[tuple[str, str | None]]:
-        """The ways on from a place: (mid pattern, what is left after it) or (final pattern, None);
-        empty when no word sequence finishes the line from here."""
+        """The ways on from a place: (span, the place after it) for a word mid-line, (span, None) for
+        the last word; empty when no word sequence finishes the line from here."""
         if left not in self.places:
             out: list[tuple[str, str | None]] = []
-            for p in self.final:
-                if len(p) == len(left) and fits(p, left, 0):
-                    out.append((p, None))
-            for p in self.mid:
-                if len(p) < len(left) and fits(p, left, 0) and self.alternatives(left[len(p):]):
-                    out.append((p, left[len(p):]))
-            self.places[left] = sorted(out, key=lambda a: (a[1] is None, a[0]))
+            for n in range(1, len(left) + 1):
+                span = left[:n]
+                if n == len(left):
+                    if self.final_words(span):
+                        out.append((span, None))
+                elif _mid_words(self.lexicon, span) and self.alternatives(left[n:]):
+                    out.append((span, left[n:]))
+            self.places[left] = out
         return self.places[left]
+
+    def group(self, words: frozenset[str], name: str, first: bool) -> str:
+        name = self.groups.setdefault(words, name)  # spans with the same words share one rule
+        if first:
+            self.capital.add(name)
+        return _capital(name) if first else name
 
     def place_rules(self, templates: tuple[str, ...]) -> tuple[list[str], list[str]]:
         starts = [t for t in dict.fromkeys(templates) if self.alternatives(t)]
-        rules, todo, done = [], [(t, True) for t in starts], set()
+        rules, todo, done = [], [(t, True) for t in reversed(starts)], set()
         while todo:
             left, first = todo.pop()
             name = ("line-" if first else "at-") + left
@@ -145,26 +171,19 @@ class _Compiler:
                 continue
             done.add(name)
             alts = []
-            for pattern, then in self.alternatives(left):
-                group = ("w-" if then is not None else "f-") + pattern
-                self.used[group] = self.used.get(group, False) or first
-                word = _capital(group) if first else group
+            for span, then in self.alternatives(left):
                 if then is None:
-                    alts.append(word)
+                    alts.append(self.group(self.final_words(span), "f-" + span, first))
                 else:
+                    word = self.group(_mid_words(self.lexicon, span), "w-" + span, first)
                     alts.append(f"{word} {'sep' if len(then) >= ROOM_FOR_PUNCTUATION else 'sp'} at-{then}")
                     todo.append((then, False))
             rules.append(f"{name} ::= " + " | ".join(alts))
         return ["line-" + t for t in starts], rules
 
 
-@lru_cache(maxsize=4)
-def _mid_patterns(lexicon: Lexicon) -> dict[str, frozenset[str]]:
-    return _patterns(lexicon, None)
-
-
 @lru_cache(maxsize=64)
-def _group_text(lexicon: Lexicon, name: str, words: frozenset[str], capital: bool) -> str:
+def _group_text(name: str, words: frozenset[str], capital: bool) -> str:
     return "\n".join(_group_rules(name, words, capital))
 
 
@@ -176,8 +195,6 @@ def line_grammar(lexicon: Lexicon, templates: tuple[str, ...], rule: RhymeRule =
         return None
     out = ["root ::= " + ("(" + " | ".join(starts) + ")" if len(starts) > 1 else starts[0]) + ' [.!?]? "\\n"',
            'sp ::= " "', 'sep ::= [,;:]? " "', *places]
-    for group, capital in sorted(compiler.used.items()):
-        kind, pattern = group.split("-", 1)
-        words = (compiler.mid if kind == "w" else compiler.final)[pattern]
-        out.append(_group_text(lexicon, group, words, capital))
+    for words, name in sorted(compiler.groups.items(), key=lambda item: item[1]):
+        out.append(_group_text(name, words, name in compiler.capital))
     return "\n".join(out) + "\n"
