@@ -114,6 +114,12 @@ def test_word_groups_are_shared_so_the_grammar_grows_with_places_not_words():
     assert len(sonnet.encode()) < 300_000
 
 
+def test_the_grammar_path_leaves_out_names_as_the_local_decoder_does():
+    lex = default_lexicon()
+    assert {"rome", "jake", "june"} & set(lex.sounds) == set()
+    assert {"sea", "morning", "beautiful", "remember"} <= set(lex.sounds)
+
+
 def test_quotes_and_backslashes_in_words_are_escaped():
     lex = Lexicon(["o'er", "the", "sea"])
     lex.sounds['say"'] = prosody.sounds("say")  # a crafted word no dictionary has

@@ -18,6 +18,7 @@ from typing import Iterable
 import pronouncing
 
 from storyloom.modes.poetry.prosody import Sound, echoes, ends_line, fits, sounds
+from storyloom.paths import assets_dir
 
 MAX_WORD_TOKENS = 2  # words spelled by at most this many tokens (" beautiful" is 1, " whispering" 2)
 MIN_PARTNERS = 4  # a line that opens a rhyme group ends on a word with at least this many partners
@@ -112,9 +113,18 @@ def usable_words(words: Iterable[str] | None = None) -> list[str]:
 
 
 @lru_cache(maxsize=1)
+def names() -> frozenset[str]:
+    """Dictionary words that are mostly names (assets/poetry_names.txt says how they were found)."""
+    text = (assets_dir() / "poetry_names.txt").read_text(encoding="utf-8")
+    return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+
+
+@lru_cache(maxsize=1)
 def default_lexicon() -> Lexicon:
-    """The lexicon of a model whose tokenizer StoryLoom cannot see (a grammar path)."""
-    return Lexicon(usable_words())
+    """The lexicon of a model whose tokenizer StoryLoom cannot see (a grammar path): the local
+    decoder's words, less the names its tokenizer test would have found."""
+    skip = names()
+    return Lexicon(w for w in usable_words() if w not in skip)
 
 
 class Vocabulary(Lexicon):
