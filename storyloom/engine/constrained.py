@@ -35,10 +35,7 @@ class ConstrainedDecoder(Protocol):
 def steers_tokens(generator) -> bool:
     """Can a ConstrainedDecoder pick every token of this generator? (The one place that asks.)"""
     caps = getattr(generator, "capabilities", None)
-    if caps is not None and caps.token_steering:
-        return True
-    # Until every local backend declares token_steering: a local model has a decode state.
-    return hasattr(generator, "decode_state") and hasattr(generator, "tokenizer")
+    return bool(caps is not None and caps.token_steering)
 
 
 def open_decoder(generator, text: str, seed: int | None = None) -> ConstrainedDecoder:
@@ -46,6 +43,6 @@ def open_decoder(generator, text: str, seed: int | None = None) -> ConstrainedDe
     make = getattr(generator, "constrained_decoder", None)
     if make is not None:
         return make(text, seed)
-    # A local backend that does not offer one yet: build it on its decode state. Looked up at run
-    # time, so importing this module (as modes do) never loads torch.
+    # A local backend that does not offer one itself (TransformersGenerator, for now): build it on
+    # its decode state. Looked up at run time, so importing this module (as modes do) loads no torch.
     return import_module("storyloom.engine.torch_decoder").TorchDecoder(generator, text, seed)

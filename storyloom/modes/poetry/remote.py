@@ -43,9 +43,11 @@ class GrammarWriter:
         self.text = mark + "\n"
 
     def _ask(self, prompt: str, n: int, grammar: str, settings: SamplerSettings, cancel: _Until) -> list[str]:
-        """n lines under the grammar: one batched request when the backend batches with a grammar."""
-        gen = self.generator
-        if n > 1 and gen.capabilities.batch and "grammar" in inspect.signature(gen.candidates).parameters:
+        """n lines under the grammar: at once where the backend batches or serves requests side by
+        side (and its candidates() takes a grammar), else one after the other."""
+        gen, caps = self.generator, self.generator.capabilities
+        at_once = caps.batch or getattr(caps, "parallel", 1) > 1
+        if n > 1 and at_once and "grammar" in inspect.signature(gen.candidates).parameters:
             return gen.candidates(prompt, n, settings.with_(seed=self.rng.randrange(2**31)), cancel, grammar=grammar)
         out = []
         for _ in range(n):
