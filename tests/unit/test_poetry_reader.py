@@ -10,7 +10,7 @@ import pytest
 from storyloom import StoryloomError
 from storyloom.modes.poetry import prosody
 from storyloom.modes.poetry.bench import reader_checks
-from storyloom.modes.poetry.compose import Poem, PoemLine, compose, rewrite_line
+from storyloom.modes.poetry.compose import Poem, PoemLine, compose, rewrite_line, rule_for
 from storyloom.modes.poetry.constrain import LineConstraint, Lexicon, RhymeRule, Vocabulary
 from storyloom.modes.poetry.forms import get_form, resolve_form
 from storyloom.modes.poetry.grammar import line_grammar
@@ -116,10 +116,15 @@ def test_the_bench_counts_what_a_reader_would_not_keep():
     old = ["In the depths of the blue, where did the sea", "Not in the sun no more, nor on land free?",
            "The ocean is not one.", "A creature born from none.", "That would be me: a giant man with three."]
     checks = reader_checks(Poem(limerick, "the sea", [PoemLine(t, True) for t in old]))
-    assert checks == {"rhymes_on_weak_syllables": 5, "echo_rhymes": 0}
+    assert checks == {"rhymes_on_weak_syllables": 5, "echo_rhymes": 0, "repeated_line_ends": 0}
     echo = ["There once was a man from the sea", "Who wanted to swim and to see", "He went for a dip",
             "And lost his big ship", "And now he is happy as me"]
     assert reader_checks(Poem(limerick, "x", [PoemLine(t, True) for t in echo]))["echo_rhymes"] == 1
+    ballad = get_form("ballad")  # ABCB DEFE: line 5 (D) ends on line 1's word
+    again = ["The river ran beside the hill", "And every child was free", "The morning sun was bright and warm",
+             "And golden was the sea", "The river ran beside the hill", "And every child was me",
+             "The evening sun was low and gold", "And silver was the tree"]
+    assert reader_checks(Poem(ballad, "x", [PoemLine(t, True) for t in again]))["repeated_line_ends"] == 1
 
 
 @pytest.mark.parametrize("form", ["couplets", "limerick"])
@@ -131,7 +136,17 @@ def test_poems_the_tiny_model_writes_pass_the_reader_checks(tiny, form):
     finally:
         del tiny._poetry_vocab
     assert poem.complete and scan_poem(poem.text, poem.form).ok
-    assert reader_checks(poem) == {"rhymes_on_weak_syllables": 0, "echo_rhymes": 0}
+    assert reader_checks(poem) == {"rhymes_on_weak_syllables": 0, "echo_rhymes": 0, "repeated_line_ends": 0}
+
+
+def test_no_line_ends_on_a_word_another_line_already_ends_on():
+    ballad = get_form("ballad")
+    finals = ["hill", "free", "warm", "sea", None]
+    rule = rule_for(ballad, 4, finals)  # line 5 opens group D
+    assert rule.used == {"hill", "free", "warm", "sea"}
+    lex = Lexicon(SMALL + ["hill", "still", "warm", "until", "will"])
+    assert not lex.final_ok(rule, "hill", "IH L") and lex.final_ok(rule, "still", "IH L")
+    assert rule_for(ballad, 3, finals).banned == {"free"} and "sea" not in rule_for(ballad, 3, finals).used
 
 
 # -- clear errors ---------------------------------------------------------------------------------

@@ -42,15 +42,21 @@ def shakespeare(path: Path = SHAKESPEARE) -> dict:
             "share_of_scorable": round(passing / len(scorable), 3) if scorable else None}
 
 
-READER_CHECKS = ("rhymes_on_weak_syllables", "echo_rhymes")
+READER_CHECKS = ("rhymes_on_weak_syllables", "echo_rhymes", "repeated_line_ends")
 
 
 def reader_checks(poem) -> dict:
     """What a reader would not keep, counted apart from the scanner's verdict (each should be 0):
     lines that scan only with the rhyme on a weak syllable (a one-syllable word tacked on as the
-    extra weak syllable, say), and rhyme pairs that echo (tale/tail, ever/forever)."""
+    extra weak syllable, say), rhyme pairs that echo (tale/tail, ever/forever), and lines ending
+    on a word (or its echo) that a line of another rhyme group already ended on."""
     form, lines = poem.form, poem.lines
-    weak = echo = 0
+    weak = echo = repeated = 0
+    ends = [last_word(line.text) if line.ok else "" for line in lines]
+    for i, end in enumerate(ends):
+        if end and any(other and form.letters[j] != form.letters[i] and (other == end or echoes(other, end))
+                       for j, other in enumerate(ends[:i])):
+            repeated += 1
     for i, line in enumerate(lines):
         if not line.ok:
             continue
@@ -60,7 +66,7 @@ def reader_checks(poem) -> dict:
         partners = form.partners(i)
         if partners and lines[partners[0]].ok and echoes(last_word(lines[partners[0]].text), last_word(line.text)):
             echo += 1
-    return {"rhymes_on_weak_syllables": weak, "echo_rhymes": echo}
+    return {"rhymes_on_weak_syllables": weak, "echo_rhymes": echo, "repeated_line_ends": repeated}
 
 
 def grammar_sizes() -> dict:

@@ -104,15 +104,17 @@ def poem_prompt(generator, form: Form, topic: str, style: str = "") -> str:
 
 
 def rule_for(form: Form, line: int, finals: list[str | None], later: bool = True) -> RhymeRule:
-    """The rhyme rule of `line` given the last words of the other lines (None: not written)."""
+    """The rhyme rule of `line` given the last words of the other lines (None: not written). No
+    line ends on a word another line already ends on (a rhyme word said twice is no rhyme)."""
     group = [finals[j] for j, letter in enumerate(form.letters)
              if letter == form.letters[line] and j != line and j < len(finals) and finals[j]]
+    used = frozenset(f for j, f in enumerate(finals) if f and j != line) - set(group)
     if group:
         keys = set.intersection(*(rhyme_keys(w) for w in group)) or set.union(*(rhyme_keys(w) for w in group))
-        return RhymeRule(frozenset(keys), frozenset(group))
+        return RhymeRule(frozenset(keys), frozenset(group), used=used)
     if later and form.rhymed_later(line):
-        return RhymeRule(partners=MIN_PARTNERS)
-    return RhymeRule()
+        return RhymeRule(partners=MIN_PARTNERS, used=used)
+    return RhymeRule(used=used)
 
 
 def verifier(form: Form, index: int, finals: list[str | None]) -> Callable[[str], bool]:

@@ -17,7 +17,7 @@ from typing import Iterable
 
 import pronouncing
 
-from storyloom.modes.poetry.prosody import Sound, echoes, ends_line, fits, sounds
+from storyloom.modes.poetry.prosody import Sound, echoes, ends_line, fits, rhyme_keys, sounds
 from storyloom.paths import assets_dir
 
 MAX_WORD_TOKENS = 2  # words spelled by at most this many tokens (" beautiful" is 1, " whispering" 2)
@@ -72,6 +72,17 @@ class RhymeRule:
     keys: frozenset[str] | None = None
     banned: frozenset[str] = frozenset()
     partners: int = 0
+    used: frozenset[str] = frozenset()  # the other lines' last words: never again, nor their echoes
+
+
+@lru_cache(maxsize=256)
+def _echo_risks(rule: RhymeRule) -> dict[str, tuple[str, ...]]:
+    """Rhyme key -> the rule's partner and used words with that key (only those can be echoed)."""
+    out: dict[str, list[str]] = {}
+    for word in sorted(rule.banned | rule.used):
+        for key in rhyme_keys(word):
+            out.setdefault(key, []).append(word)
+    return {k: tuple(v) for k, v in out.items()}
 
 
 class Lexicon:
@@ -99,9 +110,10 @@ class Lexicon:
 
     def final_ok(self, rule: RhymeRule, word: str, key: str) -> bool:
         """May `word`, pronounced with rhyme `key`, end a line under `rule`? Never a partner's
-        word, nor its echo (tale after tail, forever after ever)."""
-        return (word not in rule.banned and word in self.enders and self.key_ok(rule, key)
-                and not any(echoes(word, other) for other in rule.banned))
+        word or a word another line ends on, nor their echoes (tale after tail, forever after ever)."""
+        if word in rule.banned or word in rule.used or word not in self.enders or not self.key_ok(rule, key):
+            return False
+        return not any(echoes(word, other) for other in _echo_risks(rule).get(key, ()))
 
     def __len__(self) -> int:
         return len(self.sounds)
@@ -249,8 +261,9 @@ class LineConstraint:
 
     def _final_below(self, node: TrieNode, pattern: str) -> bool:
         """Is there a word at or below `node` that may end this line with `pattern`? The reach
-        summary says yes for some key; only the partners' own words (banned) and their echoes can make it wrong."""
-        if not self.rule.banned:
+        summary says yes for some key; only words the rule rules out (banned, used, their echoes) can
+        make it wrong."""
+        if not (self.rule.banned or self.rule.used):
             return True
         memo = self._final_memo.get((id(node), pattern))
         if memo is None:
