@@ -220,7 +220,7 @@ def _prepare(generator):
     raise StoryloomError(cannot_constrain(generator))
 
 
-def _check_time_cap(time_cap: float) -> None:
+def check_time_cap(time_cap: float) -> None:
     if not time_cap > 0:  # also NaN
         raise StoryloomError(f"The time cap must be more than 0 seconds (got {time_cap:g}).")
 
@@ -230,7 +230,7 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
             cancel=None, style: str = "") -> Poem:
     """Write a poem of `form` about `topic`. `on_line(i, line)` reports each line as it is made
     (line None: line i was taken back to be rewritten)."""
-    _check_time_cap(time_cap)
+    check_time_cap(time_cap)
     prepared = _prepare(generator)
     started = time.monotonic()
     deadline = started + time_cap
@@ -283,7 +283,7 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
 def rewrite_line(generator, poem: Poem, index: int, seed: int | None = None, time_cap: float = 30.0,
                  settings: SamplerSettings = POEM_SETTINGS, cancel=None) -> PoemLine | None:
     """A new version of one line that still scans and rhymes with the rest (None if none was found)."""
-    _check_time_cap(time_cap)
+    check_time_cap(time_cap)
     prepared = _prepare(generator)
     deadline = time.monotonic() + time_cap
     before = "".join(line.text + "\n" for line in poem.lines[:index])

@@ -134,7 +134,7 @@ def resolve_form(key: str, scheme: str | None = None, meter: str | None = None, 
     form = get_form(key)
     if (meter is not None and meter != form.meter) or (feet is not None and set(form.feet) != {feet}):
         # a named form is its meter: a sonnet in trochees is some other form, so say how to make one
-        raise StoryloomError(f"A {form.name.lower()} is {shape(form)}; for another meter or length, use "
+        raise StoryloomError(f"The {form.name} form is {shape(form)}; for another meter or length, use "
                              f"--form custom --scheme {form.scheme.replace(' ', '')} with --meter and --feet.")
     return form
 

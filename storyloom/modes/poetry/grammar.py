@@ -3,20 +3,22 @@ StoryLoom pick each token (llama.cpp's server, llama-cpp-python, vLLM's structur
 
 The grammar is built from the same lexicon as the token-level constraint (constrain.py): every
 pronunciation of every word, the rhyme keys, the rules for the last word. Words are grouped by
-stress pattern into one rule each (a letter trie, so the grammar stays small and the matcher
-follows few alternatives at once); a rule per place in the line (what is left of the meter
-template) says which patterns may come next, and only places from which the line can still be
-finished are written. Rules are named by what is left of the template, so templates that end
-alike share them. The last word comes from its own groups, filtered by the rhyme rule, and only where its rhyme
-falls on a stressed place (prosody.ends_line). The first
-word is capitalised; , ; : may follow a word with three syllables or more still to come; . ! ?
-only at the end; the line ends with a newline. So every string of the grammar scans (scan.py)
-and ends on a word the rhyme rule allows.
+the stretch of meter they can cover (w-01: the words that can stand on weak-strong, whatever
+their own pattern: away, the sea's "x1"...), each group one rule written as a letter trie, shared
+by every place and every line (spans with the same words share one rule: one-syllable words fit
+weak and strong alike). A rule per place (what is left of the template) lists the few spans a
+word may cover next; only places from which the line can still be finished are written, and
+templates that end alike share them. So the grammar grows with places times spans, not with
+words, and llama.cpp follows few alternatives at once. The last word comes from its own groups,
+filtered by the rhyme rule, and only where its rhyme falls on a stressed place
+(prosody.ends_line). The first word is capitalised; , ; : may follow a word with three syllables
+or more still to come; . ! ? only at the end; the line ends with a newline. So every string of
+the grammar scans (scan.py) and ends on a word the rhyme rule allows.
 
-  root      ::= ( line-0101010101 | line-01010101010 ) [.!?]? "\\n"
-  line-...  ::= c-01 sep at-01010101 | c-x sp at-101010101 | ...
-  at-...    ::= w-010 sep at-1010101 | ... | f-01
-  w-010     ::= "a" w-010-a | "b" w-010-b | ...    c-010 ::= "A" w-010-a | ...
+  root           ::= (line-0101010101 | line-01010101010) [.!?]? "\n"
+  line-01010101  ::= cw-0 sep at-1010101 | cw-01 sep at-010101 | ... | cw-0101010 sp at-1
+  at-01          ::= w-0 sp at-1 | f-01
+  w-01           ::= "a" w-01-a | "b" w-01-b | ...      cw-01 ::= "A" w-01-a | "B" w-01-b | ...
 """
 from __future__ import annotations
 
