@@ -229,7 +229,7 @@ def llama():
     from storyloom.engine import default_model
 
     gguf = default_model.gguf_file()
-    return LlamaCppGenerator(gguf, gguf.parent / gguf.name.split(".")[0])
+    return LlamaCppGenerator(gguf, default_model.converted_dir())  # its chat template, from its tokenizer
 
 
 @pytest.mark.real_model
