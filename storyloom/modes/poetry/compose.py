@@ -1,7 +1,9 @@
 """Writing a poem under the constraints: line by line, retrying and backtracking.
 
 Each line is sampled token by token from the model with only the allowed tokens open (see
-constrain.py). A line that paints itself into a corner (no token allowed, or too long) is
+constrain.py; the engine's ConstrainedDecoder does the sampling), or, on an engine that cannot
+be steered token by token but follows a grammar, asked for under the line's grammar (remote.py).
+Every line is checked by the scanner before it is kept. A line that paints itself into a corner (no token allowed, or too long) is
 written again from its start (the KV cache is cut back, never shared); after several failed
 tries the previous line is rewritten too, since its rhyme word may be the trouble. A poem
 ends within its time cap; a line that could not be completed is reported, never shipped as if
@@ -9,19 +11,17 @@ it scanned.
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import torch
-
 from storyloom import StoryloomError
-from storyloom.engine.logits import choose_next
+from storyloom.engine.constrained import open_decoder, steers_tokens
 from storyloom.engine.sampling import SamplerSettings
-from storyloom.modes.poetry.constrain import MIN_PARTNERS, LineConstraint, RhymeRule, Vocabulary
+from storyloom.modes.poetry.constrain import MIN_PARTNERS, LineConstraint, RhymeRule, Vocabulary, default_lexicon
 from storyloom.modes.poetry.forms import Form
-from storyloom.modes.poetry.prosody import rhyme_keys, words_of
+from storyloom.modes.poetry.prosody import rhyme_keys, rhymes, words_of
+from storyloom.modes.poetry.scan import last_word, scan_line
 
 LINE_TRIES = 6
 LINE_CANDIDATES = 3  # whole lines sampled per line; the one the model finds likeliest is kept
@@ -79,13 +79,17 @@ class Poem:
         return sum(line.logprob for line in self.lines) / tokens if tokens else float("-inf")
 
 
+def cannot_constrain(generator) -> str:
+    return (f"{generator.name} can neither follow a grammar nor let StoryLoom pick each token, so it cannot "
+            "write poems that provably scan; use the local model or a llama.cpp or vLLM server.")
+
+
 def vocabulary_for(generator) -> Vocabulary:
     """The generator's word trie (built once, then kept on the generator)."""
     vocab = getattr(generator, "_poetry_vocab", None)
     if vocab is None:
-        if not hasattr(generator, "tokenizer") or not hasattr(generator, "decode_state"):
-            raise StoryloomError("Constrained poetry needs a local model (a transformers folder, a GGUF file "
-                                 "or the default model): it steers every token.")
+        if not steers_tokens(generator):
+            raise StoryloomError(cannot_constrain(generator))
         vocab = generator._poetry_vocab = Vocabulary(generator.tokenizer)
     return vocab
 
@@ -100,97 +104,125 @@ def poem_prompt(generator, form: Form, topic: str, style: str = "") -> str:
 
 
 def rule_for(form: Form, line: int, finals: list[str | None], later: bool = True) -> RhymeRule:
-    """The rhyme rule of `line` given the last words of the other lines (None: not written)."""
+    """The rhyme rule of `line` given the last words of the other lines (None: not written). No
+    line ends on a word another line already ends on (a rhyme word said twice is no rhyme)."""
     group = [finals[j] for j, letter in enumerate(form.letters)
              if letter == form.letters[line] and j != line and j < len(finals) and finals[j]]
+    used = frozenset(f for j, f in enumerate(finals) if f and j != line) - set(group)
     if group:
         keys = set.intersection(*(rhyme_keys(w) for w in group)) or set.union(*(rhyme_keys(w) for w in group))
-        return RhymeRule(frozenset(keys), frozenset(group))
+        return RhymeRule(frozenset(keys), frozenset(group), used=used)
     if later and form.rhymed_later(line):
-        return RhymeRule(partners=MIN_PARTNERS)
-    return RhymeRule()
+        return RhymeRule(partners=MIN_PARTNERS, used=used)
+    return RhymeRule(used=used)
 
 
-class _Decoder:
-    """The model's state over prompt + poem so far (the generator's DecodeState), with marks to
-    rewind to and the poem's tokens for the repetition penalty."""
+def verifier(form: Form, index: int, finals: list[str | None]) -> Callable[[str], bool]:
+    """Does a line at `index` pass the scanner (`storyloom scan`): its meter, and its rhyme with
+    the first line of its group (or, for that first line, with the group's other lines)?"""
+    templates = form.templates(index)
+    group = [j for j, letter in enumerate(form.letters) if letter == form.letters[index]]
+    others = [finals[j] for j in group if j != index and j < len(finals) and finals[j]]
+    first = finals[group[0]] if group[0] != index and group[0] < len(finals) else None
 
-    def __init__(self, generator, text: str):
-        self.generator = generator
-        self.state = generator.decode_state(generator.encode(text))
-        self.logits = self.state.logits[0]
-        self.history: list[int] = []
-
-    def mark(self) -> tuple[int, torch.Tensor, int]:
-        return self.state.length, self.logits, len(self.history)
-
-    def rewind(self, mark) -> None:
-        length, logits, history = mark
-        self.state.crop(length)
-        self.logits = logits
-        del self.history[history:]
-
-    def step(self, token: int) -> None:
-        self.logits = self.state.feed(torch.tensor([[token]]))[0]
-        self.history.append(token)
+    def ok(text: str) -> bool:
+        if not scan_line(text, templates).meter_ok:
+            return False
+        last = last_word(text)
+        if group[0] != index:
+            return first is None or rhymes(first, last)
+        return all(rhymes(other, last) for other in others)
+    return ok
 
 
-def _write_line(dec: _Decoder, vocab: Vocabulary, templates: tuple[str, ...], rule: RhymeRule,
-                settings: SamplerSettings, rng: torch.Generator, deadline: float, cancel) -> PoemLine | None:
-    constraint = LineConstraint(vocab, templates, rule)
-    tokens: list[int] = []
-    logprob = 0.0
-    for _ in range(4 * max(len(t) for t in templates) + 12):
-        if time.monotonic() > deadline or (cancel is not None and cancel.is_set()):
+class _TokenWriter:
+    """Lines written token by token by a ConstrainedDecoder under a LineConstraint (the local path)."""
+
+    def __init__(self, generator, vocab: Vocabulary, text: str, seed: int | None):
+        self.vocab = vocab
+        self.dec = open_decoder(generator, text, seed)
+
+    def mark(self):
+        return self.dec.mark()
+
+    def _write(self, templates: tuple[str, ...], rule: RhymeRule, settings: SamplerSettings, deadline: float,
+               cancel) -> PoemLine | None:
+        constraint = LineConstraint(self.vocab, templates, rule)
+        tokens: list[int] = []
+        logprob = 0.0
+        for _ in range(4 * max(len(t) for t in templates) + 12):
+            if time.monotonic() > deadline or (cancel is not None and cancel.is_set()):
+                return None
+            allowed = constraint.allowed()
+            if not allowed:
+                return None  # a corner: the caller writes the line again
+            token, token_logprob = self.dec.sample(allowed, settings)
+            logprob += token_logprob
+            constraint.advance(token)
+            tokens.append(token)
+            self.dec.step(token)
+            if constraint.done:
+                text = self.dec.decode(tokens).strip()
+                return PoemLine(text, True, constraint.last_word, logprob, len(tokens), tokens)
+        return None
+
+    def best_line(self, mark, templates: tuple[str, ...], rule: RhymeRule, verify: Callable[[str], bool],
+                  settings: SamplerSettings, deadline: float, cancel, poem: Poem | None = None,
+                  keep: int = LINE_CANDIDATES, avoid: frozenset[str] = frozenset()) -> PoemLine | None:
+        """Sample up to `keep` complete lines (within LINE_TRIES tries), keep the likeliest under the
+        unconstrained model (a word the constraints forced in scores low), and leave the decoder after it."""
+        found: list[PoemLine] = []
+        for _ in range(LINE_TRIES):
+            self.dec.rewind(mark)
+            if poem is not None:
+                poem.line_tries += 1
+            line = self._write(templates, rule, settings, deadline, cancel)
+            if line is not None and plain(line.text) not in avoid and verify(line.text):  # never the same line twice
+                found.append(line)
+                if len(found) >= keep:
+                    break
+            if time.monotonic() > deadline or (cancel is not None and cancel.is_set()):
+                break
+        if not found:
             return None
-        allowed = constraint.allowed()
-        if not allowed:
-            return None  # a corner: the caller writes the line again
-        logits = dec.logits.float()
-        index = torch.tensor(allowed, dtype=torch.long)
-        masked = torch.full_like(logits, float("-inf"))
-        masked[index] = logits[index]
-        # the penalty looks only at its own window (repetition_range) of the poem so far
-        token = int(choose_next(masked[None], torch.tensor([dec.history], dtype=torch.long), settings, rng)[0])
-        logprob += float(torch.log_softmax(logits, -1)[token])
-        constraint.advance(token)
-        tokens.append(token)
-        dec.step(token)
-        if constraint.done:
-            text = dec.generator.decode(tokens).strip()
-            return PoemLine(text, True, constraint.last_word, logprob, len(tokens), tokens)
-    return None
+        best = max(found, key=lambda line: line.mean_logprob)
+        if best is not found[-1]:  # the decoder holds the last line written: replay the chosen one
+            self.dec.rewind(mark)
+            for token in best.ids:
+                self.dec.step(token)
+        return best
+
+    def skip(self, mark) -> None:
+        """A line that could not be written: an empty line in its place."""
+        self.dec.rewind(mark)
+        if self.vocab.newline is not None:
+            self.dec.step(self.vocab.newline)
 
 
-def _plain(text: str) -> str:
+def plain(text: str) -> str:
     return " ".join(words_of(text))
 
 
-def _best_line(dec: _Decoder, mark, vocab: Vocabulary, templates: tuple[str, ...], rule: RhymeRule,
-               settings: SamplerSettings, rng: torch.Generator, deadline: float, cancel, poem: Poem | None = None,
-               keep: int = LINE_CANDIDATES, avoid: frozenset[str] = frozenset()) -> PoemLine | None:
-    """Sample up to `keep` complete lines (within LINE_TRIES tries), keep the likeliest under the
-    unconstrained model (a word the constraints forced in scores low), and leave the decoder after it."""
-    found: list[PoemLine] = []
-    for _ in range(LINE_TRIES):
-        dec.rewind(mark)
-        if poem is not None:
-            poem.line_tries += 1
-        line = _write_line(dec, vocab, templates, rule, settings, rng, deadline, cancel)
-        if line is not None and _plain(line.text) not in avoid:  # never the same line twice
-            found.append(line)
-            if len(found) >= keep:
-                break
-        if time.monotonic() > deadline or (cancel is not None and cancel.is_set()):
-            break
-    if not found:
-        return None
-    best = max(found, key=lambda line: line.mean_logprob)
-    if best is not found[-1]:  # the decoder holds the last line written: replay the chosen one
-        dec.rewind(mark)
-        for token in best.ids:
-            dec.step(token)
-    return best
+def _writer(generator, text: str, seed: int | None, prepared):
+    if isinstance(prepared, Vocabulary):
+        return _TokenWriter(generator, prepared, text, seed)
+    from storyloom.modes.poetry.remote import GrammarWriter  # it builds on this module
+
+    return GrammarWriter(generator, prepared, text, seed)
+
+
+def _prepare(generator):
+    """What writing needs before the clock starts: the token trie, or the grammar's lexicon."""
+    if steers_tokens(generator):
+        return vocabulary_for(generator)
+    if generator.capabilities.grammar == "gbnf":
+        return default_lexicon()
+    raise StoryloomError(cannot_constrain(generator))
+
+
+def check_time_cap(time_cap: float) -> None:
+    if not time_cap > 0:  # also NaN
+        raise StoryloomError(f"The time cap must be more than 0 seconds (got {time_cap:g}).")
 
 
 def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap: float = TIME_CAP,
@@ -198,11 +230,11 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
             cancel=None, style: str = "") -> Poem:
     """Write a poem of `form` about `topic`. `on_line(i, line)` reports each line as it is made
     (line None: line i was taken back to be rewritten)."""
-    vocab = vocabulary_for(generator)
+    check_time_cap(time_cap)
+    prepared = _prepare(generator)
     started = time.monotonic()
     deadline = started + time_cap
-    rng = torch.Generator().manual_seed(seed if seed is not None else int.from_bytes(os.urandom(7), "little"))
-    dec = _Decoder(generator, poem_prompt(generator, form, topic, style))
+    writer = _writer(generator, poem_prompt(generator, form, topic, style), seed, prepared)
     poem = Poem(form, topic, style=style)
     marks: list = []
     finals: list[str | None] = []
@@ -210,11 +242,11 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
     i = 0
     while i < form.lines:
         if len(marks) <= i:
-            marks.append(dec.mark())
+            marks.append(writer.mark())
         rule = rule_for(form, i, finals)
-        avoid = frozenset(_plain(line.text) for line in poem.lines if line.ok)
-        line = _best_line(dec, marks[i], vocab, form.templates(i), rule, settings, rng, deadline, cancel, poem,
-                          avoid=avoid)
+        avoid = frozenset(plain(line.text) for line in poem.lines if line.ok)
+        line = writer.best_line(marks[i], form.templates(i), rule, verifier(form, i, finals), settings, deadline,
+                                cancel, poem, avoid=avoid)
         if line is not None:
             poem.lines.append(line)
             finals.append(line.last_word)
@@ -242,9 +274,7 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
         finals.append(None)
         if on_line:
             on_line(i, poem.lines[-1])
-        dec.rewind(marks[i])
-        if vocab.newline is not None:
-            dec.step(vocab.newline)
+        writer.skip(marks[i])
         i += 1
     poem.seconds = time.monotonic() - started
     return poem
@@ -253,13 +283,13 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
 def rewrite_line(generator, poem: Poem, index: int, seed: int | None = None, time_cap: float = 30.0,
                  settings: SamplerSettings = POEM_SETTINGS, cancel=None) -> PoemLine | None:
     """A new version of one line that still scans and rhymes with the rest (None if none was found)."""
-    vocab = vocabulary_for(generator)
+    check_time_cap(time_cap)
+    prepared = _prepare(generator)
     deadline = time.monotonic() + time_cap
-    rng = torch.Generator().manual_seed(seed if seed is not None else int.from_bytes(os.urandom(7), "little"))
     before = "".join(line.text + "\n" for line in poem.lines[:index])
-    dec = _Decoder(generator, poem_prompt(generator, poem.form, poem.topic, poem.style) + before)
+    writer = _writer(generator, poem_prompt(generator, poem.form, poem.topic, poem.style) + before, seed, prepared)
     finals = [line.last_word if line.ok else None for line in poem.lines]
     rule = rule_for(poem.form, index, finals, later=False)
-    avoid = frozenset(_plain(line.text) for line in poem.lines if line.ok)  # the old version included
-    return _best_line(dec, dec.mark(), vocab, poem.form.templates(index), rule, settings, rng, deadline, cancel,
-                      avoid=avoid)
+    avoid = frozenset(plain(line.text) for line in poem.lines if line.ok)  # the old version included
+    return writer.best_line(writer.mark(), poem.form.templates(index), rule, verifier(poem.form, index, finals),
+                            settings, deadline, cancel, avoid=avoid)

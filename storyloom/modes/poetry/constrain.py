@@ -17,7 +17,8 @@ from typing import Iterable
 
 import pronouncing
 
-from storyloom.modes.poetry.prosody import Sound, fits, sounds
+from storyloom.modes.poetry.prosody import Sound, echoes, ends_line, fits, rhyme_keys, sounds
+from storyloom.paths import assets_dir
 
 MAX_WORD_TOKENS = 2  # words spelled by at most this many tokens (" beautiful" is 1, " whispering" 2)
 MIN_PARTNERS = 4  # a line that opens a rhyme group ends on a word with at least this many partners
@@ -63,17 +64,90 @@ def default_words() -> tuple[str, ...]:
                  if re.search(r"[aeiouy]", w) and zipf_frequency(w, "en") >= MIN_ZIPF)
 
 
-class Vocabulary:
-    """The words a constrained line may use, as the model's tokenizer spells them."""
+@dataclass(frozen=True)
+class RhymeRule:
+    """What the last word of a line must do: share a key (keys), not be a partner's word
+    (banned), and, for a line that opens a group, have enough partners left (partners)."""
 
-    def __init__(self, tokenizer, words: Iterable[str] | None = None, max_tokens: int = MAX_WORD_TOKENS):
-        words = [w for w in (words if words is not None else default_words()) if sounds(w)]
-        self.tokenizer = tokenizer
-        self.vocab_size = len(tokenizer)
-        self.mid, self.start = TrieNode(), TrieNode()
+    keys: frozenset[str] | None = None
+    banned: frozenset[str] = frozenset()
+    partners: int = 0
+    used: frozenset[str] = frozenset()  # the other lines' last words: never again, nor their echoes
+
+
+@lru_cache(maxsize=256)
+def _echo_risks(rule: RhymeRule) -> dict[str, tuple[str, ...]]:
+    """Rhyme key -> the rule's partner and used words with that key (only those can be echoed)."""
+    out: dict[str, list[str]] = {}
+    for word in sorted(rule.banned | rule.used):
+        for key in rhyme_keys(word):
+            out.setdefault(key, []).append(word)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+class Lexicon:
+    """The words a line may use with their sounds, which of them may end a line, and the rhyme
+    partners of each key: the prosody both the token-level constraint and the grammar use."""
+
+    def __init__(self, words: Iterable[str] = ()):
         self.sounds: dict[str, frozenset[Sound]] = {}
         self.enders: set[str] = set()  # words that may end a line
         self.by_key: dict[str, set[str]] = {}
+        for word in words:
+            self.add(word)
+
+    def add(self, word: str) -> None:
+        self.sounds[word] = sounds(word)
+        if word not in FUNCTION_WORDS and _zipf(word) >= FINAL_MIN_ZIPF:
+            self.enders.add(word)
+            for s in self.sounds[word]:  # rhyme partners, counted among words that may end a line
+                self.by_key.setdefault(s.rhyme, set()).add(word)
+
+    def key_ok(self, rule: RhymeRule, key: str) -> bool:
+        if rule.keys is not None and key not in rule.keys:
+            return False
+        return not rule.partners or len(self.by_key.get(key, ())) > rule.partners
+
+    def final_ok(self, rule: RhymeRule, word: str, key: str) -> bool:
+        """May `word`, pronounced with rhyme `key`, end a line under `rule`? Never a partner's
+        word or a word another line ends on, nor their echoes (tale after tail, forever after ever)."""
+        if word in rule.banned or word in rule.used or word not in self.enders or not self.key_ok(rule, key):
+            return False
+        return not any(echoes(word, other) for other in _echo_risks(rule).get(key, ()))
+
+    def __len__(self) -> int:
+        return len(self.sounds)
+
+
+def usable_words(words: Iterable[str] | None = None) -> list[str]:
+    """The dictionary words a line may use (before any tokenizer's own limits)."""
+    return [w for w in (words if words is not None else default_words()) if sounds(w) and w not in SLANG]
+
+
+@lru_cache(maxsize=1)
+def names() -> frozenset[str]:
+    """Dictionary words that are mostly names (assets/poetry_names.txt says how they were found)."""
+    text = (assets_dir() / "poetry_names.txt").read_text(encoding="utf-8")
+    return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+
+
+@lru_cache(maxsize=1)
+def default_lexicon() -> Lexicon:
+    """The lexicon of a model whose tokenizer StoryLoom cannot see (a grammar path): the local
+    decoder's words, less the names its tokenizer test would have found."""
+    skip = names()
+    return Lexicon(w for w in usable_words() if w not in skip)
+
+
+class Vocabulary(Lexicon):
+    """The words a constrained line may use, as the model's tokenizer spells them."""
+
+    def __init__(self, tokenizer, words: Iterable[str] | None = None, max_tokens: int = MAX_WORD_TOKENS):
+        super().__init__()
+        words = usable_words(words)
+        self.tokenizer = tokenizer
+        self.vocab_size = len(tokenizer)
+        self.mid, self.start = TrieNode(), TrieNode()
         mid_forms = [" I" if w == "i" else " " + w for w in words]
         start_forms = ["I" if w == "i" else w[:1].upper() + w[1:] for w in words]
         mid_ids = tokenizer(mid_forms, add_special_tokens=False)["input_ids"]
@@ -82,13 +156,9 @@ class Vocabulary:
         # is mostly a name: a poem would print it in lowercase.
         name_ids = tokenizer([" " + f for f in start_forms], add_special_tokens=False)["input_ids"]
         for word, m_ids, s_ids, n_ids in zip(words, mid_ids, start_ids, name_ids):
-            if len(m_ids) > max_tokens or word in SLANG or (word != "i" and len(n_ids) < len(m_ids)):
+            if len(m_ids) > max_tokens or (word != "i" and len(n_ids) < len(m_ids)):
                 continue
-            self.sounds[word] = sounds(word)
-            if word not in FUNCTION_WORDS and _zipf(word) >= FINAL_MIN_ZIPF:
-                self.enders.add(word)
-                for s in self.sounds[word]:  # rhyme partners, counted among words that may end a line
-                    self.by_key.setdefault(s.rhyme, set()).add(word)
+            self.add(word)
             self._insert(self.mid, m_ids, word)
             if len(s_ids) <= max_tokens + 1:
                 self._insert(self.start, s_ids, word)
@@ -134,18 +204,6 @@ class Vocabulary:
             node.reach = {p: frozenset(k) for p, k in reach.items()}
             node.final_reach = {p: frozenset(k) for p, k in final.items()}
 
-    def __len__(self) -> int:
-        return len(self.sounds)
-
-
-@dataclass(frozen=True)
-class RhymeRule:
-    """What the last word of a line must do: share a key (keys), not be a partner's word
-    (banned), and, for a line that opens a group, have enough partners left (partners)."""
-
-    keys: frozenset[str] | None = None
-    banned: frozenset[str] = frozenset()
-    partners: int = 0
 
 
 class LineConstraint:
@@ -172,13 +230,10 @@ class LineConstraint:
 
     # rules ------------------------------------------------------------------------------
     def _key_ok(self, key: str) -> bool:
-        rule = self.rule
-        if rule.keys is not None and key not in rule.keys:
-            return False
-        return not rule.partners or len(self.vocab.by_key.get(key, ())) > rule.partners
+        return self.vocab.key_ok(self.rule, key)
 
     def _final_ok(self, word: str, key: str) -> bool:
-        return word not in self.rule.banned and word in self.vocab.enders and self._key_ok(key)
+        return self.vocab.final_ok(self.rule, word, key)
 
     def _completable(self, t: int, at: int) -> bool:
         """Can a rhyming last word still end the line exactly, starting at `at` or later?"""
@@ -186,7 +241,7 @@ class LineConstraint:
         if memo is None:
             template = self.templates[t]
             memo = self._completable_memo[(t, at)] = any(
-                len(f) <= len(template) - at and fits(f, template, len(template) - len(f)) for f in self._final_patterns)
+                len(f) <= len(template) - at and ends_line(f, template, len(template) - len(f)) for f in self._final_patterns)
         return memo
 
     def _fits_somewhere(self, node: TrieNode, positions) -> bool:
@@ -197,7 +252,8 @@ class LineConstraint:
                     continue
                 end = at + len(pattern)
                 if end == len(template):
-                    if any(self._key_ok(k) for k in node.final_reach.get(pattern, ())) and self._final_below(node, pattern):
+                    if (ends_line(pattern, template, at) and any(self._key_ok(k) for k in node.final_reach.get(pattern, ()))
+                            and self._final_below(node, pattern)):
                         return True
                 elif self._completable(t, end):
                     return True
@@ -205,8 +261,9 @@ class LineConstraint:
 
     def _final_below(self, node: TrieNode, pattern: str) -> bool:
         """Is there a word at or below `node` that may end this line with `pattern`? The reach
-        summary says yes for some key; only the partners' own words (banned) can make it wrong."""
-        if not self.rule.banned:
+        summary says yes for some key; only words the rule rules out (banned, used, their echoes) can
+        make it wrong."""
+        if not (self.rule.banned or self.rule.used):
             return True
         memo = self._final_memo.get((id(node), pattern))
         if memo is None:
@@ -228,7 +285,7 @@ class LineConstraint:
                 if not fits(s.pattern, template, at):
                     continue
                 end = at + len(s.pattern)
-                if end == len(template) and self._final_ok(word, s.rhyme):
+                if end == len(template) and ends_line(s.pattern, template, at) and self._final_ok(word, s.rhyme):
                     out.add((t, end))
                 elif end < len(template) and self._completable(t, end):
                     out.add((t, end))

@@ -130,5 +130,20 @@ def resolve_form(key: str, scheme: str | None = None, meter: str | None = None, 
     if key == "custom" or scheme:
         if not scheme:
             raise StoryloomError("A custom form needs --scheme, e.g. --scheme ABAB --meter iambic --feet 4.")
-        return custom_form(scheme, meter or "iambic", feet or 5, feminine)
-    return get_form(key)
+        return custom_form(scheme, meter or "iambic", 5 if feet is None else feet, feminine)
+    form = get_form(key)
+    if (meter is not None and meter != form.meter) or (feet is not None and set(form.feet) != {feet}):
+        # a named form is its meter: a sonnet in trochees is some other form, so say how to make one
+        raise StoryloomError(f"The {form.name} form is {shape(form)}; for another meter or length, use "
+                             f"--form custom --scheme {form.scheme.replace(' ', '')} with --meter and --feet.")
+    return form
+
+
+def shape(form: Form) -> str:
+    """The meter in words: "iambic pentameter", "anapestic, 3/3/2/2/3 feet", "5/7/5 syllables"."""
+    counts = "/".join(str(n) for n in form.feet)
+    if form.meter == "syllabic":
+        return f"{counts} syllables" if len(set(form.feet)) > 1 else f"{form.feet[0]} syllables a line"
+    if len(set(form.feet)) == 1:
+        return f"{form.meter} {FOOT_NAMES.get(form.feet[0], f'{form.feet[0]}-foot')}"
+    return f"{form.meter}, {counts} feet"

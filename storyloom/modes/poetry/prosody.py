@@ -115,9 +115,43 @@ def rhyme_keys(word: str) -> set[str]:
 
 
 def rhymes(a: str, b: str) -> bool:
-    """Two different words sharing a rhyme key (a word never rhymes with itself)."""
+    """Two different words sharing a rhyme key, neither an echo of the other (a word never
+    rhymes with itself, nor with a homophone, nor with a compound that ends in it)."""
     a, b = a.lower().strip("'"), b.lower().strip("'")
-    return a != b and bool(rhyme_keys(a) & rhyme_keys(b))
+    return a != b and bool(rhyme_keys(a) & rhyme_keys(b)) and not echoes(a, b)
+
+
+def _bare(phones: str) -> tuple[str, ...]:
+    return tuple(re.sub(r"\d", "", p) for p in phones.split())
+
+
+@lru_cache(maxsize=65_536)
+def echoes(a: str, b: str) -> bool:
+    """Is one word the other's sound over again: homophones (tale, tail), or a compound ending in
+    the other word, sound and spelling (forever, ever; today, day; midnight, night)?"""
+    a, b = a.lower().strip("'"), b.lower().strip("'")
+    pa, pb = {_bare(p) for p in pronouncing.phones_for_word(a)}, {_bare(p) for p in pronouncing.phones_for_word(b)}
+    if pa & pb:
+        return True
+    (short, ps), (long, pl) = sorted(((a, pa), (b, pb)), key=lambda pair: len(pair[0]))
+    head = long[: len(long) - len(short)]
+    if not long.endswith(short) or not (head in ("a", "i") or len(head) >= 2 and known(head)):
+        return False  # never, ever: "n" is no word; stale, tale: nor is "s"
+    return any(p[len(p) - len(q):] == q for p in pl for q in ps if len(q) < len(p))
+
+
+def rhyme_syllable(pattern: str) -> int:
+    """Where in a word its rhyme starts: the last syllable with any stress (the rhyme key's vowel)."""
+    marked = [i for i, c in enumerate(pattern) if c != "0"]
+    return marked[-1] if marked else len(pattern) - 1
+
+
+def ends_line(pattern: str, template: str, at: int) -> bool:
+    """Can a word of `pattern` at `at` end a line of `template`: it fits, it reaches the end, and
+    its rhyme falls on a syllable the line stresses (so an extra weak syllable at the end holds
+    only the unstressed tail of a longer word, never a one-syllable rhyme word tacked on)."""
+    return (at + len(pattern) == len(template) and fits(pattern, template, at)
+            and template[at + rhyme_syllable(pattern)] != "0")
 
 
 def fits(pattern: str, template: str, at: int) -> bool:

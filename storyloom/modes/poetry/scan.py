@@ -1,16 +1,18 @@
 """The scanner: proves (or refutes) each line's meter and each required rhyme.
 
 A line scans when some choice of pronunciations puts its syllables exactly on one of the
-line's templates under the meter rule in prosody.py. Lines with a word the dictionary does not
+line's templates under the meter rule in prosody.py, with the last word's rhyme on a stressed
+place (prosody.ends_line). Lines with a word the dictionary does not
 know cannot be scored and never pass. A rhyme pair passes when the two final words share a
-rhyme key and are not the same word.
+rhyme key and neither is the other over again (the same word, a homophone, a compound ending in
+it: prosody.echoes).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from storyloom.modes.poetry.forms import Form
-from storyloom.modes.poetry.prosody import fits, rhymes, sounds, words_of
+from storyloom.modes.poetry.prosody import ends_line, fits, rhymes, sounds, words_of
 
 
 @dataclass
@@ -45,7 +47,8 @@ class PoemVerdict:
                 and self.rhyme_pairs_ok == self.rhyme_pairs)
 
 
-def scan_line(text: str, templates: tuple[str, ...]) -> LineVerdict:
+def scan_line(text: str, templates: tuple[str, ...], stressed_rhyme: bool = True) -> LineVerdict:
+    """`stressed_rhyme=False` lets the rhyme fall on a weak syllable (the bench counts what that lets in)."""
     words = words_of(text)
     unknown = [w for w in words if not sounds(w)]
     counts: set[int] = {0}
@@ -56,8 +59,10 @@ def scan_line(text: str, templates: tuple[str, ...]) -> LineVerdict:
         return verdict
     for template in templates:
         reach = {0}  # positions reachable after each word
-        for w in words:
-            reach = {at + len(s.pattern) for at in reach for s in sounds(w) if fits(s.pattern, template, at)}
+        for k, w in enumerate(words):
+            last = k == len(words) - 1  # the rhyme word: its rhyme on a stressed syllable
+            reach = {at + len(s.pattern) for at in reach for s in sounds(w)
+                     if (ends_line(s.pattern, template, at) if last and stressed_rhyme else fits(s.pattern, template, at))}
             if not reach:
                 break
         if len(template) in reach:
