@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float)
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
 
-    poem = sub.add_parser("poem", help="write a poem that scans and rhymes (constrained token by token)")
+    poem = sub.add_parser("poem", help="write a poem that scans and rhymes (constrained token by token, or by a grammar on a server)")
     scan = sub.add_parser("scan", help="check a poem's meter and rhymes line by line; exit status 0 when it passes")
     for p_ in (poem, scan):
         p_.add_argument("--form", default="sonnet", help="sonnet, limerick, ballad, couplets, haiku or custom")
@@ -185,9 +185,10 @@ def _form(args):
 
 def _poem(args) -> int:
     from storyloom.engine import models
-    from storyloom.modes.poetry.compose import compose
+    from storyloom.modes.poetry.compose import check_time_cap, compose
 
     form = _form(args)
+    check_time_cap(args.time_cap)  # before a model loads for nothing
     with _progress() as progress:
         gen = models.load(_model_spec(args), progress)
 

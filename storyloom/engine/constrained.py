@@ -7,7 +7,6 @@ torch. A backend that cannot expose its logits serves the same constraint as a g
 """
 from __future__ import annotations
 
-from importlib import import_module
 from typing import Protocol, Sequence
 
 from storyloom.engine.sampling import SamplerSettings
@@ -41,8 +40,8 @@ def steers_tokens(generator) -> bool:
 def open_decoder(generator, text: str, seed: int | None = None) -> ConstrainedDecoder:
     """A decoder over `text` (the prompt so far), its sampling seeded with `seed` (None: random)."""
     make = getattr(generator, "constrained_decoder", None)
-    if make is not None:
-        return make(text, seed)
-    # A local backend that does not offer one itself (TransformersGenerator, for now): build it on
-    # its decode state. Looked up at run time, so importing this module (as modes do) loads no torch.
-    return import_module("storyloom.engine.torch_decoder").TorchDecoder(generator, text, seed)
+    if make is None:
+        from storyloom import StoryloomError
+
+        raise StoryloomError(f"{generator.name} does not let StoryLoom pick each token.")
+    return make(text, seed)

@@ -118,9 +118,10 @@ class Generator:
 
     def candidates(
         self, prompt: str, n: int, settings: SamplerSettings | None = None, cancel: Cancel | None = None,
-        on_step: Callable[[int], None] | None = None,
+        on_step: Callable[[int], None] | None = None, grammar: str | None = None,
     ) -> list[str]:
-        """n continuations in one batched call; `on_step(k)` after each decoding step (progress)."""
+        """n continuations in one batched call; `on_step(k)` after each decoding step (progress);
+        `grammar` as in stream()."""
         raise NotImplementedError
 
     def score(self, prompt: str, continuation: str) -> float:

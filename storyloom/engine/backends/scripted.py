@@ -59,8 +59,11 @@ class ScriptedGenerator(Generator):
         self.last_stats = GenerationStats(len(prompt.split()), len(pieces), len(pieces) / 100, 0.01)
 
     def candidates(self, prompt: str, n: int, settings: SamplerSettings | None = None,
-                   cancel: Cancel | None = None, on_step: Callable[[int], None] | None = None) -> list[str]:
+                   cancel: Cancel | None = None, on_step: Callable[[int], None] | None = None,
+                   grammar: str | None = None) -> list[str]:
         """The next n queued outputs; one progress step per candidate."""
+        if grammar is not None:
+            self._check_grammar()
         settings = settings or SamplerSettings()
         out = []
         for i in range(n):

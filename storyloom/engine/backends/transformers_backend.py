@@ -185,6 +185,12 @@ class TransformersGenerator(Generator):
                 return
             state.feed(token[:, None])
 
+    def constrained_decoder(self, text: str, seed: int | None = None):
+        """A decoder over `text` whose every token the caller chooses among allowed ones (poetry)."""
+        from storyloom.engine.torch_decoder import TorchDecoder
+
+        return TorchDecoder(self, text, seed)
+
     def decode_state(self, prompt_ids: list[int], batch: int = 1) -> "DecodeState":
         """The prompt run once (its KV cache copied for each of `batch` rows), ready to feed tokens."""
         return DecodeState(self, prompt_ids, batch)
@@ -218,8 +224,10 @@ class TransformersGenerator(Generator):
 
     def candidates(
         self, prompt: str, n: int, settings: SamplerSettings | None = None, cancel: Cancel | None = None,
-        on_step: Callable[[int], None] | None = None,
+        on_step: Callable[[int], None] | None = None, grammar: str | None = None,
     ) -> list[str]:
+        if grammar is not None:
+            self._check_grammar()  # this backend steers tokens itself instead (constrained_decoder)
         settings = settings or SamplerSettings()
         if n < 1:
             raise ValueError("n must be at least 1")

@@ -18,6 +18,7 @@ from typing import Iterable
 import pronouncing
 
 from storyloom.modes.poetry.prosody import Sound, echoes, ends_line, fits, rhyme_keys, sounds
+from storyloom.modes.poetry.wordlist import zipf
 from storyloom.paths import assets_dir
 
 MAX_WORD_TOKENS = 2  # words spelled by at most this many tokens (" beautiful" is 1, " whispering" 2)
@@ -48,20 +49,16 @@ class TrieNode:
 
 
 def _zipf(word: str) -> float:
-    from wordfreq import zipf_frequency
-
-    return zipf_frequency(word, "en")
+    return zipf(word)
 
 
 @lru_cache(maxsize=1)
 def default_words() -> tuple[str, ...]:
     """Common lowercase dictionary words (no abbreviations, no one-letter words but a and i)."""
-    from wordfreq import zipf_frequency
-
     pronouncing.init_cmu()
     seen = dict.fromkeys(w for w, _ in pronouncing.pronunciations)
     return tuple(w for w in seen if re.fullmatch(r"[a-z]{3,}", w) or w in TWO_LETTER
-                 if re.search(r"[aeiouy]", w) and zipf_frequency(w, "en") >= MIN_ZIPF)
+                 if re.search(r"[aeiouy]", w) and zipf(w) >= MIN_ZIPF)
 
 
 @dataclass(frozen=True)

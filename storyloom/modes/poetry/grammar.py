@@ -189,9 +189,9 @@ def _group_text(name: str, words: frozenset[str], capital: bool) -> str:
     return "\n".join(_group_rules(name, words, capital))
 
 
-def line_grammar(lexicon: Lexicon, templates: tuple[str, ...], rule: RhymeRule = RhymeRule()) -> str | None:
+def line_grammar(lexicon: Lexicon, templates: tuple[str, ...], rule: RhymeRule | None = None) -> str | None:
     """The GBNF grammar of one line (None when no line of these words can meet it)."""
-    compiler = _Compiler(lexicon, rule)
+    compiler = _Compiler(lexicon, rule if rule is not None else RhymeRule())
     starts, places = compiler.place_rules(templates)
     if not starts:
         return None

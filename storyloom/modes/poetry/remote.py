@@ -5,7 +5,6 @@ are compose.py's, the same as for the local path.
 """
 from __future__ import annotations
 
-import inspect
 import random
 import time
 from typing import Callable
@@ -47,7 +46,7 @@ class GrammarWriter:
         side (and its candidates() takes a grammar), else one after the other."""
         gen, caps = self.generator, self.generator.capabilities
         at_once = caps.batch or getattr(caps, "parallel", 1) > 1
-        if n > 1 and at_once and "grammar" in inspect.signature(gen.candidates).parameters:
+        if n > 1 and at_once:
             return gen.candidates(prompt, n, settings.with_(seed=self.rng.randrange(2**31)), cancel, grammar=grammar)
         out = []
         for _ in range(n):
