@@ -1,0 +1,453 @@
+"""One judge of model text for every mode: is this something a player or writer should read?
+
+Small models fail in recognisable ways: they answer like a chatbot ("Here's your options"),
+comment on "the story", print menus, timestamps and markdown, speak or decide for the player,
+stop on a colon, fall into chains of fragments, repeat earlier turns, leak the prompt's notes,
+or wander off the scene. Each check below finds one such defect and says why; `judge` adds up
+their costs into a Verdict that ranks candidates (sample-and-rank: the most likely text is not
+the best, so we draw several and keep the best under this judge) and explains itself.
+
+Pure Python, no model: a cost of 1.0 or more fails a text on its own; smaller costs are faults
+that only decide between candidates.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from storyloom.modes.text import SENTENCE_END
+
+FAIL = 1.0
+KINDS = ("narration", "option", "passage")
+
+
+@dataclass(frozen=True)
+class Brief:
+    """What was asked for, and what the text must stay with.
+
+    kind       narration (an adventure turn or a tree outcome, second person), option (a tree
+               action: a short imperative), passage (a co-write turn, any person)
+    scene      the recent story and the player's action: a turn should share words with it
+    earlier    earlier turns a new one must not repeat
+    hidden     prompt parts a reader must never see (notes, primer, premise, instructions)
+    """
+
+    kind: str = "narration"
+    min_words: int = 10
+    max_words: int = 160
+    min_sentences: int = 1
+    scene: str = ""
+    earlier: tuple[str, ...] = ()
+    hidden: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}")
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    why: str
+    cost: float
+
+
+@dataclass
+class Verdict:
+    text: str
+    findings: list[Finding] = field(default_factory=list)
+    relevance: float = 0.0  # share of the text's content words that the scene also has
+
+    @property
+    def penalty(self) -> float:
+        return sum(f.cost for f in self.findings)
+
+    @property
+    def passed(self) -> bool:
+        return self.penalty < FAIL
+
+    @property
+    def quality(self) -> float:
+        """Higher is better: penalties first, then a little credit for staying with the scene."""
+        return -min(self.penalty, 3.0) + 0.3 * min(self.relevance, 0.5)
+
+    def explain(self) -> str:
+        head = "pass" if self.passed else "FAIL"
+        if not self.findings:
+            return f"{head} (relevance {self.relevance:.2f})"
+        parts = "; ".join(f"{f.code} {f.cost:.1f}: {f.why}" for f in self.findings)
+        return f"{head} (penalty {self.penalty:.1f}, relevance {self.relevance:.2f}): {parts}"
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "penalty": round(self.penalty, 2), "relevance": round(self.relevance, 3),
+                "findings": [{"code": f.code, "why": f.why, "cost": f.cost} for f in self.findings]}
+
+
+# -- text pieces --------------------------------------------------------------------------
+_WORD = re.compile(r"[A-Za-z][A-Za-z']*")
+_QUOTED = re.compile(r'"[^"\n]*"|“[^”\n]*”')
+STOPWORDS = frozenset("""
+a about above after again against all also am an and any are as at be because been before being
+below between both but by can could did do does doing down during each even ever every few for
+from further had has have having he her here hers herself him himself his how i if in into is it
+its itself just like made make many me more most much must my myself near never no nor not now of
+off on once only onto or other our ours out over own same she should so some still such than that
+the their theirs them then there these they this those through to too under until up upon us very
+was we were what when where which while who whom why will with would you your yours yourself
+one two back away around again something nothing anything someone there's it's you're you've
+you'll i'm that's can't don't didn't won't seem seems look looks see sees come comes go goes get
+gets take takes know knows feel feels
+""".split())
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text)
+
+
+def outside_quotes(text: str) -> str:
+    """The narration without its dialogue (an open quote runs to the end)."""
+    text = _QUOTED.sub(" ", text)
+    for mark in ('"', "“"):
+        if mark in text:
+            text = text.split(mark, 1)[0]
+    return text
+
+
+def sentences(text: str) -> list[str]:
+    out, start = [], 0
+    for m in SENTENCE_END.finditer(text):
+        piece = text[start:m.end()].strip()
+        if piece:
+            out.append(piece)
+        start = m.end()
+    rest = text[start:].strip()
+    if rest:
+        out.append(rest)
+    return out
+
+
+def _stem(word: str) -> str:
+    return word.lower().strip("'")[:5]
+
+
+def content_stems(text: str) -> set[str]:
+    return {_stem(w) for w in words(text) if len(w) >= 4 and w.lower() not in STOPWORDS}
+
+
+def _grams(ws: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(ws[i:i + n]) for i in range(len(ws) - n + 1)]
+
+
+def _norm_words(text: str) -> list[str]:
+    return [w.lower() for w in words(text)]
+
+
+# -- the checks -----------------------------------------------------------------------------
+def _rx(pattern: str) -> re.Pattern:
+    return re.compile(pattern, re.IGNORECASE | re.MULTILINE)
+
+
+TEMPLATE = _rx(r"<\||\|>|</?s>|\[/?INST\]|^\s*(assistant|user|human|system|ai|bot)\s*:")
+ASSISTANT = _rx(
+    r"\b(as an ai|language model|i'?m sorry,? but|i apologi[sz]e|i (can'?t|cannot) (help|assist|provide|"
+    r"continue|write)|i hope (this|that|you)|feel free|let me know|let me (tell|explain|help|describe)|"
+    r"here(?: is|'s| are) (?:a|an|the|your|some|what|my|how)\b|great (question|choice)|happy to help|"
+    r"i'?d be (happy|glad)|you can (choose|select|pick|type)|please (choose|select|note|let|type|enter)|"
+    r"would you like (to|me)|do you want me|what would you like|you might want to|you could try|"
+    r"if you('d| would) like|i suggest|i recommend|my (response|answer|suggestion)|in summary|"
+    r"to summari[sz]e|in conclusion|overall,|i think you|your (turn|move)\b|good luck|you'?d like|"
+    r"let'?s (begin|start|continue|see|go|get|imagine|think)\b)"
+)
+ASSISTANT_OPENERS = _rx(r"\A\s*(sure|certainly|of course|okay|ok|great|absolutely|alright|yes|no problem)\b[,.!]")
+META = _rx(
+    r"\b(the|this|our|that|your) (conversation|narrative|dialogue|storyline|plot|prompt|response|passage|"
+    r"paragraph|chapter|reader|user|player|narrator|writer|author|roleplay|role-play|character's arc|"
+    r"main character|protagonist|game|scenario)\b|"
+    r"\b(in|of|to|for|into|continue|add to|end) (the|this) story\b|\bthis story\b|\bstory so far\b|"
+    r"\bthe story (continues|goes on|is about|so far|ends)\b|\b(does ?n[o']t|did ?n[o']t|doesn't|didn't) add\b|"
+    r"\badds? nothing\b|\bno room for\b|\b(first|second|third)[- ]person\b|\b(present|past) tense\b|"
+    r"\bthis character\b|\bthe next (scene|part|turn)\b|\bwhat happens next\b"
+)
+MENU_LINE = _rx(r"^\s*(\d{1,2}[.):]|[-*•+]\s|\(?[a-e]\)\s|[a-e]:\s|(option|choice|step)\s*\d)")
+MENU_INLINE = _rx(r"(?:^|\s)1[.)]\s.+?\s2[.)]\s|\b(your|the|these|some|two|three) (options|choices) (are|is)\b|"
+                  r"\b(options|choices)\s*:|\beither\b.{1,60}\bor\b.{1,40}\?|\byou (can|could|may) either\b")
+# A sentence of narration that opens with an order is the model instructing the player.
+INSTRUCTS = _rx(r"(?:^|[.!?]\s+)(tell|choose|decide|describe|write|imagine|remember|try|type|enter|select|pick|"
+                r"continue|consider|note|think about|explain|answer|respond|reply|let us|let's)\s")
+TIMESTAMP = _rx(r"\b\d{1,2}:\d{2}:\d{2}\b|^\s*[-+]?\s*\d{1,2}:\d{2}\b|\[\d{1,2}:\d{2}\]")
+MARKDOWN = _rx(r"\*\*|__|^\s*#{1,6}\s|```|\[[^\]\n]+\]\([^)\n]+\)|^\s*>|\|.*\||https?://|www\.|(?<![\w*])\*[^*\n]+\*")
+# Outside quotes only: the model deciding or speaking for "you".
+FOR_PLAYER = _rx(
+    r"\byou (?:then |quickly |slowly |calmly |also )?(say|said|tell|told|ask|asked|reply|replied|respond|"
+    r"responded|answer|answered|shout|shouted|whisper|whispered|yell|yelled|exclaim|exclaimed|mutter|"
+    r"muttered|decide|decided|choose|chose|agree|agreed|promise|promised|insist|insisted|explain|"
+    r"explained|thank|thanked|suggest|suggested|introduce|introduced|call out|called out|speak|spoke)\b|"
+    r"^\s*you\s*:"
+)
+QUESTION_TO_PLAYER = _rx(r"\b(what|how|where|who) (do|will|would|should|can|did) (you|i|we)\b[^.!?]*\?|"
+                         r"\bwhat now\?|\bwhat next\?|\band then what\?")
+SCRIPT_LINE = re.compile(r"^\s*[A-Z][\w.' ]{0,24}:\s+\S", re.MULTILINE)
+LEAK = _rx(r"\b[A-Z]?\w+ (wrote|writes|said|asked)\s*:|\bi want (a|an|you to)\b|\b(write|give) (me )?(a|an) "
+           r"(story|poem|paragraph|sentence|scene)\b|author'?s note|\bworld info\b|^\s*(memory|premise|title|"
+           r"genre|style|setting|context|note|scenario|summary|instructions?|prompt|story)\s*:|\[[^\]\n]*\]")
+FIRST_PERSON = _rx(r"\b(i|i'm|i've|i'll|i'd|me|my|myself|mine|we|we're|we've|our|us)\b")
+JUNK = _rx(r"[!?]{3,}|(.)\1{5,}|\S{28,}|[\u2600-\u27bf\U0001F300-\U0001FAFF]|#\w")
+
+# Options: what cannot start a short imperative ("Ve got", "Are standing", "The door opens").
+NOT_IMPERATIVE = frozenset("""
+ve re ll d s m t am are is was were be been being have has had having will would shall should can
+could may might must do does did don't doesn't didn't won't can't isn't aren't wasn't weren't
+i you he she it we they me him her us them my your his its our their this that these those there
+here the a an some any no every each all both either neither one as if then when while because so
+but and or nor yet suddenly finally meanwhile now later soon still also just perhaps maybe not
+what who whom whose which where why how
+""".split())
+ING_ED_VERBS = frozenset("bring sing swing sting fling cling ring wring feed heed need bleed breed speed proceed "
+                         "succeed shed wed embed seed weed exceed".split())
+DANGLING_WORDS = frozenset("the a an to and or of with your his her their its at into onto in on for from by "
+                           "as but than that which who my our this these those very".split())
+OUTCOME_IN_OPTION = _rx(r",? but (it|the|he|she|they|nothing|there|you)\b|\byou (see|find|notice|realize|"
+                        r"hear|feel|discover)\b|\b(it|the door) (is|'s) (locked|empty|stuck)\b|\bwhat do you do\b")
+
+
+def _check_common(text: str, brief: Brief, add) -> None:
+    narration = outside_quotes(text)
+    if TEMPLATE.search(text):
+        add("template", "chat or prompt markup in the text", FAIL)
+    m = ASSISTANT.search(narration) or ASSISTANT_OPENERS.search(narration)
+    if m:
+        add("assistant", f"assistant voice: {m.group(0).strip()!r}", FAIL)
+    m = META.search(narration)
+    if m:
+        add("meta", f"talks about the writing, not the world: {m.group(0).strip()!r}", FAIL)
+    lines = [ln for ln in text.split("\n") if ln.strip()]
+    menu = [ln for ln in lines if MENU_LINE.search(ln)]
+    m = MENU_INLINE.search(text)
+    if menu or m:
+        add("menu", f"a menu or numbered options: {(menu[0] if menu else m.group(0)).strip()[:40]!r}", FAIL)
+    m = TIMESTAMP.search(text)
+    if m and m.group(0).strip().lstrip("+-").strip() not in brief.scene:
+        add("timestamp", f"a stray timestamp: {m.group(0).strip()!r}", FAIL)
+    m = MARKDOWN.search(text)
+    if m:
+        add("markdown", f"markup or links: {m.group(0).strip()[:30]!r}", FAIL)
+    scripts = [ln for ln in lines if SCRIPT_LINE.match(ln)]
+    if scripts and brief.kind != "option":
+        add("script", f"script or chat format: {scripts[0].strip()[:40]!r}", FAIL)
+    m = LEAK.search(text)
+    if m:
+        add("leak", f"prompt or note text: {m.group(0).strip()[:40]!r}", FAIL)
+    else:
+        leaked = _leaked(text, brief.hidden)
+        if leaked:
+            add("leak", f"repeats hidden prompt text: {leaked!r}", FAIL)
+    m = JUNK.search(text)
+    if m:
+        add("junk", f"noise: {m.group(0)[:20]!r}", 0.5)
+
+
+def _leaked(text: str, hidden: Sequence[str]) -> str:
+    """A run of words from a hidden part: 5 words, or 2 from a short note (its phrasing is rare)."""
+    ws = _norm_words(text)
+    for h in hidden:
+        theirs = _norm_words(h)
+        n = 2 if len(theirs) <= 12 else 5
+        mine = set(_grams(ws, n))
+        for gram in _grams(theirs, n):
+            if gram in mine and (n > 2 or not set(gram) <= STOPWORDS):
+                return " ".join(gram)
+    return ""
+
+
+def _check_prose(text: str, brief: Brief, add) -> float:
+    """Narration and passages: ending, fragments, repeats, drift, length. Returns relevance."""
+    narration = outside_quotes(text)
+    stripped = text.rstrip()
+    if stripped.endswith((":", ",", ";", "-", "—", "(")):
+        add("dangling", f"ends on {stripped[-1]!r}", FAIL)
+    elif text.count('"') % 2 or text.count("“") > text.count("”"):
+        add("dangling", "a quote is left open", FAIL)
+    elif not SENTENCE_END.search(stripped[-3:] + " ") and not stripped.endswith(("\"", "”", "'")):
+        add("dangling", "does not end a sentence", FAIL)
+    elif stripped.endswith(("...", "…")):
+        add("trailing", "trails off with an ellipsis", 0.4)
+
+    ws = words(text)
+    sents = sentences(text)
+    lines = [ln for ln in text.split("\n") if ln.strip()]
+    short_lines = [ln for ln in lines if len(words(ln)) < 4]
+    short_sents = [s for s in sents if len(words(s)) <= 3]
+    if len(lines) >= 3 and len(short_lines) * 2 >= len(lines):
+        add("fragments", f"{len(short_lines)} of {len(lines)} lines are fragments", FAIL)
+    elif len(sents) >= 3 and len(short_sents) * 5 >= len(sents) * 3:
+        add("fragments", f"{len(short_sents)} of {len(sents)} sentences are fragments", FAIL)
+    elif len(lines) >= 4 and len(lines) * 12 > len(ws):
+        add("fragments", "many short lines", 0.5)
+
+    if len(ws) < brief.min_words:
+        add("length", f"{len(ws)} words, asked for at least {brief.min_words}", FAIL)
+    elif len(ws) > brief.max_words:
+        add("length", f"{len(ws)} words, asked for at most {brief.max_words}", FAIL)
+    if len(sents) < brief.min_sentences:
+        add("length", f"{len(sents)} sentence(s), asked for at least {brief.min_sentences}", FAIL)
+
+    norm = [w.lower() for w in ws]
+    for other in brief.earlier:
+        theirs = _norm_words(other)
+        if len(norm) >= 4 and difflib.SequenceMatcher(None, norm, theirs, autojunk=False).ratio() >= 0.8:
+            add("repeat", "says again what an earlier turn said", FAIL)
+            break
+    else:
+        before = set()
+        for other in brief.earlier:
+            before.update(_grams(_norm_words(other), 4))
+        grams = _grams(norm, 4)
+        if grams:
+            old = sum(g in before for g in grams) / len(grams)
+            if old >= 0.5:
+                add("repeat", f"{old:.0%} of its phrases come from earlier turns", FAIL)
+            elif old >= 0.2:
+                add("repeat", f"{old:.0%} of its phrases come from earlier turns", 0.5)
+    grams = _grams(norm, 4)
+    if len(grams) >= 6:
+        own = 1 - len(set(grams)) / len(grams)
+        if own >= 0.3:
+            add("loop", f"{own:.0%} of its phrases repeat inside it", FAIL)
+        elif own >= 0.12:
+            add("loop", f"{own:.0%} of its phrases repeat inside it", 0.4)
+    seen_sents: set[str] = set()
+    for s in sents:
+        key = " ".join(_norm_words(s))
+        if len(key.split()) >= 3 and key in seen_sents:
+            add("loop", f"a sentence twice: {s[:40]!r}", FAIL)
+            break
+        seen_sents.add(key)
+
+    mine = content_stems(text)
+    relevance = 0.0
+    if brief.scene and mine:
+        shared = mine & content_stems(brief.scene)
+        relevance = len(shared) / len(mine)
+        if len(mine) >= 6 and not shared:
+            add("drift", "shares no word with the scene", FAIL)
+        elif len(mine) >= 10 and relevance < 0.08:
+            add("drift", f"little to do with the scene ({relevance:.0%} shared)", 0.4)
+
+    if brief.kind == "narration":
+        m = FOR_PLAYER.search(narration)
+        if m:
+            add("for-player", f"speaks or decides for the player: {m.group(0).strip()!r}", FAIL)
+        firsts = FIRST_PERSON.findall(narration)
+        if len(firsts) >= 2:
+            add("first-person", f"'{firsts[0]}' outside dialogue: a narrator talking, not the story", FAIL)
+        elif firsts:
+            add("first-person", f"'{firsts[0]}' outside dialogue", 0.5)
+        m = INSTRUCTS.search(narration)
+        if m:
+            add("instructs", f"gives the player orders: {m.group(0).strip()!r}", FAIL)
+        asked = [s for s in sentences(narration) if s.rstrip().endswith("?")]
+        m = QUESTION_TO_PLAYER.search(narration)
+        if asked and len(asked) * 2 >= len(sentences(narration)):
+            add("questions", f"{len(asked)} of its sentences are questions, not narration", FAIL)
+        elif m:
+            add("asks-player", f"asks the player instead of narrating: {m.group(0).strip()!r}", 0.6)
+        elif narration.rstrip().endswith("?"):
+            add("question", "ends on a question", 0.3)
+    return relevance
+
+
+def _check_option(text: str, brief: Brief, add) -> None:
+    ws = words(text)
+    if not ws:
+        add("empty", "no words", FAIL)
+        return
+    first = ws[0].lower()
+    if first in NOT_IMPERATIVE:
+        why = ("a fragment of You've/You're/You'll" if first in ("ve", "re", "ll", "d", "s", "m", "t")
+               else f"starts with {ws[0]!r}: not an action")
+        add("not-action", why, FAIL)
+    elif (first.endswith(("ing", "ed")) and first not in ING_ED_VERBS) or \
+            (first.endswith("s") and not first.endswith(("ss", "us")) and len(first) > 3):
+        add("not-action", f"{ws[0]!r} is not an imperative", FAIL)
+    if not 2 <= len(ws) <= brief.max_words:
+        add("length", f"{len(ws)} words; an option has 2-{brief.max_words}", FAIL)
+    bare = outside_quotes(text)
+    if "?" in bare:
+        add("outcome", "a question, not an action", FAIL)
+    if SENTENCE_END.search(bare.rstrip().rstrip(".!…")):
+        add("outcome", "more than one sentence: an action and its outcome", FAIL)
+    m = OUTCOME_IN_OPTION.search(bare)
+    if m:
+        add("outcome", f"tells what happens: {m.group(0).strip()!r}", FAIL)
+    end = text.rstrip()
+    if end.endswith(("…", "...", ",", ":", ";", "-")) or ws[-1].lower() in DANGLING_WORDS \
+            or not end.endswith((".", "!", '"', "”")):
+        add("cut", "cut off before it ends", FAIL)
+    elif text.count('"') % 2:
+        add("cut", "a quote is left open", FAIL)
+    firsts = FIRST_PERSON.findall(outside_quotes(text))
+    if firsts:
+        add("first-person", f"'{firsts[0]}' in an option", FAIL)
+
+
+def judge(text: str, brief: Brief | None = None) -> Verdict:
+    """The verdict on one text for what `brief` asked."""
+    brief = brief or Brief()
+    verdict = Verdict(text)
+
+    def add(code: str, why: str, cost: float) -> None:
+        verdict.findings.append(Finding(code, why, cost))
+
+    if not text.strip():
+        add("empty", "no text", FAIL)
+        return verdict
+    _check_common(text, brief, add)
+    if brief.kind == "option":
+        _check_option(text, brief, add)
+    else:
+        verdict.relevance = _check_prose(text, brief, add)
+    return verdict
+
+
+# -- ranking --------------------------------------------------------------------------------
+MODEL_WEIGHT = 0.5  # one nat of PMI per token is worth half a fatal fault: the critic decides first
+
+
+def best_first(verdicts: Sequence[Verdict], model_scores: Sequence[float] | None = None) -> list[int]:
+    """Indexes of `verdicts`, best first: passing texts first, then the critic's quality, then
+    (when given) the model's length-normalised score; ties keep the order drawn."""
+    def key(i: int):
+        v = verdicts[i]
+        extra = MODEL_WEIGHT * model_scores[i] if model_scores is not None else 0.0
+        return (not v.passed, -(v.quality + extra), i)
+
+    return sorted(range(len(verdicts)), key=key)
+
+
+def can_score(generator) -> bool:
+    """Whether the backend can give log-probs of given text (a remote server may not)."""
+    caps = getattr(generator, "capabilities", None)
+    if caps is not None and getattr(caps, "scoring", False):
+        return True
+    try:
+        generator.score_many("\n", [])
+    except NotImplementedError:
+        return False
+    return True
+
+
+NEUTRAL_PROMPT = "\n"
+
+
+def pmi_scores(generator, prompt: str, texts: Sequence[str], tail_chars: int = 600) -> list[float]:
+    """Mean token log-prob of each text after the prompt minus after a neutral prompt (PMI):
+    generic text that any story could have gains nothing, text that follows this one gains.
+    Only the prompt's end is used: it is what the continuation must follow, and it is cheaper."""
+    context = prompt[-tail_chars:]
+    joiner = " " if context and not context[-1].isspace() else ""
+    shown = [joiner + t for t in texts]
+    cond = generator.score_many(context, shown)
+    base = generator.score_many(NEUTRAL_PROMPT, [t for t in texts])
+    return [c - b for c, b in zip(cond, base)]

@@ -1,0 +1,179 @@
+"""The turn critic: each defect class fails, clean turns pass, and verdicts explain themselves."""
+from __future__ import annotations
+
+import pytest
+
+from storyloom.modes.critic import Brief, best_first, judge
+
+SCENE = ("You are on a quest to defeat the evil dragon of Larion. You reach the edge of a dark forest. "
+         "An old woman waits by the road with a lantern.\n> You ask the woman about the dragon.")
+NARRATION = Brief(kind="narration", scene=SCENE, earlier=(
+    "The woman lifts her lantern and studies your face. Her eyes are pale and sharp.",))
+
+
+def codes(text: str, brief: Brief = NARRATION) -> set[str]:
+    return {f.code for f in judge(text, brief).findings if f.cost >= 1.0}
+
+
+CLEAN_TURNS = [
+    'The old woman lowers her lantern. "The dragon sleeps in the mountains to the north," she says. '
+    '"Few who climb to his cave come back."',
+    "She points a crooked finger at the dark forest. Beyond the trees, she says, the old road climbs toward "
+    "the mountains where the dragon hunts at dusk.",
+    "The woman laughs softly and hands you the lantern. Its flame burns blue, and the shadows of the forest "
+    "draw back from the road.",
+]
+
+
+@pytest.mark.parametrize("text", CLEAN_TURNS)
+def test_clean_turns_pass(text):
+    verdict = judge(text, NARRATION)
+    assert verdict.passed, verdict.explain()
+    assert verdict.relevance > 0
+
+
+# Each defect class, with the kind of text the default model really writes (recorded in play).
+DEFECTS = [
+    ("assistant", "Sure! Here's what happens next: the woman tells you about the dragon in the forest."),
+    ("assistant", "I'm sorry, but I can't continue with the dragon and the woman in the forest."),
+    ("meta", "This doesn't add anything to the conversation. The woman and the dragon stay in the forest."),
+    ("meta", "There's no room for dialogue between this character and the woman by the forest road."),
+    ("menu", "Here's your options. 1. You choose the forest road. 2. You ask the woman about the dragon."),
+    ("menu", "The woman waits by the road.\n- Follow the forest road\n- Ask about the dragon\n- Leave"),
+    ("timestamp", "The woman waits with her lantern by the dark forest road.\n+ 4:30:25\n- 1:00:02"),
+    ("markdown", "**The Dragon** lives in the mountains beyond the dark forest, the woman says with a nod."),
+    ("for-player", "The woman frowns. You tell her that you will kill the dragon of Larion by morning."),
+    ("for-player", "You decide to follow the woman into the dark forest and forget the dragon."),
+    ("dangling", "The woman lifts her lantern toward the forest. The dragon responds:"),
+    ("dangling", 'The woman lifts her lantern toward the forest and says, "The dragon sleeps.'),
+    ("dangling", "The woman lifts her lantern toward the forest and the dragon of Larion"),
+    ("fragments", "The woman.\nThe lantern.\nThe forest.\nThe dragon.\nYou wait."),
+    ("repeat", "The woman lifts her lantern and studies your face. Her eyes are pale and sharp."),
+    ("loop", "The dragon is in the forest. The dragon is in the forest. The dragon is in the forest."),
+    ("drift", "Quarterly revenue increased because investors purchased additional technology shares yesterday."),
+    ("length", "The woman nods."),
+    ("leak", "Tara wrote: I want a story about the woman with the lantern and the dragon in the forest."),
+    ("questions", "Where is the dragon? Who is the woman? What does the forest hide?"),
+    ("instructs", "The woman waits in the forest. Describe what you say to her about the dragon."),
+    ("first-person", "I think the woman knows where the dragon is. I will ask my friend in the forest."),
+    ("template", "The woman nods toward the dark forest and the dragon.<|im_end|>"),
+    ("script", "Woman: The dragon lives beyond the forest, past the old road.\nKnight: Thank you."),
+]
+
+
+@pytest.mark.parametrize("code,text", DEFECTS)
+def test_each_defect_class_fails(code, text):
+    verdict = judge(text, NARRATION)
+    assert not verdict.passed, verdict.explain()
+    assert code in codes(text), verdict.explain()
+    assert code in verdict.explain()
+
+
+def test_dialogue_may_say_what_narration_may_not():
+    text = ('The woman smiles. "I can tell you where the dragon sleeps," she says, "if you carry my lantern '
+            'through the forest."')
+    assert judge(text, NARRATION).passed, judge(text, NARRATION).explain()
+
+
+def test_a_time_from_the_scene_is_not_a_stray_timestamp():
+    brief = Brief(scene="The reactor alarm goes off at 03:00 on the station. You take the lift down.")
+    assert "timestamp" not in codes("The clock on the reactor wall still reads 03:00, and the lift doors open "
+                                    "onto a silent station deck.", brief)
+
+
+def test_hidden_prompt_text_must_not_leak():
+    brief = Brief(scene=SCENE, hidden=("[Author's note: second person, dark and slow]",
+                                       "Rain drums on the roof of the shepherd's hut where you shelter."))
+    assert "leak" in codes("Second person, second person. The woman and the dragon in the forest wait.", brief)
+    assert "leak" in codes("Rain drums on the roof of the shepherd's hut where the woman keeps the dragon "
+                           "lantern.", brief)
+
+
+OPTIONS = Brief(kind="option", max_words=12)
+
+
+@pytest.mark.parametrize("text", ["Open the iron door.", "Ask the woman about the dragon.",
+                                  'Say "Who goes there?"', "Follow the old road north.", "Cross the river."])
+def test_good_options_pass(text):
+    assert judge(text, OPTIONS).passed, judge(text, OPTIONS).explain()
+
+
+@pytest.mark.parametrize("text,code", [
+    ("Ve got a long way to go.", "not-action"),  # the prompt ended on "> You": "You've got..." cut
+    ("Re about to leave.", "not-action"),
+    ("Are standing in a room.", "not-action"),
+    ("The door is locked.", "not-action"),
+    ("Looks around the room.", "not-action"),
+    ("Try the door. It's locked. What do you do?", "outcome"),
+    ("Try the door, but it is locked.", "outcome"),
+    ("Walk toward the old", "cut"),
+    ("Pick up the sword and…", "cut"),
+    ("Go.", "length"),
+])
+def test_bad_options_fail(text, code):
+    verdict = judge(text, OPTIONS)
+    assert not verdict.passed and code in codes(text, OPTIONS), verdict.explain()
+
+
+def test_paragraph_length_is_honoured():
+    brief = Brief(kind="passage", min_words=35, min_sentences=3, scene="the lighthouse keeper and the storm")
+    short = "The lighthouse keeper looked at the storm."
+    long = ("The lighthouse keeper looked at the storm rolling in from the west. Rain hammered the glass, and "
+            "the great lamp swung its beam across the black water. Somewhere out there a bell was ringing, "
+            "slow and steady, as if a ship were still trying to find the harbour.")
+    assert "length" in codes(short, brief)
+    assert judge(long, brief).passed, judge(long, brief).explain()
+
+
+def test_passages_may_be_in_first_person_but_narration_may_not():
+    text = "I walked down to the harbour at dawn, and my father's boat was already gone from the storm."
+    assert judge(text, Brief(kind="passage", scene="the harbour storm and my father's boat")).passed
+    assert "first-person" in codes(text, Brief(scene="the harbour storm and my father's boat"))
+
+
+def test_ranking_puts_passing_text_first_and_model_scores_break_ties():
+    texts = ["What do you do?", CLEAN_TURNS[0], CLEAN_TURNS[1]]
+    verdicts = [judge(t, NARRATION) for t in texts]
+    order = best_first(verdicts)
+    assert order[-1] == 0
+    order = best_first(verdicts, model_scores=[5.0, -1.0, 1.0])
+    assert order == [2, 1, 0]  # a likely failing text never beats a passing one
+
+
+def test_explain_names_each_fault_and_to_dict_round_trips():
+    verdict = judge("The dragon responds:", NARRATION)
+    text = verdict.explain()
+    assert text.startswith("FAIL") and "dangling" in text and "length" in text
+    data = verdict.to_dict()
+    assert data["passed"] is False and {f["code"] for f in data["findings"]} >= {"dangling", "length"}
+
+
+# Recorded from the default model (SmolLM2-135M) playing the knight and the detective.
+RECORDED_BAD = [
+    "What do you do?",
+    "Is there anything else you'd like me to know about the house?",
+    "Are there any specific features about Lord Ashcombe that catch your eye?",
+    "you see a figure with an axe and the wind is howling. You can either be the brave knight or the foe. "
+    "Tell you where to find him.",
+    "There's a village just to your left. They're a friendly ones. I don't know what to make of them.\n"
+    "What do you tell them?",
+    "I'm a knight. I need you to help me with a job. You're here.\nThis land is your home. Here's what "
+    "you've got. You're here.",
+    "The man looks at you.\n- A mastermind\nHe stands up and introduces himself.\nIsn't he Lord Ashcombe?",
+    "## What would you do?",
+    '*you raise your eye *"It seems like nothing."*\nA: A mysterious stranger has discovered you are a '
+    "scavenger from the ruins of the old world.",
+]
+
+
+@pytest.mark.parametrize("text", RECORDED_BAD)
+def test_recorded_bad_turns_fail(text):
+    brief = Brief(scene="Lord Ashcombe's house, the butler, the knight, a stranger in the forest, the old world")
+    assert not judge(text, brief).passed, judge(text, brief).explain()
+
+
+def test_recorded_good_turn_passes():
+    text = ("A small village stands ahead. A guard is standing there with a sword at his side, and a map of "
+            "Larion is carved into the wooden gate behind him.")
+    brief = Brief(scene="You set out along the old road and reach the edge of a dark forest in Larion.")
+    assert judge(text, brief).passed, judge(text, brief).explain()
