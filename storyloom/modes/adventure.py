@@ -10,10 +10,12 @@ import difflib
 import re
 import tomllib
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Iterator
 
 from storyloom import StoryloomError
 from storyloom.engine.sampling import SamplerSettings
+from storyloom.modes import critic
 from storyloom.modes.text import SENTENCE_END, TokenCounter, cut_special, fit_text, latest_that_fit
 from storyloom.paths import assets_dir
 from storyloom.store.stories import Game, GameStore, Turn, WorldEntry
@@ -26,6 +28,14 @@ REPEAT_SIMILARITY = 0.9
 # contexts, so a game uses at most this many tokens even when the model's window is larger.
 MAX_PROMPT_TOKENS = 2048
 LOOP_RETRIES = 3
+DEFAULT_CANDIDATES = 4  # drawn in one batch each turn; 1 turns sample-and-rank off
+MAX_CANDIDATES = 8
+REDRAWS = 1  # further batches when no candidate passes the critic, before showing the best anyway
+TURN_WORDS = (10, 120)  # what a turn is asked to be, for the critic
+# A short story of well-formed turns before the game (ours, assets/adventure_primer.txt): small
+# models copy the shape of what they read, so they see narration that answers each action.
+PRIMER_SEPARATOR = "\n\n\n"  # an ACTION_STOPS stop: a model that copies the break ends its turn
+PRIMER_SHARE = 4  # the primer is kept only while it fits in a quarter of the budget
 
 
 # -- scenarios --------------------------------------------------------------------------
@@ -127,16 +137,26 @@ def turn_text(turn: Turn) -> str:
 
 
 # -- output clean-up --------------------------------------------------------------------
+_JUNK_LINE = re.compile(r"^\s*(\d{1,2}[.)]\s|[-*•+]\s|#{1,6}\s|[-+]?\s*\d{1,2}:\d{2}\b|(option|choice)\s*\d|"
+                        r"[A-Z][\w.' ]{0,24}:\s)", re.IGNORECASE)
+_ASKS_PLAYER = re.compile(r"\s*\b(what|how) (do|will|would|should|can) (you|i) (do|say|try|choose)"
+                          r"( next| now| first)?\?\s*$", re.IGNORECASE)
+
+
 def clean_output(raw: str, action: str = "") -> str:
     """Make a model continuation fit the story.
 
-    Stops before the model writes the player's next action ("> ..."), drops an echo of the
-    action, keeps whole sentences only, and trims stray chat tokens and blank runs.
+    Stops before the model writes the player's next action ("> You ..."; a stray "> " before
+    plain narration is dropped), drops an echo of the action, stops at the first line that is a
+    menu, heading, timestamp or script line, drops a closing "What do you do?" (the game asks
+    that itself), keeps whole sentences only, and trims stray chat tokens and blank runs.
     """
     text = cut_special(raw.replace("\r", ""))
     lines = text.split("\n")
+    if lines and lines[0].lstrip().startswith(">") and not re.match(r"\s*>\s*you\b", lines[0], re.IGNORECASE):
+        lines[0] = lines[0].lstrip().lstrip(">").lstrip()
     for i, line in enumerate(lines):
-        if line.lstrip().startswith(">"):
+        if line.lstrip().startswith(">") or (i and _JUNK_LINE.match(line)):
             lines = lines[:i]
             break
     text = "\n".join(lines)
@@ -150,6 +170,9 @@ def clean_output(raw: str, action: str = "") -> str:
     ends = list(SENTENCE_END.finditer(text))
     if ends:
         text = text[: ends[-1].end()]
+    asked = _ASKS_PLAYER.search(text)
+    if asked and asked.start() > 0:
+        text = text[:asked.start()]
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
@@ -166,12 +189,18 @@ def is_repeat(output: str, earlier: list[str]) -> bool:
 
 
 # -- context builder --------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def load_primer() -> str:
+    return (assets_dir() / "adventure_primer.txt").read_text(encoding="utf-8").strip()
+
+
 @dataclass
 class BuiltPrompt:
     text: str
     tokens: int
     turns_included: int
     world_info: list[WorldEntry]
+    primer: str = ""  # the primer when it was put before the game (never shown to the player)
 
 
 def triggered_world_info(game: Game, action: str, scan: int = WORLD_INFO_SCAN) -> list[WorldEntry]:
@@ -183,12 +212,17 @@ def triggered_world_info(game: Game, action: str, scan: int = WORLD_INFO_SCAN) -
     return found
 
 
-def build_prompt(game: Game, action_text: str, count: TokenCounter, budget: int) -> BuiltPrompt:
+def build_prompt(game: Game, action_text: str, count: TokenCounter, budget: int, primer: str = "") -> BuiltPrompt:
     """The prompt for the next continuation, never over `budget` tokens.
 
     Always kept: the context sentence, then memory, then triggered world info, then the new
     action; then as many recent turns as fit, with the author's note a few turns from the end.
+    A primer (a short example story) goes first when it fits in a quarter of the budget.
     """
+    lead = primer + PRIMER_SEPARATOR if primer else ""
+    if lead and count(lead) * PRIMER_SHARE > budget:
+        lead = ""
+    budget -= count(lead) + 4 if lead else 0  # + a margin: the join may tokenize differently
     head_parts = []
     reserve = count(action_text) if action_text else 0
     room = budget - min(reserve, budget // 2)
@@ -223,7 +257,9 @@ def build_prompt(game: Game, action_text: str, count: TokenCounter, budget: int)
         history.pop(1 if note and history[0] == note and len(history) > 1 else 0)
         text = assemble()
         tokens = count(text)
-    return BuiltPrompt(text, tokens, len([h for h in history if h != note]), kept_world)
+    if lead:
+        text, tokens = lead + text, count(lead + text)
+    return BuiltPrompt(text, tokens, len([h for h in history if h != note]), kept_world, primer if lead else "")
 
 
 # -- the game ---------------------------------------------------------------------------
@@ -239,12 +275,50 @@ class Restart:
     reason: str
 
 
+@dataclass
+class Progress:
+    """Candidates are being drawn in one batch: `step` of at most `steps` tokens each."""
+
+    step: int
+    steps: int
+    candidates: int
+    batch: int = 1
+
+
+@dataclass
+class Picked:
+    """Which text won and why: every candidate with its verdict, best first."""
+
+    text: str
+    verdict: critic.Verdict
+    considered: list[tuple[str, critic.Verdict]]
+    batches: int = 1
+    ranked_by: str = "critic"
+    note: str = ""  # said quietly to the player when no candidate passed
+
+    def explain(self) -> str:
+        lines = [f"{len(self.considered)} candidate(s) in {self.batches} batch(es), ranked by {self.ranked_by}"
+                 + (f"; {self.note}" if self.note else "")]
+        for i, (text, verdict) in enumerate(self.considered, 1):
+            mark = "*" if text == self.text else " "
+            lines.append(f"{mark}{i}. {verdict.explain()}\n    {text[:160]!r}")
+        return "\n".join(lines)
+
+
+def default_candidates(generator) -> int:
+    """Sample-and-rank where the backend draws a batch for about the price of one text;
+    one streamed candidate where each would cost a full generation."""
+    caps = getattr(generator, "capabilities", None)
+    return DEFAULT_CANDIDATES if caps is not None and caps.batch else 1
+
+
 class Adventure:
     """One game in play. The UI calls these methods; the store saves every change at once."""
 
-    def __init__(self, game: Game, store: GameStore | None = None):
+    def __init__(self, game: Game, store: GameStore | None = None, primer: bool = True):
         self.game = game
         self.store = store
+        self.primer = primer
 
     # prompts --------------------------------------------------------------------------
     def budget(self, context_length: int, settings: SamplerSettings) -> int:
@@ -255,13 +329,33 @@ class Adventure:
         if getattr(self, "_counter_for", None) is not generator:  # one token cache per model
             self._counter_for, self._counter = generator, TokenCounter(generator.count_tokens)
         view = self.game if turns is None else Game(**{**self.game.__dict__, "turns": turns})
-        return build_prompt(view, action_text, self._counter, self.budget(generator.context_length, settings))
+        return build_prompt(view, action_text, self._counter, self.budget(generator.context_length, settings),
+                            load_primer() if self.primer else "")
+
+    def brief_for(self, action: str, turns: list[Turn] | None = None, built: BuiltPrompt | None = None) -> critic.Brief:
+        """What the critic holds a turn to: the scene it must stay with, turns it must not repeat,
+        and the prompt parts (primer, author's note) the player must never see."""
+        turns = self.game.turns if turns is None else turns
+        recent = [turn_text(t) for t in turns[-2:]]
+        world = [e.text for e in (built.world_info if built else [])]
+        scene = "\n".join([self.game.context, *world, *recent, action])
+        hidden = tuple(h for h in (self.game.authors_note.strip(), built.primer if built else "") if h)
+        return critic.Brief(kind="narration", min_words=TURN_WORDS[0], max_words=TURN_WORDS[1], scene=scene,
+                            earlier=tuple(t.output for t in turns[-10:] if t.output), hidden=hidden)
 
     def generate(self, prompt: str, action: str, generator, settings: SamplerSettings,
-                 cancel=None) -> Iterator[Chunk | Restart | str]:
-        """Stream a continuation. Yields Chunks (raw text) and Restarts; returns the clean output
-        as the generator's return value (use `yield from` or `run`)."""
+                 cancel=None, *, candidates: int = 1, brief: critic.Brief | None = None,
+                 model_rank: bool = False, on_step: Callable[[int], None] | None = None,
+                 ) -> Iterator[Chunk | Restart | Progress | Picked | str]:
+        """A continuation. With one candidate it streams (Chunks, Restarts); with more it draws
+        them in one batch (Progress), ranks them under the critic (and the model's PMI when
+        `model_rank`), draws again within REDRAWS when none passes, and yields Picked. The clean
+        output is the generator's return value (use `yield from` or `run`)."""
         settings = settings.with_(stop=tuple(dict.fromkeys(settings.stop + ACTION_STOPS)))
+        brief = brief or self.brief_for(action)
+        if candidates > 1:
+            return (yield from self._generate_many(prompt, action, generator, settings, cancel, candidates,
+                                                   brief, model_rank, on_step))
         earlier = [t.output for t in self.game.turns[-10:] if t.output]
         output = ""
         for attempt in range(LOOP_RETRIES + 1):
@@ -277,7 +371,52 @@ class Adventure:
                 yield Restart("empty output" if not output else "repeated an earlier passage")
                 continue
             break
+        verdict = critic.judge(output, brief)
+        yield Picked(output, verdict, [(output, verdict)], 1, "none (one candidate)")
         return output
+
+    def _generate_many(self, prompt, action, generator, settings, cancel, k, brief, model_rank, on_step):
+        pool: list[tuple[str, critic.Verdict]] = []
+        batches = 0
+        for batch in range(REDRAWS + 1):
+            tries = settings if batch == 0 or settings.seed is None else settings.with_(seed=settings.seed + 1000 * batch)
+            steps: list[int] = []
+
+            def step(i: int) -> None:
+                steps.append(i)
+                if on_step is not None:
+                    on_step(i)
+
+            raws = generator.candidates(prompt, k, tries, cancel, step)
+            batches += 1
+            yield Progress(len(steps), tries.max_new_tokens, k, batches)
+            if cancel is not None and cancel.is_set():
+                return ""
+            for raw in raws:
+                text = clean_output(raw, action)
+                if text and all(text != t for t, _ in pool):
+                    pool.append((text, critic.judge(text, brief)))
+            if any(v.passed for _, v in pool):
+                break
+            if batch < REDRAWS:
+                yield Restart(f"none of {k} candidates passed the critic")
+        if not pool:
+            return ""
+        verdicts = [v for _, v in pool]
+        scores, ranked_by = None, "critic"
+        passing = [i for i, v in enumerate(verdicts) if v.passed]
+        if model_rank and len(passing) > 1 and critic.can_score(generator):
+            pmi = critic.pmi_scores(generator, prompt, [pool[i][0] for i in passing])
+            scores = [0.0] * len(pool)
+            for i, value in zip(passing, pmi):
+                scores[i] = value
+            ranked_by = "critic + model (PMI)"
+        order = critic.best_first(verdicts, scores)
+        considered = [pool[i] for i in order]
+        text, verdict = considered[0]
+        note = "" if verdict.passed else f"no candidate passed the critic ({len(pool)} drawn); showing the best"
+        yield Picked(text, verdict, considered, batches, ranked_by, note)
+        return text
 
     # turns ----------------------------------------------------------------------------
     def begin(self, kind: str, text: str) -> Turn:
@@ -342,7 +481,8 @@ class Adventure:
         return "\n".join(lines).rstrip() + "\n"
 
 
-def run(stream: Iterator, on_event: Callable[[Chunk | Restart], None] | None = None) -> tuple[list, str]:
+def run(stream: Iterator, on_event: Callable[[Chunk | Restart | Progress | Picked], None] | None = None
+        ) -> tuple[list, str]:
     """Drain an Adventure.generate stream, handing each event to `on_event`: (events, clean output)."""
     events = []
     while True:

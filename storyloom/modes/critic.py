@@ -240,7 +240,7 @@ def _check_common(text: str, brief: Brief, add) -> None:
     if m:
         add("leak", f"prompt or note text: {m.group(0).strip()[:40]!r}", FAIL)
     else:
-        leaked = _leaked(text, brief.hidden)
+        leaked = _leaked(text, brief.hidden, brief.scene)
         if leaked:
             add("leak", f"repeats hidden prompt text: {leaked!r}", FAIL)
     m = JUNK.search(text)
@@ -248,13 +248,13 @@ def _check_common(text: str, brief: Brief, add) -> None:
         add("junk", f"noise: {m.group(0)[:20]!r}", 0.5)
 
 
-def _leaked(text: str, hidden: Sequence[str]) -> str:
-    """A run of words from a hidden part: 5 words, or 2 from a short note (its phrasing is rare)."""
-    ws = _norm_words(text)
+def _leaked(text: str, hidden: Sequence[str], scene: str = "") -> str:
+    """A run of words from a hidden part (and not from the scene): 5 words, or 2 from a short note."""
+    ws, scene_words = _norm_words(text), _norm_words(scene)
     for h in hidden:
         theirs = _norm_words(h)
         n = 2 if len(theirs) <= 12 else 5
-        mine = set(_grams(ws, n))
+        mine = set(_grams(ws, n)) - set(_grams(scene_words, n))
         for gram in _grams(theirs, n):
             if gram in mine and (n > 2 or not set(gram) <= STOPWORDS):
                 return " ".join(gram)

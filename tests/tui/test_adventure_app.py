@@ -1,6 +1,7 @@
 """Drive the app like a player, with a scripted model."""
 from __future__ import annotations
 
+from storyloom.modes.adventure import PRIMER_SEPARATOR, load_primer
 from storyloom.tui.screens.adventure import AdventureScreen
 from storyloom.tui.screens.home import HomeScreen
 
@@ -18,8 +19,10 @@ async def test_play_a_turn_and_see_it_in_the_transcript(make_app, fake):
         text = transcript_text(app)
         assert "> You open the door." in text
         assert "The door swings open. Inside, a fire burns." in text
-        # the prompt kept the context sentence and the action
-        assert fake.prompts[-1].startswith("You are Ada, a knight living in the kingdom of Larion.")
+        # the prompt kept the context sentence (after the primer) and the action
+        primer, game = fake.prompts[-1].split(PRIMER_SEPARATOR, 1)
+        assert primer == load_primer() and "> You open the chest." in primer
+        assert game.startswith("You are Ada, a knight living in the kingdom of Larion.")
         assert fake.prompts[-1].rstrip().endswith("> You open the door.")
         assert "Context:" in str(app.screen.query_one("StatusBar").render())
 
@@ -215,5 +218,5 @@ async def test_a_long_game_opens_and_plays(make_app, fake):
         assert "Land appears on the horizon." in transcript_text(app)
         assert "Wave 299 passes." in fake.prompts[-1]  # recent turns in, the oldest beyond the budget out
         assert "Wave 0 passes." not in fake.prompts[-1]
-        assert fake.prompts[-1].startswith("You are a sailor.")
+        assert fake.prompts[-1].split(PRIMER_SEPARATOR, 1)[1].startswith("You are a sailor.")
         assert app.games.load(game.id).turns[-1].output == "Land appears on the horizon."

@@ -1,4 +1,9 @@
-"""Adventure play: transcript, action input (Do / Say / Story), undo, redo, retry, alter."""
+"""Adventure play: transcript, action input (Do / Say / Story), undo, redo, retry, alter.
+
+With several candidates per turn (the default where the backend batches) the live block shows
+the batch's progress and then the critic's pick, instead of streaming text that could be
+swapped for another candidate under the reader's eyes; with one candidate it streams.
+"""
 from __future__ import annotations
 
 import threading
@@ -7,13 +12,19 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import Button, Footer, Header, Input
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.widgets import Button, Footer, Header, Input, Static
+from rich.text import Text
 
 from storyloom import StoryloomError
-from storyloom.modes.adventure import Adventure, Chunk, Restart, run
+from storyloom.modes.adventure import (
+    DEFAULT_CANDIDATES, Adventure, Chunk, Picked, Restart, default_candidates, run,
+)
 from storyloom.store.stories import Game, Turn
 from storyloom.tui.export import export_game
 from storyloom.tui.messages import (
+    CandidatesProgress,
     GenerationChunk,
     GenerationFailed,
     GenerationFinished,
@@ -31,6 +42,28 @@ KIND_LABEL = {"do": "Do", "say": "Say", "story": "Story"}
 PLACEHOLDER = {"do": "What do you do? (e.g. open the door)", "say": "What do you say?",
                "story": "Write what happens next"}
 CHARS_PER_TOKEN = 4  # English prose, roughly: enough to see that an action would crowd out the story
+CANDIDATE_CHOICES = (1, 2, DEFAULT_CANDIDATES, 8)
+
+
+class TurnPicked(Message):
+    """The critic's pick among the candidates (for the quiet note and the debug view)."""
+
+    def __init__(self, pick: Picked) -> None:
+        super().__init__()
+        self.pick = pick
+
+
+class VerdictScreen(ModalScreen[None]):
+    """The debug view: every candidate of the last turn with the critic's verdict."""
+
+    BINDINGS = [Binding("escape,ctrl+d,q", "dismiss", "Close")]
+
+    def __init__(self, explanation: str) -> None:
+        super().__init__()
+        self.explanation = explanation
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text(self.explanation), id="verdicts")  # model text, shown literally
 
 
 class AdventureScreen(GeneratingScreen):
@@ -45,6 +78,8 @@ class AdventureScreen(GeneratingScreen):
         Binding("ctrl+e", "alter", "Alter", priority=True),
         Binding("ctrl+o", "memory", "Memory", priority=True),
         Binding("ctrl+s", "export", "Export", priority=True),
+        Binding("ctrl+k", "cycle_candidates", "Candidates", priority=True, show=False),
+        Binding("ctrl+d", "verdicts", "Why", priority=True, show=False),
     ]
     COMMANDS_HERE = [
         ("Undo", "Take back the last turn", "undo"), ("Redo", "Bring back an undone turn", "redo"),
@@ -52,6 +87,9 @@ class AdventureScreen(GeneratingScreen):
         ("Alter", "Edit the last output", "alter"),
         ("Memory, author's note, world info", "Edit what the model always keeps in mind", "memory"),
         ("Export as Markdown", "Write this game to saved/exports", "export"),
+        ("Candidates per turn", "Cycle how many candidates the critic chooses from (1 streams)",
+         "cycle_candidates"),
+        ("Why this text", "The critic's verdict on each candidate of the last turn", "verdicts"),
     ]
 
     def __init__(self, game: Game) -> None:
@@ -61,6 +99,9 @@ class AdventureScreen(GeneratingScreen):
         self.long_ok = ""  # a very long action the player chose to send anyway (Enter twice)
         self.pending: tuple[str, Turn] | None = None  # ("new"|"retry"|"opening", turn)
         self.typed = ""  # the player's words for the pending action, given back if it fails
+        self.candidates: int | None = None  # None: the backend's default (batching backends: 4)
+        self.last_pick: Picked | None = None
+        self.drawing = 1  # candidates in the batch now being drawn (for the progress line)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -143,7 +184,11 @@ class AdventureScreen(GeneratingScreen):
             generator, settings = app.loaded_generator(), app.config.sampler
             built = self.play.prompt_for(action, generator, settings, history)
             self.post_message(GenerationStarted(built.tokens, self.play.budget(generator.context_length, settings)))
-            stream = self.play.generate(built.text, action, generator, settings, self.cancel)
+            k = self.drawing = self.candidates or default_candidates(generator)
+            total = settings.max_new_tokens
+            stream = self.play.generate(built.text, action, generator, settings, self.cancel, candidates=k,
+                                        brief=self.play.brief_for(action, history, built),
+                                        on_step=lambda step: self._progress(step, total))
             _, output = run(stream, on_event=self._post_event)
         except Exception as exc:  # noqa: BLE001 - any failure is shown, the game is kept
             self.post_message(GenerationFailed(error_text(exc)))
@@ -151,11 +196,27 @@ class AdventureScreen(GeneratingScreen):
         self.post_message(GenerationFinished(output, self.cancel.is_set(),
                                              generator.last_stats.tokens_per_second))
 
-    def _post_event(self, event: Chunk | Restart) -> None:
+    def _progress(self, step: int, total: int) -> None:
+        if step == 1 or step % 4 == 0:  # a few updates a second are plenty
+            self.post_message(CandidatesProgress(step, total))
+
+    def _post_event(self, event) -> None:
         if isinstance(event, Chunk):
             self.post_message(GenerationChunk(event.text))
-        else:
+        elif isinstance(event, Restart):
             self.post_message(GenerationRestarted(event.reason))
+        elif isinstance(event, Picked):
+            self.post_message(TurnPicked(event))
+
+    def on_candidates_progress(self, message: CandidatesProgress) -> None:
+        if self.busy:
+            self.query_one(Transcript).reset_live(
+                f"(writing {self.drawing} candidates… {message.step}/{message.total} tokens)")
+
+    def on_turn_picked(self, message: TurnPicked) -> None:
+        self.last_pick = message.pick
+        if message.pick.note:
+            self.notify(message.pick.note + " (Ctrl+D shows why)", timeout=6, markup=False)
 
     def on_generation_started(self, message: GenerationStarted) -> None:
         self.app.context_usage = f"{message.prompt_tokens}/{message.budget}"
@@ -258,4 +319,18 @@ class AdventureScreen(GeneratingScreen):
 
     def action_export(self) -> None:
         export_game(self.app, self.play.game)
+
+    def action_cycle_candidates(self) -> None:
+        now = self.candidates or (default_candidates(self.app.generator) if self.app.generator else DEFAULT_CANDIDATES)
+        nxt = CANDIDATE_CHOICES[(CANDIDATE_CHOICES.index(now) + 1) % len(CANDIDATE_CHOICES)] \
+            if now in CANDIDATE_CHOICES else DEFAULT_CANDIDATES
+        self.candidates = nxt
+        self.notify(f"{nxt} candidate(s) per turn" + (" (streams as it writes)" if nxt == 1 else
+                                                      ", the critic keeps the best"))
+
+    def action_verdicts(self) -> None:
+        if self.last_pick is None:
+            self.notify("No turn generated yet in this session.")
+            return
+        self.app.push_screen(VerdictScreen(self.last_pick.explain()))
 
