@@ -220,3 +220,75 @@ async def test_a_long_game_opens_and_plays(make_app, fake):
         assert "Wave 0 passes." not in fake.prompts[-1]
         assert fake.prompts[-1].split(PRIMER_SEPARATOR, 1)[1].startswith("You are a sailor.")
         assert app.games.load(game.id).turns[-1].output == "Land appears on the horizon."
+
+
+GOOD_TURN = ("The old woman lowers her lantern and points north along the forest road, where the trees grow "
+             "thick and dark.")
+
+
+def _batching(fake):
+    from dataclasses import replace
+
+    fake.capabilities = replace(fake.capabilities, batch=True)  # as the local engine: 4 for ~1.5x one
+    return fake
+
+
+async def test_four_candidates_show_progress_stay_responsive_and_the_critic_picks(make_app, fake):
+    from storyloom.tui.messages import CandidatesProgress
+
+    _batching(fake)
+    opening = ["A dark forest lies ahead, and an old woman waits by the road with a lantern in her hand."] * 4
+    fake.push(*opening, "What do you do?", "Sure! Here's your options: 1. Fight 2. Run.", GOOD_TURN,
+              "You tell her that you will slay the dragon.")
+    seen = []
+    app = make_app()
+    async with app.run_test(size=(100, 32), message_hook=seen.append) as pilot:
+        await start_knight(app, pilot)
+        fake.release.clear()  # hold the batch mid-way
+        await pilot.press(*"ask the woman", "enter")
+        await pilot.pause()
+        assert app.screen.busy
+        await pilot.press("ctrl+t")  # the screen still answers keys while the batch runs
+        await pilot.pause()
+        assert str(app.screen.query_one("#kind").label) == "Say"
+        fake.release.set()
+        await settle(app, pilot)
+        assert not app.screen.busy
+        assert app.screen.play.game.turns[-1].output == GOOD_TURN
+        assert "Sure!" not in transcript_text(app) and GOOD_TURN in transcript_text(app)
+        assert any(isinstance(m, CandidatesProgress) for m in seen)
+        assert app.screen.last_pick is not None and len(app.screen.last_pick.considered) == 4
+        await pilot.press("ctrl+d")
+        await pilot.pause()
+        shown = str(app.screen.query_one("#verdicts").render())
+        assert "ranked by critic" in shown and "assistant" in shown and "for-player" in shown
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, AdventureScreen)
+
+
+async def test_escape_cancels_a_batch_and_ctrl_k_turns_streaming_back_on(make_app, fake):
+    from storyloom.tui.messages import GenerationChunk
+
+    _batching(fake)
+    fake.push(*["A dark forest lies ahead, and an old woman waits by the road with a lantern."] * 4)
+    seen = []
+    app = make_app()
+    async with app.run_test(size=(100, 32), message_hook=seen.append) as pilot:
+        await start_knight(app, pilot)
+        fake.release.clear()
+        await pilot.press(*"wait", "enter")
+        await pilot.pause()
+        await pilot.press("escape")
+        fake.release.set()
+        await settle(app, pilot)
+        assert not app.screen.busy and len(app.screen.play.game.turns) == 1
+        assert app.screen.query_one("#action").value == "wait"
+        await pilot.press("ctrl+k", "ctrl+k")  # 4 -> 8 -> 1
+        assert app.screen.candidates == 1
+        fake.push(GOOD_TURN)
+        seen.clear()
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert sum(isinstance(m, GenerationChunk) for m in seen) > 3  # one candidate streams
+        assert app.screen.play.game.turns[-1].output == GOOD_TURN

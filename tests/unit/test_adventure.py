@@ -164,3 +164,96 @@ def test_a_regenerated_opening_is_saved_to_the_opening_row(tmp_path):
     play.commit_opening("Water pours in.")
     saved = store.load(game.id)
     assert [t.output for t in saved.turns] == ["Water pours in.", "You reach a raft."]
+
+
+# -- sample-and-rank -------------------------------------------------------------------------
+GOOD = ("The old woman lowers her lantern and points north along the forest road, where the trees grow "
+        "thick and dark.")
+
+
+def _knight_play() -> Adventure:
+    game = Game(title="t", context="You are a knight of Larion.", turns=[
+        Turn("start", "You reach the edge of a dark forest. An old woman waits with a lantern.", "")])
+    return Adventure(game)
+
+
+def test_candidates_are_drawn_in_one_batch_and_the_critic_picks_the_good_one():
+    play = _knight_play()
+    gen = ScriptedGenerator(["What do you do?", "Sure! Here's your options: 1. Fight 2. Run.",
+                             GOOD, "You tell her that you will kill the dragon of the forest tonight."])
+    events, output = adv.run(play.generate("prompt", "> You ask the woman.", gen, SamplerSettings(), candidates=4))
+    assert output == GOOD
+    assert len(gen.prompts) == 4 and not gen.queue  # one batch of four
+    picked = [e for e in events if isinstance(e, adv.Picked)][-1]
+    assert picked.verdict.passed and picked.text == GOOD and len(picked.considered) == 4
+    assert "assistant" in picked.explain() and "for-player" in picked.explain()
+    assert any(isinstance(e, adv.Progress) for e in events)
+
+
+def test_when_no_candidate_passes_it_draws_again_then_shows_the_best_with_a_note():
+    play = _knight_play()
+    gen = ScriptedGenerator(["What now?"] * 2 + ["The woman nods."] * 2 + ["Hmm."] * 4)
+    events, output = adv.run(play.generate("prompt", "> You wait.", gen, SamplerSettings(), candidates=2))
+    picked = [e for e in events if isinstance(e, adv.Picked)][-1]
+    assert picked.batches == adv.REDRAWS + 1 and len(gen.prompts) == 2 * (adv.REDRAWS + 1)
+    assert any(isinstance(e, Restart) for e in events)
+    assert not picked.verdict.passed and picked.note and output == "The woman nods."
+
+
+def test_a_redraw_that_passes_wins_over_the_first_batch():
+    play = _knight_play()
+    gen = ScriptedGenerator(["The woman nods."] * 2 + [GOOD, "What now?"])
+    _, output = adv.run(play.generate("prompt", "> You wait.", gen, SamplerSettings(), candidates=2))
+    assert output == GOOD
+
+
+def test_one_candidate_still_streams_and_reports_a_verdict():
+    play = _knight_play()
+    gen = ScriptedGenerator([GOOD])
+    events, output = adv.run(play.generate("prompt", "> You wait.", gen, SamplerSettings(), candidates=1))
+    assert output == GOOD and sum(isinstance(e, Chunk) for e in events) > 3
+    assert [e for e in events if isinstance(e, adv.Picked)][-1].verdict.passed
+
+
+def test_model_rank_breaks_ties_among_passing_candidates_by_pmi():
+    play = _knight_play()
+    other = ("The woman lifts her lantern higher, and in its light you see a narrow path winding into the "
+             "forest.")
+    gen = ScriptedGenerator([GOOD, other])
+    gen.score_many = lambda prompt, texts: [len(t) / 100 if prompt != "\n" else 0.0 for t in texts]
+    events, output = adv.run(play.generate("prompt", "> You wait.", gen, SamplerSettings(), candidates=2,
+                                           model_rank=True))
+    picked = [e for e in events if isinstance(e, adv.Picked)][-1]
+    assert picked.ranked_by.startswith("critic + model")
+    assert output == max((GOOD, other), key=len)
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("> The map shows two stones by the old tree, and a path leads north.", "The map shows two stones by the old tree, and a path leads north."),
+    ("> You place it on the ground.", ""),
+    ("The woman waits.\n1. Fight\n2. Run", "The woman waits."),
+    ("The woman waits.\n+ 4:30:25\n- 1:00:02", "The woman waits."),
+    ("The woman waits by the road. What do you do?", "The woman waits by the road."),
+])
+def test_clean_up_of_what_small_models_write(raw, expected):
+    assert clean_output(raw, "> You look around.") == expected
+
+
+def test_the_primer_goes_first_and_only_when_it_fits():
+    game = _long_game(3)
+    count = TokenCounter(lambda s: len(s.split()))
+    primer = adv.load_primer()
+    built = build_prompt(game, "> You hide.", count, 2000, primer)
+    assert built.text.startswith(primer + adv.PRIMER_SEPARATOR) and built.primer == primer
+    assert built.tokens <= 2000
+    small = build_prompt(game, "> You hide.", count, 300, primer)
+    assert primer not in small.text and small.primer == ""
+
+
+def test_the_brief_knows_the_scene_and_hides_the_primer_and_note():
+    play = _knight_play()
+    play.game.authors_note = "Keep it grim."
+    built = play.prompt_for("> You wait.", ScriptedGenerator(), SamplerSettings())
+    brief = play.brief_for("> You wait.", built=built)
+    assert "lantern" in brief.scene and "> You wait." in brief.scene
+    assert "Keep it grim." in brief.hidden and built.primer in brief.hidden
