@@ -198,11 +198,12 @@ JUNK = _rx(r"[!?]{3,}|(.)\1{5,}|\S{28,}|[\u2600-\u27bf\U0001F300-\U0001FAFF]|#\w
 # Options: what cannot start a short imperative ("Ve got", "Are standing", "The door opens").
 NOT_IMPERATIVE = frozenset("""
 ve re ll d s m t am are is was were be been being have has had having will would shall should can
-could may might must do does did don't doesn't didn't won't can't isn't aren't wasn't weren't
+could may might must does did don't doesn't didn't won't can't isn't aren't wasn't weren't
 i you he she it we they me him her us them my your his its our their this that these those there
 here the a an some any no every each all both either neither one as if then when while because so
 but and or nor yet suddenly finally meanwhile now later soon still also just perhaps maybe not
-what who whom whose which where why how
+what who whom whose which where why how you've you're you'll you'd i'm i've i'll i'd he's she's it's
+they're we're there's that's
 """.split())
 ING_ED_VERBS = frozenset("bring sing swing sting fling cling ring wring feed heed need bleed breed speed proceed "
                          "succeed shed wed embed seed weed exceed".split())
@@ -366,13 +367,14 @@ def _check_option(text: str, brief: Brief, add) -> None:
     first = ws[0].lower()
     if first in NOT_IMPERATIVE:
         why = ("a fragment of You've/You're/You'll" if first in ("ve", "re", "ll", "d", "s", "m", "t")
+               else f"{ws[0]!r} describes, it does not act" if first.startswith(("you'", "i'"))
                else f"starts with {ws[0]!r}: not an action")
         add("not-action", why, FAIL)
     elif (first.endswith(("ing", "ed")) and first not in ING_ED_VERBS) or \
             (first.endswith("s") and not first.endswith(("ss", "us")) and len(first) > 3):
         add("not-action", f"{ws[0]!r} is not an imperative", FAIL)
-    if not 2 <= len(ws) <= brief.max_words:
-        add("length", f"{len(ws)} words; an option has 2-{brief.max_words}", FAIL)
+    if len(ws) > brief.max_words:
+        add("length", f"{len(ws)} words; an option has at most {brief.max_words}", FAIL)
     bare = outside_quotes(text)
     if "?" in bare:
         add("outcome", "a question, not an action", FAIL)

@@ -16,7 +16,11 @@ from typing import Iterator, Sequence
 
 from storyloom import StoryloomError
 from storyloom.engine.sampling import SamplerSettings
-from storyloom.modes.adventure import clean_output, format_action
+from storyloom.modes import critic
+from storyloom.modes.adventure import (
+    PRIMER_SEPARATOR, PRIMER_SHARE, REDRAWS, TURN_WORDS, clean_output, default_candidates, format_action,
+    load_primer,
+)
 from storyloom.modes.text import TokenCounter, cut_special, fit_text, latest_that_fit
 from storyloom.store.trees import Node, Tree, TreeStore
 
@@ -24,7 +28,8 @@ TOP_OPTIONS = 5
 HIDE_MARGIN = 3  # an option with this many more downvotes than upvotes is hidden (recoverable)
 PROMPT_BUDGET = 1024  # tokens of story kept in a prompt: the tree's path can be long
 OUTCOME_TOKENS = 100
-ACTION_TOKENS = 16
+ACTION_TOKENS = 24  # an option that runs this long was cut off: it is dropped, not shown cut
+OPTION_WORDS = 12
 PREGENERATE = 3  # options of the current node whose outcomes are written ahead of the player
 
 
@@ -60,12 +65,18 @@ def action_line(action: str) -> str:
 
 
 def story_prompt(tree: Tree, path: Sequence[Node], count: TokenCounter, next_action: str | None = None,
-                 budget: int = PROMPT_BUDGET) -> str:
-    """Scenario, then the path's actions and outcomes (as many recent ones as fit), AI-Dungeon style.
+                 budget: int = PROMPT_BUDGET, primer: str = "") -> str:
+    """Scenario, then the path's actions and outcomes (as many recent ones as fit), AI-Dungeon style,
+    after the primer story when one is given and fits (as in adventure).
 
     With `next_action` the prompt ends on that action (the model writes its outcome); without,
     it ends on "> You" (the model writes the next action).
     """
+    lead = primer + PRIMER_SEPARATOR if primer else ""
+    if lead and count(lead) * PRIMER_SHARE > budget:
+        lead = ""
+    if lead:
+        return lead + story_prompt(tree, path, count, next_action, budget - count(lead) - 4)
     head = fit_text(tree.scenario.strip(), count, budget // 3, keep_end=False)
     tail = f"\n{action_line(next_action)}\n" if next_action else "\n> You"
     room = budget - count(head) - count(tail)
@@ -78,17 +89,28 @@ def story_prompt(tree: Tree, path: Sequence[Node], count: TokenCounter, next_act
 _ACTION_JUNK = re.compile(r"^[\s>\-*•\d.)]*")
 
 
-def clean_action(raw: str) -> str:
-    """A generated action as an option: 'You open the door.' -> 'Open the door.'"""
+def clean_action(raw: str, ended: bool = True) -> str:
+    """A generated action as an option: 'You open the door.' -> 'Open the door.'
+
+    `raw` continues a prompt that ends on "> You": text glued to it ("'ve got...") is read as
+    "You've got..." (and fails the critic), never as "Ve got...". A line that `ended` is given its
+    full stop; one cut off (it ran out of tokens) or typed by a player is kept as it is.
+    """
     line = cut_special(raw.replace("\r", "").split("\n", 1)[0])
+    if re.match(r"['’][a-z]", line):
+        line = "You" + line
     line = _ACTION_JUNK.sub("", line).strip()
     line = re.sub(r"^you\s+", "", line, flags=re.IGNORECASE).strip(" \"'")
     if len(re.findall(r"[A-Za-z]", line)) < 3:
         return ""
     line = line[:1].upper() + line[1:]
-    if len(line) > 90:
-        line = line[:90].rsplit(" ", 1)[0] + "…"
+    if ended and line[-1] not in ".!?\"'”…,;:":
+        line += "."
     return line
+
+
+def option_brief() -> critic.Brief:
+    return critic.Brief(kind="option", min_words=1, max_words=OPTION_WORDS)
 
 
 def _key(action: str) -> str:
@@ -104,34 +126,54 @@ class Expansion:
 
 
 def expand(generator, tree: Tree, path: Sequence[Node], *, want_outcome: bool, actions: int,
-           settings: SamplerSettings, existing: Sequence[str] = (), cancel=None) -> Expansion:
+           settings: SamplerSettings, existing: Sequence[str] = (), cancel=None,
+           candidates: int | None = None) -> Expansion:
     """Generate (pure: no store) the outcome of path[-1] if wanted, then up to `actions` options.
 
-    Options come from one batched call; duplicates of each other or of `existing` are dropped.
+    Both are sample-and-rank under the critic: the outcome is the best of `candidates` drawn in
+    one batch (the backend's default: 4 where it batches); options come from one batched call
+    (twice as many rows as wanted where the backend batches), and only those the critic passes
+    are kept: short imperatives, never fragments, outcomes or cut lines. Duplicates of each other
+    or of `existing` are dropped.
     """
     count = TokenCounter(generator.count_tokens)
+    primer = load_primer()
     node = path[-1]
     result = Expansion()
+    k = candidates or default_candidates(generator)
     if want_outcome:
-        prompt = story_prompt(tree, path[:-1], count, next_action=node.action)
-        raw = generator.generate(prompt, settings.with_(max_new_tokens=OUTCOME_TOKENS,
-                                                         stop=settings.stop + ("\n>",)), cancel)
-        result.outcome = clean_output(raw, action_line(node.action))
+        prompt = story_prompt(tree, path[:-1], count, next_action=node.action, primer=primer)
+        result.outcome = _best_outcome(generator, prompt, path, k, primer,
+                                       settings.with_(max_new_tokens=OUTCOME_TOKENS, stop=settings.stop + ("\n>",)),
+                                       cancel)
         if cancel is not None and cancel.is_set():
             return result
         if not result.outcome:
             raise StoryloomError("The model wrote no outcome this time; try again or write it yourself.")
     if actions:
         current = Node(node.tree_id, node.parent_id, node.action, result.outcome or node.outcome)
-        prompt = story_prompt(tree, [*path[:-1], current], count)
-        raws = generator.candidates(prompt, actions, settings.with_(max_new_tokens=ACTION_TOKENS,
-                                                                    stop=settings.stop + ("\n",)), cancel)
+        prompt = story_prompt(tree, [*path[:-1], current], count, primer=primer)
+        rows = actions * 2 if k > 1 else actions
+        option_settings = settings.with_(max_new_tokens=ACTION_TOKENS, stop=settings.stop + ("\n",))
         seen = {_key(a) for a in existing}
-        for raw in raws:
-            action = clean_action(raw)
-            if action and _key(action) not in seen:
-                seen.add(_key(action))
-                result.actions.append(action)
+        kept: list[tuple[str, critic.Verdict]] = []
+        for batch in range(REDRAWS + 1):
+            tries = option_settings if batch == 0 or settings.seed is None else \
+                option_settings.with_(seed=settings.seed + 1000 * batch)
+            raws = generator.candidates(prompt, rows, tries, cancel)
+            if cancel is not None and cancel.is_set():
+                break
+            for raw in raws:
+                cut = "\n" not in raw and generator.count_tokens(raw) >= ACTION_TOKENS - 1
+                action = clean_action(raw, ended=not cut)
+                verdict = critic.judge(action, option_brief())
+                if action and verdict.passed and _key(action) not in seen:
+                    seen.add(_key(action))
+                    kept.append((action, verdict))
+            if kept:
+                break
+        order = critic.best_first([v for _, v in kept])
+        result.actions = [kept[i][0] for i in order][:actions]
     return result
 
 
@@ -160,6 +202,30 @@ def expand_many(generator, tree: Tree, jobs: Sequence[tuple[Node, Sequence[Node]
     with ThreadPoolExecutor(max_workers=width) as pool:
         for future in as_completed([pool.submit(one, job) for job in jobs]):
             yield future.result()
+
+
+def _best_outcome(generator, prompt: str, path: Sequence[Node], k: int, primer: str,
+                  settings: SamplerSettings, cancel) -> str:
+    node = path[-1]
+    action = action_line(node.action)
+    scene = "\n".join(p for p in ([path[-2].outcome] if len(path) > 1 else []) + [action] if p)
+    brief = critic.Brief(kind="narration", min_words=TURN_WORDS[0], max_words=TURN_WORDS[1], scene=scene,
+                         earlier=tuple(n.outcome for n in path[:-1][-10:] if n.outcome),
+                         hidden=(primer,) if primer in prompt else ())
+    if k <= 1:
+        return clean_output(generator.generate(prompt, settings, cancel), action)
+    pool: list[tuple[str, critic.Verdict]] = []
+    for batch in range(REDRAWS + 1):
+        tries = settings if batch == 0 or settings.seed is None else settings.with_(seed=settings.seed + 1000 * batch)
+        for raw in generator.candidates(prompt, k, tries, cancel):
+            text = clean_output(raw, action)
+            if text and all(text != t for t, _ in pool):
+                pool.append((text, critic.judge(text, brief)))
+        if (cancel is not None and cancel.is_set()) or any(v.passed for _, v in pool):
+            break
+    if not pool:
+        return ""
+    return pool[critic.best_first([v for _, v in pool])[0]][0]
 
 
 # -- play ---------------------------------------------------------------------------------
@@ -274,7 +340,7 @@ class TreePlay:
     # the player's own contributions -------------------------------------------------------
     def add_action(self, text: str) -> Node:
         """An action the player typed: a new option here (its outcome comes on choosing it)."""
-        action = clean_action(text) or text.strip()
+        action = clean_action(text, ended=False) or text.strip()
         if not action:
             raise StoryloomError("Type an action first.")
         for kid in self.store.children(self.node.id):

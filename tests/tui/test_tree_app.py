@@ -107,7 +107,7 @@ async def test_own_action_and_hand_written_outcome(make_app, fake):
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert "new: the model writes it" not in options(app)[0]
-        fake.push("You dig until your hands bleed. There is a tunnel.", *[f"You do {i}." for i in range(5)])
+        fake.push("You dig until your hands bleed. There is a tunnel.", *[f"You crawl {i} feet." for i in range(5)])
         await pilot.press("a", *"dig under the wall", "enter")
         await settle(app, pilot)
         assert outcome(app) == "You dig until your hands bleed. There is a tunnel."
@@ -117,7 +117,8 @@ async def test_own_action_and_hand_written_outcome(make_app, fake):
 
 
 async def test_reading_ahead_makes_the_next_choice_instant(make_app, fake):
-    fake.push(*ROOT_ACTIONS, "Nobody answers the knock.", "The wall is too high.", "You leave.")
+    fake.push(*ROOT_ACTIONS, "Nobody answers the knock.", "The wall is too high.", "You leave.",
+              *[f"You knock {i} times." for i in range(5)])
     app = make_app()
     async with app.run_test(size=(100, 36)) as pilot:
         await new_tree(app, pilot, pregenerate=True)

@@ -108,7 +108,7 @@ def test_good_options_pass(text):
     ("Try the door, but it is locked.", "outcome"),
     ("Walk toward the old", "cut"),
     ("Pick up the sword and…", "cut"),
-    ("Go.", "length"),
+    ("Walk along the old road toward the mountains where the dragon sleeps in his cave.", "length"),
 ])
 def test_bad_options_fail(text, code):
     verdict = judge(text, OPTIONS)

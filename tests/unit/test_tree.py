@@ -96,8 +96,8 @@ def test_a_cache_hit_makes_no_model_call_and_a_miss_calls_once_and_stores(store)
     assert play.needs_options()
     play.more_options(gen, SETTINGS)  # the root's options (5 candidates, one duplicate dropped)
     options = play.options()
-    assert sorted(o.action for o in options) == ["Look around.", "Run away.", "Shout for help.", "Step inside"]
-    step = next(o for o in options if o.action == "Step inside")
+    assert sorted(o.action for o in options) == ["Look around.", "Run away.", "Shout for help.", "Step inside."]
+    step = next(o for o in options if o.action == "Step inside.")
     before = len(gen.prompts)
     shown = play.choose(step)
     assert shown is None  # not cached yet: a miss
@@ -111,7 +111,7 @@ def test_a_cache_hit_makes_no_model_call_and_a_miss_calls_once_and_stores(store)
     # a second player reading the same branch: served from the cache, no model call
     other = TreePlay(store, tree.id, player="bo")
     calls = len(gen.prompts)
-    cached = next(o for o in other.options() if o.action == "Step inside")
+    cached = next(o for o in other.options() if o.action == "Step inside.")
     assert other.choose(cached).outcome == "The gate creaks open. Dust falls."
     assert len(gen.prompts) == calls and other.stats.served == 1 and other.stats.hit_ratio == 1.0
     assert store.node(cached.id).choices == 2
@@ -160,7 +160,7 @@ def test_pregeneration_targets_are_the_top_uncached_options(store):
 
 
 @pytest.mark.parametrize("raw,expected", [
-    (" open the door.\n> You", "Open the door."), ("> You run.", "Run."), ("1. Hide", "Hide"),
+    (" open the door.\n> You", "Open the door."), ("> You run.", "Run."), ("1. Hide", "Hide."),
     ("  \n", ""), ("?!", ""),
 ])
 def test_clean_action(raw, expected):
@@ -210,3 +210,47 @@ def test_read_ahead_runs_as_many_at_once_as_the_backend_serves(store):
         assert sorted(n.action for n, _, _ in done) == sorted(n.action for n, _ in jobs)
         assert all(e is not None and e.outcome and err is None for _, e, err in done)
         assert gen.most == most
+
+
+def _batching(gen):
+    from dataclasses import replace
+
+    gen.capabilities = replace(gen.capabilities, batch=True)
+    return gen
+
+
+def test_options_glued_to_the_prompts_you_never_become_ve_got_fragments(store):
+    # The prompt ends on "> You": a model that goes on with "'ve got" wrote "You've got ...".
+    assert clean_action("'ve got a long way to go") == "You've got a long way to go."
+    tree = make_tree(store)
+    gen = ScriptedGenerator(["'ve got a long way to go", "'re about to leave", " are standing in a room",
+                             " open the iron door", " try the door. It's locked. What do you do?",
+                             " walk toward the old " + "very " * 30])
+    play = TreePlay(store, tree.id, top=5)
+    actions = play.more_options(gen, SETTINGS)
+    assert actions == ["Open the iron door."]  # fragments, outcomes and the cut line are dropped
+    assert not any(a.startswith(("Ve ", "Re ", "Are ")) for a in actions)
+
+
+def test_options_are_drawn_twice_over_where_the_backend_batches_and_the_best_kept(store):
+    tree = make_tree(store)
+    gen = _batching(ScriptedGenerator([" open the door", " look around", " the wind howls", " run.",
+                                       " pray", " ask the crows", " climb the tower", " wait"]))
+    play = TreePlay(store, tree.id, top=4)
+    actions = play.more_options(gen, SETTINGS)
+    assert len(gen.prompts) == 8 and len(actions) == 4
+    assert "The wind howls." not in actions and all(a.endswith(".") for a in actions)
+
+
+def test_outcomes_are_the_critics_pick_of_a_batch_and_never_leak_notes(store):
+    tree = Tree("Castle", scenario="Second person, present tense. A dark fantasy adventure.")
+    store.create(tree, OPENING)
+    play = TreePlay(store, tree.id, top=1)
+    gate = play.add_action("Open the gate.")
+    good = ("The gate groans open on rusted hinges, and a cold wind carries the smell of ash out of the "
+            "castle courtyard.")
+    gen = _batching(ScriptedGenerator(["Second person, second person. The gate opens.", good,
+                                       "What do you do?", "You decide to go home and forget the castle.",
+                                       " knock on the inner door"] + [" wait"] * 7))
+    node = play.choose_and_expand(gate, gen, SETTINGS)
+    assert node.outcome == good
