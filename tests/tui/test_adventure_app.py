@@ -1,11 +1,22 @@
 """Drive the app like a player, with a scripted model."""
 from __future__ import annotations
 
+import pytest
+
 from storyloom.modes.adventure import PRIMER_SEPARATOR, load_primer
 from storyloom.tui.screens.adventure import AdventureScreen
 from storyloom.tui.screens.home import HomeScreen
 
 from tests.tui.pilot_helpers import act, settle, start_knight, transcript_text
+
+
+@pytest.fixture(autouse=True)
+def _one_candidate_per_turn(fake):
+    """These tests script one output per turn: the fake draws one candidate (streams), as a backend
+    without batching does. Tests of sample-and-rank turn batching back on (`_batching`)."""
+    from dataclasses import replace
+
+    fake.capabilities = replace(fake.capabilities, batch=False)
 
 
 async def test_play_a_turn_and_see_it_in_the_transcript(make_app, fake):

@@ -1,6 +1,8 @@
 """Story trees driven like a player would, with a scripted model."""
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from textual import events
@@ -13,6 +15,16 @@ from storyloom.tui.screens.tree_list import TreeListScreen
 from storyloom.tui.screens.tree_play import TreePlayScreen
 
 from tests.tui.pilot_helpers import settle
+
+
+@pytest.fixture(autouse=True)
+def _one_candidate_per_turn(fake):
+    """These tests script one output per turn: the fake draws one candidate (streams), as a backend
+    without batching does. Tests of sample-and-rank turn batching back on (`_batching`)."""
+    from dataclasses import replace
+
+    fake.capabilities = replace(fake.capabilities, batch=False)
+
 
 OPENING = "You stand at the gate of a ruined castle."
 ROOT_ACTIONS = ["You knock on the gate.", "You climb the wall.", "You walk away.", "You call out.", "You wait."]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from storyloom import StoryloomError
-from storyloom.engine.backends.scripted import ScriptedGenerator
+from storyloom.engine.backends.scripted import ScriptedGenerator as _Scripted
 from storyloom.engine.sampling import SamplerSettings
 from storyloom.modes.tree import (
     TreePlay,
@@ -18,6 +18,17 @@ from storyloom.store.db import open_db
 from storyloom.store.trees import Node, Tree, TreeStore
 
 SETTINGS = SamplerSettings(seed=1)
+
+
+class ScriptedGenerator(_Scripted):
+    """One scripted output per candidate and no batching (one outcome candidate, options one row
+    each), so these tests can count calls; `_batching` turns sample-and-rank on."""
+
+    def __init__(self, *args, **kwargs):
+        from dataclasses import replace
+
+        super().__init__(*args, **kwargs)
+        self.capabilities = replace(self.capabilities, batch=False)
 OPENING = "You stand at the gate of a ruined castle. Crows circle the towers."
 
 
