@@ -13,6 +13,7 @@ from typing import Callable, Protocol, Sequence
 
 from storyloom import StoryloomError
 from storyloom.engine.sampling import SamplerSettings
+from storyloom.modes import critic
 from storyloom.modes.text import SENTENCE_END, TokenCounter, cut_special, fit_text, latest_that_fit
 from storyloom.store.cowrite import LENGTHS, Candidate, CoStory, CoTurn, CowriteStore
 
@@ -26,6 +27,15 @@ REPETITION_NGRAM = 3
 # Mean token log-probs of fluent text from a small model sit near -2..-3, while a passage
 # copied from earlier in the story scores near -0.5: a full repeat must cost more than that gap.
 REPETITION_WEIGHT = 4.0
+# PMI: the log-prob a text gains from the story over a neutral prompt. Generic lines ("He
+# nodded.") are likely anywhere, so mean log-prob alone prefers them (the likelihood trap);
+# subtracting most of their unconditional log-prob keeps fluency but rewards fitting this story.
+PMI_WEIGHT = 0.7
+CRITIC_WEIGHT = 1.0  # score lost per unit of the critic's penalty (a fatal fault costs 1.0)
+# What the critic holds each turn length to: (min words, max words, min sentences).
+LENGTH_BRIEF = {"sentence": (5, 45, 1), "paragraph": (35, 200, 3), "free": (5, 400, 1)}
+# Never offered, whatever else is wrong: the prompt or a chatbot talking, not the story.
+REJECT = frozenset({"leak", "template", "assistant"})
 
 
 # -- repetition ---------------------------------------------------------------------------
@@ -75,24 +85,43 @@ class RepetitionRanker:
 
 
 class ModelRanker:
-    """The default: length-normalised log-prob under the model, minus a repetition penalty."""
+    """The default: length-normalised log-prob under the model contrasted with a neutral prompt
+    (PMI, so generic text does not win), minus a repetition penalty."""
 
-    label = "ranked by the model's log-probs and repetition"
+    label = "ranked by the model's log-probs against a neutral prompt (PMI), and repetition"
 
-    def __init__(self, generator, repetition_weight: float = REPETITION_WEIGHT, n: int = REPETITION_NGRAM):
+    def __init__(self, generator, repetition_weight: float = REPETITION_WEIGHT, n: int = REPETITION_NGRAM,
+                 pmi_weight: float = PMI_WEIGHT):
         self.generator = generator
         self.weight = repetition_weight
         self.n = n
+        self.pmi_weight = pmi_weight
 
     def rank(self, prompt: str, story_text: str, texts: Sequence[str]) -> list[Candidate]:
         # Score each text as it follows the prompt (after a space), the same way for every one.
         joiner = " " if prompt and not prompt[-1].isspace() else ""
         logprobs = self.generator.score_many(prompt, [joiner + t for t in texts])
+        base = (self.generator.score_many(critic.NEUTRAL_PROMPT, list(texts)) if self.pmi_weight
+                else [0.0] * len(texts))
         out = []
-        for text, logprob in zip(texts, logprobs):
+        for text, logprob, prior in zip(texts, logprobs, base):
             rep = repeated_ngram_rate(text, story_text, self.n)
-            out.append(Candidate(text, logprob - self.weight * rep, logprob, rep))
+            out.append(Candidate(text, logprob - self.pmi_weight * prior - self.weight * rep, logprob, rep))
         return sorted(out, key=lambda c: c.score, reverse=True)
+
+
+def judged(ranked: Sequence[Candidate], brief: critic.Brief) -> list[Candidate]:
+    """The ranker's order under the critic: prompt leaks and chatbot replies dropped, texts that
+    pass before those that do not, and each score lowered by the critic's penalty."""
+    out = []
+    for c in ranked:
+        verdict = critic.judge(c.text, brief)
+        if any(f.code in REJECT for f in verdict.findings):
+            continue
+        out.append((not verdict.passed, Candidate(c.text, c.score - CRITIC_WEIGHT * verdict.penalty,
+                                                  c.logprob, c.repetition)))
+    out.sort(key=lambda pair: (pair[0], -pair[1].score))
+    return [c for _, c in out]
 
 
 def default_ranker(generator) -> Ranker:
@@ -215,8 +244,19 @@ class CoWrite:
             raise StoryloomError("The model wrote no complete sentence this time. Ask again (reroll), "
                                  "or write this turn yourself.")
         ranker = ranker or default_ranker(generator)
-        ranked = ranker.rank(built.text, self.story_text(), earlier + texts)
+        ranked = judged(ranker.rank(built.text, self.story_text(), earlier + texts), self.brief())
+        if not ranked:
+            raise StoryloomError("The model only echoed the prompt or answered like a chatbot this time. "
+                                 "Ask again (reroll), or write this turn yourself.")
         return ranked
+
+    def brief(self) -> critic.Brief:
+        """What the critic holds a turn to: the asked length, the recent story, no prompt text."""
+        low, high, sentences = LENGTH_BRIEF.get(self.story.length, LENGTH_BRIEF["free"])
+        recent = [t.text for t in self.story.turns[-2:]]
+        return critic.Brief(kind="passage", min_words=low, max_words=high, min_sentences=sentences,
+                            scene="\n".join(recent), earlier=tuple(t.text for t in self.story.turns[-10:]),
+                            hidden=tuple(h for h in (self.story.premise.strip(),) if h))
 
     def offer(self, candidates: list[Candidate]) -> None:
         """Put ranked candidates on offer (replacing any earlier offer) and save them."""

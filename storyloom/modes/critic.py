@@ -177,7 +177,7 @@ MENU_INLINE = _rx(r"(?:^|\s)1[.)]\s.+?\s2[.)]\s|\b(your|the|these|some|two|three
 INSTRUCTS = _rx(r"(?:^|[.!?]\s+)(tell|choose|decide|describe|write|imagine|remember|try|type|enter|select|pick|"
                 r"continue|consider|note|think about|explain|answer|respond|reply|let us|let's)\s")
 TIMESTAMP = _rx(r"\b\d{1,2}:\d{2}:\d{2}\b|^\s*[-+]?\s*\d{1,2}:\d{2}\b|\[\d{1,2}:\d{2}\]")
-MARKDOWN = _rx(r"\*\*|__|^\s*#{1,6}\s|```|\[[^\]\n]+\]\([^)\n]+\)|^\s*>|\|.*\||https?://|www\.|(?<![\w*])\*[^*\n]+\*")
+MARKDOWN = _rx(r"\*\*|__|^\s*#{1,6}\s|```|\[/?[a-z]+(=[^\]\n]*)?\]|\[[^\]\n]+\]\([^)\n]+\)|^\s*>|\|.*\||https?://|www\.|(?<![\w*])\*[^*\n]+\*")
 # Outside quotes only: the model deciding or speaking for "you".
 FOR_PLAYER = _rx(
     r"\byou (?:then |quickly |slowly |calmly |also )?(say|said|tell|told|ask|asked|reply|replied|respond|"
@@ -191,7 +191,8 @@ QUESTION_TO_PLAYER = _rx(r"\b(what|how|where|who) (do|will|would|should|can|did)
 SCRIPT_LINE = re.compile(r"^\s*[A-Z][\w.' ]{0,24}:\s+\S", re.MULTILINE)
 LEAK = _rx(r"\b[A-Z]?\w+ (wrote|writes|said|asked)\s*:|\bi want (a|an|you to)\b|\b(write|give) (me )?(a|an) "
            r"(story|poem|paragraph|sentence|scene)\b|author'?s note|\bworld info\b|^\s*(memory|premise|title|"
-           r"genre|style|setting|context|note|scenario|summary|instructions?|prompt|story)\s*:|\[[^\]\n]*\]")
+           r"genre|style|setting|context|note|scenario|summary|instructions?|prompt|story)\s*:|"
+           r"\[[^\]\n]*:[^\]\n]*\]|\[\s*(note|author|ooc|scene|narrator|continue|end|insert|image)\b")
 FIRST_PERSON = _rx(r"\b(i|i'm|i've|i'll|i'd|me|my|myself|mine|we|we're|we've|our|us)\b")
 JUNK = _rx(r"[!?]{3,}|(.)\1{5,}|\S{28,}|[\u2600-\u27bf\U0001F300-\U0001FAFF]|#\w")
 

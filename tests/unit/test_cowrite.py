@@ -166,3 +166,46 @@ def test_export_marks_model_turns_and_plain_text_has_none():
     assert "*Nobody spoke.* †" in md
     text = play.to_text()
     assert text == "Keeper\n\nThe boat came.\n\nIt was *small*.\n\nAnd grey.\n\nNobody spoke.\n"
+
+
+GOOD_PARAGRAPH = ("The boat came in on the evening tide, low in the water and silent. The keeper watched it from "
+                  "the gallery, one hand on the cold rail, and counted three figures in the stern. None of them "
+                  "waved, and none of them looked up at the light.")
+
+
+def test_a_prompt_leak_and_a_short_generic_line_rank_below_a_good_paragraph():
+    leak = "Tara wrote: I want a poem about the lighthouse keeper and the boat."
+    generic = "He nodded."
+    # The likelihood trap: a small model finds the leak and the generic line most likely.
+    scores = {leak: -0.9, generic: -1.1, GOOD_PARAGRAPH: -2.4}
+    neutral = {leak: -1.5, generic: -1.2, GOOD_PARAGRAPH: -3.6}
+
+    class Scores:
+        def score_many(self, prompt, texts):
+            table = neutral if prompt == "\n" else scores
+            return [table[t.strip()] for t in texts]
+
+    gen = ScriptedGenerator([leak, generic, GOOD_PARAGRAPH])
+    play = CoWrite(new_story("T", premise="I want a poem about the lighthouse keeper.", opening=STORY,
+                             candidates_n=3))
+    ranked = play.propose(gen, SETTINGS, ranker=ModelRanker(Scores()))
+    assert [c.text for c in ranked] == [GOOD_PARAGRAPH, generic]  # the leak is never offered
+    assert ranked[0].score > ranked[1].score
+    # PMI alone already prefers the paragraph: it gains from the story, the generic line does not
+    by_model = ModelRanker(Scores()).rank("p", STORY, [generic, GOOD_PARAGRAPH])
+    assert by_model[0].text == GOOD_PARAGRAPH
+
+
+def test_the_asked_length_is_honoured_in_the_ranking():
+    one = "The boat came in on the evening tide, low in the water and silent."
+    gen = ScriptedGenerator([one, GOOD_PARAGRAPH])
+    play = CoWrite(new_story("T", opening=STORY, candidates_n=2, length="paragraph"))
+    ranked = play.propose(gen, SETTINGS, ranker=RepetitionRanker())
+    assert ranked[0].text == GOOD_PARAGRAPH  # a paragraph was asked: one sentence comes second
+
+
+def test_only_prompt_text_is_a_clear_error():
+    gen = ScriptedGenerator(["Tara wrote: more please.", "I want a poem about the sea."])
+    play = CoWrite(new_story("T", opening=STORY, candidates_n=2))
+    with pytest.raises(StoryloomError, match="echoed the prompt"):
+        play.propose(gen, SETTINGS)

@@ -177,3 +177,8 @@ def test_recorded_good_turn_passes():
             "Larion is carved into the wooden gate behind him.")
     brief = Brief(scene="You set out along the old road and reach the edge of a dark forest in Larion.")
     assert judge(text, brief).passed, judge(text, brief).explain()
+
+
+def test_bracketed_notes_leak_but_bbcode_is_markup():
+    assert "leak" in codes("[Author's note: keep it grim] The woman lifts the lantern over the forest road.")
+    assert "markdown" in codes("The woman lifts the [bold]lantern[/bold] over the dark forest road by the dragon.")
