@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("file", help="a text file with the poem, or - for standard input")
 
     bench = sub.add_parser("bench", help="measure speed; prints JSON")
-    bench.add_argument("what", choices=["engine", "cowrite", "tree", "poetry", "votes"])
+    bench.add_argument("what", choices=["engine", "cowrite", "tree", "poetry", "votes", "quality"])
     bench.add_argument("--poems", type=int, default=10, help="poetry: poems per form (seeds 1..N)")
     bench.add_argument("--forms", default="sonnet,limerick,ballad,couplets,haiku", help="poetry: forms to run")
     bench.add_argument("--model", dest="sub_model")
@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-model", action="store_true", help="tree: skip timing the model")
     bench.add_argument("--llama-cpp", action="store_true",
                        help="engine: also time llama.cpp on the same GGUF (needs llama-cpp-python installed)")
+
+    _add_play(sub)
+    _add_bench_quality(bench)
 
     trees = sub.add_parser("tree", help="story trees: list, export, import")
     tsub = trees.add_subparsers(dest="tree_command", required=True)
@@ -125,6 +128,10 @@ def _run(args) -> int:
         return _model(args)
     if args.command == "generate":
         return _generate(args)
+    if args.command == "play":
+        return _play(args)
+    if args.command == "bench" and args.what == "quality":
+        return _bench_quality(args)
     if args.command == "bench":
         return _bench(args)
     if args.command == "tree":
@@ -334,4 +341,81 @@ def _generate(args) -> int:
     sys.stdout.write("\n")
     stats = gen.last_stats
     print(f"[{stats.new_tokens} tokens, {stats.tokens_per_second:.1f} tok/s]", file=sys.stderr)
+    return 0
+
+
+# -- play and bench quality: headless adventure and the critic's pass rates ------------------
+def _add_play(sub) -> None:
+    play = sub.add_parser("play", help="play an adventure headless from a file of actions (one a line, "
+                                       "say:/story: prefixes); prints the transcript or JSON")
+    play.add_argument("--scenario", default="fantasy/knight", help="setting/character, e.g. fantasy/knight")
+    play.add_argument("--actions", required=True, help="a text file of actions, or - for standard input")
+    play.add_argument("--seed", type=int, default=1)
+    play.add_argument("--candidates", type=int, default=4, help="candidates per turn (1: one, streamed)")
+    play.add_argument("--name", default="", help="the player's name")
+    play.add_argument("--json", action="store_true", help="JSON with each turn's critic verdict")
+    play.add_argument("--explain", action="store_true", help="each turn's candidates and verdicts (stderr)")
+    play.add_argument("--model-rank", action="store_true", help="break ties by the model's PMI (slower)")
+    play.add_argument("--no-primer", action="store_true", help="leave the example story out of the prompt")
+    play.add_argument("--model", dest="sub_model")
+
+
+def _add_bench_quality(bench) -> None:
+    bench.add_argument("--seed", type=int, default=1, help="quality: the first seed")
+    bench.add_argument("--modes", default="adventure,tree,cowrite,world_info",
+                       help="quality: modes to measure (k=1 and k=--candidates each)")
+
+
+def _play(args) -> int:
+    from storyloom.config import load_config
+    from storyloom.engine import models
+    from storyloom.modes import adventure as adv
+
+    if not 1 <= args.candidates <= adv.MAX_CANDIDATES:
+        raise StoryloomError(f"--candidates must be between 1 and {adv.MAX_CANDIDATES}.")
+    setting, character = adv.find_scenario(args.scenario)
+    if args.actions == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(args.actions).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StoryloomError(f"Cannot read {args.actions}: {exc}") from None
+    actions = adv.parse_actions(text)
+    with _progress() as progress:
+        gen = models.load(_model_spec(args), progress)
+    game = adv.new_game(setting, character, args.name)
+    settings = load_config().sampler.with_(seed=args.seed)
+
+    def shown(turn) -> None:
+        if args.json:
+            return
+        if turn.kind == "start":
+            print(f"{game.turns[0].action} {turn.output}".strip())
+        else:
+            print(f"\n{turn.action}\n{turn.output or '(nothing usable; the action was not kept)'}")
+        if args.explain:
+            print(turn.pick.explain(), file=sys.stderr)
+        sys.stdout.flush()
+
+    played = adv.play_actions(game, actions, gen, settings, candidates=args.candidates,
+                              model_rank=args.model_rank, primer=not args.no_primer, on_turn=shown)
+    if args.json:
+        passed = sum(t.pick.verdict.passed for t in played)
+        print(json.dumps({"scenario": args.scenario, "seed": args.seed, "candidates": args.candidates,
+                          "model": gen.name, "passed": passed, "turns": [t.to_dict() for t in played]}, indent=2))
+    return 0
+
+
+def _bench_quality(args) -> int:
+    from storyloom.modes import quality_bench
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = sorted(set(modes) - {"adventure", "tree", "cowrite", "world_info"})
+    if unknown or not 2 <= args.candidates <= 8:
+        raise StoryloomError("--modes takes adventure, tree, cowrite, world_info; --candidates must be 2-8.")
+    with _progress() as progress:
+        result = quality_bench.quality(_model_spec(args), k=args.candidates, seed=args.seed, modes=modes,
+                                       progress=progress)
+    print(json.dumps(result, indent=2))
     return 0

@@ -137,8 +137,8 @@ def turn_text(turn: Turn) -> str:
 
 
 # -- output clean-up --------------------------------------------------------------------
-_JUNK_LINE = re.compile(r"^\s*(\d{1,2}[.)]\s|[-*•+]\s|#{1,6}\s|[-+]?\s*\d{1,2}:\d{2}\b|(option|choice)\s*\d|"
-                        r"[A-Z][\w.' ]{0,24}:\s)", re.IGNORECASE)
+_JUNK_LINE = re.compile(r"^\s*(\d{1,2}[.)]\s|[-*•+]\s|#{1,6}\s|[-+]?\s*\d{1,2}:\d{2}\b|(?i:option|choice)\s*\d|"
+                        r"[A-Z][\w.']*(?: [A-Z][\w.']*){0,2}:\s)")
 _ASKS_PLAYER = re.compile(r"\s*\b(what|how) (do|will|would|should|can) (you|i) (do|say|try|choose)"
                           r"( next| now| first)?\?\s*$", re.IGNORECASE)
 
@@ -493,3 +493,88 @@ def run(stream: Iterator, on_event: Callable[[Chunk | Restart | Progress | Picke
         events.append(event)
         if on_event is not None:
             on_event(event)
+
+
+# -- headless play (the `play` command and the quality bench) --------------------------------
+ACTION_PREFIXES = {"say:": "say", "story:": "story", "do:": "do"}
+
+
+def parse_actions(text: str) -> list[tuple[str, str]]:
+    """One action a line: 'say: hello', 'story: It rains.', or a plain 'do' action; blank lines
+    and '#' comments are skipped."""
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        kind = "do"
+        for prefix, name in ACTION_PREFIXES.items():
+            if line.lower().startswith(prefix):
+                kind, line = name, line[len(prefix):].strip()
+                break
+        if not line:
+            raise StoryloomError(f"Line {n} has a '{kind}:' prefix but no action after it.")
+        out.append((kind, line))
+    return out
+
+
+def find_scenario(spec: str) -> tuple[Setting, Character]:
+    """'fantasy/knight' -> its setting and character."""
+    settings = load_scenarios()
+    setting_key, _, character_key = spec.partition("/")
+    for setting in settings:
+        if setting.key == setting_key:
+            for character in setting.characters:
+                if character.key == character_key:
+                    return setting, character
+    known = ", ".join(f"{s.key}/{c.key}" for s in settings for c in s.characters)
+    raise StoryloomError(f"No scenario {spec!r}; choose one of: {known}.")
+
+
+@dataclass
+class PlayedTurn:
+    kind: str
+    action: str
+    output: str
+    pick: Picked
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "action": self.action, "output": self.output, "seconds": round(self.seconds, 3),
+                "candidates": len(self.pick.considered), "batches": self.pick.batches,
+                "ranked_by": self.pick.ranked_by, "note": self.pick.note, "verdict": self.pick.verdict.to_dict()}
+
+
+def play_actions(game: Game, actions: list[tuple[str, str]], generator, settings: SamplerSettings,
+                 candidates: int = DEFAULT_CANDIDATES, model_rank: bool = False, primer: bool = True,
+                 on_turn: Callable[[PlayedTurn], None] | None = None) -> list[PlayedTurn]:
+    """Play a game headless: the opening (when it has no output yet), then each action in turn."""
+    import time
+
+    play = Adventure(game, None, primer=primer)
+    played = []
+    steps = [("start", "")] if not game.turns[0].output else []
+    for kind, text in steps + actions:
+        start = time.perf_counter()
+        if kind == "start":
+            opening = game.turns[0]
+            history, action, turn = [Turn(opening.kind, opening.action, "")], "", opening
+        else:
+            turn = play.begin(kind, text)
+            history, action = game.turns, turn.action
+        if settings.seed is not None:  # every turn its own seed, the same for every k
+            settings = settings.with_(seed=settings.seed + 1)
+        built = play.prompt_for(action, generator, settings, history)
+        events, output = run(play.generate(built.text, action, generator, settings, candidates=candidates,
+                                           brief=play.brief_for(action, history, built), model_rank=model_rank))
+        pick = next(e for e in reversed(events) if isinstance(e, Picked))
+        if kind == "start":
+            play.commit_opening(output)
+        elif output:
+            turn.output = output
+            play.commit(turn)
+        done = PlayedTurn(kind, turn.action, output, pick, time.perf_counter() - start)
+        played.append(done)
+        if on_turn is not None:
+            on_turn(done)
+    return played

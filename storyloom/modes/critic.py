@@ -188,7 +188,7 @@ FOR_PLAYER = _rx(
 )
 QUESTION_TO_PLAYER = _rx(r"\b(what|how|where|who) (do|will|would|should|can|did) (you|i|we)\b[^.!?]*\?|"
                          r"\bwhat now\?|\bwhat next\?|\band then what\?")
-SCRIPT_LINE = re.compile(r"^\s*[A-Z][\w.' ]{0,24}:\s+\S", re.MULTILINE)
+SCRIPT_LINE = re.compile(r"^\s*[A-Z][\w.']*(?: [A-Z][\w.']*){0,2}:\s+\S", re.MULTILINE)  # "Old Man: ..."
 LEAK = _rx(r"\b[A-Z]?\w+ (wrote|writes|said|asked)\s*:|\bi want (a|an|you to)\b|\b(write|give) (me )?(a|an) "
            r"(story|poem|paragraph|sentence|scene)\b|author'?s note|\bworld info\b|^\s*(memory|premise|title|"
            r"genre|style|setting|context|note|scenario|summary|instructions?|prompt|story)\s*:|"

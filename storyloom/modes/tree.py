@@ -123,6 +123,8 @@ class Expansion:
 
     outcome: str = ""
     actions: list[str] = field(default_factory=list)
+    options_drawn: int = 0  # option rows the model wrote, and how many of them the critic passed
+    options_passed: int = 0
 
 
 def expand(generator, tree: Tree, path: Sequence[Node], *, want_outcome: bool, actions: int,
@@ -143,7 +145,7 @@ def expand(generator, tree: Tree, path: Sequence[Node], *, want_outcome: bool, a
     k = candidates or default_candidates(generator)
     if want_outcome:
         prompt = story_prompt(tree, path[:-1], count, next_action=node.action, primer=primer)
-        result.outcome = _best_outcome(generator, prompt, path, k, primer,
+        result.outcome = _best_outcome(generator, tree, prompt, path, k, primer,
                                        settings.with_(max_new_tokens=OUTCOME_TOKENS, stop=settings.stop + ("\n>",)),
                                        cancel)
         if cancel is not None and cancel.is_set():
@@ -167,6 +169,8 @@ def expand(generator, tree: Tree, path: Sequence[Node], *, want_outcome: bool, a
                 cut = "\n" not in raw and generator.count_tokens(raw) >= ACTION_TOKENS - 1
                 action = clean_action(raw, ended=not cut)
                 verdict = critic.judge(action, option_brief())
+                result.options_drawn += 1
+                result.options_passed += verdict.passed
                 if action and verdict.passed and _key(action) not in seen:
                     seen.add(_key(action))
                     kept.append((action, verdict))
@@ -204,14 +208,19 @@ def expand_many(generator, tree: Tree, jobs: Sequence[tuple[Node, Sequence[Node]
             yield future.result()
 
 
-def _best_outcome(generator, prompt: str, path: Sequence[Node], k: int, primer: str,
+def outcome_brief(tree: Tree, path: Sequence[Node], primer: str = "") -> critic.Brief:
+    """What the critic holds the outcome of path[-1] to (as an adventure turn)."""
+    action = action_line(path[-1].action)
+    scene = "\n".join(p for p in [tree.scenario] + ([path[-2].outcome] if len(path) > 1 else []) + [action] if p)
+    return critic.Brief(kind="narration", min_words=TURN_WORDS[0], max_words=TURN_WORDS[1], scene=scene,
+                        earlier=tuple(n.outcome for n in path[:-1][-10:] if n.outcome),
+                        hidden=(primer,) if primer else ())
+
+
+def _best_outcome(generator, tree: Tree, prompt: str, path: Sequence[Node], k: int, primer: str,
                   settings: SamplerSettings, cancel) -> str:
-    node = path[-1]
-    action = action_line(node.action)
-    scene = "\n".join(p for p in ([path[-2].outcome] if len(path) > 1 else []) + [action] if p)
-    brief = critic.Brief(kind="narration", min_words=TURN_WORDS[0], max_words=TURN_WORDS[1], scene=scene,
-                         earlier=tuple(n.outcome for n in path[:-1][-10:] if n.outcome),
-                         hidden=(primer,) if primer in prompt else ())
+    action = action_line(path[-1].action)
+    brief = outcome_brief(tree, path, primer if primer in prompt else "")
     if k <= 1:
         return clean_output(generator.generate(prompt, settings, cancel), action)
     pool: list[tuple[str, critic.Verdict]] = []

@@ -182,3 +182,10 @@ def test_recorded_good_turn_passes():
 def test_bracketed_notes_leak_but_bbcode_is_markup():
     assert "leak" in codes("[Author's note: keep it grim] The woman lifts the lantern over the forest road.")
     assert "markdown" in codes("The woman lifts the [bold]lantern[/bold] over the dark forest road by the dragon.")
+
+
+def test_a_colon_in_prose_is_not_a_script_line():
+    text = ("There is only one person: one king with many eyes. He is the King of Larion, and he has watched "
+            "the forest road all his life.")
+    assert "script" not in codes(text) and "Old Man" not in text
+    assert "script" in codes("Old Man: The dragon sleeps in the forest.\nKnight: Then I will wake him.")

@@ -1,0 +1,176 @@
+"""`storyloom bench quality`: how often what a player reads passes the critic, with sample-and-rank
+off (one candidate) and on (k in one batch), on a fixed set of scenarios and actions.
+
+Per mode: the share of turns the critic passes, the repeated 4-gram rate, mean words per turn
+and seconds per turn; for story trees also how many of the wanted options survive the critic;
+and whether triggered world info reaches the output more often than the same facts untriggered.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+from storyloom.engine.sampling import SamplerSettings
+from storyloom.modes import adventure as adv
+from storyloom.modes import critic
+from storyloom.modes.cowrite import CoWrite, new_story, repeated_ngram_rate
+from storyloom.modes.tree import Tree, expand, outcome_brief
+from storyloom.store.stories import WorldEntry
+from storyloom.store.trees import Node
+
+SCENARIOS = ["fantasy/knight", "mystery/detective", "apocalyptic/scavenger", "space/pilot", "horror/heir",
+             "fantasy/wizard"]
+ACTIONS = [("do", "look around"), ("say", "Who is there?"), ("do", "walk forward carefully"),
+           ("do", "pick up the nearest object")]
+# World info: an entry whose key is in the action but whose facts are not (name, attribute).
+WORLD_CASES = [
+    ("fantasy/knight", "innkeeper", "The innkeeper is Mira, a tall woman with a silver eye patch.",
+     ("mira", "eye patch", "silver"), "ask the innkeeper for a room"),
+    ("mystery/detective", "butler", "The butler is Mr Hale, an old man with a limp and a brass hearing horn.",
+     ("hale", "limp", "hearing horn", "brass"), "question the butler"),
+    ("space/pilot", "ORIN", "ORIN speaks in a calm female voice and glows amber when it is worried.",
+     ("amber", "female", "calm voice", "glow"), "ask ORIN what it sees"),
+    ("horror/heir", "portrait", "The portrait in the hall shows your great-aunt Agatha holding a black cat.",
+     ("agatha", "black cat", "cat"), "look at the portrait"),
+    ("apocalyptic/scavenger", "radio", "The radio only ever plays one song, an old waltz, and then a woman counting.",
+     ("waltz", "counting", "song"), "turn on the radio"),
+]
+COWRITE_OPENINGS = [
+    ("The Keeper", "The lighthouse keeper had not spoken to anyone in three weeks when the boat arrived."),
+    ("Snow", "By the time the train stopped, the snow had covered the tracks behind us."),
+    ("The Letter", "My grandmother's letter arrived a week after her funeral, in her careful blue handwriting."),
+    ("Market Day", "Every Saturday the square filled with stalls, and every Saturday the old man sold nothing."),
+]
+
+
+def _rate(flags: list[bool]) -> float:
+    return round(sum(flags) / len(flags), 3) if flags else 0.0
+
+
+def _summary(texts: list[str], passed: list[bool], seconds: list[float]) -> dict:
+    return {"turns": len(texts), "pass_share": _rate(passed),
+            "repeated_4gram_rate": round(statistics.fmean(repeated_ngram_rate(t, "", 4) for t in texts), 3)
+            if texts else 0.0,
+            "mean_words": round(statistics.fmean(len(t.split()) for t in texts), 1) if texts else 0.0,
+            "seconds_per_turn": round(statistics.fmean(seconds), 3) if seconds else 0.0}
+
+
+def adventure(generator, k: int, settings: SamplerSettings, model_rank: bool = False,
+              scenarios=SCENARIOS, progress=None) -> dict:
+    texts, passed, seconds, failures = [], [], [], {}
+    for spec in scenarios:
+        setting, character = adv.find_scenario(spec)
+        game = adv.new_game(setting, character, "Ada")
+        for turn in adv.play_actions(game, list(ACTIONS), generator, settings, candidates=k, model_rank=model_rank):
+            texts.append(turn.output)
+            passed.append(turn.pick.verdict.passed)
+            seconds.append(turn.seconds)
+            for f in turn.pick.verdict.findings:
+                if f.cost >= critic.FAIL:
+                    failures[f.code] = failures.get(f.code, 0) + 1
+        if progress:
+            progress(f"adventure k={k}: {spec}", None)
+    out = _summary(texts, passed, seconds)
+    out["failures"] = dict(sorted(failures.items(), key=lambda kv: -kv[1]))
+    return out
+
+
+def trees(generator, k: int, settings: SamplerSettings, scenarios=SCENARIOS, progress=None) -> dict:
+    """Per scenario: the root's options (5 wanted), then the outcome of the first one."""
+    option_rows = option_passed = shown = wanted = 0
+    outcomes, passed, seconds = [], [], []
+    primer = adv.load_primer()
+    for n, spec in enumerate(scenarios):
+        setting, character = adv.find_scenario(spec)
+        tree = Tree(f"{setting.name}: {character.name}", scenario=character.context.replace("{name}, ", ""))
+        root = Node("bench", None, "", character.prompt.replace("{name}", "you") + " a path leads on.")
+        tries = settings.with_(seed=(settings.seed or 0) + n)
+        start = time.perf_counter()
+        options = expand(generator, tree, [root], want_outcome=False, actions=5, settings=tries, candidates=k)
+        option_rows += options.options_drawn
+        option_passed += options.options_passed
+        shown += len(options.actions)
+        wanted += 5
+        action = options.actions[0] if options.actions else "Look around."
+        child = Node("bench", "root", action, "")
+        result = expand(generator, tree, [root, child], want_outcome=True, actions=0, settings=tries, candidates=k)
+        seconds.append(time.perf_counter() - start)
+        outcomes.append(result.outcome)
+        passed.append(critic.judge(result.outcome, outcome_brief(tree, [root, child], primer)).passed)
+        if progress:
+            progress(f"trees k={k}: {spec}", None)
+    out = _summary(outcomes, passed, seconds)
+    out = {"outcomes_" + key: value for key, value in out.items()}
+    out.update({"option_rows_drawn": option_rows, "option_rows_passing": _rate([True] * option_passed +
+                                                                              [False] * (option_rows - option_passed)),
+                "options_shown_of_wanted": _rate([True] * shown + [False] * (wanted - shown)),
+                "options_shown_pass_share": 1.0 if shown else 0.0})  # only passing options are shown
+    return out
+
+
+def cowrite(generator, k: int, settings: SamplerSettings, length: str = "paragraph", progress=None) -> dict:
+    """The top candidate of one model turn on each opening, under the critic."""
+    texts, passed, seconds = [], [], []
+    for n, (title, opening) in enumerate(COWRITE_OPENINGS):
+        play = CoWrite(new_story(title, opening=opening, candidates_n=k, length=length))
+        start = time.perf_counter()
+        try:
+            ranked = play.propose(generator, settings.with_(seed=(settings.seed or 0) + n))
+        except Exception:  # noqa: BLE001 - a turn with nothing usable counts as a failure
+            ranked = []
+        seconds.append(time.perf_counter() - start)
+        text = ranked[0].text if ranked else ""
+        texts.append(text)
+        passed.append(critic.judge(text, play.brief()).passed)
+        if progress:
+            progress(f"co-write k={k}: {title}", None)
+    return _summary(texts, passed, seconds)
+
+
+def world_info(generator, k: int, settings: SamplerSettings, progress=None) -> dict:
+    """Share of turns that mention an entry's facts when it is triggered vs the same game without it."""
+    hits = {"triggered": [], "absent": []}
+    for n, (spec, key, text, facts, action) in enumerate(WORLD_CASES):
+        for case in hits:
+            setting, character = adv.find_scenario(spec)
+            game = adv.new_game(setting, character, "Ada")
+            game.turns[0].output = "The place is quiet, and nobody seems to notice you arrive."
+            if case == "triggered":
+                game.world_info = [WorldEntry([key], text)]
+            turn = adv.play_actions(game, [("do", action)], generator,
+                                    settings.with_(seed=(settings.seed or 0) + n), candidates=k)[0]
+            hits[case].append(any(f in turn.output.lower() for f in facts))
+        if progress:
+            progress(f"world info k={k}: {spec}", None)
+    return {"fact_mentioned_when_triggered": _rate(hits["triggered"]),
+            "fact_mentioned_when_absent": _rate(hits["absent"]), "cases": len(WORLD_CASES)}
+
+
+def quality(spec: str, k: int = adv.DEFAULT_CANDIDATES, seed: int = 1, modes=("adventure", "tree", "cowrite",
+                                                                           "world_info"),
+            progress: Callable[[str, float | None], None] | None = None) -> dict:
+    from storyloom.config import load_config
+    from storyloom.engine import models
+
+    generator = models.load(spec, progress)
+    settings = load_config().sampler.with_(seed=seed)
+    result: dict = {"model": generator.name, "k": k, "seed": seed, "sampler": settings.to_dict(),
+                    "scoring": critic.can_score(generator)}
+    for mode in modes:
+        runs = {}
+        for kk in (1, k):
+            if mode == "adventure":
+                runs[f"k={kk}"] = adventure(generator, kk, settings, progress=progress)
+            elif mode == "tree":
+                runs[f"k={kk}"] = trees(generator, kk, settings, progress=progress)
+            elif mode == "cowrite":
+                runs[f"k={kk}"] = cowrite(generator, kk, settings, progress=progress)
+            elif mode == "world_info":
+                runs[f"k={kk}"] = world_info(generator, kk, settings, progress=progress)
+        one, many = runs.get("k=1", {}), runs.get(f"k={k}", {})
+        for key in ("seconds_per_turn", "outcomes_seconds_per_turn"):
+            if one.get(key) and many.get(key):
+                runs[f"seconds_ratio_k{k}_vs_k1"] = round(many[key] / one[key], 2)
+        result[mode] = runs
+    return result
