@@ -295,9 +295,11 @@ class Picked:
     batches: int = 1
     ranked_by: str = "critic"
     note: str = ""  # said quietly to the player when no candidate passed
+    drawn: int = 1  # texts the model wrote (empty and duplicate ones are not considered)
 
     def explain(self) -> str:
-        lines = [f"{len(self.considered)} candidate(s) in {self.batches} batch(es), ranked by {self.ranked_by}"
+        lines = [f"{self.drawn} drawn, {len(self.considered)} considered in {self.batches} batch(es), "
+                 f"ranked by {self.ranked_by}"
                  + (f"; {self.note}" if self.note else "")]
         for i, (text, verdict) in enumerate(self.considered, 1):
             mark = "*" if text == self.text else " "
@@ -401,6 +403,8 @@ class Adventure:
             if batch < REDRAWS:
                 yield Restart(f"none of {k} candidates passed the critic")
         if not pool:
+            yield Picked("", critic.judge("", brief), [], batches, "critic",
+                         f"the model wrote nothing usable ({k * batches} drawn)", k * batches)
             return ""
         verdicts = [v for _, v in pool]
         scores, ranked_by = None, "critic"
@@ -415,7 +419,7 @@ class Adventure:
         considered = [pool[i] for i in order]
         text, verdict = considered[0]
         note = "" if verdict.passed else f"no candidate passed the critic ({len(pool)} drawn); showing the best"
-        yield Picked(text, verdict, considered, batches, ranked_by, note)
+        yield Picked(text, verdict, considered, batches, ranked_by, note, k * batches)
         return text
 
     # turns ----------------------------------------------------------------------------
@@ -541,7 +545,7 @@ class PlayedTurn:
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "action": self.action, "output": self.output, "seconds": round(self.seconds, 3),
-                "candidates": len(self.pick.considered), "batches": self.pick.batches,
+                "candidates": self.pick.drawn, "considered": len(self.pick.considered), "batches": self.pick.batches,
                 "ranked_by": self.pick.ranked_by, "note": self.pick.note, "verdict": self.pick.verdict.to_dict()}
 
 
@@ -567,7 +571,8 @@ def play_actions(game: Game, actions: list[tuple[str, str]], generator, settings
         built = play.prompt_for(action, generator, settings, history)
         events, output = run(play.generate(built.text, action, generator, settings, candidates=candidates,
                                            brief=play.brief_for(action, history, built), model_rank=model_rank))
-        pick = next(e for e in reversed(events) if isinstance(e, Picked))
+        pick = next((e for e in reversed(events) if isinstance(e, Picked)), None) or \
+            Picked(output, critic.judge(output, play.brief_for(action, history, built)), [])
         if kind == "start":
             play.commit_opening(output)
         elif output:

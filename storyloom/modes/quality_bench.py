@@ -11,6 +11,7 @@ import statistics
 import time
 from typing import Callable
 
+from storyloom import StoryloomError
 from storyloom.engine.sampling import SamplerSettings
 from storyloom.modes import adventure as adv
 from storyloom.modes import critic
@@ -57,9 +58,9 @@ def _summary(texts: list[str], passed: list[bool], seconds: list[float]) -> dict
 
 
 def adventure(generator, k: int, settings: SamplerSettings, model_rank: bool = False,
-              scenarios=SCENARIOS, progress=None) -> dict:
+              scenarios=None, progress=None) -> dict:
     texts, passed, seconds, failures = [], [], [], {}
-    for spec in scenarios:
+    for spec in scenarios or SCENARIOS:
         setting, character = adv.find_scenario(spec)
         game = adv.new_game(setting, character, "Ada")
         for turn in adv.play_actions(game, list(ACTIONS), generator, settings, candidates=k, model_rank=model_rank):
@@ -76,12 +77,12 @@ def adventure(generator, k: int, settings: SamplerSettings, model_rank: bool = F
     return out
 
 
-def trees(generator, k: int, settings: SamplerSettings, scenarios=SCENARIOS, progress=None) -> dict:
+def trees(generator, k: int, settings: SamplerSettings, scenarios=None, progress=None) -> dict:
     """Per scenario: the root's options (5 wanted), then the outcome of the first one."""
     option_rows = option_passed = shown = wanted = 0
     outcomes, passed, seconds = [], [], []
     primer = adv.load_primer()
-    for n, spec in enumerate(scenarios):
+    for n, spec in enumerate(scenarios or SCENARIOS):
         setting, character = adv.find_scenario(spec)
         tree = Tree(f"{setting.name}: {character.name}", scenario=character.context.replace("{name}, ", ""))
         root = Node("bench", None, "", character.prompt.replace("{name}", "you") + " a path leads on.")
@@ -94,10 +95,14 @@ def trees(generator, k: int, settings: SamplerSettings, scenarios=SCENARIOS, pro
         wanted += 5
         action = options.actions[0] if options.actions else "Look around."
         child = Node("bench", "root", action, "")
-        result = expand(generator, tree, [root, child], want_outcome=True, actions=0, settings=tries, candidates=k)
+        try:
+            outcome = expand(generator, tree, [root, child], want_outcome=True, actions=0, settings=tries,
+                             candidates=k).outcome
+        except StoryloomError:  # nothing usable: a failed outcome
+            outcome = ""
         seconds.append(time.perf_counter() - start)
-        outcomes.append(result.outcome)
-        passed.append(critic.judge(result.outcome, outcome_brief(tree, [root, child], primer)).passed)
+        outcomes.append(outcome)
+        passed.append(critic.judge(outcome, outcome_brief(tree, [root, child], primer)).passed)
         if progress:
             progress(f"trees k={k}: {spec}", None)
     out = _summary(outcomes, passed, seconds)
@@ -117,7 +122,7 @@ def cowrite(generator, k: int, settings: SamplerSettings, length: str = "paragra
         start = time.perf_counter()
         try:
             ranked = play.propose(generator, settings.with_(seed=(settings.seed or 0) + n))
-        except Exception:  # noqa: BLE001 - a turn with nothing usable counts as a failure
+        except StoryloomError:  # nothing usable: a failed turn
             ranked = []
         seconds.append(time.perf_counter() - start)
         text = ranked[0].text if ranked else ""
