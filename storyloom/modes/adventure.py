@@ -23,6 +23,7 @@ from storyloom.store.stories import Game, GameStore, Turn, WorldEntry
 ACTION_STOPS = ("\n>", "\n\n\n")
 AUTHORS_NOTE_DEPTH = 3  # the note goes this many turns before the end, as KoboldAI does
 WORLD_INFO_SCAN = 4  # recent turns (and the new action) scanned for world-info keywords
+WORLD_INFO_NEAR_END = False  # triggered entries after the history, before the action (else in the head)
 REPEAT_SIMILARITY = 0.9
 # Prompt budget cap: prefill cost grows with the prompt and small models lose the thread in long
 # contexts, so a game uses at most this many tokens even when the model's window is larger.
@@ -236,9 +237,12 @@ def build_prompt(game: Game, action_text: str, count: TokenCounter, budget: int,
         candidate = "\n".join(head_parts + [e.text for e in kept_world] + [entry.text])
         if count(candidate) <= room * 3 // 4:
             kept_world.append(entry)
-    head = "\n".join(p for p in head_parts + [e.text for e in kept_world] if p)
+    facts = [e.text for e in kept_world]
+    head = "\n".join(p for p in head_parts + ([] if WORLD_INFO_NEAR_END else facts) if p)
     note = f"\n[Author's note: {game.authors_note.strip()}]" if game.authors_note.strip() else ""
     action = f"\n{action_text}\n" if action_text.startswith(">") else (f"\n{action_text}" if action_text else "")
+    if WORLD_INFO_NEAR_END and facts:  # small models use what they read last: facts just before the action
+        action = "\n" + " ".join(facts) + action
     fixed = count(head + "\n\n") + count(note) + count(action)
     if fixed > budget:  # a huge action: keep its end (what the player typed last)
         action = fit_text(action, count, budget - count(head + "\n\n") - count(note), keep_end=True)
