@@ -32,6 +32,7 @@ REPETITION_WEIGHT = 4.0
 # subtracting most of their unconditional log-prob keeps fluency but rewards fitting this story.
 PMI_WEIGHT = 0.7
 CRITIC_WEIGHT = 1.0  # score lost per unit of the critic's penalty (a fatal fault costs 1.0)
+FAILED_COST = 10.0  # more than any spread of model scores: a text that fails ranks below every one that passes
 # What the critic holds each turn length to: (min words, max words, min sentences).
 LENGTH_BRIEF = {"sentence": (5, 45, 1), "paragraph": (35, 200, 3), "free": (5, 400, 1)}
 # Never offered, whatever else is wrong: the prompt or a chatbot talking, not the story.
@@ -118,10 +119,9 @@ def judged(ranked: Sequence[Candidate], brief: critic.Brief) -> list[Candidate]:
         verdict = critic.judge(c.text, brief)
         if any(f.code in REJECT for f in verdict.findings):
             continue
-        out.append((not verdict.passed, Candidate(c.text, c.score - CRITIC_WEIGHT * verdict.penalty,
-                                                  c.logprob, c.repetition)))
-    out.sort(key=lambda pair: (pair[0], -pair[1].score))
-    return [c for _, c in out]
+        cost = CRITIC_WEIGHT * verdict.penalty + (0.0 if verdict.passed else FAILED_COST)
+        out.append(Candidate(c.text, c.score - cost, c.logprob, c.repetition))
+    return sorted(out, key=lambda c: c.score, reverse=True)
 
 
 def default_ranker(generator) -> Ranker:
