@@ -138,8 +138,15 @@ def finish_turn(raw: str, length: str) -> str:
     Empty when the model wrote no complete sentence (such candidates are never offered).
     """
     text = cut_special(raw.replace("\r", "")).strip()
-    if length != "free":
+    if length == "sentence":
         text = text.split("\n\n", 1)[0].strip()
+    elif length == "paragraph":  # a break after a sentence or two is layout: join up to three sentences
+        parts = [p.strip() for p in text.split("\n\n") if p.strip()]
+        text = parts[0] if parts else ""
+        for part in parts[1:]:
+            if len(SENTENCE_END.findall(text)) >= LENGTH_BRIEF["paragraph"][2]:
+                break
+            text += " " + part
     ends = list(SENTENCE_END.finditer(text))
     if not ends:
         return ""
@@ -255,7 +262,7 @@ class CoWrite:
         low, high, sentences = LENGTH_BRIEF.get(self.story.length, LENGTH_BRIEF["free"])
         recent = [t.text for t in self.story.turns[-2:]]
         return critic.Brief(kind="passage", min_words=low, max_words=high, min_sentences=sentences,
-                            scene="\n".join(recent), earlier=tuple(t.text for t in self.story.turns[-10:]),
+                            scene="\n".join([self.story.title, *recent]), earlier=tuple(t.text for t in self.story.turns[-10:]),
                             hidden=tuple(h for h in (self.story.premise.strip(),) if h))
 
     def offer(self, candidates: list[Candidate]) -> None:

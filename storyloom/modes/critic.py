@@ -332,8 +332,9 @@ def _check_prose(text: str, brief: Brief, add) -> float:
     if brief.scene and mine:
         shared = mine & content_stems(brief.scene)
         relevance = len(shared) / len(mine)
-        if len(mine) >= 6 and not shared:
-            add("drift", "shares no word with the scene", FAIL)
+        scene_size = len(content_stems(brief.scene))
+        if len(mine) >= 6 and not shared:  # a fault only when the scene gave enough to share
+            add("drift", "shares no word with the scene", FAIL if scene_size >= 12 else 0.4)
         elif len(mine) >= 10 and relevance < 0.08:
             add("drift", f"little to do with the scene ({relevance:.0%} shared)", 0.4)
 

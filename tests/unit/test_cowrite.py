@@ -62,8 +62,8 @@ def test_repetition_ranker_needs_no_model():
 
 @pytest.mark.parametrize("raw,length,expected", [
     (" The boat rocked. A man climbed out and", "paragraph", "The boat rocked."),
-    ("The boat rocked. A man climbed out.\n\nNext day it rained.", "paragraph",
-     "The boat rocked. A man climbed out."),
+    ("The boat rocked. A man climbed out.\n\nNext day it rained.\n\nThe end.", "paragraph",
+     "The boat rocked. A man climbed out. Next day it rained."),
     ("The boat rocked. A man climbed out.", "sentence", "The boat rocked."),
     ('He said, "Come in." Then he left.\n\nRain.', "free", 'He said, "Come in." Then he left.\n\nRain.'),
     ("no sentence end here", "paragraph", ""),
