@@ -211,7 +211,7 @@ def test_one_candidate_still_streams_and_reports_a_verdict():
     play = _knight_play()
     gen = ScriptedGenerator([GOOD])
     events, output = adv.run(play.generate("prompt", "> You wait.", gen, SamplerSettings(), candidates=1))
-    assert output == GOOD and sum(isinstance(e, Chunk) for e in events) > 3
+    assert output == GOOD and sum(isinstance(e, adv.Chunk) for e in events) > 3
     assert [e for e in events if isinstance(e, adv.Picked)][-1].verdict.passed
 
 
