@@ -6,6 +6,16 @@ from storyloom.engine.backends.scripted import ScriptedGenerator
 from storyloom.tui.app import StoryloomApp
 
 
+@pytest.fixture(autouse=True)
+def _one_candidate_per_turn(monkeypatch):
+    """TUI tests script one output per turn, so scripted models draw one candidate (and stream),
+    as a backend without batching does; tests of sample-and-rank turn batching back on for their
+    own generator (`generator.capabilities = replace(..., batch=True)`)."""
+    from dataclasses import replace
+
+    monkeypatch.setattr(ScriptedGenerator, "capabilities", replace(ScriptedGenerator.capabilities, batch=False))
+
+
 @pytest.fixture
 def fake():
     return ScriptedGenerator(default="Nothing else happens.")

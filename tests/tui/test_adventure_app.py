@@ -10,13 +10,6 @@ from storyloom.tui.screens.home import HomeScreen
 from tests.tui.pilot_helpers import act, settle, start_knight, transcript_text
 
 
-@pytest.fixture(autouse=True)
-def _one_candidate_per_turn(fake):
-    """These tests script one output per turn: the fake draws one candidate (streams), as a backend
-    without batching does. Tests of sample-and-rank turn batching back on (`_batching`)."""
-    from dataclasses import replace
-
-    fake.capabilities = replace(fake.capabilities, batch=False)
 
 
 async def test_play_a_turn_and_see_it_in_the_transcript(make_app, fake):

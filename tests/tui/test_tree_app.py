@@ -17,13 +17,6 @@ from storyloom.tui.screens.tree_play import TreePlayScreen
 from tests.tui.pilot_helpers import settle
 
 
-@pytest.fixture(autouse=True)
-def _one_candidate_per_turn(fake):
-    """These tests script one output per turn: the fake draws one candidate (streams), as a backend
-    without batching does. Tests of sample-and-rank turn batching back on (`_batching`)."""
-    from dataclasses import replace
-
-    fake.capabilities = replace(fake.capabilities, batch=False)
 
 
 OPENING = "You stand at the gate of a ruined castle."

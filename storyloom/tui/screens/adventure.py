@@ -326,7 +326,7 @@ class AdventureScreen(GeneratingScreen):
             if now in CANDIDATE_CHOICES else DEFAULT_CANDIDATES
         self.candidates = nxt
         self.notify(f"{nxt} candidate(s) per turn" + (" (streams as it writes)" if nxt == 1 else
-                                                      ", the critic keeps the best"))
+                                                      ", the critic keeps the best"), markup=False)
 
     def action_verdicts(self) -> None:
         if self.last_pick is None:
