@@ -389,7 +389,7 @@ class Adventure:
             steps: list[int] = []
 
             def step(i: int) -> None:
-                steps.append(i)
+                steps.append(i)  # noqa: B023 - called only within this iteration
                 if on_step is not None:
                     on_step(i)
 

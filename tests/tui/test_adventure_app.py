@@ -1,7 +1,6 @@
 """Drive the app like a player, with a scripted model."""
 from __future__ import annotations
 
-import pytest
 
 from storyloom.modes.adventure import PRIMER_SEPARATOR, load_primer
 from storyloom.tui.screens.adventure import AdventureScreen

@@ -1,7 +1,6 @@
 """Story trees driven like a player would, with a scripted model."""
 from __future__ import annotations
 
-import pytest
 
 import json
 
