@@ -167,3 +167,25 @@ async def test_switching_models_twice_quickly_keeps_the_second(storyloom_home):
         assert app.generator is second
         assert app.model_status == "second ready"
         assert app.model_ready.is_set()
+
+
+async def test_an_adventure_turn_holds_the_gate_while_it_writes():
+    """An adventure turn takes its place at the app's gate like every other generation."""
+    gen = CountingGenerator(["The road is dark.", "The door opens."])
+    app = StoryloomApp(generator_factory=lambda spec, progress: gen)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        assert app.gate.peak == 1  # the opening went through the gate
+        gen.release.clear()
+        await pilot.press(*"open the door", "enter")
+        await wait_until(pilot, lambda: gen.active == 1)
+        assert not app.gate.acquire(cancel=_set_event())  # the slot is taken while it writes
+        gen.release.set()
+        await settle(app, pilot)
+        assert "The door opens." in " ".join(t.output for t in app.screen.play.game.turns)
+
+
+def _set_event():
+    event = threading.Event()
+    event.set()
+    return event

@@ -33,7 +33,7 @@ from storyloom.tui.messages import (
     error_text,
 )
 from storyloom.tui.screens.editors import AlterScreen, MemoryScreen
-from storyloom.tui.screens.generating import GeneratingScreen
+from storyloom.tui.screens.generating import GeneratingScreen, Stopped
 from storyloom.tui.widgets.status_bar import StatusBar
 from storyloom.tui.widgets.transcript import Transcript
 
@@ -181,15 +181,19 @@ class AdventureScreen(GeneratingScreen):
     def _generate(self, action: str, history: list[Turn]) -> None:
         app = self.app
         try:
-            generator, settings = app.loaded_generator(), app.config.sampler
-            built = self.play.prompt_for(action, generator, settings, history)
-            self.post_message(GenerationStarted(built.tokens, self.play.budget(generator.context_length, settings)))
-            k = self.drawing = self.candidates or default_candidates(generator)
-            total = settings.max_new_tokens
-            stream = self.play.generate(built.text, action, generator, settings, self.cancel, candidates=k,
-                                        brief=self.play.brief_for(action, history, built),
-                                        on_step=lambda step: self._progress(step, total))
-            _, output = run(stream, on_event=self._post_event)
+            with self.model_turn() as generator:  # one generation per model at a time (app.gate)
+                settings = app.config.sampler
+                built = self.play.prompt_for(action, generator, settings, history)
+                self.post_message(GenerationStarted(built.tokens, self.play.budget(generator.context_length, settings)))
+                k = self.drawing = self.candidates or default_candidates(generator)
+                total = settings.max_new_tokens
+                stream = self.play.generate(built.text, action, generator, settings, self.cancel, candidates=k,
+                                            brief=self.play.brief_for(action, history, built),
+                                            on_step=lambda step: self._progress(step, total))
+                _, output = run(stream, on_event=self._post_event)
+        except Stopped:
+            self.post_message(GenerationFinished("", True, 0.0))
+            return
         except Exception as exc:  # noqa: BLE001 - any failure is shown, the game is kept
             self.post_message(GenerationFailed(error_text(exc)))
             return
