@@ -197,11 +197,13 @@ class CoWrite:
     """
 
     UNDO_DEPTH = 50
+    OFFERS_KEPT = 10
 
     def __init__(self, story: CoStory, store: CowriteStore | None = None):
         self.story = story
         self.store = store
         self._history: list[list[CoTurn]] = []  # earlier turn lists, for undo
+        self.earlier_offers: list[list[Candidate]] = []  # offers a reroll replaced (this turn), oldest first
 
     # who writes next ------------------------------------------------------------------
     @property
@@ -265,10 +267,25 @@ class CoWrite:
                             scene="\n".join([self.story.title, *recent]), earlier=tuple(t.text for t in self.story.turns[-10:]),
                             hidden=tuple(h for h in (self.story.premise.strip(),) if h))
 
-    def offer(self, candidates: list[Candidate]) -> None:
-        """Put ranked candidates on offer (replacing any earlier offer) and save them."""
+    def offer(self, candidates: list[Candidate], replaces: bool = True) -> None:
+        """Put ranked candidates on offer and save them. When they replace an offer (a reroll,
+        not "more", which ranks the old ones in), the old offer stays reachable: earlier_offer()."""
+        if replaces and self.story.pending:
+            self.earlier_offers.append(self.story.pending)
+            del self.earlier_offers[:-self.OFFERS_KEPT]
         self.story.pending = list(candidates)
         self._save_meta()
+
+    def earlier_offer(self) -> bool:
+        """Bring back the offer the last reroll replaced (the current one joins the far end of the
+        line, so pressing again walks through every offer of this turn). False if there is none."""
+        if not self.earlier_offers:
+            return False
+        current, self.story.pending = self.story.pending, self.earlier_offers.pop()
+        if current:
+            self.earlier_offers.insert(0, current)
+        self._save_meta()
+        return True
 
     def dismiss(self) -> None:
         if self.story.pending:
@@ -325,6 +342,7 @@ class CoWrite:
         self._remember()
         self.story.turns.append(turn)
         self.story.pending = []
+        self.earlier_offers.clear()  # they answered the turn just taken
         if self.store:
             self.store.add_turn(self.story)
         return turn

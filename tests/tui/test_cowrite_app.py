@@ -82,6 +82,12 @@ async def test_write_a_turn_reroll_more_and_edit_before_accepting(make_app, fake
         await settle(app, pilot)
         texts = [c.text for c in app.screen.play.story.pending]
         assert sorted(texts) == ["A dog barked.", "Night came."]
+        await pilot.press("ctrl+b")  # the offer the reroll replaced is still there
+        await pilot.pause()
+        assert sorted(c.text for c in app.screen.play.story.pending) == ["Rain began to fall.", "The lamp went out."]
+        await pilot.press("ctrl+b")  # and back to the newest
+        await pilot.pause()
+        assert sorted(c.text for c in app.screen.play.story.pending) == texts
         fake.push("Stars rose.", "A bell rang.")
         await pilot.press("ctrl+n")  # more: ranked together with those on offer
         await settle(app, pilot)

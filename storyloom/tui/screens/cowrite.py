@@ -73,6 +73,7 @@ class CowriteScreen(GeneratingScreen):
         Binding("escape", "stop_or_back", "Stop/Back"),
         Binding("ctrl+r", "reroll", "Reroll", priority=True),
         Binding("ctrl+n", "more", "More", priority=True),
+        Binding("ctrl+b", "earlier", "Earlier", priority=True),
         Binding("ctrl+t", "switch", "Who's next", priority=True),
         Binding("ctrl+z", "undo", "Undo", priority=True),
         Binding("ctrl+l", "cycle_length", "Length", priority=True),
@@ -82,6 +83,7 @@ class CowriteScreen(GeneratingScreen):
     COMMANDS_HERE = [
         ("Reroll candidates", "Replace the candidates with new ones", "reroll"),
         ("More candidates", "Add more candidates, ranked with those on offer", "more"),
+        ("Earlier candidates", "Bring back the candidates a reroll replaced", "earlier"),
         ("Switch who goes next", "Let the model write now, or take this turn yourself", "switch"),
         ("Undo", "Take back the last added, edited or removed turn", "undo"),
         ("Turn length", "Cycle sentence / paragraph / free", "cycle_length"),
@@ -199,7 +201,7 @@ class CowriteScreen(GeneratingScreen):
             self.notify("Stopped. Ctrl+R asks again, or write the turn yourself.")
             self.query_one("#cowrite-write", Input).focus()
             return
-        self.play.offer(message.candidates)
+        self.play.offer(message.candidates, replaces=not message.more)
         self._show_candidates()
         self.query_one(CandidateList).focus()
 
@@ -259,6 +261,15 @@ class CowriteScreen(GeneratingScreen):
 
     def action_reroll(self) -> None:
         self._propose(more=False)
+
+    def action_earlier(self) -> None:
+        if not self._idle():
+            return
+        if self.play.earlier_offer():
+            self._show_candidates()
+            self.notify("The candidates before the reroll (Ctrl+B again for older ones).", timeout=3)
+        else:
+            self.notify("No earlier candidates for this turn.", timeout=3)
 
     def action_more(self) -> None:
         self._propose(more=bool(self.play.story.pending))
