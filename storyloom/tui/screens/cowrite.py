@@ -73,7 +73,7 @@ class CowriteScreen(GeneratingScreen):
         Binding("escape", "stop_or_back", "Stop/Back"),
         Binding("ctrl+r", "reroll", "Reroll", priority=True),
         Binding("ctrl+n", "more", "More", priority=True),
-        Binding("ctrl+b", "earlier", "Earlier", priority=True),
+        Binding("ctrl+b", "earlier", "Earlier", priority=True, show=False),  # named in the candidates label
         Binding("ctrl+t", "switch", "Who's next", priority=True),
         Binding("ctrl+z", "undo", "Undo", priority=True),
         Binding("ctrl+l", "cycle_length", "Length", priority=True),
@@ -100,7 +100,7 @@ class CowriteScreen(GeneratingScreen):
         yield StoryTurns(id="cowrite-story")
         yield Static(id="cowrite-info")
         yield ProgressBar(id="cowrite-progress", show_eta=False)
-        yield Label("Candidates, best first: 1-9 or Enter picks · e edits first · Ctrl+R reroll · Ctrl+N more",
+        yield Label("Best first: 1-9/Enter picks · e edits · ^R reroll · ^B earlier · ^N more",
                     id="cowrite-candidates-label")
         yield CandidateList(id="cowrite-candidates")
         yield Input(placeholder="Write your turn and press Enter (the model answers)", id="cowrite-write")
@@ -140,8 +140,8 @@ class CowriteScreen(GeneratingScreen):
         label.display = bool(pending)
         ranker = default_ranker(self.app.generator) if self.app.generator is not None else None
         if isinstance(ranker, RepetitionRanker):  # say so: the order means less than usual
-            label.update(Text(f"Candidates, {ranker.label}: 1-9 or Enter picks · e edits first · "
-                              "Ctrl+R reroll · Ctrl+N more"))
+            label.update(Text(f"Candidates {ranker.label}: 1-9/Enter picks · e edits · ^R reroll · "
+                              "^B earlier · ^N more"))
         if pending:
             menu.highlighted = 0
         self._show_info()
