@@ -162,6 +162,7 @@ def concurrent_expansions(spec: str, jobs: int = 16, progress: Progress = _quiet
             progress(f"{jobs} tree expansions, {label.replace('_', ' ')}", None)
             gen = copy.copy(generator)  # the same connection, asked to run `width` at a time
             gen.capabilities = replace(generator.capabilities, parallel=width)
+            streamed = getattr(gen, "streamed_pieces", None)
             t0 = time.perf_counter()
             done = list(expand_many(gen, tree, work, settings=settings))
             seconds = time.perf_counter() - t0
@@ -169,6 +170,10 @@ def concurrent_expansions(spec: str, jobs: int = 16, progress: Progress = _quiet
             result[label] = {"seconds": round(seconds, 2), "outcome_tokens": tokens,
                              "failed": sum(err is not None for _, _, err in done),
                              "tok_s": round(tokens / seconds, 2) if seconds else 0.0}
+            if streamed is not None:  # every candidate the critic chose among, not only the kept one
+                generated = gen.streamed_pieces - streamed
+                result[label]["generated_tokens"] = generated
+                result[label]["generated_tok_s"] = round(generated / seconds, 2) if seconds else 0.0
         store.db.conn.close()
     result["speedup"] = round(result["all_at_once"]["tok_s"] / max(0.01, result["one_at_a_time"]["tok_s"]), 2)
     return result

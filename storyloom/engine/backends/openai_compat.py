@@ -200,6 +200,8 @@ class OpenAIGenerator(Generator):
                               location=redact(remote.base_url), chat_template=False, extra=extra)
         self.last_stats = GenerationStats()
         self._count_cache: dict[str, int] = {}
+        self._count_lock = threading.Lock()
+        self.streamed_pieces = 0
 
     # -- requests ------------------------------------------------------------------------
     def _body(self, settings: SamplerSettings, grammar: str | None, stops: Sequence[str] = ()) -> dict:
@@ -257,6 +259,9 @@ class OpenAIGenerator(Generator):
                 events += 1
                 for choice in chunk.choices or ():
                     finished += choice.finish_reason is not None
+                    if choice.text:
+                        with self._count_lock:
+                            self.streamed_pieces += 1  # every piece streamed, all requests (benches)
                     yield int(choice.index or 0), choice.text or "", choice.finish_reason
         except RemoteError:
             raise
