@@ -216,17 +216,21 @@ def _poem(args) -> int:
     return 0
 
 
+def _read_text(name: str) -> str:
+    """A text file named on the command line, or standard input for "-"."""
+    if name == "-":
+        return sys.stdin.read()
+    try:
+        return Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StoryloomError(f"Cannot read {name}: {exc}") from None
+
+
 def _scan(args) -> int:
     from storyloom.modes.poetry.scan import report, scan_poem
 
     form = _form(args)
-    if args.file == "-":
-        text = sys.stdin.read()
-    else:
-        try:
-            text = Path(args.file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise StoryloomError(f"Cannot read {args.file}: {exc}") from None
+    text = _read_text(args.file)
     verdict = scan_poem(text, form)
     print(report(verdict, form))
     return 0 if verdict.ok else 1
@@ -374,14 +378,7 @@ def _play(args) -> int:
     if not 1 <= args.candidates <= adv.MAX_CANDIDATES:
         raise StoryloomError(f"--candidates must be between 1 and {adv.MAX_CANDIDATES}.")
     setting, character = adv.find_scenario(args.scenario)
-    if args.actions == "-":
-        text = sys.stdin.read()
-    else:
-        try:
-            text = Path(args.actions).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise StoryloomError(f"Cannot read {args.actions}: {exc}") from None
-    actions = adv.parse_actions(text)
+    actions = adv.parse_actions(_read_text(args.actions))
     with _progress() as progress:
         gen = models.load(_model_spec(args), progress)
     game = adv.new_game(setting, character, args.name)

@@ -33,8 +33,7 @@ class ConstrainedDecoder(Protocol):
 
 def steers_tokens(generator) -> bool:
     """Can a ConstrainedDecoder pick every token of this generator? (The one place that asks.)"""
-    caps = getattr(generator, "capabilities", None)
-    return bool(caps is not None and caps.token_steering)
+    return generator.capabilities.token_steering
 
 
 def open_decoder(generator, text: str, seed: int | None = None) -> ConstrainedDecoder:

@@ -314,8 +314,7 @@ class Picked:
 def default_candidates(generator) -> int:
     """Sample-and-rank where the backend draws a batch for about the price of one text;
     one streamed candidate where each would cost a full generation."""
-    caps = getattr(generator, "capabilities", None)
-    return DEFAULT_CANDIDATES if caps is not None and caps.batch else 1
+    return DEFAULT_CANDIDATES if generator.capabilities.batch else 1
 
 
 class Adventure:

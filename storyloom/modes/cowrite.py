@@ -126,7 +126,7 @@ def judged(ranked: Sequence[Candidate], brief: critic.Brief) -> list[Candidate]:
 
 def default_ranker(generator) -> Ranker:
     """Rank by the model where the backend can score text, else by repetition alone."""
-    if getattr(generator, "capabilities", None) is not None and not generator.capabilities.scoring:
+    if not generator.capabilities.scoring:
         return RepetitionRanker()
     return ModelRanker(generator)
 

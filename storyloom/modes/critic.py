@@ -432,14 +432,7 @@ def best_first(verdicts: Sequence[Verdict], model_scores: Sequence[float] | None
 
 def can_score(generator) -> bool:
     """Whether the backend can give log-probs of given text (a remote server may not)."""
-    caps = getattr(generator, "capabilities", None)
-    if caps is not None and getattr(caps, "scoring", False):
-        return True
-    try:
-        generator.score_many("\n", [])
-    except NotImplementedError:
-        return False
-    return True
+    return generator.capabilities.scoring
 
 
 NEUTRAL_PROMPT = "\n"

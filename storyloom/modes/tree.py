@@ -194,7 +194,7 @@ def expand_many(generator, tree: Tree, jobs: Sequence[tuple[Node, Sequence[Node]
         except Exception as exc:  # noqa: BLE001 - each branch fails alone; the caller decides
             return node, None, exc
 
-    width = max(1, min(len(jobs), getattr(getattr(generator, "capabilities", None), "parallel", 1)))
+    width = max(1, min(len(jobs), generator.capabilities.parallel))
     if width == 1:
         for job in jobs:
             if cancel is not None and cancel.is_set():

@@ -354,7 +354,7 @@ class TreePlayScreen(GeneratingScreen):
         # A server with several slots writes the targets at once, in one slot of the gate (the
         # player's request takes another); a local model writes them one by one, each in its own
         # turn at the gate, so a request of the player's goes first between two of them.
-        parallel = getattr(getattr(generator, "capabilities", None), "parallel", 1)
+        parallel = generator.capabilities.parallel
         batches = [targets] if parallel > 1 else [[t] for t in targets]
         for batch in batches:
             with app.gate.hold(background=True, cancel=cancel) as ok:
