@@ -89,18 +89,52 @@ def story_prompt(tree: Tree, path: Sequence[Node], count: TokenCounter, next_act
 _ACTION_JUNK = re.compile(r"^[\s>\-*•\d.)]*")
 
 
-def clean_action(raw: str, ended: bool = True) -> str:
+# A sentence that ends and another that starts ("Look up. The sky is red."), not after a title.
+_SENTENCE_BREAK = re.compile(r"(?<!\bMr)(?<!\bMrs)(?<!\bMs)(?<!\bDr)(?<!\bSt)([.!?])\s+(?=[A-Z\"'“‘])")
+# Where an over-long action can stop and still be an action: before its next clause.
+_CLAUSE_BREAK = re.compile(r",\s+|\s+(?:and|then|as|where|while|until|before|after|so|because|that|which|"
+                           r"who|looking|hoping|trying)\s+", re.IGNORECASE)
+
+
+def trim_action(line: str, limit: int = OPTION_WORDS) -> tuple[str, bool]:
+    """(the action, whether it was shortened) for a generated line that says more than an option:
+    its first sentence only ("Look up. The sky is red." -> "Look up."), then, still over `limit`
+    words, what comes before its first comma, or else the longest leading clause that fits ("Climb
+    the hill and into a cave where the army waits" -> "Climb the hill and into a cave"). What is kept ends where a clause ends, so it is
+    whole even when the model's line was cut off later."""
+    shortened = False
+    m = _SENTENCE_BREAK.search(line)
+    if m:
+        line, shortened = line[:m.start() + 1], True
+    if len(line.split()) <= limit:
+        return line, shortened
+    best = None
+    for m in _CLAUSE_BREAK.finditer(line):
+        head = line[:m.start()].rstrip(" ,;:-")
+        if 2 <= len(head.split()) <= limit:
+            best = head
+            if m.group(0).startswith(","):  # the first comma ends the action ("Stand by the bed, your eyes...")
+                break
+    return (best, True) if best else (line, shortened)
+
+
+def clean_action(raw: str, ended: bool = True, trim: bool = False) -> str:
     """A generated action as an option: 'You open the door.' -> 'Open the door.'
 
     `raw` continues a prompt that ends on "> You": text glued to it ("'ve got...") is read as
     "You've got..." (and fails the critic), never as "Ve got...". A line that `ended` is given its
-    full stop; one cut off (it ran out of tokens) or typed by a player is kept as it is.
+    full stop; one cut off (it ran out of tokens) or typed by a player is kept as it is. With
+    `trim` (generated lines) a line that goes on past its action keeps only the action
+    (`trim_action`).
     """
     line = cut_special(raw.replace("\r", "").split("\n", 1)[0])
     if re.match(r"['’][a-z]", line):
         line = "You" + line
     line = _ACTION_JUNK.sub("", line).strip()
     line = re.sub(r"^you\s+", "", line, flags=re.IGNORECASE).strip(" \"'")
+    if trim and line:
+        line, shortened = trim_action(line)
+        ended = ended or shortened
     if len(re.findall(r"[A-Za-z]", line)) < 3:
         return ""
     line = line[:1].upper() + line[1:]
@@ -167,14 +201,14 @@ def expand(generator, tree: Tree, path: Sequence[Node], *, want_outcome: bool, a
                 break
             for raw in raws:
                 cut = "\n" not in raw and generator.count_tokens(raw) >= ACTION_TOKENS - 1
-                action = clean_action(raw, ended=not cut)
+                action = clean_action(raw, ended=not cut, trim=True)
                 verdict = critic.judge(action, option_brief())
                 result.options_drawn += 1
                 result.options_passed += verdict.passed
                 if action and verdict.passed and _key(action) not in seen:
                     seen.add(_key(action))
                     kept.append((action, verdict))
-            if kept:
+            if len(kept) >= actions:
                 break
         order = critic.best_first([v for _, v in kept])
         result.actions = [kept[i][0] for i in order][:actions]

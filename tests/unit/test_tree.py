@@ -239,8 +239,34 @@ def test_options_glued_to_the_prompts_you_never_become_ve_got_fragments(store):
                              " walk toward the old " + "very " * 30])
     play = TreePlay(store, tree.id, top=5)
     actions = play.more_options(gen, SETTINGS)
-    assert actions == ["Open the iron door."]  # fragments, outcomes and the cut line are dropped
-    assert not any(a.startswith(("Ve ", "Re ", "Are ")) for a in actions)
+    # fragments and the cut line are dropped; the line that went on into its outcome keeps its action
+    assert actions == ["Open the iron door.", "Try the door."]
+    assert not any(a.startswith(("Ve ", "Re ", "Are ")) or "locked" in a or "?" in a for a in actions)
+
+
+@pytest.mark.parametrize("raw,expected", [
+    # the first sentence is the action, what follows is its outcome
+    (" look around. The room looks like it was built for a king. The bed", "Look around."),
+    (" see a battle ahead of you. A man is standing before you, holding", "See a battle ahead of you."),
+    (" ask Mr. Holmes about the letter.", "Ask Mr. Holmes about the letter."),
+    # over-long: up to its first comma, else the longest leading clause that fits
+    (" stand near the bed, your eyes fixed on the young man who has been murdered.", "Stand near the bed."),
+    (" climb up the mountain and into a cave where the king's army is waiting for you today",
+     "Climb up the mountain and into a cave."),
+    (" find your way to a table filled with papers that look like they might contain news", "Find your way to a table filled with papers."),
+    # short and whole: as it is
+    (" light the torch and wait.", "Light the torch and wait."),
+])
+def test_generated_options_keep_only_their_action(raw, expected):
+    assert clean_action(raw, trim=True) == expected
+
+
+def test_an_option_where_the_world_acts_is_an_outcome():
+    from storyloom.modes import critic
+    from storyloom.modes.tree import option_brief
+
+    assert not critic.judge("Take a few steps and a door opens into an old building.", option_brief()).passed
+    assert critic.judge("Take a few steps and open the old door.", option_brief()).passed
 
 
 def test_options_are_drawn_twice_over_where_the_backend_batches_and_the_best_kept(store):
