@@ -57,13 +57,13 @@ def export_story(app, story: CoStory) -> None:
 
 
 class StoryTurns(OptionList):
-    BINDINGS = [Binding("e", "screen.edit_turn", "Edit turn"),
-                Binding("delete", "screen.remove_turn", "Remove turn")]
+    BINDINGS = [Binding("e", "screen.edit_turn", "Edit"),
+                Binding("delete", "screen.remove_turn", "Remove")]
 
 
 class CandidateList(OptionList):
     BINDINGS = [Binding(str(n), f"screen.pick({n})", f"Pick {n}", show=False) for n in range(1, 10)] + [
-        Binding("e", "screen.edit_candidate", "Edit, then accept")]
+        Binding("e", "screen.edit_candidate", "Edit")]
 
 
 class CowriteScreen(GeneratingScreen):
@@ -74,11 +74,11 @@ class CowriteScreen(GeneratingScreen):
         Binding("ctrl+r", "reroll", "Reroll", priority=True),
         Binding("ctrl+n", "more", "More", priority=True),
         Binding("ctrl+b", "earlier", "Earlier", priority=True, show=False),  # named in the candidates label
-        Binding("ctrl+t", "switch", "Who's next", priority=True),
+        Binding("ctrl+t", "switch", "Swap", priority=True),  # who writes next
         Binding("ctrl+z", "undo", "Undo", priority=True),
-        Binding("ctrl+l", "cycle_length", "Length", priority=True),
-        Binding("ctrl+k", "cycle_candidates", "How many", priority=True),
-        Binding("ctrl+s", "export", "Export", priority=True),
+        Binding("ctrl+l", "cycle_length", "Length", priority=True, show=False),  # named in the info line
+        Binding("ctrl+k", "cycle_candidates", "How many", priority=True, show=False),
+        Binding("ctrl+s", "export", "Export", priority=True, show=False),  # in the palette
     ]
     COMMANDS_HERE = [
         ("Reroll candidates", "Replace the candidates with new ones", "reroll"),
@@ -157,7 +157,7 @@ class CowriteScreen(GeneratingScreen):
         else:
             who = "Next: you"
         self.query_one("#cowrite-info", Static).update(
-            Text(f"{who} · {story.candidates_n} × {story.length} · {len(story.turns)} turns"))
+            Text(f"{who} · {story.candidates_n} × {story.length} (^K/^L) · {len(story.turns)} turns"))
 
     # -- the model's turn -----------------------------------------------------------------------
     def _propose(self, more: bool) -> None:

@@ -73,13 +73,17 @@ def saving(method):
 
 class TreeOptions(OptionList):
     BINDINGS = [Binding(str(n), f"screen.choose_number({n})", f"Choose {n}", show=False) for n in range(1, 10)] + [
-        Binding("plus,equals_sign", "screen.vote(1)", "Vote up"),
-        Binding("minus", "screen.vote(-1)", "Vote down"),
-        Binding("w", "screen.write_outcome", "Write outcome"),
-        Binding("a", "screen.own_action", "Own action"),
+        # The line above the options names these keys, so the footer keeps room for the screen's.
+        Binding("plus,equals_sign", "screen.vote(1)", "Vote up", show=False),
+        Binding("minus", "screen.vote(-1)", "Vote down", show=False),
+        Binding("w", "screen.write_outcome", "Write outcome", show=False),
+        Binding("a", "screen.own_action", "Own action", show=False),
         Binding("h", "screen.toggle_hidden", "Hidden"),
-        Binding("b", "screen.back", "Back"),
+        Binding("b", "screen.back", "Back", show=False),  # as Ctrl+B, which the footer shows
     ]
+
+
+KEYS_NOTE = "1-9/Enter choose · +/- vote · a own action · w write outcome"  # fits 80 columns
 
 
 class ActionInput(Input):
@@ -94,7 +98,7 @@ class TreePlayScreen(GeneratingScreen):
     BUSY_TEXT = "The model is still writing; press Esc to stop it."
     BINDINGS = [
         Binding("escape", "stop_or_back", "Stop/Leave"),
-        Binding("ctrl+n", "more", "More options", priority=True),
+        Binding("ctrl+n", "more", "More", priority=True),
         Binding("ctrl+b", "back", "Back", priority=True),
         Binding("ctrl+k", "bookmark", "Bookmark", priority=True),
         Binding("ctrl+t", "browse", "Browse", priority=True),
@@ -125,7 +129,7 @@ class TreePlayScreen(GeneratingScreen):
         yield Static(id="tree-crumbs")
         with VerticalScroll(id="tree-outcome-box"):
             yield Static(id="tree-outcome")
-        yield Label("What do you do? (1-9 or Enter chooses · + / - vote · a your own action · w write the outcome)",
+        yield Label(f"What do you do? ({KEYS_NOTE})",
                     id="tree-options-label")
         yield TreeOptions(id="tree-options")
         yield ActionInput(placeholder="Your own action, e.g. climb the wall (Enter; Esc: back to the options)",
@@ -164,7 +168,7 @@ class TreePlayScreen(GeneratingScreen):
             menu.highlighted = ids.index(keep) if keep in ids else 0
         hidden = play.hidden_count()
         note = (f"{hidden} downvoted hidden: h shows them" if hidden and not self.show_hidden else
-                "1-9 or Enter chooses · + / - vote · a your own action · w write the outcome")
+                KEYS_NOTE)
         self.query_one("#tree-options-label", Label).update(f"What do you do? ({note})")
         self._show_stats()
 
