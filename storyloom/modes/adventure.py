@@ -15,14 +15,13 @@ from typing import Callable, Iterator
 
 from storyloom import StoryloomError
 from storyloom.engine.sampling import SamplerSettings
-from storyloom.modes import critic
+from storyloom.modes import critic, worldinfo
 from storyloom.modes.text import SENTENCE_END, TokenCounter, cut_special, fit_text, latest_that_fit
 from storyloom.paths import assets_dir
 from storyloom.store.stories import Game, GameStore, Turn, WorldEntry
 
 ACTION_STOPS = ("\n>", "\n\n\n")
 AUTHORS_NOTE_DEPTH = 3  # the note goes this many turns before the end, as KoboldAI does
-WORLD_INFO_SCAN = 4  # recent turns (and the new action) scanned for world-info keywords
 WORLD_INFO_NEAR_END = False  # triggered entries after the history, before the action (else in the head)
 REPEAT_SIMILARITY = 0.9
 # Prompt budget cap: prefill cost grows with the prompt and small models lose the thread in long
@@ -202,15 +201,7 @@ class BuiltPrompt:
     turns_included: int
     world_info: list[WorldEntry]
     primer: str = ""  # the primer when it was put before the game (never shown to the player)
-
-
-def triggered_world_info(game: Game, action: str, scan: int = WORLD_INFO_SCAN) -> list[WorldEntry]:
-    recent = " ".join([turn_text(t) for t in game.turns[-scan:]] + [action]).lower()
-    found = []
-    for entry in game.world_info:
-        if any(re.search(rf"\b{re.escape(k.lower().strip())}\b", recent) for k in entry.keys if k.strip()):
-            found.append(entry)
-    return found
+    lore: worldinfo.Selection | None = None  # why each world-info entry fired, what the budget dropped
 
 
 def build_prompt(game: Game, action_text: str, count: TokenCounter, budget: int, primer: str = "") -> BuiltPrompt:
@@ -231,12 +222,9 @@ def build_prompt(game: Game, action_text: str, count: TokenCounter, budget: int,
         head_parts.append(fit_text(game.context, count, room // 2, keep_end=False))
     if game.memory:
         head_parts.append(fit_text(game.memory, count, room // 2 - count("\n".join(head_parts)), keep_end=True))
-    world = triggered_world_info(game, action_text)
-    kept_world = []
-    for entry in world:
-        candidate = "\n".join(head_parts + [e.text for e in kept_world] + [entry.text])
-        if count(candidate) <= room * 3 // 4:
-            kept_world.append(entry)
+    # world info (the game's and its lorebooks'): keys, recursion, scan depth and one budget
+    lore = worldinfo.for_game(game, action_text, count, room * 3 // 4 - count("\n".join(head_parts)) - 1, turn_text)
+    kept_world = lore.entries
     facts = [e.text for e in kept_world]
     head = "\n".join(p for p in head_parts + ([] if WORLD_INFO_NEAR_END else facts) if p)
     note = f"\n[Author's note: {game.authors_note.strip()}]" if game.authors_note.strip() else ""
@@ -263,7 +251,7 @@ def build_prompt(game: Game, action_text: str, count: TokenCounter, budget: int,
         tokens = count(text)
     if lead:
         text, tokens = lead + text, count(lead + text)
-    return BuiltPrompt(text, tokens, len([h for h in history if h != note]), kept_world, primer if lead else "")
+    return BuiltPrompt(text, tokens, len([h for h in history if h != note]), kept_world, primer if lead else "", lore)
 
 
 # -- the game ---------------------------------------------------------------------------

@@ -202,6 +202,39 @@ def _link_index(db: sqlite_utils.Database) -> None:
     db["nodes"].create_index(["link_to"], if_not_exists=True)
 
 
+@migrations(name="007_lorebooks")
+def _lorebooks(db: sqlite_utils.Database) -> None:
+    """Lorebooks live apart from games (one book can serve many); a game lists the books it uses."""
+    db.execute(
+        """create table lorebooks (
+            id text primary key,
+            name text not null unique collate nocase,
+            description text not null default '',
+            source text not null default '',
+            created text not null,
+            updated text not null
+        )"""
+    )
+    db.execute(
+        """create table lore_entries (
+            id integer primary key,
+            lorebook_id text not null references lorebooks(id) on delete cascade,
+            position integer not null,
+            data text not null
+        )"""
+    )
+    db.execute("create index lore_entries_book on lore_entries (lorebook_id, position)")
+    db.execute(
+        """create table game_lorebooks (
+            game_id text not null references games(id) on delete cascade,
+            lorebook_id text not null references lorebooks(id) on delete cascade,
+            position integer not null default 0,
+            primary key (game_id, lorebook_id)
+        ) without rowid"""
+    )
+    db.execute("create index game_lorebooks_book on game_lorebooks (lorebook_id)")
+
+
 def known_migrations() -> list[str]:
     return [m.name for m in migrations._migrations]
 

@@ -13,10 +13,39 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+LOGICS = ("and_any", "not_all", "not_any", "and_all")  # how secondary keys combine (SillyTavern's four)
+
+
 @dataclass
 class WorldEntry:
+    """A piece of lore and when it enters the prompt (modes/worldinfo.py decides).
+
+    Games saved before these fields existed stored only keys and text: the defaults behave as
+    those games always did (whole words, any case, scanned at the game's depth)."""
+
     keys: list[str]
     text: str
+    secondary: list[str] = field(default_factory=list)
+    logic: str = "and_any"  # one of LOGICS; ignored while `secondary` is empty
+    whole_word: bool = True
+    case_sensitive: bool = False
+    constant: bool = False  # always in the prompt (budget permitting)
+    order: int = 100  # higher: kept first when over budget, and placed nearer the action
+    scan_depth: int | None = None  # recent turns scanned; None: the game's default
+    exclude_recursion: bool = False  # other entries' text never triggers this one
+    prevent_recursion: bool = False  # this entry's text triggers no other entry
+    enabled: bool = True
+    comment: str = ""  # a title for the player; never sent to the model
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "WorldEntry":
+        """From stored JSON, ignoring fields this version does not know (a newer StoryLoom's)."""
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def label(self) -> str:
+        name = self.comment.strip() or next((k for k in self.keys if k.strip()), "") or self.text[:30]
+        return name.strip() or "(untitled)"
 
 
 @dataclass
@@ -34,6 +63,7 @@ class Game:
     memory: str = ""
     authors_note: str = ""
     world_info: list[WorldEntry] = field(default_factory=list)
+    lorebooks: list = field(default_factory=list)  # attached Lorebooks (store/lorebooks.py), in order
     turns: list[Turn] = field(default_factory=list)
     undone: list[Turn] = field(default_factory=list)  # redo stack, most recent last
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -84,6 +114,8 @@ class GameStore:
         return self.load(games[0].id) if games else None
 
     def load(self, game_id: str) -> Game:
+        from storyloom.store.lorebooks import LoreStore  # it imports WorldEntry from here
+
         row = self.db["games"].get(game_id)
         turns, undone = [], []
         for t in self.db["turns"].rows_where("game_id = ?", [game_id], order_by="position"):
@@ -91,7 +123,8 @@ class GameStore:
         return Game(
             id=row["id"], title=row["title"], scenario=row["scenario"], context=row["context"],
             memory=row["memory"], authors_note=row["authors_note"],
-            world_info=[WorldEntry(**w) for w in json.loads(row["world_info"] or "[]")],
+            world_info=[WorldEntry.from_dict(w) for w in json.loads(row["world_info"] or "[]")],
+            lorebooks=LoreStore(self.db).attached(game_id),
             turns=turns, undone=list(reversed(undone)), created=row["created"], updated=row["updated"],
         )
 
