@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_play(sub)
     _add_bench_quality(bench)
+    _add_lore(sub)
 
     trees = sub.add_parser("tree", help="story trees: list, export, import")
     tsub = trees.add_subparsers(dest="tree_command", required=True)
@@ -136,6 +137,8 @@ def _run(args) -> int:
         return _bench(args)
     if args.command == "tree":
         return _tree(args)
+    if args.command == "lore":
+        return _lore(args)
     if args.command == "poem":
         return _poem(args)
     if args.command == "scan":
@@ -415,4 +418,79 @@ def _bench_quality(args) -> int:
         result = quality_bench.quality(_model_spec(args), k=args.candidates, seed=args.seed, modes=modes,
                                        progress=progress)
     print(json.dumps(result, indent=2))
+    return 0
+
+
+# -- lore: lorebooks in and out of SillyTavern, Kobold and NovelAI ---------------------------
+def _add_lore(sub) -> None:
+    lore = sub.add_parser("lore", help="lorebooks: import, list, export, attach to a game")
+    lsub = lore.add_subparsers(dest="lore_command", required=True)
+    imp = lsub.add_parser("import", help="import a SillyTavern World Info JSON, Kobold world info or NovelAI .lorebook")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--name", default="", help="the lorebook's name (default: its own, or the file's)")
+    lsub.add_parser("list", help="lorebooks with their entries and the games that use them")
+    exp = lsub.add_parser("export", help="write a lorebook for SillyTavern, NovelAI or Kobold")
+    exp.add_argument("name")
+    exp.add_argument("--format", choices=["sillytavern", "novelai", "kobold"], default="sillytavern")
+    exp.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    exp.add_argument("--force", action="store_true", help="replace the output file if it exists")
+    for verb in ("attach", "detach"):
+        p_ = lsub.add_parser(verb, help=f"{verb} a lorebook {'to' if verb == 'attach' else 'from'} an adventure game")
+        p_.add_argument("name")
+        p_.add_argument("--game", required=True, help="the game's id (or the start of it) or its exact title")
+    delete = lsub.add_parser("delete", help="delete a lorebook (games that use it keep their own world info)")
+    delete.add_argument("name")
+
+
+def _find_game(games, spec: str):
+    found = [g for g in games.list() if g.id == spec] or [g for g in games.list() if g.title == spec] or \
+        ([g for g in games.list() if g.id.startswith(spec)] if len(spec) >= 4 else [])
+    if len(found) != 1:
+        listed = "; ".join(f"{g.id[:8]} {g.title}" for g in games.list()[:8]) or "none saved yet"
+        what = "matches several games" if found else "matches no game"
+        raise StoryloomError(f"--game {spec!r:.60} {what}; games: {listed}.")
+    return found[0]
+
+
+def _lore(args) -> int:
+    from storyloom.store import lore_formats
+    from storyloom.store.db import open_db
+    from storyloom.store.lorebooks import LoreStore
+    from storyloom.store.stories import GameStore
+
+    db = open_db()
+    store = LoreStore(db)
+    if args.lore_command == "import":
+        report = lore_formats.import_path(args.file, args.name)
+        store.create(report.book, unique_name=not args.name)
+        print(terminal_safe(report.line()))
+        return 0
+    if args.lore_command == "list":
+        books = store.list()
+        if not books:
+            print("No lorebooks yet: storyloom lore import FILE")
+        for b in books:
+            games = f"{b.games} game{'s' if b.games != 1 else ''}"
+            print(terminal_safe(f"{b.name}  {b.entries} entries  {games}  {b.source or 'made here'}"))
+        return 0
+    book = store.get(args.name)
+    if args.lore_command == "export":
+        text = lore_formats.export(book, args.format)
+        if args.output:
+            _write_output(args.output, text, args.force)
+            print(terminal_safe(f"Wrote {len(book.entries)} entries of {book.name} to {args.output}"), file=sys.stderr)
+        else:
+            sys.stdout.write(terminal_safe(text, lines=True) if sys.stdout.isatty() else text)
+        return 0
+    if args.lore_command == "delete":
+        store.delete(book.id)
+        print(terminal_safe(f"Deleted the lorebook {book.name}"))
+        return 0
+    game = _find_game(GameStore(db), args.game)
+    if args.lore_command == "attach":
+        store.attach(game.id, book.id)
+        print(terminal_safe(f"{book.name} is attached to {game.title}"))
+    else:
+        store.detach(game.id, book.id)
+        print(terminal_safe(f"{book.name} is detached from {game.title}"))
     return 0
