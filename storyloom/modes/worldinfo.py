@@ -275,3 +275,22 @@ def for_game(game, action: str, count: Callable[[str], int], budget: int, turn_t
     """The one call the adventure prompt makes: the game (with its lorebooks), the new action, the
     token counter and the world-info budget; `turn_text` renders a turn as the prompt reads it."""
     return select(sources_for(game), [turn_text(t) for t in game.turns], action, count, max(0, budget))
+
+
+def split_keys(text: str) -> list[str]:
+    """'dragon, /wyrms?{1,2}/i, Castle' -> keys; a /regex/ keeps its commas."""
+    keys, pending = [], ""
+    for piece in text.split(","):
+        pending = f"{pending},{piece}" if pending else piece
+        stripped = pending.strip()
+        if stripped.startswith("/") and not is_regex_key(stripped):
+            continue  # a regex whose pattern holds a comma: read on
+        if stripped:
+            keys.append(stripped)
+        pending = ""
+    keys += [k.strip() for k in pending.split(",") if k.strip()]  # a '/' that never closed: plain keys
+    return keys
+
+
+def format_keys(keys: list[str]) -> str:
+    return ", ".join(keys)

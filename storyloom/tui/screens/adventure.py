@@ -53,6 +53,14 @@ class TurnPicked(Message):
         self.pick = pick
 
 
+class LoreFired(Message):
+    """Which world-info entries the prompt of this turn holds, and why (the lore line, Ctrl+L)."""
+
+    def __init__(self, selection) -> None:
+        super().__init__()
+        self.selection = selection
+
+
 class VerdictScreen(ModalScreen[None]):
     """The debug view: every candidate of the last turn with the critic's verdict."""
 
@@ -80,6 +88,7 @@ class AdventureScreen(GeneratingScreen):
         Binding("ctrl+s", "export", "Export", priority=True),
         Binding("ctrl+k", "cycle_candidates", "Candidates", priority=True, show=False),
         Binding("ctrl+d", "verdicts", "Why", priority=True, show=False),
+        Binding("ctrl+l", "lore_why", "Lore", priority=True, show=False),
     ]
     COMMANDS_HERE = [
         ("Undo", "Take back the last turn", "undo"), ("Redo", "Bring back an undone turn", "redo"),
@@ -90,6 +99,9 @@ class AdventureScreen(GeneratingScreen):
         ("Candidates per turn", "Cycle how many candidates the critic chooses from (1 streams)",
          "cycle_candidates"),
         ("Why this text", "The critic's verdict on each candidate of the last turn", "verdicts"),
+        ("Lorebooks and world info", "Attach lorebooks, import them, edit entries' keys and flags", "lore"),
+        ("Why this world info", "Which entries the last prompt held, why each fired, what the budget dropped",
+         "lore_why"),
     ]
 
     def __init__(self, game: Game) -> None:
@@ -102,10 +114,12 @@ class AdventureScreen(GeneratingScreen):
         self.candidates: int | None = None  # None: the backend's default (batching backends: 4)
         self.last_pick: Picked | None = None
         self.drawing = 1  # candidates in the batch now being drawn (for the progress line)
+        self.last_lore = None  # worldinfo.Selection of the last prompt
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Transcript(id="transcript")
+        yield Static("", id="lore-line", markup=False)  # shown once world info fires
         with Horizontal(id="action-row"):
             yield Button(KIND_LABEL[self.kind], id="kind", compact=True)
             yield Input(placeholder=PLACEHOLDER[self.kind], id="action")
@@ -117,6 +131,7 @@ class AdventureScreen(GeneratingScreen):
         self.sub_title = self.play.game.title
         self.query_one(Transcript).show(self.play.game.turns)
         self.query_one("#action", Input).focus()
+        self.query_one("#lore-line", Static).display = False
         if not self.play.game.turns[0].output:
             self._retry_opening()
 
@@ -184,6 +199,7 @@ class AdventureScreen(GeneratingScreen):
             with self.model_turn() as generator:  # one generation per model at a time (app.gate)
                 settings = app.config.sampler
                 built = self.play.prompt_for(action, generator, settings, history)
+                self.post_message(LoreFired(built.lore))
                 self.post_message(GenerationStarted(built.tokens, self.play.budget(generator.context_length, settings)))
                 k = self.drawing = self.candidates or default_candidates(generator)
                 total = settings.max_new_tokens
@@ -216,6 +232,28 @@ class AdventureScreen(GeneratingScreen):
         if self.busy:
             self.query_one(Transcript).reset_live(
                 f"(writing {self.drawing} candidates… {message.step}/{message.total} tokens)")
+
+    def on_lore_fired(self, message: LoreFired) -> None:
+        self.last_lore = message.selection
+        line = self.query_one("#lore-line", Static)
+        fired = bool(message.selection and (message.selection.kept or message.selection.dropped))
+        line.display = fired
+        if fired:
+            line.update(Text(message.selection.summary() + " (Ctrl+L: why)"))
+
+    def action_lore_why(self) -> None:
+        if self.last_lore is None:
+            self.notify("No prompt built yet in this session.")
+            return
+        self.app.push_screen(VerdictScreen(self.last_lore.explain()))
+
+    def action_lore(self) -> None:
+        if not self._idle():
+            return
+        from storyloom.store.lorebooks import LoreStore
+        from storyloom.tui.screens.lore import LoreScreen
+
+        self.app.push_screen(LoreScreen(self.play.game, LoreStore(self.app.games.db), self.app.games))
 
     def on_turn_picked(self, message: TurnPicked) -> None:
         self.last_pick = message.pick

@@ -1,6 +1,8 @@
 """Modal editors: alter the last output; memory, author's note and world info."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -51,8 +53,10 @@ class AlterScreen(EditorDialog):
         self.dismiss(self.query_one(TextArea).text)
 
 
-def parse_world_info(text: str) -> list[WorldEntry]:
-    """One entry per line: 'key1, key2: what the model should know'."""
+def parse_world_info(text: str, previous: list[WorldEntry] = ()) -> list[WorldEntry]:
+    """One entry per line: 'key1, key2: what the model should know'. A line whose keys match an
+    entry in `previous` keeps that entry's flags (set in the world-info editor)."""
+    earlier = {tuple(e.keys): e for e in previous}
     entries = []
     for line in text.splitlines():
         if ":" not in line:
@@ -60,7 +64,8 @@ def parse_world_info(text: str) -> list[WorldEntry]:
         keys, _, lore = line.partition(":")
         keys_list = [k.strip() for k in keys.split(",") if k.strip()]
         if keys_list and lore.strip():
-            entries.append(WorldEntry(keys_list, lore.strip()))
+            old = earlier.pop(tuple(keys_list), None)
+            entries.append(replace(old, text=lore.strip()) if old else WorldEntry(keys_list, lore.strip()))
     return entries
 
 
@@ -83,12 +88,31 @@ class MemoryScreen(EditorDialog):
             yield TextArea(self.game.authors_note, id="authors-note")
             yield Label("World info: one per line, 'keys, more keys: lore' (added when a key is mentioned)")
             yield TextArea(format_world_info(self.game.world_info), id="world-info")
-            yield self.buttons()
+            yield Horizontal(Button("Save", id="save", variant="primary"), Button("Cancel", id="cancel"),
+                             Button("Lorebooks and entry options… (Ctrl+L)", id="lore"), classes="buttons")
+
+    BINDINGS = [*EditorDialog.BINDINGS, ("ctrl+l", "lore", "Lorebooks")]
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.action_lore() if event.button.id == "lore" else super().on_button_pressed(event)
+
+    def action_lore(self) -> None:
+        """The full editor: keys, flags and order of each entry, and the game's lorebooks."""
+        from storyloom.store.lorebooks import LoreStore
+        from storyloom.tui.screens.lore import LoreScreen
+
+        area = self.query_one("#world-info", TextArea)
+        self.game.world_info = parse_world_info(area.text, self.game.world_info)  # what was typed here counts
+
+        def done(_changed: bool | None) -> None:
+            area.text = format_world_info(self.game.world_info)
+
+        self.app.push_screen(LoreScreen(self.game, LoreStore(self.app.games.db), self.app.games), done)
 
     def action_save(self) -> None:
         self.game.memory = self.query_one("#memory", TextArea).text.strip()
         self.game.authors_note = self.query_one("#authors-note", TextArea).text.strip()
-        self.game.world_info = parse_world_info(self.query_one("#world-info", TextArea).text)
+        self.game.world_info = parse_world_info(self.query_one("#world-info", TextArea).text, self.game.world_info)
         self.dismiss(True)
 
 
