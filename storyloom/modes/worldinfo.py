@@ -14,6 +14,8 @@ pattern that backtracks for ever costs a turn a fraction of a second, not the tu
 """
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
 import time
 from dataclasses import dataclass, field
@@ -96,7 +98,7 @@ class _Clock:
     """The per-turn regex deadline, and the notes about keys that could not be searched."""
 
     def __init__(self, deadline_s: float):
-        self.end = time.monotonic() + deadline_s
+        self.left = deadline_s  # seconds of regex searching this turn may still spend
         self.notes: list[str] = []
 
     def note(self, text: str) -> None:
@@ -133,32 +135,90 @@ def _compile_plain(key: str, whole_word: bool, case_sensitive: bool) -> re.Patte
     return re.compile(body, 0 if case_sensitive else re.IGNORECASE)
 
 
-def key_matches(key: str, text: str, entry: WorldEntry, clock: _Clock) -> bool:
+class Scanned:
+    """A piece of text prepared once for many keys: folded for any-case keys, its words as sets
+    (a one-word whole-word key is a set lookup), so thousands of entries cost milliseconds."""
+
+    __slots__ = ("raw", "folded", "_words", "_exact")
+
+    def __init__(self, raw: str):
+        self.raw, self.folded = raw, raw.casefold()
+        self._words = self._exact = None
+
+    def words(self, case_sensitive: bool) -> set[str]:
+        if case_sensitive:
+            if self._exact is None:
+                self._exact = set(_WORDS.findall(self.raw))
+            return self._exact
+        if self._words is None:
+            self._words = set(_WORDS.findall(self.folded))
+        return self._words
+
+
+_WORDS = re.compile(r"\w+")
+
+
+@lru_cache(maxsize=16384)
+def _prepared(key: str, case_sensitive: bool) -> tuple[bool, str, bool]:
+    """(is a regex, the needle to look for, is one word): worked out once per key."""
     key = key.strip()
-    if not key or not text:
-        return False
-    if not is_regex_key(key):
-        return _compile_plain(key, entry.whole_word, entry.case_sensitive).search(text) is not None
+    if is_regex_key(key):
+        return True, key, False
+    needle = key if case_sensitive else key.casefold()
+    return False, needle, bool(_WORDS.fullmatch(needle))
+
+
+def _regex_search(key: str, raw: str, clock: _Clock):
     compiled = _compile_regex(key)
     if isinstance(compiled, str):
         clock.note(compiled)
-        return False
-    left = clock.end - time.monotonic()
-    if left <= 0:
+        return None
+    if clock.left <= 0:
         clock.note("the regex keys' time for this turn ran out; later regex keys were not searched")
-        return False
+        return None
+    start = time.monotonic()
     try:
-        return compiled.search(text, timeout=min(REGEX_TIMEOUT_S, left)) is not None
+        return compiled.search(raw, timeout=min(REGEX_TIMEOUT_S, clock.left))
     except TimeoutError:
         clock.note(f"regex key {key[:60]!r} took too long and was skipped")
+        return None
+    finally:
+        clock.left -= time.monotonic() - start
+
+
+def key_matches(key: str, text: Scanned, entry: WorldEntry, clock: _Clock) -> bool:
+    if not key.strip() or not text.raw:
         return False
+    regex, needle, one_word = _prepared(key, entry.case_sensitive)
+    if regex:
+        return _regex_search(needle, text.raw, clock) is not None
+    if entry.whole_word and one_word:  # the common key: a set lookup
+        return needle in text.words(entry.case_sensitive)
+    if needle not in (text.raw if entry.case_sensitive else text.folded):
+        return False
+    if not entry.whole_word:
+        return True
+    return _compile_plain(key.strip(), True, entry.case_sensitive).search(text.raw) is not None
 
 
-def _secondary_ok(entry: WorldEntry, text: str, clock: _Clock) -> tuple[bool, str]:
+def key_position(entry: WorldEntry, text: Scanned, clock: _Clock) -> int | None:
+    """Where in `text` the first of the entry's keys that matches begins (None: none does)."""
+    for key in entry.keys:
+        if not key_matches(key, text, entry, clock):
+            continue
+        regex, needle, _ = _prepared(key, entry.case_sensitive)
+        found = (_regex_search(needle, text.raw, clock) if regex else
+                 _compile_plain(key.strip(), entry.whole_word, entry.case_sensitive).search(text.raw))
+        if found is not None:
+            return found.start()
+    return None
+
+
+def _secondary_ok(entry: WorldEntry, texts: list[Scanned], clock: _Clock) -> tuple[bool, str]:
     keys = [k for k in entry.secondary if k.strip()]
     if not keys:
         return True, ""
-    hits = [k for k in keys if key_matches(k, text, entry, clock)]
+    hits = [k for k in keys if any(key_matches(k, t, entry, clock) for t in texts)]
     logic = entry.logic
     ok = {"and_any": bool(hits), "and_all": len(hits) == len(keys),
           "not_any": not hits, "not_all": len(hits) < len(keys)}.get(logic, bool(hits))
@@ -168,13 +228,21 @@ def _secondary_ok(entry: WorldEntry, text: str, clock: _Clock) -> tuple[bool, st
     return True, f" ({_LOGIC_NAME.get(logic, logic)} {shown})"
 
 
-def _first_key(entry: WorldEntry, pieces: list[tuple[str, str]], clock: _Clock) -> tuple[str, str] | None:
-    """(key, where) for the most recent piece of text a primary key appears in."""
+def _first_key(entry: WorldEntry, pieces: list[tuple[str, Scanned]], whole: Scanned | None,
+               clock: _Clock) -> tuple[str, str] | None:
+    """(key, where) for the most recent piece a primary key appears in; `whole` (all the pieces
+    joined) rules out most entries with one look."""
+    if whole is not None and not _any_key(entry, whole, clock):
+        return None
     for where, text in pieces:
         for key in entry.keys:
             if key_matches(key, text, entry, clock):
                 return key.strip(), where
     return None
+
+
+def _any_key(entry: WorldEntry, text: Scanned, clock: _Clock) -> bool:
+    return any(key_matches(k, text, entry, clock) for k in entry.keys)
 
 
 # -- selection --------------------------------------------------------------------------
@@ -191,42 +259,48 @@ def select(sources: Iterable[Source], turn_texts: list[str], action: str, count:
            regex_deadline_s: float = REGEX_DEADLINE_S) -> Selection:
     """The entries for the next prompt within `budget` tokens, each with the reason it fired."""
     clock = _Clock(regex_deadline_s)
-    pieces = scan_pieces(turn_texts, action)
-    action_pieces = pieces[:1] if pieces and pieces[0][0] == "the action" else []
+    pieces = [(where, Scanned(text)) for where, text in scan_pieces(turn_texts, action)]
+    lead = 1 if pieces and pieces[0][0] == "the action" else 0
+    windows: dict[int, tuple[list, Scanned]] = {}  # scan depth -> (its pieces, them joined)
+
+    def window(depth: int) -> tuple[list, Scanned]:
+        if depth not in windows:
+            seen = pieces[: lead + depth]
+            windows[depth] = (seen, Scanned("\n".join(t.raw for _, t in seen)))
+        return windows[depth]
+
     candidates = [(src.name, e) for src in sources for e in src.entries if e.enabled and e.text.strip()]
     fired: list[Fired] = []
     waiting = []
     for source, entry in candidates:
-        depth = SCAN_DEPTH if scan_depth is None else scan_depth
-        depth = depth if entry.scan_depth is None else entry.scan_depth
-        seen = action_pieces + pieces[len(action_pieces): len(action_pieces) + depth]
+        seen, whole = window(scan_depth if entry.scan_depth is None else entry.scan_depth)
         if entry.constant:
             fired.append(Fired(entry, "constant", source))
             continue
-        hit = _first_key(entry, seen, clock)
-        ok, extra = _secondary_ok(entry, "\n".join(t for _, t in seen), clock) if hit else (False, "")
+        hit = _first_key(entry, seen, whole, clock)
+        ok, extra = _secondary_ok(entry, [whole], clock) if hit else (False, "")
         if hit and ok:
             fired.append(Fired(entry, f"key {hit[0]!r} in {hit[1]}{extra}", source))
         else:
-            waiting.append((source, entry, seen))
+            waiting.append((source, entry, whole))
     # Recursion: the text of what fired may name entries that did not (bounded rounds).
     frontier = [f for f in fired if not f.entry.prevent_recursion]
     for depth in range(1, max_recursion + 1):
         if not frontier or not waiting:
             break
+        named = Scanned("\n".join(f.entry.text for f in frontier))
+        starts = list(itertools.accumulate([0] + [len(f.entry.text) + 1 for f in frontier[:-1]]))
+        so_far = Scanned("\n".join(f.entry.text for f in fired))
         new, still = [], []
-        for source, entry, seen in waiting:
-            if entry.exclude_recursion:
-                still.append((source, entry, seen))
-                continue
-            parent = next((p for p in frontier if _first_key(entry, [("", p.entry.text)], clock)), None)
-            if parent is not None:
-                context = "\n".join([t for _, t in seen] + [f.entry.text for f in fired + new])
-                ok, extra = _secondary_ok(entry, context, clock)
+        for source, entry, whole in waiting:
+            at = None if entry.exclude_recursion else key_position(entry, named, clock)
+            if at is not None:
+                parent = frontier[bisect.bisect_right(starts, at) - 1]  # the entry whose text it is in
+                ok, extra = _secondary_ok(entry, [whole, so_far], clock) if parent else (False, "")
                 if ok:
                     new.append(Fired(entry, f"recursion from {parent.entry.label()!r}{extra}", source, depth, parent))
                     continue
-            still.append((source, entry, seen))
+            still.append((source, entry, whole))
         fired += new
         waiting = still
         frontier = [f for f in new if not f.entry.prevent_recursion]
@@ -274,7 +348,10 @@ def sources_for(game) -> list[Source]:
 def for_game(game, action: str, count: Callable[[str], int], budget: int, turn_text: Callable) -> Selection:
     """The one call the adventure prompt makes: the game (with its lorebooks), the new action, the
     token counter and the world-info budget; `turn_text` renders a turn as the prompt reads it."""
-    return select(sources_for(game), [turn_text(t) for t in game.turns], action, count, max(0, budget))
+    sources = sources_for(game)
+    depth = max([SCAN_DEPTH] + [e.scan_depth or 0 for src in sources for e in src.entries])
+    recent = game.turns[-depth:] if depth else []  # only what some entry scans is rendered
+    return select(sources, [turn_text(t) for t in recent], action, count, max(0, budget))
 
 
 def split_keys(text: str) -> list[str]:

@@ -461,8 +461,3 @@ def export(book: Lorebook, fmt: str) -> str:
         raise LoreError(f"Unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
     data = {"sillytavern": export_sillytavern, "novelai": export_novelai, "kobold": export_kobold}[fmt](book)
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-
-
-def default_filename(book: Lorebook, fmt: str) -> str:
-    stem = "".join(c if c.isalnum() or c in "-_ " else "_" for c in book.name).strip() or "lorebook"
-    return f"{stem}.lorebook" if fmt == "novelai" else f"{stem}.{fmt}.json"
