@@ -35,7 +35,7 @@ REGEX_TIMEOUT_S = 0.05  # one search of one regex key
 REGEX_DEADLINE_S = 0.5  # every regex search of one turn together
 MAX_REGEX = 500  # characters of one pattern
 _REGEX_KEY = re.compile(r"^/(.+)/([a-zA-Z]*)$", re.DOTALL)
-_LOGIC_NAME = {"and_any": "AND ANY", "not_all": "NOT ALL", "not_any": "NOT ANY", "and_all": "AND ALL"}
+_LOGIC_SAYS = {"and_any": "and", "and_all": "and all of", "not_any": "and none of", "not_all": "and not all of"}
 
 
 @dataclass
@@ -87,7 +87,7 @@ class Selection:
         """One line for the play screen."""
         if not self.kept:
             return "World info: none fired" + (f" ({len(self.dropped)} over budget)" if self.dropped else "")
-        shown = "; ".join(f"{f.entry.label()} ({f.reason})" for f in self.kept[:limit])
+        shown = "; ".join(f"{f.entry.label()}: {f.reason}" for f in self.kept[:limit])
         more = f"; +{len(self.kept) - limit} more" if len(self.kept) > limit else ""
         over = f"; {len(self.dropped)} over budget" if self.dropped else ""
         return f"World info: {shown}{more}{over}"
@@ -225,7 +225,7 @@ def _secondary_ok(entry: WorldEntry, texts: list[Scanned], clock: _Clock) -> tup
     if not ok:
         return False, ""
     shown = ", ".join(repr(k) for k in (hits if logic in ("and_any", "and_all") else keys)[:3])
-    return True, f" ({_LOGIC_NAME.get(logic, logic)} {shown})"
+    return True, f", {_LOGIC_SAYS.get(logic, 'and')} {shown}"
 
 
 def _first_key(entry: WorldEntry, pieces: list[tuple[str, Scanned]], whole: Scanned | None,

@@ -65,8 +65,8 @@ async def test_import_attach_and_see_which_entries_fired(make_app, fake):
         assert "oaths bind even the dead" in fake.prompts[-1]  # the constant entry
         line = app.screen.query_one("#lore-line", Static)
         assert line.display
-        assert "Castle Varn (key 'the castle' in the action)" in str(line.render())
-        assert "Tone (constant)" in str(line.render())
+        assert "Castle Varn: key 'the castle' in the action" in str(line.render())
+        assert "Tone: constant" in str(line.render())
         await pilot.press("ctrl+l")
         await pilot.pause()
         assert isinstance(app.screen, VerdictScreen)
@@ -97,7 +97,7 @@ async def test_edit_an_entry_with_flags_and_it_is_saved(make_app, fake):
         await pilot.pause()
         assert isinstance(app.screen, LoreScreen)
         assert "Saved The fortress." in shown(app, "#lore-status")
-        assert "This game's own world info (1)" in options(app, "#lore-books")
+        assert "This game (1)" in options(app, "#lore-books")
         await pilot.press("escape")
         await pilot.pause()
         assert "Grimwald, /grim ?wald/i: Grimwald is a fortress" in app.screen.query_one("#world-info", TextArea).text

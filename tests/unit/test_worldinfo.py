@@ -101,7 +101,7 @@ def test_budget_keeps_higher_order_and_drops_children_of_dropped():
     assert sel.used <= 12
     roomy = pick([big, child, small], action="the castle", budget=1000)
     assert labels(roomy) == ["Big", "Small", "Child"]  # prompt order: lowest order first
-    assert "Small (key 'castle' in the action)" in roomy.summary()
+    assert "Small: key 'castle' in the action" in roomy.summary()
 
 
 def test_regex_keys_with_flags_and_bad_patterns():

@@ -131,7 +131,8 @@ class AdventureScreen(GeneratingScreen):
         self.sub_title = self.play.game.title
         self.query_one(Transcript).show(self.play.game.turns)
         self.query_one("#action", Input).focus()
-        self.query_one("#lore-line", Static).display = False
+        lore_line = self.query_one("#lore-line", Static)
+        lore_line.display, lore_line.styles.text_wrap, lore_line.styles.text_overflow = False, "nowrap", "ellipsis"
         if not self.play.game.turns[0].output:
             self._retry_opening()
 
@@ -239,7 +240,7 @@ class AdventureScreen(GeneratingScreen):
         fired = bool(message.selection and (message.selection.kept or message.selection.dropped))
         line.display = fired
         if fired:
-            line.update(Text(message.selection.summary() + " (Ctrl+L: why)"))
+            line.update(Text(message.selection.summary().replace("World info:", "World info (Ctrl+L: why):", 1)))
 
     def action_lore_why(self) -> None:
         if self.last_lore is None:

@@ -89,7 +89,7 @@ class MemoryScreen(EditorDialog):
             yield Label("World info: one per line, 'keys, more keys: lore' (added when a key is mentioned)")
             yield TextArea(format_world_info(self.game.world_info), id="world-info")
             yield Horizontal(Button("Save", id="save", variant="primary"), Button("Cancel", id="cancel"),
-                             Button("Lorebooks and entry options… (Ctrl+L)", id="lore"), classes="buttons")
+                             Button("Lorebooks… (Ctrl+L)", id="lore"), classes="buttons")
 
     BINDINGS = [*EditorDialog.BINDINGS, ("ctrl+l", "lore", "Lorebooks")]
 

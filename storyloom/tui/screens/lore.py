@@ -65,12 +65,10 @@ class EntryScreen(ModalScreen[WorldEntry | None]):
             yield Label("Secondary keys (optional) and how they combine")
             yield Input(format_keys(e.secondary), id="entry-secondary")
             yield Select(LOGIC_CHOICES, value=e.logic, allow_blank=False, id="entry-logic")
-            with Horizontal(classes="row"):
-                for name, label in FLAGS[:3]:
-                    yield Checkbox(label, getattr(e, name), id=f"flag-{name}")
-            with Horizontal(classes="row"):
-                for name, label in FLAGS[3:]:
-                    yield Checkbox(label, getattr(e, name), id=f"flag-{name}")
+            for pair in (FLAGS[0:2], FLAGS[2:4], FLAGS[4:6]):
+                with Horizontal(classes="row"):
+                    for name, label in pair:
+                        yield Checkbox(label, getattr(e, name), id=f"flag-{name}")
             with Horizontal(classes="row"):
                 yield Label("Order (higher: kept first, placed later) ")
                 yield Input(str(e.order), id="entry-order")
@@ -138,6 +136,7 @@ class LoreScreen(ModalScreen[bool]):
     LoreScreen #lore-books { width: 40%; height: 1fr; }
     LoreScreen #lore-entries { width: 60%; height: 1fr; }
     LoreScreen Input { margin-top: 1; }
+    LoreScreen #lore-help { color: $text-muted; }
     """
 
     def __init__(self, game: Game, lore: LoreStore, games: GameStore | None = None) -> None:
@@ -148,14 +147,14 @@ class LoreScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label("World info and lorebooks: Space attaches or detaches the highlighted book, Enter on an "
-                        "entry edits it, Ctrl+N adds one, Delete removes it; Esc closes (all saved as you go)")
+            yield Static("Space: attach/detach a book · Enter: edit an entry · Ctrl+N: new · Delete: remove · "
+                         "Esc: close (saved as you go)", id="lore-help")
             with Horizontal(id="lore-panes"):
                 yield OptionList(id="lore-books")
                 yield OptionList(id="lore-entries")
             yield Input(placeholder="Import a lorebook: path to a SillyTavern, Kobold or NovelAI file, then Enter",
-                        id="lore-import")
-            yield Input(placeholder="Or name a new, empty lorebook, then Enter", id="lore-new")
+                        id="lore-import", compact=True)
+            yield Input(placeholder="Or name a new, empty lorebook, then Enter", id="lore-new", compact=True)
             yield Static("", id="lore-status")
 
     def on_mount(self) -> None:
@@ -171,7 +170,7 @@ class LoreScreen(ModalScreen[bool]):
         books = self.query_one("#lore-books", OptionList)
         highlighted = books.highlighted
         books.clear_options()
-        books.add_option(Option(Text(f"This game's own world info ({len(self.game.world_info)})"), id=GAME))
+        books.add_option(Option(Text(f"This game ({len(self.game.world_info)})"), id=GAME))
         attached = self._attached_ids()
         for summary in self.lore.list():
             mark = "[x]" if summary.id in attached else "[ ]"
