@@ -1,5 +1,6 @@
 """Lorebooks in and out of the other tools' files: SillyTavern World Info JSON, KoboldAI and
-KoboldCpp (Kobold Lite) world info, NovelAI `.lorebook` files.
+KoboldCpp (Kobold Lite) world info, NovelAI `.lorebook` files; also read: the book inside a
+Character Card V2/V3 JSON, and AI Dungeon's world-info list (which KoboldAI imports).
 
 These files are hostile input: the file is checked and read with a size bound, JSON nesting
 too deep for Python is one sentence, every field is type-checked as it is read, and what does
@@ -90,8 +91,21 @@ def parse(data: bytes) -> object:
         raise LoreError(f"The file is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).") from None
 
 
+def _character_book(data: dict) -> dict | None:
+    """The lorebook inside a character card (V2/V3 JSON) or a standalone `lorebook_v3` file."""
+    inner = data.get("data") if isinstance(data.get("data"), dict) else None
+    if data.get("spec") == "lorebook_v3" and inner is not None:
+        return inner
+    if data.get("spec") in ("chara_card_v2", "chara_card_v3") and inner is not None:
+        book = inner.get("character_book")
+        return book if isinstance(book, dict) else None
+    return None
+
+
 def detect(data: object) -> str:
     if isinstance(data, dict):
+        if _character_book(data) is not None and isinstance(_character_book(data).get("entries"), list):
+            return "character_book"
         if "lorebookVersion" in data and isinstance(data.get("entries"), list):
             return "novelai"
         if isinstance(data.get("entries"), dict):
@@ -103,13 +117,14 @@ def detect(data: object) -> str:
         return "kobold"
     raise LoreError("This JSON is not a lorebook StoryLoom knows: expected SillyTavern World Info "
                     "({\"entries\": {...}}), Kobold world info (a list, or a save with \"worldinfo\") or a "
-                    "NovelAI .lorebook ({\"lorebookVersion\": ...}).")
+                    "NovelAI .lorebook ({\"lorebookVersion\": ...}) or a character card's JSON with a character_book.")
 
 
 def import_bytes(data: bytes, name: str = "", fallback_name: str = "Imported lorebook") -> ImportReport:
     parsed = parse(data)
     kind = detect(parsed)
-    reader = {"sillytavern": _read_sillytavern, "novelai": _read_novelai, "kobold": _read_kobold}[kind]
+    reader = {"sillytavern": _read_sillytavern, "novelai": _read_novelai, "kobold": _read_kobold,
+              "character_book": _read_character_book}[kind]
     report = ImportReport(Lorebook(name="-", source=kind), kind)
     raw_entries, title = reader(parsed, report)
     if len(raw_entries) > MAX_ENTRIES:
@@ -308,6 +323,39 @@ def _st_entry(e: _Entry):
     )
     _apply_ext(entry, e)
     return entry, e.mapped
+
+
+# Character Card V2/V3 books: snake_case fields, SillyTavern's own extras under `extensions`.
+_CARD_FIELDS = {"keys": "key", "secondary_keys": "keysecondary", "content": "content", "constant": "constant",
+                "selective": "selective", "insertion_order": "order", "case_sensitive": "caseSensitive"}
+_CARD_EXTENSIONS = {"selectiveLogic": "selectiveLogic", "exclude_recursion": "excludeRecursion",
+                    "prevent_recursion": "preventRecursion", "scan_depth": "scanDepth",
+                    "match_whole_words": "matchWholeWords", "case_sensitive": "caseSensitive",
+                    "probability": "probability", "useProbability": "useProbability", "group": "group",
+                    "position": "position", "delay_until_recursion": "delayUntilRecursion", "vectorized": "vectorized"}
+
+
+def _read_character_book(data: dict, report: ImportReport):
+    book = _character_book(data)
+    raw = book["entries"]
+    if len(raw) > MAX_ENTRIES:
+        return raw, None
+    for item in raw:
+        if not isinstance(item, dict):
+            report.dropped += 1
+            report.why["dropped that are not objects"] += 1
+            continue
+        st = {theirs: item[mine] for mine, theirs in _CARD_FIELDS.items() if mine in item}
+        ext = item.get("extensions") if isinstance(item.get("extensions"), dict) else {}
+        st.update({theirs: ext[mine] for mine, theirs in _CARD_EXTENSIONS.items() if mine in ext})
+        st["disable"] = not item["enabled"] if isinstance(item.get("enabled"), bool) else False
+        st["comment"] = item.get("comment") or item.get("name") or ""
+        if item.get("use_regex") is True:  # V3: every key is a pattern; ours are written /.../
+            st["key"] = [f"/{k}/" for k in item.get("keys", []) if isinstance(k, str)] \
+                if isinstance(item.get("keys"), list) else item.get("keys")
+        _add(report, lambda st=st: _st_entry(_Entry(st, report)))
+    name = book.get("name") or (data.get("data", {}).get("name") if isinstance(data.get("data"), dict) else None)
+    return raw, name
 
 
 def export_sillytavern(book: Lorebook) -> dict:

@@ -202,3 +202,33 @@ def test_cli_import_list_export_attach(tmp_path, monkeypatch, capsys):
     assert main(["lore", "import", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("storyloom: This is a binary file") and err.count("\n") == 1
+
+
+def test_koboldai_united_v2_and_ai_dungeon_lists():
+    united = {"gamestarted": True, "worldinfo_v2": {"entries": {"0": {
+        "uid": 0, "title": "Lighthouse", "key": ["lighthouse", "beacon"], "keysecondary": [], "folder": "root",
+        "constant": False, "content": "Dark for ten years.", "manual_text": "Dark for ten years.", "comment": "",
+        "token_length": 6, "selective": False, "wpp": {}, "use_wpp": False, "object_type": None}},
+        "folders": {"root": [0]}}}
+    report = lf.import_bytes(json.dumps(united).encode())
+    assert report.format == "kobold"
+    assert (report.book.entries[0].keys, report.book.entries[0].comment) == (["lighthouse", "beacon"], "Lighthouse")
+    aid = [{"keys": "tavern, inn", "entry": "The Prancing Goat serves sour ale."}]
+    assert lf.import_bytes(json.dumps(aid).encode()).book.entries[0].keys == ["tavern", "inn"]
+
+
+def test_character_card_books():
+    card = {"spec": "chara_card_v2", "spec_version": "2.0", "data": {"name": "Seraphina", "character_book": {
+        "name": "Seraphina's glade", "entries": [
+            {"keys": ["glade"], "secondary_keys": ["night"], "content": "The glade glows at night.", "enabled": True,
+             "insertion_order": 120, "case_sensitive": False, "constant": False, "selective": True, "name": "Glade",
+             "extensions": {"selectiveLogic": 3, "exclude_recursion": True, "match_whole_words": True,
+                            "scan_depth": 2, "position": 0}},
+            {"keys": ["w(o|i)lf"], "content": "Wolves guard it.", "enabled": False, "insertion_order": 10,
+             "use_regex": True, "extensions": {}}]}}}
+    report = lf.import_bytes(json.dumps(card).encode())
+    glade, wolf = report.book.entries
+    assert report.book.name == "Seraphina's glade"
+    assert (glade.secondary, glade.logic, glade.order, glade.exclude_recursion, glade.whole_word, glade.scan_depth,
+            glade.comment) == (["night"], "and_all", 120, True, True, 2, "Glade")
+    assert wolf.keys == ["/w(o|i)lf/"] and not wolf.enabled
