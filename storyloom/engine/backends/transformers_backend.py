@@ -19,7 +19,7 @@ from storyloom.engine.generate import (
     StopScanner,
     Stopwatch,
 )
-from storyloom.engine import native
+from storyloom.engine import native, threads
 from storyloom.engine.fast_llama import FastLlama, KVState
 from storyloom.engine.kv_cache import new_cache
 from storyloom.engine.native_llama import NativeLlama
@@ -75,6 +75,7 @@ class DecodeState:
     def __init__(self, generator: "TransformersGenerator", prompt_ids: list[int], batch: int = 1):
         self.fast = generator.fast
         self.model = generator.model
+        threads.choose()  # as many threads as other programs leave cores free
         ids = torch.tensor([prompt_ids], dtype=torch.long)
         if self.fast is not None:
             self.kv = KVState()
@@ -93,6 +94,7 @@ class DecodeState:
     @torch.inference_mode()
     def feed(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [batch, T] after what is held; returns (and keeps) the new next-token logits."""
+        threads.choose()
         if self.fast is not None:
             self.logits = self.fast.forward(tokens, self.kv)
         else:

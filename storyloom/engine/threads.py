@@ -1,0 +1,197 @@
+"""How many threads local generation runs on: the cores other programs leave free.
+
+Decoding one token is ~150 short parallel regions (the C step's matmuls, torch's ops on the
+logits), each ending in a barrier. With a thread per core and another program busy on one of
+them, the scheduler keeps one of our threads waiting at every barrier for a peer it has
+descheduled, and the waiting thread spins on a core the others need: one busy process cut
+decoding to a fifth. So the count follows the free cores: this process's CPU use is taken out of
+the system's (/proc/stat) over the last half second, and what is left of the cores we may run
+on decides. `choose()` is called once per step; it reads /proc/stat at most twice a second.
+
+STORYLOOM_THREADS=N fixes the count instead.
+
+OpenMP's idle threads spin before they sleep: libgomp's default is 300,000 spins (milliseconds
+on current CPUs), so between tokens (Python sampling, a poem's constraint checks) a worker
+burns a core it does not use. `prepare_runtime()` shortens that, before libgomp loads, to what
+the gaps between one token's regions need.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+INTERVAL_S = 0.5  # how often the free cores are measured again (while steps are being asked for)
+# A thread per free core, counting a core as free when others use at most this much of it
+# (background noise), so one steady busy process costs a thread and a desktop's idle hum does not.
+SLACK = 0.3
+# libgomp's spins before a waiting thread sleeps: enough for the gaps inside one token's
+# regions (microseconds), far below the default's milliseconds between tokens.
+SPINCOUNT = "10000"
+
+
+def prepare_runtime(environ=os.environ) -> None:
+    """Set OpenMP's wait policy for this process before libgomp reads it (it does so once, when
+    torch or the C step first loads it); the user's own OMP_WAIT_POLICY/GOMP_SPINCOUNT win."""
+    if "OMP_WAIT_POLICY" not in environ and "GOMP_SPINCOUNT" not in environ:
+        environ["GOMP_SPINCOUNT"] = SPINCOUNT
+
+
+@dataclass(frozen=True)
+class Sample:
+    at: float      # monotonic seconds
+    busy: float    # jiffies the allowed CPUs spent busy (user, nice, system, irq, softirq, steal)
+    total: float   # jiffies the allowed CPUs existed (busy + idle + iowait)
+    own: float     # seconds of CPU this process used (all its threads)
+
+
+def parse_proc_stat(text: str, cpus: set[int] | None) -> tuple[float, float, int]:
+    """(busy jiffies, total jiffies, CPUs counted) over the per-CPU lines of /proc/stat for
+    `cpus` (None: all of them). Steal counts as busy: a hypervisor gave that time to others."""
+    busy = total = 0.0
+    counted = 0
+    for line in text.splitlines():
+        if not line.startswith("cpu") or line.startswith("cpu "):
+            continue
+        name, *fields = line.split()
+        try:
+            cpu = int(name[3:])
+            values = [float(v) for v in fields[:8]] + [0.0] * max(0, 8 - len(fields))
+        except ValueError:
+            continue
+        if cpus is not None and cpu not in cpus:
+            continue
+        user, nice, system, idle, iowait, irq, softirq, steal = values[:8]
+        used = user + nice + system + irq + softirq + steal
+        busy += used
+        total += used + idle + iowait
+        counted += 1
+    return busy, total, counted
+
+
+def free_cores(before: Sample, after: Sample, cores: int) -> float | None:
+    """Cores out of `cores` that other programs left free between two samples (None when the
+    samples cannot tell: no time passed, or /proc/stat did not move)."""
+    wall = after.at - before.at
+    elapsed = after.total - before.total
+    if wall <= 0 or elapsed <= 0:
+        return None
+    busy_cores = cores * (after.busy - before.busy) / elapsed
+    own_cores = (after.own - before.own) / wall
+    others = max(0.0, busy_cores - own_cores)
+    return max(0.0, cores - others)
+
+
+def threads_for(free: float, most: int) -> int:
+    """A thread per free core (see SLACK), at least one, at most `most`."""
+    return max(1, min(most, math.floor(free + SLACK)))
+
+
+def _read_stat() -> str:
+    with open("/proc/stat", encoding="ascii") as f:
+        return f.read()
+
+
+def _allowed_cpus() -> set[int] | None:
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
+class ThreadChooser:
+    """The thread count for the next step, measured again every `interval` seconds of use.
+    The readers are parameters so tests can feed it crafted /proc/stat text and clocks."""
+
+    def __init__(self, most: int, read_stat: Callable[[], str] = _read_stat,
+                 cpus: set[int] | None = None, clock: Callable[[], float] = time.monotonic,
+                 own_cpu: Callable[[], float] = time.process_time, interval: float = INTERVAL_S):
+        self.most = max(1, most)
+        self.read_stat, self.cpus, self.clock, self.own_cpu = read_stat, cpus, clock, own_cpu
+        self.interval = interval
+        self.threads = self.most
+        self.free: float | None = None  # the last measurement (benches report it)
+        self._last: Sample | None = None
+        self._lock = threading.Lock()
+        self._broken = False  # no /proc/stat here (macOS, a sandbox): keep `most`
+
+    def _sample(self) -> tuple[Sample, int] | None:
+        try:
+            busy, total, counted = parse_proc_stat(self.read_stat(), self.cpus)
+        except OSError:
+            return None
+        if counted == 0:
+            return None
+        return Sample(self.clock(), busy, total, self.own_cpu()), counted
+
+    def choose(self) -> int:
+        if self._broken:
+            return self.threads
+        now = self.clock()
+        last = self._last
+        if last is not None and now - last.at < self.interval:
+            return self.threads
+        with self._lock:
+            got = self._sample()
+            if got is None:
+                self._broken = True
+                return self.threads
+            sample, counted = got
+            if self._last is not None:
+                free = free_cores(self._last, sample, counted)
+                if free is not None:
+                    self.free = free
+                    chosen = threads_for(free, min(self.most, counted))
+                    if chosen != self.threads:
+                        log.info("%.1f of %d cores free: %d threads", free, counted, chosen)
+                    self.threads = chosen
+            self._last = sample
+            return self.threads
+
+
+_chooser: ThreadChooser | None = None
+_chooser_lock = threading.Lock()
+
+
+def _fixed() -> int | None:
+    raw = os.environ.get("STORYLOOM_THREADS", "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        from storyloom import StoryloomError
+
+        raise StoryloomError(f"STORYLOOM_THREADS must be a whole number of threads, 1 or more (got {raw!r}).")
+    return value
+
+
+def chooser() -> ThreadChooser:
+    """The process's chooser, capped at the threads torch would use on its own (its cores, or
+    OMP_NUM_THREADS / torch.set_num_threads before the first step)."""
+    global _chooser
+    with _chooser_lock:
+        if _chooser is None:
+            import torch
+
+            _chooser = ThreadChooser(torch.get_num_threads(), cpus=_allowed_cpus())
+        return _chooser
+
+
+def choose() -> int:
+    """The threads for the next step, with torch's intra-op count (this thread's) set to match,
+    so torch's own ops and the C step (which reads torch.get_num_threads()) agree."""
+    import torch
+
+    n = _fixed() or chooser().choose()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
