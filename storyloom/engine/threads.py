@@ -4,9 +4,8 @@ Decoding one token is ~150 short parallel regions (the C step's matmuls, torch's
 logits), each ending in a barrier. With a thread per core and another program busy on one of
 them, the scheduler keeps one of our threads waiting at every barrier for a peer it has
 descheduled, and the waiting thread spins on a core the others need: one busy process cut
-decoding to a fifth. So the count follows the free cores: this process's CPU use is taken out of
-the system's (/proc/stat) over the last half second, and what is left of the cores we may run
-on decides. `choose()` is called once per step; it reads /proc/stat at most twice a second.
+decoding to a fifth. So the count follows the free cores (see ThreadChooser): `choose()` is
+called once per step and reads /proc at most twice a second.
 
 STORYLOOM_THREADS=N fixes the count instead.
 
@@ -31,6 +30,9 @@ INTERVAL_S = 0.5  # how often the free cores are measured again (while steps are
 # A thread per free core, counting a core as free when others use at most this much of it
 # (background noise), so one steady busy process costs a thread and a desktop's idle hum does not.
 SLACK = 0.3
+CONTENDED = 0.03  # our threads waiting this share of their time for a core: the cores are contended
+MIN_ACTIVE_S = 0.02  # thread-seconds run in a window below which it tells nothing about contention
+RETRY_S, MAX_RETRY_S = 2.0, 32.0  # after dropping a thread, try it again after this long (doubling)
 # libgomp's spins before a waiting thread sleeps: enough for the gaps inside one token's
 # regions (microseconds), far below the default's milliseconds between tokens.
 SPINCOUNT = "10000"
@@ -46,14 +48,17 @@ def prepare_runtime(environ=os.environ) -> None:
 @dataclass(frozen=True)
 class Sample:
     at: float      # monotonic seconds
-    busy: float    # jiffies the allowed CPUs spent busy (user, nice, system, irq, softirq, steal)
-    total: float   # jiffies the allowed CPUs existed (busy + idle + iowait)
+    busy: float    # jiffies the allowed CPUs spent busy (user, system, irq, softirq, steal)
+    total: float   # jiffies the allowed CPUs existed (busy + idle + iowait + nice)
     own: float     # seconds of CPU this process used (all its threads)
+    ran: float = 0.0     # seconds this process's threads ran (schedstat) ...
+    waited: float = 0.0  # ... and waited, runnable, for a core
 
 
 def parse_proc_stat(text: str, cpus: set[int] | None) -> tuple[float, float, int]:
     """(busy jiffies, total jiffies, CPUs counted) over the per-CPU lines of /proc/stat for
-    `cpus` (None: all of them). Steal counts as busy: a hypervisor gave that time to others."""
+    `cpus` (None: all of them). Steal counts as busy (a hypervisor gave that time to others);
+    niced time does not (it yields to us)."""
     busy = total = 0.0
     counted = 0
     for line in text.splitlines():
@@ -68,9 +73,9 @@ def parse_proc_stat(text: str, cpus: set[int] | None) -> tuple[float, float, int
         if cpus is not None and cpu not in cpus:
             continue
         user, nice, system, idle, iowait, irq, softirq, steal = values[:8]
-        used = user + nice + system + irq + softirq + steal
+        used = user + system + irq + softirq + steal
         busy += used
-        total += used + idle + iowait
+        total += used + nice + idle + iowait
         counted += 1
     return busy, total, counted
 
@@ -88,6 +93,15 @@ def free_cores(before: Sample, after: Sample, cores: int) -> float | None:
     return max(0.0, cores - others)
 
 
+def contention(before: Sample, after: Sample) -> float | None:
+    """The share of the time our threads wanted a core that they spent waiting for one (None
+    when they hardly ran: an idle stretch tells nothing)."""
+    ran, waited = after.ran - before.ran, after.waited - before.waited
+    if ran + waited < MIN_ACTIVE_S:
+        return None
+    return max(0.0, waited) / (ran + waited)
+
+
 def threads_for(free: float, most: int) -> int:
     """A thread per free core (see SLACK), at least one, at most `most`."""
     return max(1, min(most, math.floor(free + SLACK)))
@@ -96,6 +110,27 @@ def threads_for(free: float, most: int) -> int:
 def _read_stat() -> str:
     with open("/proc/stat", encoding="ascii") as f:
         return f.read()
+
+
+def _read_sched() -> tuple[float, float] | None:
+    """(seconds run, seconds waited runnable) summed over this process's threads, or None where
+    the kernel keeps no schedstat."""
+    ran = waited = 0
+    seen = False
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/schedstat", encoding="ascii") as f:
+                run_ns, wait_ns, _ = f.read().split()
+            ran += int(run_ns)
+            waited += int(wait_ns)
+            seen = True
+        except (OSError, ValueError):
+            continue  # a thread that just ended
+    return (ran / 1e9, waited / 1e9) if seen else None
 
 
 def _allowed_cpus() -> set[int] | None:
@@ -107,17 +142,29 @@ def _allowed_cpus() -> set[int] | None:
 
 class ThreadChooser:
     """The thread count for the next step, measured again every `interval` seconds of use.
-    The readers are parameters so tests can feed it crafted /proc/stat text and clocks."""
+
+    Two readings decide: how much of the cores other programs use (/proc/stat, this process
+    taken out), and whether our own threads are kept waiting for a core (schedstat). Fewer free
+    cores than threads costs a thread only when ours actually wait: a program that merely fills
+    a core we leave idle, or yields to us (niced, or of lower weight), costs nothing. After
+    such a drop a thread is tried again now and then (every 2 s, doubling to 32 s while the
+    load stays), since a core another program fills may be one it would share.
+    The readers are parameters so tests can feed crafted readings and clocks."""
 
     def __init__(self, most: int, read_stat: Callable[[], str] = _read_stat,
                  cpus: set[int] | None = None, clock: Callable[[], float] = time.monotonic,
-                 own_cpu: Callable[[], float] = time.process_time, interval: float = INTERVAL_S):
-        self.most = max(1, most)
+                 own_cpu: Callable[[], float] = time.process_time,
+                 read_sched: Callable[[], tuple[float, float] | None] = _read_sched, interval: float = INTERVAL_S):
+        self.most = max(1, min(most, len(cpus)) if cpus else most)
         self.read_stat, self.cpus, self.clock, self.own_cpu = read_stat, cpus, clock, own_cpu
+        self.read_sched = read_sched
         self.interval = interval
         self.threads = self.most
-        self.free: float | None = None  # the last measurement (benches report it)
+        self.free: float | None = None  # the last measurements (benches report them)
+        self.contention: float | None = None
         self._last: Sample | None = None
+        self._retry_at = 0.0
+        self._backoff = RETRY_S
         self._lock = threading.Lock()
         self._broken = False  # no /proc/stat here (macOS, a sandbox): keep `most`
 
@@ -128,7 +175,9 @@ class ThreadChooser:
             return None
         if counted == 0:
             return None
-        return Sample(self.clock(), busy, total, self.own_cpu()), counted
+        sched = self.read_sched()
+        ran, waited = sched if sched is not None else (math.nan, math.nan)
+        return Sample(self.clock(), busy, total, self.own_cpu(), ran, waited), counted
 
     def choose(self) -> int:
         if self._broken:
@@ -144,15 +193,41 @@ class ThreadChooser:
                 return self.threads
             sample, counted = got
             if self._last is not None:
-                free = free_cores(self._last, sample, counted)
-                if free is not None:
-                    self.free = free
-                    chosen = threads_for(free, min(self.most, counted))
-                    if chosen != self.threads:
-                        log.info("%.1f of %d cores free: %d threads", free, counted, chosen)
-                    self.threads = chosen
+                self._decide(self._last, sample, counted)
             self._last = sample
             return self.threads
+
+    def _decide(self, before: Sample, after: Sample, cores: int) -> None:
+        free = free_cores(before, after, cores)
+        most = min(self.most, cores)
+        if free is None:
+            return
+        self.free = free
+        waiting = contention(before, after)
+        unknown = math.isnan(after.ran) or math.isnan(before.ran)  # no schedstat: free cores alone decide
+        self.contention = None if unknown else waiting
+        target = threads_for(free, most)
+        n = self.threads
+        if target > n:  # cores left idle: take them
+            chosen = target
+            self._backoff = RETRY_S
+        elif target < n and (unknown or (waiting is not None and waiting >= CONTENDED)):
+            chosen = target
+            self._retry_at = after.at + self._backoff
+            self._backoff = min(2 * self._backoff, MAX_RETRY_S)
+        elif target < n:  # fewer cores look free, yet ours never wait: others only fill what we leave
+            chosen = n
+            if waiting is not None:
+                self._backoff = RETRY_S
+        elif n < most and not unknown and after.at >= self._retry_at:
+            chosen = n + 1  # try one more; the next reading keeps it or takes it back
+        else:
+            chosen = n
+        chosen = min(chosen, most)
+        if chosen != n:
+            log.info("%.1f of %d cores free, waiting %s: %d threads", free, most,
+                     "?" if waiting is None else f"{waiting:.0%}", chosen)
+        self.threads = chosen
 
 
 _chooser: ThreadChooser | None = None

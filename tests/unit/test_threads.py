@@ -10,7 +10,7 @@ import pytest
 
 from storyloom import StoryloomError
 from storyloom.engine import busy, threads
-from storyloom.engine.threads import Sample, ThreadChooser, free_cores, parse_proc_stat, threads_for
+from storyloom.engine.threads import Sample, ThreadChooser, contention, free_cores, parse_proc_stat, threads_for
 
 HEADER = "cpu  {t} 0 0 0 0 0 0 0 0 0\n"
 
@@ -22,11 +22,13 @@ def stat(*cpus: tuple[int, int], steal: int = 0) -> str:
     return "".join(lines) + "intr 1 2 3\nctxt 99\nprocs_running 3\n"
 
 
-def test_parse_proc_stat_sums_the_allowed_cpus_and_counts_steal_as_busy():
+def test_parse_proc_stat_sums_the_allowed_cpus_and_counts_steal_as_busy_and_nice_as_free():
     text = stat((100, 50), (30, 120), (7, 3), steal=5)
     assert parse_proc_stat(text, None) == (100 + 30 + 7 + 15, 100 + 30 + 7 + 15 + 173, 3)
     assert parse_proc_stat(text, {1}) == (35, 155, 1)
     assert parse_proc_stat("cpu  1 2 3 4\nbogus\ncpuX 1 2\n", None) == (0, 0, 0)
+    niced = "cpu0 10 80 0 10 0 0 0 0 0 0\n"  # a niced job's time yields to us: not busy
+    assert parse_proc_stat(niced, None) == (10, 100, 1)
 
 
 @pytest.mark.parametrize("free, most, want", [
@@ -50,56 +52,108 @@ def test_free_cores_takes_this_process_out_of_the_systems_use():
     assert free_cores(before, before, 2) is None  # no time passed
 
 
-class FakeMachine:
-    """/proc/stat of two CPUs, a clock and this process's CPU time, advanced by hand."""
+def test_contention_is_the_share_of_wanted_time_spent_waiting():
+    assert contention(Sample(0, 0, 0, 0, 1.0, 0.5), Sample(1, 0, 0, 0, 2.0, 1.0)) == pytest.approx(1 / 3)
+    assert contention(Sample(0, 0, 0, 0, 1.0, 0.5), Sample(9, 0, 0, 0, 1.0, 0.5)) is None  # idle stretch
 
-    def __init__(self):
-        self.now, self.own = 100.0, 0.0
+
+class FakeMachine:
+    """/proc/stat of two CPUs, this process's schedstat, a clock and its CPU time, all advanced
+    by hand."""
+
+    def __init__(self, schedstat: bool = True):
+        self.now, self.own, self.ran, self.waited = 100.0, 0.0, 0.0, 0.0
         self.jiffies = [[0, 0], [0, 0]]  # per CPU: busy, idle
         self.reads = 0
+        self.schedstat = schedstat
 
-    def run(self, seconds: float, ours: float, others: float) -> None:
-        """`ours` and `others` cores busy for `seconds` (spread over both CPUs)."""
+    def run(self, seconds: float, ours: float, others: float, waiting: float = 0.0) -> None:
+        """`ours` and `others` cores busy for `seconds` (spread over both CPUs), our threads
+        kept waiting for `waiting` thread-seconds per second."""
         per_cpu_busy = (ours + others) / 2
         for cpu in self.jiffies:
             cpu[0] += round(100 * seconds * per_cpu_busy)
             cpu[1] += round(100 * seconds * (1 - per_cpu_busy))
         self.now += seconds
         self.own += ours * seconds
+        self.ran += ours * seconds
+        self.waited += waiting * seconds
 
     def read(self) -> str:
         self.reads += 1
         return stat(*(tuple(c) for c in self.jiffies))
 
+    def sched(self):
+        return (self.ran, self.waited) if self.schedstat else None
+
 
 def chooser_on(machine: FakeMachine, most: int = 2) -> ThreadChooser:
-    return ThreadChooser(most, read_stat=machine.read, clock=lambda: machine.now, own_cpu=lambda: machine.own)
+    return ThreadChooser(most, read_stat=machine.read, clock=lambda: machine.now, own_cpu=lambda: machine.own,
+                         read_sched=machine.sched)
 
 
-def test_chooser_drops_a_thread_for_a_busy_process_and_takes_it_back_when_it_stops():
+def load(machine: FakeMachine, chooser: ThreadChooser, seconds: float, busy: float, lower_priority: bool = False):
+    """Run `seconds` in half-second steps beside `busy` cores of other work: with our threads
+    and theirs more than the cores, equal shares and waiting (or, `lower_priority`, theirs
+    yield to ours); returns the thread counts chosen."""
+    chosen = []
+    for _ in range(int(seconds / threads.INTERVAL_S)):
+        n = chooser.choose()
+        chosen.append(n)
+        if lower_priority:
+            ours, others, waiting = n, min(busy, 2 - n), 0.01
+        elif n + busy > 2:
+            ours = 2 * n / (n + busy)
+            others, waiting = 2 - ours, n - ours
+        else:
+            ours, others, waiting = n, busy, 0.0
+        machine.run(threads.INTERVAL_S, ours, others, waiting)
+    return chosen
+
+
+def test_chooser_drops_a_thread_for_a_busy_process_retries_it_rarely_and_takes_it_back_when_it_stops():
     machine = FakeMachine()
     chooser = chooser_on(machine)
-    assert chooser.choose() == 2  # nothing measured yet: every thread
-    machine.run(1.0, ours=1.8, others=0.0)
-    assert chooser.choose() == 2
-    machine.run(1.0, ours=1.2, others=0.8)  # a busy process starts
-    assert chooser.choose() == 1
-    assert chooser.free == pytest.approx(1.2)
-    machine.run(1.0, ours=1.0, others=1.0)
-    assert chooser.choose() == 1
-    machine.run(1.0, ours=1.0, others=0.05)  # it stopped
-    assert chooser.choose() == 2
+    assert load(machine, chooser, 2, busy=0) == [2, 2, 2, 2]
+    chosen = load(machine, chooser, 40, busy=1)
+    assert chosen[:2] == [2, 1]  # one reading after the busy process starts
+    assert chooser.contention is not None
+    # tried again (one reading each) 2 s after the drop, then 4 s, 8 s, 16 s after each failed try
+    tries = [i for i, n in enumerate(chosen) if n == 2][1:]
+    assert tries[0] == 1 + 2 / threads.INTERVAL_S
+    assert [b - a for a, b in zip(tries, tries[1:])] == [1 + 4 / 0.5, 1 + 8 / 0.5, 1 + 16 / 0.5]
+    assert chosen.count(1) == len(chosen) - 1 - len(tries)
+    assert load(machine, chooser, 2, busy=0.05)[-2:] == [2, 2]  # it stopped: back at once
 
 
-def test_chooser_reads_proc_stat_at_most_once_per_interval():
+def test_chooser_keeps_its_threads_when_others_only_fill_what_it_leaves():
+    machine = FakeMachine()
+    chooser = chooser_on(machine)
+    load(machine, chooser, 1, busy=1)  # an equal busy process: one thread
+    assert chooser.choose() == 1
+    # it turns into a lower-priority job: the retry takes the core and keeps it
+    chosen = load(machine, chooser, 6, busy=1, lower_priority=True)
+    assert chosen[-4:] == [2, 2, 2, 2]
+
+
+def test_chooser_goes_by_free_cores_alone_without_schedstat():
+    machine = FakeMachine(schedstat=False)
+    chooser = chooser_on(machine)
+    chosen = load(machine, chooser, 10, busy=1)
+    assert chosen[0] == 2 and set(chosen[2:]) == {1}  # no retries: nothing would tell them apart
+    assert chooser.contention is None
+    assert load(machine, chooser, 2, busy=0)[-1] == 2
+
+
+def test_chooser_reads_proc_at_most_once_per_interval():
     machine = FakeMachine()
     chooser = chooser_on(machine)
     chooser.choose()
     for _ in range(50):  # fifty steps within the interval: no reads
-        machine.run(threads.INTERVAL_S / 100, ours=1.0, others=1.0)
+        machine.run(threads.INTERVAL_S / 100, ours=1.0, others=1.0, waiting=1.0)
         chooser.choose()
     assert machine.reads == 1
-    machine.run(threads.INTERVAL_S, ours=1.0, others=1.0)
+    machine.run(threads.INTERVAL_S, ours=1.0, others=1.0, waiting=1.0)
     assert chooser.choose() == 1
     assert machine.reads == 2
 
@@ -118,10 +172,17 @@ def test_chooser_keeps_its_count_where_proc_stat_cannot_be_read():
 def test_chooser_caps_at_the_cpus_it_may_run_on():
     machine = FakeMachine()
     chooser = ThreadChooser(8, read_stat=machine.read, cpus={1}, clock=lambda: machine.now,
-                            own_cpu=lambda: machine.own)
+                            own_cpu=lambda: machine.own, read_sched=machine.sched)
     chooser.choose()
     machine.run(1.0, ours=0.0, others=0.0)
     assert chooser.choose() == 1  # one CPU allowed, whatever torch's default
+
+
+def test_read_sched_reads_this_process():
+    got = threads._read_sched()
+    if got is not None:  # kernels without schedstat have none
+        ran, waited = got
+        assert ran > 0 and waited >= 0
 
 
 def test_choose_sets_torchs_count_and_honours_storyloom_threads(monkeypatch):
