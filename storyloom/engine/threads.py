@@ -29,8 +29,10 @@ log = logging.getLogger(__name__)
 INTERVAL_S = 0.5  # how often the free cores are measured again (while steps are being asked for)
 # A thread per free core, counting a core as free when others use at most this much of it
 # (background noise), so one steady busy process costs a thread and a desktop's idle hum does not.
-SLACK = 0.3
-CONTENDED = 0.03  # our threads waiting this share of their time for a core: the cores are contended
+SLACK = 0.4
+# Our threads waiting this share of the time they want a core: oversubscribed. (Measured on the
+# 2-core machine: 5-12% beside other sessions' bursty work, 45% beside one busy process.)
+CONTENDED = 0.25
 MIN_ACTIVE_S = 0.02  # thread-seconds run in a window below which it tells nothing about contention
 RETRY_S, MAX_RETRY_S = 2.0, 32.0  # after dropping a thread, try it again after this long (doubling)
 # libgomp's spins before a waiting thread sleeps: enough for the gaps inside one token's

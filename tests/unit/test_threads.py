@@ -34,8 +34,9 @@ def test_parse_proc_stat_sums_the_allowed_cpus_and_counts_steal_as_busy_and_nice
 @pytest.mark.parametrize("free, most, want", [
     (2.0, 2, 2),    # idle
     (1.8, 2, 2),    # background hum: a thread per core still
+    (1.6, 2, 2),    # other sessions' bursts
     (1.1, 2, 1),    # one busy process on a 2-core machine
-    (1.6, 2, 1),    # half a core taken: a peer would be descheduled at barriers
+    (1.5, 2, 1),    # half a core taken: a peer would be descheduled at barriers
     (0.2, 2, 1),    # overloaded: never fewer than one
     (7.9, 4, 4),    # never more than the cap
 ])
