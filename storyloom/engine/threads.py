@@ -34,10 +34,12 @@ SLACK = 0.4
 # 2-core machine: 5-12% beside other sessions' bursty work, 45% beside one busy process.)
 CONTENDED = 0.25
 MIN_ACTIVE_S = 0.02  # thread-seconds run in a window below which it tells nothing about contention
-RETRY_S, MAX_RETRY_S = 2.0, 32.0  # after dropping a thread, try it again after this long (doubling)
-# libgomp's spins before a waiting thread sleeps: enough for the gaps inside one token's
-# regions (microseconds), far below the default's milliseconds between tokens.
-SPINCOUNT = "10000"
+RETRY_S, MAX_RETRY_S = 2.0, 16.0  # after dropping a thread, try it again after this long (doubling)
+TRY_S = 0.15  # a try is judged this soon (schedstat tells contention within a few steps)
+# libgomp's spins before a waiting thread sleeps: enough for the gaps between one token's
+# regions (about 0.6 ms here; 10,000 let workers sleep inside a token and cost 10% of decode
+# speed), a tenth of the default.
+SPINCOUNT = "30000"
 
 
 def prepare_runtime(environ=os.environ) -> None:
@@ -166,6 +168,7 @@ class ThreadChooser:
         self.contention: float | None = None
         self._last: Sample | None = None
         self._retry_at = 0.0
+        self._trying = False  # the count was raised to see whether the cores are really taken
         self._backoff = RETRY_S
         self._lock = threading.Lock()
         self._broken = False  # no /proc/stat here (macOS, a sandbox): keep `most`
@@ -186,7 +189,7 @@ class ThreadChooser:
             return self.threads
         now = self.clock()
         last = self._last
-        if last is not None and now - last.at < self.interval:
+        if last is not None and now - last.at < (TRY_S if self._trying else self.interval):
             return self.threads
         with self._lock:
             got = self._sample()
@@ -226,6 +229,7 @@ class ThreadChooser:
         else:
             chosen = n
         chosen = min(chosen, most)
+        self._trying = chosen > n and target <= n
         if chosen != n:
             log.info("%.1f of %d cores free, waiting %s: %d threads", free, most,
                      "?" if waiting is None else f"{waiting:.0%}", chosen)

@@ -284,3 +284,18 @@ def test_busy_counts_are_checked():
     with pytest.raises(StoryloomError, match="--busy must be"):
         busy.start(busy.MAX_BUSY + 1)
     assert busy.start(0) == []
+
+
+def test_a_try_is_judged_sooner_than_the_usual_interval():
+    machine = FakeMachine()
+    chooser = chooser_on(machine)
+    load(machine, chooser, 1, busy=1)
+    assert chooser.threads == 1
+    for _ in range(int(threads.RETRY_S / threads.INTERVAL_S) + 1):
+        machine.run(threads.INTERVAL_S, ours=1, others=1)
+        if chooser.choose() == 2:
+            break
+    assert chooser.threads == 2  # the try
+    reads = machine.reads
+    machine.run(threads.TRY_S * 1.01, ours=4 / 3, others=2 / 3, waiting=2 / 3)
+    assert chooser.choose() == 1 and machine.reads == reads + 1
