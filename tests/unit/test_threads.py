@@ -299,3 +299,32 @@ def test_a_try_is_judged_sooner_than_the_usual_interval():
     reads = machine.reads
     machine.run(threads.TRY_S * 1.01, ours=4 / 3, others=2 / 3, waiting=2 / 3)
     assert chooser.choose() == 1 and machine.reads == reads + 1
+
+
+def test_bench_busy_is_checked_and_runs_a_bench_beside_its_processes(monkeypatch, capsys):
+    import json
+
+    from storyloom import cli
+
+    assert cli.main(["bench", "poetry", "--busy", "-1"]) == 2
+    assert "--busy must be 0-" in capsys.readouterr().err
+    started: list[subprocess.Popen] = []
+    real_start = busy.start
+
+    def start(n):
+        started.extend(real_start(n))
+        return started
+
+    alive_during: list[bool] = []
+
+    def fake_bench(args) -> dict:
+        alive_during.extend(alive(p.pid) for p in started)
+        return {"what": args.what}
+
+    monkeypatch.setattr(busy, "start", start)
+    monkeypatch.setattr(cli, "_bench_result", fake_bench)
+    assert cli.main(["bench", "poetry", "--busy", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["what"] == "poetry" and out["busy_processes"] == 2 and "load_average_1m" in out
+    assert alive_during == [True, True]  # both spinning while the bench ran
+    assert not any(alive(p.pid) for p in started)  # and gone after
