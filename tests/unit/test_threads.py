@@ -209,9 +209,9 @@ def test_prepare_runtime_shortens_the_spin_but_leaves_the_users_choice():
         assert env == mine
 
 
-def test_the_package_sets_the_wait_policy_before_torch_loads():
+def test_the_engine_sets_the_wait_policy_before_torch_loads():
     code = ("import os, sys; os.environ.pop('GOMP_SPINCOUNT', None); os.environ.pop('OMP_WAIT_POLICY', None);"
-            "import storyloom; print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)")
+            "import storyloom.engine; print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)")
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.split() == [threads.SPINCOUNT, "False"]
