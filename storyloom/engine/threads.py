@@ -151,8 +151,8 @@ class ThreadChooser:
     taken out), and whether our own threads are kept waiting for a core (schedstat). Fewer free
     cores than threads costs a thread only when ours actually wait: a program that merely fills
     a core we leave idle, or yields to us (niced, or of lower weight), costs nothing. After
-    such a drop a thread is tried again now and then (every 2 s, doubling to 32 s while the
-    load stays), since a core another program fills may be one it would share.
+    such a drop a thread is tried again now and then (2 s later, doubling to 16 s while the
+    load stays; a try is judged within 0.15 s), since a core another program fills may be one it would share.
     The readers are parameters so tests can feed crafted readings and clocks."""
 
     def __init__(self, most: int, read_stat: Callable[[], str] = _read_stat,
@@ -259,6 +259,8 @@ def chooser() -> ThreadChooser:
     """The process's chooser, capped at the threads torch would use on its own (its cores, or
     OMP_NUM_THREADS / torch.set_num_threads before the first step)."""
     global _chooser
+    if _chooser is not None:
+        return _chooser
     with _chooser_lock:
         if _chooser is None:
             import torch
