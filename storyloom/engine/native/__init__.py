@@ -1,13 +1,24 @@
-"""The native decoding step: decode_step.c compiled once per machine and called through ctypes.
+"""The native decoding step: decode_step.c (+ quants.c) compiled per kernel level, called through ctypes.
 
-The C file is built with the system's C compiler into the models folder (keyed by the source's
-hash, the compiler and the CPU), so later runs load it in milliseconds. Anything that goes wrong
-(no compiler, a failed build, an unusual platform) makes `library()` return None with the reason
-in `unavailable()`: callers then keep to the torch path.
+The C files are built with the system's C compiler into the models folder, once per level
+(generic, avx2, avx512vnni; keyed by the sources' hash, the compiler and the flags), so later
+runs load in milliseconds. The generic build runs anywhere and reports what the CPU can run
+(sl_cpu_level); the fastest level it allows is loaded, never one the CPU lacks. Anything that
+goes wrong (no compiler, a failed build, an unusual platform) makes `library()` return None with
+the reason in `unavailable()`: callers then keep to the torch path.
 
 Loading code is running code: the library is loaded only from a folder and a file owned by the
 user and not writable by group or others, and only when its sha256 matches the one recorded
 when it was built (a planted or truncated file is rebuilt, never loaded).
+
+ARM: on aarch64 the generic build is compiled (plain C that the compiler vectorizes with NEON,
+which aarch64 always has; sl_isa() says "neon"). Hand-written NEON kernels are not here because
+this machine cannot run them (no aarch64 cross compiler or qemu-user, no root to install them).
+The plan: a "neon" level with `vdotq_s32` (ARMv8.2 dotprod, `-march=armv8.2-a+dotprod`) in place
+of `vpdpbusd` in row_quant (signed x signed, so the Q4_1/Q4_K mins stay as they are and the sign
+trick goes), chosen at load time from getauxval(AT_HWCAP) & HWCAP_ASIMDDP like sl_cpu_level, with
+the generic build kept for ARMv8.0 CPUs; checked by tests/unit/test_native_kernels.py under
+qemu-aarch64 with a cross gcc (Debian's gcc-aarch64-linux-gnu and qemu-user).
 """
 from __future__ import annotations
 
@@ -24,31 +35,69 @@ import tempfile
 import threading
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("decode_step.c")
-GROUP = 32
-Q4_1, Q8_0, F32 = 0, 1, 2
+HERE = Path(__file__).parent
+SOURCE = HERE / "decode_step.c"       # the step and its kernels: fast-math flags
+QUANTS = HERE / "quants.c"            # the exact dequantizers: strict IEEE flags (no contraction)
+HEADER = HERE / "sl.h"
+
+# ggml's type ids (gguf.GGMLQuantizationType), and each type's weights and bytes per block
+F32, F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, BF16 = 0, 1, 2, 3, 6, 8, 12, 13, 14, 30
+_BLOCKS = {F32: (1, 4), F16: (1, 2), BF16: (1, 2), Q4_0: (32, 18), Q4_1: (32, 20), Q5_0: (32, 22),
+           Q8_0: (32, 34), Q4_K: (256, 144), Q5_K: (256, 176), Q6_K: (256, 210)}
+TYPE_NAMES = {F32: "f32", F16: "f16", BF16: "bf16", Q4_0: "q4_0", Q4_1: "q4_1", Q5_0: "q5_0",
+              Q8_0: "q8_0", Q4_K: "q4_k", Q5_K: "q5_k", Q6_K: "q6_k"}
+
+# Kernel levels, slowest first. Each is its own build with explicit flags (never -march=native):
+# a home folder shared by two machines holds both builds, and each machine loads only what its
+# CPU reports it can run (sl_cpu_level, asked of the generic build, which runs anywhere).
+LEVELS = ("generic", "avx2", "avx512vnni")
+_X86 = platform.machine().lower() in ("x86_64", "amd64")
+_LEVEL_FLAGS = {
+    "generic": [],
+    "avx2": ["-mavx2", "-mfma", "-mf16c", "-mbmi2"],
+    "avx512vnni": ["-mavx2", "-mfma", "-mf16c", "-mbmi2", "-mavx512f", "-mavx512bw", "-mavx512vl",
+                   "-mavx512dq", "-mavx512vnni", "-mprefer-vector-width=512"],
+}
 
 _lock = threading.Lock()
 _loaded: ctypes.CDLL | None = None
 _why_not: str | None = None
 
 
+def block_size(kind: int) -> int:
+    """Weights per block of ggml type `kind` (ValueError for a type the step does not run)."""
+    if kind not in _BLOCKS:
+        raise ValueError(f"ggml type {kind} is not one the native step runs")
+    return _BLOCKS[kind][0]
+
+
+def type_bytes(kind: int) -> int:
+    """Bytes per block of ggml type `kind`."""
+    if kind not in _BLOCKS:
+        raise ValueError(f"ggml type {kind} is not one the native step runs")
+    return _BLOCKS[kind][1]
+
+
+def row_bytes(kind: int, cols: int) -> int:
+    return cols // block_size(kind) * type_bytes(kind)
+
+
 class Matrix(ctypes.Structure):
-    _fields_ = [("kind", ctypes.c_int32), ("rows", ctypes.c_int32), ("cols", ctypes.c_int32),
-                ("half_scales", ctypes.c_int32), ("q", ctypes.c_void_p), ("scale", ctypes.c_void_p),
-                ("minv", ctypes.c_void_p)]
+    _fields_ = [("type", ctypes.c_int32), ("rows", ctypes.c_int32), ("cols", ctypes.c_int32),
+                ("pad", ctypes.c_int32), ("data", ctypes.c_void_p), ("bias", ctypes.c_void_p)]
 
 
 class Layer(ctypes.Structure):
-    _fields_ = [("norm1", ctypes.c_void_p), ("norm2", ctypes.c_void_p), ("qkv", Matrix), ("o", Matrix),
-                ("gate_up", Matrix), ("down", Matrix)]
+    _fields_ = [("norm1", ctypes.c_void_p), ("norm2", ctypes.c_void_p), ("q_norm", ctypes.c_void_p),
+                ("k_norm", ctypes.c_void_p), ("q", Matrix), ("k", Matrix), ("v", Matrix), ("o", Matrix),
+                ("gate", Matrix), ("up", Matrix), ("down", Matrix)]
 
 
 class Model(ctypes.Structure):
     _fields_ = [("layers", ctypes.c_int32), ("dim", ctypes.c_int32), ("intermediate", ctypes.c_int32),
                 ("heads", ctypes.c_int32), ("kv_heads", ctypes.c_int32), ("head_dim", ctypes.c_int32),
                 ("vocab", ctypes.c_int32), ("threads", ctypes.c_int32), ("eps", ctypes.c_float),
-                ("pad", ctypes.c_int32), ("embed", ctypes.c_void_p), ("final_norm", ctypes.c_void_p),
+                ("rope_neox", ctypes.c_int32), ("embed", Matrix), ("final_norm", ctypes.c_void_p),
                 ("inv_freq", ctypes.c_void_p), ("lm_head", Matrix), ("layer", ctypes.POINTER(Layer))]
 
 
@@ -59,36 +108,28 @@ def compiler() -> str | None:
     return None
 
 
-def _flags(arch: list[str] | None = None) -> list[str]:
-    """Compiler flags; `arch` replaces the default of this CPU's own instruction set."""
-    flags = ["-O3", "-shared", "-fPIC", "-fopenmp", "-ffp-contract=fast", "-fno-math-errno",
-             # reassociation lets dot products vectorize, finite math lets exp's clamps vectorize
-             # (nothing here produces or tests for inf or NaN)
-             "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math", "-ffinite-math-only"]
-    if arch is not None:
-        return flags + arch
-    if platform.machine().lower() in ("x86_64", "amd64", "aarch64", "arm64"):
-        x86 = platform.machine().lower() in ("x86_64", "amd64")
-        flags += ["-march=native", "-mprefer-vector-width=512"] if x86 else ["-mcpu=native"]
-    return flags
+FAST = ["-O3", "-fPIC", "-fopenmp", "-ffp-contract=fast", "-fno-math-errno",
+        # reassociation lets dot products vectorize, finite math lets exp's clamps vectorize
+        # (nothing in the step produces or tests for inf or NaN)
+        "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math", "-ffinite-math-only"]
+STRICT = ["-O2", "-fPIC", "-fopenmp", "-ffp-contract=off"]  # quants.c: rounding as numpy's
 
 
-def _cpu_id() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-        lines = [line for line in text.splitlines() if line.startswith(("model name", "flags"))][:2]
-        return "\n".join(lines)
-    except OSError:
-        return platform.processor()
+def _flags(level: str) -> list[str]:
+    """The level's instruction-set flags (what the key of its build includes)."""
+    if level not in LEVELS or (level != "generic" and not _X86):
+        raise ValueError(f"no {level!r} build on {platform.machine()}")
+    return _LEVEL_FLAGS[level]
 
 
-def _target(cc: str, flags: list[str]) -> Path:
+def _target(cc: str, level: str) -> Path:
     from storyloom.paths import models_dir
 
+    sources = SOURCE.read_bytes() + QUANTS.read_bytes() + HEADER.read_bytes()
     key = hashlib.sha256(
-        SOURCE.read_bytes() + " ".join([cc, *flags, _cpu_id(), sys.platform]).encode()
+        sources + " ".join([cc, *FAST, *STRICT, *_flags(level), sys.platform, platform.machine()]).encode()
     ).hexdigest()[:16]
-    return models_dir() / "native" / f"decode_step-{key}.so"
+    return models_dir() / "native" / f"decode_step-{level}-{key}.so"
 
 
 def untrusted(path: Path) -> str | None:
@@ -130,17 +171,30 @@ def verified(target: Path) -> str | None:
     return None
 
 
-def _build(cc: str, flags: list[str], target: Path) -> None:
+def _compile(cc: str, level: str, out: Path, openmp: bool = True) -> subprocess.CompletedProcess:
+    """decode_step.c and quants.c, each on its own flags, linked into `out`."""
+    arch = _flags(level)
+    def strip(flags):
+        return flags if openmp else [f for f in flags if f != "-fopenmp"]
+    steps = [[cc, *strip(FAST), *arch, "-c", str(SOURCE), "-o", str(out) + ".step.o"],
+             [cc, *strip(STRICT), *arch, "-c", str(QUANTS), "-o", str(out) + ".quants.o"],
+             [cc, "-shared", *strip(["-fopenmp"]), str(out) + ".step.o", str(out) + ".quants.o",
+              "-o", str(out), "-lm"]]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            return done
+    return done
+
+
+def _build(cc: str, level: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the target and rename: a killed build never leaves a half-written library.
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
-        done = subprocess.run([cc, *flags, str(SOURCE), "-o", str(out), "-lm"],
-                              capture_output=True, text=True, timeout=300)
+        done = _compile(cc, level, out)
         if done.returncode != 0:  # e.g. Apple's clang has no OpenMP: one thread is still far faster
-            flags = [f for f in flags if f != "-fopenmp"]
-            done = subprocess.run([cc, *flags, str(SOURCE), "-o", str(out), "-lm"],
-                                  capture_output=True, text=True, timeout=300)
+            done = _compile(cc, level, out, openmp=False)
         if done.returncode != 0:
             raise RuntimeError((done.stderr or done.stdout).strip()[-800:] or f"{cc} failed")
         os.chmod(out, 0o700)
@@ -151,14 +205,37 @@ def _build(cc: str, flags: list[str], target: Path) -> None:
         os.replace(record, _hash_file(target))
 
 
-def build(cc: str, arch: list[str] | None = None) -> ctypes.CDLL:
-    """Build (once) and load the library for this CPU, or for `arch` flags (the tests' variants)."""
-    import torch  # noqa: F401  (its OpenMP runtime is loaded first and shared by the library)
+def _signatures(lib: ctypes.CDLL) -> ctypes.CDLL:
+    P, I, L = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
+    M = ctypes.POINTER(Model)
+    lib.sl_step.restype = ctypes.c_int
+    lib.sl_step.argtypes = [M, P, I, I, P, I, P, P]
+    lib.sl_scratch_floats.restype = ctypes.c_long
+    lib.sl_scratch_floats.argtypes = [M, I, I]
+    lib.sl_dequant.argtypes = [I, P, L, L, P, I]
+    lib.sl_dequant_bf16.argtypes = [I, P, L, L, P, I]
+    lib.sl_matmul.argtypes = [ctypes.POINTER(Matrix), P, I, P, I]
+    lib.sl_norm_bf16.argtypes = [P, P, I, I, ctypes.c_float, P, I]
+    lib.sl_add_bf16.argtypes = [P, P, L, I]
+    lib.sl_rope_split.argtypes = [P, I, I, P, P, I, I, I, P, P, P, P, P, I, I, I]
+    lib.sl_head.argtypes = [M, P, I, P]
+    for name in ("sl_dequant", "sl_dequant_bf16", "sl_matmul", "sl_norm_bf16", "sl_add_bf16",
+                 "sl_rope_split", "sl_head"):
+        getattr(lib, name).restype = None
+    lib.sl_isa.restype = ctypes.c_char_p
+    lib.sl_isa.argtypes = []
+    lib.sl_cpu_level.restype = ctypes.c_int
+    lib.sl_cpu_level.argtypes = []
+    lib.sl_sizeof.restype = ctypes.c_long
+    lib.sl_sizeof.argtypes = [I]
+    return lib
 
+
+def _load(cc: str, level: str) -> ctypes.CDLL:
+    """Build `level` (once) and load it, only ever from a trusted folder and a verified file."""
     from storyloom.paths import private_dir
 
-    flags = _flags(arch)
-    target = _target(cc, flags)
+    target = _target(cc, level)
     private_dir(target.parent)
     why = untrusted(target.parent) or untrusted(target.parent.parent)
     if why:
@@ -166,28 +243,45 @@ def build(cc: str, arch: list[str] | None = None) -> ctypes.CDLL:
     if verified(target) is not None:  # not built, or not what we built: build it (again)
         if target.is_symlink() or target.exists() and untrusted(target):
             target.unlink()
-        _build(cc, flags, target)
-        if arch is None:
-            for old in target.parent.glob("decode_step-*.so*"):  # older sources, other CPUs
-                if old not in (target, _hash_file(target)):
-                    old.unlink(missing_ok=True)
+        _build(cc, level, target)
         why = verified(target)
         if why:
             raise RuntimeError(f"the library just built cannot be trusted: {why}")
-    lib = ctypes.CDLL(str(target))
-    P, I, L = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
-    M = ctypes.POINTER(Model)
-    lib.sl_step.restype = ctypes.c_int
-    lib.sl_step.argtypes = [M, P, I, I, P, I, P, P]
-    lib.sl_scratch_floats.restype = ctypes.c_long
-    lib.sl_scratch_floats.argtypes = [M, I, I]
-    lib.sl_norm_bf16.argtypes = [P, P, I, I, ctypes.c_float, P, I]
-    lib.sl_add_bf16.argtypes = [P, P, L, I]
-    lib.sl_rope_split.argtypes = [P, I, I, P, P, I, I, I, P, P, P, P, P, I, I]
-    lib.sl_head.argtypes = [M, P, I, P]
-    for name in ("sl_norm_bf16", "sl_add_bf16", "sl_rope_split", "sl_head"):
-        getattr(lib, name).restype = None
+    return _signatures(ctypes.CDLL(str(target)))
+
+
+def cpu_levels(cc: str) -> list[str]:
+    """The levels this CPU can run, slowest first (asked of the generic build)."""
+    best = _load(cc, "generic").sl_cpu_level()
+    return list(LEVELS[: best + 1]) if _X86 else ["generic"]
+
+
+def build(cc: str, level: str | None = None) -> ctypes.CDLL:
+    """Build (once) and load the fastest level this CPU runs, or `level` (the tests' variants;
+    RuntimeError if this CPU cannot run it). STORYLOOM_NATIVE_ISA picks a lower level."""
+    import torch  # noqa: F401  (its OpenMP runtime is loaded first and shared by the library)
+
+    runs = cpu_levels(cc)
+    wanted = level or os.environ.get("STORYLOOM_NATIVE_ISA", "").strip() or runs[-1]
+    if wanted not in LEVELS:
+        raise RuntimeError(f"STORYLOOM_NATIVE_ISA must be one of {', '.join(LEVELS)}, not {wanted!r}")
+    if wanted not in runs:
+        raise RuntimeError(f"this CPU cannot run the {wanted} kernels (it runs {', '.join(runs)})")
+    lib = _load(cc, wanted)
+    if level is None:  # builds of older sources go; every level of these sources stays
+        keep = {p for lv in (LEVELS if _X86 else ("generic",))
+                for p in (_target(cc, lv), _hash_file(_target(cc, lv)))}
+        for old in _target(cc, "generic").parent.glob("decode_step-*.so*"):
+            if old not in keep:
+                old.unlink(missing_ok=True)
     return lib
+
+
+def isa() -> str:
+    """The kernel level the loaded step runs ("avx512vnni", "avx2", "generic", "neon"), or
+    "none" when the native step is unavailable."""
+    lib = library()
+    return lib.sl_isa().decode() if lib is not None else "none"
 
 
 @functools.cache

@@ -1,268 +1,405 @@
-/* One decoding step of a Llama-shaped model, all layers in one call (no Python per op).
+/* One decoding step of a Llama-shaped model (llama, mistral, qwen2, qwen3), all layers in one call.
  *
- * Built once per machine by storyloom.engine.native (gcc -O3 -march=native -fopenmp) and called
- * through ctypes with raw pointers into tensors that Python owns. The KV cache has the layout of
- * storyloom.engine.fast_llama.KVState: [layers][2][batch][kv_heads][capacity][head_dim], fp32, so
- * the torch prefill and this step share it.
+ * Weights are GGUF blocks read where they lie (sl.h lists the types). As llama.cpp does, each
+ * matrix input is quantized once to 8 bits per 32 values (a float scale per 32) and the dot
+ * products are integer: VNNI `vpdpbusd` in the avx512vnni build, `maddubs` in the avx2 build,
+ * plain C in the generic one. native/__init__.py compiles this file once per level and loads the
+ * best one the CPU reports (never one it cannot run); sl_cpu_level() tells it which that is.
  *
- * Weight matrices come in three formats (a row is one output feature, groups run along it):
- *   0  Q4_1: 32 weights per group, w = q * scale + min, q in 0..15, two per byte (the low nibble is
- *      the group's first 16 weights, the high nibble its last 16), as in GGUF's Q4_1
- *   1  Q8_0: 32 weights per group, w = q * scale, q int8, as in GGUF's Q8_0
- *   2  fp32 as it is
- * The arithmetic is fp32 throughout; a model whose weights lie on one of these grids (a GGUF model
- * converted to safetensors) is computed on exactly its own weights.
+ * Every weight block's 32 values are unpacked to bytes once and used for every input of the batch
+ * (row kernels are specialised on the batch, 1..8). Unsigned formats (Q4_1, Q4_K, Q5_K) add their
+ * min term from the input's per-32 sums; signed ones (Q4_0, Q5_0, Q8_0, Q6_K) use the sign trick.
+ * F32, F16 and BF16 matrices multiply fp32 inputs directly.
+ *
+ * The KV cache has the layout of storyloom.engine.fast_llama.KVState:
+ * [layers][2][batch][kv_heads][capacity][head_dim], fp32, so a torch prefill and this step share it.
  */
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
-#if defined(__AVX512F__) || defined(__AVX2__) || defined(__F16C__)
+#include "sl.h"
+
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
 
-#define GROUP 32
-#define MAX_COLS 4096  /* the widest matrix input (columns) this build handles; see sl_step */
-#ifndef PREFETCH_HINT
-#define PREFETCH_HINT 3
-#endif
-#ifndef PREFETCH_ROWS
-#define PREFETCH_ROWS 16
-#endif
-
-typedef struct {
-    int32_t kind, rows, cols;
-    int32_t half_scales;  /* scale and min are fp16 (exact for GGUF's own, which are fp16) */
-    const void *q;        /* packed weights */
-    const void *scale;    /* [rows][cols / 32] (Q4_1, Q8_0), fp32 or fp16 */
-    const void *minv;     /* [rows][cols / 32] (Q4_1) */
-} Matrix;
-
-static inline float half_to_float(uint16_t h) {  /* finite values: all a scale can be */
-#if defined(__F16C__)
-    return _cvtsh_ss(h);
-#else
-    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
-    uint32_t bits;
-    if (exponent == 0) {  /* zero or subnormal: mantissa * 2^-24 */
-        const float f = (float)mantissa * (1.0f / 16777216.0f);
-        memcpy(&bits, &f, 4);
-        bits |= sign;
-    } else {
-        bits = sign | ((exponent + 112u) << 23) | (mantissa << 13);
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-#endif
-}
-
-/* Group g's scale (or min) of a row whose scales start at p */
-static inline __attribute__((always_inline)) float scale_at(const int half, const void *p, int g) {
-    return half ? half_to_float(((const uint16_t *)p)[g]) : ((const float *)p)[g];
-}
-
-typedef struct {
-    const float *norm1, *norm2;
-    Matrix qkv, o, gate_up, down;
-} Layer;
-
-typedef struct {
-    int32_t layers, dim, intermediate, heads, kv_heads, head_dim, vocab, threads;
-    float eps;
-    int32_t pad;
-    const float *embed;       /* [vocab][dim] fp32 */
-    const float *final_norm;
-    const float *inv_freq;    /* [head_dim / 2] */
-    Matrix lm_head;
-    const Layer *layer;
-} Model;
-
-/* One output row's dot product with one x, per format, for CPUs without AVX-512 (with it, rows()
- * below handles every input of a batch at once). xsum[g] is the sum of x over group g. */
-static inline float dot_q4_1(const uint8_t *q, const float *sc, const float *mn, const float *x,
-                             const float *xsum, int groups) {
-    float low_terms = 0.f;
-    for (int g = 0; g < groups; g++) low_terms += mn[g] * xsum[g];
-#if defined(__AVX2__)
-    const __m128i nibble = _mm_set1_epi8(15);
-    __m256 acc = _mm256_setzero_ps();
-    for (int g = 0; g < groups; g++) {
-        const __m128i raw = _mm_loadu_si128((const __m128i *)(q + g * 16));
-        const __m128i lo = _mm_and_si128(raw, nibble), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), nibble);
-        const float *xg = x + g * 32;
-        __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), _mm256_loadu_ps(xg));
-        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), _mm256_loadu_ps(xg + 8), s);
-        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), _mm256_loadu_ps(xg + 16), s);
-        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), _mm256_loadu_ps(xg + 24), s);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(sc[g]), s, acc);
-    }
-    __m128 r = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    r = _mm_hadd_ps(r, r);
-    r = _mm_hadd_ps(r, r);
-    return _mm_cvtss_f32(r) + low_terms;
-#else
-    float total = 0.f;
-    for (int g = 0; g < groups; g++) {
-        const uint8_t *qg = q + g * 16;
-        const float *xg = x + g * 32;
-        float s = 0.f;
-        for (int j = 0; j < 16; j++) s += (float)(qg[j] & 15) * xg[j] + (float)(qg[j] >> 4) * xg[j + 16];
-        total += sc[g] * s;
-    }
-    return total + low_terms;
-#endif
-}
-
-static inline float dot_q8_0(const int8_t *q, const float *sc, const float *x, int groups) {
-    float total = 0.f;
-    for (int g = 0; g < groups; g++) {
-        const int8_t *qg = q + g * 32;
-        const float *xg = x + g * 32;
-        float s = 0.f;
-        for (int j = 0; j < 32; j++) s += (float)qg[j] * xg[j];
-        total += sc[g] * s;
-    }
-    return total;
-}
-
-static inline float dot_f32(const float *w, const float *x, int cols) {
-    float s = 0.f;
-    for (int j = 0; j < cols; j++) s += w[j] * x[j];
-    return s;
-}
-
-#if defined(__AVX512F__)
-/* One row against B inputs at once: each group is unpacked (and scaled) once and used B times, so
- * a batch of candidates costs little more than one. B is a constant at every call (see rows()). */
-static inline __attribute__((always_inline)) void rows_q4_1(const int B, const int HALF, const uint8_t *q,
-        const void *sc, const void *mn, const float *x, int cols, int groups, float *out) {
-    const __m128i nibble = _mm_set1_epi8(15);
-    __m512 acc[8];
-    for (int b = 0; b < B; b++) acc[b] = _mm512_setzero_ps();
-    for (int g = 0; g < groups; g++) {
-        const __m128i raw = _mm_loadu_si128((const __m128i *)(q + g * 16));
-        const __m512 scale = _mm512_set1_ps(scale_at(HALF, sc, g)), low = _mm512_set1_ps(scale_at(HALF, mn, g));
-        /* the group's 32 weights themselves: q * scale + min */
-        const __m512 lo = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(raw, nibble))), low);
-        const __m512 hi = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(
-            _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(raw, 4), nibble))), low);
-        for (int b = 0; b < B; b++) {
-            const float *xg = x + (size_t)b * cols + g * 32;
-            acc[b] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(xg), acc[b]);
-            acc[b] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xg + 16), acc[b]);
-        }
-    }
-    for (int b = 0; b < B; b++) out[b] = _mm512_reduce_add_ps(acc[b]);
-}
-
-static inline __attribute__((always_inline)) void rows_q8_0(const int B, const int HALF, const int8_t *q,
-        const void *sc, const float *x, int cols, int groups, float *out) {
-    __m512 acc[8];
-    for (int b = 0; b < B; b++) acc[b] = _mm512_setzero_ps();
-    for (int g = 0; g < groups; g++) {
-        const __m256i raw = _mm256_loadu_si256((const __m256i *)(q + g * 32));
-        const __m512 scale = _mm512_set1_ps(scale_at(HALF, sc, g));
-        const __m512 a = _mm512_mul_ps(scale, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(raw))));
-        const __m512 c = _mm512_mul_ps(scale, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(raw, 1))));
-        for (int b = 0; b < B; b++) {
-            const float *xg = x + (size_t)b * cols + g * 32;
-            acc[b] = _mm512_fmadd_ps(a, _mm512_loadu_ps(xg), acc[b]);
-            acc[b] = _mm512_fmadd_ps(c, _mm512_loadu_ps(xg + 16), acc[b]);
-        }
-    }
-    for (int b = 0; b < B; b++) out[b] = _mm512_reduce_add_ps(acc[b]);
-}
-
-#define BATCH_CASES(CALL, H) \
-    switch (batch) { case 1: CALL(1, H); break; case 2: CALL(2, H); break; case 3: CALL(3, H); break; \
-                     case 4: CALL(4, H); break; case 5: CALL(5, H); break; case 6: CALL(6, H); break; \
-                     case 7: CALL(7, H); break; default: CALL(8, H); break; }
-#define ROWS_CASES(CALL) if (m->half_scales) { BATCH_CASES(CALL, 1) } else { BATCH_CASES(CALL, 0) }
-
-/* out[b] = row r of m times x[b], for every input b */
-static void rows(const Matrix *m, int r, const float *x, int batch, const float *xsum, float *out) {
-    (void)xsum;  /* the min term is folded into the weights here */
-    const int cols = m->cols, groups = cols / GROUP;
-    if (m->kind == 0) {
-        const uint8_t *q = (const uint8_t *)m->q + (size_t)r * (cols / 2);
-        const size_t at = (size_t)r * groups * (m->half_scales ? 2 : 4);
-        const char *sc = (const char *)m->scale + at, *mn = (const char *)m->minv + at;
-#define Q4(B, H) rows_q4_1(B, H, q, sc, mn, x, cols, groups, out)
-        ROWS_CASES(Q4)
-#undef Q4
-    } else if (m->kind == 1) {
-        const int8_t *q = (const int8_t *)m->q + (size_t)r * cols;
-        const char *sc = (const char *)m->scale + (size_t)r * groups * (m->half_scales ? 2 : 4);
-#define Q8(B, H) rows_q8_0(B, H, q, sc, x, cols, groups, out)
-        ROWS_CASES(Q8)
-#undef Q8
-    } else {
-        for (int b = 0; b < batch; b++) out[b] = dot_f32((const float *)m->q + (size_t)r * cols, x + (size_t)b * cols, cols);
-    }
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__) && defined(__AVX2__) && defined(__FMA__)
+#define SL_SIMD 1
+#define SL_ISA "avx512vnni"
+static inline __m256i dot_us(__m256i u, __m256i s) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s); }
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define SL_SIMD 1
+#define SL_ISA "avx2"
+static inline __m256i dot_us(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
 #else
-static void rows(const Matrix *m, int r, const float *x, int batch, const float *xsum, float *out) {
-    const int cols = m->cols, groups = cols / GROUP;
-    float sc[MAX_COLS / GROUP], mn[MAX_COLS / GROUP];  /* this row's scales as fp32 */
-    if (m->kind != 2) {
-        const size_t at = (size_t)r * groups * (m->half_scales ? 2 : 4);
-        for (int g = 0; g < groups; g++) {
-            sc[g] = scale_at(m->half_scales, (const char *)m->scale + at, g);
-            mn[g] = m->kind == 0 ? scale_at(m->half_scales, (const char *)m->minv + at, g) : 0.f;
-        }
-    }
-    for (int b = 0; b < batch; b++) {
-        if (m->kind == 0)
-            out[b] = dot_q4_1((const uint8_t *)m->q + (size_t)r * (cols / 2), sc, mn, x + (size_t)b * cols,
-                              xsum + b * groups, groups);
-        else if (m->kind == 1)
-            out[b] = dot_q8_0((const int8_t *)m->q + (size_t)r * cols, sc, x + (size_t)b * cols, groups);
-        else
-            out[b] = dot_f32((const float *)m->q + (size_t)r * cols, x + (size_t)b * cols, cols);
-    }
-}
+#define SL_SIMD 0
+#if defined(__aarch64__)
+#define SL_ISA "neon"  /* plain C, which the compiler vectorizes with NEON (baseline on aarch64) */
+#else
+#define SL_ISA "generic"
+#endif
 #endif
 
-/* y[b][rows] (+)= W x[b] for `batch` inputs of W's `cols` */
-static void matvec(const Matrix *m, const float *x, int batch, float *y, int accumulate, int threads) {
-    const int rows_n = m->rows, cols = m->cols, groups = cols / GROUP;
-    float xsum[8 * MAX_COLS / GROUP];  /* per input, per group: the sum of x (Q4_1's min term) */
-#if !defined(__AVX512F__)
-    if (m->kind == 0) {
-        for (int b = 0; b < batch; b++)
-            for (int g = 0; g < groups; g++) {
-                float s = 0.f;
-                for (int j = 0; j < GROUP; j++) s += x[b * cols + g * GROUP + j];
-                xsum[b * groups + g] = s;
+#define MAXB 8  /* inputs per row pass; larger batches go in slices */
+
+const char *sl_isa(void) { return SL_ISA; }
+
+/* The best kernel level this CPU (and OS) can run: 2 avx512vnni, 1 avx2, 0 generic. Asked of the
+ * generic build, which runs anywhere, before a faster build is loaded. */
+int sl_cpu_level(void) {
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+                     && __builtin_cpu_supports("f16c");
+    if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")
+        && __builtin_cpu_supports("avx512vnni"))
+        return 2;
+    return avx2 ? 1 : 0;
+#else
+    return 0;
+#endif
+}
+
+/* An input batch quantized for the integer kernels: per input, per 32 values, int8 q, scale d
+ * (x ~ d * q) and s = d * sum(q) (for the min terms). */
+typedef struct {
+    int8_t *q;   /* [batch][cols] */
+    float *d;    /* [batch][cols / 32] */
+    float *s;    /* [batch][cols / 32] */
+    int cols;
+} Act;
+
+static void quantize_act(const float *x, int batch, int cols, Act *a) {
+    const int chunks = cols / 32;
+    a->cols = cols;
+    for (int b = 0; b < batch; b++)
+        for (int c = 0; c < chunks; c++) {
+            const float *v = x + (size_t)b * cols + 32 * c;
+            float amax = 0.f;
+            for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(v[j]));
+            const float d = amax / 127.f, id = d > 0.f ? 1.f / d : 0.f;
+            int8_t *q = a->q + (size_t)b * cols + 32 * c;
+            int sum = 0;
+            for (int j = 0; j < 32; j++) {
+                const int n = (int)lrintf(v[j] * id);
+                q[j] = (int8_t)n;
+                sum += n;
             }
-    }
-#endif
-    const size_t row_bytes = m->kind == 0 ? (size_t)cols / 2 : m->kind == 1 ? (size_t)cols : (size_t)cols * 4;
-    #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int r = 0; r < rows_n; r++) {
-        /* Stream the weights ahead of use: the hardware prefetcher alone leaves the loads waiting. */
-#if PREFETCH_ROWS > 0
-        if (r + PREFETCH_ROWS < rows_n) {
-            const char *next = (const char *)m->q + (size_t)(r + PREFETCH_ROWS) * row_bytes;
-            for (size_t at = 0; at < row_bytes; at += 64) __builtin_prefetch(next + at, 0, PREFETCH_HINT);
-            const size_t at = (size_t)(r + PREFETCH_ROWS) * groups * (m->half_scales ? 2 : 4);
-            if (m->kind != 2) __builtin_prefetch((const char *)m->scale + at, 0, 0);
-            if (m->kind == 0) __builtin_prefetch((const char *)m->minv + at, 0, 0);
+            a->d[b * chunks + c] = d;
+            a->s[b * chunks + c] = d * (float)sum;
         }
+}
+
+static inline int quantized(int type) { return type != T_F32 && type != T_F16 && type != T_BF16; }
+
+#if SL_SIMD
+/* -- x86 kernels (AVX2 registers; VNNI where the build has it) ------------------------------- */
+static inline float hsum(__m256 v) {
+    __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+static inline __m256i bytes_from_bits_32(const uint8_t *x) {  /* bit j -> byte j = 0xFF */
+    uint32_t x32;
+    memcpy(&x32, x, 4);
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x32), shuf);
+    bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    return _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
+}
+
+static inline __m256i nibbles16(const uint8_t *p) {  /* 16 bytes -> [low nibbles | high nibbles] */
+    const __m128i raw = _mm_loadu_si128((const __m128i *)p), m4 = _mm_set1_epi8(15);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
+}
+
+/* One chunk of 32 weights against every input: W signed int8, or U unsigned with its min term. */
+#define XQ(b, C) _mm256_loadu_si256((const __m256i *)(a->q + (size_t)(b) * cols + 32 * (C)))
+#define CHUNK_S(W, SV, C) do { \
+        const __m256i w_ = (W), aw_ = _mm256_sign_epi8(w_, w_); const __m256 sv_ = (SV); \
+        for (int b = 0; b < B; b++) { \
+            const __m256i p_ = dot_us(aw_, _mm256_sign_epi8(XQ(b, C), w_)); \
+            acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p_), _mm256_mul_ps(sv_, _mm256_set1_ps(a->d[b * chunks + (C)])), acc[b]); \
+        } } while (0)
+#define CHUNK_U(U, S, MINC, C) do { \
+        const __m256i u_ = (U); const float s_ = (S), m_ = (MINC); \
+        for (int b = 0; b < B; b++) { \
+            const __m256i p_ = dot_us(u_, XQ(b, C)); \
+            acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p_), _mm256_set1_ps(s_ * a->d[b * chunks + (C)]), acc[b]); \
+            mins[b] += m_ * a->s[b * chunks + (C)]; \
+        } } while (0)
+
+static inline __attribute__((always_inline)) void row_quant(const int type, const int B, const uint8_t *p,
+                                                            const Act *a, float *out) {
+    const int cols = a->cols, chunks = cols / 32, bytes = sl_block_bytes(type);
+    const int nb = cols / sl_block(type);
+    __m256 acc[MAXB];
+    float mins[MAXB];
+    for (int b = 0; b < B; b++) { acc[b] = _mm256_setzero_ps(); mins[b] = 0.f; }
+    const __m256i m4 = _mm256_set1_epi8(15);
+    for (int i = 0; i < nb; i++, p += bytes) {
+        switch (type) {
+        case T_Q4_0:
+            CHUNK_S(_mm256_sub_epi8(nibbles16(p + 2), _mm256_set1_epi8(8)), _mm256_set1_ps(sl_half(sl_u16(p))), i);
+            break;
+        case T_Q4_1:
+            CHUNK_U(nibbles16(p + 4), sl_half(sl_u16(p)), sl_half(sl_u16(p + 2)), i);
+            break;
+        case T_Q5_0: {
+            const __m256i hb = _mm256_and_si256(bytes_from_bits_32(p + 2), _mm256_set1_epi8(16));
+            const __m256i w = _mm256_sub_epi8(_mm256_or_si256(nibbles16(p + 6), hb), _mm256_set1_epi8(16));
+            CHUNK_S(w, _mm256_set1_ps(sl_half(sl_u16(p))), i);
+            break;
+        }
+        case T_Q8_0:
+            CHUNK_S(_mm256_loadu_si256((const __m256i *)(p + 2)), _mm256_set1_ps(sl_half(sl_u16(p))), i);
+            break;
+        case T_Q4_K: case T_Q5_K: {
+            const float d = sl_half(sl_u16(p)), dmin = sl_half(sl_u16(p + 2));
+            const int five = type == T_Q5_K;
+            const uint8_t *qs = p + (five ? 48 : 16);
+            const __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(p + 16)) : _mm256_setzero_si256();
+            for (int j = 0; j < 8; j += 2) {
+                uint8_t sc0, m0, sc1, m1;
+                sl_scale_min_k4(j, p + 4, &sc0, &m0);
+                sl_scale_min_k4(j + 1, p + 4, &sc1, &m1);
+                const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 16 * j));
+                __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                if (five) {
+                    const __m256i one = _mm256_set1_epi8(1);
+                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, j), one), 4));
+                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, j + 1), one), 4));
+                }
+                CHUNK_U(lo, d * (float)sc0, -dmin * (float)m0, 8 * i + j);
+                CHUNK_U(hi, d * (float)sc1, -dmin * (float)m1, 8 * i + j + 1);
+            }
+            break;
+        }
+        case T_Q6_K: {
+            const uint8_t *ql = p, *qhp = p + 128;
+            const int8_t *sc = (const int8_t *)(p + 192);
+            const float d = sl_half(sl_u16(p + 208));
+            const __m256i m2 = _mm256_set1_epi8(3), off = _mm256_set1_epi8(32);
+            for (int h = 0; h < 2; h++) {
+                const __m256i l0 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h));
+                const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h + 32));
+                const __m256i qh = _mm256_loadu_si256((const __m256i *)(qhp + 32 * h));
+                for (int k = 0; k < 4; k++) {
+                    const __m256i src = k & 1 ? l1 : l0;
+                    const __m256i lo = _mm256_and_si256(k & 2 ? _mm256_srli_epi16(src, 4) : src, m4);
+                    const __m256i hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m2), 4);
+                    const __m256i w = _mm256_sub_epi8(_mm256_or_si256(lo, hi), off);
+                    const int s = 8 * h + 2 * k;
+                    const __m256 sv = _mm256_set_m128(_mm_set1_ps(d * (float)sc[s + 1]), _mm_set1_ps(d * (float)sc[s]));
+                    CHUNK_S(w, sv, 8 * i + 4 * h + k);
+                }
+            }
+            break;
+        }
+        default: break;
+        }
+    }
+    for (int b = 0; b < B; b++) out[b] = hsum(acc[b]) + mins[b];
+}
+
+static inline __attribute__((always_inline)) void row_float(const int type, const int B, const uint8_t *p,
+                                                            const float *x, int cols, float *out) {
+    __m256 acc[MAXB];
+    for (int b = 0; b < B; b++) acc[b] = _mm256_setzero_ps();
+    for (int j = 0; j < cols; j += 8) {
+        __m256 w;
+        if (type == T_F32) w = _mm256_loadu_ps((const float *)p + j);
+        else if (type == T_F16) w = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + j)));
+        else w = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + j))), 16));
+        for (int b = 0; b < B; b++) acc[b] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + (size_t)b * cols + j), acc[b]);
+    }
+    for (int b = 0; b < B; b++) out[b] = hsum(acc[b]);
+}
+#define FLOAT_STEP 8
+#else
+/* -- plain C kernels: the same arithmetic, one chunk of 32 weights unpacked to bytes ---------- */
+/* w[32] as small integers, scales for its two halves, its min coefficient (0 for signed types) */
+static inline void unpack_chunk(int type, const uint8_t *p, int c, int8_t *w, float *s, float *minc) {
+    *minc = 0.f;
+    switch (type) {
+    case T_Q4_0: case T_Q4_1: {
+        const uint8_t *qs = p + (type == T_Q4_0 ? 2 : 4);
+        const int off = type == T_Q4_0 ? 8 : 0;
+        for (int l = 0; l < 16; l++) { w[l] = (int8_t)((qs[l] & 15) - off); w[l + 16] = (int8_t)((qs[l] >> 4) - off); }
+        s[0] = s[1] = sl_half(sl_u16(p));
+        if (type == T_Q4_1) *minc = sl_half(sl_u16(p + 2));
+        break;
+    }
+    case T_Q5_0: {
+        uint32_t qh;
+        memcpy(&qh, p + 2, 4);
+        for (int l = 0; l < 16; l++) {
+            w[l] = (int8_t)(((p[6 + l] & 15) | (((qh >> l) & 1) << 4)) - 16);
+            w[l + 16] = (int8_t)(((p[6 + l] >> 4) | (((qh >> (l + 16)) & 1) << 4)) - 16);
+        }
+        s[0] = s[1] = sl_half(sl_u16(p));
+        break;
+    }
+    case T_Q8_0:
+        memcpy(w, p + 2, 32);
+        s[0] = s[1] = sl_half(sl_u16(p));
+        break;
+    case T_Q4_K: case T_Q5_K: {
+        const int five = type == T_Q5_K;
+        uint8_t sc, m;
+        sl_scale_min_k4(c, p + 4, &sc, &m);
+        const uint8_t *q = p + (five ? 48 : 16) + 32 * (c / 2), *qh = p + 16;
+        for (int l = 0; l < 32; l++) {
+            int v = (q[l] >> (4 * (c & 1))) & 15;
+            if (five) v |= ((qh[l] >> c) & 1) << 4;
+            w[l] = (int8_t)v;
+        }
+        s[0] = s[1] = sl_half(sl_u16(p)) * (float)sc;
+        *minc = -sl_half(sl_u16(p + 2)) * (float)m;
+        break;
+    }
+    case T_Q6_K: {
+        const int h = c / 4, k = c % 4;
+        const int8_t *sc = (const int8_t *)(p + 192);
+        for (int l = 0; l < 32; l++) {
+            const int lo = (p[64 * h + 32 * (k & 1) + l] >> (4 * (k >> 1))) & 15;
+            const int hi = (p[128 + 32 * h + l] >> (2 * k)) & 3;
+            w[l] = (int8_t)((lo | (hi << 4)) - 32);
+        }
+        const float d = sl_half(sl_u16(p + 208));
+        s[0] = d * (float)sc[2 * c];
+        s[1] = d * (float)sc[2 * c + 1];
+        break;
+    }
+    default: memset(w, 0, 32); s[0] = s[1] = 0.f; break;
+    }
+}
+
+static inline __attribute__((always_inline)) void row_quant(const int type, const int B, const uint8_t *p,
+                                                            const Act *a, float *out) {
+    const int cols = a->cols, chunks = cols / 32, bytes = sl_block_bytes(type);
+    const int per_block = sl_block(type) / 32;
+    float acc[MAXB];
+    for (int b = 0; b < B; b++) acc[b] = 0.f;
+    for (int c = 0; c < chunks; c++) {
+        int8_t w[32];
+        float s[2], minc;
+        unpack_chunk(type, p + (size_t)(c / per_block) * bytes, c % per_block, w, s, &minc);
+        for (int b = 0; b < B; b++) {
+            const int8_t *x = a->q + (size_t)b * cols + 32 * c;
+            int lo = 0, hi = 0;
+            for (int l = 0; l < 16; l++) { lo += w[l] * x[l]; hi += w[l + 16] * x[l + 16]; }
+            acc[b] += a->d[b * chunks + c] * (s[0] * (float)lo + s[1] * (float)hi) + minc * a->s[b * chunks + c];
+        }
+    }
+    for (int b = 0; b < B; b++) out[b] = acc[b];
+}
+
+static inline __attribute__((always_inline)) void row_float(const int type, const int B, const uint8_t *p,
+                                                            const float *x, int cols, float *out) {
+    float acc[MAXB][16];
+    for (int b = 0; b < B; b++) for (int l = 0; l < 16; l++) acc[b][l] = 0.f;
+    for (int j = 0; j < cols; j += 16) {
+        float w[16];
+        for (int l = 0; l < 16; l++) {
+            const uint16_t *h = (const uint16_t *)p + j + l;
+            w[l] = type == T_F32 ? ((const float *)p)[j + l] : type == T_F16 ? sl_half(*h) : sl_bf16(*h);
+        }
+        for (int b = 0; b < B; b++)
+            for (int l = 0; l < 16; l++) acc[b][l] += w[l] * x[(size_t)b * cols + j + l];
+    }
+    for (int b = 0; b < B; b++) {
+        float t = 0.f;
+        for (int l = 0; l < 16; l++) t += acc[b][l];
+        out[b] = t;
+    }
+}
+#define FLOAT_STEP 16
 #endif
-        float v[8];
-        rows(m, r, x, batch, xsum, v);
+
+/* Row kernels specialised on type and batch: the compiler unrolls the batch loops. */
+#define BATCHES(CALL) switch (batch) { case 1: CALL(1); break; case 2: CALL(2); break; case 3: CALL(3); break; \
+    case 4: CALL(4); break; case 5: CALL(5); break; case 6: CALL(6); break; case 7: CALL(7); break; default: CALL(8); break; }
+#define QUANT_ROW(T, NAME) static void NAME(int batch, const uint8_t *p, const Act *a, float *out) { \
+        _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wunused\"") \
+        BATCHES(ROW_##NAME) _Pragma("GCC diagnostic pop") }
+#define FLOAT_ROW(T, NAME) static void NAME(int batch, const uint8_t *p, const float *x, int cols, float *out) { \
+        BATCHES(ROW_##NAME) }
+#define ROW_rq4_0(B) row_quant(T_Q4_0, B, p, a, out)
+#define ROW_rq4_1(B) row_quant(T_Q4_1, B, p, a, out)
+#define ROW_rq5_0(B) row_quant(T_Q5_0, B, p, a, out)
+#define ROW_rq8_0(B) row_quant(T_Q8_0, B, p, a, out)
+#define ROW_rq4_k(B) row_quant(T_Q4_K, B, p, a, out)
+#define ROW_rq5_k(B) row_quant(T_Q5_K, B, p, a, out)
+#define ROW_rq6_k(B) row_quant(T_Q6_K, B, p, a, out)
+#define ROW_rf32(B) row_float(T_F32, B, p, x, cols, out)
+#define ROW_rf16(B) row_float(T_F16, B, p, x, cols, out)
+#define ROW_rbf16(B) row_float(T_BF16, B, p, x, cols, out)
+QUANT_ROW(T_Q4_0, rq4_0)
+QUANT_ROW(T_Q4_1, rq4_1)
+QUANT_ROW(T_Q5_0, rq5_0)
+QUANT_ROW(T_Q8_0, rq8_0)
+QUANT_ROW(T_Q4_K, rq4_k)
+QUANT_ROW(T_Q5_K, rq5_k)
+QUANT_ROW(T_Q6_K, rq6_k)
+FLOAT_ROW(T_F32, rf32)
+FLOAT_ROW(T_F16, rf16)
+FLOAT_ROW(T_BF16, rbf16)
+
+/* out[b] = row r of m . x[b] for b < batch <= MAXB */
+static void row_dot(const Matrix *m, int r, const float *x, const Act *a, int batch, float *out) {
+    const uint8_t *p = (const uint8_t *)m->data + (size_t)r * sl_row_bytes(m->type, m->cols);
+    switch (m->type) {
+    case T_Q4_0: rq4_0(batch, p, a, out); break;
+    case T_Q4_1: rq4_1(batch, p, a, out); break;
+    case T_Q5_0: rq5_0(batch, p, a, out); break;
+    case T_Q8_0: rq8_0(batch, p, a, out); break;
+    case T_Q4_K: rq4_k(batch, p, a, out); break;
+    case T_Q5_K: rq5_k(batch, p, a, out); break;
+    case T_Q6_K: rq6_k(batch, p, a, out); break;
+    case T_F32: rf32(batch, p, x, m->cols, out); break;
+    case T_F16: rf16(batch, p, x, m->cols, out); break;
+    case T_BF16: rbf16(batch, p, x, m->cols, out); break;
+    default: for (int b = 0; b < batch; b++) out[b] = 0.f; break;
+    }
+}
+
+/* y_i[b][rows_i] (+)= W_i x[b] (+ bias_i) for up to 3 matrices sharing the input x (q/k/v,
+ * gate/up): one parallel pass over all their rows. `a` is x quantized (used by quantized types). */
+static void matvec(const Matrix *const *ms, float *const *ys, int count, const float *x, const Act *a,
+                   int batch, int accumulate, int threads) {
+    int total = 0, ends[3];
+    for (int i = 0; i < count; i++) ends[i] = total += ms[i]->rows;
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int r = 0; r < total; r++) {
+        const int i = r < ends[0] ? 0 : r < ends[1] ? 1 : 2;
+        const Matrix *m = ms[i];
+        const int row = i ? r - ends[i - 1] : r;
+        float v[MAXB];
+        row_dot(m, row, x, a, batch, v);
+        float *y = ys[i];
+        const float bias = m->bias ? m->bias[row] : 0.f;
         for (int b = 0; b < batch; b++) {
-            if (accumulate) y[(size_t)b * rows_n + r] += v[b];
-            else y[(size_t)b * rows_n + r] = v[b];
+            float *out = y + (size_t)b * m->rows + row;
+            *out = (accumulate ? *out : 0.f) + v[b] + bias;
         }
     }
 }
 
-/* e^x to within ~2 ulp (Cephes' polynomial), written so that loops around it vectorize; libm's
- * expf is a call per element. */
+static int needs_act(const Matrix *const *ms, int count) {
+    for (int i = 0; i < count; i++) if (quantized(ms[i]->type)) return 1;
+    return 0;
+}
+
+/* e^x to within ~2 ulp (Cephes' polynomial), written so that loops around it vectorize */
 static inline float exp_approx(float x) {
     x = __builtin_fminf(__builtin_fmaxf(x, -87.0f), 88.0f);
     const float t = x * 1.44269504088896341f;
@@ -288,74 +425,133 @@ static void rms_norm(const float *x, const float *w, int dim, float eps, float *
     for (int i = 0; i < dim; i++) out[i] = w[i] * (x[i] * inv);
 }
 
-/* rotate_half convention: element i pairs with i + half */
-static void rope(float *v, const float *cs, const float *sn, int half) {
+/* neox: element i pairs with i + half (HF rotate_half); else 2i with 2i + 1 (GGML normal) */
+static void rope(float *v, const float *cs, const float *sn, int half, int neox) {
     for (int i = 0; i < half; i++) {
-        const float a = v[i], b = v[i + half];
-        v[i] = a * cs[i] - b * sn[i];
-        v[i + half] = b * cs[i] + a * sn[i];
+        const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+        const float a = v[i0], b = v[i1];
+        v[i0] = a * cs[i] - b * sn[i];
+        v[i1] = b * cs[i] + a * sn[i];
     }
 }
 
-/* Scratch needs scratch_floats(model, batch, capacity) floats. */
+static int widest(const Model *m) {
+    int w = m->dim;
+    if (m->intermediate > w) w = m->intermediate;
+    if (m->heads * m->head_dim > w) w = m->heads * m->head_dim;
+    return w;
+}
+
+/* floats of scratch an Act of `batch` x `cols` needs (int8 values, then two floats per 32) */
+static long act_floats(int batch, int cols) { return ((long)batch * cols + 3) / 4 + 2L * batch * (cols / 32) + 16; }
+
+static Act act_at(float *at, int batch, int cols) {
+    Act a;
+    a.q = (int8_t *)at;
+    a.d = at + ((long)batch * cols + 3) / 4;
+    a.s = a.d + (long)batch * (cols / 32);
+    a.cols = cols;
+    return a;
+}
+
 long sl_scratch_floats(const Model *m, int batch, int capacity) {
-    const long qkv = (long)(m->heads + 2 * m->kv_heads) * m->head_dim;
-    const long widest = m->intermediate > m->dim ? m->intermediate : m->dim;
-    return (long)batch * (m->dim + widest + qkv + (long)m->heads * m->head_dim + 2L * m->intermediate)
-         + (long)m->heads * batch * capacity;
+    const long qd = (long)m->heads * m->head_dim, kvd = (long)m->kv_heads * m->head_dim;
+    return (long)batch * (m->dim + widest(m) + 2 * qd + 2 * kvd + 2L * m->intermediate)
+         + (long)m->heads * batch * capacity + m->head_dim + act_floats(batch, widest(m)) + 64;
+}
+
+static int matrix_ok(const Matrix *w, int rows, int cols) {
+    const int block = sl_block(w->type);
+    return block && w->data && w->rows == rows && w->cols == cols && cols % block == 0 && cols % 32 == 0;
+}
+
+/* Is every size what the step will read? (A wrong one would be an out-of-bounds read.) */
+static int model_ok(const Model *m) {
+    const int dim = m->dim, hd = m->head_dim, qd = m->heads * hd, kvd = m->kv_heads * hd;
+    if (m->layers <= 0 || dim <= 0 || hd <= 0 || hd % 2 || m->kv_heads <= 0 || m->heads % m->kv_heads
+        || m->intermediate <= 0 || m->vocab <= 0 || !m->layer || !m->final_norm || !m->inv_freq)
+        return 0;
+    if (!matrix_ok(&m->embed, m->vocab, dim) || !matrix_ok(&m->lm_head, m->vocab, dim)) return 0;
+    for (int l = 0; l < m->layers; l++) {
+        const Layer *L = &m->layer[l];
+        if (!L->norm1 || !L->norm2 || !matrix_ok(&L->q, qd, dim) || !matrix_ok(&L->k, kvd, dim)
+            || !matrix_ok(&L->v, kvd, dim) || !matrix_ok(&L->o, dim, qd)
+            || !matrix_ok(&L->gate, m->intermediate, dim) || !matrix_ok(&L->up, m->intermediate, dim)
+            || !matrix_ok(&L->down, dim, m->intermediate))
+            return 0;
+    }
+    return 1;
+}
+
+static void project(const Matrix *const *ms, float *const *ys, int count, const float *x, int batch, int cols,
+                    Act *a, int accumulate, int threads) {
+    if (needs_act(ms, count)) quantize_act(x, batch, cols, a);
+    a->cols = cols;
+    matvec(ms, ys, count, x, a, batch, accumulate, threads);
 }
 
 /* tokens[batch] at position `pos` (every row at the same position); logits[batch][vocab].
- * Returns 0, or -1 when a size is beyond what this build handles. */
+ * Returns 0, or -1 when the model or the sizes are not what this step can run. */
 int sl_step(const Model *m, const int64_t *tokens, int batch, int pos, float *cache, int capacity,
             float *logits, float *scratch) {
+    if (batch < 1 || batch > MAXB || pos < 0 || pos >= capacity || !model_ok(m)) return -1;
+    for (int b = 0; b < batch; b++) if (tokens[b] < 0 || tokens[b] >= m->vocab) return -1;
     const int dim = m->dim, hd = m->head_dim, half = hd / 2, H = m->heads, KV = m->kv_heads;
-    const int inter = m->intermediate, qkv_n = (H + 2 * KV) * hd, per_kv = H / KV;
-    /* rows() and matvec() keep per-group scales on the stack for up to MAX_COLS columns: the
-     * o-projection's columns are heads x head_dim, which may exceed dim (e.g. 64 x 128). */
-    if (batch > 8 || dim > MAX_COLS || inter > MAX_COLS || H * hd > MAX_COLS || hd > 512 || KV <= 0
-        || H % KV != 0 || pos >= capacity) return -1;
-    float *h = scratch;                       /* [batch][dim] residual stream */
-    float *xn = h + batch * dim;              /* [batch][max(dim, inter)] normed input / activation */
-    float *qkv = xn + batch * (inter > dim ? inter : dim);
-    float *att = qkv + batch * qkv_n;         /* [batch][H * hd] */
-    float *gu = att + batch * H * hd;         /* [batch][2 * inter] */
-    float *probs = gu + batch * 2 * inter;    /* [H][batch][capacity] */
-    float cs[256], sn[256];
+    const int inter = m->intermediate, qd = H * hd, kvd = KV * hd, per_kv = H / KV, T = m->threads;
+    float *h = scratch;                        /* [batch][dim] residual stream */
+    float *xn = h + (size_t)batch * dim;       /* [batch][widest] normed input / activation */
+    float *q = xn + (size_t)batch * widest(m); /* [batch][qd] */
+    float *k = q + (size_t)batch * qd, *v = k + (size_t)batch * kvd;
+    float *att = v + (size_t)batch * kvd;      /* [batch][qd] */
+    float *g = att + (size_t)batch * qd, *u = g + (size_t)batch * inter;
+    float *probs = u + (size_t)batch * inter;  /* [H][batch][capacity] */
+    float *cs = probs + (size_t)H * batch * capacity, *sn = cs + half;
+    float *act_mem = (float *)(((uintptr_t)(sn + half) + 63) & ~(uintptr_t)63);
+    Act a = act_at(act_mem, batch, widest(m));
     for (int i = 0; i < half; i++) {
         const float f = (float)pos * m->inv_freq[i];
         cs[i] = cosf(f);
         sn[i] = sinf(f);
     }
-    for (int b = 0; b < batch; b++) memcpy(h + b * dim, m->embed + (size_t)tokens[b] * dim, dim * sizeof(float));
+    const size_t embed_row = sl_row_bytes(m->embed.type, dim);
+    for (int b = 0; b < batch; b++)
+        sl_dequant_row(m->embed.type, (const uint8_t *)m->embed.data + (size_t)tokens[b] * embed_row, dim, h + (size_t)b * dim);
     const float scale = 1.0f / sqrtf((float)hd);
     const size_t row_stride = (size_t)capacity * hd;             /* one kv head */
     const size_t kind_stride = (size_t)batch * KV * row_stride;  /* keys -> values */
     for (int l = 0; l < m->layers; l++) {
         const Layer *L = &m->layer[l];
         float *keys = cache + (size_t)l * 2 * kind_stride, *values = keys + kind_stride;
-        for (int b = 0; b < batch; b++) rms_norm(h + b * dim, L->norm1, dim, m->eps, xn + b * dim);
-        matvec(&L->qkv, xn, batch, qkv, 0, m->threads);
+        for (int b = 0; b < batch; b++) rms_norm(h + (size_t)b * dim, L->norm1, dim, m->eps, xn + (size_t)b * dim);
+        const Matrix *qkv[3] = {&L->q, &L->k, &L->v};
+        float *qkv_out[3] = {q, k, v};
+        project(qkv, qkv_out, 3, xn, batch, dim, &a, 0, T);
         for (int b = 0; b < batch; b++) {
-            float *row = qkv + b * qkv_n;
-            for (int k = 0; k < H + KV; k++) rope(row + k * hd, cs, sn, half);
-            for (int k = 0; k < KV; k++) {
-                const size_t at = ((size_t)b * KV + k) * row_stride + (size_t)pos * hd;
-                memcpy(keys + at, row + (H + k) * hd, hd * sizeof(float));
-                memcpy(values + at, row + (H + KV + k) * hd, hd * sizeof(float));
+            for (int j = 0; j < H; j++) {
+                float *row = q + (size_t)b * qd + j * hd;
+                if (L->q_norm) rms_norm(row, L->q_norm, hd, m->eps, row);
+                rope(row, cs, sn, half, m->rope_neox);
+            }
+            for (int j = 0; j < KV; j++) {
+                float *row = k + (size_t)b * kvd + j * hd;
+                if (L->k_norm) rms_norm(row, L->k_norm, hd, m->eps, row);
+                rope(row, cs, sn, half, m->rope_neox);
+                const size_t at = ((size_t)b * KV + j) * row_stride + (size_t)pos * hd;
+                memcpy(keys + at, row, hd * sizeof(float));
+                memcpy(values + at, v + (size_t)b * kvd + j * hd, hd * sizeof(float));
             }
         }
-        #pragma omp parallel for collapse(2) schedule(static) num_threads(m->threads)
-        for (int k = 0; k < H; k++)
+        #pragma omp parallel for collapse(2) schedule(static) num_threads(T)
+        for (int j = 0; j < H; j++)
             for (int b = 0; b < batch; b++) {
-                const float *q = qkv + b * qkv_n + k * hd;
-                const size_t base = ((size_t)b * KV + k / per_kv) * row_stride;
+                const float *qh = q + (size_t)b * qd + j * hd;
+                const size_t base = ((size_t)b * KV + j / per_kv) * row_stride;
                 const float *kk = keys + base, *vv = values + base;
-                float *p = probs + ((size_t)k * batch + b) * capacity;
+                float *p = probs + ((size_t)j * batch + b) * capacity;
                 float top = -FLT_MAX;
                 for (int t = 0; t <= pos; t++) {
                     float s = 0.f;
-                    for (int i = 0; i < hd; i++) s += q[i] * kk[(size_t)t * hd + i];
+                    for (int i = 0; i < hd; i++) s += qh[i] * kk[(size_t)t * hd + i];
                     p[t] = s * scale;
                     if (p[t] > top) top = p[t];
                 }
@@ -365,40 +561,67 @@ int sl_step(const Model *m, const int64_t *tokens, int batch, int pos, float *ca
                     p[t] = exp_approx(p[t] - top);
                     total += p[t];
                 }
-                float *out = att + b * H * hd + k * hd;
+                float *out = att + (size_t)b * qd + j * hd;
                 for (int i = 0; i < hd; i++) out[i] = 0.f;
                 for (int t = 0; t <= pos; t++) {
                     const float w = p[t] / total;
                     for (int i = 0; i < hd; i++) out[i] += w * vv[(size_t)t * hd + i];
                 }
             }
-        matvec(&L->o, att, batch, h, 1, m->threads);
-        for (int b = 0; b < batch; b++) rms_norm(h + b * dim, L->norm2, dim, m->eps, xn + b * dim);
-        matvec(&L->gate_up, xn, batch, gu, 0, m->threads);
-        for (int b = 0; b < batch; b++) {
-            const float *g = gu + b * 2 * inter, *u = g + inter;
-            float *a = xn + b * inter;
-            #pragma omp simd
-            for (int i = 0; i < inter; i++) a[i] = g[i] / (1.0f + exp_approx(-g[i])) * u[i];
-        }
-        matvec(&L->down, xn, batch, h, 1, m->threads);
+        const Matrix *o[1] = {&L->o};
+        float *o_out[1] = {h};
+        project(o, o_out, 1, att, batch, qd, &a, 1, T);
+        for (int b = 0; b < batch; b++) rms_norm(h + (size_t)b * dim, L->norm2, dim, m->eps, xn + (size_t)b * dim);
+        const Matrix *gu[2] = {&L->gate, &L->up};
+        float *gu_out[2] = {g, u};
+        project(gu, gu_out, 2, xn, batch, dim, &a, 0, T);
+        for (long i = 0; i < (long)batch * inter; i++) xn[i] = g[i] / (1.0f + exp_approx(-g[i])) * u[i];
+        const Matrix *down[1] = {&L->down};
+        float *down_out[1] = {h};
+        project(down, down_out, 1, xn, batch, inter, &a, 1, T);
     }
-    for (int b = 0; b < batch; b++) rms_norm(h + b * dim, m->final_norm, dim, m->eps, xn + b * dim);
-    matvec(&m->lm_head, xn, batch, logits, 0, m->threads);
+    for (int b = 0; b < batch; b++) rms_norm(h + (size_t)b * dim, m->final_norm, dim, m->eps, xn + (size_t)b * dim);
+    const Matrix *head[1] = {&m->lm_head};
+    float *head_out[1] = {logits};
+    project(head, head_out, 1, xn, batch, dim, &a, 0, T);
     return 0;
+}
+
+/* y[n][rows] = x[n][cols] W^T + bias, any n (slices of MAXB inputs) */
+void sl_matmul(const Matrix *w, const float *x, int n, float *y, int threads) {
+    if (!matrix_ok(w, w->rows, w->cols) || n <= 0) return;
+    const int cols = w->cols;
+    float *mem = (float *)malloc(act_floats(MAXB, cols) * sizeof(float));
+    if (!mem) return;
+    Act a = act_at(mem, MAXB, cols);
+    const Matrix *ms[1] = {w};
+    for (int at = 0; at < n; at += MAXB) {
+        const int batch = n - at < MAXB ? n - at : MAXB;
+        float *ys[1] = {y + (size_t)at * w->rows};
+        project(ms, ys, 1, x + (size_t)at * cols, batch, cols, &a, 0, threads);
+    }
+    free(mem);
+}
+
+/* logits[b] = lm_head(rms_norm(h[b]) * final_norm) for `batch` rows of h */
+void sl_head(const Model *m, const float *h, int batch, float *logits) {
+    if (batch <= 0 || !matrix_ok(&m->lm_head, m->vocab, m->dim) || !m->final_norm) return;
+    float *xn = (float *)malloc(((size_t)MAXB * m->dim + act_floats(MAXB, m->dim)) * sizeof(float));
+    if (!xn) return;
+    Act a = act_at(xn + (size_t)MAXB * m->dim, MAXB, m->dim);
+    const Matrix *ms[1] = {&m->lm_head};
+    for (int at = 0; at < batch; at += MAXB) {
+        const int n = batch - at < MAXB ? batch - at : MAXB;
+        for (int b = 0; b < n; b++) rms_norm(h + (size_t)(at + b) * m->dim, m->final_norm, m->dim, m->eps, xn + (size_t)b * m->dim);
+        float *ys[1] = {logits + (size_t)at * m->vocab};
+        project(ms, ys, 1, xn, n, m->dim, &a, 0, m->threads);
+    }
+    free(xn);
 }
 
 /* -- helpers for a long prompt's prefill ---------------------------------------------------
  * The prompt's matmuls and attention run in torch (bf16 on the CPU's matrix units); these do the
- * elementwise work between them in one pass each, in place of a dozen torch ops per layer
- * (SiLU and the gate product are fused into oneDNN's matmuls instead). */
-static inline float bf16_to_f32(uint16_t b) {
-    const uint32_t u = (uint32_t)b << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
+ * elementwise work between them in one pass each, in place of a dozen torch ops per layer. */
 static inline uint16_t f32_to_bf16(float f) {  /* round to nearest even, as torch does */
     uint32_t u;
     memcpy(&u, &f, 4);
@@ -421,48 +644,52 @@ void sl_norm_bf16(const float *h, const float *w, int rows, int dim, float eps, 
 /* h += bf16 y */
 void sl_add_bf16(float *h, const uint16_t *y, long n, int threads) {
     #pragma omp parallel for schedule(static) num_threads(threads)
-    for (long i = 0; i < n; i++) h[i] += bf16_to_f32(y[i]);
+    for (long i = 0; i < n; i++) h[i] += sl_bf16(y[i]);
 }
 
 /* qkv[t] = [q heads | k heads | v heads] (bf16) for positions start..start+rows: rotate q and k
- * (cos/sin tables [rows][head_dim/2]), write rotated k and v to this layer's fp32 cache (batch 0,
- * [kv_heads][capacity][head_dim]) and q, k, v in bf16 to their own [rows][heads][head_dim] arrays. */
+ * (cos/sin tables [rows][head_dim/2]; `neox` as in Model.rope_neox), write rotated k and v to
+ * this layer's fp32 cache (batch 0, [kv_heads][capacity][head_dim]) and q, k, v in bf16 to their
+ * own [rows][heads][head_dim] arrays. */
 void sl_rope_split(const uint16_t *qkv, int rows, int start, const float *cos_t, const float *sin_t,
                    int heads, int kv_heads, int hd, uint16_t *q_out, uint16_t *k_out, uint16_t *v_out,
-                   float *kcache, float *vcache, int capacity, int threads) {
+                   float *kcache, float *vcache, int capacity, int threads, int neox) {
     const int half = hd / 2, width = (heads + 2 * kv_heads) * hd;
-    #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int t = 0; t < rows; t++) {
-        const uint16_t *row = qkv + (size_t)t * width;
-        const float *cs = cos_t + (size_t)t * half, *sn = sin_t + (size_t)t * half;
-        float v[512];
-        for (int k = 0; k < heads + kv_heads; k++) {
-            const uint16_t *src = row + k * hd;
-            for (int i = 0; i < hd; i++) v[i] = bf16_to_f32(src[i]);
-            rope(v, cs, sn, half);
-            if (k < heads) {
-                uint16_t *dst = q_out + ((size_t)t * heads + k) * hd;
-                for (int i = 0; i < hd; i++) dst[i] = f32_to_bf16(v[i]);
-            } else {
-                const int kv = k - heads;
-                uint16_t *dst = k_out + ((size_t)t * kv_heads + kv) * hd;
-                for (int i = 0; i < hd; i++) dst[i] = f32_to_bf16(v[i]);
-                memcpy(kcache + ((size_t)kv * capacity + start + t) * hd, v, hd * sizeof(float));
+    #pragma omp parallel num_threads(threads)
+    {
+        float *v = (float *)malloc((size_t)hd * sizeof(float));
+        #pragma omp for schedule(static)
+        for (int t = 0; t < rows; t++) {
+            if (!v) continue;
+            const uint16_t *row = qkv + (size_t)t * width;
+            const float *cs = cos_t + (size_t)t * half, *sn = sin_t + (size_t)t * half;
+            for (int k = 0; k < heads + kv_heads; k++) {
+                const uint16_t *src = row + k * hd;
+                for (int i = 0; i < hd; i++) v[i] = sl_bf16(src[i]);
+                rope(v, cs, sn, half, neox);
+                if (k < heads) {
+                    uint16_t *dst = q_out + ((size_t)t * heads + k) * hd;
+                    for (int i = 0; i < hd; i++) dst[i] = f32_to_bf16(v[i]);
+                } else {
+                    const int kv = k - heads;
+                    uint16_t *dst = k_out + ((size_t)t * kv_heads + kv) * hd;
+                    for (int i = 0; i < hd; i++) dst[i] = f32_to_bf16(v[i]);
+                    memcpy(kcache + ((size_t)kv * capacity + start + t) * hd, v, hd * sizeof(float));
+                }
+            }
+            for (int kv = 0; kv < kv_heads; kv++) {
+                const uint16_t *src = row + (heads + kv_heads + kv) * hd;
+                memcpy(v_out + ((size_t)t * kv_heads + kv) * hd, src, hd * sizeof(uint16_t));
+                float *dst = vcache + ((size_t)kv * capacity + start + t) * hd;
+                for (int i = 0; i < hd; i++) dst[i] = sl_bf16(src[i]);
             }
         }
-        for (int kv = 0; kv < kv_heads; kv++) {
-            const uint16_t *src = row + (heads + kv_heads + kv) * hd;
-            memcpy(v_out + ((size_t)t * kv_heads + kv) * hd, src, hd * sizeof(uint16_t));
-            float *dst = vcache + ((size_t)kv * capacity + start + t) * hd;
-            for (int i = 0; i < hd; i++) dst[i] = bf16_to_f32(src[i]);
-        }
+        free(v);
     }
 }
 
-/* logits[b] = lm_head(rms_norm(h[b]) * final_norm) for `batch` rows of h */
-void sl_head(const Model *m, const float *h, int batch, float *logits) {
-    float xn[8 * MAX_COLS];
-    if (m->dim > MAX_COLS) return;  /* NativeLlama.build refuses such models; never overflow */
-    for (int b = 0; b < batch && b < 8; b++) rms_norm(h + (size_t)b * m->dim, m->final_norm, m->dim, m->eps, xn + b * m->dim);
-    matvec(&m->lm_head, xn, batch < 8 ? batch : 8, logits, 0, m->threads);
+/* sizeof(Matrix), sizeof(Layer), sizeof(Model) for which = 0, 1, 2: the ctypes mirrors are checked
+ * against them */
+long sl_sizeof(int which) {
+    return which == 0 ? (long)sizeof(Matrix) : which == 1 ? (long)sizeof(Layer) : which == 2 ? (long)sizeof(Model) : -1;
 }
