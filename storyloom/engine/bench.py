@@ -216,7 +216,7 @@ def _paths(gen, sampling: SamplerSettings, long_prompt: str) -> dict:
         return got
 
     expected = logprobs(reference)
-    for engine in ("native", "lean", "reference"):
+    for engine in ("native", "reference"):
         path = reference if engine == "reference" else TransformersGenerator(
             gen.model, gen.tokenizer, gen.name, engine=engine)
         row: dict = {"runs_as": path.info.extra["engine"]}

@@ -2,10 +2,10 @@
 
 Decoding one token is ~800 small operations; from Python each costs a few microseconds of
 dispatch, which was most of the time per token. The C step (engine/native/decode_step.c) runs
-all layers in one call. Its weights are packed from the transformers model without changing
-them: a matrix whose values lie exactly on GGUF's Q4_1 or Q8_0 grid (the default model is a
-converted Q4_1 GGUF) is stored in that format, anything else stays fp32. `quantize=True` packs
-off-grid matrices as Q8_0 instead (smaller, faster, log-probs move slightly): opt-in.
+all layers in one call, on GGUF blocks. A transformers model's weights are packed into those
+blocks without changing them: a matrix whose values lie exactly on GGUF's Q4_1 or Q8_0 grid with
+fp16 scales (the default model is a converted Q4_1 GGUF) becomes that block type, anything else
+stays fp32 (F32 blocks, the model's own tensor). One kernel set serves these and .gguf files.
 
 Prompts fill the same KV cache: a long fresh one (64+ tokens, on CPUs with bf16 units) in
 `_prefill`, bf16 matmuls and attention in torch with the elementwise work in C; anything else
@@ -35,73 +35,61 @@ def _exact(rebuilt: torch.Tensor, groups: torch.Tensor) -> bool:
     return float(rebuilt.sub_(groups).abs_().max()) <= tolerance
 
 
-def _narrowed(scales: list[torch.Tensor], rebuild, groups: torch.Tensor) -> list[torch.Tensor]:
-    """The scales in fp16 when the weights rebuilt from those are still exact (GGUF keeps its
-    scales in fp16, so a converted GGUF's are), else as they are: fewer bytes read per token."""
-    half = [s.half() for s in scales]
-    return half if _exact(rebuild(*[h.float() for h in half]), groups) else scales
-
-
-def _q4_1(groups: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]] | None:
-    """(levels 0..15, [step, low]) when every group of 32 lies on its own 16-level grid, else None."""
+def _q4_1(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(levels 0..15, step, low), both fp16, when every group of 32 lies on its own 16-level grid
+    with fp16 scales (as a converted GGUF's do), else None."""
     low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
-    step = (high - low).div_(15)
-    q = (groups - low).div_(torch.where(step > 0, step, 1)).round_().clamp_(0, 15)
-    def rebuild(step, low):
-        return torch.addcmul(low, q, step)
-    return (q, _narrowed([step, low], rebuild, groups)) if _exact(rebuild(step, low), groups) else None
+    step = (high - low).div_(15).half()
+    low = low.half()
+    q = (groups - low.float()).div_(torch.where(step > 0, step.float(), 1)).round_().clamp_(0, 15)
+    return (q, step, low) if _exact(torch.addcmul(low.float(), q, step.float()), groups) else None
 
 
-def _q8_0(groups: torch.Tensor, exact: bool) -> tuple[torch.Tensor, list[torch.Tensor]] | None:
-    """(levels -127..127, [step]) for groups of 32 scaled by their largest magnitude; None when
-    `exact` and some weight is off that grid."""
-    step = groups.abs().amax(-1, keepdim=True).div_(127)
-    q = groups.div(torch.where(step > 0, step, 1)).round_().clamp_(-127, 127)
-    def rebuild(step):
-        return q * step
-    if not exact:
-        return q, [step]
-    return (q, _narrowed([step], rebuild, groups)) if _exact(rebuild(step), groups) else None
+def _q8_0(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(levels -127..127, step in fp16) for groups of 32 scaled by their largest magnitude, when
+    every weight lies on that grid; else None."""
+    step = groups.abs().amax(-1, keepdim=True).div_(127).half()
+    q = groups.div(torch.where(step > 0, step.float(), 1)).round_().clamp_(-127, 127)
+    return (q, step) if _exact(q * step.float(), groups) else None
 
 
-def pack(weight: torch.Tensor, quantize: bool = False) -> tuple[int, list[torch.Tensor]]:
-    """(format, [q, scale, min]) for a [rows, cols] matrix, exact unless `quantize`."""
+def _halves_as_bytes(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view(torch.uint8)  # [..., 1] fp16 -> [..., 2] bytes
+
+
+def pack(weight: torch.Tensor) -> tuple[int, torch.Tensor]:
+    """(ggml type, [rows, row bytes] uint8 GGUF blocks) for a [rows, cols] matrix, exactly: Q4_1
+    or Q8_0 when its values lie on that grid, else F32 (a view of the weights as they are)."""
     w = weight.detach().float().contiguous()
     rows, cols = w.shape
-    if cols % native.GROUP == 0:
-        groups = w.view(rows, cols // native.GROUP, native.GROUP)
+    if cols % 32 == 0:
+        groups = w.view(rows, cols // 32, 32)
         sample = groups[:8]  # most matrices off a grid show it in their first rows: skip the full pass
         if _q4_1(sample) is not None and (found := _q4_1(groups)) is not None:
-            q, scales = found
+            q, step, low = found
             q = q.to(torch.uint8)
-            half = native.GROUP // 2
-            packed = (q[..., :half] | (q[..., half:] << 4)).reshape(rows, cols // 2).contiguous()
-            return native.Q4_1, [packed, *[s.reshape(rows, -1).contiguous() for s in scales]]
-        if quantize or _q8_0(sample, True) is not None:
-            found = _q8_0(groups, exact=not quantize)
-            if found is not None:
-                q, scales = found
-                return native.Q8_0, [q.to(torch.int8).reshape(rows, cols).contiguous(),
-                                     *[s.reshape(rows, -1).contiguous() for s in scales]]
-    return native.F32, [w]
+            nibbles = q[..., :16] | (q[..., 16:] << 4)  # GGUF: low nibbles the first 16, high the last
+            blocks = torch.cat([_halves_as_bytes(step), _halves_as_bytes(low), nibbles], dim=-1)
+            return native.Q4_1, blocks.reshape(rows, -1).contiguous()
+        if _q8_0(sample) is not None and (found := _q8_0(groups)) is not None:
+            q, step = found
+            blocks = torch.cat([_halves_as_bytes(step), q.to(torch.int8).view(torch.uint8)], dim=-1)
+            return native.Q8_0, blocks.reshape(rows, -1).contiguous()
+    return native.F32, w.view(torch.uint8).view(rows, cols * 4)
 
 
-PACK_FORMAT = "1"  # bump when pack() changes what it writes
+PACK_FORMAT = "2"  # bump when pack() changes what it writes (2: GGUF blocks, one tensor each)
 STALE_TMP_S = 3600  # a pack's temp file untouched this long was abandoned (a killed process)
+CACHED_TYPES = (native.Q4_1, native.Q8_0)  # what the cache holds (fp32 is the model's own)
 
 
-def cached_parts_fit(parts: list[torch.Tensor], rows: int, cols: int) -> bool:
-    """Do a cached matrix's tensors have exactly the shapes and types the C step will read for a
-    rows x cols weight? (A wrong shape is an out-of-bounds read there: a segfault at best.)"""
-    if cols % native.GROUP or len(parts) not in (2, 3):
+def cached_parts_fit(blocks: torch.Tensor, kind: int, rows: int, cols: int) -> bool:
+    """Does a cached matrix have exactly the shape and type the C step will read for a rows x cols
+    weight of ggml type `kind`? (A wrong shape is an out-of-bounds read there: a segfault at best.)"""
+    if kind not in CACHED_TYPES or cols % native.block_size(kind):
         return False
-    groups = cols // native.GROUP
-    q, scales = parts[0], parts[1:]
-    want_q = ((rows, cols // 2), torch.uint8) if len(parts) == 3 else ((rows, cols), torch.int8)
-    if (tuple(q.shape), q.dtype) != want_q or not q.is_contiguous():
-        return False
-    return all(tuple(s.shape) == (rows, groups) and s.dtype == scales[0].dtype and s.is_contiguous()
-               and s.dtype in (torch.float16, torch.float32) for s in scales)
+    return (tuple(blocks.shape) == (rows, native.row_bytes(kind, cols)) and blocks.dtype == torch.uint8
+            and blocks.is_contiguous())
 
 
 def _read_pack_cache(path: Path | None) -> dict[str, torch.Tensor] | None:
@@ -177,7 +165,7 @@ def _model_folder(model) -> Path | None:
     return folder.resolve() if folder.is_dir() else None
 
 
-def _pack_cache(model, quantize: bool) -> Path | None:
+def _pack_cache(model) -> Path | None:
     """Where this model's packed weights are kept between runs: keyed by its folder and the size
     and time of its weight files, so a changed model is packed again. None for in-memory models."""
     folder = _model_folder(model)
@@ -186,7 +174,7 @@ def _pack_cache(model, quantize: bool) -> Path | None:
     files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
     if not files:
         return None
-    place = hashlib.sha256(f"{folder}|{quantize}".encode()).hexdigest()[:12]
+    place = hashlib.sha256(f"{folder}".encode()).hexdigest()[:12]
     stamp = [PACK_FORMAT] + [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
     state = hashlib.sha256("|".join(stamp).encode()).hexdigest()[:12]
     return models_dir() / "native" / f"packed-{place}-{state}.safetensors"
@@ -195,12 +183,12 @@ def _pack_cache(model, quantize: bool) -> Path | None:
 class NativeLlama:
     """FastLlama's interface (forward, expand) with single-token steps done in C."""
 
-    def __init__(self, fast: FastLlama, model, lib: ctypes.CDLL, quantize: bool = False):
+    def __init__(self, fast: FastLlama, model, lib: ctypes.CDLL):
         self.fast = fast
         self.lib = lib
         self.kinds: dict[str, int] = {}
         self._keep: list[torch.Tensor] = []  # every tensor the C side points into
-        cache = _pack_cache(model, quantize)
+        cache = _pack_cache(model)
         if cache is not None and cache.parent.is_dir():
             _sweep_packs(cache)
         cached = _read_pack_cache(cache)
@@ -208,8 +196,8 @@ class NativeLlama:
         self.pack_cache_bad = False
         packed: dict[str, torch.Tensor] = {}  # what gets written to the cache
 
-        def matrix(name: str, weights: list[torch.Tensor]) -> native.Matrix:
-            return self._matrix(name, weights, quantize, cached, packed)
+        def matrix(name: str, weight: torch.Tensor) -> native.Matrix:
+            return self._matrix(name, weight, cached, packed)
 
         config = model.config
         inner = model.model
@@ -218,10 +206,11 @@ class NativeLlama:
             attn, mlp = layer.self_attn, layer.mlp
             layers[i].norm1 = self._ptr(layer.input_layernorm.weight)
             layers[i].norm2 = self._ptr(layer.post_attention_layernorm.weight)
-            layers[i].qkv = matrix(f"{i}.qkv", [attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
-            layers[i].o = matrix(f"{i}.o", [attn.o_proj.weight])
-            layers[i].gate_up = matrix(f"{i}.gate_up", [mlp.gate_proj.weight, mlp.up_proj.weight])
-            layers[i].down = matrix(f"{i}.down", [mlp.down_proj.weight])
+            layers[i].q_norm = layers[i].k_norm = None
+            for field, weight in (("q", attn.q_proj), ("k", attn.k_proj), ("v", attn.v_proj),
+                                  ("o", attn.o_proj), ("gate", mlp.gate_proj), ("up", mlp.up_proj),
+                                  ("down", mlp.down_proj)):
+                setattr(layers[i], field, matrix(f"{i}.{field}", weight.weight))
         self._layers = layers
         m = native.Model()
         m.layers, m.dim = len(inner.layers), config.hidden_size
@@ -229,10 +218,11 @@ class NativeLlama:
         m.heads, m.kv_heads, m.head_dim = fast.heads, fast.kv_heads, fast.head_dim
         m.vocab, m.eps = model.lm_head.weight.shape[0], float(fast.eps)
         m.threads = torch.get_num_threads()
-        m.embed = self._ptr(fast.embed)
+        m.rope_neox = 1  # transformers' rotate_half
+        m.embed = self._f32_matrix(fast.embed)
         m.final_norm = self._ptr(inner.norm.weight)
         m.inv_freq = self._ptr(fast.inv_freq)
-        m.lm_head = matrix("lm_head", [model.lm_head.weight])
+        m.lm_head = matrix("lm_head", model.lm_head.weight)
         m.layer = ctypes.cast(layers, ctypes.POINTER(native.Layer))
         self.model = m
         self.vocab = m.vocab
@@ -243,50 +233,48 @@ class NativeLlama:
         native.release_free_memory()
 
     @classmethod
-    def build(cls, model, quantize: bool = False) -> "NativeLlama | None":
+    def build(cls, model) -> "NativeLlama | None":
         if supported(model):
             return None
-        config = model.config
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        heads = config.num_attention_heads
-        if max(config.hidden_size, config.intermediate_size, heads * head_dim) > 4096 or head_dim > 512:
-            return None  # beyond the C step's fixed buffers (its o-projection reads heads x head_dim)
         lib = native.library()  # before the torch side is built, which would go unused without it
         if lib is None:
             return None
-        return cls(FastLlama(model, fuse=False), model, lib, quantize)  # prompts only: no stacked fp32 copies
+        return cls(FastLlama(model, fuse=False), model, lib)  # prompts only: no stacked fp32 copies
 
     def _ptr(self, tensor: torch.Tensor) -> int:
         tensor = tensor.detach().float().contiguous()
         self._keep.append(tensor)
         return tensor.data_ptr()
 
-    def _matrix(self, name: str, weights: list[torch.Tensor], quantize: bool,
-                cached: dict[str, torch.Tensor] | None, packed: dict[str, torch.Tensor]) -> native.Matrix:
-        """The stacked `weights` packed (or read back from `cached`) for the C side; what was
-        packed here is added to `packed`, for the cache."""
-        rows, cols = sum(w.shape[0] for w in weights), weights[0].shape[1]
-        parts = [cached[f"{name}.{k}"] for k in range(3) if f"{name}.{k}" in cached] if cached else []
-        if parts and not cached_parts_fit(parts, rows, cols):
-            self.pack_cache_bad = True  # packed again here, and the cache rewritten
-            parts = []
-        if parts:
-            kind = native.Q4_1 if len(parts) == 3 else native.Q8_0
-            packed.update({f"{name}.{k}": part for k, part in enumerate(parts)})  # kept if rewritten
-        else:
-            weight = weights[0] if len(weights) == 1 else torch.cat(weights)
-            kind, parts = pack(weight, quantize)
-            if kind != native.F32:  # fp32 is the model's own weights: nothing worth keeping
-                packed.update({f"{name}.{k}": part for k, part in enumerate(parts)})
-        label = {native.Q4_1: "q4_1", native.Q8_0: "q8_0", native.F32: "f32"}[kind]
-        self.kinds[label] = self.kinds.get(label, 0) + 1
-        self._keep.extend(parts)
+    def _f32_matrix(self, weight: torch.Tensor) -> native.Matrix:
+        w = weight.detach().float().contiguous()
+        self._keep.append(w)
         m = native.Matrix()
-        m.kind, m.rows, m.cols = kind, rows, cols
-        m.half_scales = int(len(parts) > 1 and parts[1].dtype == torch.float16)
-        m.q = parts[0].data_ptr()
-        m.scale = parts[1].data_ptr() if len(parts) > 1 else None
-        m.minv = parts[2].data_ptr() if len(parts) > 2 else None
+        m.type, m.rows, m.cols, m.data, m.bias = native.F32, w.shape[0], w.shape[1], w.data_ptr(), None
+        return m
+
+    def _matrix(self, name: str, weight: torch.Tensor, cached: dict[str, torch.Tensor] | None,
+                packed: dict[str, torch.Tensor]) -> native.Matrix:
+        """`weight` packed (or read back from `cached`) for the C side; what was packed here is
+        added to `packed`, for the cache."""
+        rows, cols = weight.shape
+        found = [(int(key.rsplit("@", 1)[1]), t) for key, t in (cached or {}).items()
+                 if key.rsplit("@", 1)[0] == name and key.rsplit("@", 1)[1].isdigit()]
+        if found and not cached_parts_fit(found[0][1], found[0][0], rows, cols):
+            self.pack_cache_bad = True  # packed again here, and the cache rewritten
+            found = []
+        if found:
+            kind, blocks = found[0]
+        else:
+            kind, blocks = pack(weight)
+        if kind in CACHED_TYPES:  # fp32 is the model's own weights: nothing worth keeping
+            packed[f"{name}@{kind}"] = blocks
+        label = native.TYPE_NAMES[kind]
+        self.kinds[label] = self.kinds.get(label, 0) + 1
+        self._keep.append(blocks)
+        m = native.Matrix()
+        m.type, m.rows, m.cols = kind, rows, cols
+        m.data, m.bias = blocks.data_ptr(), None
         return m
 
     # -- FastLlama's interface -----------------------------------------------------------
@@ -338,7 +326,7 @@ class NativeLlama:
             projected = qkv(xn, True)
             lib.sl_rope_split(projected.data_ptr(), count, 0, cos.data_ptr(), sin.data_ptr(), heads, kv_heads, dim,
                               q.data_ptr(), k.data_ptr(), v.data_ptr(), cache[i, 0, 0].data_ptr(),
-                              cache[i, 1, 0].data_ptr(), capacity, threads)
+                              cache[i, 1, 0].data_ptr(), capacity, threads, 1)
             if i == len(fast.layers) - 1:
                 # The cache has every position's keys and values now; beyond them only the last
                 # position's output matters (the next token), so the rest of the layer runs on it.

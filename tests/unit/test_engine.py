@@ -249,7 +249,7 @@ def _path(tiny, engine):
     return TransformersGenerator(tiny.model, tiny.tokenizer, "tiny", engine=engine)
 
 
-@pytest.mark.parametrize("engine", ["native", "lean"])
+@pytest.mark.parametrize("engine", ["native"])
 def test_fast_paths_greedy_text_equals_the_reference_path(tiny, engine):
     fast, reference = _path(tiny, engine), _path(tiny, "reference")
     assert fast.fast is not None and fast.info.extra["engine"] == engine
@@ -280,7 +280,7 @@ def _gguf_like_model(seed: int = 3, hidden: int = 64, intermediate: int = 128):
             g = p.view(p.shape[0], -1, 32)
             if "embed" in name:
                 g.mul_(8)
-                step = g.abs().amax(-1, keepdim=True) / 127
+                step = (g.abs().amax(-1, keepdim=True) / 127).half().float()  # GGUF's fp16 scales
                 g.copy_(torch.round(g / step) * step)
             else:
                 low, step = g.amin(-1, keepdim=True), (g.amax(-1, keepdim=True) - g.amin(-1, keepdim=True)) / 15
@@ -300,11 +300,16 @@ def test_native_step_packs_grid_weights_exactly_and_matches_the_library_logits()
     assert native.library() is not None, native.unavailable()
     model = _gguf_like_model()
     step = NativeLlama.build(model)
-    assert step.kinds == {"q4_1": 8, "q8_0": 1}  # 4 matrices per layer (q/k/v and gate/up fused), the head
-    halves = [m.half_scales for layer in step._layers for m in (layer.qkv, layer.o, layer.gate_up, layer.down)]
-    assert halves == [1, 1, 1, 1, 0, 0, 0, 0]  # fp16 scales where they are exact
+    # layer 0's Q4_1 scales are fp16 (GGUF blocks), layer 1's are not (kept as fp32), the head is Q8_0
+    assert step.kinds == {"q4_1": 7, "f32": 7, "q8_0": 1}
+    kinds = [getattr(layer, f).type for layer in step._layers for f in ("q", "k", "v", "o", "gate", "up", "down")]
+    assert kinds == [native.Q4_1] * 7 + [native.F32] * 7
+    weight = model.model.layers[0].self_attn.q_proj.weight
+    kind, blocks = pack(weight)
+    rebuilt = torch.empty(weight.shape)
+    native.library().sl_dequant(kind, blocks.data_ptr(), weight.shape[0], weight.shape[1], rebuilt.data_ptr(), 1)
+    assert torch.equal(rebuilt, weight)  # the blocks hold exactly the model's weights
     assert pack(torch.randn(8, 64))[0] == native.F32  # off the grid: kept as it is
-    assert pack(torch.randn(8, 64), quantize=True)[0] == native.Q8_0
     assert pack(torch.randn(8, 48))[0] == native.F32  # not a whole number of groups
 
     prompt = torch.tensor([[1, 5, 9, 33, 2, 70]])
@@ -314,29 +319,15 @@ def test_native_step_packs_grid_weights_exactly_and_matches_the_library_logits()
     ids = prompt.repeat(2, 1)
     for token in ([4, 8], [60, 61], [7, 7]):  # two rows, different tokens: the batched step
         ids = torch.cat([ids, torch.tensor([token]).T], dim=1)
-        ours = step.forward(torch.tensor([token]).T, state)
-        theirs = model(input_ids=ids).logits[:, -1]
-        assert torch.allclose(ours, theirs, atol=1e-4), (ours - theirs).abs().max()
+        ours = torch.log_softmax(step.forward(torch.tensor([token]).T, state), -1)
+        theirs = torch.log_softmax(model(input_ids=ids).logits[:, -1], -1)
+        # 8-bit activations (as llama.cpp's) move log-probs by ~0.02 here; a wrong kernel by > 1
+        assert (ours - theirs).abs().max() < 0.06, (ours - theirs).abs().max()
 
 
-def test_native_q8_stays_close_and_without_a_compiler_the_lean_path_runs(tiny, monkeypatch):
-    import torch
-
+def test_without_a_compiler_the_lean_path_runs(tiny, monkeypatch):
     from storyloom.engine import native
-    from storyloom.engine.fast_llama import KVState
     from storyloom.engine.models import ModelError
-    from storyloom.engine.native_llama import NativeLlama
-
-    ids = torch.tensor([tiny.encode(PROMPT)])
-    exact, q8 = NativeLlama.build(tiny.model), NativeLlama.build(tiny.model, quantize=True)
-    assert "q8_0" in q8.kinds and "q8_0" not in exact.kinds
-    sa, sb = KVState(), KVState()
-    exact.forward(ids, sa), q8.forward(ids, sb)
-    a = torch.log_softmax(exact.forward(torch.tensor([[5]]), sa), -1)[0]
-    b = torch.log_softmax(q8.forward(torch.tensor([[5]]), sb), -1)[0]
-    top = a.topk(5).indices
-    assert 0 < (a[top] - b[top]).abs().max() < 0.5
-    assert len(_path(tiny, "native-q8").generate(PROMPT, GREEDY.with_(max_new_tokens=10))) > 0
 
     monkeypatch.setattr(native, "_loaded", None)
     monkeypatch.setattr(native, "_why_not", None)
@@ -345,9 +336,10 @@ def test_native_q8_stays_close_and_without_a_compiler_the_lean_path_runs(tiny, m
     fallback = _path(tiny, "native")
     assert fallback.info.extra["engine"] == "lean" and "compiler" in native.unavailable()
     assert fallback.generate(PROMPT, GREEDY) == _path(tiny, "reference").generate(PROMPT, GREEDY)
-    monkeypatch.setenv("STORYLOOM_ENGINE", "warp")
-    with pytest.raises(ModelError, match="STORYLOOM_ENGINE"):
-        _path(tiny, None)
+    for retired in ("lean", "native-q8", "warp"):
+        monkeypatch.setenv("STORYLOOM_ENGINE", retired)
+        with pytest.raises(ModelError, match="STORYLOOM_ENGINE"):
+            _path(tiny, None)
 
 
 def test_long_prompts_prefill_in_bf16_and_stay_close_to_the_library():
@@ -367,7 +359,7 @@ def test_long_prompts_prefill_in_bf16_and_stay_close_to_the_library():
     ours = torch.log_softmax(step.forward(prompt, state), -1)
     theirs = model(input_ids=prompt, use_cache=True)
     expected = torch.log_softmax(theirs.logits[:, -1], -1)
-    assert 0 < (ours - expected).abs().max() < 0.02  # bf16, not fp32: close, not equal
+    assert 0 < (ours - expected).abs().max() < 0.05  # bf16 (and an 8-bit head input): close, not equal
     count = prompt.shape[1]
     for layer in (0, 1):  # [1, kv_heads, T, head_dim], keys rotated
         past = theirs.past_key_values.layers[layer]
@@ -378,31 +370,32 @@ def test_long_prompts_prefill_in_bf16_and_stay_close_to_the_library():
         ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
         ours = torch.log_softmax(step.forward(torch.tensor([[token]]), state), -1)
         expected = torch.log_softmax(model(input_ids=ids).logits[:, -1], -1)
-        assert (ours - expected).abs().max() < 0.02
+        assert (ours - expected).abs().max() < 0.05
 
 
-@pytest.mark.parametrize("arch", [["-march=x86-64-v3"], ["-march=x86-64"]], ids=["avx2", "portable"])
-def test_the_step_built_for_other_cpus_gives_the_same_logits(arch):
+def test_every_kernel_level_this_cpu_runs_gives_the_same_logits(tmp_path, monkeypatch):
     """The AVX2 and plain-C kernels (laptops without AVX-512) agree with the library forward."""
-    import platform
-
     import torch
 
     from storyloom.engine import native
     from storyloom.engine.fast_llama import FastLlama, KVState
     from storyloom.engine.native_llama import NativeLlama
 
-    if platform.machine().lower() not in ("x86_64", "amd64") or native.compiler() is None:
-        pytest.skip("x86-64 variants need an x86-64 compiler")
+    if native.compiler() is None:
+        pytest.skip("no C compiler")
+    monkeypatch.setenv("STORYLOOM_MODELS", str(tmp_path / "models"))
     model = _gguf_like_model()
-    step = NativeLlama(FastLlama(model), model, native.build(native.compiler(), arch))
-    state = KVState()
-    ids = torch.tensor([[1, 5, 9, 33, 2, 70]])
-    step.forward(ids, state)
-    for token in (4, 60, 7):
-        ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
-        ours = step.forward(torch.tensor([[token]]), state)
-        assert torch.allclose(ours, model(input_ids=ids).logits[:, -1], atol=1e-4)
+    runs = native.cpu_levels(native.compiler())
+    for level in runs:
+        step = NativeLlama(FastLlama(model), model, native.build(native.compiler(), level))
+        state = KVState()
+        ids = torch.tensor([[1, 5, 9, 33, 2, 70]])
+        step.forward(ids, state)
+        for token in (4, 60, 7):
+            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+            ours = torch.log_softmax(step.forward(torch.tensor([[token]]), state), -1)
+            theirs = torch.log_softmax(model(input_ids=ids).logits[:, -1], -1)
+            assert (ours - theirs).abs().max() < 0.06, (level, (ours - theirs).abs().max())
 
 
 def test_the_lean_forward_in_bf16_stays_close_for_fresh_and_continued_prompts():
@@ -463,7 +456,7 @@ def test_packed_weights_are_kept_for_the_next_load_and_a_damaged_file_is_packed_
     packs = list((tmp_path / "models" / "native").glob("packed-*.safetensors"))
     assert first.pack_cache == "written" and len(packs) == 1
     again, logits = load()
-    assert again.pack_cache == "read" and again.kinds == first.kinds == {"q4_1": 8, "q8_0": 1}
+    assert again.pack_cache == "read" and again.kinds == first.kinds == {"q4_1": 7, "f32": 7, "q8_0": 1}
     assert torch.equal(logits, expected)
     packs[0].write_bytes(b"not a safetensors file")
     repaired, logits = load()

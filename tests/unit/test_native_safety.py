@@ -12,7 +12,7 @@ import torch
 
 from storyloom.engine import native, native_llama
 
-AVX2 = ["-mavx2", "-mfma", "-mf16c"]
+LEVEL = "generic"  # runs on any CPU
 cc = native.compiler()
 needs_cc = pytest.mark.skipif(cc is None, reason="no C compiler")
 
@@ -30,10 +30,10 @@ def test_a_planted_library_is_never_loaded(models, tmp_path):
     evil = tmp_path / "evil.c"
     evil.write_text('#include <stdio.h>\n__attribute__((constructor)) static void run(void) '
                     f'{{ FILE *f = fopen("{marker}", "w"); if (f) fclose(f); }}\n')
-    target = native._target(cc, native._flags(AVX2))
+    target = native._target(cc, LEVEL)
     target.parent.mkdir(parents=True, mode=0o700)
     subprocess.run([cc, "-shared", "-fPIC", str(evil), "-o", str(target)], check=True)
-    lib = native.build(cc, arch=AVX2)
+    lib = native.build(cc, LEVEL)
     assert not marker.exists()  # rebuilt from our source instead (no recorded hash matched)
     assert hasattr(lib, "sl_step") and native.verified(target) is None
 
@@ -41,26 +41,26 @@ def test_a_planted_library_is_never_loaded(models, tmp_path):
 @needs_cc
 def test_a_truncated_library_is_rebuilt_not_loaded(models):
     """Before: a truncated .so was a Bus error."""
-    target = native._target(cc, native._flags(AVX2))
+    target = native._target(cc, LEVEL)
     target.parent.mkdir(parents=True, mode=0o700)
-    native._build(cc, native._flags(AVX2), target)  # built, not loaded (a loaded file must not change)
+    native._build(cc, LEVEL, target)  # built, not loaded (a loaded file must not change)
     data = target.read_bytes()
     cut = target.with_name("cut")
     cut.write_bytes(data[: len(data) // 2])
     os.replace(cut, target)
     assert "does not match" in native.verified(target)
-    native.build(cc, arch=AVX2)
+    native.build(cc, LEVEL)
     assert target.read_bytes() == data
 
 
 @needs_cc
 def test_code_in_a_folder_others_can_write_is_refused_with_a_reason(models):
-    native.build(cc, arch=AVX2)
-    folder = native._target(cc, native._flags(AVX2)).parent
+    native.build(cc, LEVEL)
+    folder = native._target(cc, LEVEL).parent
     os.chmod(folder, 0o777)
     try:
         with pytest.raises(RuntimeError, match="writable by other users"):
-            native.build(cc, arch=AVX2)
+            native.build(cc, LEVEL)
     finally:
         os.chmod(folder, 0o700)
 
@@ -72,13 +72,14 @@ def test_data_folders_are_created_private(models):
 
 
 @needs_cc
-def test_the_avx2_step_refuses_more_columns_than_its_stack_arrays_hold(models):
-    """Before: heads x head_dim = 8192 overflowed sc[4096/32] (a segfault with native-q8)."""
-    lib = native.build(cc, arch=AVX2)
+def test_the_step_refuses_a_model_it_cannot_run(models):
+    """Before: heads x head_dim = 8192 overflowed a fixed stack array (a segfault with native-q8).
+    Now nothing is fixed, and a model whose sizes or pointers are missing is refused, not read."""
+    lib = native.build(cc, LEVEL)
     m = native.Model()
     m.layers, m.dim, m.intermediate, m.heads, m.kv_heads, m.head_dim, m.vocab, m.threads = 1, 4096, 4096, 64, 8, 128, 10, 1
     tokens = (ctypes.c_int64 * 1)(0)
-    assert lib.sl_step(ctypes.byref(m), tokens, 1, 0, None, 16, None, None) == -1
+    assert lib.sl_step(ctypes.byref(m), tokens, 1, 0, None, 16, None, None) == -1  # no weights
     m.heads, m.kv_heads = 6, 4  # KV heads that do not divide the heads
     assert lib.sl_step(ctypes.byref(m), tokens, 1, 0, None, 16, None, None) == -1
 
@@ -86,14 +87,16 @@ def test_the_avx2_step_refuses_more_columns_than_its_stack_arrays_hold(models):
 def test_cached_packs_must_fit_the_model_exactly():
     """Before: a packed-weights cache with wrong shapes was a segfault."""
     rows, cols = 8, 64
-    q4 = [torch.zeros(rows, cols // 2, dtype=torch.uint8), torch.zeros(rows, 2, dtype=torch.float16),
-          torch.zeros(rows, 2, dtype=torch.float16)]
-    q8 = [torch.zeros(rows, cols, dtype=torch.int8), torch.zeros(rows, 2)]
-    assert native_llama.cached_parts_fit(q4, rows, cols) and native_llama.cached_parts_fit(q8, rows, cols)
-    assert not native_llama.cached_parts_fit([q4[0][:4], *q4[1:]], rows, cols)  # too few rows
-    assert not native_llama.cached_parts_fit([q4[0], q4[1][:, :1], q4[2]], rows, cols)
-    assert not native_llama.cached_parts_fit([q8[0].to(torch.uint8), q8[1]], rows, cols)  # wrong type
-    assert not native_llama.cached_parts_fit(q8, rows, cols * 2)
+    q4 = torch.zeros(rows, cols // 32 * 20, dtype=torch.uint8)
+    q8 = torch.zeros(rows, cols // 32 * 34, dtype=torch.uint8)
+    fit = native_llama.cached_parts_fit
+    assert fit(q4, native.Q4_1, rows, cols) and fit(q8, native.Q8_0, rows, cols)
+    assert not fit(q4[:4], native.Q4_1, rows, cols)  # too few rows
+    assert not fit(q4[:, :-1].contiguous(), native.Q4_1, rows, cols)  # a block cut short
+    assert not fit(q4, native.Q8_0, rows, cols)  # another type's blocks
+    assert not fit(q8.to(torch.int8), native.Q8_0, rows, cols)  # wrong dtype
+    assert not fit(q8, native.Q8_0, rows, cols * 2)
+    assert not fit(q8, native.Q4_K, rows, cols)  # not a type the cache holds
 
 
 def test_a_cache_others_can_write_is_not_read(models, tmp_path):

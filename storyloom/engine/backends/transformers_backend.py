@@ -34,13 +34,12 @@ def _rng(seed: int | None) -> torch.Generator:
 
 
 # Decode paths, chosen with STORYLOOM_ENGINE:
-#   native     (the default) tokens through the C step on the model's own weights (packed exactly:
-#              the default model's Q4_1 grid), prompts through the lean torch forward
-#   native-q8  the same, with weights that are not on a grid quantised to Q8_0 (for big fp32 models)
-#   lean       the lean torch forward for everything (fp32)
+#   native     (the default) tokens through the C step on the model's own weights (packed exactly
+#              into GGUF blocks: the default model's Q4_1 grid), prompts through the lean torch forward
 #   reference  the library's forward
-# A model the lean forward does not know uses the reference; no C compiler means lean.
-ENGINES = ("native", "native-q8", "lean", "reference")
+# A model the lean forward does not know uses the reference; without a C compiler the lean torch
+# forward runs everything (reported as engine "lean"; no longer a choice of its own).
+ENGINES = ("native", "reference")
 
 
 def engine_choice() -> str:
@@ -54,15 +53,13 @@ def engine_choice() -> str:
 
 def _fast_path(model, engine: str):
     """(forward or None, the engine actually used): each path falls back to the next that can run."""
-    if engine.startswith("native"):
-        fast = NativeLlama.build(model, quantize=engine == "native-q8")
+    if engine == "native":
+        fast = NativeLlama.build(model)
         if fast is not None:
             return fast, engine
-        engine = "lean"
-    if engine == "lean":
         fast = FastLlama.build(model)
         if fast is not None:
-            return fast, engine
+            return fast, "lean"
     return None, "reference"
 
 
@@ -123,6 +120,8 @@ class TransformersGenerator(Generator):
         extra = {"engine": engine}
         if getattr(self.fast, "kinds", None):
             extra["weights"] = ", ".join(f"{count} {kind}" for kind, count in self.fast.kinds.items())
+        if engine == "native":
+            extra["native kernels"] = native.isa()
         if native.unavailable():
             extra["native step"] = native.unavailable()
         self.tokenizer = tokenizer
