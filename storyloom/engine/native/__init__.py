@@ -108,7 +108,7 @@ def compiler() -> str | None:
     return None
 
 
-FAST = ["-O3", "-fPIC", "-fopenmp", "-ffp-contract=fast", "-fno-math-errno",
+FAST = ["-O3", "-fPIC", "-pthread", "-fopenmp", "-ffp-contract=fast", "-fno-math-errno",
         # reassociation lets dot products vectorize, finite math lets exp's clamps vectorize
         # (nothing in the step produces or tests for inf or NaN)
         "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math", "-ffinite-math-only"]
@@ -178,7 +178,7 @@ def _compile(cc: str, level: str, out: Path, openmp: bool = True) -> subprocess.
         return flags if openmp else [f for f in flags if f != "-fopenmp"]
     steps = [[cc, *strip(FAST), *arch, "-c", str(SOURCE), "-o", str(out) + ".step.o"],
              [cc, *strip(STRICT), *arch, "-c", str(QUANTS), "-o", str(out) + ".quants.o"],
-             [cc, "-shared", *strip(["-fopenmp"]), str(out) + ".step.o", str(out) + ".quants.o",
+             [cc, "-shared", "-pthread", *strip(["-fopenmp"]), str(out) + ".step.o", str(out) + ".quants.o",
               "-o", str(out), "-lm"]]
     for step in steps:
         done = subprocess.run(step, capture_output=True, text=True, timeout=300)

@@ -98,6 +98,120 @@ static void quantize_act(const float *x, int batch, int cols, Act *a) {
 
 static inline int quantized(int type) { return type != T_F32 && type != T_F16 && type != T_BF16; }
 
+/* -- a small thread pool for the step ----------------------------------------------------------
+ * Work is split into chunks that threads take from a shared counter, so a thread the OS has
+ * descheduled (another program is busy) holds back at most one chunk; the caller does chunks too
+ * and finishes alone if need be. Idle workers spin briefly (the next matmul is microseconds away
+ * within a step), then yield, then sleep on a condition variable: they never burn a core that
+ * another program wants. (OpenMP's spinning barriers made the step 8x slower under load.) */
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+
+typedef void (*range_fn)(void *ctx, int lo, int hi);
+
+#define MAX_WORKERS 63
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    pthread_t threads[MAX_WORKERS];
+    int started;                 /* workers running */
+    _Atomic int allowed;         /* workers that may take part in the current job */
+    _Atomic uint64_t state;      /* job generation << 32 | next chunk */
+    _Atomic int done;            /* chunks finished in this job */
+    range_fn fn;
+    void *ctx;
+    int total, chunk, chunks;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+static pthread_mutex_t pool_calls = PTHREAD_MUTEX_INITIALIZER;  /* one job at a time */
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+/* Take and run chunks of generation `gen` until none are left (or a newer job began). */
+static void run_chunks(uint32_t gen, range_fn fn, void *ctx, int total, int chunk, int chunks) {
+    for (;;) {
+        uint64_t st = atomic_load_explicit(&pool.state, memory_order_acquire);
+        if ((uint32_t)(st >> 32) != gen || (int)(uint32_t)st >= chunks) return;
+        if (!atomic_compare_exchange_weak_explicit(&pool.state, &st, st + 1, memory_order_acq_rel, memory_order_relaxed))
+            continue;
+        const int c = (int)(uint32_t)st, lo = c * chunk, hi = lo + chunk < total ? lo + chunk : total;
+        fn(ctx, lo, hi);
+        atomic_fetch_add_explicit(&pool.done, 1, memory_order_release);
+    }
+}
+
+static void *worker(void *arg) {
+    const int id = (int)(intptr_t)arg;
+    uint32_t seen = 0;
+    for (;;) {
+        uint32_t gen;
+        int spins = 0;
+        while ((gen = (uint32_t)(atomic_load_explicit(&pool.state, memory_order_acquire) >> 32)) == seen) {
+            if (++spins < 4000) {
+                cpu_relax();
+            } else if (spins < 4064) {
+                sched_yield();
+            } else {
+                pthread_mutex_lock(&pool.lock);
+                while ((uint32_t)(atomic_load_explicit(&pool.state, memory_order_acquire) >> 32) == seen)
+                    pthread_cond_wait(&pool.wake, &pool.lock);
+                pthread_mutex_unlock(&pool.lock);
+                spins = 0;
+            }
+        }
+        seen = gen;
+        if (id >= atomic_load_explicit(&pool.allowed, memory_order_acquire)) continue;
+        /* the job's fields were written before its generation was published */
+        pthread_mutex_lock(&pool.lock);
+        const range_fn fn = pool.fn;
+        void *ctx = pool.ctx;
+        const int total = pool.total, chunk = pool.chunk, chunks = pool.chunks;
+        const uint32_t now = (uint32_t)(atomic_load_explicit(&pool.state, memory_order_acquire) >> 32);
+        pthread_mutex_unlock(&pool.lock);
+        if (now == gen) run_chunks(gen, fn, ctx, total, chunk, chunks);
+    }
+    return NULL;
+}
+
+/* fn(ctx, lo, hi) over [0, total) in chunks of `chunk`, on up to `threads` threads (this one too) */
+static void parallel_for(int total, int chunk, range_fn fn, void *ctx, int threads) {
+    if (total <= 0) return;
+    if (chunk < 1) chunk = 1;
+    const int chunks = (total + chunk - 1) / chunk;
+    if (threads > MAX_WORKERS + 1) threads = MAX_WORKERS + 1;
+    if (threads <= 1 || chunks == 1) { fn(ctx, 0, total); return; }
+    pthread_mutex_lock(&pool_calls);
+    pthread_mutex_lock(&pool.lock);
+    while (pool.started < threads - 1) {
+        if (pthread_create(&pool.threads[pool.started], NULL, worker, (void *)(intptr_t)pool.started) != 0) break;
+        pthread_detach(pool.threads[pool.started]);
+        pool.started++;
+    }
+    pool.fn = fn;
+    pool.ctx = ctx;
+    pool.total = total;
+    pool.chunk = chunk;
+    pool.chunks = chunks;
+    atomic_store_explicit(&pool.done, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool.allowed, threads - 1, memory_order_relaxed);
+    const uint32_t gen = (uint32_t)(atomic_load_explicit(&pool.state, memory_order_relaxed) >> 32) + 1;
+    atomic_store_explicit(&pool.state, (uint64_t)gen << 32, memory_order_release);
+    pthread_cond_broadcast(&pool.wake);
+    pthread_mutex_unlock(&pool.lock);
+    run_chunks(gen, fn, ctx, total, chunk, chunks);
+    for (int spins = 0; atomic_load_explicit(&pool.done, memory_order_acquire) < chunks; spins++) {
+        if (spins < 4000) cpu_relax();
+        else sched_yield();  /* a worker is mid-chunk but off its core: let it run */
+    }
+    pthread_mutex_unlock(&pool_calls);
+}
+
 #if SL_SIMD
 /* -- x86 kernels (AVX2 registers; VNNI where the build has it) ------------------------------- */
 static inline float hsum(__m256 v) {
@@ -374,24 +488,42 @@ static void row_dot(const Matrix *m, int r, const float *x, const Act *a, int ba
 
 /* y_i[b][rows_i] (+)= W_i x[b] (+ bias_i) for up to 3 matrices sharing the input x (q/k/v,
  * gate/up): one parallel pass over all their rows. `a` is x quantized (used by quantized types). */
-static void matvec(const Matrix *const *ms, float *const *ys, int count, const float *x, const Act *a,
-                   int batch, int accumulate, int threads) {
-    int total = 0, ends[3];
-    for (int i = 0; i < count; i++) ends[i] = total += ms[i]->rows;
-    #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int r = 0; r < total; r++) {
-        const int i = r < ends[0] ? 0 : r < ends[1] ? 1 : 2;
-        const Matrix *m = ms[i];
-        const int row = i ? r - ends[i - 1] : r;
+typedef struct {
+    const Matrix *const *ms;
+    float *const *ys;
+    int ends[3];
+    const float *x;
+    const Act *a;
+    int batch, accumulate;
+} MatvecJob;
+
+static void matvec_rows(void *arg, int lo, int hi) {
+    const MatvecJob *j = (const MatvecJob *)arg;
+    for (int r = lo; r < hi; r++) {
+        const int i = r < j->ends[0] ? 0 : r < j->ends[1] ? 1 : 2;
+        const Matrix *m = j->ms[i];
+        const int row = i ? r - j->ends[i - 1] : r;
         float v[MAXB];
-        row_dot(m, row, x, a, batch, v);
-        float *y = ys[i];
+        row_dot(m, row, j->x, j->a, j->batch, v);
+        float *y = j->ys[i];
         const float bias = m->bias ? m->bias[row] : 0.f;
-        for (int b = 0; b < batch; b++) {
+        for (int b = 0; b < j->batch; b++) {
             float *out = y + (size_t)b * m->rows + row;
-            *out = (accumulate ? *out : 0.f) + v[b] + bias;
+            *out = (j->accumulate ? *out : 0.f) + v[b] + bias;
         }
     }
+}
+
+static void matvec(const Matrix *const *ms, float *const *ys, int count, const float *x, const Act *a,
+                   int batch, int accumulate, int threads) {
+    MatvecJob job = {ms, ys, {0, 0, 0}, x, a, batch, accumulate};
+    int total = 0;
+    for (int i = 0; i < count; i++) job.ends[i] = total += ms[i]->rows;
+    for (int i = count; i < 3; i++) job.ends[i] = total;
+    /* ~16 chunks per thread: small enough to rebalance around a descheduled thread */
+    int chunk = total / (threads * 16 > 0 ? threads * 16 : 1);
+    chunk = chunk < 16 ? 16 : (chunk + 15) & ~15;
+    parallel_for(total, chunk, matvec_rows, &job, threads);
 }
 
 static int needs_act(const Matrix *const *ms, int count) {
@@ -416,6 +548,46 @@ static inline float exp_approx(float x) {
     float scale;
     memcpy(&scale, &bits, 4);
     return p * scale;
+}
+
+typedef struct {
+    const float *q, *keys, *values;
+    float *probs, *att;
+    int batch, KV, per_kv, qd, hd, pos, capacity;
+    size_t row_stride;
+    float scale;
+} AttnJob;
+
+/* items lo..hi of heads x batch: softmax(q K^T / sqrt(hd)) V over positions 0..pos */
+static void attend(void *arg, int lo, int hi) {
+    const AttnJob *J = (const AttnJob *)arg;
+    const int hd = J->hd, pos = J->pos, batch = J->batch;
+    for (int item = lo; item < hi; item++) {
+        const int j = item / batch, b = item % batch;
+        const float *qh = J->q + (size_t)b * J->qd + j * hd;
+        const size_t base = ((size_t)b * J->KV + j / J->per_kv) * J->row_stride;
+        const float *kk = J->keys + base, *vv = J->values + base;
+        float *p = J->probs + ((size_t)j * batch + b) * J->capacity;
+        float top = -FLT_MAX;
+        for (int t = 0; t <= pos; t++) {
+            float s = 0.f;
+            for (int i = 0; i < hd; i++) s += qh[i] * kk[(size_t)t * hd + i];
+            p[t] = s * J->scale;
+            if (p[t] > top) top = p[t];
+        }
+        float total = 0.f;
+        #pragma omp simd reduction(+ : total)
+        for (int t = 0; t <= pos; t++) {
+            p[t] = exp_approx(p[t] - top);
+            total += p[t];
+        }
+        float *out = J->att + (size_t)b * J->qd + j * hd;
+        for (int i = 0; i < hd; i++) out[i] = 0.f;
+        for (int t = 0; t <= pos; t++) {
+            const float w = p[t] / total;
+            for (int i = 0; i < hd; i++) out[i] += w * vv[(size_t)t * hd + i];
+        }
+    }
 }
 
 static void rms_norm(const float *x, const float *w, int dim, float eps, float *out) {
@@ -541,33 +713,8 @@ int sl_step(const Model *m, const int64_t *tokens, int batch, int pos, float *ca
                 memcpy(values + at, v + (size_t)b * kvd + j * hd, hd * sizeof(float));
             }
         }
-        #pragma omp parallel for collapse(2) schedule(static) num_threads(T)
-        for (int j = 0; j < H; j++)
-            for (int b = 0; b < batch; b++) {
-                const float *qh = q + (size_t)b * qd + j * hd;
-                const size_t base = ((size_t)b * KV + j / per_kv) * row_stride;
-                const float *kk = keys + base, *vv = values + base;
-                float *p = probs + ((size_t)j * batch + b) * capacity;
-                float top = -FLT_MAX;
-                for (int t = 0; t <= pos; t++) {
-                    float s = 0.f;
-                    for (int i = 0; i < hd; i++) s += qh[i] * kk[(size_t)t * hd + i];
-                    p[t] = s * scale;
-                    if (p[t] > top) top = p[t];
-                }
-                float total = 0.f;
-                #pragma omp simd reduction(+ : total)
-                for (int t = 0; t <= pos; t++) {
-                    p[t] = exp_approx(p[t] - top);
-                    total += p[t];
-                }
-                float *out = att + (size_t)b * qd + j * hd;
-                for (int i = 0; i < hd; i++) out[i] = 0.f;
-                for (int t = 0; t <= pos; t++) {
-                    const float w = p[t] / total;
-                    for (int i = 0; i < hd; i++) out[i] += w * vv[(size_t)t * hd + i];
-                }
-            }
+        AttnJob job = {q, keys, values, probs, att, batch, KV, per_kv, qd, hd, pos, capacity, row_stride, scale};
+        parallel_for(H * batch, 1, attend, &job, T);
         const Matrix *o[1] = {&L->o};
         float *o_out[1] = {h};
         project(o, o_out, 1, att, batch, qd, &a, 1, T);
