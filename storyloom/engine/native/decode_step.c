@@ -66,34 +66,59 @@ int sl_cpu_level(void) {
 #endif
 }
 
-/* An input batch quantized for the integer kernels: per input, per 32 values, int8 q, scale d
- * (x ~ d * q) and s = d * sum(q) (for the min terms). */
+/* An input batch quantized for the integer kernels, in one or both of two layouts:
+ * per 32 values (for the 32-weight blocks): int8 q, scale d (x ~ d * q), s = d * sum(q);
+ * per 256 (K-quants, as llama.cpp's Q8_K): int8 k, scale kd per 256, ks = sum of each 32 of k
+ * (their min terms), so a whole super-block accumulates in integers. */
 typedef struct {
-    int8_t *q;   /* [batch][cols] */
-    float *d;    /* [batch][cols / 32] */
-    float *s;    /* [batch][cols / 32] */
+    int8_t *q;    /* [batch][cols] */
+    float *d;     /* [batch][cols / 32] */
+    float *s;     /* [batch][cols / 32] */
+    int8_t *k;    /* [batch][cols] */
+    float *kd;    /* [batch][cols / 256] */
+    int16_t *ks;  /* [batch][cols / 32] */
     int cols;
 } Act;
 
-static void quantize_act(const float *x, int batch, int cols, Act *a) {
+enum { NEED32 = 1, NEED256 = 2 };
+
+static void quantize_act(const float *x, int batch, int cols, Act *a, int need) {
     const int chunks = cols / 32;
     a->cols = cols;
-    for (int b = 0; b < batch; b++)
-        for (int c = 0; c < chunks; c++) {
-            const float *v = x + (size_t)b * cols + 32 * c;
-            float amax = 0.f;
-            for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(v[j]));
-            const float d = amax / 127.f, id = d > 0.f ? 1.f / d : 0.f;
-            int8_t *q = a->q + (size_t)b * cols + 32 * c;
-            int sum = 0;
-            for (int j = 0; j < 32; j++) {
-                const int n = (int)lrintf(v[j] * id);
-                q[j] = (int8_t)n;
-                sum += n;
+    for (int b = 0; b < batch; b++) {
+        const float *row = x + (size_t)b * cols;
+        if (need & NEED32)
+            for (int c = 0; c < chunks; c++) {
+                const float *v = row + 32 * c;
+                float amax = 0.f;
+                for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(v[j]));
+                const float d = amax / 127.f, id = d > 0.f ? 1.f / d : 0.f;
+                int8_t *q = a->q + (size_t)b * cols + 32 * c;
+                int sum = 0;
+                for (int j = 0; j < 32; j++) {
+                    const int n = (int)nearbyintf(v[j] * id);
+                    q[j] = (int8_t)n;
+                    sum += n;
+                }
+                a->d[b * chunks + c] = d;
+                a->s[b * chunks + c] = d * (float)sum;
             }
-            a->d[b * chunks + c] = d;
-            a->s[b * chunks + c] = d * (float)sum;
-        }
+        if (need & NEED256)
+            for (int c = 0; c < cols / 256; c++) {
+                const float *v = row + 256 * c;
+                float amax = 0.f;
+                for (int j = 0; j < 256; j++) amax = fmaxf(amax, fabsf(v[j]));
+                const float d = amax / 127.f, id = d > 0.f ? 1.f / d : 0.f;
+                int8_t *q = a->k + (size_t)b * cols + 256 * c;
+                for (int j = 0; j < 256; j++) q[j] = (int8_t)(int)nearbyintf(v[j] * id);
+                for (int g = 0; g < 8; g++) {
+                    int sum = 0;
+                    for (int j = 0; j < 32; j++) sum += q[32 * g + j];
+                    a->ks[b * chunks + 8 * c + g] = (int16_t)sum;
+                }
+                a->kd[b * (cols / 256) + c] = d;
+            }
+    }
 }
 
 static inline int quantized(int type) { return type != T_F32 && type != T_F16 && type != T_BF16; }
@@ -122,7 +147,7 @@ static struct {
     range_fn fn;
     void *ctx;
     int total, chunk, chunks;
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+} pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 static pthread_mutex_t pool_calls = PTHREAD_MUTEX_INITIALIZER;  /* one job at a time */
 
 static inline void cpu_relax(void) {
@@ -221,6 +246,17 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(r);
 }
 
+static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+static inline __m256i madd_acc(__m256i acc, __m256i p16, __m256i s16) { return _mm256_dpwssd_epi32(acc, p16, s16); }
+#else
+static inline __m256i madd_acc(__m256i acc, __m256i p16, __m256i s16) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(p16, s16));
+}
+#endif
+#define XK(b, off) _mm256_loadu_si256((const __m256i *)(a->k + (size_t)(b) * cols + (off)))
+
 static inline __m256i bytes_from_bits_32(const uint8_t *x) {  /* bit j -> byte j = 0xFF */
     uint32_t x32;
     memcpy(&x32, x, 4);
@@ -262,29 +298,31 @@ static inline __attribute__((always_inline)) void row_quant(const int type, cons
     for (int i = 0; i < nb; i++, p += bytes) {
         switch (type) {
         case T_Q4_0:
-            CHUNK_S(_mm256_sub_epi8(nibbles16(p + 2), _mm256_set1_epi8(8)), _mm256_set1_ps(sl_half(sl_u16(p))), i);
+            CHUNK_S(_mm256_sub_epi8(nibbles16(p + 2), _mm256_set1_epi8(8)), _mm256_set1_ps(h2f(sl_u16(p))), i);
             break;
         case T_Q4_1:
-            CHUNK_U(nibbles16(p + 4), sl_half(sl_u16(p)), sl_half(sl_u16(p + 2)), i);
+            CHUNK_U(nibbles16(p + 4), h2f(sl_u16(p)), h2f(sl_u16(p + 2)), i);
             break;
         case T_Q5_0: {
             const __m256i hb = _mm256_and_si256(bytes_from_bits_32(p + 2), _mm256_set1_epi8(16));
             const __m256i w = _mm256_sub_epi8(_mm256_or_si256(nibbles16(p + 6), hb), _mm256_set1_epi8(16));
-            CHUNK_S(w, _mm256_set1_ps(sl_half(sl_u16(p))), i);
+            CHUNK_S(w, _mm256_set1_ps(h2f(sl_u16(p))), i);
             break;
         }
         case T_Q8_0:
-            CHUNK_S(_mm256_loadu_si256((const __m256i *)(p + 2)), _mm256_set1_ps(sl_half(sl_u16(p))), i);
+            CHUNK_S(_mm256_loadu_si256((const __m256i *)(p + 2)), _mm256_set1_ps(h2f(sl_u16(p))), i);
             break;
         case T_Q4_K: case T_Q5_K: {
-            const float d = sl_half(sl_u16(p)), dmin = sl_half(sl_u16(p + 2));
+            /* super-block i against the per-256 input: integer sums scaled by the 6-bit scales */
+            const float d = h2f(sl_u16(p)), dmin = h2f(sl_u16(p + 2));
             const int five = type == T_Q5_K;
             const uint8_t *qs = p + (five ? 48 : 16);
             const __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(p + 16)) : _mm256_setzero_si256();
+            uint8_t sc[8], mn[8];
+            for (int j = 0; j < 8; j++) sl_scale_min_k4(j, p + 4, &sc[j], &mn[j]);
+            __m256i si[MAXB];
+            for (int b = 0; b < B; b++) si[b] = _mm256_setzero_si256();
             for (int j = 0; j < 8; j += 2) {
-                uint8_t sc0, m0, sc1, m1;
-                sl_scale_min_k4(j, p + 4, &sc0, &m0);
-                sl_scale_min_k4(j + 1, p + 4, &sc1, &m1);
                 const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 16 * j));
                 __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
                 if (five) {
@@ -292,16 +330,29 @@ static inline __attribute__((always_inline)) void row_quant(const int type, cons
                     lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, j), one), 4));
                     hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, j + 1), one), 4));
                 }
-                CHUNK_U(lo, d * (float)sc0, -dmin * (float)m0, 8 * i + j);
-                CHUNK_U(hi, d * (float)sc1, -dmin * (float)m1, 8 * i + j + 1);
+                const __m256i s0 = _mm256_set1_epi16(sc[j]), s1 = _mm256_set1_epi16(sc[j + 1]);
+                for (int b = 0; b < B; b++) {
+                    si[b] = madd_acc(si[b], _mm256_maddubs_epi16(lo, XK(b, 256 * i + 32 * j)), s0);
+                    si[b] = madd_acc(si[b], _mm256_maddubs_epi16(hi, XK(b, 256 * i + 32 * j + 32)), s1);
+                }
+            }
+            for (int b = 0; b < B; b++) {
+                const float dx = a->kd[b * (cols / 256) + i];
+                const int16_t *ks = a->ks + b * chunks + 8 * i;
+                int msum = 0;
+                for (int j = 0; j < 8; j++) msum += mn[j] * ks[j];
+                acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si[b]), _mm256_set1_ps(d * dx), acc[b]);
+                mins[b] -= dmin * dx * (float)msum;
             }
             break;
         }
         case T_Q6_K: {
             const uint8_t *ql = p, *qhp = p + 128;
             const int8_t *sc = (const int8_t *)(p + 192);
-            const float d = sl_half(sl_u16(p + 208));
+            const float d = h2f(sl_u16(p + 208));
             const __m256i m2 = _mm256_set1_epi8(3), off = _mm256_set1_epi8(32);
+            __m256i si[MAXB];
+            for (int b = 0; b < B; b++) si[b] = _mm256_setzero_si256();
             for (int h = 0; h < 2; h++) {
                 const __m256i l0 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h));
                 const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h + 32));
@@ -310,12 +361,17 @@ static inline __attribute__((always_inline)) void row_quant(const int type, cons
                     const __m256i src = k & 1 ? l1 : l0;
                     const __m256i lo = _mm256_and_si256(k & 2 ? _mm256_srli_epi16(src, 4) : src, m4);
                     const __m256i hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m2), 4);
-                    const __m256i w = _mm256_sub_epi8(_mm256_or_si256(lo, hi), off);
-                    const int s = 8 * h + 2 * k;
-                    const __m256 sv = _mm256_set_m128(_mm_set1_ps(d * (float)sc[s + 1]), _mm_set1_ps(d * (float)sc[s]));
-                    CHUNK_S(w, sv, 8 * i + 4 * h + k);
+                    const __m256i w = _mm256_sub_epi8(_mm256_or_si256(lo, hi), off), aw = _mm256_sign_epi8(w, w);
+                    const int g = 8 * h + 2 * k;  /* this 32's two scales, one per 16 */
+                    const __m256i s16 = _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]));
+                    for (int b = 0; b < B; b++) {
+                        const __m256i xv = XK(b, 256 * i + 128 * h + 32 * k);
+                        si[b] = madd_acc(si[b], _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, w)), s16);
+                    }
                 }
             }
+            for (int b = 0; b < B; b++)
+                acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si[b]), _mm256_set1_ps(d * a->kd[b * (cols / 256) + i]), acc[b]);
             break;
         }
         default: break;
@@ -341,7 +397,7 @@ static inline __attribute__((always_inline)) void row_float(const int type, cons
 #else
 /* -- plain C kernels: the same arithmetic, one chunk of 32 weights unpacked to bytes ---------- */
 /* w[32] as small integers, scales for its two halves, its min coefficient (0 for signed types) */
-static inline void unpack_chunk(int type, const uint8_t *p, int c, int8_t *w, float *s, float *minc) {
+static inline void unpack_chunk(int type, const uint8_t *p, int8_t *w, float *s, float *minc) {
     *minc = 0.f;
     switch (type) {
     case T_Q4_0: case T_Q4_1: {
@@ -366,47 +422,74 @@ static inline void unpack_chunk(int type, const uint8_t *p, int c, int8_t *w, fl
         memcpy(w, p + 2, 32);
         s[0] = s[1] = sl_half(sl_u16(p));
         break;
-    case T_Q4_K: case T_Q5_K: {
-        const int five = type == T_Q5_K;
-        uint8_t sc, m;
-        sl_scale_min_k4(c, p + 4, &sc, &m);
-        const uint8_t *q = p + (five ? 48 : 16) + 32 * (c / 2), *qh = p + 16;
-        for (int l = 0; l < 32; l++) {
-            int v = (q[l] >> (4 * (c & 1))) & 15;
-            if (five) v |= ((qh[l] >> c) & 1) << 4;
-            w[l] = (int8_t)v;
-        }
-        s[0] = s[1] = sl_half(sl_u16(p)) * (float)sc;
-        *minc = -sl_half(sl_u16(p + 2)) * (float)m;
-        break;
+    default: memset(w, 0, 32); s[0] = s[1] = 0.f; break;
     }
-    case T_Q6_K: {
-        const int h = c / 4, k = c % 4;
+}
+
+/* K-quants' sub-block j (0..7) of 32: w as small integers, integer scales of its two halves, its
+ * integer min (0 for Q6_K) */
+static inline void unpack_k(int type, const uint8_t *p, int j, int8_t *w, int *s0, int *s1, int *mn) {
+    if (type == T_Q6_K) {
+        const int h = j / 4, k = j % 4;
         const int8_t *sc = (const int8_t *)(p + 192);
         for (int l = 0; l < 32; l++) {
             const int lo = (p[64 * h + 32 * (k & 1) + l] >> (4 * (k >> 1))) & 15;
             const int hi = (p[128 + 32 * h + l] >> (2 * k)) & 3;
             w[l] = (int8_t)((lo | (hi << 4)) - 32);
         }
-        const float d = sl_half(sl_u16(p + 208));
-        s[0] = d * (float)sc[2 * c];
-        s[1] = d * (float)sc[2 * c + 1];
-        break;
+        *s0 = sc[2 * j];
+        *s1 = sc[2 * j + 1];
+        *mn = 0;
+        return;
     }
-    default: memset(w, 0, 32); s[0] = s[1] = 0.f; break;
+    const int five = type == T_Q5_K;
+    uint8_t sc, m;
+    sl_scale_min_k4(j, p + 4, &sc, &m);
+    const uint8_t *q = p + (five ? 48 : 16) + 32 * (j / 2), *qh = p + 16;
+    for (int l = 0; l < 32; l++) {
+        int v = (q[l] >> (4 * (j & 1))) & 15;
+        if (five) v |= ((qh[l] >> j) & 1) << 4;
+        w[l] = (int8_t)v;
     }
+    *s0 = *s1 = sc;
+    *mn = m;
 }
 
 static inline __attribute__((always_inline)) void row_quant(const int type, const int B, const uint8_t *p,
                                                             const Act *a, float *out) {
     const int cols = a->cols, chunks = cols / 32, bytes = sl_block_bytes(type);
-    const int per_block = sl_block(type) / 32;
     float acc[MAXB];
     for (int b = 0; b < B; b++) acc[b] = 0.f;
+    if (sl_block(type) == 256) {
+        for (int i = 0; i < cols / 256; i++, p += bytes) {
+            int si[MAXB], ms[MAXB];
+            for (int b = 0; b < B; b++) si[b] = ms[b] = 0;
+            for (int j = 0; j < 8; j++) {
+                int8_t w[32];
+                int s0, s1, mn;
+                unpack_k(type, p, j, w, &s0, &s1, &mn);
+                for (int b = 0; b < B; b++) {
+                    const int8_t *x = a->k + (size_t)b * cols + 256 * i + 32 * j;
+                    int lo = 0, hi = 0;
+                    for (int l = 0; l < 16; l++) { lo += w[l] * x[l]; hi += w[l + 16] * x[l + 16]; }
+                    si[b] += s0 * lo + s1 * hi;
+                    ms[b] += mn * a->ks[b * chunks + 8 * i + j];
+                }
+            }
+            const float d = sl_half(sl_u16(type == T_Q6_K ? p + 208 : p));
+            const float dmin = type == T_Q6_K ? 0.f : sl_half(sl_u16(p + 2));
+            for (int b = 0; b < B; b++) {
+                const float dx = a->kd[b * (cols / 256) + i];
+                acc[b] += d * dx * (float)si[b] - dmin * dx * (float)ms[b];
+            }
+        }
+        for (int b = 0; b < B; b++) out[b] = acc[b];
+        return;
+    }
     for (int c = 0; c < chunks; c++) {
         int8_t w[32];
         float s[2], minc;
-        unpack_chunk(type, p + (size_t)(c / per_block) * bytes, c % per_block, w, s, &minc);
+        unpack_chunk(type, p + (size_t)c * bytes, w, s, &minc);
         for (int b = 0; b < B; b++) {
             const int8_t *x = a->q + (size_t)b * cols + 32 * c;
             int lo = 0, hi = 0;
@@ -527,8 +610,10 @@ static void matvec(const Matrix *const *ms, float *const *ys, int count, const f
 }
 
 static int needs_act(const Matrix *const *ms, int count) {
-    for (int i = 0; i < count; i++) if (quantized(ms[i]->type)) return 1;
-    return 0;
+    int need = 0;
+    for (int i = 0; i < count; i++)
+        if (quantized(ms[i]->type)) need |= sl_block(ms[i]->type) == 256 ? NEED256 : NEED32;
+    return need;
 }
 
 /* e^x to within ~2 ulp (Cephes' polynomial), written so that loops around it vectorize */
@@ -614,14 +699,21 @@ static int widest(const Model *m) {
     return w;
 }
 
-/* floats of scratch an Act of `batch` x `cols` needs (int8 values, then two floats per 32) */
-static long act_floats(int batch, int cols) { return ((long)batch * cols + 3) / 4 + 2L * batch * (cols / 32) + 16; }
+/* floats of scratch an Act of `batch` x `cols` needs (both layouts) */
+static long act_floats(int batch, int cols) {
+    const long values = ((long)batch * cols + 63) / 64 * 16;  /* int8s, in floats, 64-byte aligned */
+    return 2 * values + 2L * batch * (cols / 32) + (long)batch * (cols / 256) + (long)batch * (cols / 32) / 2 + 64;
+}
 
 static Act act_at(float *at, int batch, int cols) {
+    const long values = ((long)batch * cols + 63) / 64 * 16;
     Act a;
     a.q = (int8_t *)at;
-    a.d = at + ((long)batch * cols + 3) / 4;
+    a.k = (int8_t *)(at + values);
+    a.d = at + 2 * values;
     a.s = a.d + (long)batch * (cols / 32);
+    a.kd = a.s + (long)batch * (cols / 32);
+    a.ks = (int16_t *)(a.kd + (long)batch * (cols / 256));
     a.cols = cols;
     return a;
 }
@@ -657,7 +749,8 @@ static int model_ok(const Model *m) {
 
 static void project(const Matrix *const *ms, float *const *ys, int count, const float *x, int batch, int cols,
                     Act *a, int accumulate, int threads) {
-    if (needs_act(ms, count)) quantize_act(x, batch, cols, a);
+    const int need = needs_act(ms, count);
+    if (need) quantize_act(x, batch, cols, a, need);
     a->cols = cols;
     matvec(ms, ys, count, x, a, batch, accumulate, threads);
 }
