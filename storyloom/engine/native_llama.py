@@ -110,8 +110,8 @@ def _read_pack_cache(path: Path | None) -> dict[str, torch.Tensor] | None:
 
 
 def _sweep_packs(path: Path) -> None:
-    """Remove this model's other packs, half-written ones, and packs of models whose folder is
-    gone (a bench's temporary copy, a deleted model)."""
+    """Remove this model's other packs, half-written ones, packs of models whose folder is gone
+    (a bench's temporary copy, a deleted model) and packs of an older PACK_FORMAT."""
     place = path.name.split("-")[1]
     for old in path.parent.glob("packed-*"):
         if old == path:
@@ -128,7 +128,9 @@ def _sweep_packs(path: Path) -> None:
             from safetensors import safe_open
 
             with safe_open(str(old), "pt") as f:
-                gone = not Path((f.metadata() or {}).get("folder", "")).is_dir()
+                meta = f.metadata() or {}
+                # a model gone, or a pack of an older layout (which no load reads again)
+                gone = not Path(meta.get("folder", "")).is_dir() or meta.get("format") != PACK_FORMAT
             if gone:
                 old.unlink(missing_ok=True)
         except Exception as exc:  # noqa: BLE001 - a pack we cannot read is of no use to anyone
@@ -147,7 +149,7 @@ def _write_pack_cache(path: Path, tensors: dict[str, torch.Tensor], folder: Path
         private_dir(path.parent)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")  # one per writer
         try:
-            save_file(tensors, str(tmp), metadata={"folder": str(folder)})
+            save_file(tensors, str(tmp), metadata={"folder": str(folder), "format": PACK_FORMAT})
             os.chmod(tmp, 0o600)
             os.replace(tmp, path)
         finally:

@@ -132,6 +132,7 @@ static inline int quantized(int type) { return type != T_F32 && type != T_F16 &&
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <unistd.h>
 
 typedef void (*range_fn)(void *ctx, int lo, int hi);
 
@@ -147,6 +148,7 @@ static struct {
     range_fn fn;
     void *ctx;
     int total, chunk, chunks;
+    pid_t pid;                   /* the process the workers belong to (a fork's child has none) */
 } pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 static pthread_mutex_t pool_calls = PTHREAD_MUTEX_INITIALIZER;  /* one job at a time */
 
@@ -213,6 +215,10 @@ static void parallel_for(int total, int chunk, range_fn fn, void *ctx, int threa
     if (threads <= 1 || chunks == 1) { fn(ctx, 0, total); return; }
     pthread_mutex_lock(&pool_calls);
     pthread_mutex_lock(&pool.lock);
+    if (pool.pid != getpid()) {  /* first use, or a forked child: its workers did not come along */
+        pool.started = 0;
+        pool.pid = getpid();
+    }
     while (pool.started < threads - 1) {
         if (pthread_create(&pool.threads[pool.started], NULL, worker, (void *)(intptr_t)pool.started) != 0) break;
         pthread_detach(pool.threads[pool.started]);
@@ -726,7 +732,9 @@ long sl_scratch_floats(const Model *m, int batch, int capacity) {
 
 static int matrix_ok(const Matrix *w, int rows, int cols) {
     const int block = sl_block(w->type);
-    return block && w->data && w->rows == rows && w->cols == cols && cols % block == 0 && cols % 32 == 0;
+    /* float rows go 16 at a time; quantized inputs are cut in 32s */
+    return block && w->data && w->rows == rows && w->cols == cols && cols % block == 0
+           && cols % (quantized(w->type) ? 32 : 16) == 0;
 }
 
 /* Is every size what the step will read? (A wrong one would be an out-of-bounds read.) */
