@@ -5,7 +5,9 @@ dispatch, which was most of the time per token. The C step (engine/native/decode
 all layers in one call, on GGUF blocks. A transformers model's weights are packed into those
 blocks without changing them: a matrix whose values lie exactly on GGUF's Q4_1 or Q8_0 grid with
 fp16 scales (the default model is a converted Q4_1 GGUF) becomes that block type, anything else
-stays fp32 (F32 blocks, the model's own tensor). One kernel set serves these and .gguf files.
+stays fp32 (F32 blocks, the model's own tensor). One kernel set serves these and .gguf files;
+these matrices are flagged EXACT (fp32 inputs rather than llama.cpp's 8-bit ones), so the greedy
+text stays the library forward's.
 
 Prompts fill the same KV cache: a long fresh one (64+ tokens, on CPUs with bf16 units) in
 `_prefill`, bf16 matmuls and attention in torch with the elementwise work in C; anything else
@@ -277,6 +279,7 @@ class NativeLlama:
         m = native.Matrix()
         m.type, m.rows, m.cols = kind, rows, cols
         m.data, m.bias = blocks.data_ptr(), None
+        m.flags = native.EXACT  # fp32 inputs, as the library's forward: its greedy text, token for token
         return m
 
     # -- FastLlama's interface -----------------------------------------------------------

@@ -84,7 +84,10 @@ def row_bytes(kind: int, cols: int) -> int:
 
 class Matrix(ctypes.Structure):
     _fields_ = [("type", ctypes.c_int32), ("rows", ctypes.c_int32), ("cols", ctypes.c_int32),
-                ("pad", ctypes.c_int32), ("data", ctypes.c_void_p), ("bias", ctypes.c_void_p)]
+                ("flags", ctypes.c_int32), ("data", ctypes.c_void_p), ("bias", ctypes.c_void_p)]
+
+
+EXACT = 1  # Matrix.flags: Q4_1/Q8_0 rows times fp32 inputs (no 8-bit rounding; the packer's choice)
 
 
 class Layer(ctypes.Structure):

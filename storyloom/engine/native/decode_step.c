@@ -399,6 +399,37 @@ static inline __attribute__((always_inline)) void row_float(const int type, cons
     }
     for (int b = 0; b < B; b++) out[b] = hsum(acc[b]);
 }
+
+/* SL_EXACT rows of Q4_1 / Q8_0 (what the transformers packer writes): each block's 32 weights
+ * rebuilt in fp32 and multiplied with the fp32 inputs, as the library's forward does. */
+static inline __attribute__((always_inline)) void row_exact(const int type, const int B, const uint8_t *p,
+                                                            const float *x, int cols, float *out) {
+    __m256 acc[MAXB];
+    for (int b = 0; b < B; b++) acc[b] = _mm256_setzero_ps();
+    const int bytes = sl_block_bytes(type);
+    for (int j = 0; j < cols; j += 32, p += bytes) {
+        __m256 w[4];
+        const __m256 d = _mm256_set1_ps(h2f(sl_u16(p)));
+        if (type == T_Q4_1) {
+            const __m128i raw = _mm_loadu_si128((const __m128i *)(p + 4)), m4 = _mm_set1_epi8(15);
+            const __m128i lo = _mm_and_si128(raw, m4), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), m4);
+            const __m256 mn = _mm256_set1_ps(h2f(sl_u16(p + 2)));
+            w[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+            w[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
+            w[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+            w[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
+            for (int k = 0; k < 4; k++) w[k] = _mm256_fmadd_ps(w[k], d, mn);
+        } else {  /* Q8_0 */
+            for (int k = 0; k < 4; k++)
+                w[k] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 2 + 8 * k)))), d);
+        }
+        for (int b = 0; b < B; b++) {
+            const float *xb = x + (size_t)b * cols + j;
+            for (int k = 0; k < 4; k++) acc[b] = _mm256_fmadd_ps(w[k], _mm256_loadu_ps(xb + 8 * k), acc[b]);
+        }
+    }
+    for (int b = 0; b < B; b++) out[b] = hsum(acc[b]);
+}
 #define FLOAT_STEP 8
 #else
 /* -- plain C kernels: the same arithmetic, one chunk of 32 weights unpacked to bytes ---------- */
@@ -525,6 +556,27 @@ static inline __attribute__((always_inline)) void row_float(const int type, cons
         out[b] = t;
     }
 }
+
+/* SL_EXACT rows of Q4_1 / Q8_0: the block's weights rebuilt in fp32, times the fp32 inputs */
+static inline __attribute__((always_inline)) void row_exact(const int type, const int B, const uint8_t *p,
+                                                            const float *x, int cols, float *out) {
+    float acc[MAXB][16];
+    for (int b = 0; b < B; b++) for (int l = 0; l < 16; l++) acc[b][l] = 0.f;
+    const int bytes = sl_block_bytes(type);
+    for (int j = 0; j < cols; j += 32, p += bytes) {
+        int8_t q[32];
+        float s[2], minc, w[32];
+        unpack_chunk(type, p, q, s, &minc);
+        for (int l = 0; l < 32; l++) w[l] = (float)q[l] * s[0] + minc;
+        for (int b = 0; b < B; b++)
+            for (int l = 0; l < 32; l++) acc[b][l & 15] += w[l] * x[(size_t)b * cols + j + l];
+    }
+    for (int b = 0; b < B; b++) {
+        float t = 0.f;
+        for (int l = 0; l < 16; l++) t += acc[b][l];
+        out[b] = t;
+    }
+}
 #define FLOAT_STEP 16
 #endif
 
@@ -546,6 +598,8 @@ static inline __attribute__((always_inline)) void row_float(const int type, cons
 #define ROW_rf32(B) row_float(T_F32, B, p, x, cols, out)
 #define ROW_rf16(B) row_float(T_F16, B, p, x, cols, out)
 #define ROW_rbf16(B) row_float(T_BF16, B, p, x, cols, out)
+#define ROW_xq4_1(B) row_exact(T_Q4_1, B, p, x, cols, out)
+#define ROW_xq8_0(B) row_exact(T_Q8_0, B, p, x, cols, out)
 QUANT_ROW(T_Q4_0, rq4_0)
 QUANT_ROW(T_Q4_1, rq4_1)
 QUANT_ROW(T_Q5_0, rq5_0)
@@ -556,10 +610,16 @@ QUANT_ROW(T_Q6_K, rq6_k)
 FLOAT_ROW(T_F32, rf32)
 FLOAT_ROW(T_F16, rf16)
 FLOAT_ROW(T_BF16, rbf16)
+FLOAT_ROW(T_Q4_1, xq4_1)
+FLOAT_ROW(T_Q8_0, xq8_0)
 
 /* out[b] = row r of m . x[b] for b < batch <= MAXB */
 static void row_dot(const Matrix *m, int r, const float *x, const Act *a, int batch, float *out) {
     const uint8_t *p = (const uint8_t *)m->data + (size_t)r * sl_row_bytes(m->type, m->cols);
+    if (m->flags & SL_EXACT) {
+        if (m->type == T_Q4_1) { xq4_1(batch, p, x, m->cols, out); return; }
+        if (m->type == T_Q8_0) { xq8_0(batch, p, x, m->cols, out); return; }
+    }
     switch (m->type) {
     case T_Q4_0: rq4_0(batch, p, a, out); break;
     case T_Q4_1: rq4_1(batch, p, a, out); break;
@@ -615,10 +675,14 @@ static void matvec(const Matrix *const *ms, float *const *ys, int count, const f
     parallel_for(total, chunk, matvec_rows, &job, threads);
 }
 
+static inline int exact(const Matrix *m) {
+    return (m->flags & SL_EXACT) && (m->type == T_Q4_1 || m->type == T_Q8_0);
+}
+
 static int needs_act(const Matrix *const *ms, int count) {
     int need = 0;
     for (int i = 0; i < count; i++)
-        if (quantized(ms[i]->type)) need |= sl_block(ms[i]->type) == 256 ? NEED256 : NEED32;
+        if (quantized(ms[i]->type) && !exact(ms[i])) need |= sl_block(ms[i]->type) == 256 ? NEED256 : NEED32;
     return need;
 }
 
