@@ -28,7 +28,7 @@ def test_the_default_path_is_native_on_the_gguf_weights_and_writes_the_reference
     from storyloom.engine.backends.transformers_backend import TransformersGenerator
 
     assert real_model.info.extra["engine"] == "native"
-    assert real_model.fast.kinds == {"q4_1": 120, "q8_0": 1}  # 30 layers x 4 matrices, the tied head
+    assert real_model.fast.kinds == {"q4_1": 210, "q8_0": 1}  # 30 layers x 7 matrices, the tied head
     reference = TransformersGenerator(real_model.model, real_model.tokenizer, "ref", engine="reference")
     greedy = SamplerSettings(temperature=0, max_new_tokens=48, repetition_penalty=1.0)
     prompt = "The lighthouse keeper had not spoken to anyone in three weeks when the boat arrived."

@@ -1,15 +1,18 @@
 /* One decoding step of a Llama-shaped model (llama, mistral, qwen2, qwen3), all layers in one call.
  *
  * Weights are GGUF blocks read where they lie (sl.h lists the types). As llama.cpp does, each
- * matrix input is quantized once to 8 bits per 32 values (a float scale per 32) and the dot
- * products are integer: VNNI `vpdpbusd` in the avx512vnni build, `maddubs` in the avx2 build,
- * plain C in the generic one. native/__init__.py compiles this file once per level and loads the
- * best one the CPU reports (never one it cannot run); sl_cpu_level() tells it which that is.
+ * quantized matrix's input is rounded once to 8 bits (a float scale per 32 values for the
+ * 32-weight blocks; per 256, as llama.cpp's Q8_K, for the K-quants, so a super-block sums in
+ * integers) and the dot products are integer: VNNI `vpdpbusd`/`vpdpwssd` in the avx512vnni build,
+ * `maddubs`/`madd` in the avx2 build, plain C in the generic one. native/__init__.py compiles this
+ * file once per level and loads the best one the CPU reports (never one it cannot run);
+ * sl_cpu_level() tells it which that is.
  *
- * Every weight block's 32 values are unpacked to bytes once and used for every input of the batch
- * (row kernels are specialised on the batch, 1..8). Unsigned formats (Q4_1, Q4_K, Q5_K) add their
- * min term from the input's per-32 sums; signed ones (Q4_0, Q5_0, Q8_0, Q6_K) use the sign trick.
- * F32, F16 and BF16 matrices multiply fp32 inputs directly.
+ * Every weight block is unpacked to bytes once and used for every input of the batch (row kernels
+ * are specialised on the batch, 1..8). Unsigned formats (Q4_1, Q4_K, Q5_K) add their min term
+ * from the input's sums; signed ones (Q4_0, Q5_0, Q8_0, Q6_K) use the sign trick. F32, F16, BF16
+ * matrices, and Q4_1/Q8_0 ones flagged SL_EXACT (the transformers packer's), multiply fp32 inputs.
+ * Matmuls and attention run on a small thread pool (below) that never spins long.
  *
  * The KV cache has the layout of storyloom.engine.fast_llama.KVState:
  * [layers][2][batch][kv_heads][capacity][head_dim], fp32, so a torch prefill and this step share it.
