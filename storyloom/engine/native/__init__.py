@@ -12,13 +12,14 @@ user and not writable by group or others, and only when its sha256 matches the o
 when it was built (a planted or truncated file is rebuilt, never loaded).
 
 ARM: on aarch64 the generic build is compiled (plain C that the compiler vectorizes with NEON,
-which aarch64 always has; sl_isa() says "neon"). Hand-written NEON kernels are not here because
-this machine cannot run them (no aarch64 cross compiler or qemu-user, no root to install them).
-The plan: a "neon" level with `vdotq_s32` (ARMv8.2 dotprod, `-march=armv8.2-a+dotprod`) in place
-of `vpdpbusd` in row_quant (signed x signed, so the Q4_1/Q4_K mins stay as they are and the sign
-trick goes), chosen at load time from getauxval(AT_HWCAP) & HWCAP_ASIMDDP like sl_cpu_level, with
-the generic build kept for ARMv8.0 CPUs; checked by tests/unit/test_native_kernels.py under
-qemu-aarch64 with a cross gcc (Debian's gcc-aarch64-linux-gnu and qemu-user).
+which aarch64 always has; sl_isa() says "neon"). tests/unit/test_native_arm.py builds it with a
+cross gcc and runs it under qemu-aarch64 (scripts/cross_arm.sh fetches both from Debian's packages
+without root): every type dequantizes to the host's bits and sl_matmul matches. Not yet written:
+hand-made NEON kernels. The plan: a "dotprod" level with `vdotq_s32` (ARMv8.2 dotprod,
+`-march=armv8.2-a+dotprod`) in place of `vpdpbusd` in row_quant (signed x signed, so the sign
+trick goes and the mins stay), picked at load time from getauxval(AT_HWCAP) & HWCAP_ASIMDDP as
+sl_cpu_level picks the x86 ones, with the generic build kept for ARMv8.0; the same qemu test
+checks it (qemu-user runs dotprod).
 """
 from __future__ import annotations
 
