@@ -100,11 +100,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=24)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--level", default=None)
+    p.add_argument("--vocab", type=int, default=128256, help="49152: the default model's tokenizer, as make_bench_gguf.py writes")
     args = p.parse_args()
     lib = native.build(native.compiler(), args.level)
     out = {"isa": lib.sl_isa().decode(), "threads": args.threads, "load_average": os.getloadavg()}
     for kind in args.kind:
-        m, keep, size = build(kind, threads=args.threads)
+        m, keep, size = build(kind, threads=args.threads, vocab=args.vocab)
         row = {"weights_gb": round(size / 1e9, 3)}
         for batch in args.batch:
             row[f"tok_s_batch{batch}"] = round(run(lib, m, batch, args.steps), 2)

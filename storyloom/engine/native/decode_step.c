@@ -321,6 +321,85 @@ static inline __attribute__((always_inline)) void row_quant(const int type, cons
         case T_Q8_0:
             CHUNK_S(_mm256_loadu_si256((const __m256i *)(p + 2)), _mm256_set1_ps(h2f(sl_u16(p))), i);
             break;
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+        /* 512-bit registers: two sub-blocks of 32 per instruction (AVX-512BW maddubs, VNNI dpwssd) */
+        case T_Q4_K: case T_Q5_K: {
+            const float d = h2f(sl_u16(p)), dmin = h2f(sl_u16(p + 2));
+            const int five = type == T_Q5_K;
+            const uint8_t *qs = p + (five ? 48 : 16);
+            const __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(p + 16)) : _mm256_setzero_si256();
+            uint8_t sc[8], mn[8];
+            for (int j = 0; j < 8; j++) sl_scale_min_k4(j, p + 4, &sc[j], &mn[j]);
+            __m512i si[MAXB];
+            for (int b = 0; b < B; b++) si[b] = _mm512_setzero_si512();
+            for (int j = 0; j < 8; j += 2) {
+                const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 16 * j));
+                __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                if (five) {
+                    const __m256i one = _mm256_set1_epi8(1);
+                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, j), one), 4));
+                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, j + 1), one), 4));
+                }
+                const __m512i u = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+                const __m512i s16 = _mm512_inserti64x4(_mm512_set1_epi16(sc[j]), _mm256_set1_epi16(sc[j + 1]), 1);
+                for (int b = 0; b < B; b++) {
+                    const __m512i xv = _mm512_loadu_si512((const void *)(a->k + (size_t)b * cols + 256 * i + 32 * j));
+                    si[b] = _mm512_dpwssd_epi32(si[b], _mm512_maddubs_epi16(u, xv), s16);
+                }
+            }
+            for (int b = 0; b < B; b++) {
+                const float dx = a->kd[b * (cols / 256) + i];
+                const int16_t *ks = a->ks + b * chunks + 8 * i;
+                int msum = 0;
+                for (int j = 0; j < 8; j++) msum += mn[j] * ks[j];
+                const __m512i t = si[b];
+                const __m256i folded = _mm256_add_epi32(_mm512_castsi512_si256(t), _mm512_extracti64x4_epi64(t, 1));
+                acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(folded), _mm256_set1_ps(d * dx), acc[b]);
+                mins[b] -= dmin * dx * (float)msum;
+            }
+            break;
+        }
+        case T_Q6_K: {
+            const uint8_t *ql = p, *qhp = p + 128;
+            const int8_t *sc = (const int8_t *)(p + 192);
+            const float d = h2f(sl_u16(p + 208));
+            const __m256i m2 = _mm256_set1_epi8(3), off = _mm256_set1_epi8(32);
+            __m512i si[MAXB];
+            for (int b = 0; b < B; b++) si[b] = _mm512_setzero_si512();
+            for (int h = 0; h < 2; h++) {
+                const __m256i l0 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h));
+                const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h + 32));
+                const __m256i qh = _mm256_loadu_si256((const __m256i *)(qhp + 32 * h));
+                for (int k = 0; k < 4; k += 2) {  /* chunks k and k + 1: l0 then l1, same shift */
+                    const int shift = 4 * (k >> 1);
+                    const __m256i lo0 = _mm256_and_si256(_mm256_srli_epi16(l0, shift), m4);
+                    const __m256i lo1 = _mm256_and_si256(_mm256_srli_epi16(l1, shift), m4);
+                    const __m256i hi0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m2), 4);
+                    const __m256i hi1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k + 2), m2), 4);
+                    const __m256i w0 = _mm256_sub_epi8(_mm256_or_si256(lo0, hi0), off);
+                    const __m256i w1 = _mm256_sub_epi8(_mm256_or_si256(lo1, hi1), off);
+                    const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
+                    const __m512i aw = _mm512_abs_epi8(w);
+                    const __mmask64 neg = _mm512_movepi8_mask(w);
+                    const int g = 8 * h + 2 * k;  /* the four scales of these 64, one per 16 */
+                    const __m512i s16 = _mm512_inserti64x4(
+                        _mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]))),
+                        _mm256_set_m128i(_mm_set1_epi16(sc[g + 3]), _mm_set1_epi16(sc[g + 2])), 1);
+                    for (int b = 0; b < B; b++) {
+                        const __m512i xv = _mm512_loadu_si512((const void *)(a->k + (size_t)b * cols + 256 * i + 128 * h + 32 * k));
+                        const __m512i sx = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);  /* x * sign(w) */
+                        si[b] = _mm512_dpwssd_epi32(si[b], _mm512_maddubs_epi16(aw, sx), s16);
+                    }
+                }
+            }
+            for (int b = 0; b < B; b++) {
+                const __m512i t = si[b];
+                const __m256i folded = _mm256_add_epi32(_mm512_castsi512_si256(t), _mm512_extracti64x4_epi64(t, 1));
+                acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(folded), _mm256_set1_ps(d * a->kd[b * (cols / 256) + i]), acc[b]);
+            }
+            break;
+        }
+#else
         case T_Q4_K: case T_Q5_K: {
             /* super-block i against the per-256 input: integer sums scaled by the 6-bit scales */
             const float d = h2f(sl_u16(p)), dmin = h2f(sl_u16(p + 2));
@@ -383,6 +462,7 @@ static inline __attribute__((always_inline)) void row_quant(const int type, cons
                 acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si[b]), _mm256_set1_ps(d * a->kd[b * (cols / 256) + i]), acc[b]);
             break;
         }
+#endif
         default: break;
         }
     }
