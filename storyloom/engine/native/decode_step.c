@@ -485,6 +485,33 @@ static inline __attribute__((always_inline)) void row_float(const int type, cons
 
 /* SL_EXACT rows of Q4_1 / Q8_0 (what the transformers packer writes): each block's 32 weights
  * rebuilt in fp32 and multiplied with the fp32 inputs, as the library's forward does. */
+#if defined(__AVX512F__)
+static inline __attribute__((always_inline)) void row_exact(const int type, const int B, const uint8_t *p,
+                                                            const float *x, int cols, float *out) {
+    __m512 acc[MAXB];
+    for (int b = 0; b < B; b++) acc[b] = _mm512_setzero_ps();
+    const int bytes = sl_block_bytes(type);
+    for (int j = 0; j < cols; j += 32, p += bytes) {
+        __m512 w0, w1;
+        const __m512 d = _mm512_set1_ps(h2f(sl_u16(p)));
+        if (type == T_Q4_1) {
+            const __m128i raw = _mm_loadu_si128((const __m128i *)(p + 4)), m4 = _mm_set1_epi8(15);
+            const __m512 mn = _mm512_set1_ps(h2f(sl_u16(p + 2)));
+            w0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(raw, m4))), d, mn);
+            w1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(raw, 4), m4))), d, mn);
+        } else {  /* Q8_0 */
+            w0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 2)))), d);
+            w1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 18)))), d);
+        }
+        for (int b = 0; b < B; b++) {
+            const float *xb = x + (size_t)b * cols + j;
+            acc[b] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xb), acc[b]);
+            acc[b] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xb + 16), acc[b]);
+        }
+    }
+    for (int b = 0; b < B; b++) out[b] = _mm512_reduce_add_ps(acc[b]);
+}
+#else
 static inline __attribute__((always_inline)) void row_exact(const int type, const int B, const uint8_t *p,
                                                             const float *x, int cols, float *out) {
     __m256 acc[MAXB];
@@ -513,6 +540,7 @@ static inline __attribute__((always_inline)) void row_exact(const int type, cons
     }
     for (int b = 0; b < B; b++) out[b] = hsum(acc[b]);
 }
+#endif
 #define FLOAT_STEP 8
 #else
 /* -- plain C kernels: the same arithmetic, one chunk of 32 weights unpacked to bytes ---------- */
