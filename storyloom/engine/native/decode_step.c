@@ -140,6 +140,11 @@ static inline int quantized(int type) { return type != T_F32 && type != T_F16 &&
 typedef void (*range_fn)(void *ctx, int lo, int hi);
 
 #define MAX_WORKERS 63
+/* pauses an idle worker spins before it yields and sleeps: enough to span the gaps between one
+ * token's matmuls (sleeping inside a token costs a wake-up per matmul) */
+#ifndef SPINS
+#define SPINS 30000
+#endif
 static struct {
     pthread_mutex_t lock;
     pthread_cond_t wake;
@@ -183,9 +188,9 @@ static void *worker(void *arg) {
         uint32_t gen;
         int spins = 0;
         while ((gen = (uint32_t)(atomic_load_explicit(&pool.state, memory_order_acquire) >> 32)) == seen) {
-            if (++spins < 4000) {
+            if (++spins < SPINS) {
                 cpu_relax();
-            } else if (spins < 4064) {
+            } else if (spins < SPINS + 64) {
                 sched_yield();
             } else {
                 pthread_mutex_lock(&pool.lock);
