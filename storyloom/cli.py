@@ -128,6 +128,11 @@ def _run(args) -> int:
         from storyloom.tui.app import run_app
 
         return run_app(model=args.model)
+    if args.command != "scan":  # the settings' word filter holds for headless text too
+        from storyloom.config import load_or_default
+        from storyloom.modes import wordfilter
+
+        wordfilter.set_enabled(load_or_default()[0].word_filter)
     if args.command == "model":
         return _model(args)
     if args.command == "generate":

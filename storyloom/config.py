@@ -22,6 +22,7 @@ class Config:
     model: str = "default"
     player: str = "player"  # your name on story-tree votes and bookmarks
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
+    word_filter: bool = True  # profanity kept out of every mode's text (modes/wordfilter.py)
 
     def with_(self, **changes) -> "Config":
         return replace(self, **changes)
@@ -56,6 +57,8 @@ def load_config(path: Path | None = None) -> Config:
     for key in ("model", "player"):
         if key in data and not isinstance(data[key], str):
             raise ConfigError(f"Settings file {path}: {key} must be a string, like {key} = \"{getattr(Config, key)}\".")
+    if not isinstance(data.get("word_filter", True), bool):
+        raise ConfigError(f"Settings file {path}: word_filter must be true or false, like word_filter = true.")
     if not isinstance(data.get("sampler", {}), dict):
         raise ConfigError(f"Settings file {path}: sampler must be a table ([sampler] with temperature = 0.8 ...).")
     try:
@@ -63,7 +66,7 @@ def load_config(path: Path | None = None) -> Config:
     except (SettingsError, TypeError, ValueError) as exc:
         raise ConfigError(f"Settings file {path} is not valid: {exc}") from None
     return Config(model=data.get("model", "default") or "default", player=data.get("player", "player") or "player",
-                  sampler=sampler)
+                  sampler=sampler, word_filter=data.get("word_filter", True))
 
 
 def load_or_default(path: Path | None = None) -> tuple[Config, str | None]:
@@ -77,7 +80,8 @@ def load_or_default(path: Path | None = None) -> tuple[Config, str | None]:
 def save_config(config: Config, path: Path | None = None) -> None:
     path = path or config_file()
     sampler = {k: v for k, v in config.sampler.to_dict().items() if v is not None}
-    text = tomli_w.dumps({"model": config.model, "player": config.player, "sampler": sampler})
+    text = tomli_w.dumps({"model": config.model, "player": config.player, "word_filter": config.word_filter,
+                          "sampler": sampler})
     try:
         atomic_write(path, text.encode("utf-8"), force=True)  # never a half-written settings file
     except OSError as exc:

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from storyloom.modes import wordfilter
 from storyloom.modes.text import SENTENCE_END
 
 FAIL = 1.0
@@ -411,6 +412,8 @@ def judge(text: str, brief: Brief | None = None) -> Verdict:
         add("empty", "no text", FAIL)
         return verdict
     _check_common(text, brief, add)
+    if filtered := wordfilter.found(text):  # the settings' word filter (on unless turned off)
+        add("filtered", f"'{filtered[0]}' is kept out by the word filter", FAIL)
     if brief.kind == "option":
         _check_option(text, brief, add)
     else:

@@ -13,6 +13,7 @@ from textual.screen import Screen
 
 from storyloom import StoryloomError
 from storyloom.config import Config, ConfigError, load_config, save_config
+from storyloom.modes import wordfilter
 from storyloom.engine.generate import Generator
 from storyloom.store.cowrite import CowriteStore
 from storyloom.store.db import StoreError, open_db, open_memory_db
@@ -63,6 +64,7 @@ class StoryloomApp(App):
             self.config, self.config_error = Config(), str(exc)
         if model:
             self.config = self.config.with_(model=model)
+        wordfilter.set_enabled(self.config.word_filter)
         try:
             db, self.db_error = open_db(db_path, busy_timeout=self.DB_BUSY_TIMEOUT_S), None
         except StoreError as exc:  # the home screen opens and says so; the file is left as it is
@@ -153,6 +155,7 @@ class StoryloomApp(App):
         reload = config.model != self.config.model or self.generator is None
         save_config(config)
         self.config = config
+        wordfilter.set_enabled(config.word_filter)
         if reload:
             self.generator = None
             self.load_model()

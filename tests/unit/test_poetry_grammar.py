@@ -13,7 +13,7 @@ import pytest
 from storyloom import StoryloomError
 from storyloom.engine.generate import Capabilities
 from storyloom.modes.poetry import prosody
-from storyloom.modes.poetry.compose import compose, rewrite_line
+from storyloom.modes.poetry.compose import WINDOW, compose, line_context, poem_prompt, rewrite_line
 from storyloom.modes.poetry.constrain import END_PUNCTUATION, MIN_PARTNERS, Lexicon, RhymeRule, default_lexicon
 from storyloom.modes.poetry.forms import get_form, load_forms
 from storyloom.modes.poetry.grammar import line_grammar
@@ -163,9 +163,13 @@ def test_a_poem_written_through_grammars_passes_the_scanner(form):
     assert poem.complete, poem.text
     verdict = scan_poem(poem.text, shape)
     assert verdict.ok, report(verdict, shape)
-    # each request's prompt is the poem so far: line k is asked for after lines 1..k-1
+    # each request's prompt is the heading (with the topic) and the last lines before it, stanza breaks kept
     prompt, _ = gen.requests[-1]
-    assert prompt.endswith("".join(line.text + "\n" for line in poem.lines[:-1]))
+    before = poem.lines[:-1][-WINDOW:]
+    assert prompt.startswith(poem_prompt(gen, shape, "the sea")) and "the sea" in prompt
+    assert prompt == line_context(poem_prompt(gen, shape, "the sea"), shape, poem.lines[:-1])
+    assert all(line.text in prompt for line in before)
+    assert len(poem.lines) <= WINDOW + 1 or poem.lines[0].text not in prompt
 
 
 def test_a_line_that_does_not_scan_is_never_kept():

@@ -164,7 +164,7 @@ def test_a_named_form_in_another_meter_is_refused_with_the_way_to_make_one(meter
     assert resolve_form("sonnet", None, "iambic", 5).key == "sonnet"  # saying what it is already is fine
 
 
-@pytest.mark.parametrize("cap", [0, -5, float("nan")])
+@pytest.mark.parametrize("cap", [0, -5, float("nan"), float("inf")])
 def test_a_time_cap_of_zero_is_refused(cap):
     from tests.unit.test_poetry_grammar import GrammarSampler
 

@@ -1,13 +1,19 @@
-"""Writing a poem under the constraints: line by line, retrying and backtracking.
+"""Writing a poem under the constraints: line by line, sample-and-rank, backtracking.
 
 Each line is sampled token by token from the model with only the allowed tokens open (see
 constrain.py; the engine's ConstrainedDecoder does the sampling), or, on an engine that cannot
 be steered token by token but follows a grammar, asked for under the line's grammar (remote.py).
-Every line is checked by the scanner before it is kept. A line that paints itself into a corner (no token allowed, or too long) is
-written again from its start (the KV cache is cut back, never shared); after several failed
-tries the previous line is rewritten too, since its rhyme word may be the trouble. A poem
-ends within its time cap; a line that could not be completed is reported, never shipped as if
-it scanned.
+Every line is checked by the scanner before it is kept, and never opens with the same four words
+as another line. Several lines are drawn per slot and ranked (rank_score): the model's mean
+log-prob, how much it had to be forced to say the rhyme word, and the critic's faults (repeats,
+assistant voice, leaks). Each line is written after the poem's heading (form and topic) and
+only the last few lines, so the topic stays near in the prompt of every line.
+
+Time is budgeted per line (the poem's time cap shared among the lines left): past its budget a
+line keeps the best it has drawn, and if it has none, a greedy depth-first search writes it, so a
+slow machine gets every line (fewer candidates each), never a poem cut short. Only a line no
+search can complete (its rhyme has no usable partner) sends the writer back to the line that
+chose the rhyme; one still impossible after that is reported, never shipped as if it scanned.
 """
 from __future__ import annotations
 
@@ -18,17 +24,24 @@ from typing import Callable
 from storyloom import StoryloomError
 from storyloom.engine.constrained import open_decoder, steers_tokens
 from storyloom.engine.sampling import SamplerSettings
-from storyloom.modes.poetry.constrain import MIN_PARTNERS, LineConstraint, RhymeRule, Vocabulary, default_lexicon
+from storyloom.modes import critic, wordfilter
+from storyloom.modes.poetry.constrain import (MIN_PARTNERS, OPENING_WORDS, LineConstraint, RhymeRule, Vocabulary,
+                                              default_lexicon)
 from storyloom.modes.poetry.forms import Form
 from storyloom.modes.poetry.prosody import rhyme_keys, rhymes, words_of
 from storyloom.modes.poetry.scan import last_word, scan_line
 
-LINE_TRIES = 6
-LINE_CANDIDATES = 3  # whole lines sampled per line; the one the model finds likeliest is kept
+LINE_TRIES = 12
+LINE_CANDIDATES = 6  # whole lines sampled per slot (time allowing); the best under rank_score is kept
 BACKTRACKS = 4
-TIME_CAP = 90.0
-POEM_SETTINGS = SamplerSettings(temperature=0.8, top_k=40, top_p=0.95, repetition_penalty=1.2,
+TIME_CAP = 90.0  # the poem's budget, shared out per line; never a reason to drop a line
+MIN_LINE_S = 1.0  # a line's budget when the poem's is spent (the first draw is always finished)
+SEARCH_STEPS = 400  # tokens the greedy fallback may try for one line
+WINDOW = 4  # poem lines the model sees before the one it writes (after the heading with the topic)
+FORCED_WEIGHT = 0.05  # per nat of the rhyme word's log-prob, on top of the line's mean
+POEM_SETTINGS = SamplerSettings(temperature=0.7, top_k=40, top_p=0.95, repetition_penalty=1.2,
                                 repetition_range=64)
+GREEDY = POEM_SETTINGS.with_(temperature=0.0)
 
 
 @dataclass
@@ -39,6 +52,9 @@ class PoemLine:
     logprob: float = 0.0  # summed log-prob of its tokens under the unconstrained model
     tokens: int = 0
     ids: list[int] = field(default_factory=list, repr=False)
+    final_logprob: float | None = None  # the last word's tokens' share of logprob (None: not known)
+    penalty: float = 0.0  # the critic's faults (rank_score)
+    searched: bool = False  # written by the greedy fallback, not drawn
 
     @property
     def mean_logprob(self) -> float:
@@ -54,6 +70,7 @@ class Poem:
     seconds: float = 0.0
     backtracks: int = 0
     line_tries: int = 0
+    searches: int = 0  # lines that needed the greedy fallback (out of time, or no draw passed)
 
     @property
     def complete(self) -> bool:
@@ -86,12 +103,17 @@ def cannot_constrain(generator) -> str:
 
 def vocabulary_for(generator) -> Vocabulary:
     """The generator's word trie (built once, then kept on the generator)."""
-    vocab = getattr(generator, "_poetry_vocab", None)
-    if vocab is None:
+    kept = getattr(generator, "_poetry_vocab", None)
+    if isinstance(kept, Vocabulary):  # one given whole (tests give a small one)
+        return kept
+    if not isinstance(kept, dict):
+        kept = generator._poetry_vocab = {}
+    filtering = wordfilter.enabled()  # one trie per word-filter setting
+    if filtering not in kept:
         if not steers_tokens(generator):
             raise StoryloomError(cannot_constrain(generator))
-        vocab = generator._poetry_vocab = Vocabulary(generator.tokenizer)
-    return vocab
+        kept[filtering] = Vocabulary(generator.tokenizer)
+    return kept[filtering]
 
 
 def poem_prompt(generator, form: Form, topic: str, style: str = "") -> str:
@@ -117,15 +139,25 @@ def rule_for(form: Form, line: int, finals: list[str | None], later: bool = True
     return RhymeRule(used=used)
 
 
-def verifier(form: Form, index: int, finals: list[str | None]) -> Callable[[str], bool]:
+def opening(text: str) -> tuple[str, ...] | None:
+    """A line's first four words (None for a shorter line: too short to read as a repeat)."""
+    words = words_of(text)
+    return tuple(words[:OPENING_WORDS]) if len(words) >= OPENING_WORDS else None
+
+
+def verifier(form: Form, index: int, finals: list[str | None], openings: frozenset = frozenset()) -> Callable[[str], bool]:
     """Does a line at `index` pass the scanner (`storyloom scan`): its meter, and its rhyme with
-    the first line of its group (or, for that first line, with the group's other lines)?"""
+    the first line of its group (or, for that first line, with the group's other lines)? And does
+    it open unlike the other lines (`openings`)?"""
     templates = form.templates(index)
     group = [j for j, letter in enumerate(form.letters) if letter == form.letters[index]]
     others = [finals[j] for j in group if j != index and j < len(finals) and finals[j]]
     first = finals[group[0]] if group[0] != index and group[0] < len(finals) else None
 
     def ok(text: str) -> bool:
+        start = opening(text)
+        if start is not None and start in openings:
+            return False
         if not scan_line(text, templates).meter_ok:
             return False
         last = last_word(text)
@@ -135,80 +167,183 @@ def verifier(form: Form, index: int, finals: list[str | None]) -> Callable[[str]
     return ok
 
 
+# Critic findings that say nothing about one line of verse (a line is short, may end on a comma).
+NOT_FOR_LINES = frozenset({"dangling", "length", "fragments", "trailing", "drift"})
+
+
+def critic_penalty(text: str, earlier: list[str], hidden: str) -> float:
+    """The critic's faults in a poem line: assistant voice, leaks of the prompt, repeats of
+    earlier lines, junk. A fatal one keeps the line out (see rank_score)."""
+    verdict = critic.judge(text, critic.Brief(kind="passage", min_words=1, max_words=60,
+                                              earlier=tuple(earlier), hidden=(hidden,)))
+    return sum(f.cost for f in verdict.findings if f.code not in NOT_FOR_LINES)
+
+
+def rank_score(line: PoemLine) -> float:
+    """Higher is better: the model's mean log-prob of the line, less a little for each nat the
+    rhyme word was forced (a word the model would not have said there), less the critic's faults."""
+    forced = line.final_logprob if line.final_logprob is not None else 0.0
+    return line.mean_logprob + FORCED_WEIGHT * forced - line.penalty
+
+
+def pick(found: list[PoemLine]) -> PoemLine:
+    """The best drawn line: one the critic does not fail, if any, then by rank_score."""
+    return max(found, key=lambda line: (line.penalty < critic.FAIL, rank_score(line)))
+
+
 class _TokenWriter:
-    """Lines written token by token by a ConstrainedDecoder under a LineConstraint (the local path)."""
+    """Lines written token by token by a ConstrainedDecoder under a LineConstraint (the local path).
+    A decoder is opened over each line's context (heading and last lines); retries of the same
+    context rewind it (the KV cache is cut back, never shared)."""
 
-    def __init__(self, generator, vocab: Vocabulary, text: str, seed: int | None):
+    def __init__(self, generator, vocab: Vocabulary, seed: int | None):
+        self.generator = generator
         self.vocab = vocab
-        self.dec = open_decoder(generator, text, seed)
+        self.seed = seed
+        self.context: str | None = None
+        self.dec = None
+        self.start = None
+        self.opened = 0
+        self.openings: frozenset = frozenset()
 
-    def mark(self):
-        return self.dec.mark()
+    def _open(self, context: str) -> None:
+        if context != self.context:
+            self.opened += 1
+            seed = None if self.seed is None else (self.seed * 1_000_003 + self.opened) % 2**62
+            self.dec = open_decoder(self.generator, context, seed)
+            self.context, self.start = context, self.dec.mark()
+        else:
+            self.dec.rewind(self.start)
 
-    def _write(self, templates: tuple[str, ...], rule: RhymeRule, settings: SamplerSettings, deadline: float,
+    def _line(self, constraint: LineConstraint, tokens: list[int], logprobs: list[float], final_from: int) -> PoemLine:
+        text = self.dec.decode(tokens).strip()
+        final = sum(lp for tok, lp in zip(tokens[final_from:], logprobs[final_from:])
+                    if tok not in self.vocab.punctuation and tok != self.vocab.newline)
+        return PoemLine(text, True, constraint.last_word, sum(logprobs), len(tokens), list(tokens), final)
+
+    def _write(self, templates: tuple[str, ...], rule: RhymeRule, settings: SamplerSettings, deadline: float | None,
                cancel) -> PoemLine | None:
-        constraint = LineConstraint(self.vocab, templates, rule)
+        """One line drawn by sampling (None: a corner, out of its time, or cancelled)."""
+        constraint = LineConstraint(self.vocab, templates, rule, self.openings)
         tokens: list[int] = []
-        logprob = 0.0
+        logprobs: list[float] = []
+        final_from = 0
         for _ in range(4 * max(len(t) for t in templates) + 12):
-            if time.monotonic() > deadline or (cancel is not None and cancel.is_set()):
+            if (deadline is not None and time.monotonic() > deadline) or (cancel is not None and cancel.is_set()):
                 return None
             allowed = constraint.allowed()
             if not allowed:
                 return None  # a corner: the caller writes the line again
             token, token_logprob = self.dec.sample(allowed, settings)
-            logprob += token_logprob
+            starting = not constraint.in_word
             constraint.advance(token)
+            if starting and constraint.in_word:
+                final_from = len(tokens)  # this token starts a word: the last one so far
             tokens.append(token)
+            logprobs.append(token_logprob)
             self.dec.step(token)
             if constraint.done:
-                text = self.dec.decode(tokens).strip()
-                return PoemLine(text, True, constraint.last_word, logprob, len(tokens), tokens)
+                return self._line(constraint, tokens, logprobs, final_from)
         return None
 
-    def best_line(self, mark, templates: tuple[str, ...], rule: RhymeRule, verify: Callable[[str], bool],
+    def _search(self, templates: tuple[str, ...], rule: RhymeRule, verify: Callable[[str], bool], avoid,
+                cancel) -> PoemLine | None:
+        """The fallback: the likeliest allowed token each step (greedy), backing out of a dead end
+        to the next likeliest, until a line passes `verify` (or SEARCH_STEPS tokens were tried)."""
+        constraint = LineConstraint(self.vocab, templates, rule, self.openings)
+        limit = 4 * max(len(t) for t in templates) + 12
+        tokens: list[int] = []
+        logprobs: list[float] = []
+        starts: list[int] = []  # token indexes where words start
+        stack: list[tuple[object, tuple, set[int]]] = []  # per depth: decoder mark, constraint state, tried
+        steps = 0
+        while steps < SEARCH_STEPS:
+            if cancel is not None and cancel.is_set():
+                return None
+            if len(stack) <= len(tokens):
+                stack.append((self.dec.mark(), constraint.state(), set()))
+            mark, state, tried = stack[len(tokens)]
+            allowed = [t for t in constraint.allowed() if t not in tried] if len(tokens) < limit else []
+            if not allowed:
+                stack.pop()
+                if not tokens:
+                    return None
+                tried_here = stack[len(tokens) - 1][2]
+                tried_here.add(tokens.pop())
+                logprobs.pop()
+                while starts and starts[-1] >= len(tokens):
+                    starts.pop()
+                prev_mark, prev_state, _ = stack[len(tokens)]
+                self.dec.rewind(prev_mark)
+                constraint.restore(prev_state)
+                continue
+            steps += 1
+            token, lp = self.dec.sample(allowed, GREEDY)
+            starting = not constraint.in_word
+            constraint.advance(token)
+            if starting and constraint.in_word:
+                starts.append(len(tokens))
+            tokens.append(token)
+            logprobs.append(lp)
+            self.dec.step(token)
+            if constraint.done:
+                line = self._line(constraint, tokens, logprobs, starts[-1] if starts else 0)
+                if plain(line.text) not in avoid and verify(line.text):
+                    line.searched = True
+                    return line
+                # rejected whole (a repeated opening, say): try the next-best final token
+                constraint.restore(state)
+                self.dec.rewind(mark)
+                tried.add(tokens.pop())
+                logprobs.pop()
+                while starts and starts[-1] >= len(tokens):
+                    starts.pop()
+        return None
+
+    def best_line(self, context: str, templates: tuple[str, ...], rule: RhymeRule, verify: Callable[[str], bool],
                   settings: SamplerSettings, deadline: float, cancel, poem: Poem | None = None,
-                  keep: int = LINE_CANDIDATES, avoid: frozenset[str] = frozenset()) -> PoemLine | None:
-        """Sample up to `keep` complete lines (within LINE_TRIES tries), keep the likeliest under the
-        unconstrained model (a word the constraints forced in scores low), and leave the decoder after it."""
+                  keep: int = LINE_CANDIDATES, avoid: frozenset[str] = frozenset(),
+                  judge: Callable[[str], float] | None = None, openings: frozenset = frozenset()) -> PoemLine | None:
+        """Draw up to `keep` complete lines (within LINE_TRIES tries, while its time lasts; the
+        first draw always runs to its end), keep the best (pick), else search greedily for one.
+        A draw that opens like another line (`openings`) is abandoned at its fourth word."""
+        self.openings = openings
         found: list[PoemLine] = []
-        for _ in range(LINE_TRIES):
-            self.dec.rewind(mark)
+        for attempt in range(LINE_TRIES):
+            if cancel is not None and cancel.is_set():
+                return None
+            if attempt and time.monotonic() > deadline:
+                break
+            self._open(context)
             if poem is not None:
                 poem.line_tries += 1
-            line = self._write(templates, rule, settings, deadline, cancel)
+            line = self._write(templates, rule, settings, deadline if attempt else None, cancel)
             if line is not None and plain(line.text) not in avoid and verify(line.text):  # never the same line twice
+                line.penalty = judge(line.text) if judge else 0.0
                 found.append(line)
                 if len(found) >= keep:
                     break
-            if time.monotonic() > deadline or (cancel is not None and cancel.is_set()):
-                break
-        if not found:
-            return None
-        best = max(found, key=lambda line: line.mean_logprob)
-        if best is not found[-1]:  # the decoder holds the last line written: replay the chosen one
-            self.dec.rewind(mark)
-            for token in best.ids:
-                self.dec.step(token)
-        return best
-
-    def skip(self, mark) -> None:
-        """A line that could not be written: an empty line in its place."""
-        self.dec.rewind(mark)
-        if self.vocab.newline is not None:
-            self.dec.step(self.vocab.newline)
+        if found:
+            return pick(found)
+        self._open(context)
+        if poem is not None:
+            poem.searches += 1
+        line = self._search(templates, rule, verify, avoid, cancel)
+        if line is not None:
+            line.penalty = judge(line.text) if judge else 0.0
+        return line
 
 
 def plain(text: str) -> str:
     return " ".join(words_of(text))
 
 
-def _writer(generator, text: str, seed: int | None, prepared):
+def _writer(generator, seed: int | None, prepared):
     if isinstance(prepared, Vocabulary):
-        return _TokenWriter(generator, prepared, text, seed)
+        return _TokenWriter(generator, prepared, seed)
     from storyloom.modes.poetry.remote import GrammarWriter  # it builds on this module
 
-    return GrammarWriter(generator, prepared, text, seed)
+    return GrammarWriter(generator, prepared, seed)
 
 
 def _prepare(generator):
@@ -221,32 +356,56 @@ def _prepare(generator):
 
 
 def check_time_cap(time_cap: float) -> None:
-    if not time_cap > 0:  # also NaN
-        raise StoryloomError(f"The time cap must be more than 0 seconds (got {time_cap:g}).")
+    if not 0 < time_cap < float("inf"):  # also NaN
+        raise StoryloomError(f"The time cap must be more than 0 seconds and finite (got {time_cap:g}).")
+
+
+def line_context(prompt: str, form: Form, lines: list[PoemLine], window: int = WINDOW) -> str:
+    """What the model sees before a line: the heading (form and topic), then the last `window`
+    lines with their stanza breaks (a failed line is left out)."""
+    breaks = form.stanza_breaks()
+    start = max(0, len(lines) - window)
+    out = []
+    for i in range(start, len(lines)):
+        if lines[i].ok:
+            out.append(lines[i].text + "\n")
+        if i in breaks:
+            out.append("\n")
+    return prompt + "".join(out)
+
+
+def _judge(prompt: str, lines: list[PoemLine]) -> Callable[[str], float]:
+    earlier = [line.text for line in lines if line.ok]
+    return lambda text: critic_penalty(text, earlier, prompt)
 
 
 def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap: float = TIME_CAP,
             settings: SamplerSettings = POEM_SETTINGS, on_line: Callable[[int, PoemLine | None], None] | None = None,
             cancel=None, style: str = "") -> Poem:
     """Write a poem of `form` about `topic`. `on_line(i, line)` reports each line as it is made
-    (line None: line i was taken back to be rewritten)."""
+    (line None: line i was taken back to be rewritten). `time_cap` is shared out among the lines
+    (see the module doc): the poem can take longer, but never comes back short."""
     check_time_cap(time_cap)
     prepared = _prepare(generator)
     started = time.monotonic()
     deadline = started + time_cap
-    writer = _writer(generator, poem_prompt(generator, form, topic, style), seed, prepared)
+    prompt = poem_prompt(generator, form, topic, style)
+    writer = _writer(generator, seed, prepared)
     poem = Poem(form, topic, style=style)
-    marks: list = []
     finals: list[str | None] = []
-    failures = [0] * form.lines
     i = 0
     while i < form.lines:
-        if len(marks) <= i:
-            marks.append(writer.mark())
+        if cancel is not None and cancel.is_set():
+            break
         rule = rule_for(form, i, finals)
-        avoid = frozenset(plain(line.text) for line in poem.lines if line.ok)
-        line = writer.best_line(marks[i], form.templates(i), rule, verifier(form, i, finals), settings, deadline,
-                                cancel, poem, avoid=avoid)
+        done = [line for line in poem.lines if line.ok]
+        avoid = frozenset(plain(line.text) for line in done)
+        openings = frozenset(o for o in (opening(line.text) for line in done) if o)
+        now = time.monotonic()
+        line_deadline = now + max(MIN_LINE_S, (deadline - now) / (form.lines - i))
+        line = writer.best_line(line_context(prompt, form, poem.lines), form.templates(i), rule,
+                                verifier(form, i, finals, openings), settings, line_deadline, cancel, poem,
+                                avoid=avoid, judge=_judge(prompt, poem.lines), openings=openings)
         if line is not None:
             poem.lines.append(line)
             finals.append(line.last_word)
@@ -254,11 +413,11 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
                 on_line(i, line)
             i += 1
             continue
-        failures[i] += 1
-        out_of_time = time.monotonic() > deadline or (cancel is not None and cancel.is_set())
-        if not out_of_time and i > 0 and poem.backtracks < BACKTRACKS:
-            # Go back to the line that chose this line's rhyme (its word may have too few usable
-            # partners), or else to the line before, and write again from there.
+        if cancel is not None and cancel.is_set():
+            break
+        if i > 0 and poem.backtracks < BACKTRACKS:
+            # No line can end here (its rhyme word may have too few usable partners): go back to
+            # the line that chose the rhyme, or else to the line before, and write again from there.
             partners = [j for j in form.partners(i) if finals[j]]
             back_to = partners[0] if partners else i - 1
             poem.backtracks += 1
@@ -268,13 +427,11 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
                 if on_line:
                     on_line(j, None)
             i = back_to
-            del marks[i + 1:]
             continue
         poem.lines.append(PoemLine("", False))  # reported as missing, never shipped broken
         finals.append(None)
         if on_line:
             on_line(i, poem.lines[-1])
-        writer.skip(marks[i])
         i += 1
     poem.seconds = time.monotonic() - started
     return poem
@@ -286,10 +443,13 @@ def rewrite_line(generator, poem: Poem, index: int, seed: int | None = None, tim
     check_time_cap(time_cap)
     prepared = _prepare(generator)
     deadline = time.monotonic() + time_cap
-    before = "".join(line.text + "\n" for line in poem.lines[:index])
-    writer = _writer(generator, poem_prompt(generator, poem.form, poem.topic, poem.style) + before, seed, prepared)
+    prompt = poem_prompt(generator, poem.form, poem.topic, poem.style)
+    writer = _writer(generator, seed, prepared)
     finals = [line.last_word if line.ok else None for line in poem.lines]
     rule = rule_for(poem.form, index, finals, later=False)
+    others = [line for j, line in enumerate(poem.lines) if line.ok and j != index]
     avoid = frozenset(plain(line.text) for line in poem.lines if line.ok)  # the old version included
-    return writer.best_line(writer.mark(), poem.form.templates(index), rule, verifier(poem.form, index, finals),
-                            settings, deadline, cancel, avoid=avoid)
+    openings = frozenset(o for o in (opening(line.text) for line in others) if o)
+    return writer.best_line(line_context(prompt, poem.form, poem.lines[:index]), poem.form.templates(index), rule,
+                            verifier(poem.form, index, finals, openings), settings, deadline, cancel, avoid=avoid,
+                            judge=_judge(prompt, others), openings=openings)

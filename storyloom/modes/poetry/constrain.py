@@ -17,7 +17,8 @@ from typing import Iterable
 
 import pronouncing
 
-from storyloom.modes.poetry.prosody import Sound, echoes, ends_line, fits, rhyme_keys, sounds
+from storyloom.modes import wordfilter
+from storyloom.modes.poetry.prosody import Sound, echoes, ends_line, fits, rhyme_keys, sounds, spelled_only
 from storyloom.modes.poetry.wordlist import zipf
 from storyloom.paths import assets_dir
 
@@ -36,6 +37,10 @@ thou""".split())
 # Web-common words that make poor verse, rhyme words above all (interjections, slang).
 SLANG = frozenset("""bae wii und liz lol omg ya yo ok okay ur nah gonna wanna yay oops ooh bye sox hey wow
 yeah yep nope huh hmm uh um ha haha""".split())
+# Filler a reader notices in verse: chat words that say nothing (the bench counts them).
+FILLER = frozenset("""dude dudes lame stuff guy guys kinda sorta totally awesome whatever basically literally
+anyway anyways dumb stupid cool cute lots""".split())
+OPENING_WORDS = 4  # no two lines of a poem open with the same four words
 MID_LINE_PUNCTUATION = (",", ";", ":")
 END_PUNCTUATION = (".", "!", "?")  # only at the end of a line: a sentence never breaks off mid-line
 
@@ -117,8 +122,12 @@ class Lexicon:
 
 
 def usable_words(words: Iterable[str] | None = None) -> list[str]:
-    """The dictionary words a line may use (before any tokenizer's own limits)."""
-    return [w for w in (words if words is not None else default_words()) if sounds(w) and w not in SLANG]
+    """The dictionary words a line may use (before any tokenizer's own limits): no slang or
+    filler, no word only ever read letter by letter (tv, ok), none the word filter keeps out."""
+    filtering = wordfilter.enabled()
+    return [w for w in (words if words is not None else default_words())
+            if sounds(w) and w not in SLANG and w not in FILLER and not spelled_only(w)
+            and not (filtering and wordfilter.blocked(w))]
 
 
 @lru_cache(maxsize=1)
@@ -128,10 +137,14 @@ def names() -> frozenset[str]:
     return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
 
 
-@lru_cache(maxsize=1)
 def default_lexicon() -> Lexicon:
     """The lexicon of a model whose tokenizer StoryLoom cannot see (a grammar path): the local
     decoder's words, less the names its tokenizer test would have found."""
+    return _default_lexicon(wordfilter.enabled())
+
+
+@lru_cache(maxsize=2)
+def _default_lexicon(filtering: bool) -> Lexicon:  # one per word-filter setting
     skip = names()
     return Lexicon(w for w in usable_words() if w not in skip)
 
@@ -206,10 +219,12 @@ class Vocabulary(Lexicon):
 class LineConstraint:
     """The state of one line being written; `mask()` says which tokens may come next."""
 
-    def __init__(self, vocab: Vocabulary, templates: tuple[str, ...], rule: RhymeRule = RhymeRule()):
+    def __init__(self, vocab: Vocabulary, templates: tuple[str, ...], rule: RhymeRule = RhymeRule(),
+                 openings: frozenset[tuple[str, ...]] = frozenset()):
         self.vocab = vocab
         self.templates = templates
         self.rule = rule
+        self.openings = openings  # other lines' first words: a line that opens alike is a corner
         self.positions: frozenset[tuple[int, int]] = frozenset((t, 0) for t in range(len(templates)))
         self.node: TrieNode | None = None
         self.at_start = True
@@ -305,6 +320,8 @@ class LineConstraint:
     def allowed(self) -> list[int]:
         if self.done:
             return []
+        if self.openings and len(self.words) >= OPENING_WORDS and tuple(self.words[:OPENING_WORDS]) in self.openings:
+            return []
         if self.sentence_ended:  # after . ! ? only the line break
             return [self.vocab.newline] if self.vocab.newline is not None else []
         out: list[int] = []
@@ -336,6 +353,20 @@ class LineConstraint:
         return out
 
     # moving on --------------------------------------------------------------------------
+    def state(self) -> tuple:
+        """Where the line is, to come back to (a search that backs out of a dead end)."""
+        return (self.positions, self.node, self.at_start, self.after_punctuation, self.sentence_ended,
+                len(self.words), self.done)
+
+    def restore(self, state: tuple) -> None:
+        (self.positions, self.node, self.at_start, self.after_punctuation, self.sentence_ended,
+         words, self.done) = state
+        del self.words[words:]
+
+    @property
+    def in_word(self) -> bool:
+        return self.node is not None
+
     def advance(self, token: int) -> None:
         if self.node is not None:
             child = self.node.children.get(token)

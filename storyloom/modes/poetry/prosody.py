@@ -25,6 +25,11 @@ ARCHAIC = {"mayst": "1", "canst": "1", "shouldst": "1", "wouldst": "1", "couldst
            "whereto": "01", "whereof": "01", "haply": "10", "alack": "01", "beauteous": "100",
            "bounteous": "100", "burthen": "10", "thyself": "01", "hast": "1", "doth": "1", "dost": "1",
            "art": "1", "ere": "1", "oft": "1", "anon": "01", "prithee": "10", "whilst": "1"}
+# Letter names, so a pronunciation that spells a word out (am as A.M., us as U.S., id as I.D.) is
+# known for what it is: no reading of the word a poem means.
+LETTERS = dict(a="EY", b="B IY", c="S IY", d="D IY", e="IY", f="EH F", g="JH IY", h="EY CH", i="AY", j="JH EY",
+               k="K EY", l="EH L", m="EH M", n="EH N", o="OW", p="P IY", q="K Y UW", r="AA R", s="EH S", t="T IY",
+               u="Y UW", v="V IY", w="D AH B AH L Y UW", x="EH K S", y="W AY", z="Z IY")
 _VOWEL = re.compile(r"[AEIOU]")
 _WORD = re.compile(r"[A-Za-z][A-Za-z']*(?:-[A-Za-z']+)*")
 
@@ -58,11 +63,32 @@ def _from_phones(phones_list: list[str]) -> frozenset[Sound]:
     return frozenset(Sound(_pattern(pronouncing.stresses(p)), _rhyme_key(p)) for p in phones_list)
 
 
+def spelled_out(word: str, phones: str) -> bool:
+    """Is this pronunciation the word's letters read one by one (am as "A.M.")?"""
+    return (len(word) > 1 and word.isalpha() and word.isascii()
+            and " ".join(_bare(phones)) == " ".join(LETTERS[c] for c in word))
+
+
+def readings(word: str, spelled: bool = False) -> list[str]:
+    """The dictionary's pronunciations of a word, without letter-by-letter readings when it has
+    another (`spelled=True` keeps them: the bench counts the lines that needed one)."""
+    found = pronouncing.phones_for_word(word)
+    if spelled:
+        return found
+    return [p for p in found if not spelled_out(word, p)] or found
+
+
+def spelled_only(word: str) -> bool:
+    """A word the dictionary only reads letter by letter (tv, fbi, ok): no word for a poem."""
+    found = pronouncing.phones_for_word(word.lower())
+    return bool(found) and all(spelled_out(word.lower(), p) for p in found)
+
+
 @lru_cache(maxsize=200_000)
-def sounds(word: str) -> frozenset[Sound]:
+def sounds(word: str, spelled: bool = False) -> frozenset[Sound]:
     """Every pronunciation of a word; empty when the dictionary does not know it."""
     word = word.lower().strip("'")
-    found = _from_phones(pronouncing.phones_for_word(word))
+    found = _from_phones(readings(word, spelled))
     if found:
         return found
     if word in ARCHAIC:

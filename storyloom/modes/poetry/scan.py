@@ -47,13 +47,15 @@ class PoemVerdict:
                 and self.rhyme_pairs_ok == self.rhyme_pairs)
 
 
-def scan_line(text: str, templates: tuple[str, ...], stressed_rhyme: bool = True) -> LineVerdict:
-    """`stressed_rhyme=False` lets the rhyme fall on a weak syllable (the bench counts what that lets in)."""
+def scan_line(text: str, templates: tuple[str, ...], stressed_rhyme: bool = True, spelled: bool = False) -> LineVerdict:
+    """`stressed_rhyme=False` lets the rhyme fall on a weak syllable, `spelled=True` lets a word be
+    read letter by letter (am as A.M.): the bench counts what each would let in."""
     words = words_of(text)
-    unknown = [w for w in words if not sounds(w)]
+    heard = {w: sounds(w, spelled) for w in words}
+    unknown = [w for w in words if not heard[w]]
     counts: set[int] = {0}
     for w in words:
-        counts = {c + len(s.pattern) for c in counts for s in sounds(w)} or counts
+        counts = {c + len(s.pattern) for c in counts for s in heard[w]} or counts
     verdict = LineVerdict(text, False, sorted(counts), unknown)
     if unknown or not words:
         return verdict
@@ -61,7 +63,7 @@ def scan_line(text: str, templates: tuple[str, ...], stressed_rhyme: bool = True
         reach = {0}  # positions reachable after each word
         for k, w in enumerate(words):
             last = k == len(words) - 1  # the rhyme word: its rhyme on a stressed syllable
-            reach = {at + len(s.pattern) for at in reach for s in sounds(w)
+            reach = {at + len(s.pattern) for at in reach for s in heard[w]
                      if (ends_line(s.pattern, template, at) if last and stressed_rhyme else fits(s.pattern, template, at))}
             if not reach:
                 break

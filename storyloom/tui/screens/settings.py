@@ -7,7 +7,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, Label, Static
+from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Static
 
 from storyloom import StoryloomError
 from storyloom.engine.sampling import SamplerSettings
@@ -39,6 +39,8 @@ class SettingsScreen(Screen):
                 value = getattr(config.sampler, f.name)
                 yield Label(LABELS[f.name])
                 yield Input("" if value is None else str(value), id=f.name)
+            yield Checkbox("Word filter: keep profanity out of what the model writes", config.word_filter,
+                           id="word-filter")
             yield Label("", id="settings-error")
             with Horizontal(classes="buttons"):
                 yield Button("Save", id="save", variant="primary")
@@ -100,7 +102,8 @@ class SettingsScreen(Screen):
             error.update(Text("\n".join(problems), style="bold red"))
             return
         error.update("")
-        self.app.apply_config(self.app.config.with_(model=model, sampler=sampler))
+        self.app.apply_config(self.app.config.with_(model=model, sampler=sampler,
+                                                    word_filter=self.query_one("#word-filter", Checkbox).value))
         self.notify("Settings saved.")
         self.app.pop_screen()
 
