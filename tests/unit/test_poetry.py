@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 
@@ -12,6 +11,7 @@ from storyloom.modes.poetry.compose import compose, rewrite_line, rule_for
 from storyloom.modes.poetry.constrain import LineConstraint, RhymeRule, Vocabulary
 from storyloom.modes.poetry.forms import custom_form, get_form, meter_templates, resolve_form
 from storyloom.modes.poetry.scan import report, scan_line, scan_poem
+from storyloom.paths import assets_dir
 
 SMALL = """the a and of in on to is was with by my your his her we they i you all old cold gold bold told
 sea free me be see tree day way say play stay gray night light bright sight white flight heart part art start
@@ -104,7 +104,7 @@ def test_poem_report_counts_rhyme_pairs_and_identical_words_do_not_rhyme():
 
 
 def test_the_scanner_accepts_most_of_shakespeare():
-    lines = [ln.strip() for ln in (Path(__file__).parents[1] / "data" / "shakespeare-sonnets.txt")
+    lines = [ln.strip() for ln in (assets_dir() / "shakespeare-sonnets.txt")
              .read_text(encoding="utf-8").splitlines() if ln.strip()]
     assert len(lines) > 2000
     passing = sum(scan_line(line, PENTAMETER).meter_ok for line in lines)

@@ -9,7 +9,7 @@ import pytest
 
 from storyloom import StoryloomError
 from storyloom.modes.poetry import prosody
-from storyloom.modes.poetry.bench import reader_checks
+from storyloom.modes.poetry.bench import READER_CHECKS, reader_checks
 from storyloom.modes.poetry.compose import Poem, PoemLine, compose, rewrite_line, rule_for
 from storyloom.modes.poetry.constrain import LineConstraint, Lexicon, RhymeRule, Vocabulary
 from storyloom.modes.poetry.forms import get_form, resolve_form
@@ -19,6 +19,7 @@ from tests.unit.gbnf import Grammar
 from tests.unit.test_poetry import SMALL
 
 PENTAMETER = get_form("sonnet").templates(0)  # with the feminine ending
+NONE = dict.fromkeys(READER_CHECKS, 0)
 
 
 # -- the rhyme on a stressed syllable -----------------------------------------------------------
@@ -116,7 +117,7 @@ def test_the_bench_counts_what_a_reader_would_not_keep():
     old = ["In the depths of the blue, where did the sea", "Not in the sun no more, nor on land free?",
            "The ocean is not one.", "A creature born from none.", "That would be me: a giant man with three."]
     checks = reader_checks(Poem(limerick, "the sea", [PoemLine(t, True) for t in old]))
-    assert checks == {"rhymes_on_weak_syllables": 5, "echo_rhymes": 0, "repeated_line_ends": 0}
+    assert checks == {**NONE, "rhymes_on_weak_syllables": 5}
     echo = ["There once was a man from the sea", "Who wanted to swim and to see", "He went for a dip",
             "And lost his big ship", "And now he is happy as me"]
     assert reader_checks(Poem(limerick, "x", [PoemLine(t, True) for t in echo]))["echo_rhymes"] == 1
@@ -136,7 +137,7 @@ def test_poems_the_tiny_model_writes_pass_the_reader_checks(tiny, form):
     finally:
         del tiny._poetry_vocab
     assert poem.complete and scan_poem(poem.text, poem.form).ok
-    assert reader_checks(poem) == {"rhymes_on_weak_syllables": 0, "echo_rhymes": 0, "repeated_line_ends": 0}
+    assert reader_checks(poem) == NONE
 
 
 def test_no_line_ends_on_a_word_another_line_already_ends_on():
@@ -173,3 +174,10 @@ def test_a_time_cap_of_zero_is_refused(cap):
     poem = compose(GrammarSampler(), get_form("haiku"), "x", seed=1, time_cap=30)
     with pytest.raises(StoryloomError, match="time cap"):
         rewrite_line(GrammarSampler(), poem, 0, time_cap=cap)
+
+
+@pytest.mark.parametrize("form", ["sonnet", "custom"])
+def test_zero_or_negative_feet_is_named_before_anything_else(form):
+    for feet in (0, -2, 9):
+        with pytest.raises(StoryloomError, match=rf"Feet must be between 1 and 8 \(got {feet}\)"):
+            resolve_form(form, "ABAB" if form == "custom" else None, None, feet)

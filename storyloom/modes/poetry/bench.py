@@ -4,11 +4,17 @@ For each form, poems with seeds 1..N: the share of lines the scanner passes, the
 pairs that rhyme, seconds per poem, and fluency (mean token log-prob of the poem under the
 model, next to an unconstrained sample of the same length from the same prompt, where the
 engine can score text). On an engine that follows grammars instead of being steered token by
-token, also the grammar's size per line. Also scans Shakespeare's sonnets (tests/data) to show
-how strict the scanner is.
+token, also the grammar's size per line. Also scans Shakespeare's sonnets (assets/, so an
+installed wheel has them) to show how strict the scanner is.
+
+Each form also counts the defects a reader named (reader_checks, model_checks: each should be 0),
+the fluency gap (unconstrained minus poem mean log-prob), seconds and CPU seconds per poem, and
+the load average seen while it ran (another program's load slows every poem).
 """
 from __future__ import annotations
 
+import os
+import re
 import statistics
 import time
 from pathlib import Path
@@ -17,19 +23,22 @@ from storyloom.engine import models
 from storyloom.engine.constrained import steers_tokens
 from storyloom.engine.default_model import Progress, _quiet
 from storyloom.engine.sampling import SamplerSettings
-from storyloom.modes.poetry.compose import compose, poem_prompt, vocabulary_for
-from storyloom.modes.poetry.constrain import MIN_PARTNERS, RhymeRule, default_lexicon
+from storyloom.modes import wordfilter
+from storyloom.modes.poetry.compose import compose, opening, poem_prompt, vocabulary_for
+from storyloom.modes.poetry.constrain import FILLER, MIN_PARTNERS, SLANG, RhymeRule, default_lexicon
 from storyloom.modes.poetry.forms import get_form
 from storyloom.modes.poetry.grammar import line_grammar
-from storyloom.modes.poetry.prosody import echoes, rhyme_keys
+from storyloom.modes.poetry.prosody import echoes, rhyme_keys, words_of
 from storyloom.modes.poetry.scan import last_word, scan_line, scan_poem
+from storyloom.paths import assets_dir
 
 TOPICS = ["the sea", "autumn", "a lost key", "the city at night", "my grandmother's garden",
           "a cat", "winter", "the moon", "an old train", "the first day of spring"]
-SHAKESPEARE = Path(__file__).resolve().parents[3] / "tests" / "data" / "shakespeare-sonnets.txt"
+SHAKESPEARE = "shakespeare-sonnets.txt"  # in assets/
 
 
-def shakespeare(path: Path = SHAKESPEARE) -> dict:
+def shakespeare(path: Path | None = None) -> dict:
+    path = path or assets_dir() / SHAKESPEARE
     if not path.exists():
         return {"error": f"{path} not found"}
     lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -42,31 +51,82 @@ def shakespeare(path: Path = SHAKESPEARE) -> dict:
             "share_of_scorable": round(passing / len(scorable), 3) if scorable else None}
 
 
-READER_CHECKS = ("rhymes_on_weak_syllables", "echo_rhymes", "repeated_line_ends")
+READER_CHECKS = ("rhymes_on_weak_syllables", "echo_rhymes", "repeated_line_ends", "acronym_readings",
+                 "repeated_openings", "filler_words", "filtered_words")
+MODEL_CHECKS = ("forced_rhyme_words", "topic_drift")  # need an engine that scores text
+FORCED_LOGPROB = -8.0  # nats for the last word: a word the model would not have said there
+DRIFT_AFTER = 6  # lines after the sixth are where drift was seen
 
 
 def reader_checks(poem) -> dict:
-    """What a reader would not keep, counted apart from the scanner's verdict (each should be 0):
-    lines that scan only with the rhyme on a weak syllable (a one-syllable word tacked on as the
-    extra weak syllable, say), rhyme pairs that echo (tale/tail, ever/forever), and lines ending
-    on a word (or its echo) that a line of another rhyme group already ended on."""
+    """What a reader would not keep, counted apart from the scanner's verdict (each should be 0),
+    in lines: lines that scan only with the rhyme on a weak syllable (a one-syllable word tacked on
+    as the extra weak syllable, say), rhyme pairs that echo (tale/tail, ever/forever), lines ending
+    on a word (or its echo) that a line of another rhyme group already ended on, lines that scan
+    only by reading a word letter by letter (am as A.M.), lines opening with the same four words as
+    an earlier one, lines with filler words (dude, lame), lines with a word the word filter lists."""
     form, lines = poem.form, poem.lines
-    weak = echo = repeated = 0
+    weak = echo = repeated = spelled = openings = filler = filtered = 0
     ends = [last_word(line.text) if line.ok else "" for line in lines]
     for i, end in enumerate(ends):
         if end and any(other and form.letters[j] != form.letters[i] and (other == end or echoes(other, end))
                        for j, other in enumerate(ends[:i])):
             repeated += 1
+    seen: set[tuple[str, ...]] = set()
     for i, line in enumerate(lines):
         if not line.ok:
             continue
         templates = form.templates(i)
-        if scan_line(line.text, templates, stressed_rhyme=False).meter_ok and not scan_line(line.text, templates).meter_ok:
+        ok = scan_line(line.text, templates).meter_ok
+        if scan_line(line.text, templates, stressed_rhyme=False).meter_ok and not ok:
             weak += 1
+        if scan_line(line.text, templates, spelled=True).meter_ok and not ok:
+            spelled += 1
         partners = form.partners(i)
         if partners and lines[partners[0]].ok and echoes(last_word(lines[partners[0]].text), last_word(line.text)):
             echo += 1
-    return {"rhymes_on_weak_syllables": weak, "echo_rhymes": echo, "repeated_line_ends": repeated}
+        start = opening(line.text)
+        if start is not None:
+            openings += start in seen
+            seen.add(start)
+        words = words_of(line.text)
+        filler += any(w in FILLER or w in SLANG for w in words)
+        filtered += any(wordfilter.blocked(w) for w in words)
+    return {"rhymes_on_weak_syllables": weak, "echo_rhymes": echo, "repeated_line_ends": repeated,
+            "acronym_readings": spelled, "repeated_openings": openings, "filler_words": filler,
+            "filtered_words": filtered}
+
+
+_LAST = re.compile(r"^(.*?)\s*([A-Za-z][A-Za-z']*)([^A-Za-z]*)$")
+
+
+def model_checks(gen, poem, prompt: str, other_prompt: str) -> dict:
+    """Defects the model itself can see. forced_rhyme_words: lines whose last word has a log-prob
+    below FORCED_LOGPROB after the poem so far (the rhyme word tacked on, not said). topic_drift:
+    lines after the sixth that the topic's heading makes no likelier than another topic's
+    (log-prob with this heading minus with the other's, <= 0). Also the mean of that gain early and late."""
+    forced = 0
+    finals = []
+    before = prompt
+    for line in poem.lines:
+        if not line.ok:
+            continue
+        m = _LAST.match(line.text)
+        if m:
+            word = " " + m.group(2) if m.group(1) else m.group(2)
+            n = max(1, gen.count_tokens(word))
+            lp = gen.score(before + m.group(1), word) * n
+            finals.append(lp)
+            forced += lp < FORCED_LOGPROB
+        before += line.text + "\n"
+    texts = [line.text for line in poem.lines if line.ok]
+    gains = ([a - b for a, b in zip(gen.score_many(prompt, texts), gen.score_many(other_prompt, texts))]
+             if texts else [])
+    late = gains[DRIFT_AFTER:]
+    return {"forced_rhyme_words": forced, "topic_drift": sum(g <= 0 for g in late),
+            "rhyme_word_logprob_mean": round(statistics.fmean(finals), 3) if finals else None,
+            "topic_gain_early": round(statistics.fmean(gains[:DRIFT_AFTER]), 3) if gains else None,
+            "topic_gain_late": round(statistics.fmean(late), 3) if late else None}
 
 
 def grammar_sizes() -> dict:
@@ -103,37 +163,61 @@ def poetry(spec: str = "default", forms: list[str] | None = None, poems: int = 1
         for seed in range(1, poems + 1):
             progress(f"{form.name}: poem {seed} of {poems}", (seed - 1) / poems)
             topic = TOPICS[(seed - 1) % len(TOPICS)]
+            load, cpu = os.getloadavg()[0], time.process_time()
             poem = compose(gen, form, topic, seed=seed, time_cap=time_cap)
-            verdict = scan_poem(poem.text, form)
-            row = {"seed": seed, "topic": topic, "seconds": round(poem.seconds, 2), **reader_checks(poem),
-                   "seconds_per_line": round(poem.seconds / form.lines, 2),
-                   "lines_passing": sum(v.meter_ok for v, line in zip(verdict.lines, poem.lines) if line.ok),
-                   "lines": form.lines, "rhyme_pairs": verdict.rhyme_pairs,
-                   "rhyme_pairs_ok": verdict.rhyme_pairs_ok, "complete": poem.complete,
-                   "backtracks": poem.backtracks, "line_tries": poem.line_tries}
-            if scoring:
-                prompt = poem_prompt(gen, form, topic)
-                tokens = sum(line.tokens for line in poem.lines) or 1
-                free = gen.generate(prompt, SamplerSettings(seed=seed, max_new_tokens=tokens))
-                poem_lp, free_lp = gen.score_many(prompt, [poem.text, free])
-                row.update(logprob_poem=round(poem_lp, 3), logprob_unconstrained=round(free_lp, 3))
-            row["text"] = poem.text
-            rows.append(row)
-        lines = sum(r["lines"] for r in rows)
-        pairs = sum(r["rhyme_pairs"] for r in rows)
-        summary = {
-            "poems": len(rows),
-            "complete_poems": sum(r["complete"] for r in rows),
-            "share_lines_passing": round(sum(r["lines_passing"] for r in rows) / lines, 4),
-            "share_rhyme_pairs_passing": round(sum(r["rhyme_pairs_ok"] for r in rows) / pairs, 4) if pairs else None,
-            "seconds_per_poem_mean": round(statistics.fmean(r["seconds"] for r in rows), 2),
-            "seconds_per_poem_max": max(r["seconds"] for r in rows),
-            "seconds_per_line_mean": round(sum(r["seconds"] for r in rows) / lines, 2),
-            **{k: sum(r[k] for r in rows) for k in READER_CHECKS},
-        }
-        if scoring:
-            summary["mean_logprob_poem"] = round(statistics.fmean(r["logprob_poem"] for r in rows), 3)
-            summary["mean_logprob_unconstrained"] = round(statistics.fmean(r["logprob_unconstrained"] for r in rows), 3)
-        result["forms"][key] = {**summary, "per_poem": rows}
+            rows.append(measure(gen, poem, seed, time.process_time() - cpu, max(load, os.getloadavg()[0]), scoring))
+        result["forms"][key] = {**summarise(rows, scoring), "per_poem": rows}
     result["shakespeare_scan"] = shakespeare()
     return result
+
+
+def measure(gen, poem, seed: int, cpu: float, load: float, scoring: bool) -> dict:
+    """One poem's row: the scanner's verdict, the defects, time, and (scoring) fluency."""
+    form, topic = poem.form, poem.topic
+    verdict = scan_poem(poem.text, form)
+    row = {"seed": seed, "topic": topic, "seconds": round(poem.seconds, 2), "cpu_seconds": round(cpu, 2),
+           "load_average": round(load, 2), **reader_checks(poem),
+           "seconds_per_line": round(poem.seconds / form.lines, 2),
+           "lines_passing": sum(v.meter_ok for v, line in zip(verdict.lines, poem.lines) if line.ok),
+           "lines": form.lines, "rhyme_pairs": verdict.rhyme_pairs,
+           "rhyme_pairs_ok": verdict.rhyme_pairs_ok, "complete": poem.complete, "scanner_pass": verdict.ok,
+           "backtracks": poem.backtracks, "line_tries": poem.line_tries, "searched_lines": poem.searches}
+    if scoring:
+        prompt = poem_prompt(gen, form, topic)
+        other = poem_prompt(gen, form, TOPICS[(TOPICS.index(topic) + 1) % len(TOPICS)] if topic in TOPICS else "a cat")
+        tokens = sum(line.tokens for line in poem.lines) or 1
+        free = gen.generate(prompt, SamplerSettings(seed=seed, max_new_tokens=tokens))
+        poem_lp, free_lp = gen.score_many(prompt, [poem.text, free])
+        row.update(logprob_poem=round(poem_lp, 3), logprob_unconstrained=round(free_lp, 3),
+                   **model_checks(gen, poem, prompt, other))
+    row["text"] = poem.text
+    return row
+
+
+def summarise(rows: list[dict], scoring: bool) -> dict:
+    lines = sum(r["lines"] for r in rows)
+    pairs = sum(r["rhyme_pairs"] for r in rows)
+    checks = READER_CHECKS + (MODEL_CHECKS if scoring else ())
+    summary = {
+        "poems": len(rows),
+        "complete_poems": sum(r["complete"] for r in rows),
+        "poems_passing_scanner": sum(r["scanner_pass"] for r in rows),
+        "share_lines_passing": round(sum(r["lines_passing"] for r in rows) / lines, 4),
+        "share_rhyme_pairs_passing": round(sum(r["rhyme_pairs_ok"] for r in rows) / pairs, 4) if pairs else None,
+        "seconds_per_poem_mean": round(statistics.fmean(r["seconds"] for r in rows), 2),
+        "seconds_per_poem_max": max(r["seconds"] for r in rows),
+        "seconds_per_line_mean": round(sum(r["seconds"] for r in rows) / lines, 2),
+        "cpu_seconds_per_poem_mean": round(statistics.fmean(r["cpu_seconds"] for r in rows), 2),
+        "load_average_max": max(r["load_average"] for r in rows),
+        "searched_lines": sum(r["searched_lines"] for r in rows),
+        "defects": {k: sum(r[k] for r in rows) for k in checks},
+    }
+    summary["defects_total"] = sum(summary["defects"].values())
+    if scoring:
+        summary["mean_logprob_poem"] = round(statistics.fmean(r["logprob_poem"] for r in rows), 3)
+        summary["mean_logprob_unconstrained"] = round(statistics.fmean(r["logprob_unconstrained"] for r in rows), 3)
+        summary["fluency_gap"] = round(summary["mean_logprob_unconstrained"] - summary["mean_logprob_poem"], 3)
+        for k in ("rhyme_word_logprob_mean", "topic_gain_early", "topic_gain_late"):
+            values = [r[k] for r in rows if r.get(k) is not None]
+            summary[k] = round(statistics.fmean(values), 3) if values else None
+    return summary

@@ -127,6 +127,13 @@ def custom_form(scheme: str, meter: str = "iambic", feet: int = 5, feminine: boo
 def resolve_form(key: str, scheme: str | None = None, meter: str | None = None, feet: int | None = None,
                  feminine: bool = True) -> Form:
     """A named form, or a custom one from scheme/meter/feet (any of them given means custom)."""
+    if meter is not None and meter not in METERS:
+        raise StoryloomError(f"Unknown meter {meter!r}: use one of {', '.join(METERS)}.")
+    if feet is not None:
+        limit = 30 if meter == "syllabic" else 8
+        if not 1 <= feet <= limit:  # never quietly the default: --feet 0 is a mistake to name
+            raise StoryloomError(f"Feet must be between 1 and {limit}" + (" syllables" if meter == "syllabic" else "")
+                                 + f" (got {feet}).")
     if key == "custom" or scheme:
         if not scheme:
             raise StoryloomError("A custom form needs --scheme, e.g. --scheme ABAB --meter iambic --feet 4.")
