@@ -116,6 +116,7 @@ def test_ranking_prefers_lines_the_critic_passes_then_the_likelier_then_the_less
     assert composer.critic_penalty("Let me tell you about the sea", [], "A sonnet") >= critic.FAIL
     assert composer.critic_penalty("The sea is wide and deep", ["The sea is wide and deep"], "x") >= critic.FAIL
     assert composer.critic_penalty("The sea is wide,", ["The moon"], "x") == 0
+    assert composer.critic_penalty("Her laps are all about her side side", [], "x") >= critic.FAIL
 
 
 def test_every_line_sees_the_heading_with_the_topic_and_the_last_lines(small):

@@ -36,7 +36,8 @@ LINE_CANDIDATES = 6  # whole lines sampled per slot (time allowing); the best un
 BACKTRACKS = 4
 TIME_CAP = 90.0  # the poem's budget, shared out per line; never a reason to drop a line
 MIN_LINE_S = 1.0  # a line's budget when the poem's is spent (the first draw is always finished)
-SEARCH_STEPS = 400  # tokens the greedy fallback may try for one line
+SEARCH_STEPS = 200  # tokens the greedy fallback may try for one line
+SEARCH_MIN_S = 30.0  # and seconds, at least (past them the line is impossible for now: backtrack)
 WINDOW = 4  # poem lines the model sees before the one it writes (after the heading with the topic)
 FORCED_WEIGHT = 0.05  # per nat of the rhyme word's log-prob, on top of the line's mean
 POEM_SETTINGS = SamplerSettings(temperature=0.7, top_k=40, top_p=0.95, repetition_penalty=1.2,
@@ -176,7 +177,9 @@ def critic_penalty(text: str, earlier: list[str], hidden: str) -> float:
     earlier lines, junk. A fatal one keeps the line out (see rank_score)."""
     verdict = critic.judge(text, critic.Brief(kind="passage", min_words=1, max_words=60,
                                               earlier=tuple(earlier), hidden=(hidden,)))
-    return sum(f.cost for f in verdict.findings if f.code not in NOT_FOR_LINES)
+    words = words_of(text)
+    doubled = any(a == b and a not in ("very", "far", "so") for a, b in zip(words, words[1:]))  # "her side side"
+    return sum(f.cost for f in verdict.findings if f.code not in NOT_FOR_LINES) + (critic.FAIL if doubled else 0.0)
 
 
 def rank_score(line: PoemLine) -> float:
@@ -207,7 +210,13 @@ class _TokenWriter:
         self.openings: frozenset = frozenset()
 
     def _open(self, context: str) -> None:
-        if context != self.context:
+        if self.context is not None and context != self.context and context.startswith(self.context):
+            # the poem grew by a line and the window has not slid yet: feed the new text only
+            self.dec.rewind(self.start)
+            for token in self.vocab.tokenizer(context[len(self.context):], add_special_tokens=False)["input_ids"]:
+                self.dec.step(token)
+            self.context, self.start = context, self.dec.mark()
+        elif context != self.context:
             self.opened += 1
             seed = None if self.seed is None else (self.seed * 1_000_003 + self.opened) % 2**62
             self.dec = open_decoder(self.generator, context, seed)
@@ -247,37 +256,43 @@ class _TokenWriter:
         return None
 
     def _search(self, templates: tuple[str, ...], rule: RhymeRule, verify: Callable[[str], bool], avoid,
-                cancel) -> PoemLine | None:
-        """The fallback: the likeliest allowed token each step (greedy), backing out of a dead end
-        to the next likeliest, until a line passes `verify` (or SEARCH_STEPS tokens were tried)."""
+                cancel, deadline: float | None = None) -> PoemLine | None:
+        """The fallback: the likeliest allowed token each step (greedy); from a dead end, or a line
+        `verify` rejects, it backs out of the last word and takes the next likeliest first token
+        there, until a line passes (or SEARCH_STEPS tokens were tried, or `deadline` passed)."""
         constraint = LineConstraint(self.vocab, templates, rule, self.openings)
         limit = 4 * max(len(t) for t in templates) + 12
         tokens: list[int] = []
         logprobs: list[float] = []
         starts: list[int] = []  # token indexes where words start
         stack: list[tuple[object, tuple, set[int]]] = []  # per depth: decoder mark, constraint state, tried
-        steps = 0
-        while steps < SEARCH_STEPS:
-            if cancel is not None and cancel.is_set():
+
+        def back_out() -> bool:
+            """Undo the last word (or token): it is never tried again at that place."""
+            if not tokens:
+                return False
+            depth = starts[-1] if starts else len(tokens) - 1
+            banned = tokens[depth]
+            del tokens[depth:], logprobs[depth:], stack[depth + 1:]
+            while starts and starts[-1] >= depth:
+                starts.pop()
+            mark, state, tried = stack[depth]
+            self.dec.rewind(mark)
+            constraint.restore(state)
+            tried.add(banned)
+            return True
+
+        for _ in range(SEARCH_STEPS):
+            if (cancel is not None and cancel.is_set()) or (deadline is not None and time.monotonic() > deadline):
                 return None
             if len(stack) <= len(tokens):
                 stack.append((self.dec.mark(), constraint.state(), set()))
-            mark, state, tried = stack[len(tokens)]
+            tried = stack[len(tokens)][2]
             allowed = [t for t in constraint.allowed() if t not in tried] if len(tokens) < limit else []
             if not allowed:
-                stack.pop()
-                if not tokens:
+                if not back_out():
                     return None
-                tried_here = stack[len(tokens) - 1][2]
-                tried_here.add(tokens.pop())
-                logprobs.pop()
-                while starts and starts[-1] >= len(tokens):
-                    starts.pop()
-                prev_mark, prev_state, _ = stack[len(tokens)]
-                self.dec.rewind(prev_mark)
-                constraint.restore(prev_state)
                 continue
-            steps += 1
             token, lp = self.dec.sample(allowed, GREEDY)
             starting = not constraint.in_word
             constraint.advance(token)
@@ -291,13 +306,8 @@ class _TokenWriter:
                 if plain(line.text) not in avoid and verify(line.text):
                     line.searched = True
                     return line
-                # rejected whole (a repeated opening, say): try the next-best final token
-                constraint.restore(state)
-                self.dec.rewind(mark)
-                tried.add(tokens.pop())
-                logprobs.pop()
-                while starts and starts[-1] >= len(tokens):
-                    starts.pop()
+                if not back_out():  # rejected whole (said before, say): another last word
+                    return None
         return None
 
     def best_line(self, context: str, templates: tuple[str, ...], rule: RhymeRule, verify: Callable[[str], bool],
@@ -328,7 +338,8 @@ class _TokenWriter:
         self._open(context)
         if poem is not None:
             poem.searches += 1
-        line = self._search(templates, rule, verify, avoid, cancel)
+        now = time.monotonic()
+        line = self._search(templates, rule, verify, avoid, cancel, max(deadline, now + SEARCH_MIN_S))
         if line is not None:
             line.penalty = judge(line.text) if judge else 0.0
         return line
