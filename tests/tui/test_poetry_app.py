@@ -104,3 +104,27 @@ async def test_after_a_line_that_failed_the_next_lines_keep_their_own_checks(poe
         assert "could not be completed" in shown[0]
         assert "no rhyme with 1" in shown[1]  # line 2's partner is the missing line 1
         assert " ✓ " in shown[2] and "rhymes with 3" not in shown[2]  # line 3 opens its own pair
+
+
+async def test_the_word_filter_is_a_setting_on_by_default(poet, storyloom_home):
+    from textual.widgets import Checkbox
+
+    from storyloom.config import load_config
+    from storyloom.modes import wordfilter
+
+    app = StoryloomApp(generator_factory=lambda spec, progress: poet)
+    try:
+        async with app.run_test(size=(100, 40)) as pilot:
+            await settle(app, pilot)
+            assert app.config.word_filter and wordfilter.enabled()
+            await pilot.press("s")
+            await pilot.pause()
+            box = app.screen.query_one("#word-filter", Checkbox)
+            assert box.value is True
+            box.value = False
+            await pilot.press("ctrl+s")
+            await pilot.pause()
+            assert app.config.word_filter is False and load_config().word_filter is False
+            assert not wordfilter.enabled() and wordfilter.found("damn") == []
+    finally:
+        wordfilter.set_enabled(True)
