@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     poem.add_argument("--style", default="", help='e.g. "in the style of a sea shanty"')
     poem.add_argument("--seed", type=int)
     poem.add_argument("--model", dest="sub_model")
-    poem.add_argument("--time-cap", type=float, default=90.0, help="seconds before unfinished lines are given up")
+    poem.add_argument("--time-cap", type=float, default=90.0, help="seconds the poem aims for, shared among its lines: past a line's share it keeps the best line "
+                           "drawn so far (or a quick search writes one); no line is dropped for time")
     scan.add_argument("file", help="a text file with the poem, or - for standard input")
 
     bench = sub.add_parser("bench", help="measure speed; prints JSON")
@@ -236,8 +237,8 @@ def _poem(args) -> int:
     print(f"[{form.name}, {poem.seconds:.1f} s, {poem.backtracks} backtracks]", file=sys.stderr)
     if not poem.complete:
         lines = ", ".join(str(i + 1) for i in poem.failed)
-        print(f"storyloom: line(s) {lines} could not be completed within {args.time_cap:.0f} s; "
-              "try another --seed or a longer --time-cap.", file=sys.stderr)
+        print(f"storyloom: no line that scans and rhymes was found for line(s) {lines}; "
+              "try another --seed or --topic.", file=sys.stderr)
         return 1
     return 0
 
