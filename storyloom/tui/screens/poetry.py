@@ -202,7 +202,7 @@ class PoetryScreen(GeneratingScreen):
                          f"{verdict.rhyme_pairs_ok}/{verdict.rhyme_pairs} rhymes. r rewrites a line, Ctrl+S saves.")
         else:
             failed = ", ".join(str(i + 1) for i in poem.failed)
-            self._status(f"Line(s) {failed} could not be completed in time: highlight one and press r.")
+            self._status(f"Line(s) {failed} could not be completed (no line that scans and rhymes was found): highlight one and press r.")
         self.query_one(PoemLines).focus()
 
     def action_rewrite(self) -> None:
