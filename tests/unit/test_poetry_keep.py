@@ -171,3 +171,18 @@ def test_the_bench_reads_shakespeare_from_the_packaged_assets(monkeypatch, tmp_p
     result = shakespeare()
     assert result["lines"] > 2000 and result["share"] > 0.6
     assert "error" in shakespeare(tmp_path / "missing.txt")
+
+
+def test_past_its_budget_a_line_the_critic_fails_is_drawn_again(small):
+    writer = composer._TokenWriter(small, small._poetry_vocab, seed=3)
+    seen = []
+
+    def judge(text):
+        seen.append(text)
+        return critic.FAIL if len(seen) == 1 else 0.0
+
+    poem = Poem(get_form("couplets"), "the sea")
+    context = poem_prompt(small, poem.form, "the sea")
+    line = writer.best_line(context, PENTAMETER, RhymeRule(), lambda text: True, composer.POEM_SETTINGS,
+                            deadline=0.0, cancel=None, poem=poem, judge=judge)
+    assert line is not None and line.penalty == 0 and len(seen) == 2 and poem.line_tries == 2

@@ -35,6 +35,7 @@ LINE_TRIES = 12
 LINE_CANDIDATES = 6  # whole lines sampled per slot (time allowing); the best under rank_score is kept
 BACKTRACKS = 4
 TIME_CAP = 90.0  # the poem's budget, shared out per line; never a reason to drop a line
+REDRAWS = 3  # draws a line may take past its budget while the critic fails every one it has
 MIN_LINE_S = 1.0  # a line's budget when the poem's is spent (the first draw is always finished)
 SEARCH_STEPS = 200  # tokens the greedy fallback may try for one line
 SEARCH_MIN_S = 30.0  # and seconds, at least (past them the line is impossible for now: backtrack)
@@ -322,12 +323,15 @@ class _TokenWriter:
         for attempt in range(LINE_TRIES):
             if cancel is not None and cancel.is_set():
                 return None
-            if attempt and time.monotonic() > deadline:
+            # past its budget a line keeps what it has, unless the critic fails all of it (a few more draws)
+            over = time.monotonic() > deadline
+            if attempt and over and (not found or any(line.penalty < critic.FAIL for line in found)
+                                     or attempt >= REDRAWS):
                 break
             self._open(context)
             if poem is not None:
                 poem.line_tries += 1
-            line = self._write(templates, rule, settings, deadline if attempt else None, cancel)
+            line = self._write(templates, rule, settings, deadline if attempt and not over else None, cancel)
             if line is not None and plain(line.text) not in avoid and verify(line.text):  # never the same line twice
                 line.penalty = judge(line.text) if judge else 0.0
                 found.append(line)
