@@ -23,7 +23,8 @@ from storyloom.engine import native, threads
 from storyloom.engine.fast_llama import FastLlama, KVState
 from storyloom.engine.kv_cache import new_cache
 from storyloom.engine.native_llama import NativeLlama
-from storyloom.engine.logits import choose_next
+from storyloom.engine.banning import PhraseBan, token_at
+from storyloom.engine.logits import Context, choose_next
 from storyloom.engine.sampling import SamplerSettings
 
 
@@ -64,6 +65,10 @@ def _fast_path(model, engine: str):
         if fast is not None:
             return fast, engine
     return None, "reference"
+
+
+# A banned phrase backs the loop up at most this often per text; then the text ends before it.
+MAX_BACKTRACKS = 64
 
 
 class DecodeState:
@@ -177,15 +182,104 @@ class TransformersGenerator(Generator):
         gen = _rng(settings.seed)
         state = self.decode_state(prompt_ids, batch)
         history = torch.tensor([prompt_ids] * batch, dtype=torch.long)
+        context = self.sampler_context(settings)
         for _ in range(settings.max_new_tokens):
             if cancel is not None and cancel.is_set():
                 return
-            token = choose_next(state.logits, history, settings, gen)
+            token = choose_next(state.logits, history, settings, gen, context)
             yield token
             history = torch.cat([history, token[:, None]], dim=1)
             if cancel is not None and cancel.is_set():
                 return
             state.feed(token[:, None])
+
+    def token_texts(self) -> list[str]:
+        """Each vocabulary id's own text (computed once: DRY's breakers and XTC's protected tokens)."""
+        if getattr(self, "_token_texts", None) is None:
+            self._token_texts = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
+        return self._token_texts
+
+    def sampler_context(self, settings: SamplerSettings) -> Context:
+        """The token sets DRY and XTC need, for this tokenizer (cached per breaker list)."""
+        breakers: frozenset[int] = frozenset()
+        if settings.dry_multiplier:
+            cache = self.__dict__.setdefault("_breakers", {})
+            key = settings.dry_sequence_breakers
+            if key not in cache:
+                cache[key] = frozenset(i for i, t in enumerate(self.token_texts()) if any(b in t for b in key))
+            breakers = cache[key]
+        protect: frozenset[int] = frozenset()
+        if settings.xtc_probability:
+            if getattr(self, "_xtc_protect", None) is None:
+                self._xtc_protect = frozenset(self.eos_ids) | frozenset(
+                    i for i, t in enumerate(self.token_texts()) if "\n" in t)
+            protect = self._xtc_protect
+        return Context(dry_breakers=breakers, xtc_protect=protect)
+
+    @torch.inference_mode()
+    def _banned_pieces(self, prompt_ids: list[int], settings: SamplerSettings, cancel: Cancel | None,
+                       watch: Stopwatch) -> Iterator[str]:
+        """One text with banned phrases kept out: when one forms, the cache and positions go back
+        to the token where it began, that token is banned at that position, and decoding goes on
+        from there. Text that could still turn into a banned phrase is held back from the stream."""
+        ban = PhraseBan(settings.banned)
+        gen = _rng(settings.seed)
+        state = self.decode_state(prompt_ids, 1)
+        first_logits = state.logits
+        base = len(prompt_ids)
+        context = self.sampler_context(settings)
+        scanner = StopScanner(settings.stop + self.stop_strings)
+        ids: list[int] = []
+        offsets: list[int] = []  # where each token's text starts in the decoded output
+        bans: dict[int, set[int]] = {}
+        backtracks = 0
+        text = ""
+        while len(ids) < settings.max_new_tokens:
+            if cancel is not None and cancel.is_set():
+                return
+            pos = len(ids)
+            context.banned = [bans.get(pos, set())]
+            history = torch.tensor([prompt_ids + ids], dtype=torch.long)
+            token = int(choose_next(state.logits, history, settings, gen, context)[0])
+            watch.token()
+            end = token in self.eos_ids
+            if not end:
+                offsets.append(len(text))
+                ids.append(token)
+                text = self.decode(ids)
+                if text.endswith("\ufffd") and len(ids) < settings.max_new_tokens:
+                    state.feed(torch.tensor([[token]]))
+                    continue
+            match = ban.find(text.rstrip("\ufffd"), final=end or len(ids) >= settings.max_new_tokens)
+            if match is not None and backtracks >= MAX_BACKTRACKS:
+                text, end = text[:match.start], True  # no other way out: end the text before it
+            elif match is not None:
+                backtracks += 1
+                at = token_at(offsets, match.start)
+                bans = {p: b for p, b in bans.items() if p <= at}
+                bans.setdefault(at, set()).add(ids[at])
+                del ids[at:], offsets[at:]
+                text = self.decode(ids)
+                state.crop(base + max(0, at - 1))
+                if at == 0:
+                    state.logits = first_logits
+                else:
+                    state.length = base + at - 1
+                    state.feed(torch.tensor([[ids[at - 1]]]))
+                continue
+            if end:
+                break
+            state.feed(torch.tensor([[token]]))
+            hold = ban.hold(text)
+            safe = offsets[token_at(offsets, len(text) - hold)] if hold else len(text)
+            piece = scanner.feed(text[:safe])
+            if piece:
+                yield piece
+            if scanner.stopped:
+                return
+        rest = scanner.finish(text.rstrip("\ufffd"))
+        if rest:
+            yield rest
 
     def constrained_decoder(self, text: str, seed: int | None = None):
         """A decoder over `text` whose every token the caller chooses among allowed ones (poetry)."""
@@ -200,6 +294,12 @@ class TransformersGenerator(Generator):
     def _stream(self, prompt: str, settings: SamplerSettings, cancel: Cancel | None) -> Iterator[str]:
         prompt_ids = self._prompt_ids(prompt, settings.max_new_tokens)
         watch = Stopwatch(len(prompt_ids))
+        if settings.banned:
+            try:
+                yield from self._banned_pieces(prompt_ids, settings, cancel, watch)
+            finally:
+                self.last_stats = watch.done()
+            return
         scanner = StopScanner(settings.stop + self.stop_strings)
         ids: list[int] = []
         text = ""
@@ -235,6 +335,15 @@ class TransformersGenerator(Generator):
             raise ValueError("n must be at least 1")
         prompt_ids = self._prompt_ids(prompt, settings.max_new_tokens)
         watch = Stopwatch(len(prompt_ids))
+        if settings.banned:  # backing up is per row (each its own cache): one row at a time
+            texts = []
+            for i in range(n):
+                seed = None if settings.seed is None else settings.seed + i
+                texts.append("".join(self._banned_pieces(prompt_ids, settings.with_(seed=seed), cancel, watch)))
+                if on_step is not None:
+                    on_step(settings.max_new_tokens * (i + 1) // n)
+            self.last_stats = watch.done()
+            return texts
         rows: list[list[int]] = [[] for _ in range(n)]
         done = [False] * n
         texts = [""] * n
