@@ -11,6 +11,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from storyloom.engine.generate import (
+    TOP_ALTERNATIVES,
     Cancel,
     Capabilities,
     GenerationStats,
@@ -18,6 +19,7 @@ from storyloom.engine.generate import (
     ModelInfo,
     StopScanner,
     Stopwatch,
+    TokenChoice,
 )
 from storyloom.engine import native, threads
 from storyloom.engine.fast_llama import FastLlama, KVState
@@ -118,8 +120,8 @@ class DecodeState:
 
 
 class TransformersGenerator(Generator):
-    capabilities = Capabilities(stream=True, batch=True, scoring=True, token_steering=True,
-                                exact_tokens=True, seed=True)
+    capabilities = Capabilities(stream=True, batch=True, token_logprobs=True, scoring=True,
+                                token_steering=True, exact_tokens=True, seed=True)
 
     def __init__(self, model, tokenizer, name: str, location: str | None = None, engine: str | None = None):
         self.model = model.eval()
@@ -371,6 +373,33 @@ class TransformersGenerator(Generator):
             text = self.decode(row).rstrip("\ufffd")
             results.append(scanner.feed(text) + scanner.finish(text))
         return results
+
+    @torch.inference_mode()
+    def token_choices(self, prompt: str, text: str, top: int = TOP_ALTERNATIVES) -> list[TokenChoice]:
+        """Recomputed by one forward over prompt + text rather than recorded while generating:
+        it fits the text as the player sees it (cleaned, picked among candidates, altered, or
+        loaded from a save, none of which a record would survive), costs nothing while writing,
+        and gives the model's own probabilities, before any sampler reshaped them."""
+        ids = self.encode(text, special=False)
+        if not ids:
+            return []
+        prompt_ids = self.encode(prompt)[-max(1, self.context_length - len(ids)):]
+        logits = self.model(input_ids=torch.tensor([prompt_ids + ids]), logits_to_keep=len(ids) + 1).logits
+        logp = torch.log_softmax(logits[0, : len(ids)].float(), -1)  # row j predicts token j
+        best = torch.topk(logp, min(logp.shape[-1], top * 2), dim=-1)
+        starts = [len(self.decode(ids[:i])) for i in range(len(ids))] + [len(text)]
+        out = []
+        for j, token in enumerate(ids):
+            alternatives = []
+            for value, alt in zip(best.values[j].tolist(), best.indices[j].tolist()):
+                piece = self.decode([alt])
+                if piece and "\ufffd" not in piece and alt not in self.eos_ids:  # a half character cannot be picked
+                    alternatives.append((piece, float(torch.tensor(value).exp())))
+                if len(alternatives) == top:
+                    break
+            out.append(TokenChoice(starts[j], text[starts[j]:starts[j + 1]], float(logp[j, token].exp()),
+                                   tuple(alternatives)))
+        return out
 
     @torch.inference_mode()
     def score_many(self, prompt: str, continuations: Sequence[str]) -> list[float]:

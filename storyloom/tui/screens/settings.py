@@ -53,7 +53,7 @@ class SettingsScreen(Screen):
             return Text(f"In use: none yet ({self.app.model_status})", style="dim")
         info = generator.info
         text = Text(f"In use: {info.name} ({info.backend})", style="dim")
-        for key in ("server", "abilities", "no scoring", "token counts", "context"):
+        for key in ("server", "abilities", "samplers", "no scoring", "token counts", "context"):
             if info.extra.get(key):
                 text.append(f"\n  {key}: {info.extra[key]}", style="dim")
         return text
