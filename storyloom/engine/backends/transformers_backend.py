@@ -69,6 +69,11 @@ def _fast_path(model, engine: str):
     return None, "reference"
 
 
+def _pickable(piece: str) -> bool:
+    """Text an alternative can be continued from: not half a character, not a control code."""
+    return bool(piece) and "\ufffd" not in piece and all(ch in "\n\t" or ch.isprintable() for ch in piece)
+
+
 # A banned phrase backs the loop up at most this often per text; then the text ends before it.
 MAX_BACKTRACKS = 64
 
@@ -386,14 +391,14 @@ class TransformersGenerator(Generator):
         prompt_ids = self.encode(prompt)[-max(1, self.context_length - len(ids)):]
         logits = self.model(input_ids=torch.tensor([prompt_ids + ids]), logits_to_keep=len(ids) + 1).logits
         logp = torch.log_softmax(logits[0, : len(ids)].float(), -1)  # row j predicts token j
-        best = torch.topk(logp, min(logp.shape[-1], top * 2), dim=-1)
+        best = torch.topk(logp, min(logp.shape[-1], top * 4 + 16), dim=-1)  # room for skipped ones
         starts = [len(self.decode(ids[:i])) for i in range(len(ids))] + [len(text)]
         out = []
         for j, token in enumerate(ids):
             alternatives = []
             for value, alt in zip(best.values[j].tolist(), best.indices[j].tolist()):
                 piece = self.decode([alt])
-                if piece and "\ufffd" not in piece and alt not in self.eos_ids:  # a half character cannot be picked
+                if _pickable(piece) and alt not in self.eos_ids:
                     alternatives.append((piece, float(torch.tensor(value).exp())))
                 if len(alternatives) == top:
                     break

@@ -28,7 +28,8 @@ def percent(probability: float) -> str:
 
 def visible(piece: str) -> str:
     """A token as a reader can see it: spaces and line breaks shown, never interpreted."""
-    return piece.replace("\n", "⏎").replace("\t", "⇥") or "∅"
+    piece = piece.replace("\n", "⏎").replace("\t", "⇥")
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in piece) or "∅"
 
 
 class TokenProbsScreen(ModalScreen["tuple[int, str] | None"]):
@@ -83,7 +84,8 @@ class TokenProbsScreen(ModalScreen["tuple[int, str] | None"]):
         text = Text()
         for i, choice in enumerate(self.choices):
             style = shade(choice.probability) + (" reverse" if i == self.current else "")
-            text.append(choice.text, style=style)
+            text.append("".join(ch if ch.isprintable() or ch == "\n" else repr(ch)[1:-1] for ch in choice.text),
+                        style=style)
         return text
 
     def _show(self, index: int) -> None:
