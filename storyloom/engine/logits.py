@@ -6,6 +6,7 @@ and reference) hand their logits here, so every sampler behaves the same on each
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -123,6 +124,12 @@ def choose_next(
     vocab = logits.shape[-1]
     if settings.top_k and settings.top_k < vocab:
         vals, idx = torch.topk(logits, settings.top_k, dim=-1)
+    elif settings.min_p > 0 and settings.top_p == 1.0 and settings.typical_p == 1.0:
+        # min-p alone keeps only tokens within log(min_p) of the best: draw among those (the
+        # filters after it, XTC included, renormalise, so the distribution is the same)
+        floor = logits.max(dim=-1, keepdim=True).values + math.log(settings.min_p)
+        keep = max(1, int((logits >= floor).sum(dim=-1).max()))
+        vals, idx = torch.topk(logits, keep, dim=-1)
     elif settings.top_p < 1.0 and settings.typical_p == 1.0 and vocab > 2 * SUBSET:
         vals, idx = torch.topk(logits, SUBSET, dim=-1)
         mass = torch.exp(torch.logsumexp(vals, -1) - torch.logsumexp(logits, -1))

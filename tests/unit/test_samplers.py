@@ -222,3 +222,13 @@ def test_a_phrase_split_across_tokens_is_backed_out_of_on_the_real_model(real_mo
     assert PhraseBan([phrase]).find(plain, final=True) is not None
     out = real_model.generate(prompt, settings.with_(banned=(phrase,)))
     assert PhraseBan([phrase]).find(out, final=True) is None and out.strip()
+
+
+def test_the_sampler_bench_reports_each_sampler(tiny_model_dir):
+    from storyloom.engine import sampler_bench
+
+    result = sampler_bench.samplers(str(tiny_model_dir), history_tokens=64, repeats=2, decode_tokens=4)
+    assert result["vocabulary"] == 400 and result["history_tokens"] >= 32
+    assert set(result["added_ms_per_token"]) == {"min_p", "min_p_full_vocabulary", "dry", "xtc", "all_three",
+                                                 "banned_phrases_5"}
+    assert result["decode_ms_per_token"] > 0
