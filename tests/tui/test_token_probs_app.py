@@ -69,3 +69,28 @@ async def test_escape_closes_the_view_and_nothing_changes(make_app, fake):
         await pilot.pause()
         assert isinstance(app.screen, AdventureScreen)
         assert app.screen.play.game.turns[-1].output == "Rain falls."
+
+
+async def test_co_write_a_candidates_tokens_and_a_new_candidate_from_an_alternative(make_app, fake):
+    from tests.tui.test_cowrite_app import FRESH, LOOP, candidate_lines, start_story
+
+    fake.push(LOOP, *FRESH, " rope was wet.")
+    app = make_app()
+    async with app.run_test(size=(110, 40)) as pilot:
+        await start_story(app, pilot)
+        first = app.screen.play.story.pending[0].text
+        await pilot.press("p")  # the highlighted (best) candidate
+        await settle(app, pilot)
+        assert isinstance(app.screen, TokenProbsScreen)
+        tokens = _lines(app.screen.query_one("#tokens", OptionList))
+        assert "".join(t.split("%  ", 1)[1] for t in tokens) == first
+        await pilot.press("down", "right", "down", "enter")  # second token: the first alternative not in the text
+        await settle(app, pilot)
+        pending = app.screen.play.story.pending
+        picked = first.split(" ")[0] + " suddenly"
+        assert pending[0].text == picked + " rope was wet."
+        assert candidate_lines(app)[0].startswith("1. " + picked + " rope was wet.")
+        assert first in [c.text for c in pending[1:]]  # the others stay on offer
+        await pilot.press("ctrl+b")  # the offer before
+        await pilot.pause()
+        assert app.screen.play.story.pending[0].text == first

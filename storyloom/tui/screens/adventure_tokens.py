@@ -6,20 +6,13 @@ from __future__ import annotations
 import threading
 
 from textual import work
-from textual.message import Message
 
 from storyloom.modes.adventure import run
 from storyloom.store.stories import Turn
 from storyloom.tui.messages import GenerationFailed, GenerationFinished, GenerationStarted, error_text
 from storyloom.tui.screens.generating import Stopped
-from storyloom.tui.screens.token_probs import TokenProbsScreen
+from storyloom.tui.screens.token_probs import TokenProbsScreen, TokensReady
 from storyloom.tui.widgets.transcript import Transcript
-
-
-class TokensReady(Message):
-    def __init__(self, choices: list) -> None:
-        super().__init__()
-        self.choices = choices
 
 
 class AdventureTokens:

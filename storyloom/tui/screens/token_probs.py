@@ -8,9 +8,19 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Label, OptionList, Static
 from textual.widgets.option_list import Option
+
+
+class TokensReady(Message):
+    """A worker read a text's token probabilities (for the screen that asked)."""
+
+    def __init__(self, choices: list, index: int = 0) -> None:
+        super().__init__()
+        self.choices = choices
+        self.index = index
 
 
 def shade(probability: float) -> str:
