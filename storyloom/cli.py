@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("file", help="a text file with the poem, or - for standard input")
 
     bench = sub.add_parser("bench", help="measure speed; prints JSON")
-    bench.add_argument("what", choices=["engine", "cowrite", "tree", "poetry", "votes", "quality"])
+    bench.add_argument("what", choices=["engine", "cowrite", "tree", "poetry", "votes", "quality", "samplers"])
     bench.add_argument("--poems", type=int, default=10, help="poetry: poems per form (seeds 1..N)")
     bench.add_argument("--forms", default="sonnet,limerick,ballad,couplets,haiku", help="poetry: forms to run")
     bench.add_argument("--model", dest="sub_model")
@@ -191,6 +191,10 @@ def _bench_result(args) -> dict:
 
             result = poetry_bench.poetry(_model_spec(args), forms=args.forms.split(","), poems=args.poems,
                                          progress=progress)
+        elif args.what == "samplers":  # ms per token each sampler adds (native path, the model's vocabulary)
+            from storyloom.engine import sampler_bench
+
+            result = sampler_bench.samplers(_model_spec(args), progress=progress)
         elif args.what == "votes":  # 4 processes x 1,000 votes while another imports a pack
             from storyloom.store import vote_bench
 

@@ -23,6 +23,7 @@ class Config:
     player: str = "player"  # your name on story-tree votes and bookmarks
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     word_filter: bool = True  # profanity kept out of every mode's text (modes/wordfilter.py)
+    presets: dict[str, dict] = field(default_factory=dict)  # the player's named sampler presets
 
     def with_(self, **changes) -> "Config":
         return replace(self, **changes)
@@ -65,8 +66,17 @@ def load_config(path: Path | None = None) -> Config:
         sampler = SamplerSettings.from_dict(data.get("sampler", {}))
     except (SettingsError, TypeError, ValueError) as exc:
         raise ConfigError(f"Settings file {path} is not valid: {exc}") from None
+    presets = data.get("presets", {})
+    if not isinstance(presets, dict) or not all(isinstance(v, dict) for v in presets.values()):
+        raise ConfigError(f"Settings file {path}: presets must be tables ([presets.\"Name\"] with min_p = 0.05 ...).")
+    from storyloom.engine.presets import check_values
+
+    try:
+        presets = {str(name): check_values(values, f"preset {name!r}") for name, values in presets.items()}
+    except SettingsError as exc:
+        raise ConfigError(f"Settings file {path} is not valid: {exc}") from None
     return Config(model=data.get("model", "default") or "default", player=data.get("player", "player") or "player",
-                  sampler=sampler, word_filter=data.get("word_filter", True))
+                  sampler=sampler, word_filter=data.get("word_filter", True), presets=presets)
 
 
 def load_or_default(path: Path | None = None) -> tuple[Config, str | None]:
@@ -80,8 +90,12 @@ def load_or_default(path: Path | None = None) -> tuple[Config, str | None]:
 def save_config(config: Config, path: Path | None = None) -> None:
     path = path or config_file()
     sampler = {k: v for k, v in config.sampler.to_dict().items() if v is not None}
-    text = tomli_w.dumps({"model": config.model, "player": config.player, "word_filter": config.word_filter,
-                          "sampler": sampler})
+    data = {"model": config.model, "player": config.player, "word_filter": config.word_filter,
+            "sampler": sampler}
+    if config.presets:
+        data["presets"] = {name: {k: v for k, v in values.items() if v is not None}
+                           for name, values in config.presets.items()}
+    text = tomli_w.dumps(data)
     try:
         atomic_write(path, text.encode("utf-8"), force=True)  # never a half-written settings file
     except OSError as exc:

@@ -32,6 +32,7 @@ class FakeServer:
         self.garbage = False
         self.drop_after: int | None = None  # streamed chunks before the connection is cut
         self.echo_header = False  # 401 errors echo the Authorization header back (a careless server)
+        self.reject: set[str] = set()  # request fields answered with 400 (a strict server)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -66,6 +67,8 @@ class FakeServer:
                                             "max_model_len": server.context, "tokens": []})
                 if self.path != "/v1/completions":
                     return self._send(404, {"error": {"message": "not found"}})
+                if server.reject & set(body):
+                    return self._send(400, {"error": {"message": f"unknown field {sorted(server.reject & set(body))}"}})
                 if server.fail:
                     status = server.fail.pop(0)
                     message = f"busy; you sent {self.headers.get('Authorization')}" if server.echo_header else "busy"

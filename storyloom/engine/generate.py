@@ -68,6 +68,20 @@ class Capabilities:
     parallel: int = 1
 
 
+@dataclass(frozen=True)
+class TokenChoice:
+    """One token of a text: where it starts in the text, its text, its probability under the
+    model, and the model's likeliest tokens at that place (text, probability), best first."""
+
+    start: int
+    text: str
+    probability: float
+    alternatives: tuple[tuple[str, float], ...]
+
+
+TOP_ALTERNATIVES = 10
+
+
 class Generator:
     """Base class: subclasses implement _stream, candidates, score_many, count_tokens.
 
@@ -123,6 +137,17 @@ class Generator:
         """n continuations in one batched call; `on_step(k)` after each decoding step (progress);
         `grammar` as in stream()."""
         raise NotImplementedError
+
+    def token_choices(self, prompt: str, text: str, top: int = TOP_ALTERNATIVES) -> list[TokenChoice]:
+        """Each token of `text` after `prompt` with its probability and the `top` alternatives
+        (where capabilities.token_logprobs says the backend can)."""
+        from storyloom import StoryloomError
+
+        raise StoryloomError(f"{self.name} does not give token probabilities.")
+
+    def ignored_samplers(self, settings: SamplerSettings) -> list[str]:
+        """Samplers `settings` turns on that this backend does not apply (a remote server's gaps)."""
+        return []
 
     def score(self, prompt: str, continuation: str) -> float:
         return self.score_many(prompt, [continuation])[0]

@@ -1,5 +1,13 @@
-"""The token-choice step: apply SamplerSettings to a batch of logits."""
+"""The token-choice step: apply SamplerSettings to a batch of logits.
+
+The order is text-generation-webui's: banned tokens, repetition penalty, DRY, temperature, then
+top-k, typical-p, top-p, min-p and XTC on what is left, and the draw. Both decode paths (native
+and reference) hand their logits here, so every sampler behaves the same on each.
+"""
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
 
 import torch
 
@@ -18,6 +26,77 @@ def apply_repetition_penalty(
     return logits.scatter(1, recent, seen)
 
 
+@dataclass
+class Context:
+    """What the sampler needs beyond settings: which tokens break a DRY repeat, which ones XTC
+    never removes (newline, end of text: webui's rule, so it cannot make turns run on), and the
+    tokens banned at this position of each row (a banned phrase began with them)."""
+
+    dry_breakers: frozenset[int] = frozenset()
+    xtc_protect: frozenset[int] = frozenset()
+    banned: list[set[int]] | None = None
+    _protect: torch.Tensor | None = field(default=None, repr=False)
+
+    def protect_ids(self) -> torch.Tensor:
+        if self._protect is None:
+            self._protect = torch.tensor(sorted(self.xtc_protect), dtype=torch.long)
+        return self._protect
+
+
+DRY_MAX_MATCH = 50  # as webui: longer repeats get the same penalty (and the search stays short)
+
+
+def apply_dry(logits: torch.Tensor, history: torch.Tensor, settings: SamplerSettings,
+              breakers: frozenset[int]) -> torch.Tensor:
+    """DRY ("don't repeat yourself", text-generation-webui's DRYLogitsProcessor): for every
+    earlier place where the last tokens already occurred, the token that followed there would
+    extend the repeat; it loses multiplier * base ** (repeat length - allowed length)."""
+    if settings.dry_multiplier == 0 or history.shape[-1] < 2:
+        return logits
+    window = history[:, -settings.dry_range:] if settings.dry_range else history
+    out = logits.clone()
+    for row in range(window.shape[0]):
+        ids = window[row]
+        last = int(ids[-1])
+        if last in breakers:
+            continue
+        matches = torch.nonzero(ids[:-1] == last).flatten().tolist()
+        if not matches:
+            continue
+        seq = ids.tolist()
+        n = len(seq)
+        longest: dict[int, int] = {}
+        for i in matches:
+            follower = seq[i + 1]
+            if follower in breakers:
+                continue
+            length = 1
+            while length < DRY_MAX_MATCH:
+                j = i - length
+                if j < 0:
+                    break
+                previous = seq[n - 1 - length]
+                if seq[j] != previous or previous in breakers:
+                    break
+                length += 1
+            if length > longest.get(follower, 0):
+                longest[follower] = length
+        for token, length in longest.items():
+            if length >= settings.dry_allowed_length:
+                out[row, token] -= settings.dry_multiplier * settings.dry_base ** (length - settings.dry_allowed_length)
+    return out
+
+
+def _ban(logits: torch.Tensor, banned: list[set[int]] | None) -> torch.Tensor:
+    if not banned or not any(banned):
+        return logits
+    logits = logits.clone()
+    for row, tokens in enumerate(banned):
+        if tokens:
+            logits[row, list(tokens)] = float("-inf")
+    return logits
+
+
 # Nucleus sampling without top-k looks at this many best tokens when they hold top_p of the mass.
 SUBSET = 1024
 
@@ -27,6 +106,7 @@ def choose_next(
     history: torch.Tensor,
     settings: SamplerSettings,
     generator: torch.Generator | None,
+    context: Context | None = None,
 ) -> torch.Tensor:
     """Pick one token per row from `logits` [batch, vocab]. Returns [batch] token ids.
 
@@ -34,15 +114,22 @@ def choose_next(
     the whole vocabulary: sorting and sampling 49k entries per row per token costs more than
     a small model's layer. The distribution sampled from is the same.
     """
-    logits = apply_repetition_penalty(
-        logits.float(), history, settings.repetition_penalty, settings.repetition_range
-    )
+    context = context or Context()
+    logits = _ban(logits.float(), context.banned)
+    logits = apply_repetition_penalty(logits, history, settings.repetition_penalty, settings.repetition_range)
+    logits = apply_dry(logits, history, settings, context.dry_breakers)
     if settings.greedy:
         return logits.argmax(dim=-1)
     logits = logits / settings.temperature
     vocab = logits.shape[-1]
     if settings.top_k and settings.top_k < vocab:
         vals, idx = torch.topk(logits, settings.top_k, dim=-1)
+    elif settings.min_p > 0 and settings.top_p == 1.0 and settings.typical_p == 1.0:
+        # min-p alone keeps only tokens within log(min_p) of the best: draw among those (the
+        # filters after it, XTC included, renormalise, so the distribution is the same)
+        floor = logits.max(dim=-1, keepdim=True).values + math.log(settings.min_p)
+        keep = max(1, int((logits >= floor).sum(dim=-1).max()))
+        vals, idx = torch.topk(logits, keep, dim=-1)
     elif settings.top_p < 1.0 and settings.typical_p == 1.0 and vocab > 2 * SUBSET:
         vals, idx = torch.topk(logits, SUBSET, dim=-1)
         mass = torch.exp(torch.logsumexp(vals, -1) - torch.logsumexp(logits, -1))
@@ -50,17 +137,57 @@ def choose_next(
             vals, idx = logits, None
     else:
         vals, idx = logits, None
-    picked = _draw(vals, settings, generator)
+    picked = _draw(vals, idx, settings, generator, context)
     return picked if idx is None else idx.gather(1, picked[:, None]).squeeze(1)
 
 
-def _draw(logits: torch.Tensor, settings: SamplerSettings, generator: torch.Generator | None) -> torch.Tensor:
+def filtered(logits: torch.Tensor, ids: torch.Tensor | None, settings: SamplerSettings,
+             generator: torch.Generator | None, context: Context | None = None) -> torch.Tensor:
+    """The logits after the filters that follow temperature (-inf where a token is dropped).
+    `ids` are the vocabulary ids of the columns (None: the columns are the vocabulary)."""
     if settings.typical_p < 1.0:
         logits = _typical(logits, settings.typical_p)
     if settings.top_p < 1.0:
         logits = _top_p(logits, settings.top_p)
-    probs = torch.softmax(logits, dim=-1)
+    if settings.min_p > 0:
+        logits = _min_p(logits, settings.min_p)
+    if settings.xtc_probability > 0:
+        logits = _xtc(logits, ids, settings, generator, context or Context())
+    return logits
+
+
+def _draw(logits, ids, settings, generator, context) -> torch.Tensor:
+    probs = torch.softmax(filtered(logits, ids, settings, generator, context), dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _min_p(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    """Keep tokens at least min_p times as likely as the likeliest (Nguyen et al. 2024)."""
+    probs = torch.softmax(logits, dim=-1)
+    return logits.masked_fill(probs < min_p * probs.max(dim=-1, keepdim=True).values, float("-inf"))
+
+
+def _xtc(logits: torch.Tensor, ids: torch.Tensor | None, settings: SamplerSettings,
+         generator: torch.Generator | None, context: Context) -> torch.Tensor:
+    """Exclude Top Choices (text-generation-webui's XTCLogitsWarper): with xtc_probability, drop
+    every token at or above xtc_threshold but the least likely of them; nothing changes when
+    fewer than two reach it, or when a newline or end-of-text token would be dropped."""
+    out = logits.clone()
+    for row in range(logits.shape[0]):
+        if float(torch.rand((), generator=generator)) >= settings.xtc_probability:
+            continue
+        sorted_logits, order = torch.sort(logits[row], descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        drop_sorted = torch.zeros_like(probs, dtype=torch.bool)
+        drop_sorted[:-1] = probs[1:] >= settings.xtc_threshold
+        if not bool(drop_sorted.any()):
+            continue
+        dropped = order[drop_sorted]
+        vocab_ids = dropped if ids is None else ids[row, dropped]
+        if context.xtc_protect and bool(torch.isin(vocab_ids, context.protect_ids()).any()):
+            continue
+        out[row, dropped] = float("-inf")
+    return out
 
 
 def _top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:

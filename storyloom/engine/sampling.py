@@ -7,6 +7,11 @@ from typing import Any
 from storyloom import StoryloomError
 
 
+# SillyTavern's and text-generation-webui's default DRY breakers: newline, colon, quote, asterisk.
+DRY_BREAKERS = ("\n", ":", '"', "*")
+TEXT_LISTS = ("stop", "dry_sequence_breakers", "banned")
+
+
 class SettingsError(StoryloomError, ValueError):
     """A sampler setting is out of range; the message names the field."""
 
@@ -24,16 +29,34 @@ class SamplerSettings:
     max_new_tokens: int = 80
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # min-p: drop tokens less likely than min_p times the likeliest one (0 = off)
+    min_p: float = 0.0
+    # DRY (koboldcpp / text-generation-webui): a token that would extend a repeat of an earlier
+    # sequence longer than dry_allowed_length loses dry_multiplier * dry_base ** (length - allowed)
+    # from its logit; repeats stop at a token whose text holds a sequence breaker.
+    dry_multiplier: float = 0.0  # 0 = off
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_range: int = 0  # how many recent tokens DRY looks at; 0 = all
+    dry_sequence_breakers: tuple[str, ...] = DRY_BREAKERS
+    # XTC (exclude top choices): with xtc_probability, every token at or above xtc_threshold
+    # except the least likely of them is removed (only when two or more are above it).
+    xtc_threshold: float = 0.1
+    xtc_probability: float = 0.0  # 0 = off
+    # Words and phrases that must never appear in the output (any case, whole words); when one
+    # forms across tokens, generation backs up to where it began and picks another token there.
+    banned: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> SettingsError:
             return SettingsError(f"{name} {why} (got {getattr(self, name)!r})")
 
-        for name in ("temperature", "top_p", "typical_p", "repetition_penalty"):
+        for name in ("temperature", "top_p", "typical_p", "repetition_penalty", "min_p", "dry_multiplier",
+                     "dry_base", "xtc_threshold", "xtc_probability"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise bad(name, "must be a number")
-        for name in ("top_k", "repetition_range", "max_new_tokens"):
+        for name in ("top_k", "repetition_range", "max_new_tokens", "dry_allowed_length", "dry_range"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise bad(name, "must be a whole number")
@@ -51,9 +74,30 @@ class SamplerSettings:
             raise bad("repetition_range", "must be 0 (all tokens) or more")
         if not 1 <= self.max_new_tokens <= 8192:
             raise bad("max_new_tokens", "must be between 1 and 8192")
-        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
-            raise bad("stop", "must be a list of non-empty strings")
-        object.__setattr__(self, "stop", tuple(self.stop))
+        if not 0 <= self.min_p < 1:
+            raise bad("min_p", "must be 0 (off) or more, and below 1")
+        if not 0 <= self.dry_multiplier <= 5:
+            raise bad("dry_multiplier", "must be between 0 (off) and 5")
+        if not 1 < self.dry_base <= 4:
+            raise bad("dry_base", "must be above 1 and at most 4")
+        if not 1 <= self.dry_allowed_length <= 50:
+            raise bad("dry_allowed_length", "must be between 1 and 50")
+        if self.dry_range < 0:
+            raise bad("dry_range", "must be 0 (all tokens) or more")
+        if not 0 < self.xtc_threshold <= 0.5:
+            raise bad("xtc_threshold", "must be above 0 and at most 0.5 (above it, two tokens can never both pass)")
+        if not 0 <= self.xtc_probability <= 1:
+            raise bad("xtc_probability", "must be between 0 (off) and 1")
+        for name in TEXT_LISTS:
+            value = getattr(self, name)
+            if isinstance(value, str) or not isinstance(value, (list, tuple)) \
+                    or not all(isinstance(s, str) and s for s in value):
+                raise bad(name, "must be a list of non-empty strings")
+            object.__setattr__(self, name, tuple(value))
+        if any(not b.strip() for b in self.banned):
+            raise bad("banned", "must not hold a phrase of spaces only")
+        if len(self.banned) > 200 or any(len(b) > 100 for b in self.banned):
+            raise bad("banned", "takes at most 200 phrases of at most 100 characters")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise bad("seed", "must be a whole number or empty")
 
@@ -66,7 +110,8 @@ class SamplerSettings:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["stop"] = list(self.stop)
+        for name in TEXT_LISTS:
+            data[name] = list(getattr(self, name))
         return data
 
     @classmethod
@@ -76,6 +121,7 @@ class SamplerSettings:
         if unknown:
             raise SettingsError(f"unknown sampler setting(s): {', '.join(unknown)}")
         data = dict(data)
-        if "stop" in data:
-            data["stop"] = tuple(data["stop"])
+        for name in TEXT_LISTS:
+            if isinstance(data.get(name), list):
+                data[name] = tuple(data[name])
         return cls(**data)

@@ -312,6 +312,7 @@ class Adventure:
         self.game = game
         self.store = store
         self.primer = primer
+        self.branches: list[tuple[int, str]] = []  # (turn, its text before a branch): undo goes back
 
     # prompts --------------------------------------------------------------------------
     def budget(self, context_length: int, settings: SamplerSettings) -> int:
@@ -432,6 +433,11 @@ class Adventure:
         self._set_output(0, output)
 
     def undo(self) -> Turn | None:
+        branched = self.branches
+        if branched and branched[-1][0] == len(self.game.turns) - 1:  # undo a branch: the text before it
+            position, before = branched.pop()
+            self._set_output(position, before)
+            return self.game.turns[position]
         if len(self.game.turns) <= 1:  # the opening stays
             return None
         turn = self.game.turns.pop()
@@ -452,6 +458,40 @@ class Adventure:
     def replace_last_output(self, output: str) -> None:
         """Retry or alter: the last turn keeps its action and gets new text."""
         self._set_output(len(self.game.turns) - 1, output)
+
+    # token probabilities and branching from an alternative --------------------------------
+    def last_turn_prompt(self, generator, settings: SamplerSettings) -> str:
+        """The prompt the last turn's text was written after, up to where that text begins."""
+        turns = self.game.turns
+        turn = turns[-1]
+        if len(turns) == 1:
+            built = self.prompt_for("", generator, settings, [Turn(turn.kind, turn.action, "")])
+        else:
+            built = self.prompt_for(turn.action, generator, settings, turns[:-1])
+        return built.text + ("" if turn.kind in ("do", "say") else " ")
+
+    def token_choices(self, generator, settings: SamplerSettings) -> list:
+        """The last output token by token: each token's probability and its top alternatives."""
+        output = self.game.turns[-1].output
+        return generator.token_choices(self.last_turn_prompt(generator, settings), output) if output else []
+
+    def continue_from(self, prefix: str, generator, settings: SamplerSettings, cancel=None
+                      ) -> Iterator[Chunk | str]:
+        """A fresh continuation of the last turn after `prefix` (its text up to a token, then the
+        chosen alternative); streams Chunks of what follows the prefix, returns the clean output."""
+        turn = self.game.turns[-1]
+        settings = settings.with_(stop=tuple(dict.fromkeys(settings.stop + ACTION_STOPS)))
+        raw = ""
+        for piece in generator.stream(self.last_turn_prompt(generator, settings) + prefix, settings, cancel):
+            raw += piece
+            yield Chunk(piece)
+        return clean_output(prefix + raw, turn.action)
+
+    def branch(self, output: str) -> None:
+        """The last turn takes `output` (a branch from an alternative); undo brings back the text before."""
+        position = len(self.game.turns) - 1
+        self.branches.append((position, self.game.turns[position].output))
+        self._set_output(position, output)
 
     def _set_output(self, position: int, output: str) -> None:
         self.game.turns[position].output = output

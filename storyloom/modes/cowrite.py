@@ -259,6 +259,29 @@ class CoWrite:
                                  "Ask again (reroll), or write this turn yourself.")
         return ranked
 
+    # token probabilities of a candidate, and a new one from an alternative -----------------
+    def candidate_prompt(self, generator, settings: SamplerSettings) -> str:
+        """The prompt a candidate follows, joined as the ranker scores it (after a space)."""
+        prompt = self.prompt_for(generator, settings).text
+        return prompt + (" " if prompt and not prompt[-1].isspace() else "")
+
+    def candidate_tokens(self, index: int, generator, settings: SamplerSettings) -> list:
+        return generator.token_choices(self.candidate_prompt(generator, settings), self.story.pending[index].text)
+
+    def continue_candidate(self, index: int, prefix: str, generator, settings: SamplerSettings,
+                           cancel=None) -> Candidate | None:
+        """Candidate `index` up to a token, an alternative there (`prefix` holds both), then a
+        fresh continuation: a new candidate (None when cancelled), for a new offer with it on top."""
+        raw = generator.generate(self.candidate_prompt(generator, settings) + prefix, self.settings_for(settings),
+                                 cancel)
+        if cancel is not None and cancel.is_set():
+            return None
+        text = finish_turn(prefix + raw, self.story.length)
+        if not text:
+            raise StoryloomError("Nothing usable came after that alternative; try another.")
+        was = self.story.pending[index]
+        return Candidate(text, was.score, None, repeated_ngram_rate(text, self.story_text()))
+
     def brief(self) -> critic.Brief:
         """What the critic holds a turn to: the asked length, the recent story, no prompt text."""
         low, high, sentences = LENGTH_BRIEF.get(self.story.length, LENGTH_BRIEF["free"])

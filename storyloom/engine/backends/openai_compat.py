@@ -164,6 +164,7 @@ class _Found:
     scoring: bool = False
     token_logprobs: bool = False
     why_not_scoring: str = ""
+    min_p: str = ""  # "yes" the server uses min_p; "maybe" it accepted the field (it may ignore it)
 
 
 class OpenAIGenerator(Generator):
@@ -191,6 +192,10 @@ class OpenAIGenerator(Generator):
             "token counts": counting,
             "parallel requests": found.parallel,
         }
+        extra["samplers"] = ("min-p, DRY, XTC (banned phrases stay local-only)" if found.family == "llama.cpp"
+                             else "min-p (no DRY, XTC or banned phrases)" if found.min_p == "yes"
+                             else "min-p is sent but may be ignored (no DRY, XTC or banned phrases)"
+                             if found.min_p == "maybe" else "none beyond temperature and top-p")
         if not found.scoring and found.why_not_scoring:
             extra["no scoring"] = found.why_not_scoring
         context = remote.context or found.context
@@ -219,8 +224,12 @@ class OpenAIGenerator(Generator):
                          typical_p=settings.typical_p)
             if family == "llama.cpp":
                 extra["repeat_last_n"] = settings.repetition_range or -1
+                extra.update(_llama_cpp_samplers(settings))
         elif family == "vllm":
             extra.update(top_k=settings.top_k or -1, repetition_penalty=settings.repetition_penalty)
+        # min_p only when on: a request with the defaults stays what every server accepts
+        if settings.min_p and self.found.min_p:
+            extra["min_p"] = settings.min_p
         if grammar is not None:
             field = self.found.grammar_field
             extra.update({"structured_outputs": {"grammar": grammar}} if field == "structured_outputs"
@@ -228,6 +237,18 @@ class OpenAIGenerator(Generator):
         if extra:
             body["extra_body"] = extra
         return body
+
+    def ignored_samplers(self, settings: SamplerSettings) -> list[str]:
+        """The samplers `settings` turns on that this server will not apply (said on screen)."""
+        out = []
+        if settings.min_p and self.found.min_p != "yes":
+            out.append("min-p" + (" (sent; the server may ignore it)" if self.found.min_p == "maybe" else ""))
+        if self.found.family != "llama.cpp":
+            out += [name for name, on in (("DRY", settings.dry_multiplier), ("XTC", settings.xtc_probability))
+                    if on]
+        if settings.banned:
+            out.append("banned phrases")
+        return out
 
     def _fit(self, prompt: str, max_new: int) -> str:
         """Keep the end of a prompt that would overflow the server's window (the recent story)."""
@@ -370,6 +391,30 @@ class OpenAIGenerator(Generator):
         with ThreadPoolExecutor(max_workers=min(len(continuations), max(1, self.found.parallel))) as pool:
             return list(pool.map(one, continuations))
 
+    def token_choices(self, prompt: str, text: str, top: int = 10) -> list:
+        """From the completions `logprobs` field of an echo of prompt + text (where the server's
+        echoed log-probs were found trustworthy on connecting: capabilities.scoring)."""
+        from storyloom.engine.generate import TokenChoice
+
+        if not (self.capabilities.token_logprobs and self.capabilities.scoring):
+            return super().token_choices(prompt, text, top)
+        try:
+            with self._slots:
+                reply = self.client.completions.create(model=self.found.model, prompt=prompt + text, max_tokens=1,
+                                                       echo=True, logprobs=top, temperature=0)
+            lp = reply.choices[0].logprobs
+            rows = list(zip(lp.text_offset, lp.tokens, lp.token_logprobs, lp.top_logprobs or []))
+        except Exception as exc:  # noqa: BLE001
+            raise _explain(exc, redact(self.remote.base_url)) from None
+        out = []
+        for offset, token, logprob, alternatives in rows:
+            if offset < len(prompt) or offset >= len(prompt) + len(text) or logprob is None:
+                continue
+            alts = sorted(((t, math.exp(v)) for t, v in (alternatives or {}).items() if v is not None),
+                          key=lambda tv: -tv[1])[:top]
+            out.append(TokenChoice(offset - len(prompt), token, math.exp(logprob), tuple(alts)))
+        return out
+
     def _echo(self, text: str) -> list[tuple[int, float | None]]:
         """(character offset, log-prob) of every token of `text` as the server reads it."""
         try:
@@ -398,6 +443,19 @@ class OpenAIGenerator(Generator):
             self._count_cache.clear()
         self._count_cache[text] = n
         return n
+
+
+def _llama_cpp_samplers(settings: SamplerSettings) -> dict:
+    """llama-server's /completion fields for DRY and XTC (its names), only for those turned on."""
+    out: dict = {}
+    if settings.dry_multiplier:
+        out.update(dry_multiplier=settings.dry_multiplier, dry_base=settings.dry_base,
+                   dry_allowed_length=settings.dry_allowed_length,
+                   dry_penalty_last_n=settings.dry_range or -1,
+                   dry_sequence_breakers=list(settings.dry_sequence_breakers))
+    if settings.xtc_probability:
+        out.update(xtc_probability=settings.xtc_probability, xtc_threshold=settings.xtc_threshold)
+    return out
 
 
 def _server_count(client, remote: Remote, found: _Found, text: str) -> int:
@@ -524,6 +582,14 @@ def _probe(client, found: _Found, where: str) -> None:
     except Exception:  # noqa: BLE001
         found.batch = False
     found.scoring, found.why_not_scoring = _check_scoring(complete, choice.text or "", lp)
+    if found.family in ("llama.cpp", "llama-cpp-python", "vllm"):
+        found.min_p = "yes"  # each documents min_p in its completions request
+    else:  # a probe can tell only whether the server rejects the field, not whether it uses it
+        try:
+            complete(max_tokens=1, extra_body={"min_p": 0.05})
+            found.min_p = "maybe"
+        except Exception:  # noqa: BLE001 - it refuses unknown fields: never send them
+            found.min_p = ""
     for field in (("grammar",) if found.family in ("llama.cpp", "llama-cpp-python") else
                   ("structured_outputs", "guided_grammar", "grammar")):
         body = {"structured_outputs": {"grammar": 'root ::= "qz7"'}} if field == "structured_outputs" \

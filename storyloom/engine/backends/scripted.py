@@ -6,14 +6,20 @@ import time
 from collections import deque
 from typing import Callable, Iterable, Iterator, Sequence
 
-from storyloom.engine.generate import Cancel, Capabilities, GenerationStats, Generator, ModelInfo, StopScanner
+from storyloom.engine.generate import (
+    Cancel, Capabilities, GenerationStats, Generator, ModelInfo, StopScanner, TokenChoice,
+)
 from storyloom.engine.sampling import SamplerSettings
+
+# The scripted model's alternatives at every token: fixed words, so screens are reproducible.
+ALTERNATIVES = (" suddenly", " quietly", " the", " a", " lantern", " river", " door", " and", " then", " cold",
+                " old")
 
 
 class ScriptedGenerator(Generator):
     """Streams queued texts word by word; records every prompt it was given."""
 
-    capabilities = Capabilities(stream=True, batch=True, scoring=True, seed=False)
+    capabilities = Capabilities(stream=True, batch=True, token_logprobs=True, scoring=True, seed=False)
 
     def __init__(self, outputs: Iterable[str] = (), context_length: int = 2048, delay: float = 0.0,
                  default: str = "Nothing happens."):
@@ -76,6 +82,19 @@ class ScriptedGenerator(Generator):
         """Fewer repeated words score higher: minus words per distinct word."""
         return [-(len(words) / len(set(words))) if words else -0.0
                 for words in (c.split() for c in continuations)]
+
+    def token_choices(self, prompt: str, text: str, top: int = 10) -> list[TokenChoice]:
+        """Words as tokens: each word 40% likely, then ALTERNATIVES at 30%, 10%, 5%, ..."""
+        self.prompts.append(prompt)
+        out, at = [], 0
+        for i, word in enumerate(text.split(" ")):
+            piece = word if i == 0 else " " + word
+            if piece.strip():
+                others = [(a, round(0.3 / 2 ** k, 4)) for k, a in enumerate(a for a in ALTERNATIVES if a != piece)]
+                out.append(TokenChoice(at, piece, 0.4, tuple(sorted([(piece, 0.4), *others],
+                                                                     key=lambda x: -x[1])[:top])))
+            at += len(piece)
+        return out
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())

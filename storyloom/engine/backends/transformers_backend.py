@@ -11,6 +11,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from storyloom.engine.generate import (
+    TOP_ALTERNATIVES,
     Cancel,
     Capabilities,
     GenerationStats,
@@ -18,12 +19,14 @@ from storyloom.engine.generate import (
     ModelInfo,
     StopScanner,
     Stopwatch,
+    TokenChoice,
 )
 from storyloom.engine import native, threads
 from storyloom.engine.fast_llama import FastLlama, KVState
 from storyloom.engine.kv_cache import new_cache
 from storyloom.engine.native_llama import NativeLlama
-from storyloom.engine.logits import choose_next
+from storyloom.engine.banning import PhraseBan, token_at
+from storyloom.engine.logits import Context, choose_next
 from storyloom.engine.sampling import SamplerSettings
 
 
@@ -61,6 +64,15 @@ def _fast_path(model, engine: str):
         if fast is not None:
             return fast, "lean"
     return None, "reference"
+
+
+def _pickable(piece: str) -> bool:
+    """Text an alternative can be continued from: not half a character, not a control code."""
+    return bool(piece) and "\ufffd" not in piece and all(ch in "\n\t" or ch.isprintable() for ch in piece)
+
+
+# A banned phrase backs the loop up at most this often per text; then the text ends before it.
+MAX_BACKTRACKS = 64
 
 
 class DecodeState:
@@ -110,8 +122,8 @@ class DecodeState:
 
 
 class TransformersGenerator(Generator):
-    capabilities = Capabilities(stream=True, batch=True, scoring=True, token_steering=True,
-                                exact_tokens=True, seed=True)
+    capabilities = Capabilities(stream=True, batch=True, token_logprobs=True, scoring=True,
+                                token_steering=True, exact_tokens=True, seed=True)
 
     def __init__(self, model, tokenizer, name: str, location: str | None = None, engine: str | None = None):
         self.model = model.eval()
@@ -176,15 +188,104 @@ class TransformersGenerator(Generator):
         gen = _rng(settings.seed)
         state = self.decode_state(prompt_ids, batch)
         history = torch.tensor([prompt_ids] * batch, dtype=torch.long)
+        context = self.sampler_context(settings)
         for _ in range(settings.max_new_tokens):
             if cancel is not None and cancel.is_set():
                 return
-            token = choose_next(state.logits, history, settings, gen)
+            token = choose_next(state.logits, history, settings, gen, context)
             yield token
             history = torch.cat([history, token[:, None]], dim=1)
             if cancel is not None and cancel.is_set():
                 return
             state.feed(token[:, None])
+
+    def token_texts(self) -> list[str]:
+        """Each vocabulary id's own text (computed once: DRY's breakers and XTC's protected tokens)."""
+        if getattr(self, "_token_texts", None) is None:
+            self._token_texts = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
+        return self._token_texts
+
+    def sampler_context(self, settings: SamplerSettings) -> Context:
+        """The token sets DRY and XTC need, for this tokenizer (cached per breaker list)."""
+        breakers: frozenset[int] = frozenset()
+        if settings.dry_multiplier:
+            cache = self.__dict__.setdefault("_breakers", {})
+            key = settings.dry_sequence_breakers
+            if key not in cache:
+                cache[key] = frozenset(i for i, t in enumerate(self.token_texts()) if any(b in t for b in key))
+            breakers = cache[key]
+        protect: frozenset[int] = frozenset()
+        if settings.xtc_probability:
+            if getattr(self, "_xtc_protect", None) is None:
+                self._xtc_protect = frozenset(self.eos_ids) | frozenset(
+                    i for i, t in enumerate(self.token_texts()) if "\n" in t)
+            protect = self._xtc_protect
+        return Context(dry_breakers=breakers, xtc_protect=protect)
+
+    @torch.inference_mode()
+    def _banned_pieces(self, prompt_ids: list[int], settings: SamplerSettings, cancel: Cancel | None,
+                       watch: Stopwatch) -> Iterator[str]:
+        """One text with banned phrases kept out: when one forms, the cache and positions go back
+        to the token where it began, that token is banned at that position, and decoding goes on
+        from there. Text that could still turn into a banned phrase is held back from the stream."""
+        ban = PhraseBan(settings.banned)
+        gen = _rng(settings.seed)
+        state = self.decode_state(prompt_ids, 1)
+        first_logits = state.logits
+        base = len(prompt_ids)
+        context = self.sampler_context(settings)
+        scanner = StopScanner(settings.stop + self.stop_strings)
+        ids: list[int] = []
+        offsets: list[int] = []  # where each token's text starts in the decoded output
+        bans: dict[int, set[int]] = {}
+        backtracks = 0
+        text = ""
+        while len(ids) < settings.max_new_tokens:
+            if cancel is not None and cancel.is_set():
+                return
+            pos = len(ids)
+            context.banned = [bans.get(pos, set())]
+            history = torch.tensor([prompt_ids + ids], dtype=torch.long)
+            token = int(choose_next(state.logits, history, settings, gen, context)[0])
+            watch.token()
+            end = token in self.eos_ids
+            if not end:
+                offsets.append(len(text))
+                ids.append(token)
+                text = self.decode(ids)
+                if text.endswith("\ufffd") and len(ids) < settings.max_new_tokens:
+                    state.feed(torch.tensor([[token]]))
+                    continue
+            match = ban.find(text.rstrip("\ufffd"), final=end or len(ids) >= settings.max_new_tokens)
+            if match is not None and backtracks >= MAX_BACKTRACKS:
+                text, end = text[:match.start], True  # no other way out: end the text before it
+            elif match is not None:
+                backtracks += 1
+                at = token_at(offsets, match.start)
+                bans = {p: b for p, b in bans.items() if p <= at}
+                bans.setdefault(at, set()).add(ids[at])
+                del ids[at:], offsets[at:]
+                text = self.decode(ids)
+                state.crop(base + max(0, at - 1))
+                if at == 0:
+                    state.logits = first_logits
+                else:
+                    state.length = base + at - 1
+                    state.feed(torch.tensor([[ids[at - 1]]]))
+                continue
+            if end:
+                break
+            state.feed(torch.tensor([[token]]))
+            hold = ban.hold(text)
+            safe = offsets[token_at(offsets, len(text) - hold)] if hold else len(text)
+            piece = scanner.feed(text[:safe])
+            if piece:
+                yield piece
+            if scanner.stopped:
+                return
+        rest = scanner.finish(text.rstrip("\ufffd"))
+        if rest:
+            yield rest
 
     def constrained_decoder(self, text: str, seed: int | None = None):
         """A decoder over `text` whose every token the caller chooses among allowed ones (poetry)."""
@@ -199,6 +300,12 @@ class TransformersGenerator(Generator):
     def _stream(self, prompt: str, settings: SamplerSettings, cancel: Cancel | None) -> Iterator[str]:
         prompt_ids = self._prompt_ids(prompt, settings.max_new_tokens)
         watch = Stopwatch(len(prompt_ids))
+        if settings.banned:
+            try:
+                yield from self._banned_pieces(prompt_ids, settings, cancel, watch)
+            finally:
+                self.last_stats = watch.done()
+            return
         scanner = StopScanner(settings.stop + self.stop_strings)
         ids: list[int] = []
         text = ""
@@ -234,6 +341,15 @@ class TransformersGenerator(Generator):
             raise ValueError("n must be at least 1")
         prompt_ids = self._prompt_ids(prompt, settings.max_new_tokens)
         watch = Stopwatch(len(prompt_ids))
+        if settings.banned:  # backing up is per row (each its own cache): one row at a time
+            texts = []
+            for i in range(n):
+                seed = None if settings.seed is None else settings.seed + i
+                texts.append("".join(self._banned_pieces(prompt_ids, settings.with_(seed=seed), cancel, watch)))
+                if on_step is not None:
+                    on_step(settings.max_new_tokens * (i + 1) // n)
+            self.last_stats = watch.done()
+            return texts
         rows: list[list[int]] = [[] for _ in range(n)]
         done = [False] * n
         texts = [""] * n
@@ -261,6 +377,33 @@ class TransformersGenerator(Generator):
             text = self.decode(row).rstrip("\ufffd")
             results.append(scanner.feed(text) + scanner.finish(text))
         return results
+
+    @torch.inference_mode()
+    def token_choices(self, prompt: str, text: str, top: int = TOP_ALTERNATIVES) -> list[TokenChoice]:
+        """Recomputed by one forward over prompt + text rather than recorded while generating:
+        it fits the text as the player sees it (cleaned, picked among candidates, altered, or
+        loaded from a save, none of which a record would survive), costs nothing while writing,
+        and gives the model's own probabilities, before any sampler reshaped them."""
+        ids = self.encode(text, special=False)
+        if not ids:
+            return []
+        prompt_ids = self.encode(prompt)[-max(1, self.context_length - len(ids)):]
+        logits = self.model(input_ids=torch.tensor([prompt_ids + ids]), logits_to_keep=len(ids) + 1).logits
+        logp = torch.log_softmax(logits[0, : len(ids)].float(), -1)  # row j predicts token j
+        best = torch.topk(logp, min(logp.shape[-1], top * 4 + 16), dim=-1)  # room for skipped ones
+        starts = [len(self.decode(ids[:i])) for i in range(len(ids))] + [len(text)]
+        out = []
+        for j, token in enumerate(ids):
+            alternatives = []
+            for value, alt in zip(best.values[j].tolist(), best.indices[j].tolist()):
+                piece = self.decode([alt])
+                if _pickable(piece) and alt not in self.eos_ids:
+                    alternatives.append((piece, float(torch.tensor(value).exp())))
+                if len(alternatives) == top:
+                    break
+            out.append(TokenChoice(starts[j], text[starts[j]:starts[j + 1]], float(logp[j, token].exp()),
+                                   tuple(alternatives)))
+        return out
 
     @torch.inference_mode()
     def score_many(self, prompt: str, continuations: Sequence[str]) -> list[float]:

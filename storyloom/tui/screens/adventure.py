@@ -32,6 +32,7 @@ from storyloom.tui.messages import (
     GenerationStarted,
     error_text,
 )
+from storyloom.tui.screens.adventure_tokens import AdventureTokens
 from storyloom.tui.screens.editors import AlterScreen, MemoryScreen
 from storyloom.tui.screens.generating import GeneratingScreen, Stopped
 from storyloom.tui.widgets.status_bar import StatusBar
@@ -74,7 +75,7 @@ class VerdictScreen(ModalScreen[None]):
         yield Static(Text(self.explanation), id="verdicts")  # model text, shown literally
 
 
-class AdventureScreen(GeneratingScreen):
+class AdventureScreen(AdventureTokens, GeneratingScreen):
     # priority: these win over the action box's own editing keys (Ctrl+E = end of line etc.)
     # Short labels: all of them fit the footer of an 80-column terminal.
     BINDINGS = [
@@ -89,6 +90,7 @@ class AdventureScreen(GeneratingScreen):
         Binding("ctrl+k", "cycle_candidates", "Candidates", priority=True, show=False),
         Binding("ctrl+d", "verdicts", "Why", priority=True, show=False),
         Binding("ctrl+l", "lore_why", "Lore", priority=True, show=False),
+        Binding("ctrl+g", "token_probs", "Tokens", priority=True, show=False),  # adventure_tokens.py
     ]
     COMMANDS_HERE = [
         ("Undo", "Take back the last turn", "undo"), ("Redo", "Bring back an undone turn", "redo"),
@@ -102,6 +104,8 @@ class AdventureScreen(GeneratingScreen):
         ("Lorebooks and world info", "Attach lorebooks, import them, edit entries' keys and flags", "lore"),
         ("Why this world info", "Which entries the last prompt held, why each fired, what the budget dropped",
          "lore_why"),
+        ("Token probabilities", "The last output token by token; continue from an alternative (Ctrl+G)",
+         "token_probs"),
     ]
 
     def __init__(self, game: Game) -> None:
@@ -276,13 +280,13 @@ class AdventureScreen(GeneratingScreen):
         what, turn = self.pending or ("", None)
         self.pending = None
         self.writing_done(message.tokens_per_second)
-        if not message.output or (message.cancelled and what == "retry"):
+        if not message.output or (message.cancelled and what in ("retry", "branch")):
             if what == "new":  # nothing typed is lost: the action goes back in the box
                 self.query_one("#action", Input).value = self.typed
             if not message.cancelled:
                 self.notify("The model wrote nothing usable this time (it tried to act for you). "
                             "Press Enter to try again, or rephrase.", severity="warning", timeout=8)
-            elif what == "retry":
+            elif what in ("retry", "branch"):
                 self.notify("Stopped: the earlier text is back.", timeout=4)
         elif what == "new":
             if message.cancelled:  # Esc keeps what was written, as AI Dungeon and KoboldAI do
@@ -296,6 +300,9 @@ class AdventureScreen(GeneratingScreen):
                 self.play.game.undone[:] = undone
                 self.query_one("#action", Input).value = self.typed
                 self.notify(str(exc), title="Not saved", severity="error", timeout=10, markup=False)
+        elif what == "branch":
+            self.play.branch(message.output)
+            self.notify("A new branch from the alternative (Ctrl+Z returns to the text before).", timeout=5)
         elif what in ("retry", "opening"):
             if what == "opening":
                 self.play.commit_opening(message.output)

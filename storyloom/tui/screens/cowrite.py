@@ -19,6 +19,7 @@ from storyloom.tui.messages import (
     GenerationStarted,
     error_text,
 )
+from storyloom.tui.screens.cowrite_tokens import CowriteTokens
 from storyloom.tui.screens.editors import AlterScreen
 from storyloom.tui.screens.generating import GeneratingScreen, Stopped
 from storyloom.tui.widgets.status_bar import StatusBar
@@ -63,10 +64,11 @@ class StoryTurns(OptionList):
 
 class CandidateList(OptionList):
     BINDINGS = [Binding(str(n), f"screen.pick({n})", f"Pick {n}", show=False) for n in range(1, 10)] + [
-        Binding("e", "screen.edit_candidate", "Edit")]
+        Binding("e", "screen.edit_candidate", "Edit"),
+        Binding("p", "screen.candidate_tokens", "Probabilities", show=False)]  # cowrite_tokens.py
 
 
-class CowriteScreen(GeneratingScreen):
+class CowriteScreen(CowriteTokens, GeneratingScreen):
     PROGRESS = "cowrite-progress"
     # priority: these win over the writing box's own editing keys
     BINDINGS = [
@@ -89,6 +91,8 @@ class CowriteScreen(GeneratingScreen):
         ("Turn length", "Cycle sentence / paragraph / free", "cycle_length"),
         ("Candidates per turn", "Cycle how many candidates the model offers", "cycle_candidates"),
         ("Export story", "Write Markdown (authorship shown) and plain text to saved/exports", "export"),
+        ("Token probabilities", "The highlighted candidate token by token (P); a new one from an alternative",
+         "candidate_tokens"),
     ]
 
     def __init__(self, story: CoStory) -> None:

@@ -27,6 +27,7 @@ Type an action and press `Enter`. `Ctrl+T` (or the button) switches what you typ
 | `Ctrl+E` | alter: edit the last output |
 | `Ctrl+O` | memory, author's note and world info |
 | `Ctrl+S` | export the game as Markdown (saved/exports) |
+| `Ctrl+G` | token probabilities of the last output; pick an alternative to continue from it |
 
 Every turn is saved as it happens; the home screen offers to continue your last game.
 
@@ -38,6 +39,7 @@ once and ranks them (likely under the model, not repeating the story); the best 
 | --- | --- |
 | `1`-`9` / `Enter` | pick a candidate (in the candidate list) |
 | `e` | edit the highlighted candidate, then accept it; in the story, edit that turn |
+| `p` | token probabilities of the highlighted candidate; an alternative makes a new one |
 | `Delete` | remove the highlighted turn of the story |
 | `Ctrl+R` / `Ctrl+N` | reroll the candidates / add more, ranked together |
 | `Ctrl+T` | switch who goes next: set the candidates aside and write, or let the model write now |
