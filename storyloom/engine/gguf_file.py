@@ -135,6 +135,8 @@ def _parse(path: Path) -> Header:
         raise GGUFError(f"{path.name} is not a readable GGUF file ({exc})") from None
     meta = {}
     for key, f in reader.fields.items():
+        if key == "tokenizer.ggml.tokens":
+            meta["storyloom.token_count"] = len(f.data)  # the array itself is not kept
         if key.startswith("GGUF.") or _SKIP.match(key):
             continue
         try:
