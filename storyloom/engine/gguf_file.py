@@ -132,7 +132,7 @@ def _parse(path: Path) -> Header:
     try:
         reader = GGUFReader(path)
     except (ValueError, OSError, IndexError, KeyError, TypeError) as exc:
-        raise GGUFError(f"{path.name} is not a readable GGUF file ({exc})") from None
+        raise GGUFError(f"{path.name} is damaged or truncated: gguf-py cannot read it ({exc})") from None
     meta = {}
     for key, f in reader.fields.items():
         if key == "tokenizer.ggml.tokens":
@@ -342,24 +342,6 @@ def plan(header: Header) -> Plan | str:
         rope_linear=factor if scaling == "linear" else 1.0,
         context_length=_int(header, f"{a}.context_length") or 2048,
         tied=out is None, biases=qwen2, qk_norm=qwen3, kinds=kinds)
-
-
-def explain(path: Path | str) -> tuple[str, str]:
-    """("native" or "transformers", why): the path a .gguf file takes and why, in one line."""
-    from storyloom.engine import native
-
-    try:
-        header = read(path)
-    except GGUFError as exc:
-        return "transformers", f"transformers conversion: {exc}"
-    result = plan(header)
-    if isinstance(result, str):
-        return "transformers", f"transformers conversion: {result}"
-    if native.library() is None:
-        return "transformers", f"transformers conversion: the native step is unavailable ({native.unavailable()})"
-    if not hasattr(native, "Layer") or "q_norm" not in dict(getattr(native.Layer, "_fields_", [])):
-        return "transformers", "transformers conversion: this build's native step cannot read GGUF blocks yet"
-    return "native", f"native GGUF: {result.describe()}"
 
 
 def file_size_mb(path: Path | str) -> float:

@@ -366,6 +366,26 @@ def _generator_class():
     return GGUFGenerator
 
 
+def route(path: Path | str, engine: str = "native") -> tuple[str, str]:
+    """("native" or "transformers", why in one line): the path a .gguf file takes. `engine` is
+    STORYLOOM_ENGINE (only the native engines run GGUF blocks)."""
+    from storyloom.engine.gguf_file import GGUFError, plan, read
+
+    try:
+        result = plan(read(path))
+    except GGUFError as exc:
+        return "transformers", f"transformers conversion: {exc}"
+    if isinstance(result, str):
+        return "transformers", f"transformers conversion: {result}"
+    if not engine.startswith("native"):
+        return "transformers", f"transformers conversion: STORYLOOM_ENGINE={engine} asks for it"
+    if native.library() is None:
+        return "transformers", f"transformers conversion: the native step is unavailable ({native.unavailable()})"
+    if native_gguf() is None:
+        return "transformers", "transformers conversion: this build of the native step cannot read GGUF blocks"
+    return "native", f"native GGUF blocks: {result.describe()}"
+
+
 def load(path: Path, header: Header, plan: Plan, name: str, lib=None, extra: dict | None = None):
     """A Generator for the GGUF at `path` (lib: the C library, or None for torch alone)."""
     from storyloom.engine import gguf_tokenizer

@@ -76,6 +76,11 @@ def mix_type(mix: str, name: str, layers: int, tied: bool) -> int:
 def random_blocks(qtype: int, rows: int, cols: int, rng: np.random.Generator, sigma: float) -> np.ndarray:
     """rows x cols weights of type `qtype` as GGUF stores them: uint8 [rows, bytes per row]
     (F32/F16/BF16 as their own dtype [rows, cols])."""
+    if qtype not in TYPES:  # a type the native step does not read (the tests' refusals): any bytes
+        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+        block, size = GGML_QUANT_SIZES[GGMLQuantizationType(qtype)]
+        return np.frombuffer(rng.bytes(rows * (cols // block) * size), dtype=np.uint8).reshape(rows, -1)
     name, block, size = TYPES[qtype]
     if name == "F32":
         return (rng.standard_normal((rows, cols), dtype=np.float32) * sigma).astype(np.float32)
@@ -146,8 +151,10 @@ def vocab_size(tokenizer: str | Path) -> int:
 
 
 def write(path: Path | str, shape: Shape, mix: str = "q8_0", tokenizer: str | Path = "tiny",
-          seed: int = 0, sigma: float = 0.05) -> Path:
-    """Write a random-weight model of `shape` in `mix` to `path`; returns the path."""
+          seed: int = 0, sigma: float = 0.05, overrides: dict[str, int] | None = None) -> Path:
+    """Write a random-weight model of `shape` in `mix` to `path`; returns the path.
+    `overrides`: tensor name -> ggml type id, for matrices that differ from the mix."""
+    overrides = overrides or {}
     from gguf import GGMLQuantizationType, GGUFWriter
 
     path = Path(path)
@@ -204,7 +211,7 @@ def write(path: Path | str, shape: Shape, mix: str = "q8_0", tokenizer: str | Pa
 
     def make(name, rows, cols, kind):
         if kind == "m":
-            qtype = mix_type(mix, name, shape.layers, shape.tied)
+            qtype = overrides.get(name) or mix_type(mix, name, shape.layers, shape.tied)
             return qtype, random_blocks(qtype, rows, cols, rng, sigma)
         if kind == "f":
             return T["F32"], np.asarray(shape.rope_factors, dtype=np.float32)
@@ -213,8 +220,10 @@ def write(path: Path | str, shape: Shape, mix: str = "q8_0", tokenizer: str | Pa
 
     # tensor infos first (sizes only), then the data one tensor at a time
     for name, rows, cols, kind in plan:
-        qtype = mix_type(mix, name, shape.layers, shape.tied) if kind == "m" else T["F32"]
-        _, block, size = TYPES[qtype]
+        qtype = (overrides.get(name) or mix_type(mix, name, shape.layers, shape.tied)) if kind == "m" else T["F32"]
+        from gguf import GGML_QUANT_SIZES
+
+        block, size = GGML_QUANT_SIZES[GGMLQuantizationType(qtype)]
         nbytes = rows * (cols // block) * size
         ne = (rows, cols) if rows > 1 else (cols,)
         w.add_tensor_info(name, ne, np.dtype(np.float32), nbytes, raw_dtype=GGMLQuantizationType(qtype))
