@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 BF16_PROMPT_MIN = 64    # prompts this long run their matmuls in bf16 (where the CPU has bf16 units)
 STEP_PROMPT_MAX = 8     # prompts up to this long go token by token through the C step
+MAX_BATCH = 8           # the C step's widest batch (decode_step.c MAXB); wider ones run in torch
 CHUNK_ELEMENTS = 4 << 20  # one dequantized chunk: 8 MB of bf16 (stays in cache for its matmul)
 
 
@@ -226,7 +227,7 @@ class GGUFForward:
         """ids [batch, T] following what `state` holds; the last position's logits [batch, vocab]
         (every position's, [batch, T, vocab], with `all_logits`)."""
         batch, count = ids.shape
-        if self.model is not None and not all_logits and count <= STEP_PROMPT_MAX:
+        if self.model is not None and not all_logits and count <= STEP_PROMPT_MAX and batch <= MAX_BATCH:
             logits = None
             for t in range(count):
                 logits = self._step(ids[:, t], state)
