@@ -35,6 +35,12 @@ def engine(spec: str = "default", tokens: int = 64, progress: Progress = _quiet,
     import torch
 
     spec_parsed = models.parse_spec(spec)
+    if spec_parsed.kind == "gguf":
+        from storyloom.engine.backends.transformers_backend import engine_choice
+        from storyloom.engine.gguf_native import route
+
+        if route(spec_parsed.value, engine_choice())[0] == "native":
+            return gguf_engine(Path(spec_parsed.value), tokens, progress, llama_cpp)
     result: dict = {
         "model": spec_parsed.display,
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
@@ -281,3 +287,177 @@ def remote(spec: str, tokens: int = 64, progress: Progress = _quiet, runs: int =
         per_inproc = 1000 / inproc["decode_tok_s_batch1"]
         result["remote_path_ms_per_token_vs_in_process"] = round(per_remote - per_inproc, 3)
     return result
+
+
+# -- a .gguf run from its own blocks -----------------------------------------------------------------
+def _rss_mib() -> dict:
+    """This process's resident memory now and at its peak (Linux /proc; {} elsewhere)."""
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return {}
+    got = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            got[key] = round(int(value.split()[0]) / 1024, 1)
+    return got
+
+
+def _fresh_process_load_s(path: Path) -> float | None:
+    """Seconds a new process takes to import StoryLoom and load the model (caches warm): what a
+    user waits for at start-up, imports included."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import time; t = time.perf_counter(); from storyloom.engine import models; "
+            f"models.load({str(path)!r}); print(time.perf_counter() - t)")
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                              env=os.environ.copy())
+        return round(float(done.stdout.strip().splitlines()[-1]), 3)
+    except (subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def _step_rate(gen, batch: int, steps: int) -> float:
+    """Decode steps per second at `batch` rows over one prompt (no sampling: the step alone)."""
+    import torch
+
+    state = gen.decode_state(gen.encode(STORY), batch)
+    token = torch.full((batch, 1), int(state.logits[0].argmax()), dtype=torch.long)
+    state.feed(token)  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        state.feed(token)
+    return steps / (time.perf_counter() - start)
+
+
+def gguf_engine(path: Path, tokens: int = 64, progress: Progress = _quiet, llama_cpp: bool = False) -> dict:
+    """The native GGUF path on `path`: warm load, time to first token of a 500-token prompt,
+    decode speed at batch 1, 4 candidates in one batch against one, resident memory; with
+    `llama_cpp`, llama.cpp on the same file in the same run, and the ratios."""
+    import gc
+    import os
+    import statistics
+
+    import torch
+
+    from storyloom.engine.gguf_native import route
+
+    size = path.stat().st_size
+    result: dict = {
+        "model": path.name, "file_mib": round(size / 2**20, 1),
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {torch.get_num_threads()} threads, "
+                   f"torch {torch.__version__}",
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "path": route(path)[1],
+    }
+    before = _rss_mib().get("VmRSS", 0.0)
+    progress("First load (builds the header and tokenizer caches)", None)
+    gen = models.load(str(path))
+    del gen
+    gc.collect()
+    progress("Warm load", None)
+    start = time.perf_counter()
+    gen = models.load(str(path))
+    result["warm_load_s"] = round(time.perf_counter() - start, 3)
+    result["isa"] = gen.info.extra.get("isa")
+    result["weights"] = gen.info.extra.get("weights")
+
+    progress("Time to first token (500-token prompt)", None)
+    long_prompt = _prompt_of(gen, 500)
+    long_ids = gen.encode(long_prompt)
+    result["prompt_tokens_long"] = len(long_ids)
+    result["ttft_long_prompt_ms"] = _ttft_ms(gen, long_prompt, runs=3)
+    result["ttft_short_prompt_ms"] = _ttft_ms(gen, STORY, runs=3)
+
+    progress("Decode, batch 1", None)
+    sampling = SamplerSettings(temperature=0.8, seed=1, max_new_tokens=tokens, repetition_penalty=1.0)
+    rates = []
+    for _ in range(3):
+        gen.generate(STORY, sampling)
+        s = gen.last_stats
+        if s.new_tokens > 1:
+            rates.append((s.new_tokens - 1) / (s.seconds - s.first_token_seconds))
+    result["decode_tokens"] = tokens
+    result["decode_tok_s_batch1"] = round(statistics.median(rates), 2) if rates else None
+
+    progress("4 candidates in one batch against one", None)
+    steps = max(8, tokens // 2)
+    one, four = _step_rate(gen, 1, steps), _step_rate(gen, 4, steps)
+    result["step_ms_batch1"] = round(1000 / one, 2)
+    result["step_ms_batch4"] = round(1000 / four, 2)
+    result["candidates4_time_over_1"] = round(one / four, 3)  # target <= 1.6
+    gen.candidates(STORY, 4, sampling)
+    result["candidates4_seconds"] = round(gen.last_stats.seconds, 3)
+
+    memory = _rss_mib()
+    result["rss_mib"] = memory.get("VmRSS")
+    result["rss_peak_mib"] = memory.get("VmHWM")
+    result["rss_before_load_mib"] = before
+    if memory.get("VmRSS"):
+        # what the model costs (the interpreter, torch and transformers not counted), and all of it
+        result["model_rss_over_file"] = round((memory["VmRSS"] - before) * 2**20 / size, 3)
+        result["rss_over_file"] = round(memory["VmRSS"] * 2**20 / size, 3)
+    del gen
+    gc.collect()
+    progress("Load in a fresh process", None)
+    result["fresh_process_load_s"] = _fresh_process_load_s(path)
+    if llama_cpp:
+        progress("llama.cpp on the same file", None)
+        theirs = _llama_cpp_gguf(path, long_ids, tokens)
+        result["llama_cpp"] = theirs
+        if theirs.get("available"):
+            ratios = {}
+            if result["decode_tok_s_batch1"] and theirs.get("decode_tok_s_batch1"):
+                ratios["decode_ours_over_llama_cpp"] = round(result["decode_tok_s_batch1"] / theirs["decode_tok_s_batch1"], 3)
+            if theirs.get("ttft_ms"):
+                ratios["ttft_ours_over_llama_cpp"] = round(result["ttft_long_prompt_ms"] / theirs["ttft_ms"], 3)
+            if theirs.get("load_s"):
+                ratios["load_ours_over_llama_cpp"] = round(result["warm_load_s"] / theirs["load_s"], 3)
+            result["ratios"] = ratios
+    result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
+def _llama_cpp_gguf(path: Path, prompt_ids: list[int], tokens: int) -> dict:
+    """llama.cpp (llama-cpp-python, if installed) on the same file, the same prompt tokens and as
+    many threads as torch uses. Not a dependency: only for the comparison."""
+    import statistics
+
+    import torch
+
+    try:
+        from llama_cpp import Llama, __version__
+    except ImportError:
+        return {"available": False, "how": "pip install llama-cpp-python (into the same venv)"}
+    threads = torch.get_num_threads()
+    before = _rss_mib().get("VmRSS", 0.0)
+    start = time.perf_counter()
+    llm = Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=2048,
+                n_batch=512, verbose=False, seed=1)
+    load_s = time.perf_counter() - start
+    ttft = []
+    for _ in range(3):
+        llm.reset()
+        start = time.perf_counter()
+        llm.eval(prompt_ids)
+        llm.sample(temp=0.0)
+        ttft.append((time.perf_counter() - start) * 1000)
+    story = llm.tokenize(STORY.encode(), add_bos=False)
+    rates = []
+    for _ in range(3):
+        llm.reset()
+        llm.eval(story)
+        start = time.perf_counter()
+        for _ in range(tokens):
+            llm.eval([llm.sample(temp=0.8, top_p=0.95)])
+        rates.append(tokens / (time.perf_counter() - start))
+    rss = _rss_mib().get("VmRSS", 0.0)
+    del llm
+    return {"available": True, "version": __version__, "threads": threads, "load_s": round(load_s, 3),
+            "ttft_ms": round(statistics.median(ttft), 1), "ttft_prompt_tokens": len(prompt_ids),
+            "decode_tok_s_batch1": round(statistics.median(rates), 2),
+            "rss_added_mib": round(rss - before, 1)}

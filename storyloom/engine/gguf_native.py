@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 BF16_PROMPT_MIN = 64    # prompts this long run their matmuls in bf16 (where the CPU has bf16 units)
 STEP_PROMPT_MAX = 8     # prompts up to this long go token by token through the C step
 MAX_BATCH = 8           # the C step's widest batch (decode_step.c MAXB); wider ones run in torch
-CHUNK_ELEMENTS = 4 << 20  # one dequantized chunk: 8 MB of bf16 (stays in cache for its matmul)
+CHUNK_ELEMENTS = 1 << 20  # one dequantized chunk: 2 MB of bf16 (stays in cache for its matmul)
 
 
 def native_gguf():
@@ -146,12 +146,12 @@ class GGUFForward:
         return m
 
     # -- dequantizing ----------------------------------------------------------------------------
-    def _dequant(self, w: Weight, start: int, stop: int, out: torch.Tensor) -> None:
+    def _dequant(self, w: Weight, start: int, stop: int, out: torch.Tensor, threads: int | None = None) -> None:
         """Rows start..stop of `w` into `out` ([stop-start, cols], fp32 or bf16)."""
         if self.lib is not None:
             fn = self.lib.sl_dequant_bf16 if out.dtype == torch.bfloat16 else self.lib.sl_dequant
             fn(w.type, ctypes.c_void_p(w.ptr + start * w.row_bytes), stop - start, w.cols,
-               ctypes.c_void_p(out.data_ptr()), torch.get_num_threads())
+               ctypes.c_void_p(out.data_ptr()), threads or torch.get_num_threads())
         else:
             out.copy_(torch.from_numpy(w.numpy_rows(slice(start, stop))))
 
@@ -162,12 +162,14 @@ class GGUFForward:
             return torch.from_numpy(w.numpy_rows(flat.numpy())).reshape(*ids.shape, w.cols)
         out = torch.empty(flat.numel(), w.cols)
         for j, row in enumerate(flat.tolist()):
-            self._dequant(w, row, row + 1, out[j: j + 1])
+            # one thread: a row is microseconds of work, less than waking a team for it
+            self._dequant(w, row, row + 1, out[j: j + 1], threads=1)
         return out.reshape(*ids.shape, w.cols)
 
-    def linear(self, x: torch.Tensor, w: Weight, wide: bool, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """x @ W^T (+ bias) in fp32 out; W dequantized a chunk of rows at a time into one buffer,
-        in bf16 when `wide` (long prompts), else fp32."""
+    def linear(self, x: torch.Tensor, w: Weight, wide: bool, bias: torch.Tensor | None = None,
+               buffers: dict | None = None) -> torch.Tensor:
+        """x @ W^T (+ bias) in fp32 out; W dequantized a chunk of rows at a time into one buffer
+        (kept in `buffers` from matrix to matrix), in bf16 when `wide` (long prompts), else fp32."""
         lead = x.shape[:-1]
         flat = x.reshape(-1, w.cols)
         n = flat.shape[0]
@@ -175,7 +177,10 @@ class GGUFForward:
         dtype = torch.bfloat16 if wide else torch.float32
         xin = flat.to(dtype)
         step = max(1, min(w.rows, CHUNK_ELEMENTS // w.cols))
-        buf = torch.empty(step * w.cols, dtype=dtype)
+        buffers = {} if buffers is None else buffers
+        buf = buffers.get(dtype)
+        if buf is None or buf.numel() < step * w.cols:
+            buf = buffers[dtype] = torch.empty(max(CHUNK_ELEMENTS, step * w.cols), dtype=dtype)
         for start in range(0, w.rows, step):
             stop = min(w.rows, start + step)
             chunk = buf[: (stop - start) * w.cols].view(stop - start, w.cols)
@@ -270,11 +275,16 @@ class GGUFForward:
         cos, sin = self._rope_tables(start, count)
         h = self._rows(self.embed, ids).float()  # [B, T, hidden], the residual stream
         rows = count
+        bufs: dict = {}  # one dequantization buffer per dtype, reused by every matrix
+
+        def linear(x, w, bias=None, wide=wide):
+            return self.linear(x, w, wide, bias, bufs)
+
         for i, L in enumerate(self.layers):
             x = self._norm(h, L.norm1)
-            q = self.linear(x, L.q, wide, L.bias.get("q")).view(batch, rows, heads, dim)
-            k = self.linear(x, L.k, wide, L.bias.get("k")).view(batch, count, kv_heads, dim)
-            v = self.linear(x, L.v, wide, L.bias.get("v")).view(batch, count, kv_heads, dim)
+            q = linear(x, L.q, L.bias.get("q")).view(batch, rows, heads, dim)
+            k = linear(x, L.k, L.bias.get("k")).view(batch, count, kv_heads, dim)
+            v = linear(x, L.v, L.bias.get("v")).view(batch, count, kv_heads, dim)
             if L.q_norm is not None:
                 q, k = self._norm(q, L.q_norm), self._norm(k, L.k_norm)
             q, k = self._rotate(q, cos[-rows:], sin[-rows:]), self._rotate(k, cos, sin)
@@ -296,13 +306,13 @@ class GGUFForward:
                     mask = torch.ones(rows, end, dtype=torch.bool).tril(diagonal=end - rows)
                 attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
             attn = attn.transpose(1, 2).reshape(batch, rows, heads * dim)
-            h = h + self.linear(attn, L.o, wide)
+            h = h + linear(attn, L.o)
             x = self._norm(h, L.norm2)
-            gate = self.linear(x, L.gate, wide)
-            h = h + self.linear(F.silu(gate, inplace=True).mul_(self.linear(x, L.up, wide)), L.down, wide)
+            gate = linear(x, L.gate)
+            h = h + linear(F.silu(gate, inplace=True).mul_(linear(x, L.up)), L.down)
         state.length = end
         last = h if all_logits else h[:, -1]
-        return self.linear(self._norm(last, self.final_norm), self.lm_head, False)
+        return linear(self._norm(last, self.final_norm), self.lm_head, wide=False)
 
 
 # -- the Generator ---------------------------------------------------------------------------------
