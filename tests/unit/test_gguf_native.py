@@ -336,3 +336,16 @@ def test_models_load_takes_the_route_it_names(files, models, monkeypatch):
     converted = model_specs.load(str(path))
     assert converted.info.backend == "transformers"
     assert converted.info.extra["path"].startswith("transformers conversion: ")
+
+
+def test_model_info_says_which_path_and_why(files, models, capsys, monkeypatch):
+    from storyloom.cli import main
+
+    assert main(["model", "info", "--model", str(files["qwen2-q8_0-biases"])]) == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    path_line = next(line for line in lines if line.startswith("path:"))
+    if gguf_native.native_gguf() is not None:
+        assert path_line.startswith("path: native GGUF blocks: qwen2, 2 layers, 256 wide")
+        assert "backend: native-gguf" in lines
+    else:
+        assert path_line.startswith("path: transformers conversion: ")
