@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -33,7 +34,23 @@ log = logging.getLogger(__name__)
 BF16_PROMPT_MIN = 64    # prompts this long run their matmuls in bf16 (where the CPU has bf16 units)
 STEP_PROMPT_MAX = 8     # prompts up to this long go token by token through the C step
 MAX_BATCH = 8           # the C step's widest batch (decode_step.c MAXB); wider ones run in torch
-CHUNK_ELEMENTS = 1 << 20  # one dequantized chunk: 2 MB of bf16 (stays in cache for its matmul)
+WHOLE_ELEMENTS = 24 << 20  # matrices up to this size are dequantized in one call, one matmul
+CHUNK_ELEMENTS = 4 << 20   # bigger ones (embedding-sized heads) a chunk of rows at a time
+
+
+def prompt_threads(limit: int | None = None) -> int:
+    """Threads for a prompt's torch work: the cores not taken by other runnable tasks right now
+    (/proc/loadavg's running count, which is instantaneous, unlike the load averages). torch's
+    OpenMP teams wait for their slowest thread at every operation: a team wider than the free
+    cores runs at the speed of a descheduled thread (measured: a 500-token 1B prompt under a load
+    of 16 on 2 cores took 71 s on 2 threads, 14 s on 1)."""
+    limit = limit or torch.get_num_threads()
+    try:
+        running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return limit
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or limit)
+    return max(1, min(limit, cores - max(0, running - 1)))  # (running counts this thread)
 
 
 def native_gguf():
@@ -113,6 +130,7 @@ class GGUFForward:
         self.vocab, self.eps = plan.vocab, plan.eps
         self.bf16 = cpu_has_bf16_units()
         self.kinds = dict(plan.kinds)
+        self._structs: dict[str, object] = {}
         self.model = self._native_model() if lib is not None else None
 
     # -- the C side's view of the weights ------------------------------------------------------
@@ -121,6 +139,7 @@ class GGUFForward:
         m.type, m.rows, m.cols = w.type, w.rows, w.cols
         m.data = w.ptr
         m.bias = bias.data_ptr() if bias is not None else None
+        self._structs[w.info.name] = m  # sl_matmul's view of it (bias included)
         return m
 
     def _native_model(self):
@@ -168,24 +187,38 @@ class GGUFForward:
 
     def linear(self, x: torch.Tensor, w: Weight, wide: bool, bias: torch.Tensor | None = None,
                buffers: dict | None = None) -> torch.Tensor:
-        """x @ W^T (+ bias) in fp32 out; W dequantized a chunk of rows at a time into one buffer
-        (kept in `buffers` from matrix to matrix), in bf16 when `wide` (long prompts), else fp32."""
+        """x @ W^T (+ bias), fp32 out. A few rows go to the C kernels, which read the blocks
+        directly; more are compute-bound: W is dequantized (whole, or a chunk of rows at a time
+        for embedding-sized heads) into one buffer kept in `buffers`, in bf16 when `wide`, and
+        multiplied by torch."""
         lead = x.shape[:-1]
         flat = x.reshape(-1, w.cols)
         n = flat.shape[0]
-        out = torch.empty(n, w.rows)
+        struct = self._structs.get(w.info.name)
+        if struct is not None and n <= MAX_BATCH:
+            xin = flat.float().contiguous()
+            out = torch.empty(n, w.rows)
+            self.lib.sl_matmul(ctypes.byref(struct), xin.data_ptr(), n, out.data_ptr(), torch.get_num_threads())
+            return out.view(*lead, w.rows)  # (sl_matmul adds the bias itself)
         dtype = torch.bfloat16 if wide else torch.float32
         xin = flat.to(dtype)
-        step = max(1, min(w.rows, CHUNK_ELEMENTS // w.cols))
+        whole = w.rows * w.cols <= WHOLE_ELEMENTS
+        step = w.rows if whole else max(1, min(w.rows, CHUNK_ELEMENTS // w.cols))
         buffers = {} if buffers is None else buffers
         buf = buffers.get(dtype)
         if buf is None or buf.numel() < step * w.cols:
-            buf = buffers[dtype] = torch.empty(max(CHUNK_ELEMENTS, step * w.cols), dtype=dtype)
-        for start in range(0, w.rows, step):
-            stop = min(w.rows, start + step)
-            chunk = buf[: (stop - start) * w.cols].view(stop - start, w.cols)
-            self._dequant(w, start, stop, chunk)
-            out[:, start:stop] = torch.mm(xin, chunk.t())
+            buf = buffers[dtype] = torch.empty(step * w.cols, dtype=dtype)
+        if whole:
+            weight = buf[: w.rows * w.cols].view(w.rows, w.cols)
+            self._dequant(w, 0, w.rows, weight)
+            out = torch.mm(xin, weight.t()).float()
+        else:
+            out = torch.empty(n, w.rows)
+            for start in range(0, w.rows, step):
+                stop = min(w.rows, start + step)
+                chunk = buf[: (stop - start) * w.cols].view(stop - start, w.cols)
+                self._dequant(w, start, stop, chunk)
+                out[:, start:stop] = torch.mm(xin, chunk.t())
         if bias is not None:
             out += bias
         return out.view(*lead, w.rows)
@@ -265,6 +298,17 @@ class GGUFForward:
         return logits
 
     def _torch(self, ids: torch.Tensor, state: KVState, all_logits: bool) -> torch.Tensor:
+        wanted = torch.get_num_threads()
+        threads = prompt_threads(wanted)
+        if threads == wanted:
+            return self._torch_forward(ids, state, all_logits)
+        torch.set_num_threads(threads)
+        try:
+            return self._torch_forward(ids, state, all_logits)
+        finally:
+            torch.set_num_threads(wanted)
+
+    def _torch_forward(self, ids: torch.Tensor, state: KVState, all_logits: bool) -> torch.Tensor:
         batch, count = ids.shape
         start = state.length
         end = start + count

@@ -349,3 +349,35 @@ def test_model_info_says_which_path_and_why(files, models, capsys, monkeypatch):
         assert "backend: native-gguf" in lines
     else:
         assert path_line.startswith("path: transformers conversion: ")
+
+
+def test_a_few_rows_through_the_c_matmul_keep_their_bias(files, lib_kinds):
+    """Up to 8 rows go to sl_matmul (qwen2's q bias added there), more are dequantized for torch."""
+    _lib("native", lib_kinds)
+    path = files["qwen2-q8_0-biases"]
+    fwd, ref = _forward(path, "native"), _forward(path, "torch")
+    layer, other = fwd.layers[0], ref.layers[0]
+    x = torch.randn(3, fwd.plan.dim, generator=torch.Generator().manual_seed(6))
+    ours = fwd.linear(x, layer.q, False, layer.bias["q"])
+    want = ref.linear(x, other.q, False, other.bias["q"])
+    assert _relative(ours, want) < 0.02  # 8-bit activations, as in the step
+    many = torch.randn(20, fwd.plan.dim, generator=torch.Generator().manual_seed(7))
+    assert torch.allclose(fwd.linear(many, layer.q, False, layer.bias["q"]),
+                          ref.linear(many, other.q, False, other.bias["q"]), atol=1e-4)
+
+
+def test_prompt_threads_leave_busy_cores_alone(monkeypatch, tmp_path):
+    loadavg = tmp_path / "loadavg"
+    real = Path
+
+    def fake(p, *a):
+        return real(loadavg) if str(p) == "/proc/loadavg" else real(p, *a)
+
+    monkeypatch.setattr(gguf_native, "Path", fake)
+    monkeypatch.setattr(gguf_native.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    loadavg.write_text("0.50 0.40 0.30 1/150 999\n")
+    assert gguf_native.prompt_threads(2) == 2  # only us running: both cores
+    loadavg.write_text("3.00 2.00 1.00 2/150 999\n")
+    assert gguf_native.prompt_threads(2) == 1  # one other busy task: one core left
+    loadavg.write_text("17.0 16.0 12.0 21/150 999\n")
+    assert gguf_native.prompt_threads(2) == 1  # never fewer than one
