@@ -334,10 +334,13 @@ def _step_rate(gen, batch: int, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def gguf_engine(path: Path, tokens: int = 64, progress: Progress = _quiet, llama_cpp: bool = False) -> dict:
+def gguf_engine(path: Path, tokens: int = 64, progress: Progress = _quiet, llama_cpp: bool = False,
+                runs: int = 3) -> dict:
     """The native GGUF path on `path`: warm load, time to first token of a 500-token prompt,
     decode speed at batch 1, 4 candidates in one batch against one, resident memory; with
-    `llama_cpp`, llama.cpp on the same file in the same run, and the ratios."""
+    `llama_cpp`, llama.cpp on the same file in the same run, and the ratios. The two take turns
+    run by run (the machine is shared: a load that changes mid-bench hits both alike), and each
+    figure is the median of `runs`."""
     import gc
     import os
     import statistics
@@ -365,26 +368,22 @@ def gguf_engine(path: Path, tokens: int = 64, progress: Progress = _quiet, llama
     result["warm_load_s"] = round(time.perf_counter() - start, 3)
     result["isa"] = gen.info.extra.get("isa")
     result["weights"] = gen.info.extra.get("weights")
-
-    progress("Time to first token (500-token prompt)", None)
     long_prompt = _prompt_of(gen, 500)
     long_ids = gen.encode(long_prompt)
     result["prompt_tokens_long"] = len(long_ids)
-    result["ttft_long_prompt_ms"] = _ttft_ms(gen, long_prompt, runs=3)
-    result["ttft_short_prompt_ms"] = _ttft_ms(gen, STORY, runs=3)
-
-    progress("Decode, batch 1", None)
     sampling = SamplerSettings(temperature=0.8, seed=1, max_new_tokens=tokens, repetition_penalty=1.0)
-    rates = []
-    for _ in range(3):
+
+    def ttft() -> float:
+        gen.generate(long_prompt, SamplerSettings(temperature=0, max_new_tokens=1))
+        return gen.last_stats.first_token_seconds * 1000
+
+    def decode() -> float | None:
         gen.generate(STORY, sampling)
         s = gen.last_stats
-        if s.new_tokens > 1:
-            rates.append((s.new_tokens - 1) / (s.seconds - s.first_token_seconds))
-    result["decode_tokens"] = tokens
-    result["decode_tok_s_batch1"] = round(statistics.median(rates), 2) if rates else None
+        return (s.new_tokens - 1) / (s.seconds - s.first_token_seconds) if s.new_tokens > 1 else None
 
-    progress("4 candidates in one batch against one", None)
+    progress("Warm-up: every page of the file, a 500-token cache, a batch of 4", None)
+    ttft()
     steps = max(8, tokens // 2)
     one, four = _step_rate(gen, 1, steps), _step_rate(gen, 4, steps)
     result["step_ms_batch1"] = round(1000 / one, 2)
@@ -392,8 +391,7 @@ def gguf_engine(path: Path, tokens: int = 64, progress: Progress = _quiet, llama
     result["candidates4_time_over_1"] = round(one / four, 3)  # target <= 1.6
     gen.candidates(STORY, 4, sampling)
     result["candidates4_seconds"] = round(gen.last_stats.seconds, 3)
-
-    memory = _rss_mib()
+    memory = _rss_mib()  # before llama.cpp maps the file a second time
     result["rss_mib"] = memory.get("VmRSS")
     result["rss_peak_mib"] = memory.get("VmHWM")
     result["rss_before_load_mib"] = before
@@ -401,63 +399,94 @@ def gguf_engine(path: Path, tokens: int = 64, progress: Progress = _quiet, llama
         # what the model costs (the interpreter, torch and transformers not counted), and all of it
         result["model_rss_over_file"] = round((memory["VmRSS"] - before) * 2**20 / size, 3)
         result["rss_over_file"] = round(memory["VmRSS"] * 2**20 / size, 3)
+
+    theirs = _LlamaCpp.open(path) if llama_cpp else None
+    ours_ttft, ours_rate, their_ttft, their_rate = [], [], [], []
+    for run in range(runs):
+        progress(f"Time to first token, 500 tokens (run {run + 1} of {runs})", None)
+        ours_ttft.append(ttft())
+        if isinstance(theirs, _LlamaCpp):
+            their_ttft.append(theirs.ttft(long_ids))
+    for run in range(runs):
+        progress(f"Decode, batch 1 (run {run + 1} of {runs})", None)
+        rate = decode()
+        if rate:
+            ours_rate.append(rate)
+        if isinstance(theirs, _LlamaCpp):
+            their_rate.append(theirs.decode(tokens))
+    result["ttft_long_prompt_ms"] = round(statistics.median(ours_ttft), 1)
+    result["ttft_short_prompt_ms"] = _ttft_ms(gen, STORY, runs=runs)
+    result["decode_tokens"] = tokens
+    result["decode_tok_s_batch1"] = round(statistics.median(ours_rate), 2) if ours_rate else None
+    if isinstance(theirs, _LlamaCpp):
+        lc = theirs.info()
+        lc["ttft_ms"] = round(statistics.median(their_ttft), 1)
+        lc["ttft_prompt_tokens"] = len(long_ids)
+        lc["decode_tok_s_batch1"] = round(statistics.median(their_rate), 2)
+        result["llama_cpp"] = lc
+        ratios = {"ttft_ours_over_llama_cpp": round(result["ttft_long_prompt_ms"] / lc["ttft_ms"], 3),
+                  "load_ours_over_llama_cpp": round(result["warm_load_s"] / lc["load_s"], 3)}
+        if result["decode_tok_s_batch1"]:
+            ratios["decode_ours_over_llama_cpp"] = round(result["decode_tok_s_batch1"] / lc["decode_tok_s_batch1"], 3)
+        result["ratios"] = ratios
+        theirs.close()
+    elif theirs is not None:
+        result["llama_cpp"] = theirs
     del gen
     gc.collect()
     progress("Load in a fresh process", None)
     result["fresh_process_load_s"] = _fresh_process_load_s(path)
-    if llama_cpp:
-        progress("llama.cpp on the same file", None)
-        theirs = _llama_cpp_gguf(path, long_ids, tokens)
-        result["llama_cpp"] = theirs
-        if theirs.get("available"):
-            ratios = {}
-            if result["decode_tok_s_batch1"] and theirs.get("decode_tok_s_batch1"):
-                ratios["decode_ours_over_llama_cpp"] = round(result["decode_tok_s_batch1"] / theirs["decode_tok_s_batch1"], 3)
-            if theirs.get("ttft_ms"):
-                ratios["ttft_ours_over_llama_cpp"] = round(result["ttft_long_prompt_ms"] / theirs["ttft_ms"], 3)
-            if theirs.get("load_s"):
-                ratios["load_ours_over_llama_cpp"] = round(result["warm_load_s"] / theirs["load_s"], 3)
-            result["ratios"] = ratios
     result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
 
-def _llama_cpp_gguf(path: Path, prompt_ids: list[int], tokens: int) -> dict:
-    """llama.cpp (llama-cpp-python, if installed) on the same file, the same prompt tokens and as
-    many threads as torch uses. Not a dependency: only for the comparison."""
-    import statistics
+class _LlamaCpp:
+    """llama.cpp (llama-cpp-python, if installed) on the same file, with the same prompt tokens and
+    as many threads as torch uses. Not a dependency: only for the comparison."""
 
-    import torch
+    @classmethod
+    def open(cls, path: Path):
+        try:
+            from llama_cpp import Llama  # noqa: F401
+        except ImportError:
+            return {"available": False, "how": "pip install llama-cpp-python (into the same venv)"}
+        return cls(path)
 
-    try:
-        from llama_cpp import Llama, __version__
-    except ImportError:
-        return {"available": False, "how": "pip install llama-cpp-python (into the same venv)"}
-    threads = torch.get_num_threads()
-    before = _rss_mib().get("VmRSS", 0.0)
-    start = time.perf_counter()
-    llm = Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=2048,
-                n_batch=512, verbose=False, seed=1)
-    load_s = time.perf_counter() - start
-    ttft = []
-    for _ in range(3):
-        llm.reset()
+    def __init__(self, path: Path):
+        import torch
+        from llama_cpp import Llama
+
+        self.threads = torch.get_num_threads()
+        before = _rss_mib().get("VmRSS", 0.0)
         start = time.perf_counter()
-        llm.eval(prompt_ids)
-        llm.sample(temp=0.0)
-        ttft.append((time.perf_counter() - start) * 1000)
-    story = llm.tokenize(STORY.encode(), add_bos=False)
-    rates = []
-    for _ in range(3):
+        self.llm = Llama(model_path=str(path), n_threads=self.threads, n_threads_batch=self.threads,
+                         n_ctx=2048, n_batch=512, verbose=False, seed=1)
+        self.load_s = time.perf_counter() - start
+        self.rss_before = before
+
+    def ttft(self, prompt_ids: list[int]) -> float:
+        self.llm.reset()
+        start = time.perf_counter()
+        self.llm.eval(prompt_ids)
+        self.llm.sample(temp=0.0)
+        return (time.perf_counter() - start) * 1000
+
+    def decode(self, tokens: int) -> float:
+        llm = self.llm
         llm.reset()
-        llm.eval(story)
+        llm.eval(llm.tokenize(STORY.encode(), add_bos=False))
         start = time.perf_counter()
         for _ in range(tokens):
             llm.eval([llm.sample(temp=0.8, top_p=0.95)])
-        rates.append(tokens / (time.perf_counter() - start))
-    rss = _rss_mib().get("VmRSS", 0.0)
-    del llm
-    return {"available": True, "version": __version__, "threads": threads, "load_s": round(load_s, 3),
-            "ttft_ms": round(statistics.median(ttft), 1), "ttft_prompt_tokens": len(prompt_ids),
-            "decode_tok_s_batch1": round(statistics.median(rates), 2),
-            "rss_added_mib": round(rss - before, 1)}
+        return tokens / (time.perf_counter() - start)
+
+    def info(self) -> dict:
+        from llama_cpp import __version__
+
+        return {"available": True, "version": __version__, "threads": self.threads,
+                "load_s": round(self.load_s, 3),
+                "rss_added_mib": round(_rss_mib().get("VmRSS", 0.0) - self.rss_before, 1)}
+
+    def close(self) -> None:
+        self.llm.close() if hasattr(self.llm, "close") else None
+        del self.llm
