@@ -3,11 +3,13 @@
 transformers builds a fast tokenizer from the GGUF's tokenizer.ggml.* arrays (seconds for a
 large vocabulary); we save it once (tokenizer.json and friends) in the file's cache folder and
 load that on later runs (a fraction of a second). The saved copy is used only when the folder is
-the user's own and not writable by others, and only when it has exactly the file's token count;
-anything else is rebuilt from the file.
+the user's own and not writable by others, its files' sha256 are those recorded when it was
+saved (a truncated or edited copy fails), and it has exactly the file's token count; anything
+else is rebuilt from the file.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -17,7 +19,7 @@ from pathlib import Path
 from storyloom.engine.gguf_file import Header, cache_dir, trusted_cache
 
 log = logging.getLogger(__name__)
-TOKENIZER_FORMAT = 1
+TOKENIZER_FORMAT = 2
 MARKER = "storyloom.json"
 
 
@@ -38,6 +40,9 @@ def _cached(folder: Path, tokens: int):
         marker = json.loads((folder / MARKER).read_text())
         if marker.get("format") != TOKENIZER_FORMAT or marker.get("tokens") != tokens:
             return None
+        if marker.get("files") != _hashes(folder):
+            log.warning("tokenizer cache %s is not what was saved there; rebuilding", folder)
+            return None
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -48,6 +53,11 @@ def _cached(folder: Path, tokens: int):
         log.warning("tokenizer cache %s has %d tokens, the file %d; rebuilding", folder, len(tokenizer), tokens)
         return None
     return tokenizer
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.iterdir()) if p.name != MARKER and p.is_file()}
 
 
 def token_count(header: Header) -> int:
@@ -82,7 +92,8 @@ def load(path: Path, header: Header):
         with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".tokenizer-") as tmp:
             out = Path(tmp) / "tokenizer"
             tokenizer.save_pretrained(out)
-            (out / MARKER).write_text(json.dumps({"format": TOKENIZER_FORMAT, "tokens": tokens}))
+            (out / MARKER).write_text(json.dumps({"format": TOKENIZER_FORMAT, "tokens": tokens,
+                                                  "files": _hashes(out)}))
             for p in out.iterdir():
                 p.chmod(0o600)
             out.chmod(0o700)

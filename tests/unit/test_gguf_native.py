@@ -283,6 +283,11 @@ def test_the_tokenizer_is_built_once_and_rebuilt_when_it_does_not_fit(files, mod
     (folder / "storyloom.json").write_text(json.dumps({**marker, "tokens": 7}))
     assert len(gguf_tokenizer.load(path, header)) == len(tokenizer)  # rebuilt from the file
     assert json.loads((folder / "storyloom.json").read_text())["tokens"] == len(tokenizer)
+    with open(folder / "tokenizer.json", "a") as f:  # edited (or truncated) after it was saved
+        f.write(" ")
+    assert gguf_tokenizer._cached(folder, len(tokenizer)) is None
+    gguf_tokenizer.load(path, header)
+    assert gguf_tokenizer._cached(folder, len(tokenizer)) is not None
     os.chmod(folder, 0o777)
     assert gguf_tokenizer._cached(folder, len(tokenizer)) is None
 
