@@ -32,7 +32,6 @@ from storyloom.engine.kv_cache import capacity_for
 log = logging.getLogger(__name__)
 
 BF16_PROMPT_MIN = 64    # prompts this long run their matmuls in bf16 (where the CPU has bf16 units)
-STEP_PROMPT_MAX = 8     # prompts up to this long go token by token through the C step
 MAX_BATCH = 8           # the C step's widest batch (decode_step.c MAXB); wider ones run in torch
 WHOLE_ELEMENTS = 24 << 20  # matrices up to this size are dequantized in one call, one matmul
 CHUNK_ELEMENTS = 4 << 20   # bigger ones (embedding-sized heads) a chunk of rows at a time
@@ -187,15 +186,16 @@ class GGUFForward:
 
     def linear(self, x: torch.Tensor, w: Weight, wide: bool, bias: torch.Tensor | None = None,
                buffers: dict | None = None) -> torch.Tensor:
-        """x @ W^T (+ bias), fp32 out. A few rows go to the C kernels, which read the blocks
-        directly; more are compute-bound: W is dequantized (whole, or a chunk of rows at a time
-        for embedding-sized heads) into one buffer kept in `buffers`, in bf16 when `wide`, and
-        multiplied by torch."""
+        """x @ W^T (+ bias), fp32 out. With the C library, rows go to its kernels, which read
+        the blocks where they lie (8 rows per pass over W), unless `wide`: a long prompt is
+        compute-bound, and there W is dequantized to bf16 (whole, or a chunk of rows at a time
+        for embedding-sized heads) into one buffer kept in `buffers` and multiplied by torch on
+        the CPU's bf16 units. Without the library, the same in fp32 (dequantized by gguf-py)."""
         lead = x.shape[:-1]
         flat = x.reshape(-1, w.cols)
         n = flat.shape[0]
         struct = self._structs.get(w.info.name)
-        if struct is not None and n <= MAX_BATCH:
+        if struct is not None and not wide:
             xin = flat.float().contiguous()
             out = torch.empty(n, w.rows)
             self.lib.sl_matmul(ctypes.byref(struct), xin.data_ptr(), n, out.data_ptr(), torch.get_num_threads())
@@ -265,15 +265,10 @@ class GGUFForward:
         """ids [batch, T] following what `state` holds; the last position's logits [batch, vocab]
         (every position's, [batch, T, vocab], with `all_logits`)."""
         batch, count = ids.shape
-        if self.model is not None and not all_logits and count <= STEP_PROMPT_MAX and batch <= MAX_BATCH:
-            logits = None
-            for t in range(count):
-                logits = self._step(ids[:, t], state)
-                if logits is None:
-                    break
-            else:
+        if self.model is not None and not all_logits and count == 1 and batch <= MAX_BATCH:
+            logits = self._step(ids[:, 0], state)
+            if logits is not None:
                 return logits
-            ids = ids[:, t:]  # the C step refused (it should not): the rest in torch
         return self._torch(ids, state, all_logits)
 
     def _step(self, tokens: torch.Tensor, state: KVState) -> torch.Tensor | None:
@@ -300,13 +295,18 @@ class GGUFForward:
     def _torch(self, ids: torch.Tensor, state: KVState, all_logits: bool) -> torch.Tensor:
         wanted = torch.get_num_threads()
         threads = prompt_threads(wanted)
-        if threads == wanted:
-            return self._torch_forward(ids, state, all_logits)
-        torch.set_num_threads(threads)
+        if threads != wanted:
+            torch.set_num_threads(threads)
         try:
             return self._torch_forward(ids, state, all_logits)
         finally:
-            torch.set_num_threads(wanted)
+            if threads != wanted:
+                torch.set_num_threads(wanted)
+            if ids.numel() >= BF16_PROMPT_MIN:
+                # a long prompt's activations (~150 MB for 500 tokens of a 1B model) go back to
+                # the system: the allocator would keep them (native sets it to), and resident
+                # memory is the file plus the KV cache, not the file plus the largest prompt
+                native.release_free_memory()
 
     def _torch_forward(self, ids: torch.Tensor, state: KVState, all_logits: bool) -> torch.Tensor:
         batch, count = ids.shape
@@ -350,10 +350,10 @@ class GGUFForward:
                     mask = torch.ones(rows, end, dtype=torch.bool).tril(diagonal=end - rows)
                 attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
             attn = attn.transpose(1, 2).reshape(batch, rows, heads * dim)
-            h = h + linear(attn, L.o)
+            h = h + linear(attn, L.o)  # (a new tensor: h may be a view of the embedding rows)
             x = self._norm(h, L.norm2)
             gate = linear(x, L.gate)
-            h = h + linear(F.silu(gate, inplace=True).mul_(linear(x, L.up)), L.down)
+            h += linear(F.silu(gate, inplace=True).mul_(linear(x, L.up)), L.down)
         state.length = end
         last = h if all_logits else h[:, -1]
         return linear(self._norm(last, self.final_norm), self.lm_head, wide=False)

@@ -356,19 +356,18 @@ def test_model_info_says_which_path_and_why(files, models, capsys, monkeypatch):
         assert path_line.startswith("path: transformers conversion: ")
 
 
-def test_a_few_rows_through_the_c_matmul_keep_their_bias(files, lib_kinds):
-    """Up to 8 rows go to sl_matmul (qwen2's q bias added there), more are dequantized for torch."""
+def test_rows_through_the_c_matmul_and_the_bf16_path_keep_their_bias(files, lib_kinds):
+    """With the C library, short prompts' rows go to sl_matmul (8 per pass; qwen2's q bias added
+    there), long ones are dequantized to bf16 for torch (the bias added after)."""
     _lib("native", lib_kinds)
     path = files["qwen2-q8_0-biases"]
     fwd, ref = _forward(path, "native"), _forward(path, "torch")
     layer, other = fwd.layers[0], ref.layers[0]
-    x = torch.randn(3, fwd.plan.dim, generator=torch.Generator().manual_seed(6))
-    ours = fwd.linear(x, layer.q, False, layer.bias["q"])
-    want = ref.linear(x, other.q, False, other.bias["q"])
-    assert _relative(ours, want) < 0.02  # 8-bit activations, as in the step
-    many = torch.randn(20, fwd.plan.dim, generator=torch.Generator().manual_seed(7))
-    assert torch.allclose(fwd.linear(many, layer.q, False, layer.bias["q"]),
-                          ref.linear(many, other.q, False, other.bias["q"]), atol=1e-4)
+    for rows in (3, 20):
+        x = torch.randn(rows, fwd.plan.dim, generator=torch.Generator().manual_seed(rows))
+        want = ref.linear(x, other.q, False, other.bias["q"])
+        assert _relative(fwd.linear(x, layer.q, False, layer.bias["q"]), want) < 0.02  # 8-bit activations
+        assert _relative(fwd.linear(x, layer.q, True, layer.bias["q"]), want) < 0.01  # bf16
 
 
 def test_prompt_threads_leave_busy_cores_alone(monkeypatch, tmp_path):
