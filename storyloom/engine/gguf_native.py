@@ -2,11 +2,13 @@
 
 The file is memory-mapped and its matrices stay in their GGUF blocks (Q4_K, Q6_K, Q8_0, ...):
 the C step (engine/native) reads them where they lie, one token (or one token per candidate)
-per call. Prompts are compute-bound instead: each matrix is dequantized a chunk of rows at a
-time into one reused buffer (bf16 on CPUs with bf16 units, by the C library's sl_dequant_bf16)
-and multiplied by torch, so a prompt costs one pass over the weights and no copy of them stays
-in memory. Without the C library (or before it reads GGUF blocks) the same torch forward runs
-everything, dequantizing with gguf-py: correct, slow, and what the tests compare against.
+per call. Several tokens at once (a prompt, a scored continuation) run layer by layer in torch:
+a short prompt's matrices through the C library's sl_matmul (8 rows per pass over the blocks);
+a long one (64+ tokens, on CPUs with bf16 units) is compute-bound, so each matrix is dequantized
+to bf16 by sl_dequant_bf16 into one reused buffer (whole, or a chunk of rows at a time for an
+embedding-sized head) and multiplied by torch: one pass over the weights, and no copy of them
+stays in memory. Without the C library (or before it reads GGUF blocks) the same torch forward
+runs everything in fp32, dequantizing with gguf-py: correct, slow, what the tests compare with.
 
 Rope: llama/mistral GGUFs have their q/k rows permuted by llama.cpp's converter and rotate
 adjacent pairs (GGML's normal mode); qwen2/qwen3 rotate halves (NEOX). The KV cache holds keys
