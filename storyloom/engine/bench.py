@@ -40,7 +40,7 @@ def engine(spec: str = "default", tokens: int = 64, progress: Progress = _quiet,
         from storyloom.engine.gguf_native import route
 
         if route(spec_parsed.value, engine_choice())[0] == "native":
-            return gguf_engine(Path(spec_parsed.value), tokens, progress, llama_cpp)
+            return gguf_engine(Path(spec_parsed.value), tokens, progress, llama_cpp, busy=busy)
     result: dict = {
         "model": spec_parsed.display,
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
@@ -335,7 +335,7 @@ def _step_rate(gen, batch: int, steps: int) -> float:
 
 
 def gguf_engine(path: Path, tokens: int = 64, progress: Progress = _quiet, llama_cpp: bool = False,
-                runs: int = 3) -> dict:
+                runs: int = 3, busy: int = 0) -> dict:
     """The native GGUF path on `path`: warm load, time to first token of a 500-token prompt,
     decode speed at batch 1, 4 candidates in one batch against one, resident memory; with
     `llama_cpp`, llama.cpp on the same file in the same run, and the ratios. The two take turns
@@ -432,6 +432,8 @@ def gguf_engine(path: Path, tokens: int = 64, progress: Progress = _quiet, llama
         theirs.close()
     elif theirs is not None:
         result["llama_cpp"] = theirs
+    if busy:  # decode idle and beside `busy` competing processes (llama.cpp's side: the default model only)
+        result["under_load"] = _under_load(gen, sampling, busy, False, tokens, long_prompt, progress)
     del gen
     gc.collect()
     progress("Load in a fresh process", None)

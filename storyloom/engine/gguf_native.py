@@ -401,6 +401,9 @@ def _generator_class():
                 return [float("-inf")] * len(conts)
             prompt_ids = self.encode(prompt)
             prompt_ids = prompt_ids[-max(1, self.context_length - longest):]
+            from storyloom.engine import threads
+
+            threads.choose()  # as DecodeState does: the cores other programs leave free
             state = KVState()
             first = torch.log_softmax(self.fast.forward(torch.tensor([prompt_ids]), state)[0].float(), -1)
             self.fast.expand(state, len(conts))
