@@ -35,6 +35,12 @@ def engine(spec: str = "default", tokens: int = 64, progress: Progress = _quiet,
     import torch
 
     spec_parsed = models.parse_spec(spec)
+    if spec_parsed.kind == "gguf":
+        from storyloom.engine.backends.transformers_backend import engine_choice
+        from storyloom.engine.gguf_native import route
+
+        if route(spec_parsed.value, engine_choice())[0] == "native":
+            return gguf_engine(Path(spec_parsed.value), tokens, progress, llama_cpp, busy=busy)
     result: dict = {
         "model": spec_parsed.display,
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
@@ -281,3 +287,208 @@ def remote(spec: str, tokens: int = 64, progress: Progress = _quiet, runs: int =
         per_inproc = 1000 / inproc["decode_tok_s_batch1"]
         result["remote_path_ms_per_token_vs_in_process"] = round(per_remote - per_inproc, 3)
     return result
+
+
+# -- a .gguf run from its own blocks -----------------------------------------------------------------
+def _rss_mib() -> dict:
+    """This process's resident memory now and at its peak (Linux /proc; {} elsewhere)."""
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return {}
+    got = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            got[key] = round(int(value.split()[0]) / 1024, 1)
+    return got
+
+
+def _fresh_process_load_s(path: Path) -> float | None:
+    """Seconds a new process takes to import StoryLoom and load the model (caches warm): what a
+    user waits for at start-up, imports included."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import time; t = time.perf_counter(); from storyloom.engine import models; "
+            f"models.load({str(path)!r}); print(time.perf_counter() - t)")
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                              env=os.environ.copy())
+        return round(float(done.stdout.strip().splitlines()[-1]), 3)
+    except (subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def _step_rate(gen, batch: int, steps: int) -> float:
+    """Decode steps per second at `batch` rows over one prompt (no sampling: the step alone)."""
+    import torch
+
+    state = gen.decode_state(gen.encode(STORY), batch)
+    token = torch.full((batch, 1), int(state.logits[0].argmax()), dtype=torch.long)
+    state.feed(token)  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        state.feed(token)
+    return steps / (time.perf_counter() - start)
+
+
+def gguf_engine(path: Path, tokens: int = 64, progress: Progress = _quiet, llama_cpp: bool = False,
+                runs: int = 3, busy: int = 0) -> dict:
+    """The native GGUF path on `path`: warm load, time to first token of a 500-token prompt,
+    decode speed at batch 1, 4 candidates in one batch against one, resident memory; with
+    `llama_cpp`, llama.cpp on the same file in the same run, and the ratios. The two take turns
+    run by run (the machine is shared: a load that changes mid-bench hits both alike), and each
+    figure is the median of `runs`."""
+    import gc
+    import os
+    import statistics
+
+    import torch
+
+    from storyloom.engine.gguf_native import route
+
+    size = path.stat().st_size
+    result: dict = {
+        "model": path.name, "file_mib": round(size / 2**20, 1),
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {torch.get_num_threads()} threads, "
+                   f"torch {torch.__version__}",
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "path": route(path)[1],
+    }
+    before = _rss_mib().get("VmRSS", 0.0)
+    progress("First load (builds the header and tokenizer caches)", None)
+    gen = models.load(str(path))
+    del gen
+    gc.collect()
+    progress("Warm load", None)
+    start = time.perf_counter()
+    gen = models.load(str(path))
+    result["warm_load_s"] = round(time.perf_counter() - start, 3)
+    result["isa"] = gen.info.extra.get("isa")
+    result["weights"] = gen.info.extra.get("weights")
+    long_prompt = _prompt_of(gen, 500)
+    long_ids = gen.encode(long_prompt)
+    result["prompt_tokens_long"] = len(long_ids)
+    sampling = SamplerSettings(temperature=0.8, seed=1, max_new_tokens=tokens, repetition_penalty=1.0)
+
+    def ttft() -> float:
+        gen.generate(long_prompt, SamplerSettings(temperature=0, max_new_tokens=1))
+        return gen.last_stats.first_token_seconds * 1000
+
+    def decode() -> float | None:
+        gen.generate(STORY, sampling)
+        s = gen.last_stats
+        return (s.new_tokens - 1) / (s.seconds - s.first_token_seconds) if s.new_tokens > 1 else None
+
+    progress("Warm-up: every page of the file, a 500-token cache, a batch of 4", None)
+    ttft()
+    steps = max(8, tokens // 2)
+    one, four = _step_rate(gen, 1, steps), _step_rate(gen, 4, steps)
+    result["step_ms_batch1"] = round(1000 / one, 2)
+    result["step_ms_batch4"] = round(1000 / four, 2)
+    result["candidates4_time_over_1"] = round(one / four, 3)  # target <= 1.6
+    gen.candidates(STORY, 4, sampling)
+    result["candidates4_seconds"] = round(gen.last_stats.seconds, 3)
+    memory = _rss_mib()  # before llama.cpp maps the file a second time
+    result["rss_mib"] = memory.get("VmRSS")
+    result["rss_peak_mib"] = memory.get("VmHWM")
+    result["rss_before_load_mib"] = before
+    if memory.get("VmRSS"):
+        # what the model costs (the interpreter, torch and transformers not counted), and all of it
+        result["model_rss_over_file"] = round((memory["VmRSS"] - before) * 2**20 / size, 3)
+        result["rss_over_file"] = round(memory["VmRSS"] * 2**20 / size, 3)
+
+    theirs = _LlamaCpp.open(path) if llama_cpp else None
+    ours_ttft, ours_rate, their_ttft, their_rate = [], [], [], []
+    for run in range(runs):
+        progress(f"Time to first token, 500 tokens (run {run + 1} of {runs})", None)
+        ours_ttft.append(ttft())
+        if isinstance(theirs, _LlamaCpp):
+            their_ttft.append(theirs.ttft(long_ids))
+    for run in range(runs):
+        progress(f"Decode, batch 1 (run {run + 1} of {runs})", None)
+        rate = decode()
+        if rate:
+            ours_rate.append(rate)
+        if isinstance(theirs, _LlamaCpp):
+            their_rate.append(theirs.decode(tokens))
+    result["ttft_long_prompt_ms"] = round(statistics.median(ours_ttft), 1)
+    result["ttft_short_prompt_ms"] = _ttft_ms(gen, STORY, runs=runs)
+    result["decode_tokens"] = tokens
+    result["decode_tok_s_batch1"] = round(statistics.median(ours_rate), 2) if ours_rate else None
+    if isinstance(theirs, _LlamaCpp):
+        lc = theirs.info()
+        lc["ttft_ms"] = round(statistics.median(their_ttft), 1)
+        lc["ttft_prompt_tokens"] = len(long_ids)
+        lc["decode_tok_s_batch1"] = round(statistics.median(their_rate), 2)
+        result["llama_cpp"] = lc
+        ratios = {"ttft_ours_over_llama_cpp": round(result["ttft_long_prompt_ms"] / lc["ttft_ms"], 3),
+                  "load_ours_over_llama_cpp": round(result["warm_load_s"] / lc["load_s"], 3)}
+        if result["decode_tok_s_batch1"]:
+            ratios["decode_ours_over_llama_cpp"] = round(result["decode_tok_s_batch1"] / lc["decode_tok_s_batch1"], 3)
+        result["ratios"] = ratios
+        theirs.close()
+    elif theirs is not None:
+        result["llama_cpp"] = theirs
+    if busy:  # decode idle and beside `busy` competing processes (llama.cpp's side: the default model only)
+        result["under_load"] = _under_load(gen, sampling, busy, False, tokens, long_prompt, progress)
+    del gen
+    gc.collect()
+    progress("Load in a fresh process", None)
+    result["fresh_process_load_s"] = _fresh_process_load_s(path)
+    result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
+class _LlamaCpp:
+    """llama.cpp (llama-cpp-python, if installed) on the same file, with the same prompt tokens and
+    as many threads as torch uses. Not a dependency: only for the comparison."""
+
+    @classmethod
+    def open(cls, path: Path):
+        try:
+            from llama_cpp import Llama  # noqa: F401
+        except ImportError:
+            return {"available": False, "how": "pip install llama-cpp-python (into the same venv)"}
+        return cls(path)
+
+    def __init__(self, path: Path):
+        import torch
+        from llama_cpp import Llama
+
+        self.threads = torch.get_num_threads()
+        before = _rss_mib().get("VmRSS", 0.0)
+        start = time.perf_counter()
+        self.llm = Llama(model_path=str(path), n_threads=self.threads, n_threads_batch=self.threads,
+                         n_ctx=2048, n_batch=512, verbose=False, seed=1)
+        self.load_s = time.perf_counter() - start
+        self.rss_before = before
+
+    def ttft(self, prompt_ids: list[int]) -> float:
+        self.llm.reset()
+        start = time.perf_counter()
+        self.llm.eval(prompt_ids)
+        self.llm.sample(temp=0.0)
+        return (time.perf_counter() - start) * 1000
+
+    def decode(self, tokens: int) -> float:
+        llm = self.llm
+        llm.reset()
+        llm.eval(llm.tokenize(STORY.encode(), add_bos=False))
+        start = time.perf_counter()
+        for _ in range(tokens):
+            llm.eval([llm.sample(temp=0.8, top_p=0.95)])
+        return tokens / (time.perf_counter() - start)
+
+    def info(self) -> dict:
+        from llama_cpp import __version__
+
+        return {"available": True, "version": __version__, "threads": self.threads,
+                "load_s": round(self.load_s, 3),
+                "rss_added_mib": round(_rss_mib().get("VmRSS", 0.0) - self.rss_before, 1)}
+
+    def close(self) -> None:
+        self.llm.close() if hasattr(self.llm, "close") else None
+        del self.llm

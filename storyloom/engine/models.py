@@ -3,7 +3,9 @@
 A spec is one of:
   "default"            the embedded SmolLM2-135M-Instruct (fetched and converted once)
   a folder             a transformers checkpoint on disk (config.json + weights)
-  a .gguf file         converted once to safetensors in the models folder, then loaded from there
+  a .gguf file         llama/mistral/qwen2/qwen3: run from the file's own blocks by the native step
+                       (gguf_native.py); anything else converted once to safetensors and loaded
+                       with transformers (`storyloom model info` says which, and why)
   a Hugging Face id    "org/name": loaded from the local Hugging Face cache; downloaded only when
                        the hub is reachable and HF_HUB_OFFLINE is not set
   openai:URL[#name]    an OpenAI-compatible completions server (a plain http(s) URL works too);
@@ -94,8 +96,7 @@ def _load_local(spec: str, progress: Progress) -> Generator:
     elif parsed.kind == "folder":
         generator = _from_folder(Path(parsed.value), Path(parsed.value).name, progress)
     elif parsed.kind == "gguf":
-        folder = _converted_gguf(Path(parsed.value), progress)
-        generator = _from_folder(folder, Path(parsed.value).name, progress)
+        generator = _from_gguf(Path(parsed.value), progress)
     else:
         generator = _from_hub(parsed.value, progress)
     # The model and the libraries live as long as the process: move them out of the garbage
@@ -166,6 +167,29 @@ def _from_hub(model_id: str, progress: Progress) -> Generator:
         raise ModelError(
             f"{exc} (it is not in the local Hugging Face cache and could not be downloaded)"
         ) from None
+
+
+def _from_gguf(path: Path, progress: Progress) -> Generator:
+    """A supported architecture runs from the file's own blocks (native step, memory-mapped);
+    anything else, or no native step, is converted once to safetensors for transformers."""
+    from storyloom.engine import gguf_file, gguf_native
+    from storyloom.engine.backends.transformers_backend import engine_choice
+
+    way, why = gguf_native.route(path, engine_choice())
+    if way == "native":
+        progress(f"Loading {path.name}", None)
+        header = gguf_file.read(path)
+        plan = gguf_file.plan(header)
+        assert not isinstance(plan, str)  # route() said it runs
+        try:
+            return gguf_native.load(path, header, plan, path.name, gguf_native.native_gguf(), {"path": why})
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+            if isinstance(exc, ModelError):
+                raise
+            raise ModelError(f"Could not load {path.name}: {exc}") from exc
+    generator = _from_folder(_converted_gguf(path, progress), path.name, progress)
+    generator.info.extra["path"] = why
+    return generator
 
 
 def _converted_gguf(gguf: Path, progress: Progress) -> Path:
