@@ -359,8 +359,8 @@ def gguf_engine(path: Path, tokens: int = 64, progress: Progress = _quiet, llama
     }
     before = _rss_mib().get("VmRSS", 0.0)
     progress("First load (builds the header and tokenizer caches)", None)
-    gen = models.load(str(path))
-    del gen
+    first = models.load(str(path))
+    del first
     gc.collect()
     progress("Warm load", None)
     start = time.perf_counter()
@@ -434,7 +434,7 @@ def gguf_engine(path: Path, tokens: int = 64, progress: Progress = _quiet, llama
         result["llama_cpp"] = theirs
     if busy:  # decode idle and beside `busy` competing processes (llama.cpp's side: the default model only)
         result["under_load"] = _under_load(gen, sampling, busy, False, tokens, long_prompt, progress)
-    del gen
+    gen = None  # the model's memory back before a fresh process maps the file
     gc.collect()
     progress("Load in a fresh process", None)
     result["fresh_process_load_s"] = _fresh_process_load_s(path)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from storyloom.engine import gguf_file, gguf_native, gguf_synth, gguf_tokenizer, native
+from storyloom.engine import gguf_file, gguf_native, gguf_synth, gguf_tokenizer
 from storyloom.engine.fast_llama import KVState
 from storyloom.engine.gguf_synth import T, Shape
 
