@@ -32,8 +32,10 @@ from storyloom.tui.messages import (
     GenerationStarted,
     error_text,
 )
+from storyloom.tui.screens.context_view import ContextViewScreen
 from storyloom.tui.screens.editors import AlterScreen, MemoryScreen
 from storyloom.tui.screens.generating import GeneratingScreen, Stopped
+from storyloom.tui.summary_keeper import SummaryKeeper
 from storyloom.tui.widgets.status_bar import StatusBar
 from storyloom.tui.widgets.transcript import Transcript
 
@@ -89,6 +91,7 @@ class AdventureScreen(GeneratingScreen):
         Binding("ctrl+k", "cycle_candidates", "Candidates", priority=True, show=False),
         Binding("ctrl+d", "verdicts", "Why", priority=True, show=False),
         Binding("ctrl+l", "lore_why", "Lore", priority=True, show=False),
+        Binding("f2", "context", "Context", show=False),
     ]
     COMMANDS_HERE = [
         ("Undo", "Take back the last turn", "undo"), ("Redo", "Bring back an undone turn", "redo"),
@@ -102,6 +105,7 @@ class AdventureScreen(GeneratingScreen):
         ("Lorebooks and world info", "Attach lorebooks, import them, edit entries' keys and flags", "lore"),
         ("Why this world info", "Which entries the last prompt held, why each fired, what the budget dropped",
          "lore_why"),
+        ("Context viewer", "The exact prompt of the next turn by part, and the summary's controls", "context"),
     ]
 
     def __init__(self, game: Game) -> None:
@@ -115,6 +119,7 @@ class AdventureScreen(GeneratingScreen):
         self.last_pick: Picked | None = None
         self.drawing = 1  # candidates in the batch now being drawn (for the progress line)
         self.last_lore = None  # worldinfo.Selection of the last prompt
+        self.summary = SummaryKeeper(self)  # folds turns that fell out of the prompt, in the background
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -185,6 +190,7 @@ class AdventureScreen(GeneratingScreen):
     # -- generation ----------------------------------------------------------------------------
     def _run(self, what: str, turn: Turn, action: str, history: list[Turn]) -> None:
         self.pending = (what, turn)
+        self.summary.stop()  # the player's turn first: a running fold gives way (and runs again later)
         self.cancel = threading.Event()
         transcript = self.query_one(Transcript)
         shown = transcript.query(".turn")
@@ -296,6 +302,8 @@ class AdventureScreen(GeneratingScreen):
                 self.play.game.undone[:] = undone
                 self.query_one("#action", Input).value = self.typed
                 self.notify(str(exc), title="Not saved", severity="error", timeout=10, markup=False)
+            else:
+                self.summary.after_commit()
         elif what in ("retry", "opening"):
             if what == "opening":
                 self.play.commit_opening(message.output)
@@ -377,3 +385,10 @@ class AdventureScreen(GeneratingScreen):
             return
         self.app.push_screen(VerdictScreen(self.last_pick.explain()))
 
+    def action_context(self) -> None:
+        text = self.query_one("#action", Input).value
+        try:
+            action = self.play.begin(self.kind, text).action if text.strip() else ""
+        except StoryloomError:
+            action = ""
+        self.app.push_screen(ContextViewScreen(self.play, action))
