@@ -19,6 +19,7 @@ from typing import Protocol
 
 from storyloom import StoryloomError
 from storyloom.engine.sampling import SamplerSettings
+from storyloom.modes import critic
 from storyloom.modes.text import SENTENCE_END, TokenCounter, cut_special, fit_text
 from storyloom.store.stories import Game, Turn
 
@@ -158,8 +159,8 @@ def faithful(summary: str, source: str) -> str:
     known = {w[:5].lower() for w in re.findall(r"[A-Za-z]{3,}", source)}
     kept = []
     for sentence in re.split(r"(?<=[.!?])\s+", summary.strip()):
-        rest = sentence.split(" ", 1)[1] if " " in sentence else ""  # a sentence's first word is capitalised anyway
-        names = [n for n in _NAME.findall(rest) if n.lower() not in _COMMON_CAPS]
+        names = [n for n in _NAME.findall(sentence) if n.lower() not in _COMMON_CAPS
+                 and n.lower() not in critic.STOPWORDS]  # a sentence's first word counts too ("Rachel, a ...")
         if sentence and all(n[:5].lower() in known for n in names):
             kept.append(sentence)
     return " ".join(kept)

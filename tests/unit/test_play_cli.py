@@ -58,7 +58,7 @@ def test_bench_quality_reports_k1_and_k_per_mode(tiny_model_dir, capsys, monkeyp
     assert data["k"] == 2
     for mode in ("adventure", "tree", "cowrite"):
         assert {"k=1", "k=2"} <= set(data[mode])
-    assert {"sample_rate", "picked", "picked_no_credit"} <= set(data["world_info"]["k=2"]["by_style"]["head"])
+    assert {"sample_rate", "picked", "picked_no_credit"} <= set(data["world_info"]["k=2"]["by_style"]["note"])
     assert data["adventure"]["k=1"]["turns"] == 2  # the opening and one action
     assert 0.0 <= data["adventure"]["k=2"]["pass_share"] <= 1.0
     assert "seconds_ratio_k2_vs_k1" in data["adventure"]
