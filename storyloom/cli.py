@@ -48,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("file", help="a text file with the poem, or - for standard input")
 
     bench = sub.add_parser("bench", help="measure speed; prints JSON")
-    bench.add_argument("what", choices=["engine", "cowrite", "tree", "poetry", "votes", "quality", "samplers"])
+    bench.add_argument("what", choices=["engine", "cowrite", "tree", "poetry", "votes", "quality",
+                                        "samplers", "memory"])
     bench.add_argument("--poems", type=int, default=10, help="poetry: poems per form (seeds 1..N)")
     bench.add_argument("--forms", default="sonnet,limerick,ballad,couplets,haiku", help="poetry: forms to run")
     bench.add_argument("--model", dest="sub_model")
@@ -142,6 +143,8 @@ def _run(args) -> int:
         return _play(args)
     if args.command == "bench" and args.what == "quality":
         return _bench_quality(args)
+    if args.command == "bench" and args.what == "memory":
+        return _bench_memory(args)
     if args.command == "bench":
         return _bench(args)
     if args.command == "tree":
@@ -399,6 +402,13 @@ def _add_bench_quality(bench) -> None:
     bench.add_argument("--seed", type=int, default=1, help="quality: the first seed")
     bench.add_argument("--modes", default="adventure,tree,cowrite,world_info",
                        help="quality: modes to measure (k=1 and k=--candidates each)")
+    bench.add_argument("--world-styles", default="",
+                       help="quality: world-info placements to compare (head, near_end, note, note+primer, "
+                            "or all; default: the one in use)")
+    bench.add_argument("--turns", type=int, default=200, help="memory: scripted turns to play (10-2000)")
+    bench.add_argument("--summarizer", choices=["model", "extractive"], default="model",
+                       help="memory: who writes the summary (the model, or the deterministic stand-in)")
+    bench.add_argument("--world-seeds", type=int, default=1, help="quality: seeds per world-info case")
 
 
 def _play(args) -> int:
@@ -442,9 +452,28 @@ def _bench_quality(args) -> int:
     unknown = sorted(set(modes) - {"adventure", "tree", "cowrite", "world_info"})
     if unknown or not 2 <= args.candidates <= 8:
         raise StoryloomError("--modes takes adventure, tree, cowrite, world_info; --candidates must be 2-8.")
+    from storyloom.modes import adventure as adv
+
+    styles = adv.WORLD_INFO_STYLES if args.world_styles == "all" else \
+        tuple(s.strip() for s in args.world_styles.split(",") if s.strip()) or (adv.WORLD_INFO_STYLE,)
+    if set(styles) - set(adv.WORLD_INFO_STYLES) or not 1 <= args.world_seeds <= 20:
+        raise StoryloomError(f"--world-styles takes {', '.join(adv.WORLD_INFO_STYLES)} or all; "
+                             "--world-seeds must be 1-20.")
     with _progress() as progress:
         result = quality_bench.quality(_model_spec(args), k=args.candidates, seed=args.seed, modes=modes,
-                                       progress=progress)
+                                       progress=progress, world_styles=styles, world_seeds=args.world_seeds)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _bench_memory(args) -> int:
+    from storyloom.modes import memory_bench
+
+    if not 10 <= args.turns <= 2000:
+        raise StoryloomError("--turns must be between 10 and 2000.")
+    with _progress() as progress:
+        result = memory_bench.memory(_model_spec(args), turns=args.turns, summarizer=args.summarizer,
+                                     progress=progress)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable, Iterator
 
@@ -22,7 +22,13 @@ from storyloom.store.stories import Game, GameStore, Turn, WorldEntry
 
 ACTION_STOPS = ("\n>", "\n\n\n")
 AUTHORS_NOTE_DEPTH = 3  # the note goes this many turns before the end, as KoboldAI does
-WORLD_INFO_NEAR_END = False  # triggered entries after the history, before the action (else in the head)
+WORLD_INFO_STYLES = ("head", "near_end", "note", "note+primer")
+WORLD_INFO_RANK = True  # sample-and-rank credits candidates that use triggered world info (critic.LORE_CREDIT)
+# Where triggered entries go (see world_info_text). Measured with `bench quality --world-styles all`
+# on SmolLM2-135M (6 of the 10 cases, 40 tokens a turn: a loaded machine): facts reached 2 of 26
+# candidates as a note just before the action, 1 of 26 after the note primer, 0 of 26 in the head
+# and 0 of 26 with no entry; so the note, until a fuller run says otherwise.
+WORLD_INFO_STYLE = "note"
 REPEAT_SIMILARITY = 0.9
 # Prompt budget cap: prefill cost grows with the prompt and small models lose the thread in long
 # contexts, so a game uses at most this many tokens even when the model's window is larger.
@@ -36,6 +42,10 @@ TURN_WORDS = (10, 120)  # what a turn is asked to be, for the critic
 # models copy the shape of what they read, so they see narration that answers each action.
 PRIMER_SEPARATOR = "\n\n\n"  # an ACTION_STOPS stop: a model that copies the break ends its turn
 PRIMER_SHARE = 4  # the primer is kept only while it fits in a quarter of the budget
+# The running summary of turns that fell out of the context (modes/summary.py writes it) may use
+# at most this share of the budget, so it never crowds out the story it summarises.
+SUMMARY_SHARE = 8
+SUMMARY_LABEL = "Story so far: "
 
 
 # -- scenarios --------------------------------------------------------------------------
@@ -189,9 +199,23 @@ def is_repeat(output: str, earlier: list[str]) -> bool:
 
 
 # -- context builder --------------------------------------------------------------------
-@lru_cache(maxsize=1)
-def load_primer() -> str:
-    return (assets_dir() / "adventure_primer.txt").read_text(encoding="utf-8").strip()
+@lru_cache(maxsize=2)
+def load_primer(with_note: bool = False) -> str:
+    """The primer; `with_note`: the variant whose story shows a "[Note: ...]" being used."""
+    name = "adventure_primer_note.txt" if with_note else "adventure_primer.txt"
+    return (assets_dir() / name).read_text(encoding="utf-8").strip()
+
+
+PART_NAMES = ("primer", "context", "memory", "summary", "world_info", "authors_note", "history", "action")
+
+
+@dataclass(frozen=True)
+class PromptPart:
+    """One named piece of a prompt, exactly as it appears there (its separators included)."""
+
+    name: str  # one of PART_NAMES
+    text: str
+    tokens: int
 
 
 @dataclass
@@ -202,56 +226,129 @@ class BuiltPrompt:
     world_info: list[WorldEntry]
     primer: str = ""  # the primer when it was put before the game (never shown to the player)
     lore: worldinfo.Selection | None = None  # why each world-info entry fired, what the budget dropped
+    parts: list[PromptPart] = field(default_factory=list)  # "".join(p.text for p in parts) == text
+    budget: int = 0
+
+    def part_tokens(self) -> dict[str, int]:
+        """Tokens per part name (a part may occur more than once: history around the note)."""
+        out: dict[str, int] = {}
+        for part in self.parts:
+            out[part.name] = out.get(part.name, 0) + part.tokens
+        return out
 
 
-def build_prompt(game: Game, action_text: str, count: TokenCounter, budget: int, primer: str = "") -> BuiltPrompt:
-    """The prompt for the next continuation, never over `budget` tokens.
+def summary_budget(budget: int) -> int:
+    """The most tokens the running summary may take in a prompt of `budget` tokens."""
+    return max(16, budget // SUMMARY_SHARE)
 
-    Always kept: the context sentence, then memory, then triggered world info, then the new
-    action; then as many recent turns as fit, with the author's note a few turns from the end.
-    A primer (a short example story) goes first when it fits in a quarter of the budget.
+
+def summary_line(summary: str) -> str:
+    """The summary as it reads in the prompt: one labelled paragraph."""
+    return SUMMARY_LABEL + " ".join(line.strip() for line in summary.splitlines() if line.strip())
+
+
+def world_info_text(facts: list[str], style: str = WORLD_INFO_STYLE) -> str:
+    """How triggered facts read in the prompt ("head": plain lines at the top; "near_end": plain,
+    just before the action; "note": a bracketed note just before the action; "note+primer": the
+    same, after a primer whose story shows a note being used)."""
+    if style not in WORLD_INFO_STYLES:
+        raise StoryloomError(f"World info goes {', '.join(WORLD_INFO_STYLES)}; not {style!r}.")
+    if not facts:
+        return ""
+    if style.startswith("note"):
+        return "[Note: " + " ".join(facts) + "]"
+    return ("\n" if style == "head" else " ").join(facts)
+
+
+def build_prompt(game: Game, action_text: str, count: TokenCounter, budget: int, primer: str = "",
+                 world_style: str | None = None) -> BuiltPrompt:
+    """The prompt for the next continuation, never over `budget` tokens, as named parts.
+
+    Always kept: the context sentence, then memory, then the running summary (unless it is off),
+    then triggered world info, then the new action; then as many recent turns as fit, with the
+    author's note a few turns from the end. World info goes in the head or, by `world_style`,
+    just before the action. A primer (a short example story) goes first when it fits in a
+    quarter of the budget.
     """
+    style = world_style or WORLD_INFO_STYLE
+    world_info_text([], style)  # an unknown style is refused even when nothing is triggered
+    full_budget = budget
     lead = primer + PRIMER_SEPARATOR if primer else ""
     if lead and count(lead) * PRIMER_SHARE > budget:
         lead = ""
     budget -= count(lead) + 4 if lead else 0  # + a margin: the join may tokenize differently
-    head_parts = []
+    head: list[tuple[str, str]] = []
     reserve = count(action_text) if action_text else 0
     room = budget - min(reserve, budget // 2)
+
+    def head_used() -> int:
+        return count("\n".join(t for _, t in head)) if head else 0
+
     if game.context:
-        head_parts.append(fit_text(game.context, count, room // 2, keep_end=False))
+        head.append(("context", fit_text(game.context, count, room // 2, keep_end=False)))
     if game.memory:
-        head_parts.append(fit_text(game.memory, count, room // 2 - count("\n".join(head_parts)), keep_end=True))
+        head.append(("memory", fit_text(game.memory, count, room // 2 - head_used(), keep_end=True)))
+    if game.summary.strip() and game.summary_mode != "off":
+        cap = min(summary_budget(full_budget), room // 2 - head_used())
+        head.append(("summary", fit_text(summary_line(game.summary), count, cap, keep_end=True)))
     # world info (the game's and its lorebooks'): keys, recursion, scan depth and one budget
-    lore = worldinfo.for_game(game, action_text, count, room * 3 // 4 - count("\n".join(head_parts)) - 1, turn_text)
+    lore = worldinfo.for_game(game, action_text, count, room * 3 // 4 - head_used() - 1, turn_text)
     kept_world = lore.entries
-    facts = [e.text for e in kept_world]
-    head = "\n".join(p for p in head_parts + ([] if WORLD_INFO_NEAR_END else facts) if p)
+    facts = world_info_text([e.text for e in kept_world], style)
+    if facts and style == "head":
+        head.append(("world_info", facts))
+    head = [(name, text) for name, text in head if text]
+    head_text = "\n".join(t for _, t in head)
     note = f"\n[Author's note: {game.authors_note.strip()}]" if game.authors_note.strip() else ""
     action = f"\n{action_text}\n" if action_text.startswith(">") else (f"\n{action_text}" if action_text else "")
-    if WORLD_INFO_NEAR_END and facts:  # small models use what they read last: facts just before the action
-        action = "\n" + " ".join(facts) + action
-    fixed = count(head + "\n\n") + count(note) + count(action)
+    near = "\n" + facts if facts and style != "head" else ""  # small models use what they read last
+    sep = "\n\n" if head_text else ""
+    fixed = count(head_text + sep) + count(note) + count(near) + count(action)
     if fixed > budget:  # a huge action: keep its end (what the player typed last)
-        action = fit_text(action, count, budget - count(head + "\n\n") - count(note), keep_end=True)
-        fixed = count(head + "\n\n") + count(note) + count(action)
+        action = fit_text(action, count, budget - count(head_text + sep) - count(note) - count(near), keep_end=True)
+        fixed = count(head_text + sep) + count(note) + count(near) + count(action)
     history = latest_that_fit([turn_text(t) for t in game.turns], count, budget - fixed)
-    if note:
-        at = max(0, len(history) - AUTHORS_NOTE_DEPTH)
-        history.insert(at, note)
 
-    def assemble() -> str:
-        return (head + "\n\n" if head else "") + ("".join(history) + action).lstrip("\n")
+    def body() -> list[tuple[str, str]]:
+        pieces = [("history", h) for h in history]
+        if note:
+            pieces.insert(max(0, len(history) - AUTHORS_NOTE_DEPTH), ("authors_note", note))
+        pieces += [("world_info", near), ("action", action)]
+        pieces = [(n, t) for n, t in pieces if t]
+        if pieces:  # the story starts right after the head's blank line
+            pieces[0] = (pieces[0][0], pieces[0][1].lstrip("\n"))
+        return [(n, t) for n, t in pieces if t]
 
-    text = assemble()
+    def assemble() -> list[tuple[str, str]]:
+        parts = [(name, ("\n" if i else "") + text) for i, (name, text) in enumerate(head)]
+        if parts:
+            parts[-1] = (parts[-1][0], parts[-1][1] + "\n\n")
+        return parts + body()
+
+    parts = assemble()
+    text = "".join(t for _, t in parts)
     tokens = count(text)
     while tokens > budget and history:  # joins can tokenize a little differently: re-check
-        history.pop(1 if note and history[0] == note and len(history) > 1 else 0)
-        text = assemble()
+        history.pop(0)
+        parts = assemble()
+        text = "".join(t for _, t in parts)
         tokens = count(text)
     if lead:
+        parts.insert(0, ("primer", lead))
         text, tokens = lead + text, count(lead + text)
-    return BuiltPrompt(text, tokens, len([h for h in history if h != note]), kept_world, primer if lead else "", lore)
+    return BuiltPrompt(text, tokens, len(history), kept_world, primer if lead else "", lore=lore,
+                       parts=_merge_parts(parts, count), budget=full_budget)
+
+
+def _merge_parts(parts: list[tuple[str, str]], count: TokenCounter) -> list[PromptPart]:
+    """Adjacent pieces of one name (the turns of the history) become one part."""
+    merged: list[list[str]] = []
+    for name, text in parts:
+        if merged and merged[-1][0] == name:
+            merged[-1][1] += text
+        else:
+            merged.append([name, text])
+    return [PromptPart(name, text, count(text)) for name, text in merged]
 
 
 # -- the game ---------------------------------------------------------------------------
@@ -308,11 +405,14 @@ def default_candidates(generator) -> int:
 class Adventure:
     """One game in play. The UI calls these methods; the store saves every change at once."""
 
-    def __init__(self, game: Game, store: GameStore | None = None, primer: bool = True):
+    def __init__(self, game: Game, store: GameStore | None = None, primer: bool = True,
+                 world_style: str | None = None, lore_rank: bool = WORLD_INFO_RANK):
         self.game = game
+        self.lore_rank = lore_rank  # candidates that use triggered world info rank a little higher
         self.store = store
         self.primer = primer
         self.branches: list[tuple[int, str]] = []  # (turn, its text before a branch): undo goes back
+        self.world_style = world_style  # None: WORLD_INFO_STYLE (the bench tries the others)
 
     # prompts --------------------------------------------------------------------------
     def budget(self, context_length: int, settings: SamplerSettings) -> int:
@@ -323,8 +423,10 @@ class Adventure:
         if getattr(self, "_counter_for", None) is not generator:  # one token cache per model
             self._counter_for, self._counter = generator, TokenCounter(generator.count_tokens)
         view = self.game if turns is None else Game(**{**self.game.__dict__, "turns": turns})
+        style = self.world_style or WORLD_INFO_STYLE
+        primer = load_primer(with_note=style == "note+primer") if self.primer else ""
         return build_prompt(view, action_text, self._counter, self.budget(generator.context_length, settings),
-                            load_primer() if self.primer else "")
+                            primer, style)
 
     def brief_for(self, action: str, turns: list[Turn] | None = None, built: BuiltPrompt | None = None) -> critic.Brief:
         """What the critic holds a turn to: the scene it must stay with, turns it must not repeat,
@@ -334,8 +436,12 @@ class Adventure:
         world = [e.text for e in (built.world_info if built else [])]
         scene = "\n".join([self.game.context, *world, *recent, action])
         hidden = tuple(h for h in (self.game.authors_note.strip(), built.primer if built else "") if h)
+        lore = ()
+        if world and self.lore_rank:  # what only the entries say: using it is using the world info
+            known = critic.content_stems("\n".join([self.game.context, *recent, action]))
+            lore = tuple(sorted(critic.content_stems("\n".join(world)) - known))
         return critic.Brief(kind="narration", min_words=TURN_WORDS[0], max_words=TURN_WORDS[1], scene=scene,
-                            earlier=tuple(t.output for t in turns[-10:] if t.output), hidden=hidden)
+                            earlier=tuple(t.output for t in turns[-10:] if t.output), hidden=hidden, lore=lore)
 
     def generate(self, prompt: str, action: str, generator, settings: SamplerSettings,
                  cancel=None, *, candidates: int = 1, brief: critic.Brief | None = None,
@@ -582,11 +688,14 @@ class PlayedTurn:
 
 def play_actions(game: Game, actions: list[tuple[str, str]], generator, settings: SamplerSettings,
                  candidates: int = DEFAULT_CANDIDATES, model_rank: bool = False, primer: bool = True,
-                 on_turn: Callable[[PlayedTurn], None] | None = None) -> list[PlayedTurn]:
-    """Play a game headless: the opening (when it has no output yet), then each action in turn."""
+                 on_turn: Callable[[PlayedTurn], None] | None = None, world_style: str | None = None,
+                 after_turn: Callable[[Adventure], None] | None = None,
+                 lore_rank: bool = WORLD_INFO_RANK) -> list[PlayedTurn]:
+    """Play a game headless: the opening (when it has no output yet), then each action in turn;
+    `after_turn(play)` runs after each committed turn (the summary keeper, say)."""
     import time
 
-    play = Adventure(game, None, primer=primer)
+    play = Adventure(game, None, primer=primer, world_style=world_style, lore_rank=lore_rank)
     played = []
     steps = [("start", "")] if not game.turns[0].output else []
     for kind, text in steps + actions:
@@ -609,6 +718,8 @@ def play_actions(game: Game, actions: list[tuple[str, str]], generator, settings
         elif output:
             turn.output = output
             play.commit(turn)
+            if after_turn is not None:
+                after_turn(play)
         done = PlayedTurn(kind, turn.action, output, pick, time.perf_counter() - start)
         played.append(done)
         if on_turn is not None:

@@ -33,6 +33,8 @@ class Brief:
     scene      the recent story and the player's action: a turn should share words with it
     earlier    earlier turns a new one must not repeat
     hidden     prompt parts a reader must never see (notes, primer, premise, instructions)
+    lore       word stems of triggered world info that the scene does not already have: a text
+               that uses one drew on the entry, and ranks a little higher
     """
 
     kind: str = "narration"
@@ -42,6 +44,7 @@ class Brief:
     scene: str = ""
     earlier: tuple[str, ...] = ()
     hidden: tuple[str, ...] = ()
+    lore: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -60,6 +63,7 @@ class Verdict:
     text: str
     findings: list[Finding] = field(default_factory=list)
     relevance: float = 0.0  # share of the text's content words that the scene also has
+    lore_used: bool = False  # it uses a triggered world-info entry's own words (Brief.lore)
 
     @property
     def penalty(self) -> float:
@@ -72,7 +76,7 @@ class Verdict:
     @property
     def quality(self) -> float:
         """Higher is better: penalties first, then a little credit for staying with the scene."""
-        return -min(self.penalty, 3.0) + 0.3 * min(self.relevance, 0.5)
+        return -min(self.penalty, 3.0) + 0.3 * min(self.relevance, 0.5) + (LORE_CREDIT if self.lore_used else 0.0)
 
     def explain(self) -> str:
         head = "pass" if self.passed else "FAIL"
@@ -400,6 +404,9 @@ def _check_option(text: str, brief: Brief, add) -> None:
         add("first-person", f"'{firsts[0]}' in an option", FAIL)
 
 
+LORE_CREDIT = 0.25  # using triggered world info outweighs a small fault (a 0.2-0.5 penalty), never a fatal one
+
+
 def judge(text: str, brief: Brief | None = None) -> Verdict:
     """The verdict on one text for what `brief` asked."""
     brief = brief or Brief()
@@ -418,6 +425,7 @@ def judge(text: str, brief: Brief | None = None) -> Verdict:
         _check_option(text, brief, add)
     else:
         verdict.relevance = _check_prose(text, brief, add)
+        verdict.lore_used = bool(brief.lore) and not content_stems(text).isdisjoint(brief.lore)
     return verdict
 
 

@@ -36,6 +36,16 @@ WORLD_CASES = [
      ("agatha", "black cat", "cat"), "look at the portrait"),
     ("apocalyptic/scavenger", "radio", "The radio only ever plays one song, an old waltz, and then a woman counting.",
      ("waltz", "counting", "song"), "turn on the radio"),
+    ("fantasy/knight", "blacksmith", "The blacksmith is Doran, a bald giant who sings while he works.",
+     ("doran", "bald", "sing", "giant"), "visit the blacksmith"),
+    ("mystery/detective", "widow", "The widow is Lady Ashworth, who wears black lace and never stops smiling.",
+     ("ashworth", "lace", "smil"), "talk to the widow"),
+    ("space/pilot", "engine", "The ship's engine hums in a rising whine and leaks green coolant when it overheats.",
+     ("whine", "green", "coolant"), "check the engine"),
+    ("horror/heir", "gardener", "The gardener is Old Tobias, a mute man with muddy hands and a crow on his shoulder.",
+     ("tobias", "mute", "crow", "muddy"), "find the gardener"),
+    ("fantasy/wizard", "familiar", "Your familiar is Pip, a small grey owl who hoots when danger is near.",
+     ("pip", "owl", "hoot", "grey"), "call your familiar"),
 ]
 COWRITE_OPENINGS = [
     ("The Keeper", "The lighthouse keeper had not spoken to anyone in three weeks when the boat arrived."),
@@ -133,28 +143,57 @@ def cowrite(generator, k: int, settings: SamplerSettings, length: str = "paragra
     return _summary(texts, passed, seconds)
 
 
-def world_info(generator, k: int, settings: SamplerSettings, progress=None) -> dict:
-    """Share of turns that mention an entry's facts when it is triggered vs the same game without it."""
-    hits = {"triggered": [], "absent": []}
-    for n, (spec, key, text, facts, action) in enumerate(WORLD_CASES):
-        for case in hits:
-            setting, character = adv.find_scenario(spec)
-            game = adv.new_game(setting, character, "Ada")
-            game.turns[0].output = "The place is quiet, and nobody seems to notice you arrive."
-            if case == "triggered":
-                game.world_info = [WorldEntry([key], text)]
-            turn = adv.play_actions(game, [("do", action)], generator,
-                                    settings.with_(seed=(settings.seed or 0) + n), candidates=k)[0]
-            hits[case].append(any(f in turn.output.lower() for f in facts))
+def world_info(generator, k: int, settings: SamplerSettings, progress=None, styles=(adv.WORLD_INFO_STYLE,),
+               seeds: int = 1, cases=None) -> dict:
+    """How often an entry's facts (a name or attribute the action does not say) reach the
+    output when the entry is triggered, per placement style, vs the same game without it.
+
+    Each case and style draws one batch of k candidates (seeds: batches), cleaned as a turn is:
+    `sample_rate` is the share of all candidates that mention a fact (what one candidate a turn,
+    k=1, would show); `picked` the share of batches whose critic pick mentions one, with the
+    ranking credit for world info (critic.LORE_CREDIT), and `picked_no_credit` without it. One
+    batch serves all three, so the comparison costs one generation per case and style."""
+    conditions = ["absent", *styles]
+    stats = {c: {"samples": [], "picked": [], "picked_no_credit": []} for c in conditions}
+    for n, (spec, key, text, facts, action) in enumerate(WORLD_CASES if cases is None else cases):
+        for case in conditions:
+            for seed in range(seeds):
+                setting, character = adv.find_scenario(spec)
+                game = adv.new_game(setting, character, "Ada")
+                game.turns[0].output = "The place is quiet, and nobody seems to notice you arrive."
+                if case != "absent":
+                    game.world_info = [WorldEntry([key], text)]
+                play = adv.Adventure(game, None, world_style=None if case == "absent" else case)
+                turn = play.begin("do", action)
+                tries = settings.with_(seed=(settings.seed or 0) + n + 100 * seed)
+                built = play.prompt_for(turn.action, generator, tries)
+                tries = tries.with_(stop=tuple(dict.fromkeys(tries.stop + adv.ACTION_STOPS)))
+                texts = [adv.clean_output(raw, turn.action) for raw in generator.candidates(built.text, k, tries)]
+                texts = [t for t in texts if t] or [""]
+                mention = [any(f in t.lower() for f in facts) for t in texts]
+                stats[case]["samples"] += mention
+                for name, credit in (("picked", True), ("picked_no_credit", False)):
+                    play.lore_rank = credit
+                    brief = play.brief_for(turn.action, built=built)
+                    best = critic.best_first([critic.judge(t, brief) for t in texts])[0]
+                    stats[case][name].append(mention[best])
         if progress:
             progress(f"world info k={k}: {spec}", None)
-    return {"fact_mentioned_when_triggered": _rate(hits["triggered"]),
-            "fact_mentioned_when_absent": _rate(hits["absent"]), "cases": len(WORLD_CASES)}
+    rates = {c: {"sample_rate": _rate(v["samples"]), "picked": _rate(v["picked"]),
+                 "picked_no_credit": _rate(v["picked_no_credit"]), "candidates": len(v["samples"])}
+             for c, v in stats.items()}
+    absent = rates.pop("absent")
+    in_use = rates.get(adv.WORLD_INFO_STYLE) or max(rates.values(), key=lambda r: r["picked"])
+    return {"fact_mentioned_when_absent": absent["picked"], "fact_mentioned_when_triggered": in_use["picked"],
+            "absent": absent, "by_style": rates, "style_in_use": adv.WORLD_INFO_STYLE,
+            "rank_credit": adv.WORLD_INFO_RANK, "k": k, "cases": len(WORLD_CASES if cases is None else cases),
+            "seeds": seeds}
 
 
 def quality(spec: str, k: int = adv.DEFAULT_CANDIDATES, seed: int = 1, modes=("adventure", "tree", "cowrite",
                                                                            "world_info"),
-            progress: Callable[[str, float | None], None] | None = None) -> dict:
+            progress: Callable[[str, float | None], None] | None = None, world_styles=(adv.WORLD_INFO_STYLE,),
+            world_seeds: int = 1) -> dict:
     from storyloom.config import load_config
     from storyloom.engine import models
 
@@ -171,8 +210,9 @@ def quality(spec: str, k: int = adv.DEFAULT_CANDIDATES, seed: int = 1, modes=("a
                 runs[f"k={kk}"] = trees(generator, kk, settings, progress=progress)
             elif mode == "cowrite":
                 runs[f"k={kk}"] = cowrite(generator, kk, settings, progress=progress)
-            elif mode == "world_info":
-                runs[f"k={kk}"] = world_info(generator, kk, settings, progress=progress)
+            elif mode == "world_info" and kk == k:  # one batch gives k=1 (sample_rate) and k (picked)
+                runs[f"k={kk}"] = world_info(generator, kk, settings, progress=progress, styles=world_styles,
+                                             seeds=world_seeds)
         one, many = runs.get("k=1", {}), runs.get(f"k={k}", {})
         for key in ("seconds_per_turn", "outcomes_seconds_per_turn"):
             if one.get(key) and many.get(key):

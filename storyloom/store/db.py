@@ -235,6 +235,15 @@ def _lorebooks(db: sqlite_utils.Database) -> None:
     db.execute("create index game_lorebooks_book on game_lorebooks (lorebook_id)")
 
 
+@migrations(name="008_game_summary")
+def _game_summary(db: sqlite_utils.Database) -> None:
+    """The running summary kept beside memory (modes/summary.py): its text, how many turns it
+    covers, and whether the model keeps it up to date, it is pinned, or it is off."""
+    db.execute("alter table games add column summary text not null default ''")
+    db.execute("alter table games add column summary_upto integer not null default 0")
+    db.execute("alter table games add column summary_mode text not null default 'auto'")
+
+
 def known_migrations() -> list[str]:
     return [m.name for m in migrations._migrations]
 

@@ -64,6 +64,12 @@ class Game:
     authors_note: str = ""
     world_info: list[WorldEntry] = field(default_factory=list)
     lorebooks: list = field(default_factory=list)  # attached Lorebooks (store/lorebooks.py), in order
+    # The running summary of turns that fell out of the prompt (modes/summary.py), one line per
+    # fold; summary_upto: how many of the first turns it covers; summary_mode: "auto" (the model
+    # keeps it up to date), "pinned" (kept as it is, still in the prompt) or "off" (left out).
+    summary: str = ""
+    summary_upto: int = 0
+    summary_mode: str = "auto"
     turns: list[Turn] = field(default_factory=list)
     undone: list[Turn] = field(default_factory=list)  # redo stack, most recent last
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -125,6 +131,8 @@ class GameStore:
             memory=row["memory"], authors_note=row["authors_note"],
             world_info=[WorldEntry.from_dict(w) for w in json.loads(row["world_info"] or "[]")],
             lorebooks=LoreStore(self.db).attached(game_id),
+            summary=row.get("summary") or "", summary_upto=row.get("summary_upto") or 0,
+            summary_mode=row.get("summary_mode") or "auto",
             turns=turns, undone=list(reversed(undone)), created=row["created"], updated=row["updated"],
         )
 
@@ -171,6 +179,7 @@ class GameStore:
         return {
             "id": game.id, "title": game.title, "scenario": game.scenario, "context": game.context,
             "memory": game.memory, "authors_note": game.authors_note,
+            "summary": game.summary, "summary_upto": game.summary_upto, "summary_mode": game.summary_mode,
             "world_info": json.dumps([w.__dict__ for w in game.world_info]),
             "created": game.created, "updated": game.updated,
         }

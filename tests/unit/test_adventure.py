@@ -257,3 +257,71 @@ def test_the_brief_knows_the_scene_and_hides_the_primer_and_note():
     brief = play.brief_for("> You wait.", built=built)
     assert "lantern" in brief.scene and "> You wait." in brief.scene
     assert "Keep it grim." in brief.hidden and built.primer in brief.hidden
+
+
+def test_the_prompt_is_its_named_parts_in_order_with_their_tokens():
+    count = TokenCounter(lambda s: len(s.split()))
+    game = _long_game(40)
+    game.summary = "You met Vex the dragon.\nYou crossed the bridge."
+    primer = adv.load_primer()
+    built = build_prompt(game, "> You ride toward Grimwald.", count, 1200, primer, world_style="head")
+    assert "".join(p.text for p in built.parts) == built.text
+    names = [p.name for p in built.parts]
+    assert names[:5] == ["primer", "context", "memory", "summary", "world_info"]
+    assert names[-1] == "action" and "authors_note" in names and names.count("history") == 2
+    assert all(p.tokens == count(p.text) for p in built.parts) and built.budget == 1200
+    parts = {p.name: p.text for p in built.parts}
+    assert "Story so far: You met Vex the dragon. You crossed the bridge." in parts["summary"]
+    assert "Grimwald is a ruined fortress" in parts["world_info"]
+    assert built.part_tokens()["history"] == sum(p.tokens for p in built.parts if p.name == "history")
+
+
+def test_summary_is_left_out_when_off_and_never_takes_more_than_its_share():
+    count = TokenCounter(lambda s: len(s.split()))
+    game = _long_game(40)
+    game.summary = "You swore an oath. " * 200
+    built = build_prompt(game, "> You wait.", count, 400)
+    summary = next(p for p in built.parts if p.name == "summary")
+    assert summary.tokens <= adv.summary_budget(400) and built.tokens <= 400
+    game.summary_mode = "off"
+    assert "summary" not in [p.name for p in build_prompt(game, "> You wait.", count, 400).parts]
+
+
+@pytest.mark.parametrize("style", ["near_end", "note", "note+primer"])
+def test_world_info_can_go_just_before_the_action(style):
+    assert adv.WORLD_INFO_STYLE == "note"  # what the bench picked (see adventure.py)
+    count = TokenCounter(lambda s: len(s.split()))
+    built = build_prompt(_long_game(5), "> You ride toward Grimwald.", count, 500, world_style=style)
+    assert [p.name for p in built.parts][-2:] == ["world_info", "action"]
+    facts = built.parts[-2].text.strip()
+    assert facts == ("[Note: Grimwald is a ruined fortress full of ghosts.]" if style.startswith("note")
+                     else "Grimwald is a ruined fortress full of ghosts.")
+    assert not built.text.startswith("You are Ada, a knight of Larion with a silver sword.\nAda swore to protect "
+                                     "the princess.\nGrimwald")
+    with pytest.raises(StoryloomError):
+        build_prompt(_long_game(5), "> You ride toward Grimwald.", count, 500, world_style="sideways")
+
+
+def test_a_candidate_that_uses_triggered_world_info_gains_the_credit_only_when_it_is_on():
+    plain = ("The innkeeper looks up from the counter and nods toward a narrow staircase behind the bar, "
+             "then goes back to her work.")
+    lore = ("The innkeeper looks up from the counter; it is Mira, and her silver eye patch catches the light "
+            "as she nods toward the stairs.")
+    quality = {}
+    for credit in (True, False):
+        play = _knight_play()
+        play.lore_rank = credit
+        play.game.world_info = [WorldEntry(["innkeeper"], "The innkeeper is Mira, a tall woman with a silver eye patch.")]
+        gen = ScriptedGenerator([plain, lore])
+        built = play.prompt_for("> You ask the innkeeper for a room.", gen, SamplerSettings())
+        brief = play.brief_for("> You ask the innkeeper for a room.", built=built)
+        assert ("mira" in brief.lore and "innkeep" not in " ".join(brief.lore)) if credit else brief.lore == ()
+        events, output = adv.run(play.generate(built.text, "> You ask the innkeeper for a room.", gen,
+                                               SamplerSettings(), candidates=2, brief=brief))
+        picked = [e for e in events if isinstance(e, adv.Picked)][-1]
+        verdicts = dict(picked.considered)
+        assert verdicts[lore].lore_used is credit and not verdicts[plain].lore_used
+        quality[credit] = verdicts[lore].quality
+        if credit:
+            assert output == lore
+    assert quality[True] - quality[False] == pytest.approx(adv.critic.LORE_CREDIT)

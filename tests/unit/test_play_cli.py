@@ -56,9 +56,42 @@ def test_bench_quality_reports_k1_and_k_per_mode(tiny_model_dir, capsys, monkeyp
     assert main(["bench", "quality", "--candidates", "2", "--model", str(tiny_model_dir)]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["k"] == 2
-    for mode in ("adventure", "tree", "cowrite", "world_info"):
+    for mode in ("adventure", "tree", "cowrite"):
         assert {"k=1", "k=2"} <= set(data[mode])
+    assert {"sample_rate", "picked", "picked_no_credit"} <= set(data["world_info"]["k=2"]["by_style"]["note"])
     assert data["adventure"]["k=1"]["turns"] == 2  # the opening and one action
     assert 0.0 <= data["adventure"]["k=2"]["pass_share"] <= 1.0
     assert "seconds_ratio_k2_vs_k1" in data["adventure"]
     assert {"option_rows_drawn", "options_shown_of_wanted"} <= set(data["tree"]["k=2"])
+
+
+def test_world_info_bench_counts_facts_per_placement_against_the_same_game_without_the_entry(monkeypatch):
+    from storyloom.engine.backends.scripted import ScriptedGenerator
+    from storyloom.engine.sampling import SamplerSettings
+    from storyloom.modes import quality_bench
+
+    class Reader(ScriptedGenerator):
+        """Mentions the innkeeper's name only when the prompt told it."""
+
+        def _stream(self, prompt, settings, cancel):
+            self.prompts.append(prompt)
+            yield ("Mira, the tall innkeeper, hands you a key and points up the creaking stairs to a small room."
+                   if "Mira" in prompt else "The innkeeper hands you a key and points up the creaking stairs to a room.")
+
+    monkeypatch.setattr(quality_bench, "WORLD_CASES", quality_bench.WORLD_CASES[:1])
+    result = quality_bench.world_info(Reader(), 2, SamplerSettings(seed=1), styles=("head", "note", "note+primer"))
+    assert result["fact_mentioned_when_absent"] == 0.0 and result["absent"]["sample_rate"] == 0.0
+    for style in ("head", "note", "note+primer"):
+        assert result["by_style"][style] == {"sample_rate": 1.0, "picked": 1.0, "picked_no_credit": 1.0,
+                                             "candidates": 2}
+    assert result["fact_mentioned_when_triggered"] == 1.0 and result["cases"] == 1
+
+
+def test_bench_memory_reports_the_turn_5_facts_and_the_budgets(capsys):
+    assert main(["bench", "memory", "--summarizer", "extractive", "--turns", "120"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["turns"] == 120 and data["summarizer"] == "extractive"
+    assert data["memory_facts_in_prompt"] == 1.0 and data["summary_named"]
+    assert data["summary_tokens_max"] <= data["summary_budget"] and data["prompt_tokens_max"] <= data["budget"]
+    assert main(["bench", "memory", "--turns", "5"]) == 2
+    assert "--turns must be between 10 and 2000" in capsys.readouterr().err

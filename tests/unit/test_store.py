@@ -16,7 +16,7 @@ def test_empty_database_is_migrated_and_reopen_changes_nothing(tmp_path):
     assert {"games", "turns"} <= set(db.table_names())
     applied = [m.name for m in migrations.applied(db)]
     assert applied == ["001_adventure_games", "002_cowrite_stories", "003_story_trees", "004_poems", "005_pack_votes",
-                       "006_link_index", "007_lorebooks"]
+                       "006_link_index", "007_lorebooks", "008_game_summary"]
     again = open_db(path)
     assert [m.name for m in migrations.applied(again)] == applied
     assert again.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -45,11 +45,29 @@ def test_previous_release_database_gains_cowrite_tables_and_keeps_its_games(tmp_
     path = tmp_path / "old.db"
     old = sqlite_utils.Database(path)
     migrations.apply(old, stop_before="002_cowrite_stories")  # the schema stop 8 shipped
-    GameStore(old).create(Game(title="Old game", turns=[Turn("start", "a", "b")]))
+    old["games"].insert({"id": "g0", "title": "Old game", "scenario": "custom", "context": "", "memory": "",
+                         "authors_note": "", "world_info": "[]", "created": "now", "updated": "now"})
     old.conn.close()
     db = open_db(path)
     assert {"co_stories", "co_turns"} <= set(db.table_names())
     assert [g.title for g in GameStore(db).list()] == ["Old game"]
+
+
+def test_previous_release_games_gain_an_empty_summary_and_keep_it_once_written(tmp_path):
+    path = tmp_path / "before-summary.db"
+    old = sqlite_utils.Database(path)
+    migrations.apply(old, stop_before="008_game_summary")
+    old["games"].insert({"id": "g1", "title": "Old", "scenario": "custom", "context": "", "memory": "m",
+                         "authors_note": "", "world_info": "[]", "created": "now", "updated": "now"})
+    old.conn.close()
+    store = GameStore(open_db(path))
+    game = store.load("g1")
+    assert (game.summary, game.summary_upto, game.summary_mode, game.memory) == ("", 0, "auto", "m")
+    game.summary, game.summary_upto, game.summary_mode = "You met Voss.\nYou took the compass.", 12, "pinned"
+    store.save_meta(game)
+    again = store.load("g1")
+    assert (again.summary, again.summary_upto, again.summary_mode) == ("You met Voss.\nYou took the compass.", 12,
+                                                                       "pinned")
 
 
 def test_cowrite_story_round_trip_edit_remove(tmp_path):

@@ -33,8 +33,10 @@ from storyloom.tui.messages import (
     error_text,
 )
 from storyloom.tui.screens.adventure_tokens import AdventureTokens
+from storyloom.tui.screens.context_view import ContextViewScreen
 from storyloom.tui.screens.editors import AlterScreen, MemoryScreen
 from storyloom.tui.screens.generating import GeneratingScreen, Stopped
+from storyloom.tui.summary_keeper import SummaryKeeper
 from storyloom.tui.widgets.status_bar import StatusBar
 from storyloom.tui.widgets.transcript import Transcript
 
@@ -91,6 +93,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
         Binding("ctrl+d", "verdicts", "Why", priority=True, show=False),
         Binding("ctrl+l", "lore_why", "Lore", priority=True, show=False),
         Binding("ctrl+g", "token_probs", "Tokens", priority=True, show=False),  # adventure_tokens.py
+        Binding("f2", "context", "Context", show=False),
     ]
     COMMANDS_HERE = [
         ("Undo", "Take back the last turn", "undo"), ("Redo", "Bring back an undone turn", "redo"),
@@ -106,6 +109,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
          "lore_why"),
         ("Token probabilities", "The last output token by token; continue from an alternative (Ctrl+G)",
          "token_probs"),
+        ("Context viewer", "The exact prompt of the next turn by part, and the summary's controls", "context"),
     ]
 
     def __init__(self, game: Game) -> None:
@@ -119,6 +123,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
         self.last_pick: Picked | None = None
         self.drawing = 1  # candidates in the batch now being drawn (for the progress line)
         self.last_lore = None  # worldinfo.Selection of the last prompt
+        self.summary = SummaryKeeper(self)  # folds turns that fell out of the prompt, in the background
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -189,6 +194,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
     # -- generation ----------------------------------------------------------------------------
     def _run(self, what: str, turn: Turn, action: str, history: list[Turn]) -> None:
         self.pending = (what, turn)
+        self.summary.stop()  # the player's turn first: a running fold gives way (and runs again later)
         self.cancel = threading.Event()
         transcript = self.query_one(Transcript)
         shown = transcript.query(".turn")
@@ -300,6 +306,8 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
                 self.play.game.undone[:] = undone
                 self.query_one("#action", Input).value = self.typed
                 self.notify(str(exc), title="Not saved", severity="error", timeout=10, markup=False)
+            else:
+                self.summary.after_commit()
         elif what == "branch":
             self.play.branch(message.output)
             self.notify("A new branch from the alternative (Ctrl+Z returns to the text before).", timeout=5)
@@ -384,3 +392,10 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
             return
         self.app.push_screen(VerdictScreen(self.last_pick.explain()))
 
+    def action_context(self) -> None:
+        text = self.query_one("#action", Input).value
+        try:
+            action = self.play.begin(self.kind, text).action if text.strip() else ""
+        except StoryloomError:
+            action = ""
+        self.app.push_screen(ContextViewScreen(self.play, action))

@@ -28,7 +28,9 @@ Type an action and press `Enter`. `Ctrl+T` (or the button) switches what you typ
 | `Ctrl+O` | memory, author's note and world info |
 | `Ctrl+S` | export the game as Markdown (saved/exports) |
 | `Ctrl+G` | token probabilities of the last output; pick an alternative to continue from it |
+| `F2` | context viewer: the exact prompt of the next turn by part, with token counts; `e` / `p` / `o` edit, pin or turn off the summary |
 
+Turns that fall out of the prompt are folded into a running summary (kept beside memory) in the background.
 Every turn is saved as it happens; the home screen offers to continue your last game.
 
 ## Co-write
