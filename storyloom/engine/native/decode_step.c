@@ -785,8 +785,12 @@ static void matvec(const Matrix *const *ms, float *const *ys, int count, const f
     int total = 0;
     for (int i = 0; i < count; i++) job.ends[i] = total += ms[i]->rows;
     for (int i = count; i < 3; i++) job.ends[i] = total;
-    /* ~16 chunks per thread: small enough to rebalance around a descheduled thread */
-    int chunk = total / (threads * 16 > 0 ? threads * 16 : 1);
+    /* ~SL_CHUNKS chunks per thread: enough to rebalance around a descheduled thread, few enough
+     * that a small model's matmuls are not all hand-offs (16 cost the default model 27% idle) */
+#ifndef SL_CHUNKS
+#define SL_CHUNKS 4
+#endif
+    int chunk = total / (threads * SL_CHUNKS > 0 ? threads * SL_CHUNKS : 1);
     chunk = chunk < 16 ? 16 : (chunk + 15) & ~15;
     parallel_for(total, chunk, matvec_rows, &job, threads);
 }
