@@ -230,6 +230,21 @@ def due(play, generator, settings: SamplerSettings) -> Fold | None:
     return plan(play.game, built.turns_included, summary_budget(built.budget))
 
 
+MODEL_SUMMARY_MIN_PARAMETERS = 1_000_000_000
+
+
+def summarizer_for(generator) -> Summarizer:
+    """Who writes a game's summary: the model when it is big enough to do it faithfully (1B+
+    parameters, or a server, whose size is unknown), else the extractive stand-in. The embedded
+    135M model's summaries invented people and kept none of the facts of turn 5 after 200 turns
+    (`bench memory --summarizer model`), where the stand-in kept 3 of 5."""
+    info = getattr(generator, "info", None)
+    parameters = getattr(info, "parameters", None)
+    if parameters is not None and parameters < MODEL_SUMMARY_MIN_PARAMETERS:
+        return EXTRACTIVE
+    return ModelSummarizer(generator)
+
+
 def keep(play, generator, settings: SamplerSettings, summarizer: Summarizer, cancel=None) -> Fold | None:
     """Headless: fold what is due, in line (the bench, `play`); returns the fold made, if any."""
     job = due(play, generator, settings)

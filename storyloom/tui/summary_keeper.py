@@ -62,7 +62,7 @@ class SummaryKeeper:
                 job = sm.due(view, generator, app.config.sampler)
                 if job is None:
                     return
-                text = sm.fold(job, sm.ModelSummarizer(generator), TokenCounter(generator.count_tokens), cancel)
+                text = sm.fold(job, sm.summarizer_for(generator), TokenCounter(generator.count_tokens), cancel)
         except StoryloomError as exc:  # stopped, nothing usable, no model: the old summary stays
             log.info("summary not updated: %s", exc)
             return

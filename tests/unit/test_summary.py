@@ -129,3 +129,14 @@ def test_after_200_turns_the_facts_of_turn_5_are_still_in_the_prompt():
     assert result["summary_facts_in_prompt"] >= 0.6
     assert result["summary_tokens_max"] <= result["summary_budget"]
     assert result["prompt_tokens_max"] <= result["budget"] and result["failed_folds"] == 0
+
+
+def test_small_local_models_leave_the_summary_to_the_extractive_stand_in():
+    from types import SimpleNamespace
+
+    small = SimpleNamespace(info=SimpleNamespace(parameters=134_515_008))
+    big = SimpleNamespace(info=SimpleNamespace(parameters=1_235_814_400))
+    server = SimpleNamespace(info=SimpleNamespace(parameters=None))
+    assert sm.summarizer_for(small) is sm.EXTRACTIVE
+    assert isinstance(sm.summarizer_for(big), sm.ModelSummarizer)
+    assert isinstance(sm.summarizer_for(server), sm.ModelSummarizer)
