@@ -126,6 +126,20 @@ class KVState:
         self.length = 0  # lowering it forgets what follows (a rewind)
 
 
+def ensure_cache(state: KVState, layers: int, kv_heads: int, head_dim: int, batch: int, needed: int) -> None:
+    """Room in `state` for `batch` rows of `needed` positions; a single cached row is copied to
+    every row of a larger batch (candidates share their prompt)."""
+    cache = state.cache
+    if cache is not None and cache.shape[2] == batch and cache.shape[4] >= needed:
+        return
+    capacity = capacity_for(needed)
+    fresh = torch.empty(layers, 2, batch, kv_heads, capacity, head_dim)
+    if cache is not None and state.length:
+        old = cache[:, :, :, :, : state.length]
+        fresh[:, :, :, :, : state.length] = old.expand(-1, -1, batch, -1, -1, -1) if cache.shape[2] == 1 else old
+    state.cache = fresh
+
+
 class FastLlama:
     """The weights, shared; each generation brings its own KVState (threads never share one)."""
 
@@ -178,15 +192,7 @@ class FastLlama:
         return x * cos + rotated * sin
 
     def _ensure(self, state: KVState, batch: int, needed: int) -> None:
-        cache = state.cache
-        if cache is not None and cache.shape[2] == batch and cache.shape[4] >= needed:
-            return
-        capacity = capacity_for(needed)
-        fresh = torch.empty(len(self.layers), 2, batch, self.kv_heads, capacity, self.head_dim)
-        if cache is not None and state.length:
-            old = cache[:, :, :, :, : state.length]
-            fresh[:, :, :, :, : state.length] = old.expand(-1, -1, batch, -1, -1, -1) if cache.shape[2] == 1 else old
-        state.cache = fresh
+        ensure_cache(state, len(self.layers), self.kv_heads, self.head_dim, batch, needed)
 
     # -- the forward ----------------------------------------------------------------------
     @torch.inference_mode()

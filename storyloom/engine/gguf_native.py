@@ -27,9 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from storyloom.engine import native
-from storyloom.engine.fast_llama import KVState, cpu_has_bf16_units
+from storyloom.engine.fast_llama import KVState, cpu_has_bf16_units, ensure_cache
 from storyloom.engine.gguf_file import F32, TYPES, Header, Plan, TensorInfo
-from storyloom.engine.kv_cache import capacity_for
 
 log = logging.getLogger(__name__)
 
@@ -246,15 +245,7 @@ class GGUFForward:
         return F.rms_norm(x, weight.shape, weight, self.eps)
 
     def _ensure(self, state: KVState, batch: int, needed: int) -> None:
-        cache = state.cache
-        if cache is not None and cache.shape[2] == batch and cache.shape[4] >= needed:
-            return
-        capacity = capacity_for(needed)
-        fresh = torch.empty(len(self.layers), 2, batch, self.kv_heads, capacity, self.head_dim)
-        if cache is not None and state.length:
-            old = cache[:, :, :, :, : state.length]
-            fresh[:, :, :, :, : state.length] = old.expand(-1, -1, batch, -1, -1, -1) if cache.shape[2] == 1 else old
-        state.cache = fresh
+        ensure_cache(state, len(self.layers), self.kv_heads, self.head_dim, batch, needed)
 
     def expand(self, state: KVState, batch: int) -> None:
         """Copy a single cached row for `batch` rows (candidates share the prompt)."""
