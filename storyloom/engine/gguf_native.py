@@ -354,7 +354,7 @@ class GGUFForward:
 
 # -- the Generator ---------------------------------------------------------------------------------
 def _generator_class():
-    from storyloom.engine.backends.transformers_backend import TransformersGenerator
+    from storyloom.engine.backends.transformers_backend import TransformersGenerator, mean_logprobs
     from storyloom.engine.generate import GenerationStats, ModelInfo
 
     class GGUFGenerator(TransformersGenerator):
@@ -384,14 +384,9 @@ def _generator_class():
         def score_many(self, prompt: str, continuations: Sequence[str]) -> list[float]:
             """Mean token log-prob of each continuation after `prompt`: the prompt once, then all
             continuations as one right-padded batch over its cache."""
-            if not continuations:
-                return []
-            conts = [self.encode(c, special=False) for c in continuations]
-            longest = max(len(c) for c in conts)
-            if longest == 0:
+            conts, longest, prompt_ids = self._score_inputs(prompt, continuations)
+            if not longest:
                 return [float("-inf")] * len(conts)
-            prompt_ids = self.encode(prompt)
-            prompt_ids = prompt_ids[-max(1, self.context_length - longest):]
             from storyloom.engine import threads
 
             threads.choose()  # as DecodeState does: the cores other programs leave free
@@ -403,16 +398,7 @@ def _generator_class():
                 if c:
                     ids[i, : len(c)] = torch.tensor(c, dtype=torch.long)
             logp = torch.log_softmax(self.fast.forward(ids, state, all_logits=True).float(), -1)
-            scores = []
-            for i, c in enumerate(conts):
-                if not c:
-                    scores.append(float("-inf"))
-                    continue
-                total = float(first[c[0]])
-                if len(c) > 1:  # row position j predicts token j+1 (pads come after: causal)
-                    total += float(logp[i, torch.arange(len(c) - 1), torch.tensor(c[1:])].sum())
-                scores.append(total / len(c))
-            return scores
+            return mean_logprobs(first, logp, conts)
 
     return GGUFGenerator
 

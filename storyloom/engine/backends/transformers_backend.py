@@ -121,6 +121,22 @@ class DecodeState:
             self.length = length
 
 
+def mean_logprobs(first: torch.Tensor, logp: torch.Tensor, conts: Sequence[Sequence[int]]) -> list[float]:
+    """Mean token log-prob of each continuation: `first` [vocab] predicts every row's first token
+    (the prompt's last position), `logp` [rows, longest, vocab] the rest (row position j predicts
+    token j+1; right padding comes after, so causal rows never see it). An empty one is -inf."""
+    scores = []
+    for i, c in enumerate(conts):
+        if not c:
+            scores.append(float("-inf"))
+            continue
+        total = float(first[c[0]])
+        if len(c) > 1:
+            total += float(logp[i, torch.arange(len(c) - 1), torch.tensor(c[1:])].sum())
+        scores.append(total / len(c))
+    return scores
+
+
 class TransformersGenerator(Generator):
     capabilities = Capabilities(stream=True, batch=True, token_logprobs=True, scoring=True,
                                 token_steering=True, exact_tokens=True, seed=True)
@@ -412,14 +428,9 @@ class TransformersGenerator(Generator):
         The prompt is run once and its KV cache shared by every continuation, so ranking n
         candidates costs one prefill plus n short rows, not n full prompts.
         """
-        if not continuations:
-            return []
-        conts = [self.encode(c, special=False) for c in continuations]
-        longest = max(len(c) for c in conts)
-        if longest == 0:
+        conts, longest, prompt_ids = self._score_inputs(prompt, continuations)
+        if not longest:
             return [float("-inf")] * len(conts)
-        prompt_ids = self.encode(prompt)
-        prompt_ids = prompt_ids[-max(1, self.context_length - longest):]
         out = self.model(input_ids=torch.tensor([prompt_ids]), use_cache=True,
                          past_key_values=new_cache(self.model.config))
         first = torch.log_softmax(out.logits[0, -1].float(), -1)  # predicts each row's first token
@@ -431,14 +442,11 @@ class TransformersGenerator(Generator):
             ids[i, : len(c)] = torch.tensor(c, dtype=torch.long) if c else ids[i, :0]
             mask[i, len(prompt_ids) + len(c):] = 0  # right padding: causal, so real tokens never see it
         logits = self.model(input_ids=ids, attention_mask=mask, past_key_values=past, use_cache=True).logits
-        logp = torch.log_softmax(logits.float(), -1)
-        scores = []
-        for i, c in enumerate(conts):
-            if not c:
-                scores.append(float("-inf"))
-                continue
-            total = float(first[c[0]])
-            if len(c) > 1:  # row position j predicts token j+1
-                total += float(logp[i, torch.arange(len(c) - 1), torch.tensor(c[1:])].sum())
-            scores.append(total / len(c))
-        return scores
+        return mean_logprobs(first, torch.log_softmax(logits.float(), -1), conts)
+
+    def _score_inputs(self, prompt: str, continuations: Sequence[str]) -> tuple[list[list[int]], int, list[int]]:
+        """(each continuation's ids, the longest's length, the prompt's ids cut to leave it room)."""
+        conts = [self.encode(c, special=False) for c in continuations]
+        longest = max((len(c) for c in conts), default=0)
+        prompt_ids = self.encode(prompt)[-max(1, self.context_length - longest):] if longest else []
+        return conts, longest, prompt_ids
