@@ -215,6 +215,16 @@ class _Drop(Exception):
     """This entry cannot be imported; the message completes 'N entries ...'."""
 
 
+def _objects(raw, report: ImportReport):
+    """(position, entry) for each entry that is an object; the others are counted as dropped."""
+    for position, item in enumerate(raw):
+        if isinstance(item, dict):
+            yield position, item
+        else:
+            report.dropped += 1
+            report.why["dropped that are not objects"] += 1
+
+
 def _add(report: ImportReport, read) -> None:
     """Run one entry reader: count it kept, mapped or dropped."""
     try:
@@ -277,11 +287,7 @@ def _read_sillytavern(data: dict, report: ImportReport):
     if len(raw) > MAX_ENTRIES:
         return raw, None
     items = []
-    for position, item in enumerate(raw):
-        if not isinstance(item, dict):
-            report.dropped += 1
-            report.why["dropped that are not objects"] += 1
-            continue
+    for position, item in _objects(raw, report):
         items.append((item.get("displayIndex") if isinstance(item.get("displayIndex"), int) else position, item))
     items.sort(key=lambda p: p[0])
     for _, item in items:
@@ -340,11 +346,7 @@ def _read_character_book(data: dict, report: ImportReport):
     raw = book["entries"]
     if len(raw) > MAX_ENTRIES:
         return raw, None
-    for item in raw:
-        if not isinstance(item, dict):
-            report.dropped += 1
-            report.why["dropped that are not objects"] += 1
-            continue
+    for _, item in _objects(raw, report):
         st = {theirs: item[mine] for mine, theirs in _CARD_FIELDS.items() if mine in item}
         ext = item.get("extensions") if isinstance(item.get("extensions"), dict) else {}
         st.update({theirs: ext[mine] for mine, theirs in _CARD_EXTENSIONS.items() if mine in ext})
@@ -380,11 +382,7 @@ def _read_novelai(data: dict, report: ImportReport):
     raw = data["entries"]
     if len(raw) > MAX_ENTRIES:
         return raw, None
-    for item in raw:
-        if not isinstance(item, dict):
-            report.dropped += 1
-            report.why["dropped that are not objects"] += 1
-            continue
+    for _, item in _objects(raw, report):
         _add(report, lambda item=item: _nai_entry(_Entry(item, report)))
     return raw, data.get("name") or data.get("title")
 
@@ -444,11 +442,7 @@ def _read_kobold(data, report: ImportReport):
         raw = data
     if len(raw) > MAX_ENTRIES:
         return raw, title
-    for item in raw:
-        if not isinstance(item, dict):
-            report.dropped += 1
-            report.why["dropped that are not objects"] += 1
-            continue
+    for _, item in _objects(raw, report):
         _add(report, lambda item=item: _kobold_entry(_Entry(item, report)))
     return raw, title
 
