@@ -406,8 +406,9 @@ def _add_bench_quality(bench) -> None:
                        help="quality: world-info placements to compare (head, near_end, note, note+primer, "
                             "or all; default: the one in use)")
     bench.add_argument("--turns", type=int, default=200, help="memory: scripted turns to play (10-2000)")
-    bench.add_argument("--summarizer", choices=["model", "extractive"], default="model",
-                       help="memory: who writes the summary (the model, or the deterministic stand-in)")
+    bench.add_argument("--summarizer", choices=["auto", "model", "extractive"], default="auto",
+                       help="memory: who writes the summary (auto: as the app picks for the model; the model "
+                            "itself; or the deterministic stand-in)")
     bench.add_argument("--world-seeds", type=int, default=1, help="quality: seeds per world-info case")
 
 

@@ -2,8 +2,8 @@
 
 The turns come from a scripted story (every turn names its own place, person and thing, so the
 summary has plenty to forget); turn 5 names the facts measured. The player writes two of them
-into memory at turn 5; the summariser (the real model, or the deterministic extractive stand-in)
-folds turns as they fall out of the prompt. Reported: the share of turn-5 facts that memory
+into memory at turn 5; the summariser (by default whichever the app picks for the model:
+`summary.summarizer_for`; or the model itself, or the deterministic extractive stand-in) folds turns as they fall out of the prompt. Reported: the share of turn-5 facts that memory
 holds and that the summary named (when it folded turn 5) which are still in the prompt at the
 end, and the most tokens the summary and the prompt ever took against their budgets.
 """
@@ -81,14 +81,16 @@ def _found(facts, text: str) -> list[str]:
     return [f for f in facts if f in low]
 
 
-def memory(spec: str | None = "default", turns: int = 200, summarizer: str = "model", progress=None) -> dict:
+def memory(spec: str | None = "default", turns: int = 200, summarizer: str = "auto", progress=None) -> dict:
     """Play `turns` scripted turns with auto-summary on; see the module docstring."""
-    if summarizer == "model":
+    if summarizer in ("auto", "model"):
         from storyloom.engine import models
 
         generator = models.load(spec or "default", progress)
-        writer: sm.Summarizer = sm.ModelSummarizer(generator)
-        count, name = generator.count_tokens, generator.name
+        # auto: whoever the app picks for this model (the stand-in under 1B parameters)
+        writer: sm.Summarizer = sm.summarizer_for(generator) if summarizer == "auto" else sm.ModelSummarizer(generator)
+        count = generator.count_tokens
+        name = f"{generator.name} ({'model' if isinstance(writer, sm.ModelSummarizer) else 'extractive'})"
     else:
         writer, count, name = sm.ExtractiveSummarizer(), (lambda s: len(s.split()) * 4 // 3 + 1), "extractive"
     actions, outputs = story(turns)

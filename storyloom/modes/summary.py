@@ -167,23 +167,52 @@ def faithful(summary: str, source: str) -> str:
 
 
 class ExtractiveSummarizer:
-    """A deterministic stand-in with no model: keeps the sentences that name most (capitalised
-    words past a sentence's start, numbers, quoted words), in their order, up to the word limit.
-    For tests, `bench memory --summarizer extractive`, and a model's unusable answer."""
+    """A deterministic stand-in with no model: keeps the sentences that carry the most of what
+    the rest of the text does not (maximal marginal relevance), in their order, up to the word
+    limit. Each sentence's words count by how rare they are in the text (names, numbers and the
+    capitalised words a sentence begins with when the text names them elsewhere count double),
+    and a word once kept counts no more. So a one-off captain and his compass outlive the tenth
+    "Keep it," Pell says": what recurs is in the recent turns anyway, and what is said once is
+    what a summary must carry. For small models (`summarizer_for`), tests, `bench memory
+    --summarizer extractive`, and a model's unusable answer."""
 
-    _NAMED = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+|\d+|\"[^\"]+\"")
+    _CAPITAL = re.compile(r"[A-Z][a-z]+")
 
     def summarize(self, text: str, words: int, cancel=None) -> str:
         sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", " ".join(text.split())) if s.strip()]
         sentences = [s for s in sentences if not s.startswith(">")] or sentences
-        ranked = sorted(range(len(sentences)), key=lambda i: (-len(self._NAMED.findall(sentences[i])), i))
-        chosen, used = [], 0
-        for i in ranked:
-            n = len(sentences[i].split())
-            if used + n <= words or not chosen:
-                chosen.append(i)
-                used += n
+        named = {w.lower() for s in sentences for w in self._CAPITAL.findall(s[1:])} | \
+            {w.lower() for w in re.findall(r"\d+", text)}
+        items = [self._items(s, named) for s in sentences]
+        spread: dict[str, int] = {}
+        for found in items:
+            for item in found:
+                spread[item] = spread.get(item, 0) + 1
+        weight = {item: (2.0 if item in named else 1.0) / spread[item] for item in spread}
+        chosen, used, said = [], 0, set()
+        left = set(range(len(sentences)))
+        def gain(i: int) -> tuple[float, int]:  # new weight per square root of length; earlier wins ties
+            return sum(weight[x] for x in items[i] - said) / len(sentences[i].split()) ** 0.5, -i
+
+        while left:
+            best = max(left, key=gain)
+            left.discard(best)
+            n = len(sentences[best].split())
+            if chosen and (used + n > words or gain(best)[0] <= 0):
+                continue
+            chosen.append(best)
+            used += n
+            said |= items[best]
         return " ".join(sentences[i] for i in sorted(chosen))
+
+    @staticmethod
+    def _items(sentence: str, named: set[str]) -> set[str]:
+        out = set()
+        for w in re.findall(r"[A-Za-z][A-Za-z'-]*|\d+", sentence):
+            low = w.lower()
+            if low in named or (len(w) >= 4 and low not in critic.STOPWORDS and low not in _COMMON_CAPS):
+                out.add(low if low in named else low[:5])
+        return out
 
 
 EXTRACTIVE = ExtractiveSummarizer()  # stateless: one serves every game
