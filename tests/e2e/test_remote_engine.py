@@ -65,6 +65,31 @@ def test_seeded_generation_is_repeatable_and_streams_in_pieces(remote):
     assert remote.last_stats.new_tokens > 5 and remote.last_stats.first_token_seconds is not None
 
 
+def test_token_probabilities_from_a_server_that_echoes_no_trusted_prompt_log_probs(remote):
+    # llama-cpp-python's echoes disagree with its own generation (see above), as llama-server
+    # echoes none: the server writes the text itself under a grammar and reports its log-probs
+    import math
+
+    assert not remote.capabilities.scoring and remote.capabilities.token_logprobs
+    prompt = "The lighthouse keeper climbed the stairs."
+    text = ' He lit the lamp and looked out at the "sea".'
+    choices = remote.token_choices(prompt, text)
+    assert "".join(c.text for c in choices) == text and choices[0].start == 0
+    assert all(0 < c.probability <= 1 and len(c.alternatives) == 10 for c in choices)
+    # the same model locally: as long as the two split the text alike (the grammar lets the
+    # server write " l" + "amp" where the tokenizer has " lamp"), the same probabilities
+    local = models.load("default").token_choices(prompt, text)
+    alike = []
+    for theirs, ours in zip(choices, local):
+        if (theirs.start, theirs.text) != (ours.start, ours.text):
+            break
+        alike.append((theirs, ours))
+    assert len(alike) >= 3
+    for theirs, ours in alike:
+        assert abs(math.log(theirs.probability / ours.probability)) < 0.35, (theirs, ours)
+        assert theirs.alternatives[0][0] == ours.alternatives[0][0]
+
+
 def knight_game(tmp_path, opening: str) -> tuple[GameStore, adv.Adventure]:
     """A saved knight game with its opening written."""
     store = GameStore(open_db(tmp_path / "s.db"))

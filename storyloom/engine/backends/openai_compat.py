@@ -392,12 +392,22 @@ class OpenAIGenerator(Generator):
             return list(pool.map(one, continuations))
 
     def token_choices(self, prompt: str, text: str, top: int = 10) -> list:
-        """From the completions `logprobs` field of an echo of prompt + text (where the server's
-        echoed log-probs were found trustworthy on connecting: capabilities.scoring)."""
+        """Each token of `text` after `prompt`, its probability and the `top` alternatives: from
+        an echo of prompt + text where the server's echoed log-probs were found trustworthy on
+        connecting (capabilities.scoring), else by having the server write `text` itself under a
+        grammar that allows only it (llama.cpp's llama-server echoes no prompt log-probs, but
+        reports the model's own, pre-grammar, log-probs of what it writes)."""
+        if not self.capabilities.token_logprobs:
+            return super().token_choices(prompt, text, top)
+        if self.capabilities.scoring:
+            return self._echoed_choices(prompt, text, top)
+        if self.found.grammar_field:
+            return self._forced_choices(prompt, text, top)
+        return super().token_choices(prompt, text, top)
+
+    def _echoed_choices(self, prompt: str, text: str, top: int) -> list:
         from storyloom.engine.generate import TokenChoice
 
-        if not (self.capabilities.token_logprobs and self.capabilities.scoring):
-            return super().token_choices(prompt, text, top)
         try:
             with self._slots:
                 reply = self.client.completions.create(model=self.found.model, prompt=prompt + text, max_tokens=1,
@@ -410,9 +420,34 @@ class OpenAIGenerator(Generator):
         for offset, token, logprob, alternatives in rows:
             if offset < len(prompt) or offset >= len(prompt) + len(text) or logprob is None:
                 continue
-            alts = sorted(((t, math.exp(v)) for t, v in (alternatives or {}).items() if v is not None),
-                          key=lambda tv: -tv[1])[:top]
-            out.append(TokenChoice(offset - len(prompt), token, math.exp(logprob), tuple(alts)))
+            out.append(TokenChoice(offset - len(prompt), token, math.exp(logprob), _alternatives(alternatives, top)))
+        return out
+
+    def _forced_choices(self, prompt: str, text: str, top: int) -> list:
+        from storyloom import StoryloomError
+        from storyloom.engine.generate import TokenChoice
+
+        if not text:
+            return []
+        body = self._body(SamplerSettings(temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0,
+                                          max_new_tokens=len(text.encode()) + 4, seed=0),
+                          f"root ::= {gbnf_literal(text)}")
+        try:
+            with self._slots:
+                reply = self.client.completions.create(model=self.found.model, prompt=prompt, logprobs=top,
+                                                       stream=False, **body)
+            rows = _logprob_rows(reply.choices[0].logprobs)
+        except Exception as exc:  # noqa: BLE001
+            raise _explain(exc, redact(self.remote.base_url)) from None
+        out, offset = [], 0
+        for token, logprob, alternatives in rows:
+            if offset >= len(text) or logprob is None:
+                break
+            out.append(TokenChoice(offset, token, math.exp(logprob), _alternatives(alternatives, top)))
+            offset += len(token)
+        if "".join(c.text for c in out) != text:
+            raise StoryloomError(f"{self.name} did not write the text back under a grammar, so its token "
+                                 "probabilities are not shown.")
         return out
 
     def _echo(self, text: str) -> list[tuple[int, float | None]]:
@@ -621,6 +656,43 @@ def _check_scoring(complete, generated: str, lp) -> tuple[bool, str]:
     if max(abs(a - b) for a, b in zip(got, want)) > 0.1:
         return False, "the server's prompt log-probs disagree with its own generation log-probs"
     return True, ""
+
+
+def gbnf_literal(text: str) -> str:
+    """`text` as one GBNF string literal (quotes, backslashes and control characters escaped)."""
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch in "\n\r\t":
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}[ch])
+        elif ord(ch) < 0x20:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _logprob_rows(lp) -> list[tuple[str, float | None, dict]]:
+    """(token, log-prob, {alternative: log-prob}) of each written token, from either shape servers
+    use: the completions one (tokens, token_logprobs, top_logprobs) or the chat one (content)."""
+    if lp is None:
+        return []
+    content = getattr(lp, "content", None)
+    if content is None and isinstance(lp, dict):
+        content = lp.get("content")
+    if content:
+        def field(item, name):
+            return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
+        return [(field(c, "token") or "", field(c, "logprob"),
+                 {field(a, "token"): field(a, "logprob") for a in field(c, "top_logprobs") or ()}) for c in content]
+    tops = list(lp.top_logprobs or [])
+    return [(t, v, tops[i] if i < len(tops) else {}) for i, (t, v) in enumerate(zip(lp.tokens, lp.token_logprobs))]
+
+
+def _alternatives(alternatives, top: int) -> tuple:
+    return tuple(sorted(((t, math.exp(v)) for t, v in (alternatives or {}).items() if v is not None),
+                        key=lambda tv: -tv[1])[:top])
 
 
 def _local_tokenizer(name: str):
