@@ -411,7 +411,6 @@ class Adventure:
         self.lore_rank = lore_rank  # candidates that use triggered world info rank a little higher
         self.store = store
         self.primer = primer
-        self.branches: list[tuple[int, str]] = []  # (turn, its text before a branch): undo goes back
         self.world_style = world_style  # None: WORLD_INFO_STYLE (the bench tries the others)
 
     # prompts --------------------------------------------------------------------------
@@ -539,11 +538,11 @@ class Adventure:
         self._set_output(0, output)
 
     def undo(self) -> Turn | None:
-        branched = self.branches
-        if branched and branched[-1][0] == len(self.game.turns) - 1:  # undo a branch: the text before it
-            position, before = branched.pop()
-            self._set_output(position, before)
-            return self.game.turns[position]
+        last = self.game.turns[-1] if self.game.turns else None
+        if last is not None and last.earlier:  # undo a branch: the text before it (kept in the store)
+            last.output = last.earlier.pop()
+            self._set_output(len(self.game.turns) - 1, last.output)
+            return last
         if len(self.game.turns) <= 1:  # the opening stays
             return None
         turn = self.game.turns.pop()
@@ -596,7 +595,7 @@ class Adventure:
     def branch(self, output: str) -> None:
         """The last turn takes `output` (a branch from an alternative); undo brings back the text before."""
         position = len(self.game.turns) - 1
-        self.branches.append((position, self.game.turns[position].output))
+        self.game.turns[position].earlier.append(self.game.turns[position].output)
         self._set_output(position, output)
 
     def _set_output(self, position: int, output: str) -> None:

@@ -244,6 +244,13 @@ def _game_summary(db: sqlite_utils.Database) -> None:
     db.execute("alter table games add column summary_mode text not null default 'auto'")
 
 
+@migrations(name="009_turn_earlier_outputs")
+def _turn_earlier_outputs(db: sqlite_utils.Database) -> None:
+    """The texts a turn had before each branch from a token alternative, so undo can go back to
+    them after the game is closed and opened again."""
+    db.execute("alter table turns add column earlier_outputs text not null default '[]'")
+
+
 def known_migrations() -> list[str]:
     return [m.name for m in migrations._migrations]
 

@@ -53,6 +53,8 @@ class Turn:
     kind: str  # "start" (the opening), "do", "say" or "story"
     action: str  # the player's text as it goes into the story ("> You open the door.")
     output: str  # what the model (or an alter) wrote after it
+    # the texts it had before each branch from a token alternative, oldest first: undo goes back
+    earlier: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -125,7 +127,8 @@ class GameStore:
         row = self.db["games"].get(game_id)
         turns, undone = [], []
         for t in self.db["turns"].rows_where("game_id = ?", [game_id], order_by="position"):
-            (turns if t["active"] else undone).append(Turn(t["kind"], t["action"], t["output"]))
+            (turns if t["active"] else undone).append(Turn(t["kind"], t["action"], t["output"],
+                                                           _earlier(t.get("earlier_outputs"))))
         return Game(
             id=row["id"], title=row["title"], scenario=row["scenario"], context=row["context"],
             memory=row["memory"], authors_note=row["authors_note"],
@@ -150,8 +153,9 @@ class GameStore:
         turn = game.turns[position]
         with self.db.atomic():
             self.db.execute(
-                "update turns set action = ?, output = ?, kind = ? where game_id = ? and position = ?",
-                [turn.action, turn.output, turn.kind, game.id, position],
+                "update turns set action = ?, output = ?, kind = ?, earlier_outputs = ? "
+                "where game_id = ? and position = ?",
+                [turn.action, turn.output, turn.kind, json.dumps(turn.earlier), game.id, position],
             )
             self._touch(game)
 
@@ -166,7 +170,8 @@ class GameStore:
     def _insert_turn(self, game_id: str, position: int, turn: Turn, active: bool) -> None:
         self.db["turns"].insert(
             {"game_id": game_id, "position": position, "kind": turn.kind, "action": turn.action,
-             "output": turn.output, "active": int(active), "created": now()},
+             "output": turn.output, "earlier_outputs": json.dumps(turn.earlier), "active": int(active),
+             "created": now()},
             alter=False,
         )
 
@@ -183,3 +188,12 @@ class GameStore:
             "world_info": json.dumps([w.__dict__ for w in game.world_info]),
             "created": game.created, "updated": game.updated,
         }
+
+
+def _earlier(stored: str | None) -> list[str]:
+    """A turn's earlier texts as stored (JSON); anything else reads as none (never a crash)."""
+    try:
+        value = json.loads(stored or "[]")
+    except ValueError:
+        return []
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []

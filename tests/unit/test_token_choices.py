@@ -51,6 +51,32 @@ def test_adventure_branches_from_an_alternative_and_undo_returns():
     assert len(game.turns) == 1  # then the turn itself
 
 
+def test_a_branch_undoes_after_the_game_is_closed_and_opened_again(tmp_path):
+    from storyloom.modes.adventure import Adventure
+    from storyloom.store.db import open_db
+    from storyloom.store.stories import Game, GameStore, Turn
+
+    store = GameStore(open_db(tmp_path / "s.db"))
+    game = Game("t", turns=[Turn("start", "You stand at a gate.", "It is cold.")])
+    store.create(game)
+    play = Adventure(game, store, primer=False)
+    play.commit(Turn("do", "> You open the door.", "The door creaks open."))
+    play.branch("The door bursts open.")
+    play.branch("The door bursts into flame.")  # a branch of the branch
+    play.commit(Turn("do", "> You run.", "You run into the night."))
+    store.db.conn.close()
+
+    again = GameStore(open_db(tmp_path / "s.db"))
+    game = again.load(game.id)
+    play = Adventure(game, again, primer=False)
+    assert game.turns[1].output == "The door bursts into flame."
+    assert play.undo().action == "> You run."  # the newest turn first
+    assert play.undo().output == "The door bursts open."
+    assert play.undo().output == "The door creaks open."
+    assert again.load(game.id).turns[1].output == "The door creaks open."  # stored at once
+    assert play.undo().action == "> You open the door." and len(game.turns) == 1
+
+
 def test_a_backend_without_token_probabilities_says_so():
     from storyloom import StoryloomError
     from storyloom.engine.generate import Generator, ModelInfo
