@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import venv
@@ -95,6 +96,34 @@ def setup_test_server() -> None:
     SERVER_STAMP.write_text(key + f"\nfailed: {tail}\n")
 
 
+CROSS_ARM = VENV / "cross-arm"  # an aarch64 gcc and qemu-user for tests/unit/test_native_arm.py
+
+
+def setup_cross_arm(env: dict) -> None:
+    """Where Debian's apt-get is (x86 Linux), fetch the aarch64 cross compiler and qemu-user once
+    (scripts/cross_arm.sh, no root) so the NEON kernels are built and checked; elsewhere, or
+    offline, the ARM test skips and says why."""
+    root = CROSS_ARM / "root"
+    if "STORYLOOM_CROSS_ROOT" in env:
+        return
+    if not (root / "usr/bin/qemu-aarch64-static").exists():
+        if platform.machine().lower() not in ("x86_64", "amd64") or shutil.which("apt-get") is None:
+            return
+        print("+ scripts/cross_arm.sh (an aarch64 gcc and qemu-user from Debian's packages, once)", flush=True)
+        try:
+            done = subprocess.run(["sh", str(ROOT / "scripts/cross_arm.sh"), str(CROSS_ARM)], cwd=ROOT,
+                                  capture_output=True, text=True, timeout=300)
+        except subprocess.TimeoutExpired:
+            done = None
+        if done is None or done.returncode != 0:
+            why = "timed out" if done is None else (done.stderr.strip().splitlines() or ["failed"])[-1]
+            print(f"Could not fetch the aarch64 toolchain ({why}); the ARM kernel test will be skipped.",
+                  flush=True)
+            shutil.rmtree(CROSS_ARM, ignore_errors=True)
+            return
+    env["STORYLOOM_CROSS_ROOT"] = str(root)
+
+
 LOCK_HEADER = """\
 # The whole resolved set StoryLoom is tested with (test extra and test server included):
 # tasks.py installs with `-c constraints.txt`, so every machine gets the same packages (and the
@@ -152,6 +181,7 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(BIN / "storyloom"), *rest], cwd=ROOT, env=env)
     # test: the test server, the embedded model once (cached), then the whole suite.
     setup_test_server()
+    setup_cross_arm(env)
     rc = subprocess.call([str(BIN / "storyloom"), "model", "pull"], cwd=ROOT, env=env)
     if rc != 0:
         return rc

@@ -1,4 +1,4 @@
-"""Issue 16: the kernels on aarch64 (the generic C, vectorized with NEON), run under qemu-user.
+"""Issue 16: the kernels on aarch64 (NEON, and NEON dotprod), run under qemu-user.
 
 Needs an aarch64 cross gcc and qemu-aarch64: on PATH, or unpacked by scripts/cross_arm.sh into
 STORYLOOM_CROSS_ROOT (no root needed). Skipped without them. The harness (native/harness.c)
@@ -41,9 +41,9 @@ def _cross() -> tuple[list[str], list[str], dict] | None:
     return None
 
 
-def _build(cc: list[str], out: Path, env: dict, static: bool) -> None:
+def _build(cc: list[str], out: Path, env: dict, static: bool, arch: tuple[str, ...] = ()) -> None:
     src = native.HERE
-    steps = [[*cc, *FAST, "-c", str(native.SOURCE), "-o", f"{out}.ds.o"],
+    steps = [[*cc, *FAST, *arch, "-c", str(native.SOURCE), "-o", f"{out}.ds.o"],
              [*cc, *STRICT, "-c", str(native.QUANTS), "-o", f"{out}.q.o"],
              [*cc, "-O2", f"-I{src}", "-c", str(HARNESS), "-o", f"{out}.h.o"],
              [*cc, *(["-static"] if static else []), "-pthread", f"{out}.h.o", f"{out}.ds.o", f"{out}.q.o",
@@ -60,14 +60,23 @@ def test_the_kernels_run_on_aarch64_and_agree_with_the_host(tmp_path):
     if native.compiler() is None:
         pytest.skip("no host C compiler")
     cc, qemu, env = cross
-    _build(cc, tmp_path / "arm", env, static=True)
     _build([native.compiler()], tmp_path / "host", dict(os.environ), static=False)
-    arm = subprocess.run([*qemu, str(tmp_path / "arm")], capture_output=True, text=True, env=env, timeout=600)
     host = subprocess.run([str(tmp_path / "host")], capture_output=True, text=True, timeout=600)
-    assert arm.returncode == 0 and host.returncode == 0, arm.stdout + arm.stderr + host.stdout
-    arm_lines, host_lines = arm.stdout.splitlines(), host.stdout.splitlines()
-    assert arm_lines[0] == "isa neon"
-    assert len(arm_lines) == len(host_lines) == 11
-    for a, h in zip(arm_lines[1:], host_lines[1:]):
-        assert a.split()[:3] == h.split()[:3]  # type and the dequantized bits' checksum
-        assert a.endswith(" ok"), a
+    assert host.returncode == 0, host.stdout
+    host_lines = host.stdout.splitlines()
+    # the two aarch64 levels, built as native/__init__.py builds them
+    outputs = []
+    for level, isa in (("generic", "neon"), ("dotprod", "neon-dotprod")):
+        out = tmp_path / f"arm-{level}"
+        _build(cc, out, env, static=True, arch=tuple(native._LEVEL_FLAGS[level]))
+        arm = subprocess.run([*qemu, str(out)], capture_output=True, text=True, env=env, timeout=600)
+        assert arm.returncode == 0, arm.stdout + arm.stderr
+        arm_lines = arm.stdout.splitlines()
+        assert arm_lines[0] == f"isa {isa}"
+        assert len(arm_lines) == len(host_lines) == 11
+        for a, h in zip(arm_lines[1:], host_lines[1:]):
+            assert a.split()[:4] == h.split()[:4]  # type and the dequantized bits' checksum
+            assert a.endswith(" ok"), a
+        outputs.append([line.split()[:6] for line in arm_lines[1:]])
+    # vdotq_s32 and the widening multiplies sum the same integers: the same matmul bits
+    assert outputs[0] == outputs[1]

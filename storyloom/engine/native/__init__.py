@@ -11,15 +11,13 @@ Loading code is running code: the library is loaded only from a folder and a fil
 user and not writable by group or others, and only when its sha256 matches the one recorded
 when it was built (a planted or truncated file is rebuilt, never loaded).
 
-ARM: on aarch64 the generic build is compiled (plain C that the compiler vectorizes with NEON,
-which aarch64 always has; sl_isa() says "neon"). tests/unit/test_native_arm.py builds it with a
-cross gcc and runs it under qemu-aarch64 (scripts/cross_arm.sh fetches both from Debian's packages
-without root): every type dequantizes to the host's bits and sl_matmul matches. Not yet written:
-hand-made NEON kernels. The plan: a "dotprod" level with `vdotq_s32` (ARMv8.2 dotprod,
-`-march=armv8.2-a+dotprod`) in place of `vpdpbusd` in row_quant (signed x signed, so the sign
-trick goes and the mins stay), picked at load time from getauxval(AT_HWCAP) & HWCAP_ASIMDDP as
-sl_cpu_level picks the x86 ones, with the generic build kept for ARMv8.0; the same qemu test
-checks it (qemu-user runs dotprod).
+ARM: on aarch64 the levels are "generic" (sl_isa() "neon": the plain C kernels with their integer
+dot products in NEON widening multiplies, which every aarch64 has) and "dotprod" ("neon-dotprod",
+`-march=armv8.2-a+dotprod`: `vdotq_s32`), picked from getauxval(AT_HWCAP) & HWCAP_ASIMDDP (a
+sysctl on macOS) as sl_cpu_level picks the x86 ones. tests/unit/test_native_arm.py builds both
+with a cross gcc and runs them under qemu-aarch64 (scripts/cross_arm.sh fetches both from Debian's
+packages without root): every type dequantizes to the host's bits and sl_matmul matches, at both
+levels. Speed on real ARM hardware is not measured here (qemu says nothing about it).
 """
 from __future__ import annotations
 
@@ -51,10 +49,12 @@ TYPE_NAMES = {F32: "f32", F16: "f16", BF16: "bf16", Q4_0: "q4_0", Q4_1: "q4_1", 
 # Kernel levels, slowest first. Each is its own build with explicit flags (never -march=native):
 # a home folder shared by two machines holds both builds, and each machine loads only what its
 # CPU reports it can run (sl_cpu_level, asked of the generic build, which runs anywhere).
-LEVELS = ("generic", "avx2", "avx512vnni")
 _X86 = platform.machine().lower() in ("x86_64", "amd64")
+_ARM = platform.machine().lower() in ("aarch64", "arm64")
+LEVELS = ("generic", "dotprod") if _ARM else ("generic", "avx2", "avx512vnni")
 _LEVEL_FLAGS = {
     "generic": [],
+    "dotprod": ["-march=armv8.2-a+dotprod"],
     "avx2": ["-mavx2", "-mfma", "-mf16c", "-mbmi2"],
     "avx512vnni": ["-mavx2", "-mfma", "-mf16c", "-mbmi2", "-mavx512f", "-mavx512bw", "-mavx512vl",
                    "-mavx512dq", "-mavx512vnni", "-mprefer-vector-width=512"],
@@ -121,7 +121,7 @@ STRICT = ["-O2", "-fPIC", "-fopenmp", "-ffp-contract=off"]  # quants.c: rounding
 
 def _flags(level: str) -> list[str]:
     """The level's instruction-set flags (what the key of its build includes)."""
-    if level not in LEVELS or (level != "generic" and not _X86):
+    if level not in LEVELS or (level != "generic" and not (_X86 or _ARM)):
         raise ValueError(f"no {level!r} build on {platform.machine()}")
     return _LEVEL_FLAGS[level]
 
@@ -257,7 +257,7 @@ def _load(cc: str, level: str) -> ctypes.CDLL:
 def cpu_levels(cc: str) -> list[str]:
     """The levels this CPU can run, slowest first (asked of the generic build)."""
     best = _load(cc, "generic").sl_cpu_level()
-    return list(LEVELS[: best + 1]) if _X86 else ["generic"]
+    return list(LEVELS[: best + 1]) if _X86 or _ARM else ["generic"]
 
 
 def build(cc: str, level: str | None = None) -> ctypes.CDLL:
@@ -273,7 +273,7 @@ def build(cc: str, level: str | None = None) -> ctypes.CDLL:
         raise RuntimeError(f"this CPU cannot run the {wanted} kernels (it runs {', '.join(runs)})")
     lib = _load(cc, wanted)
     if level is None:  # builds of older sources go; every level of these sources stays
-        keep = {p for lv in (LEVELS if _X86 else ("generic",))
+        keep = {p for lv in (LEVELS if _X86 or _ARM else ("generic",))
                 for p in (_target(cc, lv), _hash_file(_target(cc, lv)))}
         for old in _target(cc, "generic").parent.glob("decode_step-*.so*"):
             if old not in keep:

@@ -28,6 +28,12 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#define SL_HWCAP_ASIMDDP (1UL << 20)  /* asm/hwcap.h's HWCAP_ASIMDDP */
+#elif defined(__aarch64__) && defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
 
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__) && defined(__AVX2__) && defined(__FMA__)
 #define SL_SIMD 1
@@ -41,8 +47,15 @@ static inline __m256i dot_us(__m256i u, __m256i s) {
 }
 #else
 #define SL_SIMD 0
-#if defined(__aarch64__)
-#define SL_ISA "neon"  /* plain C, which the compiler vectorizes with NEON (baseline on aarch64) */
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#include <arm_neon.h>
+/* the plain C kernels with their integer dot products in NEON: `vdotq_s32` in the dotprod build
+ * (ARMv8.2), widening multiplies and pairwise adds in the baseline one (every aarch64 has them) */
+#if defined(__ARM_FEATURE_DOTPROD)
+#define SL_ISA "neon-dotprod"
+#else
+#define SL_ISA "neon"
+#endif
 #else
 #define SL_ISA "generic"
 #endif
@@ -64,6 +77,12 @@ int sl_cpu_level(void) {
         && __builtin_cpu_supports("avx512vnni"))
         return 2;
     return avx2 ? 1 : 0;
+#elif defined(__aarch64__) && defined(__linux__)
+    return (getauxval(AT_HWCAP) & SL_HWCAP_ASIMDDP) ? 1 : 0;  /* 1: dotprod */
+#elif defined(__aarch64__) && defined(__APPLE__)
+    int dot = 0;
+    size_t size = sizeof dot;
+    return sysctlbyname("hw.optional.arm.FEAT_DotProd", &dot, &size, NULL, 0) == 0 && dot ? 1 : 0;
 #else
     return 0;
 #endif
@@ -549,6 +568,25 @@ static inline __attribute__((always_inline)) void row_exact(const int type, cons
 #define FLOAT_STEP 8
 #else
 /* -- plain C kernels: the same arithmetic, one chunk of 32 weights unpacked to bytes ---------- */
+/* the integer dot products of w[0..15] . x[0..15] and w[16..31] . x[16..31] */
+static inline void dot16x2(const int8_t *w, const int8_t *x, int *lo, int *hi) {
+#if defined(__aarch64__) && defined(__ARM_NEON)
+    const int8x16_t w0 = vld1q_s8(w), w1 = vld1q_s8(w + 16), x0 = vld1q_s8(x), x1 = vld1q_s8(x + 16);
+#if defined(__ARM_FEATURE_DOTPROD)
+    *lo = vaddvq_s32(vdotq_s32(vdupq_n_s32(0), w0, x0));
+    *hi = vaddvq_s32(vdotq_s32(vdupq_n_s32(0), w1, x1));
+#else  /* each product fits 16 bits; pairs are summed into 32 before they could overflow */
+    *lo = vaddvq_s32(vpadalq_s16(vpaddlq_s16(vmull_s8(vget_low_s8(w0), vget_low_s8(x0))), vmull_high_s8(w0, x0)));
+    *hi = vaddvq_s32(vpadalq_s16(vpaddlq_s16(vmull_s8(vget_low_s8(w1), vget_low_s8(x1))), vmull_high_s8(w1, x1)));
+#endif
+#else
+    int a = 0, b = 0;
+    for (int l = 0; l < 16; l++) { a += w[l] * x[l]; b += w[l + 16] * x[l + 16]; }
+    *lo = a;
+    *hi = b;
+#endif
+}
+
 /* w[32] as small integers, scales for its two halves, its min coefficient (0 for signed types) */
 static inline void unpack_chunk(int type, const uint8_t *p, int8_t *w, float *s, float *minc) {
     *minc = 0.f;
@@ -622,9 +660,8 @@ static inline __attribute__((always_inline)) void row_quant(const int type, cons
                 int s0, s1, mn;
                 unpack_k(type, p, j, w, &s0, &s1, &mn);
                 for (int b = 0; b < B; b++) {
-                    const int8_t *x = a->k + (size_t)b * cols + 256 * i + 32 * j;
-                    int lo = 0, hi = 0;
-                    for (int l = 0; l < 16; l++) { lo += w[l] * x[l]; hi += w[l + 16] * x[l + 16]; }
+                    int lo, hi;
+                    dot16x2(w, a->k + (size_t)b * cols + 256 * i + 32 * j, &lo, &hi);
                     si[b] += s0 * lo + s1 * hi;
                     ms[b] += mn * a->ks[b * chunks + 8 * i + j];
                 }
@@ -644,9 +681,8 @@ static inline __attribute__((always_inline)) void row_quant(const int type, cons
         float s[2], minc;
         unpack_chunk(type, p + (size_t)c * bytes, w, s, &minc);
         for (int b = 0; b < B; b++) {
-            const int8_t *x = a->q + (size_t)b * cols + 32 * c;
-            int lo = 0, hi = 0;
-            for (int l = 0; l < 16; l++) { lo += w[l] * x[l]; hi += w[l + 16] * x[l + 16]; }
+            int lo, hi;
+            dot16x2(w, a->q + (size_t)b * cols + 32 * c, &lo, &hi);
             acc[b] += a->d[b * chunks + c] * (s[0] * (float)lo + s[1] * (float)hi) + minc * a->s[b * chunks + c];
         }
     }

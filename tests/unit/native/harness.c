@@ -59,10 +59,13 @@ int main(void) {
                 err = fmax(err, fabs(ref - y[b * rows + r]));
                 top = fmax(top, fabs(ref));
             }
+        uint64_t ysum = 1469598103934665603ull;
+        for (int i = 0; i < n * rows; i++) { uint32_t u; memcpy(&u, y + i, 4); ysum = (ysum ^ u) * 1099511628211ull; }
         const double tol = (type == T_F32 || type == T_F16 || type == T_BF16) ? 1e-4 : 0.03;
         const int ok = err <= tol * top;
         bad += !ok;
-        printf("type %2d dequant-fnv %016llx matmul-rel-err %.2e %s\n", type, (unsigned long long)sum, err / top, ok ? "ok" : "BAD");
+        printf("type %2d dequant-fnv %016llx matmul-fnv %016llx matmul-rel-err %.2e %s\n", type,
+               (unsigned long long)sum, (unsigned long long)ysum, err / top, ok ? "ok" : "BAD");
         free(data); free(w); free(x); free(y);
     }
     return bad != 0;
