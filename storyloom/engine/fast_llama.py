@@ -196,8 +196,9 @@ class FastLlama:
 
     # -- the forward ----------------------------------------------------------------------
     @torch.inference_mode()
-    def forward(self, ids: torch.Tensor, state: KVState) -> torch.Tensor:
-        """ids [batch, T] following what `state` holds; returns the last position's logits [batch, vocab]."""
+    def forward(self, ids: torch.Tensor, state: KVState, all_logits: bool = False) -> torch.Tensor:
+        """ids [batch, T] following what `state` holds; returns the last position's logits [batch, vocab]
+        (every position's, [batch, T, vocab], with `all_logits`: scoring)."""
         batch, count = ids.shape
         start = state.length
         self._ensure(state, batch, start + count)
@@ -207,7 +208,7 @@ class FastLlama:
         heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
         q_size, kv_size = heads * dim, kv_heads * dim
         end = start + count
-        wide = self.bf16 and count >= BF16_PROMPT_MIN
+        wide = self.bf16 and batch * count >= BF16_PROMPT_MIN  # compute-bound: prompts, scoring batches
         if wide:
             cos, sin = cos.to(torch.bfloat16), sin.to(torch.bfloat16)
         for i, (norm1, qkv, o_proj, norm2, gate_up, down) in enumerate(self.layers):
@@ -236,7 +237,7 @@ class FastLlama:
                 gate, up = gate_up.each(x)
                 h = h + down(F.silu(gate, inplace=True).mul_(up))
         state.length = end
-        return self.lm_head(self._norm(h[:, -1], self.norm)).float()
+        return self.lm_head(self._norm(h if all_logits else h[:, -1], self.norm)).float()
 
     def expand(self, state: KVState, batch: int) -> None:
         """Copy a single cached row for `batch` rows (candidates share the prompt)."""

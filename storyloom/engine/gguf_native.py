@@ -20,7 +20,6 @@ import ctypes
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -354,7 +353,7 @@ class GGUFForward:
 
 # -- the Generator ---------------------------------------------------------------------------------
 def _generator_class():
-    from storyloom.engine.backends.transformers_backend import TransformersGenerator, mean_logprobs
+    from storyloom.engine.backends.transformers_backend import TransformersGenerator
     from storyloom.engine.generate import GenerationStats, ModelInfo
 
     class GGUFGenerator(TransformersGenerator):
@@ -379,26 +378,6 @@ def _generator_class():
             self.pad_id = int(pad) if pad is not None else 0
             self.stop_strings = tuple(t for t in getattr(tokenizer, "all_special_tokens", ())
                                       if t and len(t) > 2 and t.startswith("<") and t.endswith(">"))
-
-        @torch.inference_mode()
-        def score_many(self, prompt: str, continuations: Sequence[str]) -> list[float]:
-            """Mean token log-prob of each continuation after `prompt`: the prompt once, then all
-            continuations as one right-padded batch over its cache."""
-            conts, longest, prompt_ids = self._score_inputs(prompt, continuations)
-            if not longest:
-                return [float("-inf")] * len(conts)
-            from storyloom.engine import threads
-
-            threads.choose()  # as DecodeState does: the cores other programs leave free
-            state = KVState()
-            first = torch.log_softmax(self.fast.forward(torch.tensor([prompt_ids]), state)[0].float(), -1)
-            self.fast.expand(state, len(conts))
-            ids = torch.full((len(conts), longest), self.pad_id, dtype=torch.long)
-            for i, c in enumerate(conts):
-                if c:
-                    ids[i, : len(c)] = torch.tensor(c, dtype=torch.long)
-            logp = torch.log_softmax(self.fast.forward(ids, state, all_logits=True).float(), -1)
-            return mean_logprobs(first, logp, conts)
 
     return GGUFGenerator
 

@@ -287,8 +287,10 @@ class NativeLlama:
         self.fast.expand(state, batch)
 
     @torch.inference_mode()
-    def forward(self, ids: torch.Tensor, state: KVState) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, state: KVState, all_logits: bool = False) -> torch.Tensor:
         batch, count = ids.shape
+        if all_logits:  # scoring: every position's logits, from the torch forward
+            return self.fast.forward(ids, state, all_logits=True)
         if batch == 1 and state.length == 0 and count >= BF16_PROMPT_MIN and self.fast.bf16:
             return self._prefill(ids, state)
         if count != 1 or batch > MAX_BATCH or state.length == 0:

@@ -252,7 +252,8 @@ class CoWrite:
         if not texts:
             raise StoryloomError("The model wrote no complete sentence this time. Ask again (reroll), "
                                  "or write this turn yourself.")
-        ranker = ranker or default_ranker(generator)
+        if ranker is None:  # one text has no rival: the model need not score it
+            ranker = RepetitionRanker() if len(earlier + texts) == 1 else default_ranker(generator)
         ranked = judged(ranker.rank(built.text, self.story_text(), earlier + texts), self.brief())
         if not ranked:
             raise StoryloomError("The model only echoed the prompt or answered like a chatbot this time. "

@@ -50,6 +50,31 @@ def test_default_model_chat_template_and_scores(real_model):
     assert good > bad
 
 
+def test_scores_on_our_forward_match_the_librarys_on_a_long_prompt(real_model):
+    """Ranking runs on our forward (a long prompt and a batch of candidates in bf16 where the CPU
+    has bf16 units): the same scores as the library's fp32 forward, give or take a few hundredths,
+    and the same order."""
+    import torch
+
+    from storyloom.engine.backends.transformers_backend import mean_logprobs
+
+    prompt = ("The lighthouse keeper had not spoken to anyone in three weeks. The storm came in from the west, "
+              "and the lamp burned all night. ") * 6
+    conts = [" She climbed the stairs and trimmed the wick.", " Purple galaxy elephant spoon.",
+             " At dawn a boat came in sight, low in the water, with a single sail."]
+    assert real_model.fast is not None and real_model.count_tokens(prompt) >= 64
+    ours = real_model.score_many(prompt, conts)
+    ids, longest, prompt_ids = real_model._score_inputs(prompt, conts)
+    theirs = []
+    for c in ids:  # the library's forward, one row at a time
+        with torch.no_grad():
+            logits = real_model.model(input_ids=torch.tensor([prompt_ids + c])).logits[0].float()
+        logp = torch.log_softmax(logits, -1)
+        theirs += mean_logprobs(logp[len(prompt_ids) - 1], logp[len(prompt_ids):][None], [c])
+    assert max(abs(a - b) for a, b in zip(ours, theirs)) < 0.05, (ours, theirs)
+    assert sorted(range(3), key=ours.__getitem__) == sorted(range(3), key=theirs.__getitem__)
+
+
 async def test_two_adventure_turns_with_the_real_model(real_model):
     """The whole app, the real model: open a scenario and play two turns."""
     from storyloom.tui.app import StoryloomApp

@@ -431,6 +431,8 @@ class TransformersGenerator(Generator):
         conts, longest, prompt_ids = self._score_inputs(prompt, continuations)
         if not longest:
             return [float("-inf")] * len(conts)
+        if self.fast is not None:  # our forward: a long prompt in bf16 where the CPU has bf16 units
+            return self._fast_scores(prompt_ids, conts, longest)
         out = self.model(input_ids=torch.tensor([prompt_ids]), use_cache=True,
                          past_key_values=new_cache(self.model.config))
         first = torch.log_softmax(out.logits[0, -1].float(), -1)  # predicts each row's first token
@@ -443,6 +445,20 @@ class TransformersGenerator(Generator):
             mask[i, len(prompt_ids) + len(c):] = 0  # right padding: causal, so real tokens never see it
         logits = self.model(input_ids=ids, attention_mask=mask, past_key_values=past, use_cache=True).logits
         return mean_logprobs(first, torch.log_softmax(logits.float(), -1), conts)
+
+    def _fast_scores(self, prompt_ids: list[int], conts: list[list[int]], longest: int) -> list[float]:
+        """score_many on the fast path: the prompt once, then every continuation as one
+        right-padded batch over its cache (causal, so no row sees the padding)."""
+        threads.choose()  # as DecodeState does: the cores other programs leave free
+        state = KVState()
+        first = torch.log_softmax(self.fast.forward(torch.tensor([prompt_ids]), state)[0].float(), -1)
+        self.fast.expand(state, len(conts))
+        ids = torch.full((len(conts), longest), self.pad_id, dtype=torch.long)
+        for i, c in enumerate(conts):
+            if c:
+                ids[i, : len(c)] = torch.tensor(c, dtype=torch.long)
+        logp = torch.log_softmax(self.fast.forward(ids, state, all_logits=True).float(), -1)
+        return mean_logprobs(first, logp, conts)
 
     def _score_inputs(self, prompt: str, continuations: Sequence[str]) -> tuple[list[list[int]], int, list[int]]:
         """(each continuation's ids, the longest's length, the prompt's ids cut to leave it room)."""
