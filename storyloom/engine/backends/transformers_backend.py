@@ -404,8 +404,15 @@ class TransformersGenerator(Generator):
         if not ids:
             return []
         prompt_ids = self.encode(prompt)[-max(1, self.context_length - len(ids)):]
-        logits = self.model(input_ids=torch.tensor([prompt_ids + ids]), logits_to_keep=len(ids) + 1).logits
-        logp = torch.log_softmax(logits[0, : len(ids)].float(), -1)  # row j predicts token j
+        if self.fast is not None:  # our forward: the prompt, then the text's positions
+            state = KVState()
+            threads.choose()
+            first = self.fast.forward(torch.tensor([prompt_ids]), state)
+            rest = self.fast.forward(torch.tensor([ids[:-1]]), state, all_logits=True)[0] if len(ids) > 1 else first[:0]
+            logits = torch.cat([first, rest])
+        else:
+            logits = self.model(input_ids=torch.tensor([prompt_ids + ids]), logits_to_keep=len(ids) + 1).logits[0]
+        logp = torch.log_softmax(logits[: len(ids)].float(), -1)  # row j predicts token j
         best = torch.topk(logp, min(logp.shape[-1], top * 4 + 16), dim=-1)  # room for skipped ones
         starts = [len(self.decode(ids[:i])) for i in range(len(ids))] + [len(text)]
         out = []
