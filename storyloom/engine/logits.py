@@ -1,6 +1,6 @@
 """The token-choice step: apply SamplerSettings to a batch of logits.
 
-The order is text-generation-webui's: banned tokens, repetition penalty, DRY, temperature, then
+The order is text-generation-webui's: banned tokens, phrase bias, repetition penalty, DRY, temperature, then
 top-k, typical-p, top-p, min-p and XTC on what is left, and the draw. Both decode paths (native
 and reference) hand their logits here, so every sampler behaves the same on each.
 """
@@ -29,12 +29,14 @@ def apply_repetition_penalty(
 @dataclass
 class Context:
     """What the sampler needs beyond settings: which tokens break a DRY repeat, which ones XTC
-    never removes (newline, end of text: webui's rule, so it cannot make turns run on), and the
-    tokens banned at this position of each row (a banned phrase began with them)."""
+    never removes (newline, end of text: webui's rule, so it cannot make turns run on), the
+    tokens banned at this position of each row (a banned phrase began with them), and each
+    row's phrase bias at this position (token -> logits added; engine/biasing.py)."""
 
     dry_breakers: frozenset[int] = frozenset()
     xtc_protect: frozenset[int] = frozenset()
     banned: list[set[int]] | None = None
+    bias: list[dict[int, float]] | None = None
     _protect: torch.Tensor | None = field(default=None, repr=False)
 
     def protect_ids(self) -> torch.Tensor:
@@ -97,6 +99,19 @@ def _ban(logits: torch.Tensor, banned: list[set[int]] | None) -> torch.Tensor:
     return logits
 
 
+def apply_bias(logits: torch.Tensor, bias: list[dict[int, float]] | None) -> torch.Tensor:
+    """Add each row's phrase bias to its logits (before temperature, as llama.cpp's logit_bias:
+    at temperature 1 a bias b multiplies the token's odds by e**b)."""
+    if not bias or not any(bias):
+        return logits
+    logits = logits.clone()
+    for row, pushes in enumerate(bias):
+        if pushes:
+            ids = torch.tensor(list(pushes), dtype=torch.long)
+            logits[row, ids] += torch.tensor(list(pushes.values()), dtype=logits.dtype)
+    return logits
+
+
 # Nucleus sampling without top-k looks at this many best tokens when they hold top_p of the mass.
 SUBSET = 1024
 
@@ -115,7 +130,7 @@ def choose_next(
     a small model's layer. The distribution sampled from is the same.
     """
     context = context or Context()
-    logits = _ban(logits.float(), context.banned)
+    logits = apply_bias(_ban(logits.float(), context.banned), context.bias)
     logits = apply_repetition_penalty(logits, history, settings.repetition_penalty, settings.repetition_range)
     logits = apply_dry(logits, history, settings, context.dry_breakers)
     if settings.greedy:

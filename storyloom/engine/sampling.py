@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from storyloom import StoryloomError
+from storyloom.engine import biasing
 
 
 # SillyTavern's and text-generation-webui's default DRY breakers: newline, colon, quote, asterisk.
@@ -46,6 +47,10 @@ class SamplerSettings:
     # Words and phrases that must never appear in the output (any case, whole words); when one
     # forms across tokens, generation backs up to where it began and picks another token there.
     banned: tuple[str, ...] = ()
+    # Phrases to raise, with a bias in logits (engine/biasing.py): the first token of each and,
+    # once one has begun, the tokens that go on with it, until it is written. Set per turn by
+    # the modes (triggered world info's names), not a setting the player edits.
+    phrase_bias: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> SettingsError:
@@ -98,6 +103,10 @@ class SamplerSettings:
             raise bad("banned", "must not hold a phrase of spaces only")
         if len(self.banned) > 200 or any(len(b) > 100 for b in self.banned):
             raise bad("banned", "takes at most 200 phrases of at most 100 characters")
+        try:
+            object.__setattr__(self, "phrase_bias", biasing.check(self.phrase_bias))
+        except ValueError as exc:
+            raise bad("phrase_bias", str(exc)) from None
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise bad("seed", "must be a whole number or empty")
 
@@ -112,6 +121,7 @@ class SamplerSettings:
         data = asdict(self)
         for name in TEXT_LISTS:
             data[name] = list(getattr(self, name))
+        data["phrase_bias"] = [list(pair) for pair in self.phrase_bias]
         return data
 
     @classmethod

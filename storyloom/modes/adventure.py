@@ -228,6 +228,7 @@ class BuiltPrompt:
     lore: worldinfo.Selection | None = None  # why each world-info entry fired, what the budget dropped
     parts: list[PromptPart] = field(default_factory=list)  # "".join(p.text for p in parts) == text
     budget: int = 0
+    bias: tuple[tuple[str, float], ...] = ()  # kept world info's names to raise while writing (phrase bias)
 
     def part_tokens(self) -> dict[str, int]:
         """Tokens per part name (a part may occur more than once: history around the note)."""
@@ -261,14 +262,15 @@ def world_info_text(facts: list[str], style: str = WORLD_INFO_STYLE) -> str:
 
 
 def build_prompt(game: Game, action_text: str, count: TokenCounter, budget: int, primer: str = "",
-                 world_style: str | None = None) -> BuiltPrompt:
+                 world_style: str | None = None, lore_bias: float = worldinfo.DEFAULT_BIAS) -> BuiltPrompt:
     """The prompt for the next continuation, never over `budget` tokens, as named parts.
 
     Always kept: the context sentence, then memory, then the running summary (unless it is off),
     then triggered world info, then the new action; then as many recent turns as fit, with the
     author's note a few turns from the end. World info goes in the head or, by `world_style`,
     just before the action. A primer (a short example story) goes first when it fits in a
-    quarter of the budget.
+    quarter of the budget. `lore_bias`: the phrase bias of kept entries' names (where an entry
+    sets none; BuiltPrompt.bias).
     """
     style = world_style or WORLD_INFO_STYLE
     world_info_text([], style)  # an unknown style is refused even when nothing is triggered
@@ -337,7 +339,8 @@ def build_prompt(game: Game, action_text: str, count: TokenCounter, budget: int,
         parts.insert(0, ("primer", lead))
         text, tokens = lead + text, count(lead + text)
     return BuiltPrompt(text, tokens, len(history), kept_world, primer if lead else "", lore=lore,
-                       parts=_merge_parts(parts, count), budget=full_budget)
+                       parts=_merge_parts(parts, count), budget=full_budget,
+                       bias=worldinfo.phrase_bias(kept_world, lore_bias))
 
 
 def _merge_parts(parts: list[tuple[str, str]], count: TokenCounter) -> list[PromptPart]:
@@ -406,8 +409,10 @@ class Adventure:
     """One game in play. The UI calls these methods; the store saves every change at once."""
 
     def __init__(self, game: Game, store: GameStore | None = None, primer: bool = True,
-                 world_style: str | None = None, lore_rank: bool = WORLD_INFO_RANK):
+                 world_style: str | None = None, lore_rank: bool = WORLD_INFO_RANK,
+                 lore_bias: float = worldinfo.DEFAULT_BIAS):
         self.game = game
+        self.lore_bias = lore_bias  # phrase bias of triggered entries' names (an entry's own wins); 0: off
         self.lore_rank = lore_rank  # candidates that use triggered world info rank a little higher
         self.store = store
         self.primer = primer
@@ -425,7 +430,7 @@ class Adventure:
         style = self.world_style or WORLD_INFO_STYLE
         primer = load_primer(with_note=style == "note+primer") if self.primer else ""
         return build_prompt(view, action_text, self._counter, self.budget(generator.context_length, settings),
-                            primer, style)
+                            primer, style, self.lore_bias)
 
     def brief_for(self, action: str, turns: list[Turn] | None = None, built: BuiltPrompt | None = None) -> critic.Brief:
         """What the critic holds a turn to: the scene it must stay with, turns it must not repeat,
@@ -440,7 +445,14 @@ class Adventure:
             known = critic.content_stems("\n".join([self.game.context, *recent, action]))
             lore = tuple(sorted(critic.content_stems("\n".join(world)) - known))
         return critic.Brief(kind="narration", min_words=TURN_WORDS[0], max_words=TURN_WORDS[1], scene=scene,
-                            earlier=tuple(t.output for t in turns[-10:] if t.output), hidden=hidden, lore=lore)
+                            earlier=tuple(t.output for t in turns[-10:] if t.output), hidden=hidden, lore=lore,
+                            bias=built.bias if built else ())
+
+    @staticmethod
+    def turn_settings(settings: SamplerSettings, brief: critic.Brief) -> SamplerSettings:
+        """The sampler for one turn: stopped before the next action, the triggered names raised."""
+        return settings.with_(stop=tuple(dict.fromkeys(settings.stop + ACTION_STOPS)),
+                              phrase_bias=settings.phrase_bias + brief.bias)
 
     def generate(self, prompt: str, action: str, generator, settings: SamplerSettings,
                  cancel=None, *, candidates: int = 1, brief: critic.Brief | None = None,
@@ -450,8 +462,8 @@ class Adventure:
         them in one batch (Progress), ranks them under the critic (and the model's PMI when
         `model_rank`), draws again within REDRAWS when none passes, and yields Picked. The clean
         output is the generator's return value (use `yield from` or `run`)."""
-        settings = settings.with_(stop=tuple(dict.fromkeys(settings.stop + ACTION_STOPS)))
         brief = brief or self.brief_for(action)
+        settings = self.turn_settings(settings, brief)
         if candidates > 1:
             return (yield from self._generate_many(prompt, action, generator, settings, cancel, candidates,
                                                    brief, model_rank, on_step))

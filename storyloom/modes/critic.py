@@ -35,6 +35,8 @@ class Brief:
     hidden     prompt parts a reader must never see (notes, primer, premise, instructions)
     lore       word stems of triggered world info that the scene does not already have: a text
                that uses one drew on the entry, and ranks a little higher
+    bias       triggered world info's names and the phrase bias the sampler gives them (the
+               critic only carries them from the prompt to the sampler: Adventure.turn_settings)
     """
 
     kind: str = "narration"
@@ -45,6 +47,7 @@ class Brief:
     earlier: tuple[str, ...] = ()
     hidden: tuple[str, ...] = ()
     lore: tuple[str, ...] = ()
+    bias: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

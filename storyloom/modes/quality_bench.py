@@ -144,7 +144,7 @@ def cowrite(generator, k: int, settings: SamplerSettings, length: str = "paragra
 
 
 def world_info(generator, k: int, settings: SamplerSettings, progress=None, styles=(adv.WORLD_INFO_STYLE,),
-               seeds: int = 1, cases=None) -> dict:
+               seeds: int = 1, cases=None, lore_bias: float = adv.worldinfo.DEFAULT_BIAS) -> dict:
     """How often an entry's facts (a name or attribute the action does not say) reach the
     output when the entry is triggered, per placement style, vs the same game without it.
 
@@ -152,7 +152,8 @@ def world_info(generator, k: int, settings: SamplerSettings, progress=None, styl
     `sample_rate` is the share of all candidates that mention a fact (what one candidate a turn,
     k=1, would show); `picked` the share of batches whose critic pick mentions one, with the
     ranking credit for world info (critic.LORE_CREDIT), and `picked_no_credit` without it. One
-    batch serves all three, so the comparison costs one generation per case and style."""
+    batch serves all three, so the comparison costs one generation per case and style. A
+    triggered entry's names are raised while writing by `lore_bias` (the phrase bias; 0: off)."""
     conditions = ["absent", *styles]
     stats = {c: {"samples": [], "picked": [], "picked_no_credit": []} for c in conditions}
     for n, (spec, key, text, facts, action) in enumerate(WORLD_CASES if cases is None else cases):
@@ -163,11 +164,11 @@ def world_info(generator, k: int, settings: SamplerSettings, progress=None, styl
                 game.turns[0].output = "The place is quiet, and nobody seems to notice you arrive."
                 if case != "absent":
                     game.world_info = [WorldEntry([key], text)]
-                play = adv.Adventure(game, None, world_style=None if case == "absent" else case)
+                play = adv.Adventure(game, None, world_style=None if case == "absent" else case, lore_bias=lore_bias)
                 turn = play.begin("do", action)
                 tries = settings.with_(seed=(settings.seed or 0) + n + 100 * seed)
                 built = play.prompt_for(turn.action, generator, tries)
-                tries = tries.with_(stop=tuple(dict.fromkeys(tries.stop + adv.ACTION_STOPS)))
+                tries = play.turn_settings(tries, play.brief_for(turn.action, built=built))
                 texts = [adv.clean_output(raw, turn.action) for raw in generator.candidates(built.text, k, tries)]
                 texts = [t for t in texts if t] or [""]
                 mention = [any(f in t.lower() for f in facts) for t in texts]
@@ -186,14 +187,15 @@ def world_info(generator, k: int, settings: SamplerSettings, progress=None, styl
     in_use = rates.get(adv.WORLD_INFO_STYLE) or max(rates.values(), key=lambda r: r["picked"])
     return {"fact_mentioned_when_absent": absent["picked"], "fact_mentioned_when_triggered": in_use["picked"],
             "absent": absent, "by_style": rates, "style_in_use": adv.WORLD_INFO_STYLE,
-            "rank_credit": adv.WORLD_INFO_RANK, "k": k, "cases": len(WORLD_CASES if cases is None else cases),
+            "rank_credit": adv.WORLD_INFO_RANK, "lore_bias": lore_bias, "k": k,
+            "cases": len(WORLD_CASES if cases is None else cases),
             "seeds": seeds}
 
 
 def quality(spec: str, k: int = adv.DEFAULT_CANDIDATES, seed: int = 1, modes=("adventure", "tree", "cowrite",
                                                                            "world_info"),
             progress: Callable[[str, float | None], None] | None = None, world_styles=(adv.WORLD_INFO_STYLE,),
-            world_seeds: int = 1) -> dict:
+            world_seeds: int = 1, lore_bias: float = adv.worldinfo.DEFAULT_BIAS) -> dict:
     from storyloom.config import load_config
     from storyloom.engine import models
 
@@ -212,7 +214,7 @@ def quality(spec: str, k: int = adv.DEFAULT_CANDIDATES, seed: int = 1, modes=("a
                 runs[f"k={kk}"] = cowrite(generator, kk, settings, progress=progress)
             elif mode == "world_info" and kk == k:  # one batch gives k=1 (sample_rate) and k (picked)
                 runs[f"k={kk}"] = world_info(generator, kk, settings, progress=progress, styles=world_styles,
-                                             seeds=world_seeds)
+                                             seeds=world_seeds, lore_bias=lore_bias)
         one, many = runs.get("k=1", {}), runs.get(f"k={k}", {})
         for key in ("seconds_per_turn", "outcomes_seconds_per_turn"):
             if one.get(key) and many.get(key):

@@ -354,6 +354,66 @@ def for_game(game, action: str, count: Callable[[str], int], budget: int, turn_t
     return select(sources, [turn_text(t) for t in recent], action, count, max(0, budget))
 
 
+# -- phrase bias ------------------------------------------------------------------------
+# While an entry is in the prompt its names are raised as the model writes (NovelAI's lorebook
+# phrase bias; engine/biasing.py): a small model reads "[Note: The innkeeper is Mira ...]" and
+# still writes "the innkeeper", so the name is pushed until the turn has said it once.
+DEFAULT_BIAS = 3.0  # logits (odds x20 at temperature 1); measured in `bench quality --modes world_info`
+MAX_NAMES = 8  # phrases per entry
+_NAME_RUN = re.compile(r"\b[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*")
+_SENTENCE_START = re.compile(r"(?:^|[.!?:;\]\n\"“]\s*)$")
+_NOT_NAMES = frozenset("""
+a an the your you his her its their our my this that these those there here it he she they we i
+when while if then but and or so as at in on of to for from by with after before once every each
+some no not all both one what who where why how
+""".split())
+
+
+def names(entry: WorldEntry) -> list[str]:
+    """The phrases an entry's bias raises: its plain primary keys, and the proper names in its
+    text ("Mira", "Lady Ashworth" and then "Ashworth" alone: people use the short form too).
+    A capitalised word that only opens a sentence is a name only when it is not a common opener."""
+    found: list[str] = [k.strip() for k in entry.keys if k.strip() and not is_regex_key(k)]
+    for m in _NAME_RUN.finditer(entry.text):
+        words = m.group(0).split()
+        at_start = bool(_SENTENCE_START.search(entry.text[:m.start()]))
+        while words and (words[0].lower() in _NOT_NAMES or (at_start and len(words) == 1 and not words[0].isupper()
+                                                             and words[0].lower() in _COMMON_OPENERS)):
+            words, at_start = words[1:], False
+        if not words:
+            continue
+        found.append(" ".join(words))
+        if len(words) > 1:
+            found.append(words[-1])
+    out: list[str] = []
+    for phrase in found:
+        if phrase.lower() not in {p.lower() for p in out} and len(phrase) <= 100:
+            out.append(phrase)
+    return out[:MAX_NAMES]
+
+
+# Capitalised only because they open a sentence: never a name on their own.
+_COMMON_OPENERS = frozenset("""
+legends people everyone nobody nothing something someone many most few several rumours rumors
+inside outside above below beyond behind near far long old new great small large
+""".split())
+
+
+def phrase_bias(entries: Iterable[WorldEntry], default: float = DEFAULT_BIAS) -> tuple[tuple[str, float], ...]:
+    """(phrase, bias) for the names of triggered `entries`: each entry's own bias, or `default`
+    when it has none; 0 turns an entry's off."""
+    out: dict[str, tuple[str, float]] = {}
+    for entry in entries:
+        value = default if entry.bias is None else float(entry.bias)
+        if not value:
+            continue
+        for phrase in names(entry):
+            key = phrase.lower()
+            if key not in out or abs(value) > abs(out[key][1]):
+                out[key] = (phrase, value)
+    return tuple(out.values())
+
+
 def split_keys(text: str) -> list[str]:
     """'dragon, /wyrms?{1,2}/i, Castle' -> keys; a /regex/ keeps its commas."""
     keys, pending = [], ""

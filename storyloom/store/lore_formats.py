@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from storyloom.store.lorebooks import (
-    MAX_COMMENT, MAX_ENTRIES, MAX_KEY, MAX_KEYS, MAX_NAME, MAX_ORDER, MAX_SCAN_DEPTH, MAX_TEXT, LoreError, Lorebook,
+    MAX_BIAS, MAX_COMMENT, MAX_ENTRIES, MAX_KEY, MAX_KEYS, MAX_NAME, MAX_ORDER, MAX_SCAN_DEPTH, MAX_TEXT, LoreError, Lorebook,
     check_name,
 )
 from storyloom.store.stories import LOGICS, WorldEntry
@@ -260,7 +260,8 @@ def _apply_ext(entry: WorldEntry, e: _Entry) -> None:
     if not isinstance(ext, dict):
         return
     keys = {"secondary": list, "logic": str, "whole_word": bool, "case_sensitive": bool, "exclude_recursion": bool,
-            "prevent_recursion": bool, "scan_depth": (int, type(None)), "order": int}
+            "prevent_recursion": bool, "scan_depth": (int, type(None)), "order": int,
+            "bias": (int, float, type(None))}
     for name, kind in keys.items():
         if name in ext and isinstance(ext[name], kind) and not (kind is int and isinstance(ext[name], bool)):
             value = ext[name]
@@ -269,6 +270,8 @@ def _apply_ext(entry: WorldEntry, e: _Entry) -> None:
             if name == "logic" and value not in LOGICS:
                 continue
             if name == "scan_depth" and value is not None and not 0 <= value <= MAX_SCAN_DEPTH:
+                continue
+            if name == "bias" and value is not None and (isinstance(value, bool) or not -MAX_BIAS <= value <= MAX_BIAS):
                 continue
             setattr(entry, name, value)
 
@@ -488,7 +491,8 @@ def export_kobold(book: Lorebook) -> list:
 def _ext(w: WorldEntry) -> dict:
     return {"secondary": list(w.secondary), "logic": w.logic, "whole_word": w.whole_word,
             "case_sensitive": w.case_sensitive, "exclude_recursion": w.exclude_recursion,
-            "prevent_recursion": w.prevent_recursion, "scan_depth": w.scan_depth, "order": w.order}
+            "prevent_recursion": w.prevent_recursion, "scan_depth": w.scan_depth, "order": w.order,
+            "bias": w.bias}
 
 
 def _uuid(book_id: str, w: WorldEntry) -> str:

@@ -25,6 +25,7 @@ MAX_COMMENT = 500
 MAX_ORDER = 1_000_000
 MAX_SCAN_DEPTH = 1_000
 MAX_ATTACHED = 20  # books on one game
+MAX_BIAS = 10.0  # an entry's phrase bias, in logits either way (10 already makes a name near certain)
 
 
 class LoreError(StoryloomError):
@@ -82,6 +83,9 @@ def check_entry(entry: WorldEntry, where: str = "The entry") -> None:
         raise LoreError(f"{where}'s scan depth must be empty or a whole number from 0 to {MAX_SCAN_DEPTH}.")
     if not isinstance(entry.comment, str) or len(entry.comment) > MAX_COMMENT:
         raise LoreError(f"{where}'s title is over {MAX_COMMENT} characters.")
+    if entry.bias is not None and (isinstance(entry.bias, bool) or not isinstance(entry.bias, (int, float))
+                                   or not -MAX_BIAS <= entry.bias <= MAX_BIAS):
+        raise LoreError(f"{where}'s bias must be empty (the default) or a number from -{MAX_BIAS:g} to {MAX_BIAS:g}.")
     for flag in ("whole_word", "case_sensitive", "constant", "exclude_recursion", "prevent_recursion", "enabled"):
         if not isinstance(getattr(entry, flag), bool):
             raise LoreError(f"{where}'s {flag.replace('_', ' ')} must be true or false.")

@@ -36,6 +36,10 @@ class WorldEntry:
     prevent_recursion: bool = False  # this entry's text triggers no other entry
     enabled: bool = True
     comment: str = ""  # a title for the player; never sent to the model
+    # While the entry is in the prompt, its names (keys, proper names in its text) are raised
+    # by this many logits as the model writes (modes/worldinfo.py); None: the configured
+    # default, 0: off.
+    bias: float | None = None
 
     @classmethod
     def from_dict(cls, data: dict) -> "WorldEntry":

@@ -34,6 +34,7 @@ from storyloom.engine.generate import (
     ModelInfo,
     StopScanner,
     Stopwatch,
+    cut_at_stops,
 )
 from storyloom.engine.models import ModelError
 from storyloom.engine.sampling import SamplerSettings
@@ -230,6 +231,9 @@ class OpenAIGenerator(Generator):
         # min_p only when on: a request with the defaults stays what every server accepts
         if settings.min_p and self.found.min_p:
             extra["min_p"] = settings.min_p
+        bias = self._logit_bias(settings)
+        if bias:
+            body["logit_bias"] = bias
         if grammar is not None:
             field = self.found.grammar_field
             extra.update({"structured_outputs": {"grammar": grammar}} if field == "structured_outputs"
@@ -248,7 +252,35 @@ class OpenAIGenerator(Generator):
                     if on]
         if settings.banned:
             out.append("banned phrases")
+        if settings.phrase_bias and not self._can_tokenize():
+            out.append("phrase bias (the server does not say its token ids)")
         return out
+
+    def _can_tokenize(self) -> bool:
+        return self.local_tokenizer is not None or self.found.tokenize in ("llama.cpp", "vllm")
+
+    def _logit_bias(self, settings: SamplerSettings) -> dict[str, float]:
+        """The phrase bias as the OpenAI API's logit_bias: only each phrase's first token (as it
+        follows a word), for the whole reply, since a server cannot follow a phrase token by token
+        or stop pushing one already written (the local engine does both)."""
+        if not settings.phrase_bias or not self._can_tokenize():
+            return {}
+        out: dict[str, float] = {}
+        for phrase, value in settings.phrase_bias:
+            token = self._first_token(" " + " ".join(phrase.split()))
+            if token is not None and abs(value) > abs(out.get(str(token), 0.0)):
+                out[str(token)] = value
+        return out
+
+    def _first_token(self, text: str) -> int | None:
+        cache = self.__dict__.setdefault("_first_tokens", {})
+        if text not in cache:
+            if self.local_tokenizer is not None:
+                ids = self.local_tokenizer(text, add_special_tokens=False)["input_ids"]
+            else:
+                ids = _server_tokens(self.client, self.remote, self.found, text)
+            cache[text] = int(ids[0]) if ids else None
+        return cache[text]
 
     def _fit(self, prompt: str, max_new: int) -> str:
         """Keep the end of a prompt that would overflow the server's window (the recent story)."""
@@ -326,9 +358,10 @@ class OpenAIGenerator(Generator):
 
     def candidates(self, prompt: str, n: int, settings: SamplerSettings | None = None,
                    cancel: Cancel | None = None, on_step: Callable[[int], None] | None = None,
-                   grammar: str | None = None) -> list[str]:
+                   grammar: str | None = None, enough=None) -> list[str]:
         """n continuations: one request with `n` where the server takes it, otherwise concurrent
-        requests (as many at once as the server has slots), each with its own seed."""
+        requests (as many at once as the server has slots), each with its own seed. With one
+        request, `enough` can end it when a choice finishes (closing the stream stops the server)."""
         settings = settings or SamplerSettings()
         if n < 1:
             raise ValueError("n must be at least 1")
@@ -351,9 +384,15 @@ class OpenAIGenerator(Generator):
         if self.found.batch and n > 1:
             with self._slots:
                 stream = self._open(prompt, self._body(settings, grammar, self.stop_strings), n)
-                for index, piece, _ in self._chunks(stream, cancel):
+                done = [False] * n
+                for index, piece, finish in self._chunks(stream, cancel):
                     if piece and 0 <= index < n:
                         seen(index, piece)
+                    if finish is not None and 0 <= index < n and not done[index]:
+                        done[index] = True
+                        if enough is not None and not all(done) and enough(
+                                [cut_at_stops(t, settings.stop)[0] for t in texts], list(done)):
+                            break
         else:
             def one(index: int) -> None:
                 seed = None if settings.seed is None else settings.seed + index
@@ -510,6 +549,20 @@ def _server_count(client, remote: Remote, found: _Found, text: str) -> int:
 
 
 # -- connecting ---------------------------------------------------------------------------
+def _server_tokens(client, remote: Remote, found: _Found, text: str) -> list[int]:
+    """The server's token ids for `text` (llama.cpp and vLLM's /tokenize)."""
+    try:
+        if found.tokenize == "vllm":
+            reply = client.post(remote.root + "/tokenize", cast_to=object,
+                                body={"model": found.model, "prompt": text, "add_special_tokens": False})
+        else:
+            reply = client.post(remote.root + "/tokenize", cast_to=object, body={"content": text})
+        tokens = reply["tokens"]
+        return [int(t["id"] if isinstance(t, dict) else t) for t in tokens]
+    except Exception as exc:  # noqa: BLE001
+        raise _explain(exc, redact(remote.base_url)) from None
+
+
 def make_client(remote: Remote, retries: int = RETRIES):
     import openai
 

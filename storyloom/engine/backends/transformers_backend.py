@@ -26,6 +26,7 @@ from storyloom.engine.fast_llama import FastLlama, KVState
 from storyloom.engine.kv_cache import new_cache
 from storyloom.engine.native_llama import NativeLlama
 from storyloom.engine.banning import PhraseBan, token_at
+from storyloom.engine.biasing import PhraseBias
 from storyloom.engine.logits import Context, choose_next
 from storyloom.engine.sampling import SamplerSettings
 
@@ -199,12 +200,14 @@ class TransformersGenerator(Generator):
 
     # -- the decode loop --------------------------------------------------------------
     @torch.inference_mode()
-    def _steps(self, prompt_ids: list[int], batch: int, settings: SamplerSettings, cancel: Cancel | None):
-        """Yield the next token ids [batch] one step at a time."""
+    def _steps(self, prompt_ids: list[int], batch: int, settings: SamplerSettings, cancel: Cancel | None,
+               context: Context | None = None):
+        """Yield the next token ids [batch] one step at a time. The caller may change `context`
+        (the phrase bias of each row) between steps."""
         gen = _rng(settings.seed)
         state = self.decode_state(prompt_ids, batch)
         history = torch.tensor([prompt_ids] * batch, dtype=torch.long)
-        context = self.sampler_context(settings)
+        context = context or self.sampler_context(settings)
         for _ in range(settings.max_new_tokens):
             if cancel is not None and cancel.is_set():
                 return
@@ -238,13 +241,21 @@ class TransformersGenerator(Generator):
             protect = self._xtc_protect
         return Context(dry_breakers=breakers, xtc_protect=protect)
 
+    def phrase_bias(self, settings: SamplerSettings) -> PhraseBias | None:
+        """The settings' phrase bias on this tokenizer (None when there is none)."""
+        if not settings.phrase_bias:
+            return None
+        bias = PhraseBias(settings.phrase_bias, lambda text: self.encode(text, special=False))
+        return bias or None
+
     @torch.inference_mode()
     def _banned_pieces(self, prompt_ids: list[int], settings: SamplerSettings, cancel: Cancel | None,
-                       watch: Stopwatch) -> Iterator[str]:
+                       watch: Stopwatch, before: str = "") -> Iterator[str]:
         """One text with banned phrases kept out: when one forms, the cache and positions go back
         to the token where it began, that token is banned at that position, and decoding goes on
         from there. Text that could still turn into a banned phrase is held back from the stream."""
         ban = PhraseBan(settings.banned)
+        bias = self.phrase_bias(settings)
         gen = _rng(settings.seed)
         state = self.decode_state(prompt_ids, 1)
         first_logits = state.logits
@@ -261,6 +272,8 @@ class TransformersGenerator(Generator):
                 return
             pos = len(ids)
             context.banned = [bans.get(pos, set())]
+            if bias is not None:
+                context.bias = [bias.pushes(text.rstrip("\ufffd"), before)]
             history = torch.tensor([prompt_ids + ids], dtype=torch.long)
             token = int(choose_next(state.logits, history, settings, gen, context)[0])
             watch.token()
@@ -316,23 +329,28 @@ class TransformersGenerator(Generator):
     def _stream(self, prompt: str, settings: SamplerSettings, cancel: Cancel | None) -> Iterator[str]:
         prompt_ids = self._prompt_ids(prompt, settings.max_new_tokens)
         watch = Stopwatch(len(prompt_ids))
+        before = prompt[-1:]  # what the first token follows (the phrase bias spaces by it)
         if settings.banned:
             try:
-                yield from self._banned_pieces(prompt_ids, settings, cancel, watch)
+                yield from self._banned_pieces(prompt_ids, settings, cancel, watch, before)
             finally:
                 self.last_stats = watch.done()
             return
         scanner = StopScanner(settings.stop + self.stop_strings)
+        bias = self.phrase_bias(settings)
+        context = self.sampler_context(settings)
         ids: list[int] = []
         text = ""
         try:
-            for step in self._steps(prompt_ids, 1, settings, cancel):
+            for step in self._steps(prompt_ids, 1, settings, cancel, context):
                 token = int(step[0])
                 watch.token()
                 if token in self.eos_ids:
                     break
                 ids.append(token)
                 text = self.decode(ids)
+                if bias is not None:
+                    context.bias = [bias.pushes(text.rstrip("\ufffd"), before)]
                 if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
                     continue
                 piece = scanner.feed(text)
@@ -349,6 +367,7 @@ class TransformersGenerator(Generator):
     def candidates(
         self, prompt: str, n: int, settings: SamplerSettings | None = None, cancel: Cancel | None = None,
         on_step: Callable[[int], None] | None = None, grammar: str | None = None,
+        enough: Callable[[list[str], list[bool]], bool] | None = None,
     ) -> list[str]:
         if grammar is not None:
             self._check_grammar()  # this backend steers tokens itself instead (constrained_decoder)
@@ -357,39 +376,56 @@ class TransformersGenerator(Generator):
             raise ValueError("n must be at least 1")
         prompt_ids = self._prompt_ids(prompt, settings.max_new_tokens)
         watch = Stopwatch(len(prompt_ids))
+        stops = settings.stop + self.stop_strings
+        before = prompt[-1:]
         if settings.banned:  # backing up is per row (each its own cache): one row at a time
-            texts = []
+            texts = [""] * n
             for i in range(n):
                 seed = None if settings.seed is None else settings.seed + i
-                texts.append("".join(self._banned_pieces(prompt_ids, settings.with_(seed=seed), cancel, watch)))
+                texts[i] = "".join(self._banned_pieces(prompt_ids, settings.with_(seed=seed), cancel, watch, before))
                 if on_step is not None:
                     on_step(settings.max_new_tokens * (i + 1) // n)
+                if enough is not None and i < n - 1 and enough(list(texts), [j <= i for j in range(n)]):
+                    break
             self.last_stats = watch.done()
             return texts
+        bias = self.phrase_bias(settings)
+        context = self.sampler_context(settings)
         rows: list[list[int]] = [[] for _ in range(n)]
         done = [False] * n
         texts = [""] * n
-        for count, step in enumerate(self._steps(prompt_ids, n, settings, cancel), 1):
+        for count, step in enumerate(self._steps(prompt_ids, n, settings, cancel, context), 1):
             if on_step is not None:
                 on_step(count)
+            finished = False
             for i, token in enumerate(step.tolist()):
                 if done[i]:
                     continue
                 watch.token()
                 if token in self.eos_ids:
-                    done[i] = True
+                    done[i] = finished = True
                     continue
                 rows[i].append(token)
-                if settings.stop:
+                if stops or bias is not None or enough is not None:
                     texts[i] = self.decode(rows[i])
-                    if any(s in texts[i] for s in settings.stop + self.stop_strings):
-                        done[i] = True
+                    if any(s in texts[i] for s in stops):
+                        done[i] = finished = True
             if all(done):
                 break
+            # Enough finished rows for the caller (say one passes its critic): the batch ends here,
+            # and the rows still going come back as far as they got (as at max_new_tokens).
+            if finished and enough is not None and enough(self._cut(rows, stops), list(done)):
+                break
+            if bias is not None:
+                context.bias = [{} if done[i] else bias.pushes(texts[i].rstrip("\ufffd"), before) for i in range(n)]
         self.last_stats = watch.done()
+        return self._cut(rows, stops)
+
+    def _cut(self, rows: list[list[int]], stops: tuple[str, ...]) -> list[str]:
+        """Each row's text, before its first stop string."""
         results = []
         for row in rows:
-            scanner = StopScanner(settings.stop + self.stop_strings)
+            scanner = StopScanner(stops)
             text = self.decode(row).rstrip("\ufffd")
             results.append(scanner.feed(text) + scanner.finish(text))
         return results
