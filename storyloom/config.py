@@ -17,6 +17,10 @@ class ConfigError(StoryloomError):
     pass
 
 
+LORE_BIAS = 3.0  # modes/worldinfo.py's DEFAULT_BIAS (measured with `bench quality --modes world_info`)
+MAX_LORE_BIAS = 10.0
+
+
 @dataclass(frozen=True)
 class Config:
     model: str = "default"
@@ -24,6 +28,8 @@ class Config:
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     word_filter: bool = True  # profanity kept out of every mode's text (modes/wordfilter.py)
     presets: dict[str, dict] = field(default_factory=dict)  # the player's named sampler presets
+    # Phrase bias (logits) on the names of triggered world info where an entry sets none; 0: off
+    lore_bias: float = LORE_BIAS
 
     def with_(self, **changes) -> "Config":
         return replace(self, **changes)
@@ -60,6 +66,11 @@ def load_config(path: Path | None = None) -> Config:
             raise ConfigError(f"Settings file {path}: {key} must be a string, like {key} = \"{getattr(Config, key)}\".")
     if not isinstance(data.get("word_filter", True), bool):
         raise ConfigError(f"Settings file {path}: word_filter must be true or false, like word_filter = true.")
+    lore_bias = data.get("lore_bias", LORE_BIAS)
+    if isinstance(lore_bias, bool) or not isinstance(lore_bias, (int, float)) \
+            or not -MAX_LORE_BIAS <= lore_bias <= MAX_LORE_BIAS:
+        raise ConfigError(f"Settings file {path}: lore_bias must be a number from -{MAX_LORE_BIAS:g} to "
+                          f"{MAX_LORE_BIAS:g} (0 = off), like lore_bias = {LORE_BIAS}.")
     if not isinstance(data.get("sampler", {}), dict):
         raise ConfigError(f"Settings file {path}: sampler must be a table ([sampler] with temperature = 0.8 ...).")
     try:
@@ -76,7 +87,8 @@ def load_config(path: Path | None = None) -> Config:
     except SettingsError as exc:
         raise ConfigError(f"Settings file {path} is not valid: {exc}") from None
     return Config(model=data.get("model", "default") or "default", player=data.get("player", "player") or "player",
-                  sampler=sampler, word_filter=data.get("word_filter", True), presets=presets)
+                  sampler=sampler, word_filter=data.get("word_filter", True), presets=presets,
+                  lore_bias=float(lore_bias))
 
 
 def load_or_default(path: Path | None = None) -> tuple[Config, str | None]:
@@ -91,7 +103,7 @@ def save_config(config: Config, path: Path | None = None) -> None:
     path = path or config_file()
     sampler = {k: v for k, v in config.sampler.to_dict().items() if v is not None}
     data = {"model": config.model, "player": config.player, "word_filter": config.word_filter,
-            "sampler": sampler}
+            "lore_bias": config.lore_bias, "sampler": sampler}
     if config.presets:
         data["presets"] = {name: {k: v for k, v in values.items() if v is not None}
                            for name, values in config.presets.items()}

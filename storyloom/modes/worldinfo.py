@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable, Iterable
 
+from storyloom.config import LORE_BIAS
 from storyloom.store.stories import WorldEntry
 
 try:  # installed with transformers; plain `re` has no timeout, so regex keys need it
@@ -358,7 +359,7 @@ def for_game(game, action: str, count: Callable[[str], int], budget: int, turn_t
 # While an entry is in the prompt its names are raised as the model writes (NovelAI's lorebook
 # phrase bias; engine/biasing.py): a small model reads "[Note: The innkeeper is Mira ...]" and
 # still writes "the innkeeper", so the name is pushed until the turn has said it once.
-DEFAULT_BIAS = 3.0  # logits (odds x20 at temperature 1); measured in `bench quality --modes world_info`
+DEFAULT_BIAS = LORE_BIAS  # logits (odds x20 at temperature 1); config's lore_bias; measured in `bench quality`
 MAX_NAMES = 8  # phrases per entry
 _NAME_RUN = re.compile(r"\b[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*")
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;\]\n\"“]\s*)$")

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from storyloom.store.lorebooks import (
-    MAX_BIAS, MAX_COMMENT, MAX_ENTRIES, MAX_KEY, MAX_KEYS, MAX_NAME, MAX_ORDER, MAX_SCAN_DEPTH, MAX_TEXT, LoreError, Lorebook,
-    check_name,
+    MAX_BIAS, MAX_COMMENT, MAX_ENTRIES, MAX_KEY, MAX_KEYS, MAX_NAME, MAX_ORDER, MAX_SCAN_DEPTH, MAX_TEXT, LoreError,
+    Lorebook, check_name,
 )
 from storyloom.store.stories import LOGICS, WorldEntry
 

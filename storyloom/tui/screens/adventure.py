@@ -209,6 +209,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
         try:
             with self.model_turn() as generator:  # one generation per model at a time (app.gate)
                 settings = app.config.sampler
+                self.play.lore_bias = app.config.lore_bias  # world info's phrase bias, from the settings file
                 built = self.play.prompt_for(action, generator, settings, history)
                 self.post_message(LoreFired(built.lore))
                 self.post_message(GenerationStarted(built.tokens, self.play.budget(generator.context_length, settings)))
