@@ -377,6 +377,8 @@ def export_sillytavern(book: Lorebook) -> dict:
             "useGroupScoring": None, "automationId": "", "role": None, "sticky": 0, "cooldown": 0, "delay": 0,
             "displayIndex": uid,
         }
+        if w.bias is not None:  # the one thing SillyTavern has no field for
+            entries[str(uid)][_EXT] = {"bias": w.bias}
     return {"name": book.name, "entries": entries}
 
 

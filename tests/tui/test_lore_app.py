@@ -93,6 +93,11 @@ async def test_edit_an_entry_with_flags_and_it_is_saved(make_app, fake):
         app.screen.query_one("#entry-order", Input).value = "300"
         app.screen.query_one("#entry-text", TextArea).text = "Grimwald is a fortress full of ghosts."
         app.screen.query_one("#flag-case_sensitive", Checkbox).value = True
+        app.screen.query_one("#entry-bias", Input).value = "lots"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "Bias must be a number" in shown(app, "#entry-error")
+        app.screen.query_one("#entry-bias", Input).value = "1.5"
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert isinstance(app.screen, LoreScreen)
@@ -107,8 +112,8 @@ async def test_edit_an_entry_with_flags_and_it_is_saved(make_app, fake):
         assert "full of ghosts" in fake.prompts[-1]  # the regex key (case-insensitive by its /i)
         game = app.games.load(app.screen.play.game.id)
         entry = game.world_info[0]
-        assert (entry.keys, entry.order, entry.case_sensitive, entry.comment) == \
-            (["Grimwald", "/grim ?wald/i"], 300, True, "The fortress")
+        assert (entry.keys, entry.order, entry.case_sensitive, entry.comment, entry.bias) == \
+            (["Grimwald", "/grim ?wald/i"], 300, True, "The fortress", 1.5)
 
 
 async def test_a_bad_file_gets_one_sentence_and_a_new_book_can_be_made(make_app, fake, tmp_path):

@@ -339,6 +339,8 @@ class TransformersGenerator(Generator):
         scanner = StopScanner(settings.stop + self.stop_strings)
         bias = self.phrase_bias(settings)
         context = self.sampler_context(settings)
+        if bias is not None:
+            context.bias = [bias.pushes("", before)]
         ids: list[int] = []
         text = ""
         try:
@@ -391,6 +393,8 @@ class TransformersGenerator(Generator):
             return texts
         bias = self.phrase_bias(settings)
         context = self.sampler_context(settings)
+        if bias is not None:
+            context.bias = [bias.pushes("", before)] * n
         rows: list[list[int]] = [[] for _ in range(n)]
         done = [False] * n
         texts = [""] * n

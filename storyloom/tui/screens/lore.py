@@ -34,6 +34,8 @@ def entry_line(entry: WorldEntry) -> Text:
                                     ("exact case", entry.case_sensitive), ("no recursion", entry.prevent_recursion))
              if on_]
     keys = format_keys(entry.keys) or "(no keys)"
+    if entry.bias is not None:
+        flags.append(f"bias {entry.bias:g}" if entry.bias else "no bias")
     line = f"{entry.label()}  [{keys[:40]}]  order {entry.order}" + (f"  ({', '.join(flags)})" if flags else "")
     return Text(line)  # the player's and other people's text: never markup
 
@@ -48,7 +50,7 @@ class EntryScreen(ModalScreen[WorldEntry | None]):
     EntryScreen #entry-text { height: 6; }
     EntryScreen Checkbox { width: auto; }
     EntryScreen .row { height: auto; }
-    EntryScreen #entry-order, EntryScreen #entry-depth { width: 16; }
+    EntryScreen #entry-order, EntryScreen #entry-depth, EntryScreen #entry-bias { width: 16; }
     """
 
     def __init__(self, entry: WorldEntry) -> None:
@@ -74,6 +76,10 @@ class EntryScreen(ModalScreen[WorldEntry | None]):
                 yield Input(str(e.order), id="entry-order")
                 yield Label(" Scan depth (turns; blank: the game's) ")
                 yield Input("" if e.scan_depth is None else str(e.scan_depth), id="entry-depth")
+            with Horizontal(classes="row"):
+                yield Label("Bias: how hard the model is pushed to write the entry's names while it fires "
+                            "(blank: the default; 0: off) ")
+                yield Input("" if e.bias is None else f"{e.bias:g}", id="entry-bias")
             yield Label("Text: what the model reads when the entry fires")
             yield TextArea(e.text, id="entry-text")
             yield Static("", id="entry-error")
@@ -97,10 +103,15 @@ class EntryScreen(ModalScreen[WorldEntry | None]):
         except ValueError:
             self._error("Order and scan depth must be whole numbers.")
             return
+        try:
+            bias = float(value("#entry-bias")) if value("#entry-bias") else None
+        except ValueError:
+            self._error("Bias must be a number (blank for the default, 0 for none).")
+            return
         entry = WorldEntry(
             keys=split_keys(value("#entry-keys")), text=self.query_one("#entry-text", TextArea).text.strip(),
             secondary=split_keys(value("#entry-secondary")), logic=self.query_one("#entry-logic", Select).value,
-            order=order, scan_depth=depth, comment=value("#entry-title"),
+            order=order, scan_depth=depth, comment=value("#entry-title"), bias=bias,
             **{name: self.query_one(f"#flag-{name}", Checkbox).value for name, _ in FLAGS},
         )
         if not entry.text:
