@@ -23,6 +23,11 @@ def tokens_of(text: str) -> list[str]:
     return out
 
 
+def token_id(token: str) -> int:
+    """The toy tokenizer's id of one token (stable across runs)."""
+    return sum(token.encode()) * 7 % 50_000
+
+
 class FakeServer:
     def __init__(self, family: str = "vllm", context: int = 4096):
         self.family = family
@@ -63,8 +68,9 @@ class FakeServer:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 server.requests.append((self.path, body))
                 if self.path == "/tokenize" and server.family == "vllm":
-                    return self._send(200, {"count": len(tokens_of(body.get("prompt", ""))),
-                                            "max_model_len": server.context, "tokens": []})
+                    toks = tokens_of(body.get("prompt", ""))
+                    return self._send(200, {"count": len(toks), "max_model_len": server.context,
+                                            "tokens": [token_id(t) for t in toks]})
                 if self.path != "/v1/completions":
                     return self._send(404, {"error": {"message": "not found"}})
                 if server.reject & set(body):

@@ -11,7 +11,7 @@ from storyloom import StoryloomError
 from storyloom.engine import models
 from storyloom.engine.backends.openai_compat import RemoteError, parse_remote
 from storyloom.engine.sampling import SamplerSettings
-from tests.fake_openai import FakeServer
+from tests.fake_openai import FakeServer, token_id
 
 S = SamplerSettings(seed=3, max_new_tokens=6)
 
@@ -33,6 +33,23 @@ def test_a_vllm_like_server_gets_n_scoring_grammar_its_window_and_token_counts()
         # sampler settings travel in the server's own names, with the seed
         body = fake.completions()[-1]
         assert body["seed"] == 3 and body["top_k"] == 50 and body["repetition_penalty"] == 1.1
+
+
+def test_phrase_bias_reaches_a_server_as_the_first_tokens_logit_bias():
+    with FakeServer("vllm") as fake:
+        gen = models.load(fake.spec)
+        gen.candidates("Once", 2, S.with_(phrase_bias=(("Mira", 3.0), ("Lady Ashworth", 2.0))))
+        # only each phrase's first token, as it follows a word: a server cannot follow a phrase
+        assert fake.completions()[-1]["logit_bias"] == {str(token_id(" Mira")): 3.0, str(token_id(" Lady")): 2.0}
+        assert gen.ignored_samplers(S.with_(phrase_bias=(("Mira", 3.0),))) == []
+        gen.generate("Once", S)
+        assert "logit_bias" not in fake.completions()[-1]
+    with FakeServer("plain") as fake:  # no token ids to name: said, not sent
+        gen = models.load(fake.spec)
+        settings = S.with_(phrase_bias=(("Mira", 3.0),))
+        gen.generate("Once", settings)
+        assert "logit_bias" not in fake.completions()[-1]
+        assert gen.ignored_samplers(settings) == ["phrase bias (the server does not say its token ids)"]
 
 
 def test_a_bare_server_gets_concurrent_requests_an_estimate_and_no_ranking_by_scores():
