@@ -443,8 +443,11 @@ class Adventure:
         hidden = tuple(h for h in (self.game.authors_note.strip(), built.primer if built else "") if h)
         lore = ()
         if world and self.lore_rank:  # what only the entries say: using it is using the world info
-            known = critic.content_stems("\n".join([self.game.context, *recent, action]))
-            lore = tuple(sorted(critic.content_stems("\n".join(world)) - known))
+            said = "\n".join([self.game.context, *recent, action])
+            known = critic.content_stems(said) | critic.word_stems(said)
+            # and the entries' one-word names, short ones too ("Pip"): naming one uses the entry
+            named = critic.word_stems(" ".join(p for p, _ in (built.bias if built else ()) if " " not in p))
+            lore = tuple(sorted((critic.content_stems("\n".join(world)) | named) - known))
         return critic.Brief(kind="narration", min_words=TURN_WORDS[0], max_words=TURN_WORDS[1], scene=scene,
                             earlier=tuple(t.output for t in turns[-10:] if t.output), hidden=hidden, lore=lore,
                             bias=built.bias if built else ())

@@ -144,6 +144,11 @@ def content_stems(text: str) -> set[str]:
     return {_stem(w) for w in words(text) if len(w) >= 4 and w.lower() not in STOPWORDS}
 
 
+def word_stems(text: str) -> set[str]:
+    """Every word's stem, short words too (names: "Pip")."""
+    return {_stem(w) for w in words(text) if w.lower() not in STOPWORDS}
+
+
 def _grams(ws: Sequence[str], n: int) -> list[tuple[str, ...]]:
     return [tuple(ws[i:i + n]) for i in range(len(ws) - n + 1)]
 
@@ -428,7 +433,7 @@ def judge(text: str, brief: Brief | None = None) -> Verdict:
         _check_option(text, brief, add)
     else:
         verdict.relevance = _check_prose(text, brief, add)
-        verdict.lore_used = bool(brief.lore) and not content_stems(text).isdisjoint(brief.lore)
+        verdict.lore_used = bool(brief.lore) and not word_stems(text).isdisjoint(brief.lore)
     return verdict
 
 

@@ -255,3 +255,22 @@ def test_an_entrys_bias_is_checked_and_survives_every_export_format():
         assert [e.bias for e in back.entries] == [1.5, 0, None], fmt
     assert WorldEntry.from_dict(WorldEntry(["k"], "t", bias=2.0).__dict__).bias == 2.0
     assert WorldEntry.from_dict({"keys": ["k"], "text": "t"}).bias is None  # saved before the field
+
+
+def test_naming_a_triggered_entry_counts_as_using_it_even_a_short_name():
+    from storyloom.engine.backends.scripted import ScriptedGenerator
+    from storyloom.modes import adventure as adv, critic
+    from storyloom.store.stories import WorldEntry
+
+    setting, character = adv.find_scenario("fantasy/wizard")
+    game = adv.new_game(setting, character)
+    game.turns[0].output = "Your tower is quiet."
+    game.world_info = [WorldEntry(["familiar"], "Your familiar is Pip, a small grey owl.")]
+    play = adv.Adventure(game, None)
+    turn = play.begin("do", "call your familiar")
+    built = play.prompt_for(turn.action, ScriptedGenerator(), SamplerSettings())
+    brief = play.brief_for(turn.action, built=built)
+    assert "pip" in brief.lore and "famil" not in brief.lore  # the key is in the action already
+    named = critic.judge("Pip flutters down from the rafters and lands on your shoulder.", brief)
+    plain = critic.judge("A bird flutters down from the rafters and lands on your shoulder.", brief)
+    assert named.lore_used and not plain.lore_used and named.quality > plain.quality
