@@ -150,12 +150,13 @@ def world_info(generator, k: int, settings: SamplerSettings, progress=None, styl
 
     Each case and style draws one batch of k candidates (seeds: batches), cleaned as a turn is:
     `sample_rate` is the share of all candidates that mention a fact (what one candidate a turn,
-    k=1, would show); `picked` the share of batches whose critic pick mentions one, with the
+    k=1, would show); `picked` the share of batches whose critic pick mentions one (`picked_mentions`
+    of `batches`; `pick_pass_share`: how many of those picks the critic passes), with the
     ranking credit for world info (critic.LORE_CREDIT), and `picked_no_credit` without it. One
     batch serves all three, so the comparison costs one generation per case and style. A
     triggered entry's names are raised while writing by `lore_bias` (the phrase bias; 0: off)."""
     conditions = ["absent", *styles]
-    stats = {c: {"samples": [], "picked": [], "picked_no_credit": []} for c in conditions}
+    stats = {c: {"samples": [], "picked": [], "picked_no_credit": [], "passed": []} for c in conditions}
     for n, (spec, key, text, facts, action) in enumerate(WORLD_CASES if cases is None else cases):
         for case in conditions:
             for seed in range(seeds):
@@ -176,12 +177,16 @@ def world_info(generator, k: int, settings: SamplerSettings, progress=None, styl
                 for name, credit in (("picked", True), ("picked_no_credit", False)):
                     play.lore_rank = credit
                     brief = play.brief_for(turn.action, built=built)
-                    best = critic.best_first([critic.judge(t, brief) for t in texts])[0]
+                    verdicts = [critic.judge(t, brief) for t in texts]
+                    best = critic.best_first(verdicts)[0]
                     stats[case][name].append(mention[best])
+                    if credit:
+                        stats[case]["passed"].append(verdicts[best].passed)
         if progress:
             progress(f"world info k={k}: {spec}", None)
     rates = {c: {"sample_rate": _rate(v["samples"]), "picked": _rate(v["picked"]),
-                 "picked_no_credit": _rate(v["picked_no_credit"]), "candidates": len(v["samples"])}
+                 "picked_no_credit": _rate(v["picked_no_credit"]), "candidates": len(v["samples"]),
+                 "picked_mentions": sum(v["picked"]), "batches": len(v["picked"]), "pick_pass_share": _rate(v["passed"])}
              for c, v in stats.items()}
     absent = rates.pop("absent")
     in_use = rates.get(adv.WORLD_INFO_STYLE) or max(rates.values(), key=lambda r: r["picked"])
