@@ -274,3 +274,25 @@ def test_naming_a_triggered_entry_counts_as_using_it_even_a_short_name():
     named = critic.judge("Pip flutters down from the rafters and lands on your shoulder.", brief)
     plain = critic.judge("A bird flutters down from the rafters and lands on your shoulder.", brief)
     assert named.lore_used and not plain.lore_used and named.quality > plain.quality
+
+
+@pytest.mark.parametrize("engine", ["native", "reference"])
+def test_a_batch_that_drops_finished_rows_goes_on_exactly_as_the_rows_left(tiny, engine):
+    gen = _path(tiny, engine)
+    prompt = gen.encode(PROMPT)
+    a, b, c = (gen.encode(w, special=False)[0] for w in (" old", " paper", " door"))
+    state = gen.decode_state(prompt, 3)
+    state.feed(torch.tensor([[a], [b], [c]]))
+    state.keep([0, 2])  # row 1 finished
+    shrunk = state.feed(torch.tensor([[b], [a]])).clone()
+    fresh = gen.decode_state(prompt, 2)
+    fresh.feed(torch.tensor([[a], [c]]))
+    assert torch.allclose(shrunk, fresh.feed(torch.tensor([[b], [a]])), atol=1e-4)
+
+
+def test_finished_rows_leave_the_batch_only_when_it_pays():
+    from storyloom.engine.backends.transformers_backend import _worth_shrinking
+
+    assert not _worth_shrinking(4, 3, 60)  # 3 rows cost what 4 do
+    assert _worth_shrinking(4, 2, 60) and _worth_shrinking(2, 1, 60)
+    assert not _worth_shrinking(4, 1, 3)  # the copy would cost more than the steps left save

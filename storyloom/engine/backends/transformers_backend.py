@@ -72,6 +72,15 @@ def _pickable(piece: str) -> bool:
     return bool(piece) and "\ufffd" not in piece and all(ch in "\n\t" or ch.isprintable() for ch in piece)
 
 
+def _worth_shrinking(width: int, going: int, steps_left: int) -> bool:
+    """Whether to drop finished rows from the batch: copying the cache costs a few steps' time,
+    and on the 135M model a step of 3 rows costs what 4 do (8.6 vs 8.7 ms), of 2 rows 6.5 ms, of
+    1 row 5.4 ms; so shrink when at most half the rows are left and enough steps remain."""
+    return going * 2 <= width and steps_left >= SHRINK_MIN_STEPS
+
+
+SHRINK_MIN_STEPS = 8
+
 # A banned phrase backs the loop up at most this often per text; then the text ends before it.
 MAX_BACKTRACKS = 64
 
@@ -111,6 +120,15 @@ class DecodeState:
             self.logits = self.model(input_ids=tokens, past_key_values=self.kv, use_cache=True).logits[:, -1, :]
         self.length += tokens.shape[1]
         return self.logits
+
+    def keep(self, rows: list[int]) -> None:
+        """Go on with only these batch rows (the others finished): later steps cost less."""
+        index = torch.tensor(rows, dtype=torch.long)
+        if self.fast is not None:
+            self.kv.cache = self.kv.cache.index_select(2, index)
+        else:
+            self.kv.batch_select_indices(index)
+        self.logits = self.logits.index_select(0, index)
 
     def crop(self, length: int) -> None:
         """Forget everything after `length` tokens (the caller restores the logits it kept)."""
@@ -398,11 +416,19 @@ class TransformersGenerator(Generator):
         rows: list[list[int]] = [[] for _ in range(n)]
         done = [False] * n
         texts = [""] * n
-        for count, step in enumerate(self._steps(prompt_ids, n, settings, cancel, context), 1):
+        gen = _rng(settings.seed)
+        state = self.decode_state(prompt_ids, n)
+        history = torch.tensor([prompt_ids] * n, dtype=torch.long)
+        live = list(range(n))  # the candidate in each batch row (finished ones leave the batch)
+        for count in range(1, settings.max_new_tokens + 1):
+            if cancel is not None and cancel.is_set():
+                break
+            step = choose_next(state.logits, history, settings, gen, context)
+            history = torch.cat([history, step[:, None]], dim=1)
             if on_step is not None:
                 on_step(count)
             finished = False
-            for i, token in enumerate(step.tolist()):
+            for i, token in zip(live, step.tolist()):
                 if done[i]:
                     continue
                 watch.token()
@@ -414,14 +440,19 @@ class TransformersGenerator(Generator):
                     texts[i] = self.decode(rows[i])
                     if any(s in texts[i] for s in stops):
                         done[i] = finished = True
-            if all(done):
+            if all(done) or count == settings.max_new_tokens or (cancel is not None and cancel.is_set()):
                 break
             # Enough finished rows for the caller (say one passes its critic): the batch ends here,
             # and the rows still going come back as far as they got (as at max_new_tokens).
             if finished and enough is not None and enough(self._cut(rows, stops), list(done)):
                 break
+            going = [j for j, i in enumerate(live) if not done[i]]
+            if finished and _worth_shrinking(len(live), len(going), settings.max_new_tokens - count):
+                state.keep(going)
+                history, step, live = history[going], step[going], [live[j] for j in going]
             if bias is not None:
-                context.bias = [{} if done[i] else bias.pushes(texts[i].rstrip("\ufffd"), before) for i in range(n)]
+                context.bias = [{} if done[i] else bias.pushes(texts[i].rstrip("\ufffd"), before) for i in live]
+            state.feed(step[:, None])
         self.last_stats = watch.done()
         return self._cut(rows, stops)
 
