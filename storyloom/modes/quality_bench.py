@@ -69,21 +69,39 @@ def _summary(texts: list[str], passed: list[bool], seconds: list[float]) -> dict
 
 def adventure(generator, k: int, settings: SamplerSettings, model_rank: bool = False,
               scenarios=None, progress=None) -> dict:
-    texts, passed, seconds, failures = [], [], [], {}
+    return adventures(generator, (k,), settings, model_rank, scenarios, progress)[f"k={k}"]
+
+
+def adventures(generator, ks, settings: SamplerSettings, model_rank: bool = False, scenarios=None,
+               progress=None) -> dict:
+    """Each scenario played at every k in turn (k=1, k=4, next scenario...), so the seconds of
+    each k come from the same minutes of a shared, busy machine; per k the summary, and per
+    pair of k the ratio of mean seconds and the median of the scenarios' own ratios."""
+    runs = {k: {"texts": [], "passed": [], "seconds": [], "failures": {}, "by_scenario": []} for k in ks}
     for spec in scenarios or SCENARIOS:
         setting, character = adv.find_scenario(spec)
-        game = adv.new_game(setting, character, "Ada")
-        for turn in adv.play_actions(game, list(ACTIONS), generator, settings, candidates=k, model_rank=model_rank):
-            texts.append(turn.output)
-            passed.append(turn.pick.verdict.passed)
-            seconds.append(turn.seconds)
-            for f in turn.pick.verdict.findings:
-                if f.cost >= critic.FAIL:
-                    failures[f.code] = failures.get(f.code, 0) + 1
-        if progress:
-            progress(f"adventure k={k}: {spec}", None)
-    out = _summary(texts, passed, seconds)
-    out["failures"] = dict(sorted(failures.items(), key=lambda kv: -kv[1]))
+        for k in ks:
+            run = runs[k]
+            game = adv.new_game(setting, character, "Ada")
+            played = adv.play_actions(game, list(ACTIONS), generator, settings, candidates=k, model_rank=model_rank)
+            for turn in played:
+                run["texts"].append(turn.output)
+                run["passed"].append(turn.pick.verdict.passed)
+                run["seconds"].append(turn.seconds)
+                for f in turn.pick.verdict.findings:
+                    if f.cost >= critic.FAIL:
+                        run["failures"][f.code] = run["failures"].get(f.code, 0) + 1
+            run["by_scenario"].append(sum(t.seconds for t in played))
+            if progress:
+                progress(f"adventure k={k}: {spec}", None)
+    out = {}
+    for k, run in runs.items():
+        out[f"k={k}"] = _summary(run["texts"], run["passed"], run["seconds"])
+        out[f"k={k}"]["failures"] = dict(sorted(run["failures"].items(), key=lambda kv: -kv[1]))
+    if len(ks) == 2:
+        one, many = runs[ks[0]]["by_scenario"], runs[ks[1]]["by_scenario"]
+        out[f"median_scenario_ratio_k{ks[1]}_vs_k{ks[0]}"] = round(statistics.median(
+            m / o for o, m in zip(one, many) if o), 2)
     return out
 
 
@@ -212,7 +230,8 @@ def quality(spec: str, k: int = adv.DEFAULT_CANDIDATES, seed: int = 1, modes=("a
         runs = {}
         for kk in (1, k):
             if mode == "adventure":
-                runs[f"k={kk}"] = adventure(generator, kk, settings, progress=progress)
+                if kk == 1:  # both k at once, scenario by scenario (same minutes of the machine)
+                    runs.update(adventures(generator, (1, k) if k != 1 else (1,), settings, progress=progress))
             elif mode == "tree":
                 runs[f"k={kk}"] = trees(generator, kk, settings, progress=progress)
             elif mode == "cowrite":

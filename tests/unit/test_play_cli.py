@@ -61,7 +61,7 @@ def test_bench_quality_reports_k1_and_k_per_mode(tiny_model_dir, capsys, monkeyp
     assert {"sample_rate", "picked", "picked_no_credit"} <= set(data["world_info"]["k=2"]["by_style"]["note"])
     assert data["adventure"]["k=1"]["turns"] == 2  # the opening and one action
     assert 0.0 <= data["adventure"]["k=2"]["pass_share"] <= 1.0
-    assert "seconds_ratio_k2_vs_k1" in data["adventure"]
+    assert "seconds_ratio_k2_vs_k1" in data["adventure"] and "median_scenario_ratio_k2_vs_k1" in data["adventure"]
     assert {"option_rows_drawn", "options_shown_of_wanted"} <= set(data["tree"]["k=2"])
 
 
@@ -83,7 +83,8 @@ def test_world_info_bench_counts_facts_per_placement_against_the_same_game_witho
     assert result["fact_mentioned_when_absent"] == 0.0 and result["absent"]["sample_rate"] == 0.0
     for style in ("head", "note", "note+primer"):
         assert result["by_style"][style] == {"sample_rate": 1.0, "picked": 1.0, "picked_no_credit": 1.0,
-                                             "candidates": 2}
+                                             "candidates": 2, "picked_mentions": 1, "batches": 1,
+                                             "pick_pass_share": 1.0}
     assert result["fact_mentioned_when_triggered"] == 1.0 and result["cases"] == 1
 
 
