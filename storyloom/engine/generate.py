@@ -136,9 +136,9 @@ class Generator:
         enough: Callable[[list[str], list[bool]], bool] | None = None,
     ) -> list[str]:
         """n continuations in one batched call; `on_step(k)` after each decoding step (progress);
-        `grammar` as in stream(). `enough(texts, finished)`, called when a candidate finishes,
-        may end the call early: True returns the unfinished ones as far as they got (a backend
-        that cannot stop part-way draws them all)."""
+        `grammar` as in stream(). `enough(texts, finished)`, called after each step (or each
+        finished candidate), may end the call early: True returns the unfinished ones as far as
+        they got (a backend that cannot stop part-way draws them all)."""
         raise NotImplementedError
 
     def token_choices(self, prompt: str, text: str, top: int = TOP_ALTERNATIVES) -> list[TokenChoice]:

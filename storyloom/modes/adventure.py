@@ -38,6 +38,7 @@ DEFAULT_CANDIDATES = 4  # drawn in one batch each turn; 1 turns sample-and-rank 
 MAX_CANDIDATES = 8
 REDRAWS = 1  # further batches when no candidate passes the critic, before showing the best anyway
 EARLY_STOP = True  # a batch ends when one finished candidate passes (Adventure._enough)
+ENOUGH_WORDS = 25  # ... or one still being written already holds this many words that pass
 TURN_WORDS = (10, 120)  # what a turn is asked to be, for the critic
 # A short story of well-formed turns before the game (ours, assets/adventure_primer.txt): small
 # models copy the shape of what they read, so they see narration that answers each action.
@@ -492,19 +493,25 @@ class Adventure:
 
     @staticmethod
     def _enough(action: str, brief: critic.Brief) -> Callable[[list[str], list[bool]], bool] | None:
-        """When a batch may stop: as soon as one finished candidate passes the critic (and uses
-        the triggered world info, when there is some). The batch otherwise runs until its longest
-        candidate stops, and a k=4 turn cost 2.7x a k=1 turn; the rows still going are judged as
-        far as they got, like a text that reached the token limit."""
+        """When a batch may stop: as soon as a finished candidate passes the critic, or one still
+        going already holds a whole turn (ENOUGH_WORDS in whole sentences) that passes; with
+        triggered world info, only a candidate that uses it. Without this the batch ran until its
+        longest candidate stopped (often the 80-token limit), and a k=4 turn cost 2.8x a k=1
+        turn; the rows still going are judged as far as they got, like a text at the limit."""
         if not EARLY_STOP:
             return None
+        verdicts: dict[str, critic.Verdict] = {}  # a text is judged again only when a sentence ends
 
         def enough(texts: list[str], finished: list[bool]) -> bool:
             for text, done in zip(texts, finished):
-                if done:
-                    verdict = critic.judge(clean_output(text, action), brief)
-                    if verdict.passed and (not brief.lore or verdict.lore_used):
-                        return True
+                clean = clean_output(text, action)
+                if not clean or (not done and len(clean.split()) < ENOUGH_WORDS):
+                    continue
+                if clean not in verdicts:
+                    verdicts[clean] = critic.judge(clean, brief)
+                verdict = verdicts[clean]
+                if verdict.passed and (not brief.lore or verdict.lore_used):
+                    return True
             return False
 
         return enough
