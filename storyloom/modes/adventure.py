@@ -511,6 +511,7 @@ class Adventure:
                     verdicts[clean] = critic.judge(clean, brief)
                 verdict = verdicts[clean]
                 if verdict.passed and (not brief.lore or verdict.lore_used):
+                    enough.cut = [not f for f in finished]  # the rows this stop cut short
                     return True
             return False
 
@@ -528,13 +529,17 @@ class Adventure:
                 if on_step is not None:
                     on_step(i)
 
-            raws = generator.candidates(prompt, k, tries, cancel, step, enough=self._enough(action, brief))
+            enough = self._enough(action, brief)
+            raws = generator.candidates(prompt, k, tries, cancel, step, enough=enough)
             batches += 1
             yield Progress(len(steps), tries.max_new_tokens, k, batches)
             if cancel is not None and cancel.is_set():
                 return ""
-            for raw in raws:
+            cut = getattr(enough, "cut", [])  # rows the early stop cut short (none: it never stopped)
+            for i, raw in enumerate(raws):
                 text = clean_output(raw, action)
+                if i < len(cut) and cut[i] and len(text.split()) < ENOUGH_WORDS:
+                    continue  # a start, not a turn: what it was going to say is unknown
                 if text and all(text != t for t, _ in pool):
                     pool.append((text, critic.judge(text, brief)))
             if any(v.passed for _, v in pool):

@@ -232,6 +232,7 @@ def test_a_batch_is_enough_once_a_finished_candidate_passes_and_uses_the_lore():
     enough = adv.Adventure._enough("> You ask the innkeeper for a room.", brief)
     assert not enough([good, "Here's your options: 1. Leave"], [False, True])  # only a failing one finished
     assert enough([good, "Here's your options: 1. Leave"], [True, True])
+    assert enough([good, "Here's"], [True, False]) and enough.cut == [False, True]  # what the stop cut short
     # one still being written is enough once it holds a whole turn (ENOUGH_WORDS) that passes
     long = (good + " Behind her a fire crackles in the wide stone hearth, and two travellers argue quietly"
             " over a game of cards near the window. Then she")
