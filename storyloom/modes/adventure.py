@@ -559,7 +559,7 @@ class Adventure:
             for i, value in zip(passing, pmi):
                 scores[i] = value
             ranked_by = "critic + model (PMI)"
-        order = critic.best_first(verdicts, scores)
+        order = critic.best_first(verdicts, scores, full_words=ENOUGH_WORDS)
         considered = [pool[i] for i in order]
         text, verdict = considered[0]
         note = "" if verdict.passed else f"no candidate passed the critic ({len(pool)} drawn); showing the best"

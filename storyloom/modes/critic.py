@@ -439,14 +439,20 @@ def judge(text: str, brief: Brief | None = None) -> Verdict:
 
 # -- ranking --------------------------------------------------------------------------------
 MODEL_WEIGHT = 0.5  # one nat of PMI per token is worth half a fatal fault: the critic decides first
+LENGTH_CREDIT = 0.2  # below the lore credit, about the most relevance can add (0.15)
 
 
-def best_first(verdicts: Sequence[Verdict], model_scores: Sequence[float] | None = None) -> list[int]:
+def best_first(verdicts: Sequence[Verdict], model_scores: Sequence[float] | None = None,
+               full_words: int = 0) -> list[int]:
     """Indexes of `verdicts`, best first: passing texts first, then the critic's quality, then
-    (when given) the model's length-normalised score; ties keep the order drawn."""
+    (when given) the model's length-normalised score; ties keep the order drawn. With
+    `full_words`, a text gets up to LENGTH_CREDIT as it nears that many words (a whole turn
+    beats a one-line one of the same quality)."""
     def key(i: int):
         v = verdicts[i]
         extra = MODEL_WEIGHT * model_scores[i] if model_scores is not None else 0.0
+        if full_words:
+            extra += LENGTH_CREDIT * min(1.0, len(words(v.text)) / full_words)
         return (not v.passed, -(v.quality + extra), i)
 
     return sorted(range(len(verdicts)), key=key)

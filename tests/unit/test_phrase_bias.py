@@ -302,3 +302,15 @@ def test_finished_rows_leave_the_batch_only_when_it_pays():
     assert _worth_shrinking(4, 3, 60) and _worth_shrinking(2, 1, 60)
     assert not _worth_shrinking(4, 4, 60)  # nothing finished
     assert not _worth_shrinking(4, 1, 3)  # the copy would cost more than the steps left save
+
+
+def test_a_whole_turn_ranks_above_a_one_liner_of_the_same_quality():
+    from storyloom.modes import critic
+
+    brief = critic.Brief(min_words=5)
+    short = critic.judge("The door creaks open onto a dark hall.", brief)
+    full = critic.judge("The door creaks open onto a dark hall. Dust hangs in the air, and somewhere far "
+                        "below a bell rings once, then falls silent.", brief)
+    assert short.passed and full.passed
+    assert critic.best_first([short, full], full_words=25) == [1, 0]
+    assert critic.best_first([short, full]) == [0, 1]  # without it, the order drawn decides
