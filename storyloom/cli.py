@@ -424,7 +424,8 @@ def _play(args) -> int:
     with _progress() as progress:
         gen = models.load(_model_spec(args), progress)
     game = adv.new_game(setting, character, args.name)
-    settings = load_config().sampler.with_(seed=args.seed)
+    config = load_config()
+    settings = config.sampler.with_(seed=args.seed)
 
     def shown(turn) -> None:
         if args.json:
@@ -438,7 +439,8 @@ def _play(args) -> int:
         sys.stdout.flush()
 
     played = adv.play_actions(game, actions, gen, settings, candidates=args.candidates,
-                              model_rank=args.model_rank, primer=not args.no_primer, on_turn=shown)
+                              model_rank=args.model_rank, primer=not args.no_primer, on_turn=shown,
+                              lore_bias=config.lore_bias)
     if args.json:
         passed = sum(t.pick.verdict.passed for t in played)
         print(json.dumps({"scenario": args.scenario, "seed": args.seed, "candidates": args.candidates,

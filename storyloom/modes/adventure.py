@@ -736,12 +736,12 @@ def play_actions(game: Game, actions: list[tuple[str, str]], generator, settings
                  candidates: int = DEFAULT_CANDIDATES, model_rank: bool = False, primer: bool = True,
                  on_turn: Callable[[PlayedTurn], None] | None = None, world_style: str | None = None,
                  after_turn: Callable[[Adventure], None] | None = None,
-                 lore_rank: bool = WORLD_INFO_RANK) -> list[PlayedTurn]:
+                 lore_rank: bool = WORLD_INFO_RANK, lore_bias: float = worldinfo.DEFAULT_BIAS) -> list[PlayedTurn]:
     """Play a game headless: the opening (when it has no output yet), then each action in turn;
     `after_turn(play)` runs after each committed turn (the summary keeper, say)."""
     import time
 
-    play = Adventure(game, None, primer=primer, world_style=world_style, lore_rank=lore_rank)
+    play = Adventure(game, None, primer=primer, world_style=world_style, lore_rank=lore_rank, lore_bias=lore_bias)
     played = []
     steps = [("start", "")] if not game.turns[0].output else []
     for kind, text in steps + actions:
