@@ -139,3 +139,18 @@ def test_the_default_model_writes_a_limerick_that_passes_the_scanner(real_model,
     assert main(["poem", "--form", "limerick", "--topic", "autumn", "--seed", "2"]) == 0
     out = capsys.readouterr().out
     assert scan_poem(out, limerick).ok, out
+
+
+def test_the_rhyme_planner_prefers_words_of_the_topic(real_model):
+    """The plan's topic gauge on the real model: a word of the topic gains on an unrelated one, so
+    among rhymes of equal fit the topic's wins (sea over fee, snow over dough)."""
+    from storyloom.modes.poetry.compose import poem_prompt, vocabulary_for
+    from storyloom.modes.poetry.forms import get_form
+    from storyloom.modes.poetry.plan import TopicGauge
+
+    vocab, form = vocabulary_for(real_model), get_form("limerick")
+    neutral = poem_prompt(real_model, form, "")
+    sea = TopicGauge(real_model, vocab, poem_prompt(real_model, form, "the sea"), neutral).gain(["sea", "fee"])
+    assert sea["sea"] > sea["fee"] + 1.0, sea
+    winter = TopicGauge(real_model, vocab, poem_prompt(real_model, form, "winter"), neutral).gain(["snow", "dough"])
+    assert winter["snow"] > winter["dough"] + 1.0, winter

@@ -17,6 +17,8 @@ chose the rhyme; one still impossible after that is reported, never shipped as i
 """
 from __future__ import annotations
 
+import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -28,11 +30,12 @@ from storyloom.modes import critic, wordfilter
 from storyloom.modes.poetry.constrain import (MIN_PARTNERS, OPENING_WORDS, LineConstraint, RhymeRule, Vocabulary,
                                               default_lexicon)
 from storyloom.modes.poetry.forms import Form
+from storyloom.modes.poetry.plan import READ, RhymePlan, TopicGauge
 from storyloom.modes.poetry.prosody import rhyme_keys, rhymes, words_of
 from storyloom.modes.poetry.scan import last_word, scan_line
 
 LINE_TRIES = 12
-LINE_CANDIDATES = 6  # whole lines sampled per slot (time allowing); the best under rank_score is kept
+LINE_CANDIDATES = int(os.environ.get("LC", "6"))  # whole lines sampled per slot (time allowing); the best under rank_score is kept
 BACKTRACKS = 4
 TIME_CAP = 90.0  # the poem's budget, shared out per line; never a reason to drop a line
 REDRAWS = 3  # draws a line may take past its budget while the critic fails every one it has
@@ -40,10 +43,16 @@ MIN_LINE_S = 1.0  # a line's budget when the poem's is spent (the first draw is 
 SEARCH_STEPS = 200  # tokens the greedy fallback may try for one line
 SEARCH_MIN_S = 30.0  # and seconds, at least (past them the line is impossible for now: backtrack)
 WINDOW = 4  # poem lines the model sees before the one it writes (after the heading with the topic)
-FORCED_WEIGHT = 0.05  # per nat of the rhyme word's log-prob, on top of the line's mean
+FORCED_WEIGHT = float(os.environ.get("FW", "0.05"))  # per nat of the rhyme word's log-prob, on top of the line's mean
 POEM_SETTINGS = SamplerSettings(temperature=0.7, top_k=40, top_p=0.95, repetition_penalty=1.2,
                                 repetition_range=64)
 GREEDY = POEM_SETTINGS.with_(temperature=0.0)
+FORCED_FLOOR = -7.0  # nats: a rhyme word less likely than this reads as forced (the bench counts under -8)
+FORCED_HINGE = float(os.environ.get("FH", "0.2"))  # per nat below the floor, on top of FORCED_WEIGHT
+STEER_DRAWS = int(os.environ.get("SD", "3"))  # words drawn for a place near the line's end, each looked ahead from (_steer)
+STEER_MARGIN = 4.0  # nats: a drawn word this much less likely than the likeliest drawn is not looked ahead from
+STEER_SYLLABLES = int(os.environ.get("STEER_SYL", "3"))  # how near: syllables left
+STEER = 0 if os.environ.get("NOSTEER") else int(os.environ.get("STEERS", "2"))  # words a line chooses so
 
 
 @dataclass
@@ -187,7 +196,13 @@ def rank_score(line: PoemLine) -> float:
     """Higher is better: the model's mean log-prob of the line, less a little for each nat the
     rhyme word was forced (a word the model would not have said there), less the critic's faults."""
     forced = line.final_logprob if line.final_logprob is not None else 0.0
-    return line.mean_logprob + FORCED_WEIGHT * forced - line.penalty
+    return (line.mean_logprob + FORCED_WEIGHT * forced - FORCED_HINGE * max(0.0, FORCED_FLOOR - forced)
+            - line.penalty)
+
+
+def forced(line: PoemLine) -> bool:
+    """Was the line's last word one the model would hardly have said there?"""
+    return line.final_logprob is not None and line.final_logprob < FORCED_FLOOR
 
 
 def pick(found: list[PoemLine]) -> PoemLine:
@@ -232,8 +247,10 @@ class _TokenWriter:
         return PoemLine(text, True, constraint.last_word, sum(logprobs), len(tokens), list(tokens), final)
 
     def _write(self, templates: tuple[str, ...], rule: RhymeRule, settings: SamplerSettings, deadline: float | None,
-               cancel) -> PoemLine | None:
-        """One line drawn by sampling (None: a corner, out of its time, or cancelled)."""
+               cancel, reader: Callable[[object], None] | None = None, steer: int = STEER) -> PoemLine | None:
+        """One line drawn by sampling (None: a corner, out of its time, or cancelled). `reader`
+        is shown the decoder at each word boundary after the first word (a rhyme plan's draft).
+        Near the end up to `steer` words are chosen with a look ahead (_steer; 0: all sampled)."""
         constraint = LineConstraint(self.vocab, templates, rule, self.openings)
         tokens: list[int] = []
         logprobs: list[float] = []
@@ -244,10 +261,14 @@ class _TokenWriter:
             allowed = constraint.allowed()
             if not allowed:
                 return None  # a corner: the caller writes the line again
-            token, token_logprob = self.dec.sample(allowed, settings)
-            starting = not constraint.in_word
+            if reader is not None and (constraint.node.word is not None if constraint.in_word else constraint.words):
+                reader(self.dec)  # after a whole word (the next token may still lengthen it)
+            steered = self._steer(constraint, allowed, settings) if steer > 0 else None
+            steer -= steered is not None
+            token, token_logprob = steered or self.dec.sample(allowed, settings)
+            starting = _starts_word(constraint, token)
             constraint.advance(token)
-            if starting and constraint.in_word:
+            if starting:
                 final_from = len(tokens)  # this token starts a word: the last one so far
             tokens.append(token)
             logprobs.append(token_logprob)
@@ -255,6 +276,36 @@ class _TokenWriter:
             if constraint.done:
                 return self._line(constraint, tokens, logprobs, final_from)
         return None
+
+    def _steer(self, constraint: LineConstraint, allowed: list[int], settings: SamplerSettings) -> tuple[int, float] | None:
+        """The word before the last, chosen with a look ahead: a few one-token words are drawn
+        for the place, and the one after which the line's next token (its rhyme word, where the
+        plan allows only planned ones) is likeliest, with its own log-prob, is taken. None: not
+        that place (the line is not within STEER_SYLLABLES of its end)."""
+        if not _near_end(constraint):
+            return None
+        mark, state = self.dec.mark(), constraint.state()
+        tried: dict[int, tuple[float, float]] = {}
+        for _ in range(STEER_DRAWS):
+            pool = [t for t in allowed if t not in tried]
+            if not pool:
+                break
+            token, lp = self.dec.sample(pool, settings)
+            tried[token] = (lp, -math.inf)
+            if not _starts_word(constraint, token) or lp < max(v[0] for v in tried.values()) - STEER_MARGIN:
+                continue  # a word's second token, or one much less likely than another drawn
+            constraint.advance(token)
+            after = constraint.allowed() if constraint.node is not None and constraint.node.word else []
+            after = [t for t in after if t not in constraint.node.children] if after else []
+            if after:
+                self.dec.step(token)
+                tried[token] = (lp, lp + self.dec.sample(after, READ)[1])
+                self.dec.rewind(mark)
+            constraint.restore(state)
+        best = max(tried, key=lambda t: tried[t][1], default=None)
+        if best is None or tried[best][1] == -math.inf:
+            return None
+        return best, tried[best][0]
 
     def _search(self, templates: tuple[str, ...], rule: RhymeRule, verify: Callable[[str], bool], avoid,
                 cancel, deadline: float | None = None) -> PoemLine | None:
@@ -295,9 +346,9 @@ class _TokenWriter:
                     return None
                 continue
             token, lp = self.dec.sample(allowed, GREEDY)
-            starting = not constraint.in_word
+            starting = _starts_word(constraint, token)
             constraint.advance(token)
-            if starting and constraint.in_word:
+            if starting:
                 starts.append(len(tokens))
             tokens.append(token)
             logprobs.append(lp)
@@ -314,10 +365,13 @@ class _TokenWriter:
     def best_line(self, context: str, templates: tuple[str, ...], rule: RhymeRule, verify: Callable[[str], bool],
                   settings: SamplerSettings, deadline: float, cancel, poem: Poem | None = None,
                   keep: int = LINE_CANDIDATES, avoid: frozenset[str] = frozenset(),
-                  judge: Callable[[str], float] | None = None, openings: frozenset = frozenset()) -> PoemLine | None:
+                  judge: Callable[[str], float] | None = None, openings: frozenset = frozenset(),
+                  plan: RhymePlan | None = None) -> PoemLine | None:
         """Draw up to `keep` complete lines (within LINE_TRIES tries, while its time lasts; the
         first draw always runs to its end), keep the best (pick), else search greedily for one.
-        A draw that opens like another line (`openings`) is abandoned at its fourth word."""
+        A draw that opens like another line (`openings`) is abandoned at its fourth word. With a
+        rhyme `plan`, the first draw is a draft the plan reads its candidates in; the rest are
+        drawn toward the plan's best words in turn (each the only word that may end the line)."""
         self.openings = openings
         found: list[PoemLine] = []
         for attempt in range(LINE_TRIES):
@@ -331,12 +385,19 @@ class _TokenWriter:
             self._open(context)
             if poem is not None:
                 poem.line_tries += 1
-            line = self._write(templates, rule, settings, deadline if attempt and not over else None, cancel)
+            line = self._write(templates, rule, settings, deadline if attempt and not over else None, cancel,
+                               plan.observe if plan is not None else None)
+            if plan is not None:
+                chosen = plan.plan(self.dec)
+                if chosen:  # the rest are drawn toward the plan's words; the draft only if it ends on one
+                    rule = rule.planned(chosen)
+                    line = line if line is not None and line.last_word in chosen else None
+                plan = None
             if line is not None and plain(line.text) not in avoid and verify(line.text):  # never the same line twice
                 line.penalty = judge(line.text) if judge else 0.0
                 found.append(line)
-                if len(found) >= keep:
-                    break
+                if sum(not forced(f) for f in found) >= keep:
+                    break  # lines ending on a forced word do not count: more are drawn (tries and time allowing)
         if found:
             return pick(found)
         self._open(context)
@@ -347,6 +408,27 @@ class _TokenWriter:
         if line is not None:
             line.penalty = judge(line.text) if judge else 0.0
         return line
+
+
+def _near_end(constraint: LineConstraint) -> bool:
+    """Is the line at a word boundary within STEER_SYLLABLES of its end (the last word or two)?"""
+    positions = constraint.positions
+    if constraint.in_word:
+        if constraint.node.word is None:
+            return False
+        positions = constraint._after(constraint.node.word, positions)
+    elif not constraint.words:
+        return False
+    return any(2 <= len(constraint.templates[t]) - at <= STEER_SYLLABLES for t, at in positions)
+
+
+def _starts_word(constraint: LineConstraint, token: int) -> bool:
+    """Does `token` begin a word (after a space, punctuation or at the line start), not go on
+    with the one before? (A whole word's node stays current until the next token.)"""
+    node = constraint.node
+    if token == constraint.vocab.newline or token in constraint.vocab.punctuation:
+        return False
+    return node is None or token not in node.children
 
 
 def plain(text: str) -> str:
@@ -389,6 +471,23 @@ def line_context(prompt: str, form: Form, lines: list[PoemLine], window: int = W
     return prompt + "".join(out)
 
 
+def _gauge(generator, prepared, form: Form, topic: str, style: str, prompt: str) -> TopicGauge | None:
+    """The poem's topic gauge (rhyme plans read through the decoder: the token path only)."""
+    import os
+    if not isinstance(prepared, Vocabulary) or os.environ.get("NOPLAN"):
+        return None
+    neutral = poem_prompt(generator, form, "", style) if topic.strip() else None
+    return TopicGauge(generator, prepared, prompt, neutral)
+
+
+def _plan(prepared, form: Form, index: int, rule: RhymeRule, gauge: TopicGauge | None) -> RhymePlan | None:
+    """A rhyme plan for a line that rhymes or opens a rhyme group (None for the others)."""
+    if gauge is None or (rule.keys is None and not rule.partners):
+        return None
+    later = sum(1 for j in range(index + 1, form.lines) if form.letters[j] == form.letters[index])
+    return RhymePlan(prepared, form.templates(index), rule, gauge, later if rule.keys is None else 0)
+
+
 def _judge(prompt: str, lines: list[PoemLine]) -> Callable[[str], float]:
     earlier = [line.text for line in lines if line.ok]
     return lambda text: critic_penalty(text, earlier, prompt)
@@ -406,6 +505,7 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
     deadline = started + time_cap
     prompt = poem_prompt(generator, form, topic, style)
     writer = _writer(generator, seed, prepared)
+    gauge = _gauge(generator, prepared, form, topic, style, prompt)
     poem = Poem(form, topic, style=style)
     finals: list[str | None] = []
     i = 0
@@ -420,7 +520,8 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
         line_deadline = now + max(MIN_LINE_S, (deadline - now) / (form.lines - i))
         line = writer.best_line(line_context(prompt, form, poem.lines), form.templates(i), rule,
                                 verifier(form, i, finals, openings), settings, line_deadline, cancel, poem,
-                                avoid=avoid, judge=_judge(prompt, poem.lines), openings=openings)
+                                avoid=avoid, judge=_judge(prompt, poem.lines), openings=openings,
+                                plan=_plan(prepared, form, i, rule, gauge))
         if line is not None:
             poem.lines.append(line)
             finals.append(line.last_word)

@@ -69,12 +69,22 @@ def default_words() -> tuple[str, ...]:
 @dataclass(frozen=True)
 class RhymeRule:
     """What the last word of a line must do: share a key (keys), not be a partner's word
-    (banned), and, for a line that opens a group, have enough partners left (partners)."""
+    (banned), and, for a line that opens a group, have enough partners left (partners); a line
+    whose rhyme word was planned first (plan.py) ends on one of `words`."""
 
     keys: frozenset[str] | None = None
     banned: frozenset[str] = frozenset()
     partners: int = 0
     used: frozenset[str] = frozenset()  # the other lines' last words: never again, nor their echoes
+    words: frozenset[str] | None = None  # None: any word the rest allows
+
+    def planned(self, words: Iterable[str]) -> "RhymeRule":
+        """This rule with the line's last word chosen among `words` (on the rhymes they share with
+        the group)."""
+        words = frozenset(words)
+        keys = set().union(*(rhyme_keys(w) for w in words))
+        return RhymeRule(frozenset(keys if self.keys is None else self.keys & keys), self.banned, self.partners,
+                         self.used, words)
 
 
 @lru_cache(maxsize=256)
@@ -113,6 +123,8 @@ class Lexicon:
     def final_ok(self, rule: RhymeRule, word: str, key: str) -> bool:
         """May `word`, pronounced with rhyme `key`, end a line under `rule`? Never a partner's
         word or a word another line ends on, nor their echoes (tale after tail, forever after ever)."""
+        if rule.words is not None and word not in rule.words:
+            return False
         if word in rule.banned or word in rule.used or word not in self.enders or not self.key_ok(rule, key):
             return False
         return not any(echoes(word, other) for other in _echo_risks(rule).get(key, ()))
@@ -154,6 +166,7 @@ class Vocabulary(Lexicon):
 
     def __init__(self, tokenizer, words: Iterable[str] | None = None, max_tokens: int = MAX_WORD_TOKENS):
         super().__init__()
+        self._spelled: dict[tuple[str, bool], list[int]] = {}
         words = usable_words(words)
         self.tokenizer = tokenizer
         self.vocab_size = len(tokenizer)
@@ -180,6 +193,27 @@ class Vocabulary(Lexicon):
         self.punctuation = self.mid_punctuation + self.end_punctuation
         self._masks: dict = {}
         self._finals: dict = {}
+
+    def spell(self, word: str, start: bool = False) -> list[int]:
+        """The tokens of `word` mid-line (" word") or opening a line ("Word")."""
+        key = (word, start)
+        ids = self._spelled.get(key)
+        if ids is None:
+            text = ("I" if word == "i" else word[:1].upper() + word[1:]) if start else (" I" if word == "i" else " " + word)
+            ids = self._spelled[key] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids
+
+    def path(self, word: str) -> set[int]:
+        """The trie nodes (their ids) on the way to `word`, in both tries."""
+        out = set()
+        for root, start in ((self.mid, False), (self.start, True)):
+            node = root
+            for token in self.spell(word, start):
+                node = node.children.get(token)
+                if node is None:
+                    break
+                out.add(id(node))
+        return out
 
     def _single(self, text: str) -> int | None:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -238,6 +272,8 @@ class LineConstraint:
                 s.pattern for w, ss in vocab.sounds.items() for s in ss if self._final_ok(w, s.rhyme))
         self._final_patterns = finals
         self._completable_memo: dict[tuple[int, int], bool] = {}
+        # a planned last word: only the trie nodes on its way can lead to it
+        self._paths = set().union(*(vocab.path(w) for w in rule.words)) if rule.words is not None else None
         self._final_memo: dict[tuple[int, str], bool] = {}
 
     # rules ------------------------------------------------------------------------------
@@ -275,7 +311,9 @@ class LineConstraint:
         """Is there a word at or below `node` that may end this line with `pattern`? The reach
         summary says yes for some key; only words the rule rules out (banned, used, their echoes) can
         make it wrong."""
-        if not (self.rule.banned or self.rule.used):
+        if self._paths is not None and id(node) not in self._paths:
+            return False
+        if not (self.rule.banned or self.rule.used or self.rule.words is not None):
             return True
         memo = self._final_memo.get((id(node), pattern))
         if memo is None:
@@ -299,9 +337,13 @@ class LineConstraint:
                 end = at + len(s.pattern)
                 if end == len(template) and ends_line(s.pattern, template, at) and self._final_ok(word, s.rhyme):
                     out.add((t, end))
-                elif end < len(template) and self._completable(t, end):
+                elif end < len(template) and self._completable(t, end) and not self._planned(word):
                     out.add((t, end))
         return frozenset(out)
+
+    def _planned(self, word: str) -> bool:
+        """A planned last word is said at the end, not before (it would be said twice)."""
+        return self.rule.words is not None and word in self.rule.words
 
     def complete(self, positions=None) -> bool:
         return any(at == len(self.templates[t]) for t, at in (positions if positions is not None else self.positions))

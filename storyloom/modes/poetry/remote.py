@@ -54,10 +54,12 @@ class GrammarWriter:
     def best_line(self, mark: str, templates: tuple[str, ...], rule: RhymeRule, verify: Callable[[str], bool],
                   settings: SamplerSettings, deadline: float, cancel, poem: Poem | None = None,
                   keep: int = LINE_CANDIDATES, avoid: frozenset[str] = frozenset(),
-                  judge: Callable[[str], float] | None = None, openings: frozenset = frozenset()) -> PoemLine | None:
+                  judge: Callable[[str], float] | None = None, openings: frozenset = frozenset(),
+                  plan=None) -> PoemLine | None:
         """Up to LINE_TRIES lines asked for after `mark` (the context); of those the scanner passes
         (openings are the verifier's to check here), the best (compose.pick, by the model's score
-        when the backend can score text, else the critic and the order drawn) is kept."""
+        when the backend can score text, else the critic and the order drawn) is kept. (`plan` is
+        the token path's: a grammar engine's rhyme words are not planned, see plan.py.)"""
         grammar = line_grammar(self.lexicon, templates, rule)
         if grammar is None:
             return None  # no word of the lexicon can end this line: the caller backtracks

@@ -1,0 +1,192 @@
+"""Rhyme words chosen before their lines, so a line is written toward its rhyme, not tacked onto it.
+
+For a line that rhymes (or opens a rhyme group), the candidates are the words the rhyme rule
+lets end it whose stress pattern can close one of the line's templates with the rhyme on a
+stressed syllable, leaving room for a word or more before it. The model scores them: how likely
+it is to say the word in this line (read at each word boundary of a first draft, after the poem
+so far and the heading with the topic), plus how much the topic's heading makes the word likelier
+than a heading with no topic (the topic kept in every line, not only in the prompt). A group's
+first word also needs good partners: the mean topic gain of the best few words left to rhyme
+with it. The best few words become the line's plan: each is drawn toward with a rule that allows
+only it at the end (RhymeRule.words), so the constraint knows how many syllables are left before
+it, and the lines are ranked as before (compose.rank_score).
+
+Reads go through the engine's ConstrainedDecoder (the log-prob of one allowed token costs no
+forward pass); only a word's first token is read (most rhyme words are one token).
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Iterable
+
+from storyloom.engine.constrained import open_decoder
+from storyloom.engine.sampling import SamplerSettings
+from storyloom.modes.poetry.constrain import RhymeRule, Vocabulary
+from storyloom.modes.poetry.prosody import echoes, ends_line
+from storyloom.modes.poetry.wordlist import zipf
+
+PLAN_WORDS = 6  # words a line may end on (the best by score)
+OPEN_POOL = 300  # a group's first line: the commonest words that may open it, before the model scores them
+PARTNER_POOL = 1500  # partners considered for a group's first word: the commonest line-ending words
+TOPIC_WEIGHT = 0.5  # per nat the topic's heading adds to the word's log-prob
+PARTNER_WEIGHT = 0.5  # per nat of the mean topic gain of the word's best partners
+SHORTLIST = 30  # a group's first line: words whose partners are read
+READ_AT = 3  # the draft's last boundaries the candidates are read at
+REFINE = 8  # words said whole, and followed by a line's end, before the best are chosen
+END_WEIGHT = 0.5  # per nat of the line's end right after the word
+MIN_LEAD = 2  # syllables before the rhyme word at least (no line of one word)
+TOPIC_STUB = "The"  # what the topic gauge reads after: " word" then reads as a noun phrase's head
+READ = SamplerSettings(temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0)
+
+
+@lru_cache(maxsize=4096)
+def closes(pattern: str, templates: tuple[str, ...]) -> bool:
+    """Can a word of this stress pattern end a line of these templates, its rhyme on a stressed
+    place, with room for a word or more before it?"""
+    return any(len(t) - len(pattern) >= MIN_LEAD and ends_line(pattern, t, len(t) - len(pattern)) for t in templates)
+
+
+def candidates(vocab: Vocabulary, templates: tuple[str, ...], rule: RhymeRule, limit: int = OPEN_POOL) -> list[str]:
+    """The words that may end this line under `rule` on a stressed syllable, commonest first
+    (all of a rhyme's partners; for a group's first line, the `limit` commonest)."""
+    if rule.keys is not None:
+        pool = set().union(*(vocab.by_key.get(k, ()) for k in rule.keys))
+    else:
+        pool = set().union(*(ws for ws in vocab.by_key.values() if len(ws) > rule.partners))
+    found = [w for w in pool if any(closes(s.pattern, templates) and vocab.final_ok(rule, w, s.rhyme) for s in vocab.sounds[w])]
+    found.sort(key=lambda w: (-zipf(w), w))
+    return found if rule.keys is not None else found[:limit]
+
+
+def read(dec, vocab: Vocabulary, words: Iterable[str]) -> dict[str, float]:
+    """Each word's first token's log-prob at the decoder's place (mid-line form)."""
+    out: dict[str, float] = {}
+    seen: dict[int, float] = {}
+    for w in words:
+        ids = vocab.spell(w)
+        if not ids:
+            continue
+        if ids[0] not in seen:
+            seen[ids[0]] = dec.sample([ids[0]], READ)[1]
+        out[w] = seen[ids[0]]
+    return out
+
+
+class TopicGauge:
+    """How much the poem's heading (with the topic) makes a word likelier than a heading without
+    one: log-prob after heading + stub, less the same after the neutral heading. Cached per word."""
+
+    def __init__(self, generator, vocab: Vocabulary, heading: str, neutral: str | None):
+        self.generator, self.vocab = generator, vocab
+        self.heading, self.neutral = heading, neutral
+        self.decs = None
+        self.gains: dict[str, float] = {}
+        self._pool: dict[str, list[str]] | None = None
+
+    def pool(self) -> dict[str, list[str]]:
+        """Rhyme key -> the commonest line-ending words with it (where a group's first word looks
+        for its partners), their topic gains read."""
+        if self._pool is None:
+            common = sorted(self.vocab.enders, key=lambda w: (-zipf(w), w))[:PARTNER_POOL]
+            self.gain(common)
+            self._pool = {}
+            for w in common:
+                for s in self.vocab.sounds[w]:
+                    self._pool.setdefault(s.rhyme, []).append(w)
+        return self._pool
+
+    def gain(self, words: Iterable[str]) -> dict[str, float]:
+        words = [w for w in words if w not in self.gains]
+        if words and self.neutral is None:
+            self.gains.update(dict.fromkeys(words, 0.0))  # no topic: nothing to keep to
+        elif words:
+            if self.decs is None:
+                self.decs = (open_decoder(self.generator, self.heading + TOPIC_STUB, 0),
+                             open_decoder(self.generator, self.neutral + TOPIC_STUB, 0))
+            on, off = (read(d, self.vocab, words) for d in self.decs)
+            self.gains.update({w: on[w] - off[w] for w in on})
+        return self.gains
+
+
+class RhymePlan:
+    """The plan of one line: its candidates, read while a draft is written, then the best few."""
+
+    def __init__(self, vocab: Vocabulary, templates: tuple[str, ...], rule: RhymeRule, gauge: TopicGauge,
+                 partners_needed: int = 0):
+        self.vocab, self.rule, self.gauge = vocab, rule, gauge
+        self.words = candidates(vocab, templates, rule)
+        self.partners_needed = partners_needed  # later lines of the group (a group's first line)
+        self.marks: list[object] = []  # the draft's word boundaries (decoder marks)
+        self.context: dict[str, float] = dict.fromkeys(self.words, -math.inf)
+        self.where: dict[str, int] = {}  # word -> the boundary it read best at
+        self.chosen: list[str] = []
+
+    def observe(self, dec) -> None:
+        """The draft is at a word boundary: remembered, to read there once it is written."""
+        self.marks.append(dec.mark())
+
+    def _read_ends(self, dec) -> None:
+        """Read the candidates at the draft's last READ_AT boundaries (where its end was coming):
+        the best place counts."""
+        for k in range(max(0, len(self.marks) - READ_AT), len(self.marks)):
+            dec.rewind(self.marks[k])
+            for w, lp in read(dec, self.vocab, self.words).items():
+                if lp > self.context[w]:
+                    self.context[w], self.where[w] = lp, k
+
+    def partner_quality(self, word: str, heard: dict[str, float]) -> float:
+        """How well the best partners left for `word` (a group's first line) would end a line
+        here: their log-prob at the draft's last boundary plus their topic gain (mean of the best
+        few); -inf when too few of the common words rhyme with it."""
+        if not self.partners_needed:
+            return 0.0
+        scores = sorted((heard[p] + TOPIC_WEIGHT * self.gauge.gains[p] for p in self._mates(word) if p in heard),
+                        reverse=True)[: self.partners_needed]
+        if len(scores) < self.partners_needed:
+            return -math.inf
+        return sum(scores) / len(scores)
+
+    def _mates(self, word: str) -> set[str]:
+        pool = self.gauge.pool()
+        return {p for k in self.rule.planned([word]).keys for p in pool.get(k, ())
+                if p != word and p not in self.rule.used and not echoes(p, word)}
+
+    def plan(self, dec, n: int = PLAN_WORDS) -> list[str]:
+        """The `n` best words (the draft just written on `dec`, which is left rewound to its
+        end's last boundary). Topic gain and, for a group's first word, its partners rank a
+        shortlist; the best REFINE of it are then said whole after their best boundary, followed
+        by the end of a line (a word the line cannot stop on, "the high", reads badly there)."""
+        self._read_ends(dec)
+        gains = self.gauge.gain(self.words)
+        heard = [w for w in self.words if w in self.where]
+        score = {w: self.context[w] + TOPIC_WEIGHT * gains[w] for w in heard}
+        if self.partners_needed and self.marks:
+            short = sorted(heard, key=lambda w: (-score[w], w))[:SHORTLIST]
+            mates = set().union(*(self._mates(w) for w in short))
+            self.gauge.gain(mates)
+            dec.rewind(self.marks[-1])
+            partner = read(dec, self.vocab, mates)
+            score = {w: score[w] + PARTNER_WEIGHT * self.partner_quality(w, partner) for w in short}
+        ranked = sorted((w for w in score if score[w] > -math.inf), key=lambda w: (-score[w], w))[:REFINE]
+        for w in ranked:
+            score[w] += self._said(dec, w) - self.context[w]
+        self.chosen = sorted(ranked, key=lambda w: (-score[w], w))[:n]
+        self.score = score
+        return self.chosen
+
+    def _said(self, dec, word: str) -> float:
+        """The word's whole log-prob after its best boundary, plus END_WEIGHT times the log-prob
+        of ending the line (or the sentence, or the clause) right after it."""
+        dec.rewind(self.marks[self.where[word]])
+        total = 0.0
+        for token in self.vocab.spell(word):
+            total += dec.sample([token], READ)[1]
+            dec.step(token)
+        ends = [dec.sample([t], READ)[1] for t in (self.vocab.newline, *self.vocab.punctuation) if t is not None]
+        return total + END_WEIGHT * _logsumexp(ends)
+
+
+def _logsumexp(values: list[float]) -> float:
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
