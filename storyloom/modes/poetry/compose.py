@@ -4,10 +4,15 @@ Each line is sampled token by token from the model with only the allowed tokens 
 constrain.py; the engine's ConstrainedDecoder does the sampling), or, on an engine that cannot
 be steered token by token but follows a grammar, asked for under the line's grammar (remote.py).
 Every line is checked by the scanner before it is kept, and never opens with the same four words
-as another line. Several lines are drawn per slot and ranked (rank_score): the model's mean
-log-prob, how much it had to be forced to say the rhyme word, and the critic's faults (repeats,
-assistant voice, leaks). Each line is written after the poem's heading (form and topic) and
-only the last few lines, so the topic stays near in the prompt of every line.
+as another line. A line that rhymes has its rhyme word planned first (plan.py: a draft, then the
+likeliest words of the topic that fit the meter's end, with good partners for a group's first
+line); its other draws may end only on the planned words. Near the end of every line a look
+ahead (_steer) picks the word after which the next one (the rhyme) is likeliest. Several lines
+are drawn per slot and ranked (rank_score): the model's mean log-prob, how much it had to be
+forced to say the rhyme word (a line ending on a forced word does not count toward the draws
+kept), and the critic's faults (repeats, assistant voice, leaks). Each line is written after the
+poem's heading (form and topic) and only the last few lines, so the topic stays near in the
+prompt of every line.
 
 Time is budgeted per line (the poem's time cap shared among the lines left): past its budget a
 line keeps the best it has drawn, and if it has none, a greedy depth-first search writes it, so a
@@ -44,7 +49,7 @@ SEARCH_STEPS = 200  # tokens the greedy fallback may try for one line
 SEARCH_MIN_S = 30.0  # and seconds, at least (past them the line is impossible for now: backtrack)
 WINDOW = 4  # poem lines the model sees before the one it writes (after the heading with the topic)
 FORCED_WEIGHT = float(os.environ.get("FW", "0.05"))  # per nat of the rhyme word's log-prob, on top of the line's mean
-POEM_SETTINGS = SamplerSettings(temperature=0.7, top_k=40, top_p=0.95, repetition_penalty=1.2,
+POEM_SETTINGS = SamplerSettings(temperature=float(os.environ.get("TEMP", "0.7")), top_k=40, top_p=0.95, repetition_penalty=1.2,
                                 repetition_range=64)
 GREEDY = POEM_SETTINGS.with_(temperature=0.0)
 FORCED_FLOOR = -7.0  # nats: a rhyme word less likely than this reads as forced (the bench counts under -8)
@@ -396,8 +401,8 @@ class _TokenWriter:
             if line is not None and plain(line.text) not in avoid and verify(line.text):  # never the same line twice
                 line.penalty = judge(line.text) if judge else 0.0
                 found.append(line)
-                if sum(not forced(f) for f in found) >= keep:
-                    break  # lines ending on a forced word do not count: more are drawn (tries and time allowing)
+                if len(found) >= keep and not all(forced(f) for f in found):
+                    break  # while every line ends on a forced word, more are drawn (tries and time allowing)
         if found:
             return pick(found)
         self._open(context)
@@ -482,7 +487,7 @@ def _gauge(generator, prepared, form: Form, topic: str, style: str, prompt: str)
 
 def _plan(prepared, form: Form, index: int, rule: RhymeRule, gauge: TopicGauge | None) -> RhymePlan | None:
     """A rhyme plan for a line that rhymes or opens a rhyme group (None for the others)."""
-    if gauge is None or (rule.keys is None and not rule.partners):
+    if gauge is None or (rule.keys is None and not rule.partners) or (os.environ.get("OPENONLY") and rule.keys is not None):
         return None
     later = sum(1 for j in range(index + 1, form.lines) if form.letters[j] == form.letters[index])
     return RhymePlan(prepared, form.templates(index), rule, gauge, later if rule.keys is None else 0)

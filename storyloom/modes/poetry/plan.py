@@ -1,18 +1,20 @@
-"""Rhyme words chosen before their lines, so a line is written toward its rhyme, not tacked onto it.
+"""Rhyme words chosen before their lines are written, so a line is written toward its rhyme.
 
-For a line that rhymes (or opens a rhyme group), the candidates are the words the rhyme rule
-lets end it whose stress pattern can close one of the line's templates with the rhyme on a
-stressed syllable, leaving room for a word or more before it. The model scores them: how likely
-it is to say the word in this line (read at each word boundary of a first draft, after the poem
-so far and the heading with the topic), plus how much the topic's heading makes the word likelier
-than a heading with no topic (the topic kept in every line, not only in the prompt). A group's
-first word also needs good partners: the mean topic gain of the best few words left to rhyme
-with it. The best few words become the line's plan: each is drawn toward with a rule that allows
-only it at the end (RhymeRule.words), so the constraint knows how many syllables are left before
-it, and the lines are ranked as before (compose.rank_score).
+For a line that rhymes (or opens a rhyme group) the candidates are the words its rhyme rule
+lets end it whose stress pattern closes one of its templates with the rhyme on a stressed place,
+leaving room for words before it (closes). The model scores them after the poem so far and the
+heading with the topic: a first draft of the line is written, and each candidate's log-prob is
+read at the draft's last word boundaries (where its end was coming: the word's log-prob after a
+line-so-far prefix); to that is added how much the topic's heading makes the word likelier than a
+heading without one (TopicGauge), and, for a group's first word, how well its best partners would
+do (the group's later lines need rhymes too). The best of those are said whole after their
+boundary and followed by a line's end (a word the line cannot stop on reads badly there), and the
+best PLAN_WORDS become the plan: the line's other draws may end only on them (RhymeRule.words), so
+the constraint knows how many syllables are left before the rhyme, and compose.py's look ahead
+(_steer) picks the words before it after which a planned word is likeliest.
 
 Reads go through the engine's ConstrainedDecoder (the log-prob of one allowed token costs no
-forward pass); only a word's first token is read (most rhyme words are one token).
+forward pass); only a word's first token is read, except for the few said whole.
 """
 from __future__ import annotations
 
@@ -26,14 +28,14 @@ from storyloom.modes.poetry.constrain import RhymeRule, Vocabulary
 from storyloom.modes.poetry.prosody import echoes, ends_line
 from storyloom.modes.poetry.wordlist import zipf
 
-PLAN_WORDS = 6  # words a line may end on (the best by score)
+PLAN_WORDS = int(__import__("os").environ.get("PW", "6"))  # words a line may end on (the best by score)
 OPEN_POOL = 300  # a group's first line: the commonest words that may open it, before the model scores them
 PARTNER_POOL = 1500  # partners considered for a group's first word: the commonest line-ending words
 TOPIC_WEIGHT = 0.5  # per nat the topic's heading adds to the word's log-prob
 PARTNER_WEIGHT = 0.5  # per nat of the mean topic gain of the word's best partners
 SHORTLIST = 30  # a group's first line: words whose partners are read
 READ_AT = 3  # the draft's last boundaries the candidates are read at
-REFINE = 8  # words said whole, and followed by a line's end, before the best are chosen
+REFINE = PLAN_WORDS + 2  # words said whole, and followed by a line's end, before the best are chosen
 END_WEIGHT = 0.5  # per nat of the line's end right after the word
 MIN_LEAD = 2  # syllables before the rhyme word at least (no line of one word)
 TOPIC_STUB = "The"  # what the topic gauge reads after: " word" then reads as a noun phrase's head
