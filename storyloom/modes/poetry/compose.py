@@ -23,7 +23,6 @@ chose the rhyme; one still impossible after that is reported, never shipped as i
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -40,7 +39,7 @@ from storyloom.modes.poetry.prosody import rhyme_keys, rhymes, words_of
 from storyloom.modes.poetry.scan import last_word, scan_line
 
 LINE_TRIES = 12
-LINE_CANDIDATES = int(os.environ.get("LC", "6"))  # whole lines sampled per slot (time allowing); the best under rank_score is kept
+LINE_CANDIDATES = 6  # whole lines sampled per slot (time allowing); the best under rank_score is kept
 BACKTRACKS = 4
 TIME_CAP = 90.0  # the poem's budget, shared out per line; never a reason to drop a line
 REDRAWS = 3  # draws a line may take past its budget while the critic fails every one it has
@@ -48,16 +47,16 @@ MIN_LINE_S = 1.0  # a line's budget when the poem's is spent (the first draw is 
 SEARCH_STEPS = 200  # tokens the greedy fallback may try for one line
 SEARCH_MIN_S = 30.0  # and seconds, at least (past them the line is impossible for now: backtrack)
 WINDOW = 4  # poem lines the model sees before the one it writes (after the heading with the topic)
-FORCED_WEIGHT = float(os.environ.get("FW", "0.05"))  # per nat of the rhyme word's log-prob, on top of the line's mean
-POEM_SETTINGS = SamplerSettings(temperature=float(os.environ.get("TEMP", "0.7")), top_k=40, top_p=0.95, repetition_penalty=1.2,
+FORCED_WEIGHT = 0.05  # per nat of the rhyme word's log-prob, on top of the line's mean
+POEM_SETTINGS = SamplerSettings(temperature=0.7, top_k=40, top_p=0.95, repetition_penalty=1.2,
                                 repetition_range=64)
 GREEDY = POEM_SETTINGS.with_(temperature=0.0)
 FORCED_FLOOR = -7.0  # nats: a rhyme word less likely than this reads as forced (the bench counts under -8)
-FORCED_HINGE = float(os.environ.get("FH", "0.2"))  # per nat below the floor, on top of FORCED_WEIGHT
-STEER_DRAWS = int(os.environ.get("SD", "3"))  # words drawn for a place near the line's end, each looked ahead from (_steer)
+FORCED_HINGE = 0.2  # per nat below the floor, on top of FORCED_WEIGHT
+STEER_DRAWS = 3  # words drawn for a place near the line's end, each looked ahead from (_steer)
 STEER_MARGIN = 4.0  # nats: a drawn word this much less likely than the likeliest drawn is not looked ahead from
-STEER_SYLLABLES = int(os.environ.get("STEER_SYL", "3"))  # how near: syllables left
-STEER = 0 if os.environ.get("NOSTEER") else int(os.environ.get("STEERS", "2"))  # words a line chooses so
+STEER_SYLLABLES = 3  # how near: syllables left
+STEERS = 2  # words of a line chosen so, at most
 
 
 @dataclass
@@ -252,7 +251,7 @@ class _TokenWriter:
         return PoemLine(text, True, constraint.last_word, sum(logprobs), len(tokens), list(tokens), final)
 
     def _write(self, templates: tuple[str, ...], rule: RhymeRule, settings: SamplerSettings, deadline: float | None,
-               cancel, reader: Callable[[object], None] | None = None, steer: int = STEER) -> PoemLine | None:
+               cancel, reader: Callable[[object], None] | None = None, steer: int = STEERS) -> PoemLine | None:
         """One line drawn by sampling (None: a corner, out of its time, or cancelled). `reader`
         is shown the decoder at each word boundary after the first word (a rhyme plan's draft).
         Near the end up to `steer` words are chosen with a look ahead (_steer; 0: all sampled)."""
@@ -401,8 +400,8 @@ class _TokenWriter:
             if line is not None and plain(line.text) not in avoid and verify(line.text):  # never the same line twice
                 line.penalty = judge(line.text) if judge else 0.0
                 found.append(line)
-                if len(found) >= keep and not all(forced(f) for f in found):
-                    break  # while every line ends on a forced word, more are drawn (tries and time allowing)
+                if sum(not forced(f) for f in found) >= keep:
+                    break  # lines ending on a forced word do not count: more are drawn (tries and time allowing)
         if found:
             return pick(found)
         self._open(context)
@@ -478,8 +477,7 @@ def line_context(prompt: str, form: Form, lines: list[PoemLine], window: int = W
 
 def _gauge(generator, prepared, form: Form, topic: str, style: str, prompt: str) -> TopicGauge | None:
     """The poem's topic gauge (rhyme plans read through the decoder: the token path only)."""
-    import os
-    if not isinstance(prepared, Vocabulary) or os.environ.get("NOPLAN"):
+    if not isinstance(prepared, Vocabulary):
         return None
     neutral = poem_prompt(generator, form, "", style) if topic.strip() else None
     return TopicGauge(generator, prepared, prompt, neutral)
@@ -487,7 +485,7 @@ def _gauge(generator, prepared, form: Form, topic: str, style: str, prompt: str)
 
 def _plan(prepared, form: Form, index: int, rule: RhymeRule, gauge: TopicGauge | None) -> RhymePlan | None:
     """A rhyme plan for a line that rhymes or opens a rhyme group (None for the others)."""
-    if gauge is None or (rule.keys is None and not rule.partners) or (os.environ.get("OPENONLY") and rule.keys is not None):
+    if gauge is None or (rule.keys is None and not rule.partners):
         return None
     later = sum(1 for j in range(index + 1, form.lines) if form.letters[j] == form.letters[index])
     return RhymePlan(prepared, form.templates(index), rule, gauge, later if rule.keys is None else 0)

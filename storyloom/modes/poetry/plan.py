@@ -28,14 +28,14 @@ from storyloom.modes.poetry.constrain import RhymeRule, Vocabulary
 from storyloom.modes.poetry.prosody import echoes, ends_line
 from storyloom.modes.poetry.wordlist import zipf
 
-PLAN_WORDS = int(__import__("os").environ.get("PW", "6"))  # words a line may end on (the best by score)
+PLAN_WORDS = 12  # words a line may end on, the best by score (6 left too few: more forced, less fluent)
 OPEN_POOL = 300  # a group's first line: the commonest words that may open it, before the model scores them
 PARTNER_POOL = 1500  # partners considered for a group's first word: the commonest line-ending words
 TOPIC_WEIGHT = 0.5  # per nat the topic's heading adds to the word's log-prob
 PARTNER_WEIGHT = 0.5  # per nat of the mean topic gain of the word's best partners
 SHORTLIST = 30  # a group's first line: words whose partners are read
 READ_AT = 3  # the draft's last boundaries the candidates are read at
-REFINE = PLAN_WORDS + 2  # words said whole, and followed by a line's end, before the best are chosen
+REFINE = 8  # words said whole, and followed by a line's end, before the best are chosen
 END_WEIGHT = 0.5  # per nat of the line's end right after the word
 MIN_LEAD = 2  # syllables before the rhyme word at least (no line of one word)
 TOPIC_STUB = "The"  # what the topic gauge reads after: " word" then reads as a noun phrase's head
@@ -158,7 +158,8 @@ class RhymePlan:
         """The `n` best words (the draft just written on `dec`, which is left rewound to its
         end's last boundary). Topic gain and, for a group's first word, its partners rank a
         shortlist; the best REFINE of it are then said whole after their best boundary, followed
-        by the end of a line (a word the line cannot stop on, "the high", reads badly there)."""
+        by the end of a line (a word the line cannot stop on, "the high", reads badly there), and
+        rank first; the next best by the first reading fill the plan up to `n`."""
         self._read_ends(dec)
         gains = self.gauge.gain(self.words)
         heard = [w for w in self.words if w in self.where]
@@ -170,10 +171,11 @@ class RhymePlan:
             dec.rewind(self.marks[-1])
             partner = read(dec, self.vocab, mates)
             score = {w: score[w] + PARTNER_WEIGHT * self.partner_quality(w, partner) for w in short}
-        ranked = sorted((w for w in score if score[w] > -math.inf), key=lambda w: (-score[w], w))[:REFINE]
-        for w in ranked:
+        ranked = sorted((w for w in score if score[w] > -math.inf), key=lambda w: (-score[w], w))
+        refined = ranked[:REFINE]
+        for w in refined:
             score[w] += self._said(dec, w) - self.context[w]
-        self.chosen = sorted(ranked, key=lambda w: (-score[w], w))[:n]
+        self.chosen = (sorted(refined, key=lambda w: (-score[w], w)) + ranked[REFINE:])[:n]
         self.score = score
         return self.chosen
 
