@@ -152,5 +152,8 @@ def test_the_rhyme_planner_prefers_words_of_the_topic(real_model):
     neutral = poem_prompt(real_model, form, "")
     sea = TopicGauge(real_model, vocab, poem_prompt(real_model, form, "the sea"), neutral).gain(["sea", "fee"])
     assert sea["sea"] > sea["fee"] + 1.0, sea
-    winter = TopicGauge(real_model, vocab, poem_prompt(real_model, form, "winter"), neutral).gain(["snow", "dough"])
+    gauge = TopicGauge(real_model, vocab, poem_prompt(real_model, form, "winter"), neutral)
+    winter = gauge.gain(["snow", "dough"])
     assert winter["snow"] > winter["dough"] + 1.0, winter
+    # a whole line is scored by its content words (compose ranks the lines drawn with it)
+    assert gauge.line_gain("The snow is falling on the frozen hill") > gauge.line_gain("The tax is due upon the office desk")

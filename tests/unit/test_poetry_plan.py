@@ -121,3 +121,15 @@ def test_the_forced_measure_is_the_last_word_alone(tiny, vocab):
     line = writer._write(PENTAMETER, DAY, composer.POEM_SETTINGS, None, None, steer=0)
     assert line is not None and len(prosody.words_of(line.text)) > 1
     assert line.final_logprob == -len(vocab.spell(line.last_word)), "the last word's tokens, not the whole clause"
+
+
+def test_without_a_topic_nothing_is_gained_and_no_model_is_asked(vocab):
+    gauge = TopicGauge(None, vocab, "A poem about anything you like.\n\n", None)
+    assert gauge.gain(["sea", "day"]) == {"sea": 0.0, "day": 0.0}
+    assert gauge.line_gain("The sea is cold today") == 0.0 and gauge.decs is None
+
+
+def test_a_new_group_is_planned_on_a_sound_no_other_group_rhymes_on(vocab):
+    rule = RhymeRule(partners=2, used=frozenset({"night", "day"}))  # ABAB: A ended on night, B opens now
+    found = candidates(vocab, PENTAMETER, rule)
+    assert found and not any(prosody.rhymes("night", w) or prosody.rhymes("day", w) for w in found)

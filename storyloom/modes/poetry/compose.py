@@ -57,6 +57,7 @@ STEER_DRAWS = 3  # words drawn for a place near the line's end, each looked ahea
 STEER_MARGIN = 4.0  # nats: a drawn word this much less likely than the likeliest drawn is not looked ahead from
 STEER_SYLLABLES = 3  # how near: syllables left
 STEERS = 2  # words of a line chosen so, at most
+TOPIC_LINE_WEIGHT = 0.15  # per nat of the line's topic gain (sonnets drifted from their topic late)
 
 
 @dataclass
@@ -70,6 +71,7 @@ class PoemLine:
     final_logprob: float | None = None  # the last word's tokens' share of logprob (None: not known)
     penalty: float = 0.0  # the critic's faults (rank_score)
     searched: bool = False  # written by the greedy fallback, not drawn
+    topic: float = 0.0  # the mean topic gain of its content words (plan.TopicGauge; rank_score)
 
     @property
     def mean_logprob(self) -> float:
@@ -201,7 +203,7 @@ def rank_score(line: PoemLine) -> float:
     rhyme word was forced (a word the model would not have said there), less the critic's faults."""
     forced = line.final_logprob if line.final_logprob is not None else 0.0
     return (line.mean_logprob + FORCED_WEIGHT * forced - FORCED_HINGE * max(0.0, FORCED_FLOOR - forced)
-            - line.penalty)
+            + TOPIC_LINE_WEIGHT * line.topic - line.penalty)
 
 
 def forced(line: PoemLine) -> bool:
@@ -228,6 +230,7 @@ class _TokenWriter:
         self.start = None
         self.opened = 0
         self.openings: frozenset = frozenset()
+        self.gauge: TopicGauge | None = None  # the poem's: each line drawn is scored for its topic
 
     def _open(self, context: str) -> None:
         if self.context is not None and context != self.context and context.startswith(self.context):
@@ -374,8 +377,9 @@ class _TokenWriter:
         """Draw up to `keep` complete lines (within LINE_TRIES tries, while its time lasts; the
         first draw always runs to its end), keep the best (pick), else search greedily for one.
         A draw that opens like another line (`openings`) is abandoned at its fourth word. With a
-        rhyme `plan`, the first draw is a draft the plan reads its candidates in; the rest are
-        drawn toward the plan's best words in turn (each the only word that may end the line)."""
+        rhyme `plan`, the first draw is a draft the plan reads its candidates in (kept only if it
+        ends on a planned word); the rest may end only on the planned words. Lines ending on a
+        forced word (FORCED_FLOOR) do not count toward `keep`."""
         self.openings = openings
         found: list[PoemLine] = []
         for attempt in range(LINE_TRIES):
@@ -399,6 +403,7 @@ class _TokenWriter:
                 plan = None
             if line is not None and plain(line.text) not in avoid and verify(line.text):  # never the same line twice
                 line.penalty = judge(line.text) if judge else 0.0
+                line.topic = self.gauge.line_gain(line.text) if self.gauge is not None else 0.0
                 found.append(line)
                 if sum(not forced(f) for f in found) >= keep:
                     break  # lines ending on a forced word do not count: more are drawn (tries and time allowing)
@@ -508,7 +513,7 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
     deadline = started + time_cap
     prompt = poem_prompt(generator, form, topic, style)
     writer = _writer(generator, seed, prepared)
-    gauge = _gauge(generator, prepared, form, topic, style, prompt)
+    gauge = writer.gauge = _gauge(generator, prepared, form, topic, style, prompt)
     poem = Poem(form, topic, style=style)
     finals: list[str | None] = []
     i = 0
@@ -564,6 +569,7 @@ def rewrite_line(generator, poem: Poem, index: int, seed: int | None = None, tim
     deadline = time.monotonic() + time_cap
     prompt = poem_prompt(generator, poem.form, poem.topic, poem.style)
     writer = _writer(generator, seed, prepared)
+    writer.gauge = _gauge(generator, prepared, poem.form, poem.topic, poem.style, prompt)
     finals = [line.last_word if line.ok else None for line in poem.lines]
     rule = rule_for(poem.form, index, finals, later=False)
     others = [line for j, line in enumerate(poem.lines) if line.ok and j != index]

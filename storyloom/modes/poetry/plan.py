@@ -24,8 +24,8 @@ from typing import Iterable
 
 from storyloom.engine.constrained import open_decoder
 from storyloom.engine.sampling import SamplerSettings
-from storyloom.modes.poetry.constrain import RhymeRule, Vocabulary
-from storyloom.modes.poetry.prosody import echoes, ends_line
+from storyloom.modes.poetry.constrain import FUNCTION_WORDS, RhymeRule, Vocabulary
+from storyloom.modes.poetry.prosody import echoes, ends_line, rhyme_keys, words_of
 from storyloom.modes.poetry.wordlist import zipf
 
 PLAN_WORDS = 12  # words a line may end on, the best by score (6 left too few: more forced, less fluent)
@@ -51,12 +51,16 @@ def closes(pattern: str, templates: tuple[str, ...]) -> bool:
 
 def candidates(vocab: Vocabulary, templates: tuple[str, ...], rule: RhymeRule, limit: int = OPEN_POOL) -> list[str]:
     """The words that may end this line under `rule` on a stressed syllable, commonest first
-    (all of a rhyme's partners; for a group's first line, the `limit` commonest)."""
+    (all of a rhyme's partners; for a group's first line, the `limit` commonest on a rhyme sound
+    no other line ends on)."""
+    taken: set[str] = set()
     if rule.keys is not None:
         pool = set().union(*(vocab.by_key.get(k, ()) for k in rule.keys))
-    else:
+    else:  # a new group: on a sound no other group rhymes on (ABAB with A and B alike is AAAA)
         pool = set().union(*(ws for ws in vocab.by_key.values() if len(ws) > rule.partners))
-    found = [w for w in pool if any(closes(s.pattern, templates) and vocab.final_ok(rule, w, s.rhyme) for s in vocab.sounds[w])]
+        taken = set().union(*(rhyme_keys(w) for w in rule.used))
+    found = [w for w in pool if any(closes(s.pattern, templates) and s.rhyme not in taken
+                                    and vocab.final_ok(rule, w, s.rhyme) for s in vocab.sounds[w])]
     found.sort(key=lambda w: (-zipf(w), w))
     return found if rule.keys is not None else found[:limit]
 
@@ -97,6 +101,14 @@ class TopicGauge:
                 for s in self.vocab.sounds[w]:
                     self._pool.setdefault(s.rhyme, []).append(w)
         return self._pool
+
+    def line_gain(self, text: str) -> float:
+        """The mean topic gain of a line's content words (how much the line keeps to the topic)."""
+        words = [w for w in words_of(text) if w not in FUNCTION_WORDS and w in self.vocab.sounds]
+        if not words:
+            return 0.0
+        gains = self.gain(words)
+        return sum(gains[w] for w in words) / len(words)
 
     def gain(self, words: Iterable[str]) -> dict[str, float]:
         words = [w for w in words if w not in self.gains]
