@@ -53,6 +53,7 @@ POEM_SETTINGS = SamplerSettings(temperature=0.7, top_k=40, top_p=0.95, repetitio
 GREEDY = POEM_SETTINGS.with_(temperature=0.0)
 FORCED_FLOOR = -7.0  # nats: a rhyme word less likely than this reads as forced (the bench counts under -8)
 FORCED_HINGE = 0.2  # per nat below the floor, on top of FORCED_WEIGHT
+FORCED_EXTRA = 3  # draws a line may take past LINE_CANDIDATES while its lines end on forced words
 STEER_DRAWS = 3  # words drawn for a place near the line's end, each looked ahead from (_steer)
 STEER_MARGIN = 4.0  # nats: a drawn word this much less likely than the likeliest drawn is not looked ahead from
 STEER_SYLLABLES = 3  # how near: syllables left
@@ -379,7 +380,7 @@ class _TokenWriter:
         A draw that opens like another line (`openings`) is abandoned at its fourth word. With a
         rhyme `plan`, the first draw is a draft the plan reads its candidates in (kept only if it
         ends on a planned word); the rest may end only on the planned words. Lines ending on a
-        forced word (FORCED_FLOOR) do not count toward `keep`."""
+        forced word (FORCED_FLOOR) do not count toward `keep` (up to FORCED_EXTRA more draws)."""
         self.openings = openings
         found: list[PoemLine] = []
         for attempt in range(LINE_TRIES):
@@ -405,8 +406,8 @@ class _TokenWriter:
                 line.penalty = judge(line.text) if judge else 0.0
                 line.topic = self.gauge.line_gain(line.text) if self.gauge is not None else 0.0
                 found.append(line)
-                if sum(not forced(f) for f in found) >= keep:
-                    break  # lines ending on a forced word do not count: more are drawn (tries and time allowing)
+                if sum(not forced(f) for f in found) >= keep or len(found) >= keep + FORCED_EXTRA:
+                    break  # lines ending on a forced word do not count: a few more are drawn (time allowing)
         if found:
             return pick(found)
         self._open(context)
