@@ -124,7 +124,7 @@ class TopicGauge:
 
 
 class RhymePlan:
-    """The plan of one line: its candidates, read while a draft is written, then the best few."""
+    """The plan of one line: its candidates, read at the end of a draft, then the best few."""
 
     def __init__(self, vocab: Vocabulary, templates: tuple[str, ...], rule: RhymeRule, gauge: TopicGauge,
                  partners_needed: int = 0):
@@ -135,6 +135,7 @@ class RhymePlan:
         self.context: dict[str, float] = dict.fromkeys(self.words, -math.inf)
         self.where: dict[str, int] = {}  # word -> the boundary it read best at
         self.chosen: list[str] = []
+        self.score: dict[str, float] = {}  # the planned words' scores (what chose them)
 
     def observe(self, dec) -> None:
         """The draft is at a word boundary: remembered, to read there once it is written."""
@@ -167,8 +168,8 @@ class RhymePlan:
                 if p != word and p not in self.rule.used and not echoes(p, word)}
 
     def plan(self, dec, n: int = PLAN_WORDS) -> list[str]:
-        """The `n` best words (the draft just written on `dec`, which is left rewound to its
-        end's last boundary). Topic gain and, for a group's first word, its partners rank a
+        """The `n` best words, read on `dec` right after the draft (it is left anywhere: the
+        writer rewinds it for the next draw). Topic gain and, for a group's first word, its partners rank a
         shortlist; the best REFINE of it are then said whole after their best boundary, followed
         by the end of a line (a word the line cannot stop on, "the high", reads badly there), and
         rank first; the next best by the first reading fill the plan up to `n`."""
