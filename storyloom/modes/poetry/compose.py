@@ -53,7 +53,7 @@ POEM_SETTINGS = SamplerSettings(temperature=0.7, top_k=40, top_p=0.95, repetitio
 GREEDY = POEM_SETTINGS.with_(temperature=0.0)
 FORCED_FLOOR = -7.0  # nats: a rhyme word less likely than this reads as forced (the bench counts under -8)
 FORCED_HINGE = 0.2  # per nat below the floor, on top of FORCED_WEIGHT
-FORCED_EXTRA = 6  # draws a line may take past LINE_CANDIDATES while its draws end on forced words (3 left more of them)
+FORCED_EXTRA = 3  # draws a line may take past LINE_CANDIDATES while its draws end on forced words (6: slower, no better)
 STEER_DRAWS = 3  # words drawn for a place near the line's end, each looked ahead from (_steer)
 STEER_MARGIN = 4.0  # nats: a drawn word this much less likely than the likeliest drawn is not looked ahead from
 STEER_SYLLABLES = 3  # how near: syllables left
