@@ -91,7 +91,9 @@ int sl_cpu_level(void) {
 /* An input batch quantized for the integer kernels, in one or both of two layouts:
  * per 32 values (for the 32-weight blocks): int8 q, scale d (x ~ d * q), s = d * sum(q);
  * per 256 (K-quants, as llama.cpp's Q8_K): int8 k, scale kd per 256, ks = sum of each 32 of k
- * (their min terms), so a whole super-block accumulates in integers. */
+ * (their min terms), kmf = kd * ks as floats (the same, scaled: one multiply-add per super-block
+ * for all eight mins), k16 = sum of each 16 of k (Q6_K's offset of 32, folded into its integer
+ * sums), so a whole super-block accumulates in integers. */
 typedef struct {
     int8_t *q;    /* [batch][cols] */
     float *d;     /* [batch][cols / 32] */
@@ -99,6 +101,8 @@ typedef struct {
     int8_t *k;    /* [batch][cols] */
     float *kd;    /* [batch][cols / 256] */
     int16_t *ks;  /* [batch][cols / 32] */
+    float *kmf;   /* [batch][cols / 32] */
+    int16_t *k16; /* [batch][cols / 16] */
     int cols;
 } Act;
 
@@ -133,10 +137,15 @@ static void quantize_act(const float *x, int batch, int cols, Act *a, int need) 
                 const float d = amax / 127.f, id = d > 0.f ? 1.f / d : 0.f;
                 int8_t *q = a->k + (size_t)b * cols + 256 * c;
                 for (int j = 0; j < 256; j++) q[j] = (int8_t)(int)nearbyintf(v[j] * id);
-                for (int g = 0; g < 8; g++) {
+                for (int g = 0; g < 16; g++) {
                     int sum = 0;
-                    for (int j = 0; j < 32; j++) sum += q[32 * g + j];
+                    for (int j = 0; j < 16; j++) sum += q[16 * g + j];
+                    a->k16[b * (cols / 16) + 16 * c + g] = (int16_t)sum;
+                }
+                for (int g = 0; g < 8; g++) {
+                    const int sum = a->k16[b * (cols / 16) + 16 * c + 2 * g] + a->k16[b * (cols / 16) + 16 * c + 2 * g + 1];
                     a->ks[b * chunks + 8 * c + g] = (int16_t)sum;
+                    a->kmf[b * chunks + 8 * c + g] = d * (float)sum;
                 }
                 a->kd[b * (cols / 256) + c] = d;
             }
@@ -270,6 +279,17 @@ static void parallel_for(int total, int chunk, range_fn fn, void *ctx, int threa
     pthread_mutex_unlock(&pool_calls);
 }
 
+/* The weights PF_AHEAD bytes on (the rows that follow), into L1: the hardware's prefetchers alone
+ * left a single core at 26 GB/s of its 44 on Q6_K rows, and at batch 4 on 8192-wide rows (ffn_down)
+ * 4x batch 1's time; 16 KB ahead: 42 GB/s and 1.85x. (A prefetch never faults: past the end of
+ * the matrix it is only wasted.) */
+#ifndef PF_AHEAD
+#define PF_AHEAD 16384
+#endif
+static inline __attribute__((always_inline)) void prefetch_ahead(const uint8_t *p, int bytes) {
+    for (int off = 0; off < bytes; off += 64) __builtin_prefetch(p + PF_AHEAD + off, 0, 3);
+}
+
 #if SL_SIMD
 /* -- x86 kernels (AVX2 registers; VNNI where the build has it) ------------------------------- */
 static inline float hsum(__m256 v) {
@@ -320,10 +340,111 @@ static inline __m256i nibbles16(const uint8_t *p) {  /* 16 bytes -> [low nibbles
             mins[b] += m_ * a->s[b * chunks + (C)]; \
         } } while (0)
 
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+/* K-quant rows in 512-bit registers: two sub-blocks of 32 per instruction. Per input and 64
+ * weights only a maddubs (unsigned weights times the int8 input) and a dpwssd (times the
+ * sub-blocks' scales) run; per input and super-block, one convert and one multiply-add, plus one
+ * multiply-add for all eight Q4_K/Q5_K mins (kmf) or one dpwssd for Q6_K's offset of 32 (k16):
+ * Q6_K's weights go in unsigned, 0..63, and -32 * scale * sum(x) per 16 comes off in integers. */
+static inline __attribute__((always_inline)) void row_k512(const int type, const int B, const uint8_t *p,
+                                                           const Act *a, float *out) {
+    const int cols = a->cols, chunks = cols / 32, nb = cols / 256, bytes = sl_block_bytes(type);
+    __m512 acc[MAXB];
+    __m256 accm[MAXB];
+    for (int b = 0; b < B; b++) { acc[b] = _mm512_setzero_ps(); accm[b] = _mm256_setzero_ps(); }
+    const __m512i m4 = _mm512_set1_epi8(15);
+    /* shift counts per 16-bit lane: 0 in the low 256 bits, 4 in the high 256 */
+    const __m512i half4 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+    for (int i = 0; i < nb; i++, p += bytes) {
+        prefetch_ahead(p, bytes);
+        __m512i si[MAXB];
+        for (int b = 0; b < B; b++) si[b] = _mm512_setzero_si512();
+        const int8_t *xk = a->k + 256 * i;
+        float d;
+        if (type == T_Q6_K) {
+            const uint8_t *ql = p, *qhp = p + 128;
+            d = h2f(sl_u16(p + 208));
+            const __m128i sc8 = _mm_loadu_si128((const __m128i *)(p + 192));
+            /* the offset: -32 * scale of each 16 (int16), against each 16's input sum */
+            const __m512i off = _mm512_zextsi256_si512(_mm256_mullo_epi16(_mm256_cvtepi8_epi16(sc8), _mm256_set1_epi16(-32)));
+            for (int b = 0; b < B; b++)
+                si[b] = _mm512_dpwssd_epi32(si[b], off, _mm512_zextsi256_si512(
+                    _mm256_loadu_si256((const __m256i *)(a->k16 + b * (cols / 16) + 16 * i))));
+            const __m512i m2 = _mm512_set1_epi8(3);
+            for (int h = 0; h < 2; h++) {
+                const __m512i l01 = _mm512_loadu_si512((const void *)(ql + 64 * h));  /* [l0 | l1] */
+                const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qhp + 32 * h)));
+                /* this half's 8 scales as int16, in every 128-bit lane */
+                const __m512i sc16 = _mm512_broadcast_i32x4(_mm_cvtepi8_epi16(_mm_srli_si128(sc8, 8 * h)));
+                for (int k = 0; k < 4; k += 2) {  /* sub-blocks k (from l0) and k + 1 (from l1) */
+                    const __m512i lo = _mm512_and_si512(k ? _mm512_srli_epi16(l01, 4) : l01, m4);
+                    /* qh's bits 2k (low half) and 2k + 2 (high half) */
+                    const __m512i sh = _mm512_add_epi16(_mm512_set1_epi16(2 * k), _mm512_srli_epi16(half4, 1));
+                    const __m512i hi = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh), m2), 4);
+                    const __m512i w = _mm512_or_si512(lo, hi);
+                    /* 128-bit lane t holds the 16 weights of scale 2k + t */
+                    const __m512i s16 = _mm512_shuffle_epi8(sc16, _mm512_add_epi8(
+                        _mm512_set_epi32(0x07060706, 0x07060706, 0x07060706, 0x07060706,
+                                         0x05040504, 0x05040504, 0x05040504, 0x05040504,
+                                         0x03020302, 0x03020302, 0x03020302, 0x03020302,
+                                         0x01000100, 0x01000100, 0x01000100, 0x01000100),
+                        _mm512_set1_epi8((char)(4 * k))));
+                    for (int b = 0; b < B; b++) {
+                        const __m512i xv = _mm512_loadu_si512((const void *)(xk + (size_t)b * cols + 128 * h + 32 * k));
+                        si[b] = _mm512_dpwssd_epi32(si[b], _mm512_maddubs_epi16(w, xv), s16);
+                    }
+                }
+            }
+        } else {
+            const int five = type == T_Q5_K;
+            d = h2f(sl_u16(p));
+            const float dmin = h2f(sl_u16(p + 2));
+            uint32_t u[3];
+            memcpy(u, p + 4, 12);
+            /* the 6-bit scales and mins of sub-blocks 0..7 as bytes (sl_scale_min_k4, 4 at a time) */
+            const uint32_t s0 = u[0] & 0x3f3f3f3fu, s1 = (u[2] & 0x0f0f0f0fu) | ((u[0] >> 6) & 0x03030303u) << 4;
+            const uint32_t n0 = u[1] & 0x3f3f3f3fu, n1 = ((u[2] >> 4) & 0x0f0f0f0fu) | ((u[1] >> 6) & 0x03030303u) << 4;
+            const __m512i sc16 = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)((uint64_t)s1 << 32 | s0))));
+            const __m256 mins = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)((uint64_t)n1 << 32 | n0)))),
+                                              _mm256_set1_ps(dmin));
+            for (int b = 0; b < B; b++)
+                accm[b] = _mm256_fmadd_ps(mins, _mm256_loadu_ps(a->kmf + b * chunks + 8 * i), accm[b]);
+            const uint8_t *qs = p + (five ? 48 : 16);
+            const __m512i qh = five ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(p + 16))) : _mm512_setzero_si512();
+            for (int j = 0; j < 8; j += 2) {  /* sub-blocks j (low nibbles) and j + 1 (high) */
+                const __m512i raw = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 16 * j)));
+                __m512i w = _mm512_and_si512(_mm512_srlv_epi16(raw, half4), m4);
+                if (five) {  /* qh's bit j (low half), j + 1 (high half), as 16 */
+                    const __m512i sh = _mm512_add_epi16(_mm512_set1_epi16(j), _mm512_srli_epi16(half4, 2));
+                    w = _mm512_or_si512(w, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh), _mm512_set1_epi8(1)), 4));
+                }
+                /* lanes of the low half get scale j, of the high half scale j + 1 */
+                const __m512i s16 = _mm512_shuffle_epi8(sc16, _mm512_add_epi8(
+                    _mm512_set_epi32(0x03020302, 0x03020302, 0x03020302, 0x03020302,
+                                     0x03020302, 0x03020302, 0x03020302, 0x03020302,
+                                     0x01000100, 0x01000100, 0x01000100, 0x01000100,
+                                     0x01000100, 0x01000100, 0x01000100, 0x01000100),
+                    _mm512_set1_epi8((char)(2 * j))));
+                for (int b = 0; b < B; b++) {
+                    const __m512i xv = _mm512_loadu_si512((const void *)(xk + (size_t)b * cols + 32 * j));
+                    si[b] = _mm512_dpwssd_epi32(si[b], _mm512_maddubs_epi16(w, xv), s16);
+                }
+            }
+        }
+        for (int b = 0; b < B; b++)
+            acc[b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[b]), _mm512_set1_ps(d * a->kd[b * nb + i]), acc[b]);
+    }
+    for (int b = 0; b < B; b++) out[b] = _mm512_reduce_add_ps(acc[b]) - hsum(accm[b]);
+}
+#endif
+
 static inline __attribute__((always_inline)) void row_quant(const int type, const int B, const uint8_t *p,
                                                             const Act *a, float *out) {
     const int cols = a->cols, chunks = cols / 32, bytes = sl_block_bytes(type);
     const int nb = cols / sl_block(type);
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+    if (sl_block(type) == 256) { row_k512(type, B, p, a, out); return; }
+#endif
     __m256 acc[MAXB];
     float mins[MAXB];
     for (int b = 0; b < B; b++) { acc[b] = _mm256_setzero_ps(); mins[b] = 0.f; }
@@ -345,85 +466,7 @@ static inline __attribute__((always_inline)) void row_quant(const int type, cons
         case T_Q8_0:
             CHUNK_S(_mm256_loadu_si256((const __m256i *)(p + 2)), _mm256_set1_ps(h2f(sl_u16(p))), i);
             break;
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-        /* 512-bit registers: two sub-blocks of 32 per instruction (AVX-512BW maddubs, VNNI dpwssd) */
-        case T_Q4_K: case T_Q5_K: {
-            const float d = h2f(sl_u16(p)), dmin = h2f(sl_u16(p + 2));
-            const int five = type == T_Q5_K;
-            const uint8_t *qs = p + (five ? 48 : 16);
-            const __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(p + 16)) : _mm256_setzero_si256();
-            uint8_t sc[8], mn[8];
-            for (int j = 0; j < 8; j++) sl_scale_min_k4(j, p + 4, &sc[j], &mn[j]);
-            __m512i si[MAXB];
-            for (int b = 0; b < B; b++) si[b] = _mm512_setzero_si512();
-            for (int j = 0; j < 8; j += 2) {
-                const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 16 * j));
-                __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-                if (five) {
-                    const __m256i one = _mm256_set1_epi8(1);
-                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, j), one), 4));
-                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, j + 1), one), 4));
-                }
-                const __m512i u = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-                const __m512i s16 = _mm512_inserti64x4(_mm512_set1_epi16(sc[j]), _mm256_set1_epi16(sc[j + 1]), 1);
-                for (int b = 0; b < B; b++) {
-                    const __m512i xv = _mm512_loadu_si512((const void *)(a->k + (size_t)b * cols + 256 * i + 32 * j));
-                    si[b] = _mm512_dpwssd_epi32(si[b], _mm512_maddubs_epi16(u, xv), s16);
-                }
-            }
-            for (int b = 0; b < B; b++) {
-                const float dx = a->kd[b * (cols / 256) + i];
-                const int16_t *ks = a->ks + b * chunks + 8 * i;
-                int msum = 0;
-                for (int j = 0; j < 8; j++) msum += mn[j] * ks[j];
-                const __m512i t = si[b];
-                const __m256i folded = _mm256_add_epi32(_mm512_castsi512_si256(t), _mm512_extracti64x4_epi64(t, 1));
-                acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(folded), _mm256_set1_ps(d * dx), acc[b]);
-                mins[b] -= dmin * dx * (float)msum;
-            }
-            break;
-        }
-        case T_Q6_K: {
-            const uint8_t *ql = p, *qhp = p + 128;
-            const int8_t *sc = (const int8_t *)(p + 192);
-            const float d = h2f(sl_u16(p + 208));
-            const __m256i m2 = _mm256_set1_epi8(3), off = _mm256_set1_epi8(32);
-            __m512i si[MAXB];
-            for (int b = 0; b < B; b++) si[b] = _mm512_setzero_si512();
-            for (int h = 0; h < 2; h++) {
-                const __m256i l0 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h));
-                const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h + 32));
-                const __m256i qh = _mm256_loadu_si256((const __m256i *)(qhp + 32 * h));
-                for (int k = 0; k < 4; k += 2) {  /* chunks k and k + 1: l0 then l1, same shift */
-                    const int shift = 4 * (k >> 1);
-                    const __m256i lo0 = _mm256_and_si256(_mm256_srli_epi16(l0, shift), m4);
-                    const __m256i lo1 = _mm256_and_si256(_mm256_srli_epi16(l1, shift), m4);
-                    const __m256i hi0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m2), 4);
-                    const __m256i hi1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k + 2), m2), 4);
-                    const __m256i w0 = _mm256_sub_epi8(_mm256_or_si256(lo0, hi0), off);
-                    const __m256i w1 = _mm256_sub_epi8(_mm256_or_si256(lo1, hi1), off);
-                    const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
-                    const __m512i aw = _mm512_abs_epi8(w);
-                    const __mmask64 neg = _mm512_movepi8_mask(w);
-                    const int g = 8 * h + 2 * k;  /* the four scales of these 64, one per 16 */
-                    const __m512i s16 = _mm512_inserti64x4(
-                        _mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]))),
-                        _mm256_set_m128i(_mm_set1_epi16(sc[g + 3]), _mm_set1_epi16(sc[g + 2])), 1);
-                    for (int b = 0; b < B; b++) {
-                        const __m512i xv = _mm512_loadu_si512((const void *)(a->k + (size_t)b * cols + 256 * i + 128 * h + 32 * k));
-                        const __m512i sx = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);  /* x * sign(w) */
-                        si[b] = _mm512_dpwssd_epi32(si[b], _mm512_maddubs_epi16(aw, sx), s16);
-                    }
-                }
-            }
-            for (int b = 0; b < B; b++) {
-                const __m512i t = si[b];
-                const __m256i folded = _mm256_add_epi32(_mm512_castsi512_si256(t), _mm512_extracti64x4_epi64(t, 1));
-                acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(folded), _mm256_set1_ps(d * a->kd[b * (cols / 256) + i]), acc[b]);
-            }
-            break;
-        }
-#else
+#if !(defined(__AVX512VNNI__) && defined(__AVX512BW__))  /* 512 bits: row_k512 */
         case T_Q4_K: case T_Q5_K: {
             /* super-block i against the per-256 input: integer sums scaled by the 6-bit scales */
             const float d = h2f(sl_u16(p)), dmin = h2f(sl_u16(p + 2));
@@ -765,6 +808,24 @@ FLOAT_ROW(T_BF16, rbf16)
 FLOAT_ROW(T_Q4_1, xq4_1)
 FLOAT_ROW(T_Q8_0, xq8_0)
 
+static inline int exact(const Matrix *m) {
+    return (m->flags & SL_EXACT) && (m->type == T_Q4_1 || m->type == T_Q8_0);
+}
+
+/* out[b] = the row of `type` at p . the quantized inputs */
+static void row_q(int type, const uint8_t *p, const Act *a, int batch, float *out) {
+    switch (type) {
+    case T_Q4_0: rq4_0(batch, p, a, out); break;
+    case T_Q4_1: rq4_1(batch, p, a, out); break;
+    case T_Q5_0: rq5_0(batch, p, a, out); break;
+    case T_Q8_0: rq8_0(batch, p, a, out); break;
+    case T_Q4_K: rq4_k(batch, p, a, out); break;
+    case T_Q5_K: rq5_k(batch, p, a, out); break;
+    case T_Q6_K: rq6_k(batch, p, a, out); break;
+    default: for (int b = 0; b < batch; b++) out[b] = 0.f; break;
+    }
+}
+
 /* out[b] = row r of m . x[b] for b < batch <= MAXB */
 static void row_dot(const Matrix *m, int r, const float *x, const Act *a, int batch, float *out) {
     const uint8_t *p = (const uint8_t *)m->data + (size_t)r * sl_row_bytes(m->type, m->cols);
@@ -773,13 +834,9 @@ static void row_dot(const Matrix *m, int r, const float *x, const Act *a, int ba
         if (m->type == T_Q8_0) { xq8_0(batch, p, x, m->cols, out); return; }
     }
     switch (m->type) {
-    case T_Q4_0: rq4_0(batch, p, a, out); break;
-    case T_Q4_1: rq4_1(batch, p, a, out); break;
-    case T_Q5_0: rq5_0(batch, p, a, out); break;
-    case T_Q8_0: rq8_0(batch, p, a, out); break;
-    case T_Q4_K: rq4_k(batch, p, a, out); break;
-    case T_Q5_K: rq5_k(batch, p, a, out); break;
-    case T_Q6_K: rq6_k(batch, p, a, out); break;
+    case T_Q4_0: case T_Q4_1: case T_Q5_0: case T_Q8_0: case T_Q4_K: case T_Q5_K: case T_Q6_K:
+        row_q(m->type, p, a, batch, out);
+        break;
     case T_F32: rf32(batch, p, x, m->cols, out); break;
     case T_F16: rf16(batch, p, x, m->cols, out); break;
     case T_BF16: rbf16(batch, p, x, m->cols, out); break;
@@ -831,9 +888,6 @@ static void matvec(const Matrix *const *ms, float *const *ys, int count, const f
     parallel_for(total, chunk, matvec_rows, &job, threads);
 }
 
-static inline int exact(const Matrix *m) {
-    return (m->flags & SL_EXACT) && (m->type == T_Q4_1 || m->type == T_Q8_0);
-}
 
 static int needs_act(const Matrix *const *ms, int count) {
     int need = 0;
@@ -928,18 +982,21 @@ static int widest(const Model *m) {
 /* floats of scratch an Act of `batch` x `cols` needs (both layouts) */
 static long act_floats(int batch, int cols) {
     const long values = ((long)batch * cols + 63) / 64 * 16;  /* int8s, in floats, 64-byte aligned */
-    return 2 * values + 2L * batch * (cols / 32) + (long)batch * (cols / 256) + (long)batch * (cols / 32) / 2 + 64;
+    const long per32 = (long)batch * (cols / 32);
+    return 2 * values + 3 * per32 + (long)batch * (cols / 256) + per32 / 2 + per32 + 64;
 }
 
 static Act act_at(float *at, int batch, int cols) {
-    const long values = ((long)batch * cols + 63) / 64 * 16;
+    const long values = ((long)batch * cols + 63) / 64 * 16, per32 = (long)batch * (cols / 32);
     Act a;
     a.q = (int8_t *)at;
     a.k = (int8_t *)(at + values);
     a.d = at + 2 * values;
-    a.s = a.d + (long)batch * (cols / 32);
-    a.kd = a.s + (long)batch * (cols / 32);
-    a.ks = (int16_t *)(a.kd + (long)batch * (cols / 256));
+    a.s = a.d + per32;
+    a.kmf = a.s + per32;
+    a.kd = a.kmf + per32;
+    a.k16 = (int16_t *)(a.kd + (long)batch * (cols / 256));  /* per32 floats: 2 per 32 int16s */
+    a.ks = a.k16 + 2 * per32;                                /* per32 / 2 floats */
     a.cols = cols;
     return a;
 }
