@@ -438,12 +438,56 @@ static inline __attribute__((always_inline)) void row_k512(const int type, const
 }
 #endif
 
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+/* Q8_0 rows, two blocks per 512-bit register. The weights go in unsigned (w + 128, so that one
+ * vpdpbusd per input and 64 weights does the products) and 128 * sum(x) comes off once per row:
+ * -128 * sum over blocks of d * a->s (s = the input's scale times its sum, per 32). Per input and
+ * 64 weights: vpdpbusd, a convert, the two blocks' scale products, a multiply-add. */
+static inline __attribute__((always_inline)) void row_q8_512(const int B, const uint8_t *p, const Act *a, float *out) {
+    const int cols = a->cols, chunks = cols / 32;
+    __m512 acc[MAXB], corr[MAXB];
+    for (int b = 0; b < B; b++) acc[b] = corr[b] = _mm512_setzero_ps();
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const __m512i two = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    for (int g = 0; g < chunks; g += 16) {
+        const int n = chunks - g < 16 ? chunks - g : 16;
+        __m512 d16 = _mm512_setzero_ps();  /* these 16 blocks' scales, for the sum(x) term */
+        for (int c = 0; c < n; c += 2, p += 68) {
+            prefetch_ahead(p, 68);
+            const int pair = c + 1 < n;  /* else an odd block at the end: the low half alone */
+            const __mmask16 lanes = pair ? 0xffff : 0x00ff;
+            const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + 2))),
+                                                 pair ? _mm256_loadu_si256((const __m256i *)(p + 36)) : _mm256_setzero_si256(), 1);
+            const __m512i u = _mm512_maskz_xor_epi32(lanes, w, flip);
+            const __m128 dd = _mm_cvtph_ps(_mm_insert_epi16(_mm_cvtsi32_si128(sl_u16(p)), pair ? sl_u16(p + 34) : 0, 1));
+            d16 = _mm512_mask_expand_ps(d16, (__mmask16)(3u << c), _mm512_castps128_ps512(dd));
+            const __m512 d2 = _mm512_permutexvar_ps(two, _mm512_castps128_ps512(dd));
+            for (int b = 0; b < B; b++) {
+                const int8_t *x = a->q + (size_t)b * cols + 32 * (g + c);
+                const __m512i xv = pair ? _mm512_loadu_si512((const void *)x) : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)x));
+                const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, xv);
+                const float *dx = a->d + b * chunks + g + c;
+                const __m512 dx2 = pair ? _mm512_permutexvar_ps(two, _mm512_castps128_ps512(_mm_castpd_ps(_mm_load_sd((const double *)dx))))
+                                        : _mm512_set1_ps(*dx);
+                acc[b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(d2, dx2), acc[b]);
+            }
+        }
+        const __mmask16 have = (__mmask16)((1u << n) - 1);
+        for (int b = 0; b < B; b++)
+            corr[b] = _mm512_fmadd_ps(d16, _mm512_maskz_loadu_ps(have, a->s + b * chunks + g), corr[b]);
+    }
+    for (int b = 0; b < B; b++) out[b] = _mm512_reduce_add_ps(_mm512_fnmadd_ps(corr[b], _mm512_set1_ps(128.f), acc[b]));
+}
+
+#endif
+
 static inline __attribute__((always_inline)) void row_quant(const int type, const int B, const uint8_t *p,
                                                             const Act *a, float *out) {
     const int cols = a->cols, chunks = cols / 32, bytes = sl_block_bytes(type);
     const int nb = cols / sl_block(type);
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
     if (sl_block(type) == 256) { row_k512(type, B, p, a, out); return; }
+    if (type == T_Q8_0) { row_q8_512(B, p, a, out); return; }
 #endif
     __m256 acc[MAXB];
     float mins[MAXB];
