@@ -131,6 +131,24 @@ def test_matmul_at_odd_widths(lib, kind, n):
     assert np.abs(y - want).max() <= 0.03 * np.abs(want).max()
 
 
+@pytest.mark.parametrize("kind", [native.Q4_1, native.Q8_0], ids=lambda k: native.TYPE_NAMES[k])
+@pytest.mark.parametrize("n", [1, 2, 5])
+@pytest.mark.parametrize("cols", [576, 608])
+def test_exact_rows_take_fp32_inputs(lib, kind, n, cols):
+    """EXACT Q4_1/Q8_0 rows (the default model's packs) multiply unrounded fp32 inputs: numpy's
+    result to fp32 rounding, not 8-bit activations' ~1% (608: an odd number of blocks)."""
+    rng = np.random.default_rng(300 + kind + cols)
+    rows = 23
+    data = blocks(kind, rows, cols, rng)
+    x = rng.normal(0, 1, (n, cols)).astype(np.float32)
+    y = np.full((n, rows), np.nan, np.float32)
+    m = matrix(kind, data, cols)
+    m.flags = native.EXACT
+    lib.sl_matmul(ctypes.byref(m), ptr(x), n, ptr(y), 2)
+    want = x.astype(np.float64) @ reference(kind, data, cols).T.astype(np.float64)
+    assert np.abs(y - want).max() <= 1e-5 * np.abs(want).max()
+
+
 def test_every_level_this_cpu_runs_agrees(tmp_path, monkeypatch):
     monkeypatch.setenv("STORYLOOM_MODELS", str(tmp_path / "models"))
     levels = native.cpu_levels(cc)
