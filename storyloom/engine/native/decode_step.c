@@ -1023,34 +1023,51 @@ typedef struct {
     float scale;
 } AttnJob;
 
-/* items lo..hi of heads x batch: softmax(q K^T / sqrt(hd)) V over positions 0..pos */
+/* items lo..hi of batch x kv heads: for each query head of the group, softmax(q K^T / sqrt(hd)) V
+ * over positions 0..pos. A group's heads go together, so each key and value row is read once
+ * for all of them (one item per query head read the cache per_kv times: 4x on Llama 3). */
 static void attend(void *arg, int lo, int hi) {
     const AttnJob *J = (const AttnJob *)arg;
-    const int hd = J->hd, pos = J->pos, batch = J->batch;
+    const int hd = J->hd, pos = J->pos, batch = J->batch, G = J->per_kv;
     for (int item = lo; item < hi; item++) {
-        const int j = item / batch, b = item % batch;
-        const float *qh = J->q + (size_t)b * J->qd + j * hd;
-        const size_t base = ((size_t)b * J->KV + j / J->per_kv) * J->row_stride;
+        const int b = item / J->KV, g = item % J->KV, j0 = g * G;
+        const size_t base = ((size_t)b * J->KV + g) * J->row_stride;
         const float *kk = J->keys + base, *vv = J->values + base;
-        float *p = J->probs + ((size_t)j * batch + b) * J->capacity;
-        float top = -FLT_MAX;
+        const float *q0 = J->q + (size_t)b * J->qd + (size_t)j0 * hd;
         for (int t = 0; t <= pos; t++) {
-            float s = 0.f;
-            for (int i = 0; i < hd; i++) s += qh[i] * kk[(size_t)t * hd + i];
-            p[t] = s * J->scale;
-            if (p[t] > top) top = p[t];
+            const float *kt = kk + (size_t)t * hd;
+            for (int h = 0; h < G; h++) {
+                const float *qh = q0 + (size_t)h * hd;
+                float s = 0.f;
+                #pragma omp simd reduction(+ : s)
+                for (int i = 0; i < hd; i++) s += qh[i] * kt[i];
+                J->probs[((size_t)(j0 + h) * batch + b) * J->capacity + t] = s * J->scale;
+            }
         }
-        float total = 0.f;
-        #pragma omp simd reduction(+ : total)
-        for (int t = 0; t <= pos; t++) {
-            p[t] = exp_approx(p[t] - top);
-            total += p[t];
+        float *out0 = J->att + (size_t)b * J->qd + (size_t)j0 * hd;
+        for (int h = 0; h < G; h++) {
+            float *p = J->probs + ((size_t)(j0 + h) * batch + b) * J->capacity;
+            float top = -FLT_MAX;
+            for (int t = 0; t <= pos; t++) top = p[t] > top ? p[t] : top;
+            float total = 0.f;
+            #pragma omp simd reduction(+ : total)
+            for (int t = 0; t <= pos; t++) {
+                p[t] = exp_approx(p[t] - top);
+                total += p[t];
+            }
+            const float inv = 1.0f / total;
+            for (int t = 0; t <= pos; t++) p[t] *= inv;
+            float *out = out0 + (size_t)h * hd;
+            for (int i = 0; i < hd; i++) out[i] = 0.f;
         }
-        float *out = J->att + (size_t)b * J->qd + j * hd;
-        for (int i = 0; i < hd; i++) out[i] = 0.f;
         for (int t = 0; t <= pos; t++) {
-            const float w = p[t] / total;
-            for (int i = 0; i < hd; i++) out[i] += w * vv[(size_t)t * hd + i];
+            const float *vt = vv + (size_t)t * hd;
+            for (int h = 0; h < G; h++) {
+                const float w = J->probs[((size_t)(j0 + h) * batch + b) * J->capacity + t];
+                float *out = out0 + (size_t)h * hd;
+                #pragma omp simd
+                for (int i = 0; i < hd; i++) out[i] += w * vt[i];
+            }
         }
     }
 }
@@ -1192,7 +1209,7 @@ int sl_step(const Model *m, const int64_t *tokens, int batch, int pos, float *ca
             }
         }
         AttnJob job = {q, keys, values, probs, att, batch, KV, per_kv, qd, hd, pos, capacity, row_stride, scale};
-        parallel_for(H * batch, 1, attend, &job, T);
+        parallel_for(batch * KV, 1, attend, &job, T);
         const Matrix *o[1] = {&L->o};
         float *o_out[1] = {h};
         project(o, o_out, 1, att, batch, qd, &a, 1, T);
