@@ -9,10 +9,13 @@
  * sl_cpu_level() tells it which that is.
  *
  * Every weight block is unpacked to bytes once and used for every input of the batch (row kernels
- * are specialised on the batch, 1..8). Unsigned formats (Q4_1, Q4_K, Q5_K) add their min term
- * from the input's sums; signed ones (Q4_0, Q5_0, Q8_0, Q6_K) use the sign trick. F32, F16, BF16
- * matrices, and Q4_1/Q8_0 ones flagged SL_EXACT (the transformers packer's), multiply fp32 inputs.
- * Matmuls and attention run on a small thread pool (below) that never spins long.
+ * are specialised on the batch, 1..8), and what each input costs per block is kept to its integer
+ * products: unsigned formats (Q4_1, Q4_K, Q5_K) add their min term from the input's sums, and in
+ * the avx512vnni build Q6_K and Q8_0 go in unsigned too, their offsets taken off from the input's
+ * sums, and the weights are prefetched 16 KB ahead (elsewhere the signed formats use the sign
+ * trick, per input). F32, F16, BF16 matrices, and Q4_1/Q8_0 ones flagged SL_EXACT (the
+ * transformers packer's), multiply fp32 inputs. Matmuls and attention run on a small thread pool
+ * (below) that never spins long.
  *
  * The KV cache has the layout of storyloom.engine.fast_llama.KVState:
  * [layers][2][batch][kv_heads][capacity][head_dim], fp32, so a torch prefill and this step share it.
