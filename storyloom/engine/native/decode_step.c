@@ -1024,16 +1024,18 @@ typedef struct {
     int batch, KV, per_kv, qd, hd, pos, capacity;
     size_t row_stride;
     float scale;
+    int parts;  /* each group's query heads in this many items (so that small models fill the threads) */
 } AttnJob;
 
-/* items lo..hi of batch x kv heads: for each query head of the group, softmax(q K^T / sqrt(hd)) V
- * over positions 0..pos. A group's heads go together, so each key and value row is read once
- * for all of them (one item per query head read the cache per_kv times: 4x on Llama 3). */
+/* items lo..hi of batch x kv heads x parts: for each query head of the item, softmax(q K^T /
+ * sqrt(hd)) V over positions 0..pos. A group's heads go together, so each key and value row is
+ * read once for all of them (one item per query head read the cache per_kv times: 4x on Llama 3). */
 static void attend(void *arg, int lo, int hi) {
     const AttnJob *J = (const AttnJob *)arg;
-    const int hd = J->hd, pos = J->pos, batch = J->batch, G = J->per_kv;
+    const int hd = J->hd, pos = J->pos, batch = J->batch, G = J->per_kv / J->parts;
     for (int item = lo; item < hi; item++) {
-        const int b = item / J->KV, g = item % J->KV, j0 = g * G;
+        const int part = item % J->parts, g = item / J->parts % J->KV, b = item / J->parts / J->KV;
+        const int j0 = g * J->per_kv + part * G;
         const size_t base = ((size_t)b * J->KV + g) * J->row_stride;
         const float *kk = J->keys + base, *vv = J->values + base;
         const float *q0 = J->q + (size_t)b * J->qd + (size_t)j0 * hd;
@@ -1187,6 +1189,9 @@ int sl_step(const Model *m, const int64_t *tokens, int batch, int pos, float *ca
     for (int b = 0; b < batch; b++)
         sl_dequant_row(m->embed.type, (const uint8_t *)m->embed.data + (size_t)tokens[b] * embed_row, dim, h + (size_t)b * dim);
     const float scale = 1.0f / sqrtf((float)hd);
+    int parts = 1;  /* at least 4 attention items per thread where the heads allow (SmolLM2: 3 groups) */
+    while (parts < per_kv && (long)batch * KV * parts < 4L * T)
+        for (parts++; per_kv % parts; parts++) {}
     const size_t row_stride = (size_t)capacity * hd;             /* one kv head */
     const size_t kind_stride = (size_t)batch * KV * row_stride;  /* keys -> values */
     for (int l = 0; l < m->layers; l++) {
@@ -1211,8 +1216,8 @@ int sl_step(const Model *m, const int64_t *tokens, int batch, int pos, float *ca
                 memcpy(values + at, v + (size_t)b * kvd + j * hd, hd * sizeof(float));
             }
         }
-        AttnJob job = {q, keys, values, probs, att, batch, KV, per_kv, qd, hd, pos, capacity, row_stride, scale};
-        parallel_for(batch * KV, 1, attend, &job, T);
+        AttnJob job = {q, keys, values, probs, att, batch, KV, per_kv, qd, hd, pos, capacity, row_stride, scale, parts};
+        parallel_for(batch * KV * parts, 1, attend, &job, T);
         const Matrix *o[1] = {&L->o};
         float *o_out[1] = {h};
         project(o, o_out, 1, att, batch, qd, &a, 1, T);
