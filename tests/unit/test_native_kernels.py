@@ -116,6 +116,39 @@ def test_matmul_matches_numpy_on_the_dequantized_weights(lib, kind, n):
     assert np.abs(y - want).max() <= tolerance * np.abs(want).max()
 
 
+@pytest.mark.parametrize("kind", QUANTIZED, ids=lambda k: native.TYPE_NAMES[k])
+@pytest.mark.parametrize("n", [1, 4])
+def test_matmul_at_odd_widths(lib, kind, n):
+    """Rows whose block count is odd and not a multiple of 16 (the 512-bit kernels take blocks in
+    pairs, and Q8_0's sums 16 at a time): 800 wide (25 blocks), or 768 (3 super-blocks)."""
+    rng = np.random.default_rng(200 + kind)
+    rows, cols = 21, 768 if native.block_size(kind) == 256 else 800
+    data = blocks(kind, rows, cols, rng)
+    x = rng.normal(0, 1, (n, cols)).astype(np.float32)
+    y = np.full((n, rows), np.nan, np.float32)
+    lib.sl_matmul(ctypes.byref(matrix(kind, data, cols)), ptr(x), n, ptr(y), 2)
+    want = x @ reference(kind, data, cols).T
+    assert np.abs(y - want).max() <= 0.03 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("kind", [native.Q4_1, native.Q8_0], ids=lambda k: native.TYPE_NAMES[k])
+@pytest.mark.parametrize("n", [1, 2, 5])
+@pytest.mark.parametrize("cols", [576, 608])
+def test_exact_rows_take_fp32_inputs(lib, kind, n, cols):
+    """EXACT Q4_1/Q8_0 rows (the default model's packs) multiply unrounded fp32 inputs: numpy's
+    result to fp32 rounding, not 8-bit activations' ~1% (608: an odd number of blocks)."""
+    rng = np.random.default_rng(300 + kind + cols)
+    rows = 23
+    data = blocks(kind, rows, cols, rng)
+    x = rng.normal(0, 1, (n, cols)).astype(np.float32)
+    y = np.full((n, rows), np.nan, np.float32)
+    m = matrix(kind, data, cols)
+    m.flags = native.EXACT
+    lib.sl_matmul(ctypes.byref(m), ptr(x), n, ptr(y), 2)
+    want = x.astype(np.float64) @ reference(kind, data, cols).T.astype(np.float64)
+    assert np.abs(y - want).max() <= 1e-5 * np.abs(want).max()
+
+
 def test_every_level_this_cpu_runs_agrees(tmp_path, monkeypatch):
     monkeypatch.setenv("STORYLOOM_MODELS", str(tmp_path / "models"))
     levels = native.cpu_levels(cc)

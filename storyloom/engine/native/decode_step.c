@@ -9,10 +9,13 @@
  * sl_cpu_level() tells it which that is.
  *
  * Every weight block is unpacked to bytes once and used for every input of the batch (row kernels
- * are specialised on the batch, 1..8). Unsigned formats (Q4_1, Q4_K, Q5_K) add their min term
- * from the input's sums; signed ones (Q4_0, Q5_0, Q8_0, Q6_K) use the sign trick. F32, F16, BF16
- * matrices, and Q4_1/Q8_0 ones flagged SL_EXACT (the transformers packer's), multiply fp32 inputs.
- * Matmuls and attention run on a small thread pool (below) that never spins long.
+ * are specialised on the batch, 1..8), and what each input costs per block is kept to its integer
+ * products: unsigned formats (Q4_1, Q4_K, Q5_K) add their min term from the input's sums, and in
+ * the avx512vnni build Q6_K and Q8_0 go in unsigned too, their offsets taken off from the input's
+ * sums, and the weights are prefetched 16 KB ahead (elsewhere the signed formats use the sign
+ * trick, per input). F32, F16, BF16 matrices, and Q4_1/Q8_0 ones flagged SL_EXACT (the
+ * transformers packer's), multiply fp32 inputs. Matmuls and attention run on a small thread pool
+ * (below) that never spins long.
  *
  * The KV cache has the layout of storyloom.engine.fast_llama.KVState:
  * [layers][2][batch][kv_heads][capacity][head_dim], fp32, so a torch prefill and this step share it.
@@ -91,7 +94,9 @@ int sl_cpu_level(void) {
 /* An input batch quantized for the integer kernels, in one or both of two layouts:
  * per 32 values (for the 32-weight blocks): int8 q, scale d (x ~ d * q), s = d * sum(q);
  * per 256 (K-quants, as llama.cpp's Q8_K): int8 k, scale kd per 256, ks = sum of each 32 of k
- * (their min terms), so a whole super-block accumulates in integers. */
+ * (their min terms), kmf = kd * ks as floats (the same, scaled: one multiply-add per super-block
+ * for all eight mins), k16 = sum of each 16 of k (Q6_K's offset of 32, folded into its integer
+ * sums), so a whole super-block accumulates in integers. */
 typedef struct {
     int8_t *q;    /* [batch][cols] */
     float *d;     /* [batch][cols / 32] */
@@ -99,6 +104,8 @@ typedef struct {
     int8_t *k;    /* [batch][cols] */
     float *kd;    /* [batch][cols / 256] */
     int16_t *ks;  /* [batch][cols / 32] */
+    float *kmf;   /* [batch][cols / 32] */
+    int16_t *k16; /* [batch][cols / 16] */
     int cols;
 } Act;
 
@@ -133,10 +140,15 @@ static void quantize_act(const float *x, int batch, int cols, Act *a, int need) 
                 const float d = amax / 127.f, id = d > 0.f ? 1.f / d : 0.f;
                 int8_t *q = a->k + (size_t)b * cols + 256 * c;
                 for (int j = 0; j < 256; j++) q[j] = (int8_t)(int)nearbyintf(v[j] * id);
-                for (int g = 0; g < 8; g++) {
+                for (int g = 0; g < 16; g++) {
                     int sum = 0;
-                    for (int j = 0; j < 32; j++) sum += q[32 * g + j];
+                    for (int j = 0; j < 16; j++) sum += q[16 * g + j];
+                    a->k16[b * (cols / 16) + 16 * c + g] = (int16_t)sum;
+                }
+                for (int g = 0; g < 8; g++) {
+                    const int sum = a->k16[b * (cols / 16) + 16 * c + 2 * g] + a->k16[b * (cols / 16) + 16 * c + 2 * g + 1];
                     a->ks[b * chunks + 8 * c + g] = (int16_t)sum;
+                    a->kmf[b * chunks + 8 * c + g] = d * (float)sum;
                 }
                 a->kd[b * (cols / 256) + c] = d;
             }
@@ -270,6 +282,17 @@ static void parallel_for(int total, int chunk, range_fn fn, void *ctx, int threa
     pthread_mutex_unlock(&pool_calls);
 }
 
+/* The weights PF_AHEAD bytes on (the rows that follow), into L1: the hardware's prefetchers alone
+ * left a single core at 26 GB/s of its 44 on Q6_K rows, and at batch 4 on 8192-wide rows (ffn_down)
+ * 4x batch 1's time; 16 KB ahead: 42 GB/s and 1.85x. (A prefetch never faults: past the end of
+ * the matrix it is only wasted.) */
+#ifndef PF_AHEAD
+#define PF_AHEAD 16384
+#endif
+static inline __attribute__((always_inline)) void prefetch_ahead(const uint8_t *p, int bytes) {
+    for (int off = 0; off < bytes; off += 64) __builtin_prefetch(p + PF_AHEAD + off, 0, 3);
+}
+
 #if SL_SIMD
 /* -- x86 kernels (AVX2 registers; VNNI where the build has it) ------------------------------- */
 static inline float hsum(__m256 v) {
@@ -320,10 +343,154 @@ static inline __m256i nibbles16(const uint8_t *p) {  /* 16 bytes -> [low nibbles
             mins[b] += m_ * a->s[b * chunks + (C)]; \
         } } while (0)
 
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+/* K-quant rows in 512-bit registers: two sub-blocks of 32 per instruction. Per input and 64
+ * weights only a maddubs (unsigned weights times the int8 input) and a dpwssd (times the
+ * sub-blocks' scales) run; per input and super-block, one convert and one multiply-add, plus one
+ * multiply-add for all eight Q4_K/Q5_K mins (kmf) or one dpwssd for Q6_K's offset of 32 (k16):
+ * Q6_K's weights go in unsigned, 0..63, and -32 * scale * sum(x) per 16 comes off in integers. */
+static inline __attribute__((always_inline)) void row_k512(const int type, const int B, const uint8_t *p,
+                                                           const Act *a, float *out) {
+    const int cols = a->cols, chunks = cols / 32, nb = cols / 256, bytes = sl_block_bytes(type);
+    __m512 acc[MAXB];  /* the mins go into its low 8 lanes: fewer registers at batch 5-8 */
+    for (int b = 0; b < B; b++) acc[b] = _mm512_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(15);
+    /* shift counts per 16-bit lane: 0 in the low 256 bits, 4 in the high 256 */
+    const __m512i half4 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+    for (int i = 0; i < nb; i++, p += bytes) {
+        prefetch_ahead(p, bytes);
+        __m512i si[MAXB];
+        for (int b = 0; b < B; b++) si[b] = _mm512_setzero_si512();
+        const int8_t *xk = a->k + 256 * i;
+        float d;
+        if (type == T_Q6_K) {
+            const uint8_t *ql = p, *qhp = p + 128;
+            d = h2f(sl_u16(p + 208));
+            const __m128i sc8 = _mm_loadu_si128((const __m128i *)(p + 192));
+            /* the offset: -32 * scale of each 16 (int16), against each 16's input sum */
+            const __m512i off = _mm512_zextsi256_si512(_mm256_mullo_epi16(_mm256_cvtepi8_epi16(sc8), _mm256_set1_epi16(-32)));
+            for (int b = 0; b < B; b++)
+                si[b] = _mm512_dpwssd_epi32(si[b], off, _mm512_zextsi256_si512(
+                    _mm256_loadu_si256((const __m256i *)(a->k16 + b * (cols / 16) + 16 * i))));
+            const __m512i m2 = _mm512_set1_epi8(3);
+            for (int h = 0; h < 2; h++) {
+                const __m512i l01 = _mm512_loadu_si512((const void *)(ql + 64 * h));  /* [l0 | l1] */
+                const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qhp + 32 * h)));
+                /* this half's 8 scales as int16, in every 128-bit lane */
+                const __m512i sc16 = _mm512_broadcast_i32x4(_mm_cvtepi8_epi16(_mm_srli_si128(sc8, 8 * h)));
+                for (int k = 0; k < 4; k += 2) {  /* sub-blocks k (from l0) and k + 1 (from l1) */
+                    const __m512i lo = _mm512_and_si512(k ? _mm512_srli_epi16(l01, 4) : l01, m4);
+                    /* qh's bits 2k (low half) and 2k + 2 (high half) */
+                    const __m512i sh = _mm512_add_epi16(_mm512_set1_epi16(2 * k), _mm512_srli_epi16(half4, 1));
+                    const __m512i hi = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh), m2), 4);
+                    const __m512i w = _mm512_or_si512(lo, hi);
+                    /* 128-bit lane t holds the 16 weights of scale 2k + t */
+                    const __m512i s16 = _mm512_shuffle_epi8(sc16, _mm512_add_epi8(
+                        _mm512_set_epi32(0x07060706, 0x07060706, 0x07060706, 0x07060706,
+                                         0x05040504, 0x05040504, 0x05040504, 0x05040504,
+                                         0x03020302, 0x03020302, 0x03020302, 0x03020302,
+                                         0x01000100, 0x01000100, 0x01000100, 0x01000100),
+                        _mm512_set1_epi8((char)(4 * k))));
+                    for (int b = 0; b < B; b++) {
+                        const __m512i xv = _mm512_loadu_si512((const void *)(xk + (size_t)b * cols + 128 * h + 32 * k));
+                        si[b] = _mm512_dpwssd_epi32(si[b], _mm512_maddubs_epi16(w, xv), s16);
+                    }
+                }
+            }
+        } else {
+            const int five = type == T_Q5_K;
+            d = h2f(sl_u16(p));
+            const float dmin = h2f(sl_u16(p + 2));
+            uint32_t u[3];
+            memcpy(u, p + 4, 12);
+            /* the 6-bit scales and mins of sub-blocks 0..7 as bytes (sl_scale_min_k4, 4 at a time) */
+            const uint32_t s0 = u[0] & 0x3f3f3f3fu, s1 = (u[2] & 0x0f0f0f0fu) | ((u[0] >> 6) & 0x03030303u) << 4;
+            const uint32_t n0 = u[1] & 0x3f3f3f3fu, n1 = ((u[2] >> 4) & 0x0f0f0f0fu) | ((u[1] >> 6) & 0x03030303u) << 4;
+            const __m512i sc16 = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)((uint64_t)s1 << 32 | s0))));
+            const __m512 mins = _mm512_zextps256_ps512(_mm256_mul_ps(
+                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)((uint64_t)n1 << 32 | n0)))), _mm256_set1_ps(dmin)));
+            for (int b = 0; b < B; b++)
+                acc[b] = _mm512_fnmadd_ps(mins, _mm512_zextps256_ps512(_mm256_loadu_ps(a->kmf + b * chunks + 8 * i)), acc[b]);
+            const uint8_t *qs = p + (five ? 48 : 16);
+            const __m512i qh = five ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(p + 16))) : _mm512_setzero_si512();
+            for (int j = 0; j < 8; j += 2) {  /* sub-blocks j (low nibbles) and j + 1 (high) */
+                const __m512i raw = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 16 * j)));
+                __m512i w = _mm512_and_si512(_mm512_srlv_epi16(raw, half4), m4);
+                if (five) {  /* qh's bit j (low half), j + 1 (high half), as 16 */
+                    const __m512i sh = _mm512_add_epi16(_mm512_set1_epi16(j), _mm512_srli_epi16(half4, 2));
+                    w = _mm512_or_si512(w, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh), _mm512_set1_epi8(1)), 4));
+                }
+                /* lanes of the low half get scale j, of the high half scale j + 1 */
+                const __m512i s16 = _mm512_shuffle_epi8(sc16, _mm512_add_epi8(
+                    _mm512_set_epi32(0x03020302, 0x03020302, 0x03020302, 0x03020302,
+                                     0x03020302, 0x03020302, 0x03020302, 0x03020302,
+                                     0x01000100, 0x01000100, 0x01000100, 0x01000100,
+                                     0x01000100, 0x01000100, 0x01000100, 0x01000100),
+                    _mm512_set1_epi8((char)(2 * j))));
+                for (int b = 0; b < B; b++) {
+                    const __m512i xv = _mm512_loadu_si512((const void *)(xk + (size_t)b * cols + 32 * j));
+                    si[b] = _mm512_dpwssd_epi32(si[b], _mm512_maddubs_epi16(w, xv), s16);
+                }
+            }
+        }
+        for (int b = 0; b < B; b++)
+            acc[b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[b]), _mm512_set1_ps(d * a->kd[b * nb + i]), acc[b]);
+    }
+    for (int b = 0; b < B; b++) out[b] = _mm512_reduce_add_ps(acc[b]);
+}
+#endif
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+/* Q8_0 rows, two blocks per 512-bit register. The weights go in unsigned (w + 128, so that one
+ * vpdpbusd per input and 64 weights does the products) and 128 * sum(x) comes off once per row:
+ * -128 * sum over blocks of d * a->s (s = the input's scale times its sum, per 32). Per input and
+ * 64 weights: vpdpbusd, a convert, the two blocks' scale products, a multiply-add. */
+static inline __attribute__((always_inline)) void row_q8_512(const int B, const uint8_t *p, const Act *a, float *out) {
+    const int cols = a->cols, chunks = cols / 32;
+    __m512 acc[MAXB], corr[MAXB];
+    for (int b = 0; b < B; b++) acc[b] = corr[b] = _mm512_setzero_ps();
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const __m512i two = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    for (int g = 0; g < chunks; g += 16) {
+        const int n = chunks - g < 16 ? chunks - g : 16;
+        __m512 d16 = _mm512_setzero_ps();  /* these 16 blocks' scales, for the sum(x) term */
+        for (int c = 0; c < n; c += 2, p += 68) {
+            prefetch_ahead(p, 68);
+            const int pair = c + 1 < n;  /* else an odd block at the end: the low half alone */
+            const __mmask16 lanes = pair ? 0xffff : 0x00ff;
+            const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + 2))),
+                                                 pair ? _mm256_loadu_si256((const __m256i *)(p + 36)) : _mm256_setzero_si256(), 1);
+            const __m512i u = _mm512_maskz_xor_epi32(lanes, w, flip);
+            const __m128 dd = _mm_cvtph_ps(_mm_insert_epi16(_mm_cvtsi32_si128(sl_u16(p)), pair ? sl_u16(p + 34) : 0, 1));
+            d16 = _mm512_mask_expand_ps(d16, (__mmask16)(3u << c), _mm512_castps128_ps512(dd));
+            const __m512 d2 = _mm512_permutexvar_ps(two, _mm512_castps128_ps512(dd));
+            for (int b = 0; b < B; b++) {
+                const int8_t *x = a->q + (size_t)b * cols + 32 * (g + c);
+                const __m512i xv = pair ? _mm512_loadu_si512((const void *)x) : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)x));
+                const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, xv);
+                const float *dx = a->d + b * chunks + g + c;
+                const __m512 dx2 = pair ? _mm512_permutexvar_ps(two, _mm512_castps128_ps512(_mm_castpd_ps(_mm_load_sd((const double *)dx))))
+                                        : _mm512_set1_ps(*dx);
+                acc[b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(d2, dx2), acc[b]);
+            }
+        }
+        const __mmask16 have = (__mmask16)((1u << n) - 1);
+        for (int b = 0; b < B; b++)
+            corr[b] = _mm512_fmadd_ps(d16, _mm512_maskz_loadu_ps(have, a->s + b * chunks + g), corr[b]);
+    }
+    for (int b = 0; b < B; b++) out[b] = _mm512_reduce_add_ps(_mm512_fnmadd_ps(corr[b], _mm512_set1_ps(128.f), acc[b]));
+}
+
+#endif
+
 static inline __attribute__((always_inline)) void row_quant(const int type, const int B, const uint8_t *p,
                                                             const Act *a, float *out) {
     const int cols = a->cols, chunks = cols / 32, bytes = sl_block_bytes(type);
     const int nb = cols / sl_block(type);
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+    if (sl_block(type) == 256) { row_k512(type, B, p, a, out); return; }
+    if (type == T_Q8_0) { row_q8_512(B, p, a, out); return; }
+#endif
     __m256 acc[MAXB];
     float mins[MAXB];
     for (int b = 0; b < B; b++) { acc[b] = _mm256_setzero_ps(); mins[b] = 0.f; }
@@ -345,85 +512,7 @@ static inline __attribute__((always_inline)) void row_quant(const int type, cons
         case T_Q8_0:
             CHUNK_S(_mm256_loadu_si256((const __m256i *)(p + 2)), _mm256_set1_ps(h2f(sl_u16(p))), i);
             break;
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-        /* 512-bit registers: two sub-blocks of 32 per instruction (AVX-512BW maddubs, VNNI dpwssd) */
-        case T_Q4_K: case T_Q5_K: {
-            const float d = h2f(sl_u16(p)), dmin = h2f(sl_u16(p + 2));
-            const int five = type == T_Q5_K;
-            const uint8_t *qs = p + (five ? 48 : 16);
-            const __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(p + 16)) : _mm256_setzero_si256();
-            uint8_t sc[8], mn[8];
-            for (int j = 0; j < 8; j++) sl_scale_min_k4(j, p + 4, &sc[j], &mn[j]);
-            __m512i si[MAXB];
-            for (int b = 0; b < B; b++) si[b] = _mm512_setzero_si512();
-            for (int j = 0; j < 8; j += 2) {
-                const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 16 * j));
-                __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-                if (five) {
-                    const __m256i one = _mm256_set1_epi8(1);
-                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, j), one), 4));
-                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, j + 1), one), 4));
-                }
-                const __m512i u = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-                const __m512i s16 = _mm512_inserti64x4(_mm512_set1_epi16(sc[j]), _mm256_set1_epi16(sc[j + 1]), 1);
-                for (int b = 0; b < B; b++) {
-                    const __m512i xv = _mm512_loadu_si512((const void *)(a->k + (size_t)b * cols + 256 * i + 32 * j));
-                    si[b] = _mm512_dpwssd_epi32(si[b], _mm512_maddubs_epi16(u, xv), s16);
-                }
-            }
-            for (int b = 0; b < B; b++) {
-                const float dx = a->kd[b * (cols / 256) + i];
-                const int16_t *ks = a->ks + b * chunks + 8 * i;
-                int msum = 0;
-                for (int j = 0; j < 8; j++) msum += mn[j] * ks[j];
-                const __m512i t = si[b];
-                const __m256i folded = _mm256_add_epi32(_mm512_castsi512_si256(t), _mm512_extracti64x4_epi64(t, 1));
-                acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(folded), _mm256_set1_ps(d * dx), acc[b]);
-                mins[b] -= dmin * dx * (float)msum;
-            }
-            break;
-        }
-        case T_Q6_K: {
-            const uint8_t *ql = p, *qhp = p + 128;
-            const int8_t *sc = (const int8_t *)(p + 192);
-            const float d = h2f(sl_u16(p + 208));
-            const __m256i m2 = _mm256_set1_epi8(3), off = _mm256_set1_epi8(32);
-            __m512i si[MAXB];
-            for (int b = 0; b < B; b++) si[b] = _mm512_setzero_si512();
-            for (int h = 0; h < 2; h++) {
-                const __m256i l0 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h));
-                const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h + 32));
-                const __m256i qh = _mm256_loadu_si256((const __m256i *)(qhp + 32 * h));
-                for (int k = 0; k < 4; k += 2) {  /* chunks k and k + 1: l0 then l1, same shift */
-                    const int shift = 4 * (k >> 1);
-                    const __m256i lo0 = _mm256_and_si256(_mm256_srli_epi16(l0, shift), m4);
-                    const __m256i lo1 = _mm256_and_si256(_mm256_srli_epi16(l1, shift), m4);
-                    const __m256i hi0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m2), 4);
-                    const __m256i hi1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k + 2), m2), 4);
-                    const __m256i w0 = _mm256_sub_epi8(_mm256_or_si256(lo0, hi0), off);
-                    const __m256i w1 = _mm256_sub_epi8(_mm256_or_si256(lo1, hi1), off);
-                    const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
-                    const __m512i aw = _mm512_abs_epi8(w);
-                    const __mmask64 neg = _mm512_movepi8_mask(w);
-                    const int g = 8 * h + 2 * k;  /* the four scales of these 64, one per 16 */
-                    const __m512i s16 = _mm512_inserti64x4(
-                        _mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]))),
-                        _mm256_set_m128i(_mm_set1_epi16(sc[g + 3]), _mm_set1_epi16(sc[g + 2])), 1);
-                    for (int b = 0; b < B; b++) {
-                        const __m512i xv = _mm512_loadu_si512((const void *)(a->k + (size_t)b * cols + 256 * i + 128 * h + 32 * k));
-                        const __m512i sx = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);  /* x * sign(w) */
-                        si[b] = _mm512_dpwssd_epi32(si[b], _mm512_maddubs_epi16(aw, sx), s16);
-                    }
-                }
-            }
-            for (int b = 0; b < B; b++) {
-                const __m512i t = si[b];
-                const __m256i folded = _mm256_add_epi32(_mm512_castsi512_si256(t), _mm512_extracti64x4_epi64(t, 1));
-                acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(folded), _mm256_set1_ps(d * a->kd[b * (cols / 256) + i]), acc[b]);
-            }
-            break;
-        }
-#else
+#if !(defined(__AVX512VNNI__) && defined(__AVX512BW__))  /* 512 bits: row_k512 */
         case T_Q4_K: case T_Q5_K: {
             /* super-block i against the per-256 input: integer sums scaled by the 6-bit scales */
             const float d = h2f(sl_u16(p)), dmin = h2f(sl_u16(p + 2));
@@ -510,30 +599,74 @@ static inline __attribute__((always_inline)) void row_float(const int type, cons
 /* SL_EXACT rows of Q4_1 / Q8_0 (what the transformers packer writes): each block's 32 weights
  * rebuilt in fp32 and multiplied with the fp32 inputs, as the library's forward does. */
 #if defined(__AVX512F__)
+/* One block's 32 weights in fp32. In-lane byte shuffles put each weight's byte in its own 32-bit
+ * lane (vpmovzxbd crosses lanes, the scarcer shuffle), and one conversion brings in the fp16 d and
+ * min together; per block that was 22 instructions in 6.6 cycles, most of them shuffles. */
+static inline __attribute__((always_inline)) void exact_block(const int type, const uint8_t *p, __m512 *w0, __m512 *w1) {
+    if (type == T_Q4_1) {
+        uint32_t dm;
+        memcpy(&dm, p, 4);
+        const __m512 both = _mm512_cvtph_ps(_mm256_set1_epi32((int)dm));  /* d, min, d, min, ... */
+        const __m512 d = _mm512_moveldup_ps(both), mn = _mm512_movehdup_ps(both);
+        /* 128-bit lane k, 32-bit lane i: byte 4k + i of the block's 16, alone */
+        const __m512i spread = _mm512_set_epi32(0x8080800f, 0x8080800e, 0x8080800d, 0x8080800c, 0x8080800b, 0x8080800a,
+                                                0x80808009, 0x80808008, 0x80808007, 0x80808006, 0x80808005, 0x80808004,
+                                                0x80808003, 0x80808002, 0x80808001, 0x80808000);
+        const __m512i q = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + 4))), spread);
+        const __m512i m4 = _mm512_set1_epi32(15);
+        *w0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(q, m4)), d, mn);
+        *w1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(q, 4)), d, mn);
+    } else {  /* Q8_0: each byte to the top of its lane, then an arithmetic shift signs it */
+        const __m512 d = _mm512_cvtph_ps(_mm256_set1_epi16((short)sl_u16(p)));
+        const __m512i top = _mm512_set_epi32(0x0f808080, 0x0e808080, 0x0d808080, 0x0c808080, 0x0b808080, 0x0a808080,
+                                             0x09808080, 0x08808080, 0x07808080, 0x06808080, 0x05808080, 0x04808080,
+                                             0x03808080, 0x02808080, 0x01808080, 0x00808080);
+        const __m512i q0 = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + 2))), top);
+        const __m512i q1 = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + 18))), top);
+        *w0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srai_epi32(q0, 24)), d);
+        *w1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srai_epi32(q1, 24)), d);
+    }
+}
+
+/* Each input sums in two chains of multiply-adds, four at batch 1 (two blocks a pass): with one,
+ * two dependent multiply-adds per block held a block to their latency (the default model's rows at
+ * batch 1, 10-15% slower). */
 static inline __attribute__((always_inline)) void row_exact(const int type, const int B, const uint8_t *p,
                                                             const float *x, int cols, float *out) {
-    __m512 acc[MAXB];
-    for (int b = 0; b < B; b++) acc[b] = _mm512_setzero_ps();
+    __m512 acc[MAXB][4];
+    const int chains = B == 1 ? 4 : 2;
+    for (int b = 0; b < B; b++) for (int c = 0; c < chains; c++) acc[b][c] = _mm512_setzero_ps();
     const int bytes = sl_block_bytes(type);
-    for (int j = 0; j < cols; j += 32, p += bytes) {
-        __m512 w0, w1;
-        const __m512 d = _mm512_set1_ps(h2f(sl_u16(p)));
-        if (type == T_Q4_1) {
-            const __m128i raw = _mm_loadu_si128((const __m128i *)(p + 4)), m4 = _mm_set1_epi8(15);
-            const __m512 mn = _mm512_set1_ps(h2f(sl_u16(p + 2)));
-            w0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(raw, m4))), d, mn);
-            w1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(raw, 4), m4))), d, mn);
-        } else {  /* Q8_0 */
-            w0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 2)))), d);
-            w1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 18)))), d);
+    int j = 0;
+    if (chains == 4)
+        for (; j + 64 <= cols; j += 64, p += 2 * bytes) {
+            prefetch_ahead(p, 2 * bytes);
+            __m512 w0, w1, w2, w3;
+            exact_block(type, p, &w0, &w1);
+            exact_block(type, p + bytes, &w2, &w3);
+            for (int b = 0; b < B; b++) {
+                const float *xb = x + (size_t)b * cols + j;
+                acc[b][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xb), acc[b][0]);
+                acc[b][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xb + 16), acc[b][1]);
+                acc[b][2] = _mm512_fmadd_ps(w2, _mm512_loadu_ps(xb + 32), acc[b][2]);
+                acc[b][3] = _mm512_fmadd_ps(w3, _mm512_loadu_ps(xb + 48), acc[b][3]);
+            }
         }
+    for (; j < cols; j += 32, p += bytes) {
+        prefetch_ahead(p, bytes);
+        __m512 w0, w1;
+        exact_block(type, p, &w0, &w1);
         for (int b = 0; b < B; b++) {
             const float *xb = x + (size_t)b * cols + j;
-            acc[b] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xb), acc[b]);
-            acc[b] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xb + 16), acc[b]);
+            acc[b][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xb), acc[b][0]);
+            acc[b][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xb + 16), acc[b][1]);
         }
     }
-    for (int b = 0; b < B; b++) out[b] = _mm512_reduce_add_ps(acc[b]);
+    for (int b = 0; b < B; b++) {
+        __m512 t = _mm512_add_ps(acc[b][0], acc[b][1]);
+        if (chains == 4) t = _mm512_add_ps(t, _mm512_add_ps(acc[b][2], acc[b][3]));
+        out[b] = _mm512_reduce_add_ps(t);
+    }
 }
 #else
 static inline __attribute__((always_inline)) void row_exact(const int type, const int B, const uint8_t *p,
@@ -765,6 +898,37 @@ FLOAT_ROW(T_BF16, rbf16)
 FLOAT_ROW(T_Q4_1, xq4_1)
 FLOAT_ROW(T_Q8_0, xq8_0)
 
+static inline int exact(const Matrix *m) {
+    return (m->flags & SL_EXACT) && (m->type == T_Q4_1 || m->type == T_Q8_0);
+}
+
+/* out[b] = the row of `type` at p . the quantized inputs */
+static void row_q(int type, const uint8_t *p, const Act *a, int batch, float *out) {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+    /* 7 or 8 inputs of a K-quant row in two passes (the weights unpacked twice): in one, their
+     * accumulators spill (8 at once took 1.75 ms on a Q6_K 2048x8192, 4 + 4 1.37) */
+    if (batch > 6 && sl_block(type) == 256) {
+        const int h = (batch + 1) / 2, cols = a->cols, chunks = cols / 32;
+        row_q(type, p, a, h, out);
+        Act t = *a;
+        t.q += (size_t)h * cols, t.k += (size_t)h * cols, t.d += h * chunks, t.s += h * chunks;
+        t.kmf += h * chunks, t.ks += h * chunks, t.k16 += h * (cols / 16), t.kd += h * (cols / 256);
+        row_q(type, p, &t, batch - h, out + h);
+        return;
+    }
+#endif
+    switch (type) {
+    case T_Q4_0: rq4_0(batch, p, a, out); break;
+    case T_Q4_1: rq4_1(batch, p, a, out); break;
+    case T_Q5_0: rq5_0(batch, p, a, out); break;
+    case T_Q8_0: rq8_0(batch, p, a, out); break;
+    case T_Q4_K: rq4_k(batch, p, a, out); break;
+    case T_Q5_K: rq5_k(batch, p, a, out); break;
+    case T_Q6_K: rq6_k(batch, p, a, out); break;
+    default: for (int b = 0; b < batch; b++) out[b] = 0.f; break;
+    }
+}
+
 /* out[b] = row r of m . x[b] for b < batch <= MAXB */
 static void row_dot(const Matrix *m, int r, const float *x, const Act *a, int batch, float *out) {
     const uint8_t *p = (const uint8_t *)m->data + (size_t)r * sl_row_bytes(m->type, m->cols);
@@ -773,13 +937,9 @@ static void row_dot(const Matrix *m, int r, const float *x, const Act *a, int ba
         if (m->type == T_Q8_0) { xq8_0(batch, p, x, m->cols, out); return; }
     }
     switch (m->type) {
-    case T_Q4_0: rq4_0(batch, p, a, out); break;
-    case T_Q4_1: rq4_1(batch, p, a, out); break;
-    case T_Q5_0: rq5_0(batch, p, a, out); break;
-    case T_Q8_0: rq8_0(batch, p, a, out); break;
-    case T_Q4_K: rq4_k(batch, p, a, out); break;
-    case T_Q5_K: rq5_k(batch, p, a, out); break;
-    case T_Q6_K: rq6_k(batch, p, a, out); break;
+    case T_Q4_0: case T_Q4_1: case T_Q5_0: case T_Q8_0: case T_Q4_K: case T_Q5_K: case T_Q6_K:
+        row_q(m->type, p, a, batch, out);
+        break;
     case T_F32: rf32(batch, p, x, m->cols, out); break;
     case T_F16: rf16(batch, p, x, m->cols, out); break;
     case T_BF16: rbf16(batch, p, x, m->cols, out); break;
@@ -831,9 +991,6 @@ static void matvec(const Matrix *const *ms, float *const *ys, int count, const f
     parallel_for(total, chunk, matvec_rows, &job, threads);
 }
 
-static inline int exact(const Matrix *m) {
-    return (m->flags & SL_EXACT) && (m->type == T_Q4_1 || m->type == T_Q8_0);
-}
 
 static int needs_act(const Matrix *const *ms, int count) {
     int need = 0;
@@ -867,36 +1024,55 @@ typedef struct {
     int batch, KV, per_kv, qd, hd, pos, capacity;
     size_t row_stride;
     float scale;
+    int parts;  /* each group's query heads in this many items (so that small models fill the threads) */
 } AttnJob;
 
-/* items lo..hi of heads x batch: softmax(q K^T / sqrt(hd)) V over positions 0..pos */
+/* items lo..hi of batch x kv heads x parts: for each query head of the item, softmax(q K^T /
+ * sqrt(hd)) V over positions 0..pos. A group's heads go together, so each key and value row is
+ * read once for all of them (one item per query head read the cache per_kv times: 4x on Llama 3). */
 static void attend(void *arg, int lo, int hi) {
     const AttnJob *J = (const AttnJob *)arg;
-    const int hd = J->hd, pos = J->pos, batch = J->batch;
+    const int hd = J->hd, pos = J->pos, batch = J->batch, G = J->per_kv / J->parts;
     for (int item = lo; item < hi; item++) {
-        const int j = item / batch, b = item % batch;
-        const float *qh = J->q + (size_t)b * J->qd + j * hd;
-        const size_t base = ((size_t)b * J->KV + j / J->per_kv) * J->row_stride;
+        const int part = item % J->parts, g = item / J->parts % J->KV, b = item / J->parts / J->KV;
+        const int j0 = g * J->per_kv + part * G;
+        const size_t base = ((size_t)b * J->KV + g) * J->row_stride;
         const float *kk = J->keys + base, *vv = J->values + base;
-        float *p = J->probs + ((size_t)j * batch + b) * J->capacity;
-        float top = -FLT_MAX;
+        const float *q0 = J->q + (size_t)b * J->qd + (size_t)j0 * hd;
         for (int t = 0; t <= pos; t++) {
-            float s = 0.f;
-            for (int i = 0; i < hd; i++) s += qh[i] * kk[(size_t)t * hd + i];
-            p[t] = s * J->scale;
-            if (p[t] > top) top = p[t];
+            const float *kt = kk + (size_t)t * hd;
+            for (int h = 0; h < G; h++) {
+                const float *qh = q0 + (size_t)h * hd;
+                float s = 0.f;
+                #pragma omp simd reduction(+ : s)
+                for (int i = 0; i < hd; i++) s += qh[i] * kt[i];
+                J->probs[((size_t)(j0 + h) * batch + b) * J->capacity + t] = s * J->scale;
+            }
         }
-        float total = 0.f;
-        #pragma omp simd reduction(+ : total)
-        for (int t = 0; t <= pos; t++) {
-            p[t] = exp_approx(p[t] - top);
-            total += p[t];
+        float *out0 = J->att + (size_t)b * J->qd + (size_t)j0 * hd;
+        for (int h = 0; h < G; h++) {
+            float *p = J->probs + ((size_t)(j0 + h) * batch + b) * J->capacity;
+            float top = -FLT_MAX;
+            for (int t = 0; t <= pos; t++) top = p[t] > top ? p[t] : top;
+            float total = 0.f;
+            #pragma omp simd reduction(+ : total)
+            for (int t = 0; t <= pos; t++) {
+                p[t] = exp_approx(p[t] - top);
+                total += p[t];
+            }
+            const float inv = 1.0f / total;
+            for (int t = 0; t <= pos; t++) p[t] *= inv;
+            float *out = out0 + (size_t)h * hd;
+            for (int i = 0; i < hd; i++) out[i] = 0.f;
         }
-        float *out = J->att + (size_t)b * J->qd + j * hd;
-        for (int i = 0; i < hd; i++) out[i] = 0.f;
         for (int t = 0; t <= pos; t++) {
-            const float w = p[t] / total;
-            for (int i = 0; i < hd; i++) out[i] += w * vv[(size_t)t * hd + i];
+            const float *vt = vv + (size_t)t * hd;
+            for (int h = 0; h < G; h++) {
+                const float w = J->probs[((size_t)(j0 + h) * batch + b) * J->capacity + t];
+                float *out = out0 + (size_t)h * hd;
+                #pragma omp simd
+                for (int i = 0; i < hd; i++) out[i] += w * vt[i];
+            }
         }
     }
 }
@@ -928,18 +1104,21 @@ static int widest(const Model *m) {
 /* floats of scratch an Act of `batch` x `cols` needs (both layouts) */
 static long act_floats(int batch, int cols) {
     const long values = ((long)batch * cols + 63) / 64 * 16;  /* int8s, in floats, 64-byte aligned */
-    return 2 * values + 2L * batch * (cols / 32) + (long)batch * (cols / 256) + (long)batch * (cols / 32) / 2 + 64;
+    const long per32 = (long)batch * (cols / 32);
+    return 2 * values + 3 * per32 + (long)batch * (cols / 256) + per32 / 2 + per32 + 64;
 }
 
 static Act act_at(float *at, int batch, int cols) {
-    const long values = ((long)batch * cols + 63) / 64 * 16;
+    const long values = ((long)batch * cols + 63) / 64 * 16, per32 = (long)batch * (cols / 32);
     Act a;
     a.q = (int8_t *)at;
     a.k = (int8_t *)(at + values);
     a.d = at + 2 * values;
-    a.s = a.d + (long)batch * (cols / 32);
-    a.kd = a.s + (long)batch * (cols / 32);
-    a.ks = (int16_t *)(a.kd + (long)batch * (cols / 256));
+    a.s = a.d + per32;
+    a.kmf = a.s + per32;
+    a.kd = a.kmf + per32;
+    a.k16 = (int16_t *)(a.kd + (long)batch * (cols / 256));  /* per32 floats: 2 per 32 int16s */
+    a.ks = a.k16 + 2 * per32;                                /* per32 / 2 floats */
     a.cols = cols;
     return a;
 }
@@ -1010,6 +1189,9 @@ int sl_step(const Model *m, const int64_t *tokens, int batch, int pos, float *ca
     for (int b = 0; b < batch; b++)
         sl_dequant_row(m->embed.type, (const uint8_t *)m->embed.data + (size_t)tokens[b] * embed_row, dim, h + (size_t)b * dim);
     const float scale = 1.0f / sqrtf((float)hd);
+    int parts = 1;  /* at least 4 attention items per thread where the heads allow (SmolLM2: 3 groups) */
+    while (parts < per_kv && (long)batch * KV * parts < 4L * T)
+        for (parts++; per_kv % parts; parts++) {}
     const size_t row_stride = (size_t)capacity * hd;             /* one kv head */
     const size_t kind_stride = (size_t)batch * KV * row_stride;  /* keys -> values */
     for (int l = 0; l < m->layers; l++) {
@@ -1034,8 +1216,8 @@ int sl_step(const Model *m, const int64_t *tokens, int batch, int pos, float *ca
                 memcpy(values + at, v + (size_t)b * kvd + j * hd, hd * sizeof(float));
             }
         }
-        AttnJob job = {q, keys, values, probs, att, batch, KV, per_kv, qd, hd, pos, capacity, row_stride, scale};
-        parallel_for(H * batch, 1, attend, &job, T);
+        AttnJob job = {q, keys, values, probs, att, batch, KV, per_kv, qd, hd, pos, capacity, row_stride, scale, parts};
+        parallel_for(batch * KV * parts, 1, attend, &job, T);
         const Matrix *o[1] = {&L->o};
         float *o_out[1] = {h};
         project(o, o_out, 1, att, batch, qd, &a, 1, T);
