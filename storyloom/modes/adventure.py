@@ -37,7 +37,7 @@ LOOP_RETRIES = 3
 DEFAULT_CANDIDATES = 4  # drawn in one batch each turn; 1 turns sample-and-rank off
 MAX_CANDIDATES = 8
 REDRAWS = 1  # further batches when no candidate passes the critic, before showing the best anyway
-EARLY_STOP = True  # a batch ends when one finished candidate passes (Adventure._enough)
+EARLY_STOP = True  # a batch ends when one finished candidate passes (early_stop)
 ENOUGH_WORDS = 25  # ... or one still being written already holds this many words that pass
 TURN_WORDS = (10, 120)  # what a turn is asked to be, for the critic
 # A short story of well-formed turns before the game (ours, assets/adventure_primer.txt): small
@@ -407,6 +407,44 @@ def default_candidates(generator) -> int:
     return DEFAULT_CANDIDATES if generator.capabilities.batch else 1
 
 
+def early_stop(action: str, brief: critic.Brief) -> Callable[[list[str], list[bool]], bool] | None:
+    """When a batch may stop: as soon as a finished candidate passes the critic, or one still
+    going already holds a whole turn (ENOUGH_WORDS in whole sentences) that passes; with
+    triggered world info, only a candidate that uses it. Without this the batch ran until its
+    longest candidate stopped (often the 80-token limit), and a k=4 turn cost 2.8x a k=1
+    turn; the rows still going are judged as far as they got, like a text at the limit."""
+    if not EARLY_STOP:
+        return None
+    verdicts: dict[str, critic.Verdict] = {}  # a text is judged again only when a sentence ends
+
+    def enough(texts: list[str], finished: list[bool]) -> bool:
+        for text, done in zip(texts, finished):
+            clean = clean_output(text, action)
+            if not clean or (not done and len(clean.split()) < ENOUGH_WORDS):
+                continue
+            if clean not in verdicts:
+                verdicts[clean] = critic.judge(clean, brief)
+            verdict = verdicts[clean]
+            if verdict.passed and (not brief.lore or verdict.lore_used):
+                enough.cut = [not f for f in finished]  # the rows this stop cut short
+                return True
+        return False
+
+    return enough
+
+
+def kept_outputs(raws: list[str], action: str, enough) -> list[str]:
+    """The batch's clean, non-empty texts, less those the early stop cut short under
+    ENOUGH_WORDS (a start, not a turn: what it was going to say is unknown)."""
+    cut = getattr(enough, "cut", [])  # rows the early stop cut short (none: it never stopped)
+    out = []
+    for i, raw in enumerate(raws):
+        text = clean_output(raw, action)
+        if text and not (i < len(cut) and cut[i] and len(text.split()) < ENOUGH_WORDS):
+            out.append(text)
+    return out
+
+
 class Adventure:
     """One game in play. The UI calls these methods; the store saves every change at once."""
 
@@ -491,32 +529,6 @@ class Adventure:
         yield Picked(output, verdict, [(output, verdict)], 1, "none (one candidate)")
         return output
 
-    @staticmethod
-    def _enough(action: str, brief: critic.Brief) -> Callable[[list[str], list[bool]], bool] | None:
-        """When a batch may stop: as soon as a finished candidate passes the critic, or one still
-        going already holds a whole turn (ENOUGH_WORDS in whole sentences) that passes; with
-        triggered world info, only a candidate that uses it. Without this the batch ran until its
-        longest candidate stopped (often the 80-token limit), and a k=4 turn cost 2.8x a k=1
-        turn; the rows still going are judged as far as they got, like a text at the limit."""
-        if not EARLY_STOP:
-            return None
-        verdicts: dict[str, critic.Verdict] = {}  # a text is judged again only when a sentence ends
-
-        def enough(texts: list[str], finished: list[bool]) -> bool:
-            for text, done in zip(texts, finished):
-                clean = clean_output(text, action)
-                if not clean or (not done and len(clean.split()) < ENOUGH_WORDS):
-                    continue
-                if clean not in verdicts:
-                    verdicts[clean] = critic.judge(clean, brief)
-                verdict = verdicts[clean]
-                if verdict.passed and (not brief.lore or verdict.lore_used):
-                    enough.cut = [not f for f in finished]  # the rows this stop cut short
-                    return True
-            return False
-
-        return enough
-
     def _generate_many(self, prompt, action, generator, settings, cancel, k, brief, model_rank, on_step):
         pool: list[tuple[str, critic.Verdict]] = []
         batches = 0
@@ -529,18 +541,14 @@ class Adventure:
                 if on_step is not None:
                     on_step(i)
 
-            enough = self._enough(action, brief)
+            enough = early_stop(action, brief)
             raws = generator.candidates(prompt, k, tries, cancel, step, enough=enough)
             batches += 1
             yield Progress(len(steps), tries.max_new_tokens, k, batches)
             if cancel is not None and cancel.is_set():
                 return ""
-            cut = getattr(enough, "cut", [])  # rows the early stop cut short (none: it never stopped)
-            for i, raw in enumerate(raws):
-                text = clean_output(raw, action)
-                if i < len(cut) and cut[i] and len(text.split()) < ENOUGH_WORDS:
-                    continue  # a start, not a turn: what it was going to say is unknown
-                if text and all(text != t for t, _ in pool):
+            for text in kept_outputs(raws, action, enough):
+                if all(text != t for t, _ in pool):
                     pool.append((text, critic.judge(text, brief)))
             if any(v.passed for _, v in pool):
                 break

@@ -229,7 +229,7 @@ def test_a_batch_is_enough_once_a_finished_candidate_passes_and_uses_the_lore():
 
     good = "The old innkeeper smiles and slides a brass key across the counter toward you."
     brief = critic.Brief(scene="You ask the innkeeper for a room. The inn is warm.", min_words=5)
-    enough = adv.Adventure._enough("> You ask the innkeeper for a room.", brief)
+    enough = adv.early_stop("> You ask the innkeeper for a room.", brief)
     assert not enough([good, "Here's your options: 1. Leave"], [False, True])  # only a failing one finished
     assert enough([good, "Here's your options: 1. Leave"], [True, True])
     assert enough([good, "Here's"], [True, False]) and enough.cut == [False, True]  # what the stop cut short
@@ -239,7 +239,7 @@ def test_a_batch_is_enough_once_a_finished_candidate_passes_and_uses_the_lore():
     assert len(adv.clean_output(long).split()) >= adv.ENOUGH_WORDS and enough([long], [False])
     assert not enough([good + " Then she"], [False])
     lore = critic.Brief(scene=brief.scene, min_words=5, lore=("mira",))
-    enough = adv.Adventure._enough("> You ask the innkeeper for a room.", lore)
+    enough = adv.early_stop("> You ask the innkeeper for a room.", lore)
     assert not enough([good], [True])  # passes, but the triggered entry is not in it yet
     assert enough([good.replace("old innkeeper", "innkeeper Mira")], [True])
 
