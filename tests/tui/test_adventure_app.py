@@ -296,3 +296,38 @@ async def test_escape_cancels_a_batch_and_ctrl_k_turns_streaming_back_on(make_ap
         await settle(app, pilot)
         assert sum(isinstance(m, GenerationChunk) for m in seen) > 3  # one candidate streams
         assert app.screen.play.game.turns[-1].output == GOOD_TURN
+
+
+async def test_the_memory_dialogs_buttons_close_it_and_nothing_behind_it(make_app, fake):
+    """Save pressed with the keyboard (Tab to it, Enter) saves and returns to the game; the
+    Lorebooks button opens the lorebooks over the dialog, which stays. (Save once closed the
+    dialog and then the game: Textual ran the button handler of both classes.)"""
+    from storyloom.tui.screens.adventure import AdventureScreen
+    from storyloom.tui.screens.editors import MemoryScreen
+    from storyloom.tui.screens.lore import LoreScreen
+
+    fake.push("Opening.")
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        app.screen.query_one("#memory").text = "You fear spiders."
+        app.screen.query_one("#lore").press()
+        await pilot.pause()
+        assert isinstance(app.screen, LoreScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, MemoryScreen)  # still open, with what was typed
+        assert app.screen.query_one("#memory").text == "You fear spiders."
+        app.screen.query_one("#save").focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, AdventureScreen)
+        assert app.games.latest().memory == "You fear spiders."
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        app.screen.query_one("#cancel").focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, AdventureScreen)

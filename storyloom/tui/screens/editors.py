@@ -23,7 +23,12 @@ class EditorDialog(ModalScreen):
                           classes="buttons")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.action_save() if event.button.id == "save" else self.action_cancel()
+        # Textual runs this handler of every class in the MRO: each acts on its own buttons only
+        # (calling it from a subclass as well closed the dialog twice, and the game behind it)
+        if event.button.id == "save":
+            self.action_save()
+        elif event.button.id == "cancel":
+            self.action_cancel()
 
     def action_save(self) -> None:
         raise NotImplementedError
@@ -94,7 +99,8 @@ class MemoryScreen(EditorDialog):
     BINDINGS = [*EditorDialog.BINDINGS, ("ctrl+l", "lore", "Lorebooks")]
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.action_lore() if event.button.id == "lore" else super().on_button_pressed(event)
+        if event.button.id == "lore":  # Save and Cancel: EditorDialog's handler, which Textual runs too
+            self.action_lore()
 
     def action_lore(self) -> None:
         """The full editor: keys, flags and order of each entry, and the game's lorebooks."""
