@@ -11,6 +11,7 @@ import torch
 from storyloom.engine.biasing import PhraseBias, check
 from storyloom.engine.logits import Context, apply_bias, choose_next
 from storyloom.engine.sampling import SamplerSettings, SettingsError
+from tests.decode_spy import on_path, spy_steps
 
 PLAIN = SamplerSettings(temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0)
 
@@ -100,34 +101,18 @@ def test_phrase_bias_settings_are_checked():
 
 
 # -- the decode loop, on a tiny random model ------------------------------------------------------
-def _path(tiny, engine):
-    from storyloom.engine.backends.transformers_backend import TransformersGenerator
-
-    return TransformersGenerator(tiny.model, tiny.tokenizer, "tiny", engine=engine)
-
-
 PROMPT = "You open the door. The room beyond is dark"
 PHRASE = "old paper"
 
 
 def _spy(monkeypatch):
-    from storyloom.engine.backends import transformers_backend as tb
-
-    seen = []
-    real = tb.choose_next
-
-    def spy(logits, history, settings, gen, context=None):
-        token = real(logits, history, settings, gen, context)
-        seen.append((logits.clone(), [dict(b) for b in (context.bias or [])] if context else [], token.clone()))
-        return token
-
-    monkeypatch.setattr(tb, "choose_next", spy)
-    return seen
+    """Each step's logits, the phrase bias of each row, and the chosen tokens."""
+    return spy_steps(monkeypatch, lambda history, context: [dict(b) for b in (context.bias or [])] if context else [])
 
 
 @pytest.mark.parametrize("engine", ["native", "reference"])
 def test_the_loop_raises_the_phrase_then_its_continuation_then_nothing(tiny, engine, monkeypatch):
-    gen = _path(tiny, engine)
+    gen = on_path(tiny, engine)
     first, second = gen.encode(" " + PHRASE, special=False)[:2]
     assert gen.decode([first, second]) == " " + PHRASE  # two tokens: the test needs a continuation
     settings = PLAIN.with_(max_new_tokens=12, seed=3, phrase_bias=((PHRASE, 12.0),))
@@ -151,7 +136,7 @@ def test_the_loop_raises_the_phrase_then_its_continuation_then_nothing(tiny, eng
 
 @pytest.mark.parametrize("engine", ["native", "reference"])
 def test_every_candidate_in_a_batch_gets_its_own_phrase_bias(tiny, engine):
-    gen = _path(tiny, engine)
+    gen = on_path(tiny, engine)
     settings = PLAIN.with_(max_new_tokens=12, seed=4, phrase_bias=((PHRASE, 12.0),))
     rows = gen.candidates(PROMPT, 3, settings)
     assert all(r.count(PHRASE) == 1 for r in rows), rows
@@ -284,7 +269,7 @@ def test_naming_a_triggered_entry_counts_as_using_it_even_a_short_name():
 
 @pytest.mark.parametrize("engine", ["native", "reference"])
 def test_a_batch_that_drops_finished_rows_goes_on_exactly_as_the_rows_left(tiny, engine):
-    gen = _path(tiny, engine)
+    gen = on_path(tiny, engine)
     prompt = gen.encode(PROMPT)
     a, b, c = (gen.encode(w, special=False)[0] for w in (" old", " paper", " door"))
     state = gen.decode_state(prompt, 3)

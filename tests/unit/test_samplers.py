@@ -8,6 +8,7 @@ import torch
 from storyloom.engine.banning import PhraseBan, token_at
 from storyloom.engine.logits import Context, apply_dry, choose_next, filtered
 from storyloom.engine.sampling import SamplerSettings, SettingsError
+from tests.decode_spy import on_path, spy_steps
 
 PLAIN = SamplerSettings(temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0)
 
@@ -112,35 +113,18 @@ def test_text_that_could_become_a_banned_phrase_is_held_back():
 
 
 # -- both decode paths ---------------------------------------------------------------------
-def _path(tiny, engine):
-    from storyloom.engine.backends.transformers_backend import TransformersGenerator
-
-    return TransformersGenerator(tiny.model, tiny.tokenizer, "tiny", engine=engine)
-
-
 GREEDY = SamplerSettings(temperature=0, max_new_tokens=40, repetition_penalty=1.0)
 PROMPT = "You open the door. The room beyond is dark"
 
 
 def _spy(monkeypatch):
-    """Record each step's logits (after the model) and the token the loop chose."""
-    from storyloom.engine.backends import transformers_backend as tb
-
-    seen = []
-    real = tb.choose_next
-
-    def spy(logits, history, settings, gen, context=None):
-        token = real(logits, history, settings, gen, context)
-        seen.append((logits.clone(), history.clone(), token.clone()))
-        return token
-
-    monkeypatch.setattr(tb, "choose_next", spy)
-    return seen
+    """Record each step's logits (after the model), the history, and the token the loop chose."""
+    return spy_steps(monkeypatch, lambda history, context: history.clone())
 
 
 @pytest.mark.parametrize("engine", ["native", "reference"])
 def test_dry_keeps_the_decode_loop_from_repeating_on_both_paths(tiny, engine, monkeypatch):
-    gen = _path(tiny, engine)
+    gen = on_path(tiny, engine)
     seen = _spy(monkeypatch)
     gen.generate(PROMPT, GREEDY)
     without = [int(t) for _, _, t in seen]
@@ -171,7 +155,7 @@ def _repeats(prompt: list[int], out: list[int], n: int) -> bool:
 
 @pytest.mark.parametrize("engine", ["native", "reference"])
 def test_min_p_and_xtc_hold_on_both_paths(tiny, engine, monkeypatch):
-    gen = _path(tiny, engine)
+    gen = on_path(tiny, engine)
     seen = _spy(monkeypatch)
     settings = SamplerSettings(temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0, min_p=0.3,
                                max_new_tokens=30, seed=5)
@@ -195,7 +179,7 @@ def test_min_p_and_xtc_hold_on_both_paths(tiny, engine, monkeypatch):
 
 @pytest.mark.parametrize("engine", ["native", "reference"])
 def test_a_banned_phrase_never_appears_and_both_paths_agree(tiny, engine):
-    gen = _path(tiny, engine)
+    gen = on_path(tiny, engine)
     plain = gen.generate(PROMPT, GREEDY)
     words = [w for w in plain.replace("\ufffd", " ").split() if w.isalpha()]
     assert words, plain
@@ -207,7 +191,7 @@ def test_a_banned_phrase_never_appears_and_both_paths_agree(tiny, engine):
     assert banned.startswith(plain[:start].rstrip("\ufffd")[: max(0, start - 8)])
     streamed = list(gen.stream(PROMPT, GREEDY.with_(banned=(words[0],))))
     assert "".join(streamed) == banned  # nothing shown was taken back
-    reference = _path(tiny, "reference").generate(PROMPT, GREEDY.with_(banned=(words[0],)))
+    reference = on_path(tiny, "reference").generate(PROMPT, GREEDY.with_(banned=(words[0],)))
     assert banned == reference
     rows = gen.candidates(PROMPT, 2, GREEDY.with_(banned=(words[0],), temperature=1.0, seed=2))
     assert len(rows) == 2 and all(PhraseBan([words[0]]).find(r, final=True) is None for r in rows)
