@@ -12,12 +12,11 @@ through any format keeps keys, text, order and flags.
 from __future__ import annotations
 
 import json
-import os
-import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from storyloom.store import bounded_read
 from storyloom.store.lorebooks import (
     MAX_BIAS, MAX_COMMENT, MAX_ENTRIES, MAX_KEY, MAX_KEYS, MAX_NAME, MAX_ORDER, MAX_SCAN_DEPTH, MAX_TEXT, LoreError,
     Lorebook, check_name,
@@ -51,29 +50,9 @@ class ImportReport:
 # -- reading ----------------------------------------------------------------------------
 def read_file(path: Path) -> bytes:
     """A regular file's bytes, refused before reading when it is not one or is too big."""
-    shown = repr(str(path)[-80:])
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise LoreError(f"Cannot read {shown}: {exc.strerror or exc}.") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise LoreError(f"{shown} is {'a folder' if stat.S_ISDIR(st.st_mode) else 'not a regular file'}; "
-                            "import a lorebook file (.json or .lorebook).")
-        if st.st_size > MAX_FILE_BYTES:
-            raise LoreError(f"The file is {st.st_size / 1e6:.1f} MB; a lorebook may be at most "
-                            f"{MAX_FILE_BYTES / 1e6:.0f} MB.")
-        data = os.read(fd, MAX_FILE_BYTES + 1)
-        while len(data) <= MAX_FILE_BYTES and (more := os.read(fd, MAX_FILE_BYTES + 1 - len(data))):
-            data += more
-    except OSError as exc:
-        raise LoreError(f"Cannot read {shown}: {exc.strerror or exc}.") from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_FILE_BYTES:
-        raise LoreError(f"The file is over the {MAX_FILE_BYTES / 1e6:.0f} MB limit.")
-    return data
+    return bounded_read.read_bounded(path, MAX_FILE_BYTES, LoreError, repr(str(path)[-80:]),
+                                     "import a lorebook file (.json or .lorebook).",
+                                     f"a lorebook may be at most {MAX_FILE_BYTES / 1e6:.0f} MB")
 
 
 def parse(data: bytes) -> object:

@@ -21,14 +21,13 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-import os
 import re
-import stat
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from storyloom import StoryloomError
+from storyloom.store import bounded_read
 from storyloom.store.stories import now
 from storyloom.store.trees import Node, Tree, TreeNotFound, TreeStore, new_id, valid_id
 
@@ -118,38 +117,9 @@ def quote(value: object, limit: int = 80) -> str:
 
 # -- reading files ------------------------------------------------------------------------
 def read_bounded(path: Path, limit: int = MAX_PACK_BYTES) -> bytes:
-    """A regular file's bytes, refused before reading when it is not one or is over `limit`.
-
-    O_NONBLOCK: opening a FIFO must not wait for a writer; the type is checked on the open
-    descriptor (no race with a swapped path); the read stops at limit + 1 bytes whatever
-    the size said (a growing file, /proc).
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise PackError(f"Cannot read {quote(str(path))}: {exc.strerror or exc}.") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-            raise PackError(f"{quote(str(path))} is {kind}; import a .json pack or a .twee file.")
-        if st.st_size > limit:
-            raise PackError(f"The file is {st.st_size / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB.")
-        chunks, left = [], limit + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
-    except OSError as exc:
-        raise PackError(f"Cannot read {quote(str(path))}: {exc.strerror or exc}.") from None
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise PackError(f"The file is over the {limit / 1e6:.0f} MB limit.")
-    return data
+    """A regular file's bytes, refused before reading when it is not one or is over `limit`."""
+    return bounded_read.read_bounded(path, limit, PackError, quote(str(path)), "import a .json pack or a .twee file.",
+                                     f"the limit is {limit / 1e6:.0f} MB")
 
 
 def _check_text(value) -> None:
