@@ -81,6 +81,13 @@ def _worth_shrinking(width: int, going: int, steps_left: int) -> bool:
 
 SHRINK_MIN_STEPS = 4
 
+
+def _before_stop(text: str, stops: tuple[str, ...]) -> str:
+    """A row's decoded text before its first stop string (and without half a character)."""
+    text = text.rstrip("\ufffd")
+    scanner = StopScanner(stops)
+    return scanner.feed(text) + scanner.finish(text)
+
 # A banned phrase backs the loop up at most this often per text; then the text ends before it.
 MAX_BACKTRACKS = 64
 
@@ -444,7 +451,7 @@ class TransformersGenerator(Generator):
                 break
             # Enough for the caller (say a finished row passes its critic): the batch ends here,
             # and the rows still going come back as far as they got (as at max_new_tokens).
-            if enough is not None and enough(self._cut(rows, stops), list(done)):
+            if enough is not None and enough([_before_stop(t, stops) for t in texts], list(done)):
                 break
             going = [j for j, i in enumerate(live) if not done[i]]
             if finished and _worth_shrinking(len(live), len(going), settings.max_new_tokens - count):
@@ -454,16 +461,7 @@ class TransformersGenerator(Generator):
                 context.bias = [{} if done[i] else bias.pushes(texts[i].rstrip("\ufffd"), before) for i in live]
             state.feed(step[:, None])
         self.last_stats = watch.done()
-        return self._cut(rows, stops)
-
-    def _cut(self, rows: list[list[int]], stops: tuple[str, ...]) -> list[str]:
-        """Each row's text, before its first stop string."""
-        results = []
-        for row in rows:
-            scanner = StopScanner(stops)
-            text = self.decode(row).rstrip("\ufffd")
-            results.append(scanner.feed(text) + scanner.finish(text))
-        return results
+        return [_before_stop(self.decode(row), stops) for row in rows]
 
     @torch.inference_mode()
     def token_choices(self, prompt: str, text: str, top: int = TOP_ALTERNATIVES) -> list[TokenChoice]:
