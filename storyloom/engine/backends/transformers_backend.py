@@ -474,11 +474,8 @@ class TransformersGenerator(Generator):
             return []
         prompt_ids = self.encode(prompt)[-max(1, self.context_length - len(ids)):]
         if self.fast is not None:  # our forward: the prompt, then the text's positions
-            state = KVState()
-            threads.choose()
-            first = self.fast.forward(torch.tensor([prompt_ids]), state)
-            rest = self.fast.forward(torch.tensor([ids[:-1]]), state, all_logits=True)[0] if len(ids) > 1 else first[:0]
-            logits = torch.cat([first, rest])
+            first, rest = self._fast_logits(prompt_ids, [ids[:-1]] if len(ids) > 1 else [])
+            logits = torch.cat([first[None], rest[0]]) if len(ids) > 1 else first[None]
         else:
             logits = self.model(input_ids=torch.tensor([prompt_ids + ids]), logits_to_keep=len(ids) + 1).logits[0]
         logp = torch.log_softmax(logits[: len(ids)].float(), -1)  # row j predicts token j
@@ -508,7 +505,8 @@ class TransformersGenerator(Generator):
         if not longest:
             return [float("-inf")] * len(conts)
         if self.fast is not None:  # our forward: a long prompt in bf16 where the CPU has bf16 units
-            return self._fast_scores(prompt_ids, conts, longest)
+            first, logits = self._fast_logits(prompt_ids, conts)
+            return mean_logprobs(torch.log_softmax(first.float(), -1), torch.log_softmax(logits.float(), -1), conts)
         out = self.model(input_ids=torch.tensor([prompt_ids]), use_cache=True,
                          past_key_values=new_cache(self.model.config))
         first = torch.log_softmax(out.logits[0, -1].float(), -1)  # predicts each row's first token
@@ -522,19 +520,21 @@ class TransformersGenerator(Generator):
         logits = self.model(input_ids=ids, attention_mask=mask, past_key_values=past, use_cache=True).logits
         return mean_logprobs(first, torch.log_softmax(logits.float(), -1), conts)
 
-    def _fast_scores(self, prompt_ids: list[int], conts: list[list[int]], longest: int) -> list[float]:
-        """score_many on the fast path: the prompt once, then every continuation as one
-        right-padded batch over its cache (causal, so no row sees the padding)."""
+    def _fast_logits(self, prompt_ids: list[int], rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Our forward over the prompt once, then `rows` as one right-padded batch over its cache
+        (causal, so no row sees the padding): the logits after the prompt [vocab], and each row
+        position's [rows, longest, vocab] (no rows: None)."""
         threads.choose()  # as DecodeState does: the cores other programs leave free
         state = KVState()
-        first = torch.log_softmax(self.fast.forward(torch.tensor([prompt_ids]), state)[0].float(), -1)
-        self.fast.expand(state, len(conts))
-        ids = torch.full((len(conts), longest), self.pad_id, dtype=torch.long)
-        for i, c in enumerate(conts):
-            if c:
-                ids[i, : len(c)] = torch.tensor(c, dtype=torch.long)
-        logp = torch.log_softmax(self.fast.forward(ids, state, all_logits=True).float(), -1)
-        return mean_logprobs(first, logp, conts)
+        first = self.fast.forward(torch.tensor([prompt_ids]), state)[0]
+        if not rows:
+            return first, None
+        self.fast.expand(state, len(rows))
+        ids = torch.full((len(rows), max(len(r) for r in rows)), self.pad_id, dtype=torch.long)
+        for i, row in enumerate(rows):
+            if row:
+                ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        return first, self.fast.forward(ids, state, all_logits=True)
 
     def _score_inputs(self, prompt: str, continuations: Sequence[str]) -> tuple[list[list[int]], int, list[int]]:
         """(each continuation's ids, the longest's length, the prompt's ids cut to leave it room)."""
