@@ -165,7 +165,9 @@ class FastLlama:
                 _Linear([mlp.down_proj.weight], wide),
             ))
         self.norm = inner.norm.weight.detach().float()
-        self.lm_head = _Linear([model.lm_head.weight], False)
+        # Scoring asks for every position's logits: there the head is most of the work, so it
+        # gets a bf16 copy too (the last position of a prompt, which sampling reads, stays fp32).
+        self.lm_head = _Linear([model.lm_head.weight], wide)
         self.intermediate = self.layers[0][4].out_features // 2
         dim = self.head_dim
         self.inv_freq = 1.0 / (_rope_theta(config) ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
@@ -237,7 +239,9 @@ class FastLlama:
                 gate, up = gate_up.each(x)
                 h = h + down(F.silu(gate, inplace=True).mul_(up))
         state.length = end
-        return self.lm_head(self._norm(h if all_logits else h[:, -1], self.norm)).float()
+        if all_logits:
+            return self.lm_head(self._norm(h, self.norm), wide).float()
+        return self.lm_head(self._norm(h[:, -1], self.norm)).float()
 
     def expand(self, state: KVState, batch: int) -> None:
         """Copy a single cached row for `batch` rows (candidates share the prompt)."""

@@ -82,6 +82,23 @@ class TokenChoice:
 TOP_ALTERNATIVES = 10
 
 
+@dataclass
+class RowLogprobs:
+    """One candidate as the model scored it while writing it: where each token ends in the
+    candidate's text, and its log-prob under the model itself (before any sampler reshaped it).
+    Ranking reads these instead of running the text through the model a second time."""
+
+    ends: list[int]
+    logprobs: list[float]
+
+    def mean(self, start: int, end: int) -> float | None:
+        """Mean log-prob of the tokens that make text[start:end] (a token cut by either edge
+        counts); None where no token does."""
+        picked = [lp for i, lp in enumerate(self.logprobs)
+                  if self.ends[i] > start and (i == 0 or self.ends[i - 1] < end)]
+        return sum(picked) / len(picked) if picked else None
+
+
 class Generator:
     """Base class: subclasses implement _stream, candidates, score_many, count_tokens.
 
@@ -134,11 +151,15 @@ class Generator:
         self, prompt: str, n: int, settings: SamplerSettings | None = None, cancel: Cancel | None = None,
         on_step: Callable[[int], None] | None = None, grammar: str | None = None,
         enough: Callable[[list[str], list[bool]], bool] | None = None,
+        record: list[RowLogprobs] | None = None, complete: Callable[[str], bool] | None = None,
     ) -> list[str]:
         """n continuations in one batched call; `on_step(k)` after each decoding step (progress);
         `grammar` as in stream(). `enough(texts, finished)`, called after each step (or each
         finished candidate), may end the call early: True returns the unfinished ones as far as
-        they got (a backend that cannot stop part-way draws them all)."""
+        they got (a backend that cannot stop part-way draws them all). A backend that knows its
+        tokens' log-probs while writing appends one RowLogprobs per candidate to `record`
+        (others leave it empty). `complete(text)` True ends that candidate there, as a stop
+        string would (its text is kept whole: the caller cuts it); the others write on."""
         raise NotImplementedError
 
     def token_choices(self, prompt: str, text: str, top: int = TOP_ALTERNATIVES) -> list[TokenChoice]:

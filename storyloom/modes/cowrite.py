@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
 from storyloom import StoryloomError
+from storyloom.engine.generate import RowLogprobs
 from storyloom.engine.sampling import SamplerSettings
 from storyloom.modes import critic
 from storyloom.modes.text import SENTENCE_END, TokenCounter, cut_special, fit_text, latest_that_fit
@@ -31,6 +32,9 @@ REPETITION_WEIGHT = 4.0
 # nodded.") are likely anywhere, so mean log-prob alone prefers them (the likelihood trap);
 # subtracting most of their unconditional log-prob keeps fluency but rewards fitting this story.
 PMI_WEIGHT = 0.7
+# The neutral prompt scores only a candidate's opening words: generic text shows from its first
+# words ("He nodded. She smiled."), and a quarter of the tokens costs a quarter of the pass.
+NEUTRAL_WORDS = 24
 CRITIC_WEIGHT = 1.0  # score lost per unit of the critic's penalty (a fatal fault costs 1.0)
 FAILED_COST = 10.0  # more than any spread of model scores: a text that fails ranks below every one that passes
 # What the critic holds each turn length to: (min words, max words, min sentences).
@@ -64,9 +68,11 @@ def repeated_ngram_rate(text: str, earlier: str = "", n: int = 4) -> float:
 
 # -- rankers ------------------------------------------------------------------------------
 class Ranker(Protocol):
-    """Anything that can order candidates, best first (the scorer is pluggable)."""
+    """Anything that can order candidates, best first (the scorer is pluggable). `known` holds
+    each text's mean log-prob after the prompt where it is already known (None where not)."""
 
-    def rank(self, prompt: str, story_text: str, texts: Sequence[str]) -> list[Candidate]: ...
+    def rank(self, prompt: str, story_text: str, texts: Sequence[str],
+             known: Sequence[float | None] | None = None) -> list[Candidate]: ...
 
 
 class RepetitionRanker:
@@ -77,7 +83,8 @@ class RepetitionRanker:
     def __init__(self, n: int = REPETITION_NGRAM):
         self.n = n
 
-    def rank(self, prompt: str, story_text: str, texts: Sequence[str]) -> list[Candidate]:
+    def rank(self, prompt: str, story_text: str, texts: Sequence[str],
+             known: Sequence[float | None] | None = None) -> list[Candidate]:
         out = []
         for text in texts:
             rep = repeated_ngram_rate(text, story_text, self.n)
@@ -98,17 +105,30 @@ class ModelRanker:
         self.n = n
         self.pmi_weight = pmi_weight
 
-    def rank(self, prompt: str, story_text: str, texts: Sequence[str]) -> list[Candidate]:
-        # Score each text as it follows the prompt (after a space), the same way for every one.
-        joiner = " " if prompt and not prompt[-1].isspace() else ""
-        logprobs = self.generator.score_many(prompt, [joiner + t for t in texts])
-        base = (self.generator.score_many(critic.NEUTRAL_PROMPT, list(texts)) if self.pmi_weight
-                else [0.0] * len(texts))
+    def rank(self, prompt: str, story_text: str, texts: Sequence[str],
+             known: Sequence[float | None] | None = None) -> list[Candidate]:
+        # Score each text as it follows the prompt (after a space), the same way for every one;
+        # texts whose log-probs came with their writing are not run through the model again.
+        known = list(known) if known is not None else [None] * len(texts)
+        missing = [i for i, k in enumerate(known) if k is None]
+        if missing:
+            joiner = " " if prompt and not prompt[-1].isspace() else ""
+            for i, score in zip(missing, self.generator.score_many(prompt, [joiner + texts[i] for i in missing])):
+                known[i] = score
+        logprobs = [float(k) for k in known]
+        base = (self.generator.score_many(critic.NEUTRAL_PROMPT, [opening_words(t) for t in texts])
+                if self.pmi_weight else [0.0] * len(texts))
         out = []
         for text, logprob, prior in zip(texts, logprobs, base):
             rep = repeated_ngram_rate(text, story_text, self.n)
             out.append(Candidate(text, logprob - self.pmi_weight * prior - self.weight * rep, logprob, rep))
         return sorted(out, key=lambda c: c.score, reverse=True)
+
+
+def opening_words(text: str, count: int = NEUTRAL_WORDS) -> str:
+    """The first `count` words of `text`, as written (what the neutral prompt scores)."""
+    found = list(re.finditer(r"\S+", text))
+    return text if len(found) <= count else text[: found[count - 1].end()]
 
 
 def judged(ranked: Sequence[Candidate], brief: critic.Brief) -> list[Candidate]:
@@ -153,6 +173,40 @@ def finish_turn(raw: str, length: str) -> str:
     end = ends[0] if length == "sentence" else ends[-1]
     text = text[: end.end()]
     return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+# A paragraph turn is whole once it holds this many words in at least three sentences: the
+# candidate ends at that sentence's end. Every candidate of a batch waits for the slowest, so
+# running each to the token cap made the cap the turn's cost.
+PARAGRAPH_WORDS = 60
+_PROBE = "x and on. And on."  # more text: "x" first, so a full stop at the very end is not yet a sentence end
+
+
+def turn_complete(raw: str, length: str) -> bool:
+    """Whether a candidate being written already holds its whole turn: more text would not
+    change what finish_turn keeps (a sentence turn's first sentence; a paragraph that ended), or
+    a paragraph turn has PARAGRAPH_WORDS words in whole sentences."""
+    if length not in LENGTH_TOKENS:  # "free": the writer asked for as much as the model writes
+        return False
+    kept = finish_turn(raw + "x", length)
+    if finish_turn(raw + _PROBE, length) == kept:
+        return True
+    return length == "paragraph" and (len(kept.split()) >= PARAGRAPH_WORDS
+                                      and len(SENTENCE_END.findall(kept)) >= LENGTH_BRIEF["paragraph"][2])
+
+
+def written_logprob(raw: str, text: str, row: RowLogprobs) -> float | None:
+    """The mean log-prob of `text` (finish_turn's cut of `raw`) from the tokens that wrote it.
+    finish_turn only trims, cuts and rejoins whitespace, so the text ends where `raw` has shown
+    as many non-space characters."""
+    start = len(raw) - len(raw.lstrip())
+    wanted, seen, end = sum(not ch.isspace() for ch in text), 0, len(raw)
+    for pos, ch in enumerate(raw):
+        seen += not ch.isspace()
+        if seen == wanted:
+            end = pos + 1
+            break
+    return row.mean(start, end)
 
 
 # -- the prompt ---------------------------------------------------------------------------
@@ -241,20 +295,27 @@ class CoWrite:
         """
         n = n or self.story.candidates_n
         built = self.prompt_for(generator, settings)
-        raw = generator.candidates(built.text, n, self.settings_for(settings), cancel, on_step)
+        record: list[RowLogprobs] = []
+        length = self.story.length
+        raw = generator.candidates(built.text, n, self.settings_for(settings), cancel, on_step, record=record,
+                                   complete=lambda text: turn_complete(text, length))
         if cancel is not None and cancel.is_set():
             return []
-        earlier = [c.text for c in self.story.pending] if more else []
-        texts = []
-        for text in (finish_turn(r, self.story.length) for r in raw):
+        offered = list(self.story.pending) if more else []
+        earlier = [c.text for c in offered]
+        texts: list[str] = []
+        known: list[float | None] = [c.logprob for c in offered]  # same prompt: their scores still hold
+        for i, r in enumerate(raw):
+            text = finish_turn(r, self.story.length)
             if text and text not in texts and text not in earlier:
                 texts.append(text)
+                known.append(written_logprob(r, text, record[i]) if len(record) == len(raw) else None)
         if not texts:
             raise StoryloomError("The model wrote no complete sentence this time. Ask again (reroll), "
                                  "or write this turn yourself.")
         if ranker is None:  # one text has no rival: the model need not score it
             ranker = RepetitionRanker() if len(earlier + texts) == 1 else default_ranker(generator)
-        ranked = judged(ranker.rank(built.text, self.story_text(), earlier + texts), self.brief())
+        ranked = judged(ranker.rank(built.text, self.story_text(), earlier + texts, known), self.brief())
         if not ranked:
             raise StoryloomError("The model only echoed the prompt or answered like a chatbot this time. "
                                  "Ask again (reroll), or write this turn yourself.")

@@ -52,6 +52,10 @@ COWRITE_OPENINGS = [
     ("Snow", "By the time the train stopped, the snow had covered the tracks behind us."),
     ("The Letter", "My grandmother's letter arrived a week after her funeral, in her careful blue handwriting."),
     ("Market Day", "Every Saturday the square filled with stalls, and every Saturday the old man sold nothing."),
+    ("The Bees", "When the old beekeeper died, someone had to go and tell the bees."),
+    ("Ferry", "The ferryman charged one coin for the crossing and two for the return."),
+    ("Glass", "Tomas blew glass for a living, and sometimes the glass remembered things."),
+    ("Static", "The radio in the kitchen had been playing static for a week, and then it spoke my name."),
 ]
 
 
@@ -143,22 +147,36 @@ def trees(generator, k: int, settings: SamplerSettings, scenarios=None, progress
 
 
 def cowrite(generator, k: int, settings: SamplerSettings, length: str = "paragraph", progress=None) -> dict:
-    """The top candidate of one model turn on each opening, under the critic."""
-    texts, passed, seconds = [], [], []
+    return cowrites(generator, (k,), settings, length, progress)[f"k={k}"]
+
+
+def cowrites(generator, ks, settings: SamplerSettings, length: str = "paragraph", progress=None,
+             seeds: int = 2) -> dict:
+    """The top candidate of one model turn on each opening and seed, under the critic. Each
+    opening is written at every k in turn (as adventures() does), so the seconds of each k come
+    from the same minutes of the machine; per pair of k also the median of the turns' own ratios."""
+    runs = {k: {"texts": [], "passed": [], "seconds": []} for k in ks}
     for n, (title, opening) in enumerate(COWRITE_OPENINGS):
-        play = CoWrite(new_story(title, opening=opening, candidates_n=k, length=length))
-        start = time.perf_counter()
-        try:
-            ranked = play.propose(generator, settings.with_(seed=(settings.seed or 0) + n))
-        except StoryloomError:  # nothing usable: a failed turn
-            ranked = []
-        seconds.append(time.perf_counter() - start)
-        text = ranked[0].text if ranked else ""
-        texts.append(text)
-        passed.append(critic.judge(text, play.brief()).passed)
+        for seed in range(seeds):
+            for k in ks:
+                run = runs[k]
+                play = CoWrite(new_story(title, opening=opening, candidates_n=k, length=length))
+                start = time.perf_counter()
+                try:
+                    ranked = play.propose(generator, settings.with_(seed=(settings.seed or 0) + n + 100 * seed))
+                except StoryloomError:  # nothing usable: a failed turn
+                    ranked = []
+                run["seconds"].append(time.perf_counter() - start)
+                text = ranked[0].text if ranked else ""
+                run["texts"].append(text)
+                run["passed"].append(critic.judge(text, play.brief()).passed)
         if progress:
-            progress(f"co-write k={k}: {title}", None)
-    return _summary(texts, passed, seconds)
+            progress(f"co-write: {title}", None)
+    out = {f"k={k}": _summary(run["texts"], run["passed"], run["seconds"]) for k, run in runs.items()}
+    if len(ks) == 2:
+        one, many = runs[ks[0]]["seconds"], runs[ks[1]]["seconds"]
+        out[f"median_turn_ratio_k{ks[1]}_vs_k{ks[0]}"] = round(statistics.median(m / o for o, m in zip(one, many) if o), 2)
+    return out
 
 
 def world_info(generator, k: int, settings: SamplerSettings, progress=None, styles=(adv.WORLD_INFO_STYLE,),
@@ -235,7 +253,8 @@ def quality(spec: str, k: int = adv.DEFAULT_CANDIDATES, seed: int = 1, modes=("a
             elif mode == "tree":
                 runs[f"k={kk}"] = trees(generator, kk, settings, progress=progress)
             elif mode == "cowrite":
-                runs[f"k={kk}"] = cowrite(generator, kk, settings, progress=progress)
+                if kk == 1:  # both k at once, opening by opening
+                    runs.update(cowrites(generator, (1, k) if k != 1 else (1,), settings, progress=progress))
             elif mode == "world_info" and kk == k:  # one batch gives k=1 (sample_rate) and k (picked)
                 runs[f"k={kk}"] = world_info(generator, kk, settings, progress=progress, styles=world_styles,
                                              seeds=world_seeds, lore_bias=lore_bias)

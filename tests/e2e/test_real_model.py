@@ -124,6 +124,34 @@ def test_cowrite_offers_ranked_whole_sentences_and_ranks_a_copy_last(real_model)
     assert reranked[-1].logprob > max(c.logprob for c in reranked[:-1])
 
 
+def test_candidates_come_with_the_log_probs_ranking_needs(real_model):
+    """What co-write ranks by comes with the writing: each candidate's mean log-prob from the
+    record is what scoring the finished text again says, so only the neutral pass is left."""
+    from storyloom.engine.generate import RowLogprobs
+    from storyloom.modes.cowrite import CoWrite, new_story
+
+    prompt = "The Keeper\n\nThe lighthouse keeper had not spoken to anyone in three weeks when the boat arrived."
+    record: list[RowLogprobs] = []
+    texts = real_model.candidates(prompt, 3, SamplerSettings(seed=1, max_new_tokens=40), record=record)
+    assert len(record) == 3
+    for text, row in zip(texts, record):
+        assert row.ends[-1] == len(text) and len(row.ends) == len(row.logprobs) == 40
+        assert row.mean(0, len(text)) == pytest.approx(real_model.score(prompt, text), abs=0.02)
+
+    play = CoWrite(new_story("The Keeper", opening=prompt.split("\n\n")[1], candidates_n=4))
+    asked = []
+    real_score_many = real_model.score_many
+    try:
+        real_model.score_many = lambda p, conts: asked.append(p) or real_score_many(p, conts)
+        ranked = play.propose(real_model, SamplerSettings(seed=2))
+    finally:
+        del real_model.score_many
+    assert len(ranked) >= 2 and asked == ["\n"]  # the neutral prompt only
+    story_prompt = play.prompt_for(real_model, SamplerSettings()).text
+    for c in ranked:  # the recorded mean is the text's own (cut to whole sentences)
+        assert c.logprob == pytest.approx(real_model.score(story_prompt, " " + c.text), abs=0.05)
+
+
 def test_the_default_model_writes_a_limerick_that_passes_the_scanner(real_model, capsys):
     from storyloom.cli import main
     from storyloom.modes.poetry.compose import compose

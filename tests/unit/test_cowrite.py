@@ -182,8 +182,9 @@ def test_a_prompt_leak_and_a_short_generic_line_rank_below_a_good_paragraph():
 
     class Scores:
         def score_many(self, prompt, texts):
-            table = neutral if prompt == "\n" else scores
-            return [table[t.strip()] for t in texts]
+            if prompt == "\n":  # the neutral prompt scores each text's opening words
+                return [next(v for k, v in neutral.items() if k.startswith(t.strip())) for t in texts]
+            return [scores[t.strip()] for t in texts]
 
     gen = ScriptedGenerator([leak, generic, GOOD_PARAGRAPH])
     play = CoWrite(new_story("T", premise="I want a poem about the lighthouse keeper.", opening=STORY,
@@ -209,3 +210,54 @@ def test_only_prompt_text_is_a_clear_error():
     play = CoWrite(new_story("T", opening=STORY, candidates_n=2))
     with pytest.raises(StoryloomError, match="echoed the prompt"):
         play.propose(gen, SETTINGS)
+
+
+def test_a_candidates_written_log_prob_covers_only_the_text_kept():
+    from storyloom.engine.generate import RowLogprobs
+    from storyloom.modes.cowrite import written_logprob
+
+    # tokens: "\n\n" | " The" | " boat" | " came." | "\n\n" | "It" | " sank." | " And"
+    raw = "\n\n The boat came.\n\nIt sank. And"
+    pieces = ["\n\n", " The", " boat", " came.", "\n\n", "It", " sank.", " And"]
+    ends = [sum(len(p) for p in pieces[: i + 1]) for i in range(len(pieces))]
+    row = RowLogprobs(ends, [-9.0, -1.0, -2.0, -3.0, -5.0, -1.0, -2.0, -9.0])
+    text = finish_turn(raw, "paragraph")
+    assert text == "The boat came. It sank."
+    # the opening break and the cut-off " And" are not part of the turn; the inner break is
+    assert written_logprob(raw, text, row) == pytest.approx((-1 - 2 - 3 - 5 - 1 - 2) / 6)
+    assert written_logprob(raw, finish_turn(raw, "sentence"), row) == pytest.approx(-2.0)
+
+
+def test_a_candidate_is_complete_once_more_text_would_not_change_its_turn():
+    from storyloom.modes.cowrite import PARAGRAPH_WORDS, turn_complete
+
+    assert not turn_complete(" The boat came", "sentence")
+    assert not turn_complete(" The boat came.", "sentence")  # "came.5" would be no sentence end
+    assert turn_complete(" The boat came. ", "sentence") and turn_complete(" The boat came. It", "sentence")
+    two = " The boat came. It sank."
+    assert not turn_complete(two + " ", "paragraph")  # three sentences make a paragraph
+    assert turn_complete(two + " Nobody saw.\n\nNext", "paragraph")  # the paragraph ended
+    assert not turn_complete(two + " Nobody saw. Then", "paragraph")  # short: it may go on
+    long = two + " " + " ".join(["The keeper watched the water for a long time."] * (PARAGRAPH_WORDS // 9 + 1))
+    assert not turn_complete(long, "paragraph") and turn_complete(long + " ", "paragraph")
+    assert not turn_complete(long + " ", "free")
+    assert finish_turn(long + " Then", "paragraph") == long.strip()
+
+
+def test_propose_ends_each_candidate_once_its_turn_is_complete(tiny):
+    seen = []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(tiny, name)
+
+        def candidates(self, prompt, n, settings, cancel=None, on_step=None, **kw):
+            seen.append(kw["complete"])
+            return tiny.candidates(prompt, n, settings, cancel, on_step, **kw)
+
+    play = CoWrite(new_story("T", opening=STORY, candidates_n=2, length="sentence"))
+    try:
+        play.propose(Spy(), SETTINGS, ranker=RepetitionRanker())
+    except StoryloomError:  # a random model may write no sentence: the hook is what this checks
+        pass
+    assert seen and seen[0](" A gull cried. ") and not seen[0](" A gull")

@@ -126,6 +126,32 @@ def test_shared_prefix_scores_match_scoring_each_row_alone(tiny):
         assert g == pytest.approx(e, abs=1e-4)
 
 
+def test_a_one_token_prompt_rides_along_with_the_rows_and_scores_the_same(tiny):
+    import torch
+
+    conts = [" The rain fell.", " You open the door and look"]
+    prompt_ids = tiny.encode("\n")
+    assert len(prompt_ids) == 1  # the neutral prompt: too short to be worth its own pass
+    expected = []
+    for c in conts:
+        ids = tiny.encode(c, special=False)
+        with torch.no_grad():
+            logp = torch.log_softmax(tiny.model(input_ids=torch.tensor([prompt_ids + ids])).logits[0].float(), -1)
+        expected.append(float(logp[torch.arange(len(ids)), torch.tensor(ids)].mean()))
+    assert tiny.score_many("\n", conts) == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_candidate_ends_once_the_caller_calls_it_complete(tiny):
+    full = tiny.candidates(PROMPT, 2, GREEDY)
+    calls = []
+    cut = tiny.candidates(PROMPT, 2, GREEDY, complete=lambda text: calls.append(text) or len(text) >= 12)
+    assert calls  # asked after the tokens came
+    for whole, short in zip(full, cut):
+        assert len(whole) > 12 and whole.startswith(short) and 12 <= len(short) < len(whole)
+        # it ended at the first text the caller called complete
+        assert short in calls and all(len(t) < 12 for t in calls if short.startswith(t) and t != short)
+
+
 def test_greedy_loop_matches_transformers_generate_on_one_and_many_rows(tiny):
     """Our decode loop (in-place KV cache, shared prefill) against the library's reference path."""
     import torch

@@ -186,7 +186,7 @@ def test_the_adventure_sends_the_triggered_names_to_the_sampler():
     from storyloom.store.stories import WorldEntry
 
     class Recording(ScriptedGenerator):
-        def candidates(self, prompt, n, settings=None, cancel=None, on_step=None, grammar=None, enough=None):
+        def candidates(self, prompt, n, settings=None, cancel=None, on_step=None, grammar=None, enough=None, record=None, complete=None):
             self.settings = settings
             return super().candidates(prompt, n, settings, cancel, on_step, grammar, enough)
 

@@ -358,7 +358,7 @@ class OpenAIGenerator(Generator):
 
     def candidates(self, prompt: str, n: int, settings: SamplerSettings | None = None,
                    cancel: Cancel | None = None, on_step: Callable[[int], None] | None = None,
-                   grammar: str | None = None, enough=None) -> list[str]:
+                   grammar: str | None = None, enough=None, record=None, complete=None) -> list[str]:
         """n continuations: one request with `n` where the server takes it, otherwise concurrent
         requests (as many at once as the server has slots), each with its own seed. With one
         request, `enough` can end it when a choice finishes (closing the stream stops the server)."""

@@ -66,7 +66,7 @@ class ScriptedGenerator(Generator):
 
     def candidates(self, prompt: str, n: int, settings: SamplerSettings | None = None,
                    cancel: Cancel | None = None, on_step: Callable[[int], None] | None = None,
-                   grammar: str | None = None, enough=None) -> list[str]:
+                   grammar: str | None = None, enough=None, record=None, complete=None) -> list[str]:
         """The next n queued outputs; one progress step per candidate. All n are drawn (`enough`
         never cuts them short), so tests queue whole batches."""
         if grammar is not None:

@@ -17,6 +17,7 @@ from storyloom.engine.generate import (
     GenerationStats,
     Generator,
     ModelInfo,
+    RowLogprobs,
     StopScanner,
     Stopwatch,
     TokenChoice,
@@ -80,6 +81,13 @@ def _worth_shrinking(width: int, going: int, steps_left: int) -> bool:
 
 
 SHRINK_MIN_STEPS = 4
+RIDE_ALONG_PROMPT = 4  # scoring: a prompt this short runs inside each row instead of on its own
+
+
+def _drawn_logprobs(logits: torch.Tensor, step: torch.Tensor) -> list[float]:
+    """Each row's log-prob of the token it drew, under the model's logits [rows, vocab]."""
+    logits = logits.float()
+    return (logits.gather(1, step[:, None]).squeeze(1) - torch.logsumexp(logits, -1)).tolist()
 
 
 def _before_stop(text: str, stops: tuple[str, ...]) -> str:
@@ -395,6 +403,7 @@ class TransformersGenerator(Generator):
         self, prompt: str, n: int, settings: SamplerSettings | None = None, cancel: Cancel | None = None,
         on_step: Callable[[int], None] | None = None, grammar: str | None = None,
         enough: Callable[[list[str], list[bool]], bool] | None = None,
+        record: list[RowLogprobs] | None = None, complete: Callable[[str], bool] | None = None,
     ) -> list[str]:
         if grammar is not None:
             self._check_grammar()  # this backend steers tokens itself instead (constrained_decoder)
@@ -421,6 +430,7 @@ class TransformersGenerator(Generator):
         if bias is not None:
             context.bias = [bias.pushes("", before)] * n
         rows: list[list[int]] = [[] for _ in range(n)]
+        logprobs: list[list[float]] = [[] for _ in range(n)]
         done = [False] * n
         texts = [""] * n
         gen = _rng(settings.seed)
@@ -434,8 +444,10 @@ class TransformersGenerator(Generator):
             history = torch.cat([history, step[:, None]], dim=1)
             if on_step is not None:
                 on_step(count)
+            # the model's own log-prob of each drawn token (choose_next leaves state.logits as they were)
+            drawn = _drawn_logprobs(state.logits, step) if record is not None else None
             finished = False
-            for i, token in zip(live, step.tolist()):
+            for j, (i, token) in enumerate(zip(live, step.tolist())):
                 if done[i]:
                     continue
                 watch.token()
@@ -443,9 +455,11 @@ class TransformersGenerator(Generator):
                     done[i] = finished = True
                     continue
                 rows[i].append(token)
-                if stops or bias is not None or enough is not None:
+                if drawn is not None:
+                    logprobs[i].append(drawn[j])
+                if stops or bias is not None or enough is not None or complete is not None:
                     texts[i] = self.decode(rows[i])
-                    if any(s in texts[i] for s in stops):
+                    if any(s in texts[i] for s in stops) or (complete is not None and complete(texts[i])):
                         done[i] = finished = True
             if all(done) or count == settings.max_new_tokens or (cancel is not None and cancel.is_set()):
                 break
@@ -461,7 +475,14 @@ class TransformersGenerator(Generator):
                 context.bias = [{} if done[i] else bias.pushes(texts[i].rstrip("\ufffd"), before) for i in live]
             state.feed(step[:, None])
         self.last_stats = watch.done()
+        if record is not None:
+            record.extend(RowLogprobs(self._token_ends(row), lps) for row, lps in zip(rows, logprobs))
         return [_before_stop(self.decode(row), stops) for row in rows]
+
+    def _token_ends(self, ids: list[int]) -> list[int]:
+        """Where each token of `ids` ends in their decoded text (a token that completes a
+        multi-byte character ends where the character does)."""
+        return [len(self.decode(ids[: i + 1]).rstrip("\ufffd")) for i in range(len(ids))]
 
     @torch.inference_mode()
     def token_choices(self, prompt: str, text: str, top: int = TOP_ALTERNATIVES) -> list[TokenChoice]:
@@ -526,6 +547,15 @@ class TransformersGenerator(Generator):
         position's [rows, longest, vocab] (no rows: None)."""
         threads.choose()  # as DecodeState does: the cores other programs leave free
         state = KVState()
+        if rows and len(prompt_ids) <= RIDE_ALONG_PROMPT:
+            # A prompt of a token or two (the neutral prompt) would cost a whole pass over the
+            # weights on its own: each row carries it instead, in the rows' one pass.
+            head = len(prompt_ids)
+            ids = torch.full((len(rows), head + max(len(r) for r in rows)), self.pad_id, dtype=torch.long)
+            for i, row in enumerate(rows):
+                ids[i, : head + len(row)] = torch.tensor(prompt_ids + row, dtype=torch.long)
+            logits = self.fast.forward(ids, state, all_logits=True)
+            return logits[0, head - 1], logits[:, head:]
         first = self.fast.forward(torch.tensor([prompt_ids]), state)[0]
         if not rows:
             return first, None
