@@ -7,6 +7,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, OptionList
 from textual.widgets.option_list import Option
 
+from storyloom.tui.screens.editors import ConfirmDialog
 from storyloom.tui.widgets.menus import refill
 from storyloom.tui.widgets.status_bar import StatusBar
 
@@ -60,7 +61,16 @@ class CowriteListScreen(Screen):
             export_story(self.app, self.app.cowrites.load(story_id))
 
     def action_delete(self) -> None:
-        if story_id := self._selected():
-            self.app.cowrites.delete(story_id)
-            self.notify("Story deleted.")
-            self._fill()
+        menu = self.query_one("#stories", OptionList)
+        if not (story_id := self._selected()):
+            return
+        label = str(menu.get_option_at_index(menu.highlighted).prompt)
+
+        def answered(yes: bool | None) -> None:  # one key must not throw away a whole story
+            if yes:
+                self.app.cowrites.delete(story_id)
+                self.notify("Story deleted.")
+                self._fill()
+
+        self.app.push_screen(ConfirmDialog(f"Delete the story “{label}”? This cannot be undone "
+                                           "(x exports it first)."), answered)

@@ -8,6 +8,7 @@ from textual.widgets import Footer, Header, Label, OptionList
 from textual.widgets.option_list import Option
 
 from storyloom.tui.export import export_game
+from storyloom.tui.screens.editors import ConfirmDialog
 from storyloom.tui.widgets.menus import refill
 from storyloom.tui.widgets.status_bar import StatusBar
 
@@ -45,7 +46,16 @@ class LoadGameScreen(Screen):
             export_game(self.app, self.app.games.load(game_id))
 
     def action_delete(self) -> None:
-        if game_id := self._selected():
-            self.app.games.delete(game_id)
-            self.notify("Game deleted.")
-            self._fill()
+        menu = self.query_one("#games", OptionList)
+        if not (game_id := self._selected()):
+            return
+        label = str(menu.get_option_at_index(menu.highlighted).prompt)
+
+        def answered(yes: bool | None) -> None:  # one key must not throw away a whole game
+            if yes:
+                self.app.games.delete(game_id)
+                self.notify("Game deleted.")
+                self._fill()
+
+        self.app.push_screen(ConfirmDialog(f"Delete the game “{label}”? This cannot be undone "
+                                           "(x exports it as Markdown first)."), answered)

@@ -16,6 +16,7 @@ from storyloom.modes.poetry.scan import scan_poem
 from storyloom.store.poems import SavedPoem
 from storyloom.tui.export import write_exports
 from storyloom.tui.messages import PoemDone, PoemLineMade, error_text
+from storyloom.tui.screens.editors import ConfirmDialog
 from storyloom.tui.screens.generating import GeneratingScreen, Stopped
 from storyloom.tui.widgets.menus import refill
 from storyloom.tui.widgets.status_bar import StatusBar
@@ -270,7 +271,14 @@ class PoetryScreen(GeneratingScreen):
 
     def action_delete_saved(self) -> None:
         menu = self.query_one("#poetry-saved", OptionList)
-        if self.focused is menu and menu.highlighted is not None and menu.option_count:
-            self.app.poems.delete(menu.get_option_at_index(menu.highlighted).id)
-            self.notify("Poem deleted.")
-            self._fill_saved()
+        if self.focused is not menu or menu.highlighted is None or not menu.option_count:
+            return
+        option = menu.get_option_at_index(menu.highlighted)
+
+        def answered(yes: bool | None) -> None:  # one key must not throw away a poem
+            if yes:
+                self.app.poems.delete(option.id)
+                self.notify("Poem deleted.")
+                self._fill_saved()
+
+        self.app.push_screen(ConfirmDialog(f"Delete the poem “{option.prompt}”? This cannot be undone."), answered)

@@ -1,0 +1,60 @@
+"""What a player hit in a real terminal (tmux play session), played through the app."""
+from __future__ import annotations
+
+from storyloom.store.cowrite import CoStory
+from storyloom.store.poems import SavedPoem
+from storyloom.tui.screens.editors import ConfirmDialog
+
+from tests.tui.pilot_helpers import settle, start_knight
+
+
+async def _delete_then(app, pilot, answer: str) -> None:
+    await pilot.press("delete")
+    await pilot.pause()
+    assert isinstance(app.screen, ConfirmDialog)  # one key never throws away a whole piece of work
+    await pilot.press(answer)
+    await settle(app, pilot)
+
+
+async def test_deleting_a_saved_game_asks_first(make_app):
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("l")
+        await pilot.pause()
+        await _delete_then(app, pilot, "n")
+        assert len(app.games.list()) == 1
+        await _delete_then(app, pilot, "y")
+        assert app.games.list() == []
+
+
+async def test_deleting_a_cowritten_story_asks_first(make_app, fake):
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await settle(app, pilot)
+        story = CoStory("The Keeper")
+        app.cowrites.create(story)
+        await pilot.press("c")
+        await pilot.pause()
+        await pilot.press("down")
+        await _delete_then(app, pilot, "escape")
+        assert [s.id for s in app.cowrites.list()] == [story.id]
+        await _delete_then(app, pilot, "y")
+        assert app.cowrites.list() == []
+
+
+async def test_deleting_a_saved_poem_asks_first(make_app):
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await settle(app, pilot)
+        app.poems.save(SavedPoem("the sea", {"name": "Haiku"}, "The moon in the sky"))
+        await pilot.press("p")
+        await settle(app, pilot)
+        app.screen.query_one("#poetry-saved").focus()
+        await pilot.pause()
+        await _delete_then(app, pilot, "n")
+        assert len(app.poems.list()) == 1
+        await _delete_then(app, pilot, "y")
+        assert app.poems.list() == []
