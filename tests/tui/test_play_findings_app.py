@@ -58,3 +58,26 @@ async def test_deleting_a_saved_poem_asks_first(make_app):
         assert len(app.poems.list()) == 1
         await _delete_then(app, pilot, "y")
         assert app.poems.list() == []
+
+
+async def test_a_stopped_action_comes_back_with_the_cursor_after_it(make_app, fake):
+    """Esc before the model wrote a word: the action went back in the box with the cursor at its
+    start (what the player typed next landed in front of it: "draw Dawnabc"), and no word said why."""
+    from textual.widgets import Input
+
+    fake.push("Opening.")
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        fake.release.clear()  # the model has not written a word yet
+        await pilot.press(*"open the door", "enter")
+        await pilot.pause()
+        await pilot.press("escape")
+        fake.release.set()
+        await settle(app, pilot)
+        assert len(app.screen.play.game.turns) == 1
+        box = app.screen.query_one("#action", Input)
+        assert box.value == "open the door"
+        await pilot.press(*" slowly")
+        assert box.value == "open the door slowly"
+        assert any("your action is back" in n.message for n in app._notifications)

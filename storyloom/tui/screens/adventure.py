@@ -289,12 +289,14 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
         self.writing_done(message.tokens_per_second)
         if not message.output or (message.cancelled and what in ("retry", "branch")):
             if what == "new":  # nothing typed is lost: the action goes back in the box
-                self.query_one("#action", Input).value = self.typed
+                self._give_back_action()
             if not message.cancelled:
                 self.notify("The model wrote nothing usable this time (it tried to act for you). "
                             "Press Enter to try again, or rephrase.", severity="warning", timeout=8)
             elif what in ("retry", "branch"):
                 self.notify("Stopped: the earlier text is back.", timeout=4)
+            elif what == "new":
+                self.notify("Stopped before the model wrote anything; your action is back in the box.", timeout=4)
         elif what == "new":
             if message.cancelled:  # Esc keeps what was written, as AI Dungeon and KoboldAI do
                 self.notify("Stopped: what was written is kept (Ctrl+Z takes it back).", timeout=5)
@@ -305,7 +307,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
             except StoryloomError as exc:  # not saved (a full disk): not shown as saved either
                 self.play.game.turns.remove(turn)
                 self.play.game.undone[:] = undone
-                self.query_one("#action", Input).value = self.typed
+                self._give_back_action()
                 self.notify(str(exc), title="Not saved", severity="error", timeout=10, markup=False)
             else:
                 self.summary.after_commit()
@@ -324,9 +326,16 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
         self.pending = None
         self.writing_done()
         if what == "new":
-            self.query_one("#action", Input).value = self.typed
+            self._give_back_action()
         self.query_one(Transcript).show(self.play.game.turns)
         self.show_error(message.error)
+
+    def _give_back_action(self) -> None:
+        """The player's words back in the box, the cursor after them (Input keeps the cursor where
+        the emptied box had it, at 0, so what the player typed next went in front of the action)."""
+        box = self.query_one("#action", Input)
+        box.value = self.typed
+        box.cursor_position = len(box.value)
 
     # -- history -------------------------------------------------------------------------------
 
