@@ -5,7 +5,7 @@ from storyloom.store.cowrite import CoStory
 from storyloom.store.poems import SavedPoem
 from storyloom.tui.screens.editors import ConfirmDialog
 
-from tests.tui.pilot_helpers import settle, start_knight
+from tests.tui.pilot_helpers import settle, start_knight, transcript_text
 
 
 async def _delete_then(app, pilot, answer: str) -> None:
@@ -81,3 +81,29 @@ async def test_a_stopped_action_comes_back_with_the_cursor_after_it(make_app, fa
         await pilot.press(*" slowly")
         assert box.value == "open the door slowly"
         assert any("your action is back" in n.message for n in app._notifications)
+
+
+async def test_the_last_turn_stays_in_view_when_the_terminal_shrinks(make_app, fake):
+    """Resizing 120x40 to 80x24 left the transcript at its old offset: the newest turn was below
+    the bottom edge, and the player saw turns from minutes ago."""
+    from storyloom.tui.widgets.transcript import Transcript
+
+    from tests.tui.pilot_helpers import act
+
+    places = ["mill", "ford", "chapel", "gallows", "inn", "bridge", "tower", "quarry"]
+    fake.push("Opening.", *[f"The road bends past the old {p}. Rain drums on your helm, the {p} is dark, and far "
+                            f"off a bell rings {i + 2} times over the wet fields." for i, p in enumerate(places)])
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await start_knight(app, pilot)
+        for place in places:
+            await act(app, pilot, f"walk to the {place}")
+        assert "bell rings 9 times" in transcript_text(app)
+        transcript = app.screen.query_one(Transcript)
+        assert transcript.max_scroll_y > 0 and transcript.scroll_y == transcript.max_scroll_y
+        await pilot.resize_terminal(80, 24)
+        await settle(app, pilot)
+        assert transcript.scroll_y == transcript.max_scroll_y
+        await pilot.resize_terminal(120, 40)
+        await settle(app, pilot)
+        assert transcript.scroll_y == transcript.max_scroll_y

@@ -28,6 +28,19 @@ class Transcript(VerticalScroll):
     Transcript > .live { color: $text; }
     """
 
+    # A resize re-wraps the text (80 columns: many more lines) but keeps the scroll offset, so the
+    # newest turn fell below the edge. Follow the end when the reader was at it. (Textual's
+    # anchor() would do it but bottom-aligns a short transcript, with a negative offset.)
+    following = True
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        self.following = new >= self.max_scroll_y
+
+    def on_resize(self) -> None:
+        if self.following:
+            self.scroll_end(animate=False)
+
     def show(self, turns: list[Turn]) -> None:
         """Make the blocks match `turns`, touching only what changed (games grow long)."""
         self.query(".live").remove()
