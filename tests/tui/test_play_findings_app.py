@@ -107,3 +107,25 @@ async def test_the_last_turn_stays_in_view_when_the_terminal_shrinks(make_app, f
         await pilot.resize_terminal(120, 40)
         await settle(app, pilot)
         assert transcript.scroll_y == transcript.max_scroll_y
+
+
+async def test_the_memory_dialog_fits_80x24(make_app, fake):
+    """At 80x24 the memory dialog ran off the bottom: Save, Cancel and Lorebooks were cut away and
+    the world-info box showed one line of its border; the long labels were cut mid-word."""
+    from textual.widgets import Button, Label, TextArea
+
+    fake.push("Opening.")
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await start_knight(app, pilot)
+        await pilot.press("ctrl+o")
+        await settle(app, pilot)
+        screen = app.screen
+        bottom = screen.size.height
+        for button in screen.query(Button):
+            assert button.region.height > 0 and button.region.bottom <= bottom, button.id
+        for area in screen.query(TextArea):
+            assert area.region.height >= 3 and area.region.bottom <= bottom, area.id
+        for label in screen.query(Label):  # wrapped, not cut: every word of it is on screen
+            shown = " ".join(str(line.text).strip() for line in label.render_lines(label.region.reset_offset))
+            assert " ".join(str(label.render()).split()) == " ".join(shown.split()), shown

@@ -86,10 +86,10 @@ class MemoryScreen(EditorDialog):
         self.game = game
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
+        with Vertical(classes="dialog", id="memory-dialog"):
             yield Label("Memory: always at the top of the prompt")
             yield TextArea(self.game.memory, id="memory")
-            yield Label("Author's note: style or direction, inserted a few turns back")
+            yield Label("Author's note: style or direction, put a few turns back")
             yield TextArea(self.game.authors_note, id="authors-note")
             yield Label("World info: one per line, 'keys, more keys: lore' (added when a key is mentioned)")
             yield TextArea(format_world_info(self.game.world_info), id="world-info")
