@@ -129,3 +129,69 @@ async def test_the_memory_dialog_fits_80x24(make_app, fake):
         for label in screen.query(Label):  # wrapped, not cut: every word of it is on screen
             shown = " ".join(str(line.text).strip() for line in label.render_lines(label.region.reset_offset))
             assert " ".join(str(label.render()).split()) == " ".join(shown.split()), shown
+
+
+async def _while_another_process_writes(app, pilot, *keys) -> list[str]:
+    """Press `keys` while another StoryLoom holds the write lock; the toasts that came of it."""
+    import sqlite3
+
+    other = sqlite3.connect(app.games.db.path)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        before = len(app._notifications)
+        await pilot.press(*keys)
+        await settle(app, pilot)
+        return [n.message for n in list(app._notifications)[before:] if not n.markup]
+    finally:
+        other.rollback()
+        other.close()
+
+
+async def test_saving_a_poem_while_another_process_writes_is_a_toast_not_a_crash(make_app, monkeypatch):
+    """Ctrl+S on a poem during another StoryLoom's write ended the app with a DatabaseBusy traceback."""
+    from storyloom.modes.poetry.compose import Poem, PoemLine
+    from storyloom.modes.poetry.forms import load_forms
+    from storyloom.tui.app import StoryloomApp
+    from storyloom.tui.screens.poetry import PoetryScreen
+
+    monkeypatch.setattr(StoryloomApp, "DB_BUSY_TIMEOUT_S", 0.05)
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("p")
+        await settle(app, pilot)
+        app.screen.poem = Poem(load_forms()["haiku"], "rain", [PoemLine("The moon in the sky", True, "sky")])
+        said = await _while_another_process_writes(app, pilot, "ctrl+s")
+        assert isinstance(app.screen, PoetryScreen) and app.is_running
+        assert any("another StoryLoom is writing" in m for m in said) and "Saved." not in said
+        assert app.poems.list() == []
+        await pilot.press("ctrl+s")  # once the other writer is done, it saves
+        await settle(app, pilot)
+        assert len(app.poems.list()) == 1
+
+
+async def test_deleting_and_undoing_while_another_process_writes_are_toasts(make_app, fake, monkeypatch):
+    """Delete (after y) in Load game, and Ctrl+Z in a game, crashed the app the same way."""
+    from storyloom.tui.app import StoryloomApp
+    from storyloom.tui.screens.adventure import AdventureScreen
+    from storyloom.tui.screens.load_game import LoadGameScreen
+
+    from tests.tui.pilot_helpers import act
+
+    monkeypatch.setattr(StoryloomApp, "DB_BUSY_TIMEOUT_S", 0.05)
+    fake.push("Opening.", "The door swings open onto a cold hall.")
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        await act(app, pilot, "open the door")
+        said = await _while_another_process_writes(app, pilot, "ctrl+z")
+        assert isinstance(app.screen, AdventureScreen) and app.is_running
+        assert any("another StoryLoom is writing" in m for m in said)
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("l")
+        await pilot.pause()
+        said = await _while_another_process_writes(app, pilot, "delete", "y")
+        assert isinstance(app.screen, LoadGameScreen) and app.is_running
+        assert any("another StoryLoom is writing" in m for m in said) and "Game deleted." not in said
+        assert len(app.games.list()) == 1

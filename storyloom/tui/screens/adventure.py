@@ -32,6 +32,7 @@ from storyloom.tui.messages import (
     GenerationStarted,
     error_text,
 )
+from storyloom.tui.saving import saving, try_saving
 from storyloom.tui.screens.adventure_tokens import AdventureTokens
 from storyloom.tui.screens.context_view import ContextViewScreen
 from storyloom.tui.screens.editors import AlterScreen, MemoryScreen
@@ -312,13 +313,12 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
             else:
                 self.summary.after_commit()
         elif what == "branch":
-            self.play.branch(message.output)
-            self.notify("A new branch from the alternative (Ctrl+Z returns to the text before).", timeout=5)
-        elif what in ("retry", "opening"):
-            if what == "opening":
-                self.play.commit_opening(message.output)
-            else:
-                self.play.replace_last_output(message.output)
+            if try_saving(self, lambda: self.play.branch(message.output)):
+                self.notify("A new branch from the alternative (Ctrl+Z returns to the text before).", timeout=5)
+        elif what == "opening":
+            try_saving(self, lambda: self.play.commit_opening(message.output))
+        elif what == "retry":
+            try_saving(self, lambda: self.play.replace_last_output(message.output))
         self.query_one(Transcript).show(self.play.game.turns)
 
     def on_generation_failed(self, message: GenerationFailed) -> None:
@@ -339,12 +339,14 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
 
     # -- history -------------------------------------------------------------------------------
 
+    @saving
     def action_undo(self) -> None:
         if self._idle():
             if self.play.undo() is None:
                 self.notify("Nothing to undo.")
             self.query_one(Transcript).show(self.play.game.turns)
 
+    @saving
     def action_redo(self) -> None:
         if self._idle():
             if self.play.redo() is None:
@@ -369,7 +371,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
 
         def done(text: str | None) -> None:
             if text is not None:
-                self.play.replace_last_output(text.strip())
+                try_saving(self, lambda: self.play.replace_last_output(text.strip()))
                 self.query_one(Transcript).show(self.play.game.turns)
 
         self.app.push_screen(AlterScreen(self.play.game.turns[-1].output), done)
@@ -379,8 +381,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
             return
 
         def done(changed: bool | None) -> None:
-            if changed:
-                self.play.save_meta()
+            if changed and try_saving(self, self.play.save_meta):
                 self.notify("Saved.")
 
         self.app.push_screen(MemoryScreen(self.play.game), done)

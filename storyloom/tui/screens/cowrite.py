@@ -19,6 +19,7 @@ from storyloom.tui.messages import (
     GenerationStarted,
     error_text,
 )
+from storyloom.tui.saving import saving
 from storyloom.tui.screens.cowrite_tokens import CowriteTokens
 from storyloom.tui.screens.editors import AlterScreen
 from storyloom.tui.screens.generating import GeneratingScreen, Stopped
@@ -316,6 +317,7 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
     def _turn_selected(self) -> None:
         self.action_edit_turn()
 
+    @saving
     def action_remove_turn(self) -> None:
         position = self._highlighted_turn()
         if self._idle() and position is not None:
@@ -323,6 +325,7 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
             self._show_story(highlight=position)
             self.notify("Turn removed (Ctrl+Z brings it back).")
 
+    @saving
     def action_undo(self) -> None:
         if self._idle():
             if self.play.undo():
@@ -331,6 +334,7 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
                 self.notify("Nothing to undo.")
 
     # The worker reads the length and the count: they change only while nothing is generating.
+    @saving
     def action_cycle_length(self) -> None:
         if not self._idle():
             return
@@ -338,6 +342,7 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
         self.play.set_length(LENGTHS[(LENGTHS.index(story.length) + 1) % len(LENGTHS)])
         self._show_info()
 
+    @saving
     def action_cycle_candidates(self) -> None:
         if not self._idle():
             return

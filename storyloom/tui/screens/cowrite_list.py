@@ -7,6 +7,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, OptionList
 from textual.widgets.option_list import Option
 
+from storyloom.tui.saving import try_saving
 from storyloom.tui.screens.editors import ConfirmDialog
 from storyloom.tui.widgets.menus import refill
 from storyloom.tui.widgets.status_bar import StatusBar
@@ -67,8 +68,7 @@ class CowriteListScreen(Screen):
         label = str(menu.get_option_at_index(menu.highlighted).prompt)
 
         def answered(yes: bool | None) -> None:  # one key must not throw away a whole story
-            if yes:
-                self.app.cowrites.delete(story_id)
+            if yes and try_saving(self, lambda: self.app.cowrites.delete(story_id)):
                 self.notify("Story deleted.")
                 self._fill()
 

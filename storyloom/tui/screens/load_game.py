@@ -8,6 +8,7 @@ from textual.widgets import Footer, Header, Label, OptionList
 from textual.widgets.option_list import Option
 
 from storyloom.tui.export import export_game
+from storyloom.tui.saving import try_saving
 from storyloom.tui.screens.editors import ConfirmDialog
 from storyloom.tui.widgets.menus import refill
 from storyloom.tui.widgets.status_bar import StatusBar
@@ -52,8 +53,7 @@ class LoadGameScreen(Screen):
         label = str(menu.get_option_at_index(menu.highlighted).prompt)
 
         def answered(yes: bool | None) -> None:  # one key must not throw away a whole game
-            if yes:
-                self.app.games.delete(game_id)
+            if yes and try_saving(self, lambda: self.app.games.delete(game_id)):
                 self.notify("Game deleted.")
                 self._fill()
 

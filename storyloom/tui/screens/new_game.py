@@ -10,6 +10,7 @@ from textual.widgets.option_list import Option
 
 from storyloom import StoryloomError
 from storyloom.modes import adventure as adv
+from storyloom.tui.saving import try_saving
 from storyloom.tui.widgets.status_bar import StatusBar
 
 CUSTOM = "custom"
@@ -91,6 +92,7 @@ class NewGameScreen(Screen):
         except StoryloomError as exc:
             self.notify(str(exc), severity="error", markup=False)
             return
-        self.app.games.create(game)
+        if not try_saving(self, lambda: self.app.games.create(game)):  # the form keeps what was typed
+            return
         self.app.pop_screen()
         self.app.open_game(game.id)

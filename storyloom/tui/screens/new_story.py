@@ -9,6 +9,7 @@ from textual.widgets import Button, Footer, Header, Input, Label, Select, TextAr
 from storyloom import StoryloomError
 from storyloom.modes import cowrite
 from storyloom.store.cowrite import LENGTHS
+from storyloom.tui.saving import try_saving
 from storyloom.tui.widgets.status_bar import StatusBar
 
 
@@ -55,6 +56,7 @@ class NewStoryScreen(Screen):
         except StoryloomError as exc:
             self.notify(str(exc), severity="error", markup=False)
             return
-        self.app.cowrites.create(story)
+        if not try_saving(self, lambda: self.app.cowrites.create(story)):  # the form keeps what was typed
+            return
         self.app.pop_screen()
         self.app.open_cowrite(story.id)

@@ -16,6 +16,7 @@ from storyloom.modes.poetry.scan import scan_poem
 from storyloom.store.poems import SavedPoem
 from storyloom.tui.export import write_exports
 from storyloom.tui.messages import PoemDone, PoemLineMade, error_text
+from storyloom.tui.saving import try_saving
 from storyloom.tui.screens.editors import ConfirmDialog
 from storyloom.tui.screens.generating import GeneratingScreen, Stopped
 from storyloom.tui.widgets.menus import refill
@@ -243,7 +244,8 @@ class PoetryScreen(GeneratingScreen):
     def action_save(self) -> None:
         if self.busy or (saved := self._saved()) is None:
             return
-        self.app.poems.save(saved)
+        if not try_saving(self, lambda: self.app.poems.save(saved)):
+            return
         self.saved_id = saved.id
         self.notify("Saved.")
         self._fill_saved()
@@ -276,8 +278,7 @@ class PoetryScreen(GeneratingScreen):
         option = menu.get_option_at_index(menu.highlighted)
 
         def answered(yes: bool | None) -> None:  # one key must not throw away a poem
-            if yes:
-                self.app.poems.delete(option.id)
+            if yes and try_saving(self, lambda: self.app.poems.delete(option.id)):
                 self.notify("Poem deleted.")
                 self._fill_saved()
 

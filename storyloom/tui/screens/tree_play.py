@@ -14,10 +14,10 @@ from textual.widgets.option_list import Option
 
 from storyloom import StoryloomError
 from storyloom.modes.tree import TreePlay, expand, expand_many, is_hidden
-from storyloom.store.db import StoreError
 from storyloom.store.trees import Node, TreeNotFound
 from storyloom.tui.background import with_own_store
 from storyloom.tui.messages import TreeExpanded, TreeWorkDone, error_text
+from storyloom.tui.saving import saving
 from storyloom.tui.screens.editors import AlterScreen
 from storyloom.tui.screens.generating import GeneratingScreen, Stopped
 from storyloom.tui.widgets.status_bar import StatusBar
@@ -52,23 +52,6 @@ def breadcrumbs(path: list[Node], keep: int = 4) -> Text:
     steps = ["Start"] + [n.action for n in path[1:]]
     shown = steps if len(steps) <= keep else ["…"] + steps[-keep:]
     return Text(" › ".join(s if len(s) <= 40 else s[:39] + "…" for s in shown))
-
-
-def saving(method):
-    """A screen method that writes to the database: a locked, full or read-only database is a
-    toast (SQLite already waited out the busy timeout), never the end of the app; the screen
-    stays as it was, so nothing shown is unsaved."""
-    from functools import wraps
-
-    @wraps(method)
-    def run(self, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except StoreError as exc:
-            self.notify(str(exc), title="Not saved", severity="error", timeout=10, markup=False)
-        return None
-
-    return run
 
 
 class TreeOptions(OptionList):
