@@ -226,5 +226,8 @@ class StoryloomApp(App):
 
 
 def run_app(model: str | None = None) -> int:
-    StoryloomApp(model=model).run()
-    return 0
+    """The app's exit status: 1 after a crash (Textual prints the traceback), so a script or a
+    shell sees that it did not end normally."""
+    app = StoryloomApp(model=model)
+    app.run()
+    return app.return_code or 0

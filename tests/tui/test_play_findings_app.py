@@ -195,3 +195,16 @@ async def test_deleting_and_undoing_while_another_process_writes_are_toasts(make
         assert isinstance(app.screen, LoadGameScreen) and app.is_running
         assert any("another StoryLoom is writing" in m for m in said) and "Game deleted." not in said
         assert len(app.games.list()) == 1
+
+
+def test_a_crash_ends_with_a_failing_exit_status(monkeypatch):
+    """After a traceback the shell saw `storyloom` exit 0, as if all was well."""
+    from storyloom.tui import app as app_module
+
+    def crash(self) -> None:
+        raise RuntimeError("boom")
+
+    run = app_module.StoryloomApp.run
+    monkeypatch.setattr(app_module.StoryloomApp, "on_mount", crash)
+    monkeypatch.setattr(app_module.StoryloomApp, "run", lambda self: run(self, headless=True))
+    assert app_module.run_app() == 1
