@@ -208,3 +208,61 @@ def test_a_crash_ends_with_a_failing_exit_status(monkeypatch):
     monkeypatch.setattr(app_module.StoryloomApp, "on_mount", crash)
     monkeypatch.setattr(app_module.StoryloomApp, "run", lambda self: run(self, headless=True))
     assert app_module.run_app() == 1
+
+
+async def _poetry_with(app, pilot, poem):
+    await settle(app, pilot)
+    await pilot.press("p")
+    await settle(app, pilot)
+    app.screen.poem = poem
+    app.screen._show()
+    await pilot.pause()
+
+
+def _haiku():
+    from storyloom.modes.poetry.compose import Poem, PoemLine
+    from storyloom.modes.poetry.forms import load_forms
+
+    return Poem(load_forms()["haiku"], "rain", [PoemLine("The moon in the sky", True, "sky"),
+                                                PoemLine("A gentle autumn rain falls", True, "falls"),
+                                                PoemLine("Beneath the tree bare", True, "bare")])
+
+
+async def test_esc_during_a_line_rewrite_keeps_the_line(make_app):
+    """Esc while `r` rewrote a line put None in the poem's place for it (the next redraw failed)."""
+    import threading
+
+    from storyloom.tui.messages import PoemDone
+
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await _poetry_with(app, pilot, _haiku())
+        screen = app.screen
+        screen.cancel = threading.Event()
+        screen.cancel.set()  # what Esc does; the worker then reports no new line
+        screen.post_message(PoemDone(rewritten=1, line=None))
+        await settle(app, pilot)
+        assert app.is_running and screen.poem.lines[1].text == "A gentle autumn rain falls"
+        screen._show()
+
+
+async def test_a_haiku_says_nothing_of_rhymes_and_an_unsaved_poem_is_named_before_it_is_replaced(make_app):
+    """'3/3 lines scan, 0/0 rhymes' for a haiku; and Write (or opening a saved poem) silently
+    threw away a finished poem that was never saved."""
+    from storyloom.modes.poetry.scan import scan_poem
+    from storyloom.tui.screens.poetry import verdict_summary
+
+    poem = _haiku()
+    assert verdict_summary(scan_poem(poem.text, poem.form), 3) == "3/3 lines scan"
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await _poetry_with(app, pilot, poem)
+        screen = app.screen
+        screen.unsaved = True  # as a finished poem is
+        screen.action_write()
+        await pilot.pause()
+        assert screen.poem is poem and not screen.busy
+        assert any("not saved" in n.message for n in app._notifications)
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert not screen.unsaved and len(app.poems.list()) == 1

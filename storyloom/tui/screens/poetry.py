@@ -40,6 +40,12 @@ def line_prompt(number: int, text: str, verdict, form: Form) -> Text:
     return out
 
 
+def verdict_summary(verdict, lines: int) -> str:
+    """'14/14 lines scan, 7/7 rhymes'; a form without rhymes (haiku) says nothing of them."""
+    text = f"{verdict.meter_ok}/{lines} lines scan"
+    return text + (f", {verdict.rhyme_pairs_ok}/{verdict.rhyme_pairs} rhymes" if verdict.rhyme_pairs else "")
+
+
 class PoemLines(OptionList):
     BINDINGS = [Binding("r", "screen.rewrite", "Rewrite line")]
 
@@ -66,6 +72,8 @@ class PoetryScreen(GeneratingScreen):
         self.forms = load_forms()
         self.poem: Poem | None = None
         self.saved_id: str | None = None
+        self.unsaved = False  # the poem shown has lines or changes the store does not have
+        self.replace_ok = False  # the player was told once that Write/open replaces an unsaved poem
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -130,7 +138,7 @@ class PoetryScreen(GeneratingScreen):
     @on(Input.Submitted, "#poetry-topic")
     @on(Button.Pressed, "#poetry-write")
     def action_write(self) -> None:
-        if self._busy():
+        if self._busy() or not self._may_replace():
             return
         form = self._form()
         topic = self.query_one("#poetry-topic", Input).value.strip() or "the sea"
@@ -140,6 +148,16 @@ class PoetryScreen(GeneratingScreen):
         self._status(f"Writing a {form.name.lower()} about {topic}… (Esc stops)")
         self._show(writing=0)
         self._write_poem(form, topic)
+
+    def _may_replace(self) -> bool:
+        """A new or opened poem replaces the one shown: an unsaved one is named first, once."""
+        if not self.unsaved or self.poem is None or not self.poem.lines or self.replace_ok:
+            self.replace_ok = False
+            return True
+        self.replace_ok = True
+        self.notify("This poem is not saved: Ctrl+S saves it. Do it again to replace it anyway.",
+                    title="Not saved", severity="warning", timeout=8)
+        return False
 
     def _start(self, total: int) -> None:
         self.start_work(total)
@@ -183,16 +201,24 @@ class PoetryScreen(GeneratingScreen):
             self._status("")
             return
         if message.rewritten is not None:
-            if message.line is None and not self.cancel.is_set():
-                self.notify("No other version of that line was found in time.", severity="warning")
-            elif self.poem is not None:
+            if message.line is None:  # stopped (Esc) or nothing found: the line stays as it was
+                if not self.cancel.is_set():
+                    self.notify("No other version of that line was found in time.", severity="warning")
+                self._show()
+                self._status("Stopped." if self.cancel.is_set() else "")
+                return
+            if self.poem is not None:
                 self.poem.lines[message.rewritten] = message.line
+                self.unsaved = True
+                verdict = scan_poem(self.poem.text, self.poem.form)
+                self._status(f"Line {message.rewritten + 1} rewritten: "
+                             f"{verdict_summary(verdict, self.poem.form.lines)}. Ctrl+S saves.")
             self._show()
-            self._status("")
             return
         if message.poem is not None:
             self.poem = message.poem
         poem = self.poem
+        self.unsaved = poem is not None and bool(poem.lines)
         self._show()
         if poem is None:
             return
@@ -200,8 +226,8 @@ class PoetryScreen(GeneratingScreen):
             self._status("Stopped.")
         elif poem.complete:
             verdict = scan_poem(poem.text, poem.form)
-            self._status(f"Done in {poem.seconds:.1f} s: {verdict.meter_ok}/{poem.form.lines} lines scan, "
-                         f"{verdict.rhyme_pairs_ok}/{verdict.rhyme_pairs} rhymes. r rewrites a line, Ctrl+S saves.")
+            self._status(f"Done in {poem.seconds:.1f} s: {verdict_summary(verdict, poem.form.lines)}. "
+                         "r rewrites a line, Ctrl+S saves.")
         else:
             failed = ", ".join(str(i + 1) for i in poem.failed)
             self._status(f"Line(s) {failed} could not be completed (no line that scans and rhymes was found): highlight one and press r.")
@@ -247,6 +273,7 @@ class PoetryScreen(GeneratingScreen):
         if not try_saving(self, lambda: self.app.poems.save(saved)):
             return
         self.saved_id = saved.id
+        self.unsaved = False
         self.notify("Saved.")
         self._fill_saved()
 
@@ -258,17 +285,17 @@ class PoetryScreen(GeneratingScreen):
 
     @on(OptionList.OptionSelected, "#poetry-saved")
     def _open_saved(self, event: OptionList.OptionSelected) -> None:
-        if self._busy():
+        if self._busy() or not self._may_replace():
             return
         saved = self.app.poems.load(event.option.id)
         form = Form.from_dict(saved.form)
         lines = [ln for ln in saved.text.splitlines() if ln.strip()]
         self.poem = Poem(form, saved.topic, [PoemLine(ln, True, (words_of(ln) or [None])[-1]) for ln in lines])
         self.saved_id = saved.id
+        self.unsaved = False
         self._show()
         verdict = scan_poem(saved.text, form)
-        self._status(f"{saved.title}: {verdict.meter_ok}/{len(lines)} lines scan, "
-                     f"{verdict.rhyme_pairs_ok}/{verdict.rhyme_pairs} rhymes.")
+        self._status(f"{saved.title}: {verdict_summary(verdict, len(lines))}.")
         self.query_one(PoemLines).focus()
 
     def action_delete_saved(self) -> None:
