@@ -266,3 +266,14 @@ async def test_a_haiku_says_nothing_of_rhymes_and_an_unsaved_poem_is_named_befor
         await pilot.press("ctrl+s")
         await settle(app, pilot)
         assert not screen.unsaved and len(app.poems.list()) == 1
+
+
+async def test_the_cowrite_info_line_counts_one_turn_in_the_singular(make_app, fake):
+    from tests.tui.test_cowrite_app import start_story
+
+    fake.push("Gulls cried.", "Gulls cried.", "Gulls cried.", "Gulls cried.")
+    app = make_app()
+    async with app.run_test(size=(100, 36)) as pilot:
+        await start_story(app, pilot)
+        info = str(app.screen.query_one("#cowrite-info").render())
+        assert info.endswith("· 1 turn"), info  # it read "1 turns"

@@ -161,8 +161,9 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
             who = "Next: the model (Ctrl+R asks it)"
         else:
             who = "Next: you"
+        turns = f"{len(story.turns)} turn" + ("" if len(story.turns) == 1 else "s")
         self.query_one("#cowrite-info", Static).update(
-            Text(f"{who} · {story.candidates_n} × {story.length} (^K/^L) · {len(story.turns)} turns"))
+            Text(f"{who} · {story.candidates_n} × {story.length} (^K/^L) · {turns}"))
 
     # -- the model's turn -----------------------------------------------------------------------
     def _propose(self, more: bool) -> None:
