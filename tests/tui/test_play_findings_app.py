@@ -8,6 +8,15 @@ from storyloom.tui.screens.editors import ConfirmDialog
 from tests.tui.pilot_helpers import settle, start_knight, transcript_text
 
 
+def label_shown_whole(label) -> bool:
+    """Every word of a label is on screen (wrapped), none cut off at its container's right edge
+    (a label as wide as its text, wider than the dialog, is cut there)."""
+    region, room = label.region, label.parent.content_region
+    shown = " ".join(str(line.text).strip() for line in label.render_lines(region.reset_offset))
+    return (region.right <= room.right and region.bottom <= label.screen.size.height
+            and " ".join(str(label.render()).split()) == " ".join(shown.split()))
+
+
 async def _delete_then(app, pilot, answer: str) -> None:
     await pilot.press("delete")
     await pilot.pause()
@@ -127,8 +136,7 @@ async def test_the_memory_dialog_fits_80x24(make_app, fake):
         for area in screen.query(TextArea):
             assert area.region.height >= 3 and area.region.bottom <= bottom, area.id
         for label in screen.query(Label):  # wrapped, not cut: every word of it is on screen
-            shown = " ".join(str(line.text).strip() for line in label.render_lines(label.region.reset_offset))
-            assert " ".join(str(label.render()).split()) == " ".join(shown.split()), shown
+            assert label_shown_whole(label), label.render()
 
 
 async def _while_another_process_writes(app, pilot, *keys) -> list[str]:
@@ -277,3 +285,24 @@ async def test_the_cowrite_info_line_counts_one_turn_in_the_singular(make_app, f
         await start_story(app, pilot)
         info = str(app.screen.query_one("#cowrite-info").render())
         assert info.endswith("· 1 turn"), info  # it read "1 turns"
+
+
+async def test_the_token_view_says_how_to_pick_and_close_at_120_and_80_columns(make_app, fake):
+    """Its one-line help was cut at 120 columns after 'its alternativ': how to continue from an
+    alternative and that Esc closes were never on screen."""
+    from textual.widgets import Label
+
+    from tests.tui.pilot_helpers import act
+
+    fake.push("Opening.", "The door creaks open slowly.")
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await start_knight(app, pilot)
+        await act(app, pilot, "open the door")
+        await pilot.press("ctrl+g")
+        await settle(app, pilot)
+        help_label = app.screen.query_one("#token-help", Label)
+        assert "Esc closes" in str(help_label.render()) and label_shown_whole(help_label)
+        await pilot.resize_terminal(80, 24)
+        await settle(app, pilot)
+        assert label_shown_whole(help_label)

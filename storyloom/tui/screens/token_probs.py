@@ -48,7 +48,7 @@ class TokenProbsScreen(ModalScreen["tuple[int, str] | None"]):
     DEFAULT_CSS = """
     TokenProbsScreen { align: center middle; }
     #token-probs { width: 90%; height: 90%; background: $surface; border: thick $accent; padding: 0 1; }
-    #token-help { color: $text-muted; margin-bottom: 1; }
+    #token-help { width: 100%; color: $text-muted; margin-bottom: 1; }  /* wraps: cut, it hid Esc */
     #token-text { height: auto; max-height: 40%; overflow-y: auto; margin-bottom: 1; }
     #token-lists { height: 1fr; }
     #tokens { width: 1fr; }
