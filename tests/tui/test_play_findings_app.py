@@ -306,3 +306,26 @@ async def test_the_token_view_says_how_to_pick_and_close_at_120_and_80_columns(m
         await pilot.resize_terminal(80, 24)
         await settle(app, pilot)
         assert label_shown_whole(help_label)
+
+
+async def test_settings_labels_and_errors_wrap_at_80_columns(make_app):
+    """The model field's label was cut after 'or a serv' (the server syntax and the API key
+    variable never shown), and so was a long error under the fields."""
+    from textual.widgets import Input, Label
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("s")
+        await pilot.pause()
+        first = app.screen.query("#settings > Label").first(Label)
+        assert "STORYLOOM_API_KEY" in str(first.render()) and label_shown_whole(first)
+        app.screen.query_one("#min_p", Input).value = "1.5"
+        app.screen.query_one("#xtc_probability", Input).value = "often"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        error = app.screen.query_one("#settings-error", Label)
+        error.scroll_visible(animate=False)
+        await pilot.pause()
+        region, room = error.region, error.parent.content_region
+        assert "often" in str(error.render()) and region.right <= room.right
