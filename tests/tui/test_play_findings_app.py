@@ -329,3 +329,28 @@ async def test_settings_labels_and_errors_wrap_at_80_columns(make_app):
         await pilot.pause()
         region, room = error.region, error.parent.content_region
         assert "often" in str(error.render()) and region.right <= room.right
+
+
+async def test_typing_on_the_candidates_starts_the_players_own_turn(make_app, fake):
+    """With candidates on offer (the list focused) a player typed "Mara climbed the stairs":
+    nothing reached the write box, and the 'e' of "the" opened an editor over candidate 1 with
+    the rest of the sentence typed into it."""
+    from textual.widgets import Input
+
+    from storyloom.tui.screens.cowrite import CowriteScreen
+
+    from tests.tui.test_cowrite_app import start_story
+
+    fake.push("Gulls cried.", "Gulls cried.", "Gulls cried.", "Gulls cried.")
+    app = make_app()
+    async with app.run_test(size=(100, 36)) as pilot:
+        await start_story(app, pilot)
+        assert app.screen.play.story.pending and app.focused.id == "cowrite-candidates"
+        await pilot.press(*"Mara climbed the stairs")
+        await pilot.pause()
+        assert isinstance(app.screen, CowriteScreen)  # no editor opened
+        assert app.screen.query_one("#cowrite-write", Input).value == "Mara climbed the stairs"
+        app.screen.query_one("#cowrite-candidates").focus()
+        await pilot.press("1")  # the list's own keys still work
+        await settle(app, pilot)
+        assert app.screen.play.story.turns[-1].text == "Gulls cried."
