@@ -354,3 +354,19 @@ async def test_typing_on_the_candidates_starts_the_players_own_turn(make_app, fa
         await pilot.press("1")  # the list's own keys still work
         await settle(app, pilot)
         assert app.screen.play.story.turns[-1].text == "Gulls cried."
+
+
+async def test_typing_an_action_on_the_tree_options_goes_to_the_action_box(make_app, fake):
+    """Typing "look up" with the options focused: the letters went nowhere."""
+    from textual.widgets import Input
+
+    from tests.tui.test_tree_app import ROOT_ACTIONS, new_tree
+
+    fake.push(*ROOT_ACTIONS)
+    app = make_app()
+    async with app.run_test(size=(100, 36)) as pilot:
+        await new_tree(app, pilot)
+        app.screen.query_one("#tree-options").focus()
+        await pilot.press(*"look up")
+        await pilot.pause()
+        assert app.screen.query_one("#tree-action", Input).value == "look up"

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual import events, on, work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, Header, Input, Label, OptionList, ProgressBar, Static
@@ -23,6 +23,7 @@ from storyloom.tui.saving import saving
 from storyloom.tui.screens.cowrite_tokens import CowriteTokens
 from storyloom.tui.screens.editors import AlterScreen
 from storyloom.tui.screens.generating import GeneratingScreen, Stopped
+from storyloom.tui.widgets.menus import TypeToWrite
 from storyloom.tui.widgets.status_bar import StatusBar
 
 CANDIDATE_COUNTS = (1, 2, 3, 4, 6, 8)
@@ -58,27 +59,14 @@ def export_story(app, story: CoStory) -> None:
     write_exports(app, story.title, story.id, {".md": play.to_markdown(model), ".txt": play.to_text()}, "story")
 
 
-class TypeToWrite(OptionList):
-    """A letter typed on a list that is not one of its keys starts the player's own turn in the
-    write box. (The README's "just type your own turn": the letters were swallowed, and the
-    first 'e' of a word opened an editor over a candidate with the rest typed into it.)"""
-
-    def on_key(self, event: events.Key) -> None:
-        if not event.is_printable or not event.character or event.key in self._bindings.key_to_bindings:
-            return
-        box = self.screen.query_one("#cowrite-write", Input)
-        box.focus()
-        box.insert_text_at_cursor(event.character)
-        event.stop()
-        event.prevent_default()
-
-
 class StoryTurns(TypeToWrite):
+    WRITE_BOX = "#cowrite-write"
     BINDINGS = [Binding("e", "screen.edit_turn", "Edit"),
                 Binding("delete", "screen.remove_turn", "Remove")]
 
 
 class CandidateList(TypeToWrite):
+    WRITE_BOX = "#cowrite-write"
     BINDINGS = [Binding(str(n), f"screen.pick({n})", f"Pick {n}", show=False) for n in range(1, 10)] + [
         Binding("e", "screen.edit_candidate", "Edit"),
         Binding("p", "screen.candidate_tokens", "Probabilities", show=False)]  # cowrite_tokens.py

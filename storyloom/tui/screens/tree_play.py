@@ -20,6 +20,7 @@ from storyloom.tui.messages import TreeExpanded, TreeWorkDone, error_text
 from storyloom.tui.saving import saving
 from storyloom.tui.screens.editors import AlterScreen
 from storyloom.tui.screens.generating import GeneratingScreen, Stopped
+from storyloom.tui.widgets.menus import TypeToWrite
 from storyloom.tui.widgets.status_bar import StatusBar
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ def breadcrumbs(path: list[Node], keep: int = 4) -> Text:
     return Text(" › ".join(s if len(s) <= 40 else s[:39] + "…" for s in shown))
 
 
-class TreeOptions(OptionList):
+class TreeOptions(TypeToWrite):
+    WRITE_BOX = "#tree-action"  # typing an action that starts with no option key goes there
     BINDINGS = [Binding(str(n), f"screen.choose_number({n})", f"Choose {n}", show=False) for n in range(1, 10)] + [
         # The line above the options names these keys, so the footer keeps room for the screen's.
         Binding("plus,equals_sign", "screen.vote(1)", "Vote up", show=False),
@@ -116,7 +118,7 @@ class TreePlayScreen(GeneratingScreen):
                     id="tree-options-label")
         yield TreeOptions(id="tree-options")
         yield ActionInput(placeholder="Your own action, e.g. climb the wall (Enter; Esc: back to the options)",
-                          id="tree-action")
+                          id="tree-action", select_on_focus=False)
         yield ProgressBar(id="tree-progress", show_eta=False)
         yield Static(id="tree-stats")
         yield StatusBar()
