@@ -370,3 +370,23 @@ async def test_typing_an_action_on_the_tree_options_goes_to_the_action_box(make_
         await pilot.press(*"look up")
         await pilot.pause()
         assert app.screen.query_one("#tree-action", Input).value == "look up"
+
+
+async def test_the_edit_dialog_fits_80x24_with_a_two_line_title(make_app, fake):
+    """Editing a co-write candidate at 80x24: the title wraps to two lines and the buttons' lower
+    edge fell outside the dialog."""
+    from textual.widgets import Button
+
+    from tests.tui.test_cowrite_app import start_story
+
+    fake.push("Gulls cried.", "Gulls cried.", "Gulls cried.", "Gulls cried.")
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await start_story(app, pilot)
+        await pilot.press("e")
+        await settle(app, pilot)
+        dialog = app.screen.query_one(".dialog")
+        title = app.screen.query("Label").first()
+        assert "Esc cancels" in str(title.render()) and label_shown_whole(title)
+        for button in app.screen.query(Button):
+            assert button.region.bottom <= dialog.content_region.bottom, button.id
