@@ -132,11 +132,12 @@ def test_matmul_at_odd_widths(lib, kind, n):
 
 
 @pytest.mark.parametrize("kind", [native.Q4_1, native.Q8_0], ids=lambda k: native.TYPE_NAMES[k])
-@pytest.mark.parametrize("n", [1, 2, 5])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8])
 @pytest.mark.parametrize("cols", [576, 608])
 def test_exact_rows_take_fp32_inputs(lib, kind, n, cols):
     """EXACT Q4_1/Q8_0 rows (the default model's packs) multiply unrounded fp32 inputs: numpy's
-    result to fp32 rounding, not 8-bit activations' ~1% (608: an odd number of blocks)."""
+    result to fp32 rounding, not 8-bit activations' ~1% (608: an odd number of blocks). 23 rows
+    in chunks of 16: groups of 4 (2 above batch 4) and single rows at the end of each chunk."""
     rng = np.random.default_rng(300 + kind + cols)
     rows = 23
     data = blocks(kind, rows, cols, rng)

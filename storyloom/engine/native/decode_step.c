@@ -668,6 +668,49 @@ static inline __attribute__((always_inline)) void row_exact(const int type, cons
         out[b] = _mm512_reduce_add_ps(t);
     }
 }
+
+/* The sums of 4 vectors, [sum a, sum b, sum c, sum d]: 4 reductions sharing their shuffles */
+static inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    /* per 128-bit lane: a, b, c, d partial sums */
+    const __m512 abcd = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, 0x44), _mm512_shuffle_ps(ab, cd, 0xee));
+    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(abcd), _mm512_extractf32x8_ps(abcd, 1));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+/* R rows (consecutive, `stride` bytes apart) against B inputs in one pass: each input's values
+ * are loaded once for the R rows' blocks, each row and input sums in its own chain (two where
+ * R x B < 8: latency), and the R x B sums are reduced four at a time. One row at a time, batch 4
+ * loaded every input twice per block and reduced 4 sums alone per row. out[r * B + b]. */
+static inline __attribute__((always_inline)) void rows_exact(const int type, const int R, const int B, const uint8_t *p,
+                                                             size_t stride, const float *x, int cols, float *out) {
+    __m512 acc[4][MAXB][2];
+    const int two = R * B < 8;
+    for (int r = 0; r < R; r++) for (int b = 0; b < B; b++) acc[r][b][0] = acc[r][b][1] = _mm512_setzero_ps();
+    const int bytes = sl_block_bytes(type);
+    for (int j = 0, blk = 0; j < cols; j += 32, blk++) {
+        /* the R rows are one stretch of memory, read at R blocks a pass */
+        prefetch_ahead(p + (size_t)blk * R * bytes, R * bytes);
+        __m512 w0[4], w1[4];
+        for (int r = 0; r < R; r++) exact_block(type, p + r * stride + (size_t)blk * bytes, &w0[r], &w1[r]);
+        for (int b = 0; b < B; b++) {
+            const __m512 xa = _mm512_loadu_ps(x + (size_t)b * cols + j), xb = _mm512_loadu_ps(x + (size_t)b * cols + j + 16);
+            for (int r = 0; r < R; r++) {
+                acc[r][b][0] = _mm512_fmadd_ps(w0[r], xa, acc[r][b][0]);
+                acc[r][b][two] = _mm512_fmadd_ps(w1[r], xb, acc[r][b][two]);
+            }
+        }
+    }
+    __m512 t[4 * MAXB];
+    for (int r = 0; r < R; r++)
+        for (int b = 0; b < B; b++) t[r * B + b] = two ? _mm512_add_ps(acc[r][b][0], acc[r][b][1]) : acc[r][b][0];
+    int i = 0;
+    for (; i + 4 <= R * B; i += 4) _mm_storeu_ps(out + i, hsum4(t[i], t[i + 1], t[i + 2], t[i + 3]));
+    if (R * B % 4)
+        for (; i < R * B; i++) out[i] = _mm512_reduce_add_ps(t[i]);
+}
+#define MULTI_ROWS 1
 #else
 static inline __attribute__((always_inline)) void row_exact(const int type, const int B, const uint8_t *p,
                                                             const float *x, int cols, float *out) {
@@ -898,6 +941,19 @@ FLOAT_ROW(T_BF16, rbf16)
 FLOAT_ROW(T_Q4_1, xq4_1)
 FLOAT_ROW(T_Q8_0, xq8_0)
 
+#ifdef MULTI_ROWS
+/* rows of an EXACT matrix taken together: 4 up to batch 4, 2 above (registers for the sums) */
+static inline int rows_at_once(int batch) { return batch <= 4 ? 4 : 2; }
+#define XROWS(T, NAME) static void NAME(int batch, const uint8_t *p, size_t stride, const float *x, int cols, float *out) { \
+    switch (batch) { \
+    case 1: rows_exact(T, 4, 1, p, stride, x, cols, out); break; case 2: rows_exact(T, 4, 2, p, stride, x, cols, out); break; \
+    case 3: rows_exact(T, 4, 3, p, stride, x, cols, out); break; case 4: rows_exact(T, 4, 4, p, stride, x, cols, out); break; \
+    case 5: rows_exact(T, 2, 5, p, stride, x, cols, out); break; case 6: rows_exact(T, 2, 6, p, stride, x, cols, out); break; \
+    case 7: rows_exact(T, 2, 7, p, stride, x, cols, out); break; default: rows_exact(T, 2, 8, p, stride, x, cols, out); break; } }
+XROWS(T_Q4_1, xrows4_1)
+XROWS(T_Q8_0, xrows8_0)
+#endif
+
 static inline int exact(const Matrix *m) {
     return (m->flags & SL_EXACT) && (m->type == T_Q4_1 || m->type == T_Q8_0);
 }
@@ -960,18 +1016,31 @@ typedef struct {
 
 static void matvec_rows(void *arg, int lo, int hi) {
     const MatvecJob *j = (const MatvecJob *)arg;
-    for (int r = lo; r < hi; r++) {
+    for (int r = lo; r < hi;) {
         const int i = r < j->ends[0] ? 0 : r < j->ends[1] ? 1 : 2;
         const Matrix *m = j->ms[i];
         const int row = i ? r - j->ends[i - 1] : r;
-        float v[MAXB];
+        float v[4 * MAXB];  /* [row][input] */
+        int n = 1;
+#ifdef MULTI_ROWS
+        const int group = rows_at_once(j->batch);
+        if (exact(m) && r + group <= hi && row + group <= m->rows) {
+            const size_t stride = sl_row_bytes(m->type, m->cols);
+            const uint8_t *p = (const uint8_t *)m->data + (size_t)row * stride;
+            (m->type == T_Q4_1 ? xrows4_1 : xrows8_0)(j->batch, p, stride, j->x, m->cols, v);
+            n = group;
+        } else
+#endif
         row_dot(m, row, j->x, j->a, j->batch, v);
         float *y = j->ys[i];
-        const float bias = m->bias ? m->bias[row] : 0.f;
-        for (int b = 0; b < j->batch; b++) {
-            float *out = y + (size_t)b * m->rows + row;
-            *out = (j->accumulate ? *out : 0.f) + v[b] + bias;
+        for (int k = 0; k < n; k++) {
+            const float bias = m->bias ? m->bias[row + k] : 0.f;
+            for (int b = 0; b < j->batch; b++) {
+                float *out = y + (size_t)b * m->rows + row + k;
+                *out = (j->accumulate ? *out : 0.f) + v[k * j->batch + b] + bias;
+            }
         }
+        r += n;
     }
 }
 
