@@ -188,8 +188,9 @@ def test_a_level_the_cpu_cannot_run_is_refused(tmp_path, monkeypatch):
 class Tiny:
     """A small random model with every optional part, weights as GGUF blocks of mixed types."""
 
-    def __init__(self, rng, kinds, *, bias=False, qk_norm=False, neox=1, tied=False, embed=native.Q6_K):
-        self.dim, self.inter, self.heads, self.kv_heads, self.hd, self.vocab = 256, 512, 4, 2, 64, 96
+    def __init__(self, rng, kinds, *, bias=False, qk_norm=False, neox=1, tied=False, embed=native.Q6_K,
+                 heads=4, kv_heads=2, hd=64):
+        self.dim, self.inter, self.heads, self.kv_heads, self.hd, self.vocab = 256, 512, heads, kv_heads, hd, 96
         self.eps, self.neox, self.keep = 1e-5, neox, []
         dim, qd, kvd = self.dim, self.heads * self.hd, self.kv_heads * self.hd
         shapes = {"q": (qd, dim), "k": (kvd, dim), "v": (kvd, dim), "o": (dim, qd),
@@ -313,6 +314,28 @@ def test_decode_steps_match_a_numpy_forward(lib, options):
         err = np.abs(logits - want[t]).max() / np.abs(want[t]).max()
         assert err < 0.03, (t, err)
     assert (logits.argmax(-1) == want[-1].argmax(-1)).mean() >= 2 / 3
+
+
+@pytest.mark.parametrize("heads, kv_heads, hd", [(12, 2, 64), (6, 2, 128), (4, 4, 64), (8, 2, 32)],
+                         ids=["6-per-group", "hd128", "no-groups", "hd32"])
+def test_attention_matches_a_numpy_forward_closely(lib, heads, kv_heads, hd):
+    """fp32 weights, so the step's only differences from numpy are fp32 rounding: the attention's
+    head groups (up to 4 at once, 6 here = 4 + 2), its four positions at a time and the positions
+    past them (9), and head sizes the 512-bit path does not take (32), all to 1e-4."""
+    rng = np.random.default_rng(11)
+    tiny = Tiny(rng, [[native.F32] * 7] * 2, heads=heads, kv_heads=kv_heads, hd=hd, embed=native.F32)
+    tiny.head = tiny.embed
+    model = tiny.struct()
+    batch, count, capacity = 3, 9, 12
+    seqs = rng.integers(0, tiny.vocab, (batch, count))
+    want = tiny.forward(seqs)
+    cache = np.zeros((2, 2, batch, tiny.kv_heads, capacity, tiny.hd), np.float32)
+    scratch = np.zeros(lib.sl_scratch_floats(ctypes.byref(model), batch, capacity), np.float32)
+    for t in range(count):
+        tokens = np.ascontiguousarray(seqs[:, t], dtype=np.int64)
+        logits = np.full((batch, tiny.vocab), np.nan, np.float32)
+        assert lib.sl_step(ctypes.byref(model), ptr(tokens), batch, t, ptr(cache), capacity, ptr(logits), ptr(scratch)) == 0
+        assert np.abs(logits - want[t]).max() <= 1e-4 * np.abs(want[t]).max(), t
 
 
 def test_the_step_refuses_what_it_cannot_run(lib):
