@@ -19,7 +19,9 @@ import ctypes
 import hashlib
 import logging
 import os
+import threading
 import time
+import weakref
 from pathlib import Path
 
 import torch
@@ -190,6 +192,10 @@ class NativeLlama:
     def __init__(self, fast: FastLlama, model, lib: ctypes.CDLL):
         self.fast = fast
         self.lib = lib
+        # per KVState: how many leading positions every row's cache holds alike (expanded from one
+        # row, so candidates share the prompt); the C step reads those from row 0 alone
+        self._shared: weakref.WeakKeyDictionary[KVState, int] = weakref.WeakKeyDictionary()
+        self._shared_lock = threading.Lock()
         self.kinds: dict[str, int] = {}
         self._keep: list[torch.Tensor] = []  # every tensor the C side points into
         cache = _pack_cache(model)
@@ -284,11 +290,25 @@ class NativeLlama:
 
     # -- FastLlama's interface -----------------------------------------------------------
     def expand(self, state: KVState, batch: int) -> None:
+        single = state.cache is not None and state.cache.shape[2] == 1
         self.fast.expand(state, batch)
+        if single and batch > 1:  # every row a copy of the one: alike up to its length
+            with self._shared_lock:
+                self._shared[state] = state.length
+
+    def shared_prefix(self, state: KVState) -> int:
+        """Leading positions alike in every row of `state`'s cache: what it was expanded from,
+        less whatever a rewind (a lower state.length) has since given up to be written again."""
+        with self._shared_lock:
+            if state not in self._shared:
+                return 0
+            shared = self._shared[state] = min(self._shared[state], state.length)
+            return shared
 
     @torch.inference_mode()
     def forward(self, ids: torch.Tensor, state: KVState, all_logits: bool = False) -> torch.Tensor:
         batch, count = ids.shape
+        shared = self.shared_prefix(state)  # before anything is written at state.length and on
         if all_logits:  # scoring: every position's logits, from the torch forward
             return self.fast.forward(ids, state, all_logits=True)
         if batch == 1 and state.length == 0 and count >= BF16_PROMPT_MIN and self.fast.bf16:
@@ -303,8 +323,9 @@ class NativeLlama:
         logits = torch.empty(batch, self.vocab)
         scratch = torch.empty(self.lib.sl_scratch_floats(ctypes.byref(self.model), batch, capacity))
         self.model.threads = torch.get_num_threads()
-        status = self.lib.sl_step(ctypes.byref(self.model), tokens.data_ptr(), batch, pos, cache.data_ptr(),
-                                  capacity, logits.data_ptr(), scratch.data_ptr())
+        status = self.lib.sl_step_shared(ctypes.byref(self.model), tokens.data_ptr(), batch, pos, cache.data_ptr(),
+                                         capacity, logits.data_ptr(), scratch.data_ptr(),
+                                         shared if batch > 1 else 0)
         if status != 0:
             return self.fast.forward(ids, state)
         state.length = pos + 1

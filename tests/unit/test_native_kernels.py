@@ -338,6 +338,40 @@ def test_attention_matches_a_numpy_forward_closely(lib, heads, kv_heads, hd):
         assert np.abs(logits - want[t]).max() <= 1e-4 * np.abs(want[t]).max(), t
 
 
+@pytest.mark.parametrize("hd", [64, 32], ids=["512-bit", "plain"])
+def test_a_shared_prompt_is_read_from_row_0(lib, hd):
+    """sl_step_shared: positions below `shared` come from row 0's cache for every row (the other
+    rows' copies are not read: here they are NaN), with the logits of the unshared step to fp32
+    rounding."""
+    rng = np.random.default_rng(12)
+    tiny = Tiny(rng, [[native.F32] * 7] * 2, heads=6, kv_heads=2, hd=hd, embed=native.F32)
+    tiny.head = tiny.embed
+    model = tiny.struct()
+    batch, shared, capacity = 3, 6, 12
+    prompt = rng.integers(0, tiny.vocab, shared)
+    cache = np.zeros((2, 2, batch, tiny.kv_heads, capacity, tiny.hd), np.float32)
+    scratch = np.zeros(lib.sl_scratch_floats(ctypes.byref(model), batch, capacity), np.float32)
+    for t in range(shared):  # the prompt in every row
+        tokens = np.full(batch, prompt[t], np.int64)
+        logits = np.empty((batch, tiny.vocab), np.float32)
+        assert lib.sl_step(ctypes.byref(model), ptr(tokens), batch, t, ptr(cache), capacity, ptr(logits), ptr(scratch)) == 0
+    apart = cache.copy()
+    apart[:, :, 1:, :, :shared] = np.nan
+    for t in range(shared, shared + 3):
+        tokens = rng.integers(0, tiny.vocab, batch).astype(np.int64)
+        want = np.empty((batch, tiny.vocab), np.float32)
+        assert lib.sl_step(ctypes.byref(model), ptr(tokens), batch, t, ptr(cache), capacity, ptr(want), ptr(scratch)) == 0
+        got = np.empty((batch, tiny.vocab), np.float32)
+        assert lib.sl_step_shared(ctypes.byref(model), ptr(tokens), batch, t, ptr(apart), capacity, ptr(got),
+                                  ptr(scratch), shared) == 0
+        # (the positions group in fours from 0 and from `shared`: sums in another order)
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), t
+    assert lib.sl_step_shared(ctypes.byref(model), ptr(tokens), batch, t, ptr(apart), capacity, ptr(got),
+                              ptr(scratch), t + 1) == -1  # the step's own position is never shared
+    assert lib.sl_step_shared(ctypes.byref(model), ptr(tokens), batch, t, ptr(apart), capacity, ptr(got),
+                              ptr(scratch), -1) == -1
+
+
 def test_the_step_refuses_what_it_cannot_run(lib):
     rng = np.random.default_rng(4)
     tiny = Tiny(rng, MIXED[:1])

@@ -1094,6 +1094,7 @@ typedef struct {
     size_t row_stride;
     float scale;
     int parts;  /* each group's query heads in this many items (so that small models fill the threads) */
+    int shared; /* positions below this are the same in every row's cache: read from row 0's */
 } AttnJob;
 
 #if SL_SIMD && defined(__AVX512F__)
@@ -1104,11 +1105,11 @@ typedef struct {
  * the default model's batch-4 step at 140 positions.) */
 #define ATT_SIMD 1
 
-/* p[h * ps + t] = scale * q_h . k_t for g heads (q_h at q + h * hd), positions t < n */
-static inline __attribute__((always_inline)) void scores_g(const int g, const float *q, const float *kk, int n, int hd,
-                                                           float scale, float *p, size_t ps) {
+/* p[h * ps + t] = scale * q_h . k_t for g heads (q_h at q + h * hd), positions from <= t < n */
+static inline __attribute__((always_inline)) void scores_g(const int g, const float *q, const float *kk, int from, int n,
+                                                           int hd, float scale, float *p, size_t ps) {
     const __m128 sc = _mm_set1_ps(scale);
-    int t = 0;
+    int t = from;
     for (; t + 4 <= n; t += 4) {  /* four positions, their sums reduced together */
         __m512 acc[4][4];
         for (int h = 0; h < g; h++) for (int i = 0; i < 4; i++) acc[h][i] = _mm512_setzero_ps();
@@ -1130,14 +1131,15 @@ static inline __attribute__((always_inline)) void scores_g(const int g, const fl
     }
 }
 
-/* out_h = sum over t < n of p[h * ps + t] v_t for g heads (out_h at out + h * hd), 64 values a pass */
-static inline __attribute__((always_inline)) void mix_g(const int g, const float *p, size_t ps, const float *vv, int n,
-                                                        int hd, float *out) {
+/* out_h = sum over t < n of p[h * ps + t] v_t for g heads (out_h at out + h * hd), 64 values a
+ * pass; v_t from vv0 below `shared`, from vv above */
+static inline __attribute__((always_inline)) void mix_g(const int g, const float *p, size_t ps, const float *vv0, int shared,
+                                                        const float *vv, int n, int hd, float *out) {
     for (int c = 0; c < hd; c += 64) {
         __m512 acc[4][4];
         for (int h = 0; h < g; h++) for (int i = 0; i < 4; i++) acc[h][i] = _mm512_setzero_ps();
         for (int t = 0; t < n; t++) {
-            const float *v = vv + (size_t)t * hd + c;
+            const float *v = (t < shared ? vv0 : vv) + (size_t)t * hd + c;
             const __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16), v2 = _mm512_loadu_ps(v + 32), v3 = _mm512_loadu_ps(v + 48);
             for (int h = 0; h < g; h++) {
                 const __m512 w = _mm512_set1_ps(p[h * ps + t]);
@@ -1152,18 +1154,20 @@ static inline __attribute__((always_inline)) void mix_g(const int g, const float
 }
 
 #define HEAD_GROUPS(CALL) switch (g) { case 1: CALL(1); break; case 2: CALL(2); break; case 3: CALL(3); break; default: CALL(4); break; }
-static void scores(const float *q, int G, const float *kk, int n, int hd, float scale, float *p, size_t ps) {
+static void scores(const float *q, int G, const float *kk0, int shared, const float *kk, int n, int hd, float scale,
+                   float *p, size_t ps) {
     for (int h = 0; h < G; h += 4) {
         const int g = G - h < 4 ? G - h : 4;
-#define SCORES(k) scores_g(k, q + (size_t)h * hd, kk, n, hd, scale, p + h * ps, ps)
+#define SCORES(k) do { scores_g(k, q + (size_t)h * hd, kk0, 0, shared, hd, scale, p + h * ps, ps); \
+                       scores_g(k, q + (size_t)h * hd, kk, shared, n, hd, scale, p + h * ps, ps); } while (0)
         HEAD_GROUPS(SCORES)
     }
 }
 
-static void mix(const float *p, size_t ps, int G, const float *vv, int n, int hd, float *out) {
+static void mix(const float *p, size_t ps, int G, const float *vv0, int shared, const float *vv, int n, int hd, float *out) {
     for (int h = 0; h < G; h += 4) {
         const int g = G - h < 4 ? G - h : 4;
-#define MIX(k) mix_g(k, p + h * ps, ps, vv, n, hd, out + (size_t)h * hd)
+#define MIX(k) mix_g(k, p + h * ps, ps, vv0, shared, vv, n, hd, out + (size_t)h * hd)
         HEAD_GROUPS(MIX)
     }
 }
@@ -1171,28 +1175,33 @@ static void mix(const float *p, size_t ps, int G, const float *vv, int n, int hd
 #define ATT_SIMD 0
 #endif
 
-/* items lo..hi of batch x kv heads x parts: for each query head of the item, softmax(q K^T /
+/* items lo..hi of kv heads x parts x batch: for each query head of the item, softmax(q K^T /
  * sqrt(hd)) V over positions 0..pos. A group's heads go together, so each key and value row is
- * read once for all of them (one item per query head read the cache per_kv times: 4x on Llama 3). */
+ * read once for all of them (one item per query head read the cache per_kv times: 4x on Llama 3).
+ * Positions below J->shared (the prompt that candidates share) are read from row 0's copy for every
+ * row, and a group's rows are neighbouring items: the prompt's keys and values come from memory
+ * once per step for the batch, then from the cache (4 copies of a 400-token prompt are 37 MB on
+ * the default model, more than the L3 beside the weights). */
 static void attend(void *arg, int lo, int hi) {
     const AttnJob *J = (const AttnJob *)arg;
-    const int hd = J->hd, pos = J->pos, batch = J->batch, G = J->per_kv / J->parts;
+    const int hd = J->hd, pos = J->pos, batch = J->batch, G = J->per_kv / J->parts, shared = J->shared;
     const size_t ps = (size_t)batch * J->capacity;  /* one head's probabilities to the next's */
     for (int item = lo; item < hi; item++) {
-        const int part = item % J->parts, g = item / J->parts % J->KV, b = item / J->parts / J->KV;
+        const int b = item % batch, part = item / batch % J->parts, g = item / batch / J->parts;
         const int j0 = g * J->per_kv + part * G;
         const size_t base = ((size_t)b * J->KV + g) * J->row_stride;
         const float *kk = J->keys + base, *vv = J->values + base;
+        const float *kk0 = J->keys + (size_t)g * J->row_stride, *vv0 = J->values + (size_t)g * J->row_stride;
         const float *q0 = J->q + (size_t)b * J->qd + (size_t)j0 * hd;
         float *p0 = J->probs + ((size_t)j0 * batch + b) * J->capacity;
         float *out0 = J->att + (size_t)b * J->qd + (size_t)j0 * hd;
         const int simd = ATT_SIMD && hd % 64 == 0;
 #if ATT_SIMD
-        if (simd) scores(q0, G, kk, pos + 1, hd, J->scale, p0, ps);
+        if (simd) scores(q0, G, kk0, shared, kk, pos + 1, hd, J->scale, p0, ps);
 #endif
         if (!simd)
             for (int t = 0; t <= pos; t++) {
-                const float *kt = kk + (size_t)t * hd;
+                const float *kt = (t < shared ? kk0 : kk) + (size_t)t * hd;
                 for (int h = 0; h < G; h++) {
                     const float *qh = q0 + (size_t)h * hd;
                     float s = 0.f;
@@ -1215,12 +1224,12 @@ static void attend(void *arg, int lo, int hi) {
             for (int t = 0; t <= pos; t++) p[t] *= inv;
         }
 #if ATT_SIMD
-        if (simd) mix(p0, ps, G, vv, pos + 1, hd, out0);
+        if (simd) mix(p0, ps, G, vv0, shared, vv, pos + 1, hd, out0);
 #endif
         if (!simd) {
             for (int i = 0; i < G * hd; i++) out0[i] = 0.f;
             for (int t = 0; t <= pos; t++) {
-                const float *vt = vv + (size_t)t * hd;
+                const float *vt = (t < shared ? vv0 : vv) + (size_t)t * hd;
                 for (int h = 0; h < G; h++) {
                     const float w = p0[h * ps + t];
                     float *out = out0 + (size_t)h * hd;
@@ -1317,11 +1326,13 @@ static void project(const Matrix *const *ms, float *const *ys, int count, const 
     matvec(ms, ys, count, x, a, batch, accumulate, threads);
 }
 
-/* tokens[batch] at position `pos` (every row at the same position); logits[batch][vocab].
+/* tokens[batch] at position `pos` (every row at the same position); logits[batch][vocab]. The
+ * rows' caches hold the same keys and values below position `shared` (a prompt the candidates
+ * share; 0: nothing known to be shared), which are then read from row 0's alone.
  * Returns 0, or -1 when the model or the sizes are not what this step can run. */
-int sl_step(const Model *m, const int64_t *tokens, int batch, int pos, float *cache, int capacity,
-            float *logits, float *scratch) {
-    if (batch < 1 || batch > MAXB || pos < 0 || pos >= capacity || !model_ok(m)) return -1;
+int sl_step_shared(const Model *m, const int64_t *tokens, int batch, int pos, float *cache, int capacity,
+                   float *logits, float *scratch, int shared) {
+    if (batch < 1 || batch > MAXB || pos < 0 || pos >= capacity || shared < 0 || shared > pos || !model_ok(m)) return -1;
     for (int b = 0; b < batch; b++) if (tokens[b] < 0 || tokens[b] >= m->vocab) return -1;
     const int dim = m->dim, hd = m->head_dim, half = hd / 2, H = m->heads, KV = m->kv_heads;
     const int inter = m->intermediate, qd = H * hd, kvd = KV * hd, per_kv = H / KV, T = m->threads;
@@ -1371,7 +1382,7 @@ int sl_step(const Model *m, const int64_t *tokens, int batch, int pos, float *ca
                 memcpy(values + at, v + (size_t)b * kvd + j * hd, hd * sizeof(float));
             }
         }
-        AttnJob job = {q, keys, values, probs, att, batch, KV, per_kv, qd, hd, pos, capacity, row_stride, scale, parts};
+        AttnJob job = {q, keys, values, probs, att, batch, KV, per_kv, qd, hd, pos, capacity, row_stride, scale, parts, shared};
         parallel_for(batch * KV * parts, 1, attend, &job, T);
         const Matrix *o[1] = {&L->o};
         float *o_out[1] = {h};
@@ -1390,6 +1401,11 @@ int sl_step(const Model *m, const int64_t *tokens, int batch, int pos, float *ca
     float *head_out[1] = {logits};
     project(head, head_out, 1, xn, batch, dim, &a, 0, T);
     return 0;
+}
+
+int sl_step(const Model *m, const int64_t *tokens, int batch, int pos, float *cache, int capacity,
+            float *logits, float *scratch) {
+    return sl_step_shared(m, tokens, batch, pos, cache, capacity, logits, scratch, 0);
 }
 
 /* y[n][rows] = x[n][cols] W^T + bias, any n (slices of MAXB inputs) */
