@@ -143,10 +143,11 @@ def test_exact_rows_take_fp32_inputs(lib, kind, n, cols):
     data = blocks(kind, rows, cols, rng)
     x = rng.normal(0, 1, (n, cols)).astype(np.float32)
     y = np.full((n, rows), np.nan, np.float32)
-    m = matrix(kind, data, cols)
+    bias = rng.normal(0, 1, rows).astype(np.float32)
+    m = matrix(kind, data, cols, bias)
     m.flags = native.EXACT
     lib.sl_matmul(ctypes.byref(m), ptr(x), n, ptr(y), 2)
-    want = x.astype(np.float64) @ reference(kind, data, cols).T.astype(np.float64)
+    want = x.astype(np.float64) @ reference(kind, data, cols).T.astype(np.float64) + bias
     assert np.abs(y - want).max() <= 1e-5 * np.abs(want).max()
 
 

@@ -692,10 +692,12 @@ static inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
 
 /* R rows (consecutive, `stride` bytes apart) against B inputs in one pass: each input's values
  * are loaded once for the R rows' blocks, each row and input sums in its own chain (two where
- * R x B < 8: latency), and the R x B sums are reduced four at a time. One row at a time, batch 4
- * loaded every input twice per block and reduced 4 sums alone per row. out[r * B + b]. */
+ * R x B < 8: latency), and the sums are reduced four at a time. One row at a time, batch 4 loaded
+ * every input twice per block and reduced 4 sums alone per row. y[b * ys + r] (+)= the sum
+ * (+ bias[r]): four rows' sums of an input are stored together. */
 static inline __attribute__((always_inline)) void rows_exact(const int type, const int R, const int B, const uint8_t *p,
-                                                             size_t stride, const float *x, int cols, float *out) {
+                                                             size_t stride, const float *x, int cols, float *y,
+                                                             size_t ys, const float *bias, int accumulate) {
     __m512 acc[4][MAXB][2];
     const int two = R * B < 8;
     for (int r = 0; r < R; r++) for (int b = 0; b < B; b++) acc[r][b][0] = acc[r][b][1] = _mm512_setzero_ps();
@@ -713,13 +715,21 @@ static inline __attribute__((always_inline)) void rows_exact(const int type, con
             }
         }
     }
-    __m512 t[4 * MAXB];
+    __m512 t[4][MAXB];
     for (int r = 0; r < R; r++)
-        for (int b = 0; b < B; b++) t[r * B + b] = two ? _mm512_add_ps(acc[r][b][0], acc[r][b][1]) : acc[r][b][0];
-    int i = 0;
-    for (; i + 4 <= R * B; i += 4) _mm_storeu_ps(out + i, hsum4(t[i], t[i + 1], t[i + 2], t[i + 3]));
-    if (R * B % 4)
-        for (; i < R * B; i++) out[i] = _mm512_reduce_add_ps(t[i]);
+        for (int b = 0; b < B; b++) t[r][b] = two ? _mm512_add_ps(acc[r][b][0], acc[r][b][1]) : acc[r][b][0];
+    for (int b = 0; b < B; b++) {
+        float *out = y + (size_t)b * ys;
+        if (R == 4) {
+            __m128 v = hsum4(t[0][b], t[1][b], t[2][b], t[3][b]);
+            if (bias) v = _mm_add_ps(v, _mm_loadu_ps(bias));
+            if (accumulate) v = _mm_add_ps(v, _mm_loadu_ps(out));
+            _mm_storeu_ps(out, v);
+        } else {
+            for (int r = 0; r < R; r++)
+                out[r] = (accumulate ? out[r] : 0.f) + _mm512_reduce_add_ps(t[r][b]) + (bias ? bias[r] : 0.f);
+        }
+    }
 }
 #define MULTI_ROWS 1
 #else
@@ -955,12 +965,17 @@ FLOAT_ROW(T_Q8_0, xq8_0)
 #ifdef MULTI_ROWS
 /* rows of an EXACT matrix taken together: 4 up to batch 4, 2 above (registers for the sums) */
 static inline int rows_at_once(int batch) { return batch <= 4 ? 4 : 2; }
-#define XROWS(T, NAME) static void NAME(int batch, const uint8_t *p, size_t stride, const float *x, int cols, float *out) { \
+#define XROWS(T, NAME) static void NAME(int batch, const uint8_t *p, size_t stride, const float *x, int cols, float *y, \
+                                      size_t ys, const float *bias, int acc) { \
     switch (batch) { \
-    case 1: rows_exact(T, 4, 1, p, stride, x, cols, out); break; case 2: rows_exact(T, 4, 2, p, stride, x, cols, out); break; \
-    case 3: rows_exact(T, 4, 3, p, stride, x, cols, out); break; case 4: rows_exact(T, 4, 4, p, stride, x, cols, out); break; \
-    case 5: rows_exact(T, 2, 5, p, stride, x, cols, out); break; case 6: rows_exact(T, 2, 6, p, stride, x, cols, out); break; \
-    case 7: rows_exact(T, 2, 7, p, stride, x, cols, out); break; default: rows_exact(T, 2, 8, p, stride, x, cols, out); break; } }
+    case 1: rows_exact(T, 4, 1, p, stride, x, cols, y, ys, bias, acc); break; \
+    case 2: rows_exact(T, 4, 2, p, stride, x, cols, y, ys, bias, acc); break; \
+    case 3: rows_exact(T, 4, 3, p, stride, x, cols, y, ys, bias, acc); break; \
+    case 4: rows_exact(T, 4, 4, p, stride, x, cols, y, ys, bias, acc); break; \
+    case 5: rows_exact(T, 2, 5, p, stride, x, cols, y, ys, bias, acc); break; \
+    case 6: rows_exact(T, 2, 6, p, stride, x, cols, y, ys, bias, acc); break; \
+    case 7: rows_exact(T, 2, 7, p, stride, x, cols, y, ys, bias, acc); break; \
+    default: rows_exact(T, 2, 8, p, stride, x, cols, y, ys, bias, acc); break; } }
 XROWS(T_Q4_1, xrows4_1)
 XROWS(T_Q8_0, xrows8_0)
 #endif
@@ -1031,27 +1046,26 @@ static void matvec_rows(void *arg, int lo, int hi) {
         const int i = r < j->ends[0] ? 0 : r < j->ends[1] ? 1 : 2;
         const Matrix *m = j->ms[i];
         const int row = i ? r - j->ends[i - 1] : r;
-        float v[4 * MAXB];  /* [row][input] */
-        int n = 1;
+        float *y = j->ys[i];
 #ifdef MULTI_ROWS
         const int group = rows_at_once(j->batch);
         if (exact(m) && r + group <= hi && row + group <= m->rows) {
             const size_t stride = sl_row_bytes(m->type, m->cols);
             const uint8_t *p = (const uint8_t *)m->data + (size_t)row * stride;
-            (m->type == T_Q4_1 ? xrows4_1 : xrows8_0)(j->batch, p, stride, j->x, m->cols, v);
-            n = group;
-        } else
-#endif
-        row_dot(m, row, j->x, j->a, j->batch, v);
-        float *y = j->ys[i];
-        for (int k = 0; k < n; k++) {
-            const float bias = m->bias ? m->bias[row + k] : 0.f;
-            for (int b = 0; b < j->batch; b++) {
-                float *out = y + (size_t)b * m->rows + row + k;
-                *out = (j->accumulate ? *out : 0.f) + v[k * j->batch + b] + bias;
-            }
+            (m->type == T_Q4_1 ? xrows4_1 : xrows8_0)(j->batch, p, stride, j->x, m->cols, y + row, m->rows,
+                                                      m->bias ? m->bias + row : NULL, j->accumulate);
+            r += group;
+            continue;
         }
-        r += n;
+#endif
+        float v[MAXB];
+        row_dot(m, row, j->x, j->a, j->batch, v);
+        const float bias = m->bias ? m->bias[row] : 0.f;
+        for (int b = 0; b < j->batch; b++) {
+            float *out = y + (size_t)b * m->rows + row;
+            *out = (j->accumulate ? *out : 0.f) + v[b] + bias;
+        }
+        r++;
     }
 }
 
