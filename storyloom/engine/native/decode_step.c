@@ -599,13 +599,13 @@ static inline __attribute__((always_inline)) void row_float(const int type, cons
 /* SL_EXACT rows of Q4_1 / Q8_0 (what the transformers packer writes): each block's 32 weights
  * rebuilt in fp32 and multiplied with the fp32 inputs, as the library's forward does. */
 #if defined(__AVX512F__)
-/* One block's 32 weights in fp32. In-lane byte shuffles put each weight's byte in its own 32-bit
- * lane (vpmovzxbd crosses lanes, the scarcer shuffle), and one conversion brings in the fp16 d and
- * min together; per block that was 22 instructions in 6.6 cycles, most of them shuffles. With
- * `table`, Q4_1's 16 levels d * q + min are computed once (one multiply-add, as each weight's
- * was) and each weight looked up (vpermps): that frees the multiply-add units at batch 1-3 (Q4_1
- * rows 10% faster at batch 1), not above, where the inputs' multiply-adds fill those units and the
- * lookups' shuffles share one of them (batch 4 5% slower). */
+/* One block's 32 weights in fp32. Each weight's byte goes to its own 32-bit lane with vpmovzxbd /
+ * vpmovsxbd from memory (in-lane byte shuffles of a broadcast, 2 instructions, were 8-30% slower
+ * here: Zen 5), and one conversion brings in the fp16 d and min together. With `table`, Q4_1's 16
+ * levels d * q + min are computed once (one multiply-add, as each weight's was) and each weight
+ * looked up (vpermps): that frees the multiply-add units at batch 1-3 (Q4_1 rows 6-8% faster),
+ * not above, where the inputs' multiply-adds fill those units and the lookups' shuffles share one
+ * of them (batch 4 10% slower). */
 static inline __attribute__((always_inline)) void exact_block(const int type, const uint8_t *p, __m512 *w0, __m512 *w1,
                                                               const int table) {
     if (type == T_Q4_1) {
@@ -613,11 +613,7 @@ static inline __attribute__((always_inline)) void exact_block(const int type, co
         memcpy(&dm, p, 4);
         const __m512 both = _mm512_cvtph_ps(_mm256_set1_epi32((int)dm));  /* d, min, d, min, ... */
         const __m512 d = _mm512_moveldup_ps(both), mn = _mm512_movehdup_ps(both);
-        /* 128-bit lane k, 32-bit lane i: byte 4k + i of the block's 16, alone */
-        const __m512i spread = _mm512_set_epi32(0x8080800f, 0x8080800e, 0x8080800d, 0x8080800c, 0x8080800b, 0x8080800a,
-                                                0x80808009, 0x80808008, 0x80808007, 0x80808006, 0x80808005, 0x80808004,
-                                                0x80808003, 0x80808002, 0x80808001, 0x80808000);
-        const __m512i q = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + 4))), spread);
+        const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + 4)));  /* byte i in lane i */
         if (table) {  /* vpermps reads the low 4 bits of each lane: the low nibble, unmasked */
             const __m512 levels = _mm512_fmadd_ps(_mm512_set_ps(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), d, mn);
             *w0 = _mm512_permutexvar_ps(q, levels);
@@ -627,15 +623,10 @@ static inline __attribute__((always_inline)) void exact_block(const int type, co
             *w0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(q, m4)), d, mn);
             *w1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(q, 4)), d, mn);
         }
-    } else {  /* Q8_0: each byte to the top of its lane, then an arithmetic shift signs it */
+    } else {  /* Q8_0 */
         const __m512 d = _mm512_cvtph_ps(_mm256_set1_epi16((short)sl_u16(p)));
-        const __m512i top = _mm512_set_epi32(0x0f808080, 0x0e808080, 0x0d808080, 0x0c808080, 0x0b808080, 0x0a808080,
-                                             0x09808080, 0x08808080, 0x07808080, 0x06808080, 0x05808080, 0x04808080,
-                                             0x03808080, 0x02808080, 0x01808080, 0x00808080);
-        const __m512i q0 = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + 2))), top);
-        const __m512i q1 = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + 18))), top);
-        *w0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srai_epi32(q0, 24)), d);
-        *w1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srai_epi32(q1, 24)), d);
+        *w0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 2)))), d);
+        *w1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 18)))), d);
     }
 }
 
