@@ -1,11 +1,14 @@
 """Decode-step speed on random GGUF blocks of a given shape (no model file needed). Prints JSON.
 
-    python -m storyloom.engine.native.bench_step [--kind q4_k_m|q8_0] [--batch 1 4] [--steps 32]
+    python -m storyloom.engine.native.bench_step [--kind q4_k_m|q8_0|smollm2] [--batch 1 4] [--steps 32]
 
 Defaults to a Llama-3.2-1B shape (hidden 2048, ffn 8192, 16 layers, 32 heads, 8 KV heads, vocab
 128256, tied Q6_K/Q8_0 embedding). Q4_K_M mixes types as llama.cpp's quantizer does: Q6_K for
 attn_v and ffn_down in the first and last eighth of the layers and every third between, Q4_K
-elsewhere. The full-file bench beside llama.cpp is `storyloom bench engine` on a .gguf."""
+elsewhere. smollm2 is the embedded default model as the transformers packer gives it to the step:
+SmolLM2-135M's shape (hidden 576, ffn 1536, 30 layers, 9 heads, 3 KV heads, vocab 49152), EXACT
+Q4_1 matrices and an EXACT Q8_0 head. The full-file bench beside llama.cpp is `storyloom bench
+engine` on a .gguf."""
 from __future__ import annotations
 
 import argparse
@@ -36,16 +39,21 @@ def _more_bits(i: int, n: int) -> bool:  # llama.cpp's use_more_bits
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
+SMOLLM2 = dict(layers=30, dim=576, inter=1536, heads=9, kv_heads=3, vocab=49152)
+
+
 def build(kind: str, layers=16, dim=2048, inter=8192, heads=32, kv_heads=8, vocab=128256, threads=2):
     rng = np.random.default_rng(0)
     hd = dim // heads
     keep: list = []
+    exact = kind == "smollm2"
 
     def mat(t, rows, cols):
         data = random_blocks(t, rows, cols, rng)
         keep.append(data)
         m = native.Matrix()
         m.type, m.rows, m.cols, m.data, m.bias = t, rows, cols, data.ctypes.data, None
+        m.flags = native.EXACT if exact else 0
         return m
 
     def vec(n):
@@ -55,8 +63,8 @@ def build(kind: str, layers=16, dim=2048, inter=8192, heads=32, kv_heads=8, voca
 
     arr = (native.Layer * layers)()
     for i in range(layers):
-        base = native.Q8_0 if kind == "q8_0" else native.Q4_K
-        more = native.Q8_0 if kind == "q8_0" else (native.Q6_K if _more_bits(i, layers) else native.Q4_K)
+        base = {"q8_0": native.Q8_0, "smollm2": native.Q4_1}.get(kind, native.Q4_K)
+        more = base if kind != "q4_k_m" else (native.Q6_K if _more_bits(i, layers) else native.Q4_K)
         L = arr[i]
         L.norm1, L.norm2, L.q_norm, L.k_norm = vec(dim), vec(dim), None, None
         L.q, L.k, L.v, L.o = mat(base, heads * hd, dim), mat(base, kv_heads * hd, dim), mat(more, kv_heads * hd, dim), mat(base, dim, heads * hd)
@@ -64,8 +72,8 @@ def build(kind: str, layers=16, dim=2048, inter=8192, heads=32, kv_heads=8, voca
     m = native.Model()
     m.layers, m.dim, m.intermediate, m.heads, m.kv_heads, m.head_dim = layers, dim, inter, heads, kv_heads, hd
     m.vocab, m.threads, m.eps, m.rope_neox = vocab, threads, 1e-5, 0
-    m.embed = mat(native.Q8_0 if kind == "q8_0" else native.Q6_K, vocab, dim)
-    m.lm_head = m.embed
+    m.embed = mat(native.Q6_K if kind == "q4_k_m" else native.Q8_0, vocab, dim)
+    m.lm_head = m.embed  # (the default model's is tied too: an EXACT Q8_0 head)
     m.final_norm = vec(dim)
     freq = (1.0 / 500000 ** (np.arange(0, hd, 2) / hd)).astype(np.float32)
     keep.append(freq)
@@ -105,7 +113,8 @@ def main() -> None:
     lib = native.build(native.compiler(), args.level)
     out = {"isa": lib.sl_isa().decode(), "threads": args.threads, "load_average": os.getloadavg()}
     for kind in args.kind:
-        m, keep, size = build(kind, threads=args.threads, vocab=args.vocab)
+        shape = SMOLLM2 if kind == "smollm2" else {"vocab": args.vocab}
+        m, keep, size = build(kind, threads=args.threads, **shape)
         row = {"weights_gb": round(size / 1e9, 3)}
         for batch in args.batch:
             row[f"tok_s_batch{batch}"] = round(run(lib, m, batch, args.steps), 2)
