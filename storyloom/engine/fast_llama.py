@@ -210,7 +210,9 @@ class FastLlama:
         heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
         q_size, kv_size = heads * dim, kv_heads * dim
         end = start + count
-        wide = self.bf16 and batch * count >= BF16_PROMPT_MIN  # compute-bound: prompts, scoring batches
+        # compute-bound: long prompts, and scoring (every position's logits, read as log-probs
+        # that bf16 moves by about 0.005; sampling reads only a prompt's last position)
+        wide = self.bf16 and (all_logits or batch * count >= BF16_PROMPT_MIN)
         if wide:
             cos, sin = cos.to(torch.bfloat16), sin.to(torch.bfloat16)
         for i, (norm1, qkv, o_proj, norm2, gate_up, down) in enumerate(self.layers):

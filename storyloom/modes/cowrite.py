@@ -32,9 +32,10 @@ REPETITION_WEIGHT = 4.0
 # nodded.") are likely anywhere, so mean log-prob alone prefers them (the likelihood trap);
 # subtracting most of their unconditional log-prob keeps fluency but rewards fitting this story.
 PMI_WEIGHT = 0.7
-# The neutral prompt scores only a candidate's opening words: generic text shows from its first
-# words ("He nodded. She smiled."), and a quarter of the tokens costs a quarter of the pass.
-NEUTRAL_WORDS = 24
+# The neutral prompt scores only a candidate's opening words, as MMI-antiLM ranking does (Li et
+# al. 2016 penalise only a response's first tokens): generic text shows from its first words
+# ("He nodded. She smiled."), and a short pass costs a fraction of a whole one.
+NEUTRAL_WORDS = 12
 CRITIC_WEIGHT = 1.0  # score lost per unit of the critic's penalty (a fatal fault costs 1.0)
 FAILED_COST = 10.0  # more than any spread of model scores: a text that fails ranks below every one that passes
 # What the critic holds each turn length to: (min words, max words, min sentences).

@@ -105,7 +105,7 @@ def test_score_prefers_the_models_own_continuation(tiny):
     assert scores[2] == float("-inf")
 
 
-def test_shared_prefix_scores_match_scoring_each_row_alone(tiny):
+def test_shared_prefix_scores_match_scoring_each_row_alone(tiny, monkeypatch):
     import torch
 
     conts = [" The rain fell.", " You open the door and look", "", " zq"]
@@ -120,13 +120,17 @@ def test_shared_prefix_scores_match_scoring_each_row_alone(tiny):
             logp = torch.log_softmax(tiny.model(input_ids=torch.tensor([prompt_ids + ids])).logits[0].float(), -1)
         rows = torch.arange(len(prompt_ids) - 1, len(prompt_ids) - 1 + len(ids))
         expected.append(float(logp[rows, torch.tensor(ids)].mean()))
-    got = tiny.score_many(PROMPT, conts)
+    got = tiny.score_many(PROMPT, conts)  # in bf16 where the CPU has bf16 units
     assert got[2] == float("-inf")
     for g, e in zip(got, expected):
+        assert g == pytest.approx(e, abs=0.02)
+    lean = getattr(tiny.fast, "fast", tiny.fast)  # the torch forward that scores
+    monkeypatch.setattr(lean, "bf16", False)  # in fp32: the library's numbers, to rounding
+    for g, e in zip(tiny.score_many(PROMPT, conts), expected):
         assert g == pytest.approx(e, abs=1e-4)
 
 
-def test_a_one_token_prompt_rides_along_with_the_rows_and_scores_the_same(tiny):
+def test_a_one_token_prompt_rides_along_with_the_rows_and_scores_the_same(tiny, monkeypatch):
     import torch
 
     conts = [" The rain fell.", " You open the door and look"]
@@ -138,6 +142,8 @@ def test_a_one_token_prompt_rides_along_with_the_rows_and_scores_the_same(tiny):
         with torch.no_grad():
             logp = torch.log_softmax(tiny.model(input_ids=torch.tensor([prompt_ids + ids])).logits[0].float(), -1)
         expected.append(float(logp[torch.arange(len(ids)), torch.tensor(ids)].mean()))
+    assert tiny.score_many("\n", conts) == pytest.approx(expected, abs=0.02)  # bf16 where the CPU has it
+    monkeypatch.setattr(getattr(tiny.fast, "fast", tiny.fast), "bf16", False)
     assert tiny.score_many("\n", conts) == pytest.approx(expected, abs=1e-4)
 
 
