@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable, Iterator
@@ -48,6 +49,9 @@ PRIMER_SHARE = 4  # the primer is kept only while it fits in a quarter of the bu
 # at most this share of the budget, so it never crowds out the story it summarises.
 SUMMARY_SHARE = 8
 SUMMARY_LABEL = "Story so far: "
+# What GameStore.save_meta writes (the games row, less its id and creation time).
+META_FIELDS = ("title", "scenario", "context", "memory", "authors_note", "world_info", "summary",
+               "summary_upto", "summary_mode", "updated")
 
 
 # -- scenarios --------------------------------------------------------------------------
@@ -584,36 +588,39 @@ class Adventure:
         return Turn(kind, format_action(kind, text), "")
 
     def commit(self, turn: Turn) -> None:
-        self.game.turns.append(turn)
-        self.game.undone.clear()
-        if self.store:
-            self.store.add_turn(self.game)
+        with self._saved_or_unchanged():
+            self.game.turns.append(turn)
+            self.game.undone.clear()
+            if self.store:
+                self.store.add_turn(self.game)
 
     def commit_opening(self, output: str) -> None:
         self._set_output(0, output)
 
     def undo(self) -> Turn | None:
-        last = self.game.turns[-1] if self.game.turns else None
-        if last is not None and last.earlier:  # undo a branch: the text before it (kept in the store)
-            last.output = last.earlier.pop()
-            self._set_output(len(self.game.turns) - 1, last.output)
-            return last
-        if len(self.game.turns) <= 1:  # the opening stays
-            return None
-        turn = self.game.turns.pop()
-        self.game.undone.append(turn)
-        if self.store:
-            self.store.set_active(self.game)
-        return turn
+        with self._saved_or_unchanged():
+            last = self.game.turns[-1] if self.game.turns else None
+            if last is not None and last.earlier:  # undo a branch: the text before it (kept in the store)
+                last.output = last.earlier.pop()
+                self._set_output(len(self.game.turns) - 1, last.output)
+                return last
+            if len(self.game.turns) <= 1:  # the opening stays
+                return None
+            turn = self.game.turns.pop()
+            self.game.undone.append(turn)
+            if self.store:
+                self.store.set_active(self.game)
+            return turn
 
     def redo(self) -> Turn | None:
         if not self.game.undone:
             return None
-        turn = self.game.undone.pop()
-        self.game.turns.append(turn)
-        if self.store:
-            self.store.set_active(self.game)
-        return turn
+        with self._saved_or_unchanged():
+            turn = self.game.undone.pop()
+            self.game.turns.append(turn)
+            if self.store:
+                self.store.set_active(self.game)
+            return turn
 
     def replace_last_output(self, output: str) -> None:
         """Retry or alter: the last turn keeps its action and gets new text."""
@@ -649,18 +656,52 @@ class Adventure:
 
     def branch(self, output: str) -> None:
         """The last turn takes `output` (a branch from an alternative); undo brings back the text before."""
-        position = len(self.game.turns) - 1
-        self.game.turns[position].earlier.append(self.game.turns[position].output)
-        self._set_output(position, output)
+        with self._saved_or_unchanged():
+            position = len(self.game.turns) - 1
+            self.game.turns[position].earlier.append(self.game.turns[position].output)
+            self._set_output(position, output)
 
     def _set_output(self, position: int, output: str) -> None:
-        self.game.turns[position].output = output
-        if self.store:
-            self.store.update_turn(self.game, position)
+        with self._saved_or_unchanged():
+            self.game.turns[position].output = output
+            if self.store:
+                self.store.update_turn(self.game, position)
 
     def save_meta(self) -> None:
-        if self.store:
+        """Save memory, note, world info and summary as the game now holds them (the editors
+        change the game first). When the write fails they go back to what the database holds,
+        so what the player sees is what is saved."""
+        if not self.store:
+            return
+        try:
             self.store.save_meta(self.game)
+        except BaseException:
+            try:
+                saved = self.store.load(self.game.id)
+            except Exception:  # noqa: BLE001 - unreadable too: the write's error is the one to tell
+                pass
+            else:
+                for name in META_FIELDS:
+                    setattr(self.game, name, getattr(saved, name))
+            raise
+
+    @contextmanager
+    def _saved_or_unchanged(self) -> Iterator[None]:
+        """Change the game, then write: when the write fails (a locked or full database) the
+        game goes back to exactly what it was, so memory and the database never disagree.
+        Turns are restored in place (the screen may hold them)."""
+        game = self.game
+        turns, undone = list(game.turns), list(game.undone)
+        texts = [(t, t.kind, t.action, t.output, list(t.earlier)) for t in {id(t): t for t in turns + undone}.values()]
+        updated = game.updated
+        try:
+            yield
+        except BaseException:
+            game.turns[:], game.undone[:] = turns, undone
+            for turn, kind, action, output, earlier in texts:
+                turn.kind, turn.action, turn.output, turn.earlier[:] = kind, action, output, earlier
+            game.updated = updated
+            raise
 
     def to_markdown(self) -> str:
         lines = [f"# {self.game.title}", ""]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import wraps
 from typing import Callable, Protocol, Sequence
 
 from storyloom import StoryloomError
@@ -244,6 +245,28 @@ def build_prompt(story: CoStory, count: TokenCounter, budget: int) -> BuiltPromp
 
 
 # -- the story in play --------------------------------------------------------------------
+def saved_or_unchanged(method):
+    """A CoWrite method that changes the story and then writes it: when the write fails (a
+    locked or full database) the story, its offers and the undo history go back to exactly what
+    they were, so memory and the database never disagree."""
+
+    @wraps(method)
+    def run(self: "CoWrite", *args, **kwargs):
+        story = self.story
+        turns, pending = story.turns, story.pending
+        before = (list(turns), list(pending), list(self._history), list(self.earlier_offers),
+                  story.title, story.premise, story.length, story.candidates_n, story.updated)
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            story.turns, story.pending = turns, pending  # the lists the screen may hold, as they were
+            (turns[:], pending[:], self._history[:], self.earlier_offers[:], story.title, story.premise,
+             story.length, story.candidates_n, story.updated) = before
+            raise
+
+    return run
+
+
 class CoWrite:
     """One story being written. The UI calls these; the store saves every change at once.
 
@@ -353,6 +376,7 @@ class CoWrite:
                             scene="\n".join([self.story.title, *recent]), earlier=tuple(t.text for t in self.story.turns[-10:]),
                             hidden=tuple(h for h in (self.story.premise.strip(),) if h))
 
+    @saved_or_unchanged
     def offer(self, candidates: list[Candidate], replaces: bool = True) -> None:
         """Put ranked candidates on offer and save them. When they replace an offer (a reroll,
         not "more", which ranks the old ones in), the old offer stays reachable: earlier_offer()."""
@@ -362,6 +386,7 @@ class CoWrite:
         self.story.pending = list(candidates)
         self._save_meta()
 
+    @saved_or_unchanged
     def earlier_offer(self) -> bool:
         """Bring back the offer the last reroll replaced (the current one joins the far end of the
         line, so pressing again walks through every offer of this turn). False if there is none."""
@@ -373,6 +398,7 @@ class CoWrite:
         self._save_meta()
         return True
 
+    @saved_or_unchanged
     def dismiss(self) -> None:
         if self.story.pending:
             self.story.pending = []
@@ -396,6 +422,7 @@ class CoWrite:
             raise StoryloomError("Write something first.")
         return self._add(CoTurn("human", text))
 
+    @saved_or_unchanged
     def edit(self, position: int, text: str) -> None:
         text = text.strip()
         if not text:
@@ -408,6 +435,7 @@ class CoWrite:
         if self.store:
             self.store.update_turn(self.story, position)
 
+    @saved_or_unchanged
     def remove(self, position: int) -> CoTurn:
         self._remember()
         turn = self.story.turns.pop(position)
@@ -415,6 +443,7 @@ class CoWrite:
             self.store.replace_turns(self.story)
         return turn
 
+    @saved_or_unchanged
     def undo(self) -> bool:
         """Take back the last add, edit or removal (this session)."""
         if not self._history:
@@ -424,6 +453,7 @@ class CoWrite:
             self.store.replace_turns(self.story)
         return True
 
+    @saved_or_unchanged
     def _add(self, turn: CoTurn) -> CoTurn:
         self._remember()
         self.story.turns.append(turn)
@@ -438,12 +468,14 @@ class CoWrite:
         del self._history[:-self.UNDO_DEPTH]
 
     # settings -------------------------------------------------------------------------
+    @saved_or_unchanged
     def set_length(self, length: str) -> None:
         if length not in LENGTHS:
             raise StoryloomError(f"Turn length must be one of {', '.join(LENGTHS)}.")
         self.story.length = length
         self._save_meta()
 
+    @saved_or_unchanged
     def set_candidates(self, n: int) -> None:
         if not 1 <= n <= MAX_CANDIDATES:
             raise StoryloomError(f"Candidates per turn must be between 1 and {MAX_CANDIDATES}.")

@@ -104,9 +104,10 @@ class GameStore:
                 self._insert_turn(game.id, position, turn, active=True)
 
     def save_meta(self, game: Game) -> None:
-        game.updated = now()
+        stamp = now()  # the game's own time changes only once the row is written
         with self.db.atomic():
-            self.db["games"].update(game.id, self._game_row(game))
+            self.db["games"].update(game.id, {**self._game_row(game), "updated": stamp})
+        game.updated = stamp
 
     def delete(self, game_id: str) -> None:
         with self.db.atomic():

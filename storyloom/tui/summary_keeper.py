@@ -81,7 +81,7 @@ class SummaryKeeper:
         try:
             play.save_meta()
         except StoryloomError as exc:
-            self.screen.notify(f"The summary was updated but not saved: {exc}", severity="warning", markup=False)
+            self.screen.notify(f"The new summary was not saved (the old one stays): {exc}", severity="warning", markup=False)
 
     def _failed(self, message: str) -> None:
         if not self.warned:  # once a session: the game goes on without a new summary

@@ -108,3 +108,36 @@ async def test_a_turn_the_disk_could_not_take_is_not_shown_as_saved(make_app, fa
         assert app.screen.query_one("#action", Input).value == "open the door"  # back in the box
         assert any("disk is full" in n.message for n in toasts(app))
         assert len(app.games.load(game.id).turns) == len(game.turns)  # memory and database agree
+
+
+async def test_undo_while_another_process_writes_keeps_transcript_memory_and_database_together(
+        make_app, fake, monkeypatch):
+    """Found in tmux play: Ctrl+Z with the database locked said "Not saved", the transcript
+    still showed the turn, but the game in memory had lost it (the next redraw dropped it, a
+    relaunch brought it back)."""
+    from storyloom.tui.widgets.transcript import Transcript
+
+    monkeypatch.setattr(StoryloomApp, "DB_BUSY_TIMEOUT_S", 0.05)
+    fake.push("Wolves howl.", "The door swings open.", "A hall of banners.")
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        await act(app, pilot, "open the door")
+        await act(app, pilot, "walk in")
+        game = app.screen.play.game
+        assert len(game.turns) == 3 and "A hall of banners." in transcript_text(app)
+        other = sqlite3.connect(app.games.db.path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another StoryLoom is writing
+        await pilot.press("ctrl+z")
+        await pilot.pause()
+        assert any(n.title == "Not saved" and "another StoryLoom" in n.message for n in toasts(app))
+        assert len(game.turns) == 3 and game.undone == []
+        app.screen.query_one(Transcript).show(game.turns)  # the next redraw shows the same story
+        await pilot.pause()
+        assert "A hall of banners." in transcript_text(app)
+        other.rollback()
+        assert len(app.games.load(game.id).turns) == 3  # as shown, so saved
+        await pilot.press("ctrl+z")  # once the other writer is done the undo goes through
+        await pilot.pause()
+        assert len(game.turns) == 2 and "A hall of banners." not in transcript_text(app)
+        assert len(app.games.load(game.id).turns) == 2

@@ -8,7 +8,7 @@ from storyloom.engine.backends.scripted import ScriptedGenerator
 from storyloom.engine.sampling import SamplerSettings
 from storyloom.modes import adventure as adv
 from storyloom.modes.adventure import Adventure, Restart, TokenCounter, build_prompt, clean_output
-from storyloom.store.db import open_db
+from storyloom.store.db import DatabaseBusy, open_db
 from storyloom.store.stories import Game, GameStore, Turn, WorldEntry
 
 
@@ -325,3 +325,73 @@ def test_a_candidate_that_uses_triggered_world_info_gains_the_credit_only_when_i
         if credit:
             assert output == lore
     assert quality[True] - quality[False] == pytest.approx(adv.critic.LORE_CREDIT)
+
+
+# -- a write the database refuses changes nothing (found in tmux play: Ctrl+Z with the
+# database locked by another StoryLoom lost the turn from memory, not from the database) --------
+def _locked_play(tmp_path):
+    """A saved game of three turns, its store waiting only 50 ms for the write lock, and a
+    second connection (another StoryLoom) that can hold that lock."""
+    import sqlite3
+
+    path = tmp_path / "locked.db"
+    store = GameStore(open_db(path, busy_timeout=0.05))
+    game = Game("Locked", context="A keep.", memory="The key is gold.", turns=[Turn("start", "You wake.", "Rain.")])
+    store.create(game)
+    play = Adventure(game, store, primer=False)
+    for i in range(2):
+        turn = play.begin("do", f"step {i}")
+        turn.output = f"Output {i}."
+        play.commit(turn)
+    return play, store, sqlite3.connect(path, isolation_level=None)
+
+
+def _state(game: Game) -> tuple:
+    return ([(t.kind, t.action, t.output, list(t.earlier)) for t in game.turns],
+            [(t.kind, t.action, t.output) for t in game.undone], game.memory, game.summary, game.updated)
+
+
+@pytest.mark.parametrize("prepare,change", [
+    (lambda play: play.branch("Branch before."), lambda play: play.undo()),  # back through a branch
+    (lambda play: None, lambda play: play.undo()),  # a whole turn
+    (lambda play: play.undo(), lambda play: play.redo()),
+    (lambda play: None, lambda play: play.replace_last_output("Retried.")),
+    (lambda play: None, lambda play: play.commit_opening("A new opening.")),
+    (lambda play: None, lambda play: play.branch("A branch.")),
+    (lambda play: play.undo(), lambda play: play.commit(Turn("do", "> You sit.", "You sit."))),
+], ids=["undo-branch", "undo", "redo", "retry", "opening", "branch", "commit"])
+def test_a_write_the_locked_database_refuses_leaves_the_game_as_it_was(tmp_path, prepare, change):
+    play, store, other = _locked_play(tmp_path)
+    prepare(play)
+    before = _state(play.game)
+    other.execute("BEGIN IMMEDIATE")  # another StoryLoom is writing
+    with pytest.raises(DatabaseBusy):
+        change(play)
+    assert _state(play.game) == before  # memory is exactly what it was...
+    other.rollback()
+    assert _state(store.load(play.game.id))[:2] == before[:2]  # ...which is what is saved
+    change(play)  # once the other writer is done the same change goes through
+    assert _state(store.load(play.game.id))[:2] == _state(play.game)[:2] != before[:2]
+
+
+def test_undo_of_a_turn_under_a_lock_keeps_the_turn_in_memory_and_on_disk(tmp_path):
+    play, store, other = _locked_play(tmp_path)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(DatabaseBusy):
+        play.undo()
+    other.rollback()
+    assert [t.output for t in play.game.turns] == ["Rain.", "Output 0.", "Output 1."] and play.game.undone == []
+    assert [t.output for t in store.load(play.game.id).turns] == ["Rain.", "Output 0.", "Output 1."]
+
+
+def test_memory_edited_then_refused_goes_back_to_what_is_saved(tmp_path):
+    play, store, other = _locked_play(tmp_path)
+    play.game.memory, play.game.summary = "The key is iron.", "They met."  # the editor changes the game first
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(DatabaseBusy):
+        play.save_meta()
+    other.rollback()
+    assert (play.game.memory, play.game.summary) == ("The key is gold.", "")
+    play.game.memory = "The key is iron."
+    play.save_meta()
+    assert store.load(play.game.id).memory == "The key is iron."

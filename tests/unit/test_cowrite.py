@@ -19,7 +19,7 @@ from storyloom.modes.cowrite import (
     repeated_ngram_rate,
 )
 from storyloom.store.cowrite import CoStory, CoTurn, CowriteStore
-from storyloom.store.db import open_db
+from storyloom.store.db import DatabaseBusy, open_db
 
 STORY = "The lighthouse keeper had not spoken to anyone in three weeks when the boat arrived."
 SETTINGS = SamplerSettings(seed=1)
@@ -261,3 +261,51 @@ def test_propose_ends_each_candidate_once_its_turn_is_complete(tiny):
     except StoryloomError:  # a random model may write no sentence: the hook is what this checks
         pass
     assert seen and seen[0](" A gull cried. ") and not seen[0](" A gull")
+
+
+# -- a write the database refuses changes nothing (the adventure's Ctrl+Z bug, here too) ---------
+def _locked_play(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "locked.db"
+    store = CowriteStore(open_db(path, busy_timeout=0.05))
+    story = new_story("Keeper", opening=STORY)
+    store.create(story)
+    play = CoWrite(story, store)
+    play.offer(RepetitionRanker().rank("", play.story_text(), ["A bell rang.", "Gulls cried."]))
+    play.pick(0)
+    play.write("She went down to meet it.")
+    play.offer(RepetitionRanker().rank("", play.story_text(), ["The boat was empty."]))
+    return play, store, sqlite3.connect(path, isolation_level=None)
+
+
+def _state(play: CoWrite) -> tuple:
+    s = play.story
+    return (list(s.turns), list(s.pending), s.length, s.candidates_n, s.updated,
+            [list(h) for h in play._history], [list(o) for o in play.earlier_offers])
+
+
+@pytest.mark.parametrize("change", [
+    lambda play: play.remove(1),
+    lambda play: play.undo(),
+    lambda play: play.edit(0, "The keeper had been silent."),
+    lambda play: play.pick(0, "The boat was empty and cold."),
+    lambda play: play.write("She waved."),
+    lambda play: play.offer(RepetitionRanker().rank("", play.story_text(), ["A gull landed."])),
+    lambda play: play.dismiss(),
+    lambda play: play.set_length("sentence"),
+    lambda play: play.set_candidates(2),
+], ids=["remove", "undo", "edit", "pick", "write", "offer", "dismiss", "length", "candidates"])
+def test_a_write_the_locked_database_refuses_leaves_the_story_as_it_was(tmp_path, change):
+    play, store, other = _locked_play(tmp_path)
+    before = _state(play)
+    other.execute("BEGIN IMMEDIATE")  # another StoryLoom is writing
+    with pytest.raises(DatabaseBusy):
+        change(play)
+    assert _state(play) == before
+    other.rollback()
+    saved = store.load(play.story.id)
+    assert (saved.turns, saved.pending, saved.length, saved.candidates_n) == before[:4]
+    change(play)  # the same change goes through once the other writer is done
+    saved = store.load(play.story.id)
+    assert (saved.turns, saved.pending, saved.length, saved.candidates_n) == _state(play)[:4] != before[:4]

@@ -302,12 +302,9 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
             if message.cancelled:  # Esc keeps what was written, as AI Dungeon and KoboldAI do
                 self.notify("Stopped: what was written is kept (Ctrl+Z takes it back).", timeout=5)
             turn.output = message.output
-            undone = list(self.play.game.undone)
             try:
                 self.play.commit(turn)
-            except StoryloomError as exc:  # not saved (a full disk): not shown as saved either
-                self.play.game.turns.remove(turn)
-                self.play.game.undone[:] = undone
+            except StoryloomError as exc:  # not saved (a full disk): the game is as it was, the action back
                 self._give_back_action()
                 self.notify(str(exc), title="Not saved", severity="error", timeout=10, markup=False)
             else:

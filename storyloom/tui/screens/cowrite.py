@@ -19,7 +19,7 @@ from storyloom.tui.messages import (
     GenerationStarted,
     error_text,
 )
-from storyloom.tui.saving import saving
+from storyloom.tui.saving import saving, try_saving
 from storyloom.tui.screens.cowrite_tokens import CowriteTokens
 from storyloom.tui.screens.editors import AlterScreen
 from storyloom.tui.screens.generating import GeneratingScreen, Stopped
@@ -212,9 +212,9 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
             self.notify("Stopped. Ctrl+R asks again, or write the turn yourself.")
             self.query_one("#cowrite-write", Input).focus()
             return
-        self.play.offer(message.candidates, replaces=not message.more)
-        self._show_candidates()
-        self.query_one(CandidateList).focus()
+        if try_saving(self, lambda: self.play.offer(message.candidates, replaces=not message.more)):
+            self._show_candidates()
+            self.query_one(CandidateList).focus()
 
     def on_generation_failed(self, message: GenerationFailed) -> None:
         self._done()
@@ -273,6 +273,7 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
     def action_reroll(self) -> None:
         self._propose(more=False)
 
+    @saving
     def action_earlier(self) -> None:
         if not self._idle():
             return
@@ -285,6 +286,7 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
     def action_more(self) -> None:
         self._propose(more=bool(self.play.story.pending))
 
+    @saving
     def action_switch(self) -> None:
         """Candidates on offer: set them aside and write this turn yourself; else the model writes now."""
         if not self._idle():
