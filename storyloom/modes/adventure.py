@@ -143,12 +143,20 @@ def format_action(kind: str, text: str) -> str:
     return "> " + _sentence(text[0].upper() + text[1:])
 
 
+def prompt_action(action: str) -> str:
+    """The player's input as the prompt reads it: a line of its own marked "> ", then the model's
+    line. A story action ("A dragon lands behind you.") is marked too: left as a line of plain
+    narration, it read as a finished passage and the model wrote the player's next action
+    ("> You ..."), which is cut: 23 of 32 candidates came back empty after three do/say turns
+    (SmolLM2-135M), 1 of 32 marked."""
+    action = action.strip()
+    return "" if not action else f"\n{action}\n" if action.startswith(">") else f"\n> {action}\n"
+
+
 def turn_text(turn: Turn) -> str:
-    """One turn as it reads in the prompt and in the transcript."""
-    if turn.kind in ("do", "say"):
-        return f"\n{turn.action}\n{turn.output}"
-    if turn.kind == "story":
-        return f"\n{turn.action} {turn.output}".rstrip(" ")
+    """One turn as it reads in the prompt (the opening: its text and output on one line)."""
+    if turn.kind in ("do", "say", "story"):
+        return prompt_action(turn.action) + turn.output
     return f"{turn.action} {turn.output}".rstrip(" ")
 
 
@@ -308,7 +316,7 @@ def build_prompt(game: Game, action_text: str, count: TokenCounter, budget: int,
     head = [(name, text) for name, text in head if text]
     head_text = "\n".join(t for _, t in head)
     note = f"\n[Author's note: {game.authors_note.strip()}]" if game.authors_note.strip() else ""
-    action = f"\n{action_text}\n" if action_text.startswith(">") else (f"\n{action_text}" if action_text else "")
+    action = prompt_action(action_text)
     near = "\n" + facts if facts and style != "head" else ""  # small models use what they read last
     sep = "\n\n" if head_text else ""
     fixed = count(head_text + sep) + count(note) + count(near) + count(action)
@@ -383,6 +391,9 @@ class Progress:
     batch: int = 1
 
 
+DROPPED = ("empty", "cut short", "repeated")  # why a drawn text never reached the critic
+
+
 @dataclass
 class Picked:
     """Which text won and why: every candidate with its verdict, best first."""
@@ -393,12 +404,22 @@ class Picked:
     batches: int = 1
     ranked_by: str = "critic"
     note: str = ""  # said quietly to the player when no candidate passed
-    drawn: int = 1  # texts the model wrote (empty and duplicate ones are not considered)
+    drawn: int = 1  # texts the model wrote: len(considered) + sum(dropped.values())
+    # drawn texts the critic never judged, by DROPPED reason: "empty" after clean-up (often the
+    # model writing the player's next action, which is cut), "cut short" by the early stop under
+    # ENOUGH_WORDS, "repeated" (word for word another candidate of this turn)
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def counts(self) -> str:
+        """What happened to the drawn texts, in one phrase the notice and explain() share."""
+        why = [f"{self.dropped[r]} {r}" for r in DROPPED if self.dropped.get(r)]
+        judged = f"{len(self.considered)} judged"
+        return f"{self.drawn} drawn in {self.batches} batch(es): " + ", ".join([*why, judged])
 
     def explain(self) -> str:
-        lines = [f"{self.drawn} drawn, {len(self.considered)} considered in {self.batches} batch(es), "
-                 f"ranked by {self.ranked_by}"
-                 + (f"; {self.note}" if self.note else "")]
+        verdict = ("" if self.verdict.passed else "; none passed the critic: the best is shown") if self.considered \
+            else "; nothing usable"
+        lines = [f"{self.counts()}; ranked by {self.ranked_by}{verdict}"]
         for i, (text, verdict) in enumerate(self.considered, 1):
             mark = "*" if text == self.text else " "
             lines.append(f"{mark}{i}. {verdict.explain()}\n    {text[:160]!r}")
@@ -437,16 +458,31 @@ def early_stop(action: str, brief: critic.Brief) -> Callable[[list[str], list[bo
     return enough
 
 
-def kept_outputs(raws: list[str], action: str, enough) -> list[str]:
-    """The batch's clean, non-empty texts, less those the early stop cut short under
-    ENOUGH_WORDS (a start, not a turn: what it was going to say is unknown)."""
+def sort_batch(raws: list[str], action: str, enough) -> tuple[list[str], dict[str, int]]:
+    """A batch's clean texts for the critic, and how many were dropped, by DROPPED reason:
+    cut short by the early stop under ENOUGH_WORDS (a start, not a turn: what it was going to
+    say is unknown), empty after clean-up, or the same as one before it."""
     cut = getattr(enough, "cut", [])  # rows the early stop cut short (none: it never stopped)
-    out = []
+    out: list[str] = []
+    dropped = dict.fromkeys(DROPPED, 0)
     for i, raw in enumerate(raws):
         text = clean_output(raw, action)
-        if text and not (i < len(cut) and cut[i] and len(text.split()) < ENOUGH_WORDS):
+        if i < len(cut) and cut[i] and len(text.split()) < ENOUGH_WORDS:
+            dropped["cut short"] += 1
+        elif not text:
+            dropped["empty"] += 1
+        elif text in out:
+            dropped["repeated"] += 1
+        else:
             out.append(text)
-    return out
+    return out, dropped
+
+
+def kept_outputs(raws: list[str], action: str, enough) -> list[str]:
+    """The batch's clean, non-empty texts, less those the early stop cut short (sort_batch)."""
+    cut = getattr(enough, "cut", [])
+    return [t for i, t in enumerate(clean_output(r, action) for r in raws)
+            if t and not (i < len(cut) and cut[i] and len(t.split()) < ENOUGH_WORDS)]
 
 
 class Adventure:
@@ -535,7 +571,7 @@ class Adventure:
 
     def _generate_many(self, prompt, action, generator, settings, cancel, k, brief, model_rank, on_step):
         pool: list[tuple[str, critic.Verdict]] = []
-        batches = 0
+        batches, drawn, dropped = 0, 0, dict.fromkeys(DROPPED, 0)
         for batch in range(REDRAWS + 1):
             tries = settings if batch == 0 or settings.seed is None else settings.with_(seed=settings.seed + 1000 * batch)
             steps: list[int] = []
@@ -551,16 +587,23 @@ class Adventure:
             yield Progress(len(steps), tries.max_new_tokens, k, batches)
             if cancel is not None and cancel.is_set():
                 return ""
-            for text in kept_outputs(raws, action, enough):
+            texts, lost = sort_batch(raws, action, enough)
+            drawn += len(raws)
+            for reason, n in lost.items():
+                dropped[reason] += n
+            for text in texts:
                 if all(text != t for t, _ in pool):
                     pool.append((text, critic.judge(text, brief)))
+                else:  # the same as one of an earlier batch
+                    dropped["repeated"] += 1
             if any(v.passed for _, v in pool):
                 break
             if batch < REDRAWS:
                 yield Restart(f"none of {k} candidates passed the critic")
         if not pool:
-            yield Picked("", critic.judge("", brief), [], batches, "critic",
-                         f"the model wrote nothing usable ({k * batches} drawn)", k * batches)
+            nothing = Picked("", critic.judge("", brief), [], batches, "critic", "", drawn, dropped)
+            nothing.note = f"the model wrote nothing usable ({nothing.counts()})"
+            yield nothing
             return ""
         verdicts = [v for _, v in pool]
         scores, ranked_by = None, "critic"
@@ -574,8 +617,10 @@ class Adventure:
         order = critic.best_first(verdicts, scores, full_words=ENOUGH_WORDS)
         considered = [pool[i] for i in order]
         text, verdict = considered[0]
-        note = "" if verdict.passed else f"no candidate passed the critic ({len(pool)} drawn); showing the best"
-        yield Picked(text, verdict, considered, batches, ranked_by, note, k * batches)
+        picked = Picked(text, verdict, considered, batches, ranked_by, "", drawn, dropped)
+        if not verdict.passed:
+            picked.note = f"no candidate passed the critic ({picked.counts()}); showing the best"
+        yield picked
         return text
 
     # turns ----------------------------------------------------------------------------
@@ -635,7 +680,7 @@ class Adventure:
             built = self.prompt_for("", generator, settings, [Turn(turn.kind, turn.action, "")])
         else:
             built = self.prompt_for(turn.action, generator, settings, turns[:-1])
-        return built.text + ("" if turn.kind in ("do", "say") else " ")
+        return built.text + ("" if turn.kind in ("do", "say", "story") else " ")
 
     def token_choices(self, generator, settings: SamplerSettings) -> list:
         """The last output token by token: each token's probability and its top alternatives."""
@@ -777,7 +822,8 @@ class PlayedTurn:
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "action": self.action, "output": self.output, "seconds": round(self.seconds, 3),
-                "candidates": self.pick.drawn, "considered": len(self.pick.considered), "batches": self.pick.batches,
+                "candidates": self.pick.drawn, "considered": len(self.pick.considered),
+                "dropped": {r: n for r, n in self.pick.dropped.items() if n}, "batches": self.pick.batches,
                 "ranked_by": self.pick.ranked_by, "note": self.pick.note, "verdict": self.pick.verdict.to_dict()}
 
 

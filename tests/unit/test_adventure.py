@@ -395,3 +395,46 @@ def test_memory_edited_then_refused_goes_back_to_what_is_saved(tmp_path):
     play.game.memory = "The key is iron."
     play.save_meta()
     assert store.load(play.game.id).memory == "The key is iron."
+
+
+# -- the drawn count (found in tmux play: the notice said "1 drawn", Ctrl+D "8 drawn, 1 considered") --
+def test_the_notice_and_the_explanation_tell_one_count_of_what_was_drawn():
+    play = _knight_play()
+    acting = "> You draw your sword and charge."  # the model writing the player's action: cut to nothing
+    gen = ScriptedGenerator([acting] * 3 + ["The woman nods."] + [acting] * 2 + ["The woman nods.", acting])
+    events, output = adv.run(play.generate("prompt", "A dragon lands.", gen, SamplerSettings(), candidates=4))
+    picked = [e for e in events if isinstance(e, adv.Picked)][-1]
+    assert output == "The woman nods." and not picked.verdict.passed
+    assert picked.drawn == 8 and picked.dropped == {"empty": 6, "cut short": 0, "repeated": 1}
+    assert picked.drawn == len(picked.considered) + sum(picked.dropped.values())
+    counts = "8 drawn in 2 batch(es): 6 empty, 1 repeated, 1 judged"
+    assert counts in picked.note and picked.explain().startswith(counts)
+    assert "1 drawn" not in picked.note
+
+
+def test_nothing_usable_says_how_many_were_drawn_and_why_none_was_judged():
+    play = _knight_play()
+    gen = ScriptedGenerator(["> You run."] * 8)
+    events, output = adv.run(play.generate("prompt", "> You wait.", gen, SamplerSettings(), candidates=4))
+    picked = [e for e in events if isinstance(e, adv.Picked)][-1]
+    assert output == "" and "nothing usable (8 drawn in 2 batch(es): 8 empty, 0 judged)" in picked.note
+
+
+def test_rows_the_early_stop_cut_short_are_counted_as_cut_not_as_empty():
+    texts, dropped = adv.sort_batch([GOOD + " " + GOOD, "The woman", "", GOOD + " " + GOOD], "> You wait.",
+                                    type("Enough", (), {"cut": [False, True, True, False]})())
+    assert texts == [GOOD + " " + GOOD] and dropped == {"empty": 0, "cut short": 2, "repeated": 1}
+
+
+def test_a_story_action_is_a_marked_line_so_the_model_narrates_instead_of_writing_the_next_action():
+    """Left as plain narration, the action read as a finished passage: SmolLM2-135M wrote the
+    player's next "> You ..." (cut to nothing) in 23 of 32 candidates after three do/say turns."""
+    game = Game(title="t", turns=[Turn("start", "You wake.", "Rain."),
+                                  Turn("story", "A bell rings.", "The monks look up."),
+                                  Turn("do", "> You listen.", "Silence.")])
+    built = build_prompt(game, "A dragon lands behind you.", TokenCounter(lambda t: len(t.split())), 500)
+    assert built.text.endswith("Silence.\n> A dragon lands behind you.\n")
+    assert "\n> A bell rings.\nThe monks look up.\n> You listen.\nSilence." in built.text
+    game.turns.pop()  # token probabilities of a story turn: its text follows the marked line, as it was written
+    play = Adventure(game, primer=False)
+    assert play.last_turn_prompt(ScriptedGenerator([]), SamplerSettings()).endswith("Rain.\n> A bell rings.\n")
