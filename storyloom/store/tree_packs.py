@@ -11,6 +11,9 @@ Votes in a pack are other people's: by default a pack carries per-node tallies (
 and imported tallies are kept apart from local votes (pack_votes, shown as such), each pack's
 share per node capped; they never rank options and never become a local voter's vote. Only
 `trust=True` merges a pack's named voters as voters here (never replacing a vote already cast).
+A pack says where its votes were cast by its `origin` (the exporting database's random id):
+one of this database's own packs brings none of its votes back into a tree this database
+still holds (they are its local votes, already counted, or taken back since).
 
 Private trees are never exported, and an id that belongs to something the importer may not
 see (someone's private tree, a node of another tree) behaves exactly like an unknown id: the
@@ -103,6 +106,7 @@ class ImportReport:
     outcomes_filled: int
     votes_added: int  # votes taken in: as tallies apart from local votes, or (trusted) as voters
     votes_capped: int = 0  # votes over a pack's cap per node, left out
+    own_votes: int = 0  # votes the pack holds that were cast in this database: left as they are here
 
 
 def quote(value: object, limit: int = 80) -> str:
@@ -165,13 +169,19 @@ def _exportable(store: TreeStore, tree_id: str, viewer: str | None) -> Tree:
 
 def origin_id(store: TreeStore) -> str:
     """A random id for this database, written into its packs (not secret, not personal)."""
-    row = next(store.db.query("select value from meta where key = 'origin'"), None)
-    if row:
-        return row["value"]
+    own = _own_origin(store)
+    if own:
+        return own
     value = new_id()
     with store.db.atomic():
         store.db.execute("insert or ignore into meta (key, value) values ('origin', ?)", [value])
     return next(store.db.query("select value from meta where key = 'origin'"))["value"]
+
+
+def _own_origin(store: TreeStore) -> str | None:
+    """This database's origin id, or None while it has exported nothing (none was made yet)."""
+    row = next(store.db.query("select value from meta where key = 'origin'"), None)
+    return row["value"] if row else None
 
 
 def dump_pack(pack: dict) -> str:
@@ -289,8 +299,15 @@ def _merge(store: TreeStore, pack: dict, owner: str, trust: bool, visibility: st
             store.db.execute("update nodes set outcome = ?, author = ? where id = ? and outcome = ''",
                              [n["outcome"], n.get("author", ""), n["id"]])
             filled += 1
+    own = 0
+    if existing_tree and pack.get("origin") and pack["origin"] == _own_origin(store):
+        # Our own export coming back: its tallies are this database's local votes and its named
+        # votes are rows of its votes table, so taking them would count each vote twice (or bring
+        # back one taken back since). A tree deleted here since gets them again, as any pack's.
+        own = sum(t["ups"] + t["downs"] for t in tallies) + len(votes)
+        votes, tallies = [], []
     added, capped = _take_votes(store, pack, votes, tallies, trust)
-    return ImportReport(tree_id, tree_info["title"], len(fresh), filled, added, capped)
+    return ImportReport(tree_id, tree_info["title"], len(fresh), filled, added, capped, own)
 
 
 def _renamed(nodes: dict[str, dict], ids: dict[str, str]) -> dict[str, dict]:

@@ -231,3 +231,32 @@ async def test_link_an_option_to_an_existing_passage_from_the_browser(make_app, 
         await pilot.press(str(number))
         await settle(app, pilot)
         assert outcome(app) == OPENING and len(fake.prompts) == calls  # the jump is served, no model call
+
+
+async def test_importing_your_own_export_back_does_not_count_your_vote_twice(make_app, fake, storyloom_home):
+    """Found in tmux play: vote -, export (x), import the same file (i): "1 votes counted" and
+    the option read "votes +0 -1 (you: -) · +0/-1 from packs"."""
+    fake.push(*ROOT_ACTIONS)
+    app = make_app()
+    async with app.run_test(size=(100, 36)) as pilot:
+        await new_tree(app, pilot)
+        await pilot.press("minus")  # downvote "Knock on the gate."
+        await pilot.pause()
+        knock = next(o for o in options(app) if "Knock on the gate." in o)
+        assert "votes +0 -1 (you: -)" in knock and "from packs" not in knock
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("down", "down", "x")  # the tree, below "New tree" and "Import"
+        await settle(app, pilot)
+        pack = next(p for p in (storyloom_home / "exports").iterdir() if p.suffix == ".json")
+        await pilot.press("i")
+        await pilot.pause()
+        await pilot.press(*str(pack), "enter")
+        await settle(app, pilot)
+        said = [n.message for n in app._notifications if n.title == "Import"]
+        assert said and "0 votes counted (1 of its votes were cast here and are counted already)" in said[-1]
+        tree = app.trees.public_trees()[0]
+        app.open_tree(tree.id)
+        await settle(app, pilot)
+        knock = next(o for o in options(app) if "Knock on the gate." in o)
+        assert "votes +0 -1 (you: -)" in knock and "from packs" not in knock

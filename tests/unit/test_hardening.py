@@ -160,6 +160,7 @@ def test_pack_votes_cannot_impersonate_or_outweigh_local_voters(store, tmp_path)
     root = store.root(tree.id)
     walk = next(k for k in store.children(root.id) if k.action == "Walk away.")
     pack = export_pack(store, tree.id)
+    pack["origin"] = "someone-elses-db"  # a pack from elsewhere (one of our own brings no votes back)
     pack["votes"] = [{"node_id": walk.id, "voter": f"sock{i}", "value": 1} for i in range(1000)]
     pack["votes"].append({"node_id": walk.id, "voter": "bob", "value": -1})
     bob_store = store

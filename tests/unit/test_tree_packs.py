@@ -246,3 +246,35 @@ A river.
     out = export_twee(other, first.tree_id)
     assert '"ifid": "D674C58C-DEFA-4F70-B7A2-27742230C0FC"' in out
     assert import_twee(other, out).nodes_added == 0
+
+
+def test_your_own_pack_imported_back_counts_none_of_your_votes_again(store, other):
+    """Found in tmux play: vote -, export, import the same file: "1 votes counted" and the
+    option showed "-1 (you: -) · +0/-1 from packs", the one vote counted twice."""
+    tree = build(store)  # ada +1 and bo -1 on the door, cast here
+    door = next(n for n in store.children(store.root(tree.id).id) if n.action == "Open the door.")
+    pack = load_pack(dump_pack(export_pack(store, tree.id)))
+    for _ in range(2):  # and a second time
+        report = import_pack(store, pack)
+        assert (report.votes_added, report.own_votes) == (0, 2)
+        assert store.node(door.id).pack_ups == store.node(door.id).pack_downs == 0
+    named = load_pack(dump_pack(export_pack(store, tree.id, voters=True)))
+    store.vote(door.id, "bo", 0)  # bo takes her vote back: an old pack of ours must not restore it
+    assert import_pack(store, named, trust=True).votes_added == 0 and store.my_vote(door.id, "bo") == 0
+    # other people's packs still count, once however often they come
+    import_pack(other, pack)
+    other.vote(door.id, "cy", 1)
+    theirs = load_pack(dump_pack(export_pack(other, tree.id)))
+    for _ in range(2):
+        report = import_pack(store, theirs)
+        assert store.node(door.id).pack_ups == 1 and store.node(door.id).pack_downs == 0  # cy's, not ours back
+    assert (store.node(door.id).ups, store.node(door.id).downs) == (1, 0)  # local votes as they were
+
+
+def test_your_own_pack_restores_its_votes_to_a_tree_deleted_here_since(store):
+    tree = build(store)
+    pack = load_pack(dump_pack(export_pack(store, tree.id)))
+    store.delete_tree(tree.id)
+    report = import_pack(store, pack)
+    door = next(n for n in store.children(store.root(tree.id).id) if n.action == "Open the door.")
+    assert report.own_votes == 0 and (door.pack_ups, door.pack_downs) == (1, 1)
