@@ -7,6 +7,7 @@ any causal LM can continue it; the model's output is cut before it writes the ne
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 import tomllib
 from contextlib import contextmanager
@@ -20,6 +21,8 @@ from storyloom.modes import critic, worldinfo
 from storyloom.modes.text import SENTENCE_END, TokenCounter, cut_special, fit_text, latest_that_fit
 from storyloom.paths import assets_dir
 from storyloom.store.stories import Game, GameStore, Turn, WorldEntry
+
+log = logging.getLogger(__name__)
 
 ACTION_STOPS = ("\n>", "\n\n\n")
 AUTHORS_NOTE_DEPTH = 3  # the note goes this many turns before the end, as KoboldAI does
@@ -723,8 +726,8 @@ class Adventure:
         except BaseException:
             try:
                 saved = self.store.load(self.game.id)
-            except Exception:  # noqa: BLE001 - unreadable too: the write's error is the one to tell
-                pass
+            except Exception as exc:  # noqa: BLE001 - unreadable too: the write's error is the one to tell
+                log.warning("after a refused save, the saved game could not be read back either: %s", exc)
             else:
                 for name in META_FIELDS:
                     setattr(self.game, name, getattr(saved, name))

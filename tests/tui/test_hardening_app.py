@@ -141,3 +141,29 @@ async def test_undo_while_another_process_writes_keeps_transcript_memory_and_dat
         await pilot.pause()
         assert len(game.turns) == 2 and "A hall of banners." not in transcript_text(app)
         assert len(app.games.load(game.id).turns) == 2
+
+
+async def test_a_memory_edit_the_database_refuses_comes_back_to_the_player_unsaved(make_app, fake, monkeypatch):
+    """A refused save puts the game back as saved; what the player typed must not go with it."""
+    from textual.widgets import TextArea
+
+    monkeypatch.setattr(StoryloomApp, "DB_BUSY_TIMEOUT_S", 0.05)
+    fake.push("Wolves howl.")
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        game = app.screen.play.game
+        other = sqlite3.connect(app.games.db.path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another StoryLoom is writing
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        app.screen.query_one("#memory", TextArea).text = "Ada fears the dark."
+        app.screen.action_save()
+        await pilot.pause()
+        assert any(n.title == "Not saved" for n in toasts(app))
+        assert game.memory == "" and app.games.load(game.id).memory == ""  # memory and database agree
+        assert app.screen.query_one("#memory", TextArea).text == "Ada fears the dark."  # the draft is back
+        other.rollback()
+        app.screen.action_save()  # once the other writer is done, Save goes through
+        await pilot.pause()
+        assert game.memory == "Ada fears the dark." and app.games.load(game.id).memory == "Ada fears the dark."

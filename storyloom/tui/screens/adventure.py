@@ -378,8 +378,14 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
             return
 
         def done(changed: bool | None) -> None:
-            if changed and try_saving(self, self.play.save_meta):
+            if not changed:
+                return
+            game = self.play.game
+            typed = {"memory": game.memory, "authors_note": game.authors_note, "world_info": list(game.world_info)}
+            if try_saving(self, self.play.save_meta):
                 self.notify("Saved.")
+            else:  # the game went back to what is saved: the dialog comes back with what was typed
+                self.app.push_screen(MemoryScreen(game, typed), done)
 
         self.app.push_screen(MemoryScreen(self.play.game), done)
 

@@ -81,18 +81,22 @@ def format_world_info(entries: list[WorldEntry]) -> str:
 class MemoryScreen(EditorDialog):
     CANCELLED = False
 
-    def __init__(self, game: Game) -> None:
+    def __init__(self, game: Game, draft: dict | None = None) -> None:
+        """`draft`: what the player typed last time (memory, authors_note, world_info) when the
+        database refused it, shown in place of what is saved so nothing typed is lost."""
         super().__init__()
         self.game = game
+        self.draft = draft or {}
 
     def compose(self) -> ComposeResult:
+        draft = self.draft
         with Vertical(classes="dialog", id="memory-dialog"):
             yield Label("Memory: always at the top of the prompt")
-            yield TextArea(self.game.memory, id="memory")
+            yield TextArea(draft.get("memory", self.game.memory), id="memory")
             yield Label("Author's note: style or direction, put a few turns back")
-            yield TextArea(self.game.authors_note, id="authors-note")
+            yield TextArea(draft.get("authors_note", self.game.authors_note), id="authors-note")
             yield Label("World info: one per line, 'keys, more keys: lore' (added when a key is mentioned)")
-            yield TextArea(format_world_info(self.game.world_info), id="world-info")
+            yield TextArea(format_world_info(draft.get("world_info", self.game.world_info)), id="world-info")
             yield Horizontal(Button("Save", id="save", variant="primary"), Button("Cancel", id="cancel"),
                              Button("Lorebooks… (Ctrl+L)", id="lore"), classes="buttons")
 
