@@ -167,3 +167,29 @@ async def test_a_memory_edit_the_database_refuses_comes_back_to_the_player_unsav
         app.screen.action_save()  # once the other writer is done, Save goes through
         await pilot.pause()
         assert game.memory == "Ada fears the dark." and app.games.load(game.id).memory == "Ada fears the dark."
+
+
+async def test_an_alter_the_database_refuses_comes_back_with_the_altered_text(make_app, fake, monkeypatch):
+    from textual.widgets import TextArea
+
+    monkeypatch.setattr(StoryloomApp, "DB_BUSY_TIMEOUT_S", 0.05)
+    fake.push("Wolves howl.", "The door swings open.")
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        await act(app, pilot, "open the door")
+        game = app.screen.play.game
+        other = sqlite3.connect(app.games.db.path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        app.screen.action_alter()
+        await pilot.pause()
+        app.screen.query_one("#alter-text", TextArea).text = "The door groans open on a dark hall."
+        app.screen.action_save()
+        await pilot.pause()
+        assert any(n.title == "Not saved" for n in toasts(app))
+        assert game.turns[-1].output == "The door swings open."  # as saved
+        assert app.screen.query_one("#alter-text", TextArea).text == "The door groans open on a dark hall."
+        other.rollback()
+        app.screen.action_save()
+        await pilot.pause()
+        assert app.games.load(game.id).turns[-1].output == "The door groans open on a dark hall."

@@ -368,8 +368,10 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
 
         def done(text: str | None) -> None:
             if text is not None:
-                try_saving(self, lambda: self.play.replace_last_output(text.strip()))
+                saved = try_saving(self, lambda: self.play.replace_last_output(text.strip()))
                 self.query_one(Transcript).show(self.play.game.turns)
+                if not saved:  # refused: the dialog comes back with what was typed, not lost with the write
+                    self.app.push_screen(AlterScreen(text), done)
 
         self.app.push_screen(AlterScreen(self.play.game.turns[-1].output), done)
 
