@@ -225,8 +225,9 @@ class FastLlama:
             v = projected[..., q_size + kv_size:].view(batch, count, kv_heads, dim).transpose(1, 2)
             cache[i, 0, :, :, start:end] = k
             cache[i, 1, :, :, start:end] = v
-            if count == 1:
-                attn = F.scaled_dot_product_attention(q, cache[i, 0, :, :, :end], cache[i, 1, :, :, :end], enable_gqa=True)
+            if count == 1:  # the cache is fp32: so must a bf16 query be (scoring one position)
+                attn = F.scaled_dot_product_attention(q.float() if wide else q, cache[i, 0, :, :, :end],
+                                                      cache[i, 1, :, :, :end], enable_gqa=True)
             elif start == 0:  # a fresh prompt: attend to itself, causally
                 attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
             else:

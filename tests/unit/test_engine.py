@@ -130,6 +130,17 @@ def test_shared_prefix_scores_match_scoring_each_row_alone(tiny, monkeypatch):
         assert g == pytest.approx(e, abs=1e-4)
 
 
+def test_one_token_rows_score_in_bf16_too(tiny, monkeypatch):
+    """A row of one token is one position over the prompt's fp32 cache (it crashed on bf16 queries)."""
+    lean = getattr(tiny.fast, "fast", tiny.fast)
+    if not lean.bf16:
+        pytest.skip("this CPU has no bf16 units: scoring runs in fp32 here")
+    got = tiny.score_many(PROMPT, [" The"])
+    monkeypatch.setattr(lean, "bf16", False)
+    assert got == pytest.approx(tiny.score_many(PROMPT, [" The"]), abs=0.05)
+    assert len(tiny.token_choices(PROMPT, " The rain")) >= 1
+
+
 def test_a_one_token_prompt_rides_along_with_the_rows_and_scores_the_same(tiny, monkeypatch):
     import torch
 
