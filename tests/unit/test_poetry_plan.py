@@ -133,3 +133,26 @@ def test_a_new_group_is_planned_on_a_sound_no_other_group_rhymes_on(vocab):
     rule = RhymeRule(partners=2, used=frozenset({"night", "day"}))  # ABAB: A ended on night, B opens now
     found = candidates(vocab, PENTAMETER, rule)
     assert found and not any(prosody.rhymes("night", w) or prosody.rhymes("day", w) for w in found)
+
+
+@pytest.mark.parametrize("rule", [RhymeRule(), DAY, DAY.planned(["away", "stay"]), RhymeRule(partners=3),
+                                  RhymeRule(partners=2, used=frozenset({"night", "sea"}))])
+def test_the_mask_worked_out_per_pattern_is_the_mask_worked_out_per_word(vocab, rule):
+    """The first tokens a line may take next, as the fast path (_starts, per stress pattern) finds
+    them, are those _fits_somewhere allows child by child, all along random lines."""
+    rng = random.Random(7)
+    checked = 0
+    for _ in range(6):
+        line = LineConstraint(vocab, PENTAMETER, rule)
+        while not line.done:
+            if line.node is None or line.node.word:
+                positions = line.positions if line.node is None else line._after(line.node.word, line.positions)
+                root = vocab.start if line.at_start else vocab.mid
+                slow = [tok for tok, child in root.children.items() if line._fits_somewhere(child, positions)]
+                assert line._starts(root, positions) == slow
+                checked += 1
+            allowed = line.allowed()
+            if not allowed:
+                break
+            line.advance(rng.choice(allowed))
+    assert checked >= 10

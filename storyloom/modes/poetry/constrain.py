@@ -193,6 +193,7 @@ class Vocabulary(Lexicon):
         self.punctuation = self.mid_punctuation + self.end_punctuation
         self._masks: dict = {}
         self._finals: dict = {}
+        self._pattern_index: dict = {}
 
     def spell(self, word: str, start: bool = False) -> list[int]:
         """The tokens of `word` mid-line (" word") or opening a line ("Word")."""
@@ -214,6 +215,22 @@ class Vocabulary(Lexicon):
                     break
                 out.add(id(node))
         return out
+
+    def pattern_index(self, root: TrieNode) -> tuple:
+        """`root`'s children as (tokens, nodes, pattern -> indexes of the children with a word of
+        that pattern below, the same for words that may end a line): built once per trie."""
+        index = self._pattern_index.get(id(root))
+        if index is None:
+            tokens, nodes = list(root.children), list(root.children.values())
+            reach: dict[str, list[int]] = {}
+            final: dict[str, list[int]] = {}
+            for i, node in enumerate(nodes):
+                for pattern in node.reach:
+                    reach.setdefault(pattern, []).append(i)
+                for pattern in node.final_reach:
+                    final.setdefault(pattern, []).append(i)
+            index = self._pattern_index[id(root)] = (tokens, nodes, reach, final)
+        return index
 
     def _single(self, text: str) -> int | None:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -275,10 +292,15 @@ class LineConstraint:
         # a planned last word: only the trie nodes on its way can lead to it
         self._paths = set().union(*(vocab.path(w) for w in rule.words)) if rule.words is not None else None
         self._final_memo: dict[tuple[int, str], bool] = {}
+        self._tables: dict = {}  # positions -> (pattern -> _place)
+        self._keys_memo: dict[str, bool] = {}
 
     # rules ------------------------------------------------------------------------------
     def _key_ok(self, key: str) -> bool:
-        return self.vocab.key_ok(self.rule, key)
+        memo = self._keys_memo.get(key)
+        if memo is None:
+            memo = self._keys_memo[key] = self.vocab.key_ok(self.rule, key)
+        return memo
 
     def _final_ok(self, word: str, key: str) -> bool:
         return self.vocab.final_ok(self.rule, word, key)
@@ -293,19 +315,40 @@ class LineConstraint:
         return memo
 
     def _fits_somewhere(self, node: TrieNode, positions) -> bool:
+        """Does some word through `node` fit from `positions` and leave the line completable (or
+        end it on a rhyme the rule allows)?"""
+        table = self._tables.get(positions)
+        if table is None:
+            table = self._tables[positions] = {}
         for pattern in node.reach:
-            for t, at in positions:
-                template = self.templates[t]
-                if not fits(pattern, template, at):
-                    continue
-                end = at + len(pattern)
-                if end == len(template):
-                    if (ends_line(pattern, template, at) and any(self._key_ok(k) for k in node.final_reach.get(pattern, ()))
-                            and self._final_below(node, pattern)):
-                        return True
-                elif self._completable(t, end):
-                    return True
+            fit = table.get(pattern)
+            if fit is None:
+                fit = self._place(pattern, positions)
+            if fit is True:
+                return True
+            if fit and any(self._key_ok(k) for k in node.final_reach.get(pattern, ())) and self._final_below(node, pattern):
+                return True
         return False
+
+    def _place(self, pattern: str, positions) -> object:
+        """What a word of `pattern` can do from `positions` (the same for every word: worked out
+        once per pattern, which makes a mask over the whole trie cheap): True, go on with the line
+        (a rhyming last word can still follow); "end", end it with the rhyme on a stressed place
+        (then its rhyme key decides); False, neither."""
+        out: object = False
+        for t, at in positions:
+            template = self.templates[t]
+            if not fits(pattern, template, at):
+                continue
+            end = at + len(pattern)
+            if end == len(template):
+                if ends_line(pattern, template, at):
+                    out = "end"
+            elif self._completable(t, end):
+                out = True
+                break
+        self._tables[positions][pattern] = out
+        return out
 
     def _final_below(self, node: TrieNode, pattern: str) -> bool:
         """Is there a word at or below `node` that may end this line with `pattern`? The reach
@@ -353,11 +396,34 @@ class LineConstraint:
         key = (id(root), self.templates, self.rule, positions)
         cached = self.vocab._masks.get(key)
         if cached is None:
-            cached = [tok for tok, child in root.children.items() if self._fits_somewhere(child, positions)]
+            cached = self._starts(root, positions)
             if len(self.vocab._masks) > 4096:
                 self.vocab._masks.clear()
             self.vocab._masks[key] = cached
         return cached
+
+    def _starts(self, root: TrieNode, positions) -> list[int]:
+        """The first tokens of words that may come next (what _fits_somewhere says of each child,
+        worked out per stress pattern: thousands of words share a few hundred patterns)."""
+        tokens, children, reach, final_reach = self.vocab.pattern_index(root)
+        table = self._tables.get(positions)
+        if table is None:
+            table = self._tables[positions] = {}
+        ok: set[int] = set()
+        for pattern, members in reach.items():
+            fit = table.get(pattern)
+            if fit is None:
+                fit = self._place(pattern, positions)
+            if fit is True:
+                ok.update(members)
+        for pattern, members in final_reach.items():
+            if table.get(pattern) != "end":
+                continue
+            for i in members:
+                if i not in ok and any(self._key_ok(k) for k in children[i].final_reach[pattern]) \
+                        and self._final_below(children[i], pattern):
+                    ok.add(i)
+        return [tokens[i] for i in sorted(ok)]
 
     def allowed(self) -> list[int]:
         if self.done:
