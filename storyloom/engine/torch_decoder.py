@@ -1,7 +1,9 @@
 """The torch side of constrained decoding (see constrained.py): a local model's KV cache,
-logits, sampler and random state, stepped one chosen token at a time."""
+logits, sampler and random state, stepped one chosen token at a time; or several rows from one
+place stepped together (rows(): one batched forward draws several lines for the price of two)."""
 from __future__ import annotations
 
+import copy
 import os
 from typing import Sequence
 
@@ -43,5 +45,76 @@ class TorchDecoder:
         token = int(choose_next(masked[None], torch.tensor([self.history], dtype=torch.long), settings, self.rng)[0])
         return token, float(torch.log_softmax(logits, -1)[token])
 
+    def logprobs(self, tokens: Sequence[int]) -> list[float]:
+        """The unconstrained log-prob of each of `tokens` as the next one (no draw, no forward)."""
+        logp = torch.log_softmax(self.logits.float(), -1)
+        return logp[torch.tensor(list(tokens), dtype=torch.long)].tolist()
+
+    def rows(self, count: int) -> "TorchRows":
+        """`count` copies of this place to draw on side by side (this decoder is left as it is)."""
+        return TorchRows(self, count)
+
     def decode(self, ids: Sequence[int]) -> str:
         return self.generator.decode(ids)
+
+
+class TorchRows:
+    """Rows that start at one decoder's place and go on together, one token each per step (one
+    batched forward); a finished row is dropped (drop) and the others go on. Each row has its
+    own allowed tokens and repetition history; the draws use the parent decoder's random state."""
+
+    def __init__(self, parent: TorchDecoder, count: int):
+        self.parent = parent
+        self.state = _fork(parent.state, count)
+        self.logits = parent.logits.expand(count, -1)
+        self.history = torch.tensor([parent.history] * count, dtype=torch.long).reshape(count, len(parent.history))
+        self.count = count
+
+    def sample(self, allowed: Sequence[Sequence[int]], settings: SamplerSettings) -> list[tuple[int, float]]:
+        """One draw per row among its `allowed` tokens (as TorchDecoder.sample, row by row)."""
+        logits = self.logits.float()
+        masked = torch.full_like(logits, float("-inf"))
+        for row, ids in enumerate(allowed):
+            index = torch.tensor(list(ids), dtype=torch.long)
+            masked[row, index] = logits[row, index]
+        tokens = choose_next(masked, self.history, settings, self.parent.rng)
+        logp = torch.log_softmax(logits, -1).gather(1, tokens[:, None])[:, 0]
+        return list(zip(tokens.tolist(), logp.tolist()))
+
+    def logprobs(self, row: int, tokens: Sequence[int]) -> list[float]:
+        logp = torch.log_softmax(self.logits[row].float(), -1)
+        return logp[torch.tensor(list(tokens), dtype=torch.long)].tolist()
+
+    def step(self, tokens: Sequence[int]) -> None:
+        """Feed one token to every row."""
+        column = torch.tensor(list(tokens), dtype=torch.long)[:, None]
+        self.logits = self.state.feed(column)
+        self.history = torch.cat([self.history, column], 1)
+
+    def drop(self, rows: Sequence[int]) -> None:
+        """Go on without these rows (indexes among the rows still going): later steps cost less."""
+        keep = [r for r in range(self.count) if r not in set(rows)]
+        if keep and len(keep) < self.count:
+            self.state.keep(keep)
+            index = torch.tensor(keep, dtype=torch.long)
+            self.logits, self.history = self.logits.index_select(0, index), self.history.index_select(0, index)
+        self.count = len(keep)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.parent.decode(ids)
+
+
+def _fork(state, count: int):
+    """A decode state of `count` rows over `state`'s text, `state` untouched: the lean paths copy
+    the shared row into each of the batch's rows on the first step (fast_llama.ensure_cache)."""
+    fork = copy.copy(state)
+    if state.fast is not None:
+        kv = type(state.kv)()
+        kv.cache, kv.length = state.kv.cache, state.kv.length
+        fork.kv = kv
+    else:  # the library's cache: copied whole, then each row repeated
+        fork.kv = copy.deepcopy(state.kv)
+        if count > 1:
+            fork.kv.batch_repeat_interleave(count)
+    fork.logits = state.logits.expand(count, -1)
+    return fork

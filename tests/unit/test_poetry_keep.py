@@ -123,9 +123,11 @@ def test_every_line_sees_the_heading_with_the_topic_and_the_last_lines(small):
     sonnet = get_form("sonnet")
     lines = [PoemLine(f"line {i}", True) for i in range(9)]
     prompt = poem_prompt(small, sonnet, "the sea")
-    context = line_context(prompt, sonnet, lines)
+    context = line_context(prompt, sonnet, lines, window=4)
     assert context == prompt + "line 5\n line 6\nline 7\n\nline 8\n".replace("\n ", "\n")
     assert "the sea" in context and "line 4" not in context
+    whole = line_context(prompt, sonnet, lines)  # a sonnet's line sees the poem so far, as a reader does
+    assert whole.startswith(prompt + "line 0\n") and whole.endswith("line 7\n\nline 8\n")
 
 
 # -- time per line, never a poem cut short ----------------------------------------------------------
@@ -152,6 +154,7 @@ def test_the_greedy_fallback_backs_out_of_lines_it_may_not_keep(small):
 
 def test_poems_keep_every_line_when_no_draw_passes(small, monkeypatch):
     monkeypatch.setattr(composer._TokenWriter, "_write", lambda self, *a, **k: None)  # every draw a corner
+    monkeypatch.setattr(composer._TokenWriter, "_write_rows", lambda self, *a, **k: [None] * a[-1])
     poem = compose(small, get_form("couplets"), "the sea", seed=2)
     assert poem.complete and scan_poem(poem.text, poem.form).ok
     assert all(line.searched for line in poem.lines) and poem.searches >= poem.form.lines

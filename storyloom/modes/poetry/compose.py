@@ -11,8 +11,8 @@ ahead (_steer) picks the word after which the next one (the rhyme) is likeliest.
 are drawn per slot and ranked (rank_score): the model's mean log-prob, how much it had to be
 forced to say the rhyme word (a line ending on a forced word does not count toward the draws
 kept), and the critic's faults (repeats, assistant voice, leaks). Each line is written after the
-poem's heading (form and topic) and only the last few lines, so the topic stays near in the
-prompt of every line.
+poem's heading (form and topic) and the lines before it (the last WINDOW of a long one), so the
+topic stays near in the prompt of every line.
 
 Time is budgeted per line (the poem's time cap shared among the lines left): past its budget a
 line keeps the best it has drawn, and if it has none, a greedy depth-first search writes it, so a
@@ -38,26 +38,32 @@ from storyloom.modes.poetry.plan import READ, RhymePlan, TopicGauge
 from storyloom.modes.poetry.prosody import rhyme_keys, rhymes, words_of
 from storyloom.modes.poetry.scan import last_word, scan_line
 
-LINE_TRIES = 12
-LINE_CANDIDATES = 6  # whole lines sampled per slot (time allowing); the best under rank_score is kept
+LINE_TRIES = 25  # draws per slot at most (the draft, then batches of ROWS)
+LINE_CANDIDATES = 6  # lines kept per slot that do not end on a forced word (time allowing); the best is kept
+ROWS = 8  # lines drawn side by side (one batched forward per token: 8 rows cost 2.7 rows' time)
 BACKTRACKS = 4
 TIME_CAP = 90.0  # the poem's budget, shared out per line; never a reason to drop a line
 REDRAWS = 3  # draws a line may take past its budget while the critic fails every one it has
 MIN_LINE_S = 1.0  # a line's budget when the poem's is spent (the first draw is always finished)
 SEARCH_STEPS = 200  # tokens the greedy fallback may try for one line
 SEARCH_MIN_S = 30.0  # and seconds, at least (past them the line is impossible for now: backtrack)
-WINDOW = 4  # poem lines the model sees before the one it writes (after the heading with the topic)
+WINDOW = 16  # poem lines the model sees before the one it writes (after the heading with the topic): every
+# named form's whole poem, as a reader (and the bench) reads it; with 4, a rhyme word that read well
+# after the last lines read forced after the whole poem
 FORCED_WEIGHT = 0.05  # per nat of the rhyme word's log-prob, on top of the line's mean
-POEM_SETTINGS = SamplerSettings(temperature=0.7, top_k=40, top_p=0.95, repetition_penalty=1.2,
+POEM_SETTINGS = SamplerSettings(temperature=0.5, top_k=40, top_p=0.95, repetition_penalty=1.2,
                                 repetition_range=64)
 GREEDY = POEM_SETTINGS.with_(temperature=0.0)
 FORCED_FLOOR = -7.0  # nats: a rhyme word less likely than this reads as forced (the bench counts under -8)
 FORCED_HINGE = 0.2  # per nat below the floor, on top of FORCED_WEIGHT
-FORCED_EXTRA = 3  # draws a line may take past LINE_CANDIDATES while its draws end on forced words (6: slower, no better)
 STEER_DRAWS = 3  # words drawn for a place near the line's end, each looked ahead from (_steer)
 STEER_MARGIN = 4.0  # nats: a drawn word this much less likely than the likeliest drawn is not looked ahead from
 STEER_SYLLABLES = 3  # how near: syllables left
 STEERS = 2  # words of a line chosen so, at most
+REWRITES = 3  # such rewrites per poem at most (apart from BACKTRACKS: a poem is never cut short for them)
+FORCED_BACK = 2  # lines back to a group's first line at most, to write it again when its partner reads forced
+TOPIC_CHECKS = 4  # the best lines of a late slot read for their topic gain (pick), at most
+DRIFT_FROM = 6  # lines before this one are not read for it (a poem's topic faded after its sixth line)
 TOPIC_LINE_WEIGHT = 0.15  # per nat of the line's topic gain (sonnets drifted from their topic late)
 
 
@@ -89,6 +95,7 @@ class Poem:
     backtracks: int = 0
     line_tries: int = 0
     searches: int = 0  # lines that needed the greedy fallback (out of time, or no draw passed)
+    rewrites: int = 0  # group openers written again because the best partner drawn read forced
 
     @property
     def complete(self) -> bool:
@@ -139,13 +146,15 @@ def poem_prompt(generator, form: Form, topic: str, style: str = "") -> str:
     topic = topic.strip() or "anything you like"
     style = f", {style.strip()}" if style.strip() else ""
     if getattr(generator.info, "chat_template", False):
-        return generator.chat_prompt([{"role": "user", "content": f"Write a {form.name.lower()} about {topic}{style}."}])
-    return f"A {form.name.lower()} about {topic}{style}.\n\n"
+        return generator.chat_prompt([{"role": "user", "content": f"Write {form.request} about {topic}{style}."}])
+    return f"{form.request[:1].upper()}{form.request[1:]} about {topic}{style}.\n\n"
 
 
-def rule_for(form: Form, line: int, finals: list[str | None], later: bool = True) -> RhymeRule:
+def rule_for(form: Form, line: int, finals: list[str | None], later: bool = True,
+             avoid: frozenset[str] = frozenset()) -> RhymeRule:
     """The rhyme rule of `line` given the last words of the other lines (None: not written). No
-    line ends on a word another line already ends on (a rhyme word said twice is no rhyme)."""
+    line ends on a word another line already ends on (a rhyme word said twice is no rhyme). A
+    group's first line ends on none of the rhyme keys in `avoid` (given up on: see compose)."""
     group = [finals[j] for j, letter in enumerate(form.letters)
              if letter == form.letters[line] and j != line and j < len(finals) and finals[j]]
     used = frozenset(f for j, f in enumerate(finals) if f and j != line) - set(group)
@@ -153,7 +162,7 @@ def rule_for(form: Form, line: int, finals: list[str | None], later: bool = True
         keys = set.intersection(*(rhyme_keys(w) for w in group)) or set.union(*(rhyme_keys(w) for w in group))
         return RhymeRule(frozenset(keys), frozenset(group), used=used)
     if later and form.rhymed_later(line):
-        return RhymeRule(partners=MIN_PARTNERS, used=used)
+        return RhymeRule(partners=MIN_PARTNERS, used=used, avoid=avoid)
     return RhymeRule(used=used)
 
 
@@ -212,9 +221,26 @@ def forced(line: PoemLine) -> bool:
     return line.final_logprob is not None and line.final_logprob < FORCED_FLOOR
 
 
-def pick(found: list[PoemLine]) -> PoemLine:
-    """The best drawn line: one the critic does not fail, if any, then by rank_score."""
-    return max(found, key=lambda line: (line.penalty < critic.FAIL, rank_score(line)))
+def pick(found: list[PoemLine], topical: Callable[[PoemLine], float] | None = None) -> PoemLine:
+    """The best drawn line: one the critic does not fail, if any, then one that does not end on a
+    forced word, if any (a topic or a fluent start never buys a rhyme the model would not say),
+    then by rank_score. With `topical` (a line's topic gain, late in a poem), the first of the best
+    TOPIC_CHECKS that keeps to the topic (gain above 0), else the one that keeps to it best."""
+    ranked = sorted(found, key=lambda line: (line.penalty < critic.FAIL, not forced(line), rank_score(line)),
+                    reverse=True)
+    if topical is None:
+        return ranked[0]
+    head = ranked[0]
+    best, best_gain = head, -math.inf
+    for line in ranked[:TOPIC_CHECKS]:
+        if (line.penalty < critic.FAIL, not forced(line)) != (head.penalty < critic.FAIL, not forced(head)):
+            break  # never a critic's fail or a forced word for the topic's sake
+        gain = topical(line)
+        if gain > 0:
+            return line
+        if gain > best_gain:
+            best, best_gain = line, gain
+    return best
 
 
 class _TokenWriter:
@@ -284,6 +310,50 @@ class _TokenWriter:
             if constraint.done:
                 return self._line(constraint, tokens, logprobs, final_from)
         return None
+
+    def _write_rows(self, templates: tuple[str, ...], rule: RhymeRule, settings: SamplerSettings,
+                    deadline: float | None, cancel, count: int) -> list[PoemLine | None]:
+        """`count` lines drawn side by side from the decoder's place (one batched forward per
+        token for all of them; the decoder is left where it was). None for a row that met a
+        corner, or all of them out of time or cancelled. No look ahead: the rows are ranked instead."""
+        rows = self.dec.rows(count)
+        constraints = [LineConstraint(self.vocab, templates, rule, self.openings) for _ in range(count)]
+        tokens: list[list[int]] = [[] for _ in range(count)]
+        logprobs: list[list[float]] = [[] for _ in range(count)]
+        final_from = [0] * count
+        out: list[PoemLine | None] = [None] * count
+        going = list(range(count))  # the line each row of `rows` draws
+        for _ in range(4 * max(len(t) for t in templates) + 12):
+            if (deadline is not None and time.monotonic() > deadline) or (cancel is not None and cancel.is_set()):
+                return [None] * count
+            allowed = [constraints[i].allowed() if i is not None else [] for i in going]
+            stuck = [r for r, i in enumerate(going) if i is not None and not allowed[r]]
+            for r in stuck:  # a corner: this line is lost, its row idles
+                going[r] = None
+            drawn = rows.sample([a or [self.vocab.newline] for a in allowed], settings)
+            for r, i in enumerate(going):
+                if i is None:
+                    continue
+                token, lp = drawn[r]
+                c = constraints[i]
+                if _starts_word(c, token):
+                    final_from[i] = len(tokens[i])
+                c.advance(token)
+                tokens[i].append(token)
+                logprobs[i].append(lp)
+                if c.done:
+                    out[i] = self._line(c, tokens[i], logprobs[i], final_from[i])
+                    going[r] = None
+            live = [r for r, i in enumerate(going) if i is not None]
+            if not live:
+                return out
+            dead = [r for r, i in enumerate(going) if i is None]
+            if len(dead) * 2 >= len(going):  # half the rows idle: go on without them (dropping copies the cache)
+                rows.drop(dead)
+                going = [going[r] for r in live]
+                drawn = [drawn[r] for r in live]
+            rows.step([tok if going[r] is not None else self.vocab.newline for r, (tok, _) in enumerate(drawn)])
+        return out
 
     def _steer(self, constraint: LineConstraint, allowed: list[int], settings: SamplerSettings) -> tuple[int, float] | None:
         """The word before the last, chosen with a look ahead: a few one-token words are drawn
@@ -374,42 +444,53 @@ class _TokenWriter:
                   settings: SamplerSettings, deadline: float, cancel, poem: Poem | None = None,
                   keep: int = LINE_CANDIDATES, avoid: frozenset[str] = frozenset(),
                   judge: Callable[[str], float] | None = None, openings: frozenset = frozenset(),
-                  plan: RhymePlan | None = None) -> PoemLine | None:
+                  plan: RhymePlan | None = None, topical: bool = False) -> PoemLine | None:
         """Draw up to `keep` complete lines (within LINE_TRIES tries, while its time lasts; the
         first draw always runs to its end), keep the best (pick), else search greedily for one.
         A draw that opens like another line (`openings`) is abandoned at its fourth word. With a
         rhyme `plan`, the first draw is a draft the plan reads its candidates in (kept only if it
         ends on a planned word); the rest may end only on the planned words. Lines ending on a
-        forced word (FORCED_FLOOR) do not count toward `keep` (up to FORCED_EXTRA more draws)."""
+        forced word (FORCED_FLOOR) do not count toward `keep`: more are drawn, up to LINE_TRIES in
+        all. After the first draw (and the plan), lines are drawn ROWS at a time side by side."""
         self.openings = openings
         found: list[PoemLine] = []
-        for attempt in range(LINE_TRIES):
+        tries = 0
+        while tries < LINE_TRIES:
             if cancel is not None and cancel.is_set():
                 return None
             # past its budget a line keeps what it has, unless the critic fails all of it (a few more draws)
             over = time.monotonic() > deadline
-            if attempt and over and (not found or any(line.penalty < critic.FAIL for line in found)
-                                     or attempt >= REDRAWS):
+            if tries and over and (not found or any(line.penalty < critic.FAIL for line in found)
+                                   or tries >= REDRAWS):
                 break
             self._open(context)
+            wanted = keep - sum(not forced(f) for f in found)
+            if plan is not None or over or wanted <= 1 or not hasattr(self.dec, "rows"):
+                lines = [self._write(templates, rule, settings, deadline if tries and not over else None, cancel,
+                                     plan.observe if plan is not None else None)]
+            else:
+                lines = self._write_rows(templates, rule, settings, deadline if tries else None, cancel,
+                                         min(ROWS, LINE_TRIES - tries))
+            tries += len(lines)
             if poem is not None:
-                poem.line_tries += 1
-            line = self._write(templates, rule, settings, deadline if attempt and not over else None, cancel,
-                               plan.observe if plan is not None else None)
+                poem.line_tries += len(lines)
             if plan is not None:
                 chosen = plan.plan(self.dec)
                 if chosen:  # the rest are drawn toward the plan's words; the draft only if it ends on one
                     rule = rule.planned(chosen)
-                    line = line if line is not None and line.last_word in chosen else None
+                    lines = [line if line is not None and line.last_word in chosen else None for line in lines]
                 plan = None
-            if line is not None and plain(line.text) not in avoid and verify(line.text):  # never the same line twice
-                line.penalty = judge(line.text) if judge else 0.0
-                line.topic = self.gauge.line_gain(line.text) if self.gauge is not None else 0.0
-                found.append(line)
-                if sum(not forced(f) for f in found) >= keep or len(found) >= keep + FORCED_EXTRA:
-                    break  # lines ending on a forced word do not count: a few more are drawn (time allowing)
+            for line in lines:
+                if line is not None and plain(line.text) not in avoid and verify(line.text):  # never the same line twice
+                    avoid = avoid | {plain(line.text)}
+                    line.penalty = judge(line.text) if judge else 0.0
+                    line.topic = self.gauge.line_gain(line.text) if self.gauge is not None else 0.0
+                    found.append(line)
+            if sum(not forced(f) for f in found) >= keep:
+                break  # lines ending on a forced word do not count: more are drawn (time allowing)
         if found:
-            return pick(found)
+            gauge = self.gauge
+            return pick(found, (lambda line: gauge.line_topic(line.ids[:-1])) if topical and gauge is not None else None)
         self._open(context)
         if poem is not None:
             poem.searches += 1
@@ -502,6 +583,16 @@ def _judge(prompt: str, lines: list[PoemLine]) -> Callable[[str], float]:
     return lambda text: critic_penalty(text, earlier, prompt)
 
 
+def _take_back(poem: Poem, finals: list, i: int, back_to: int, on_line) -> int:
+    """Take lines back_to..i-1 back (on_line hears of each); returns the line to write next."""
+    for j in range(i - 1, back_to - 1, -1):
+        poem.lines.pop()
+        finals.pop()
+        if on_line:
+            on_line(j, None)
+    return back_to
+
+
 def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap: float = TIME_CAP,
             settings: SamplerSettings = POEM_SETTINGS, on_line: Callable[[int, PoemLine | None], None] | None = None,
             cancel=None, style: str = "") -> Poem:
@@ -517,11 +608,12 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
     gauge = writer.gauge = _gauge(generator, prepared, form, topic, style, prompt)
     poem = Poem(form, topic, style=style)
     finals: list[str | None] = []
+    given_up: dict[int, frozenset[str]] = {}  # a group's first line -> rhyme keys its partners could not say
     i = 0
     while i < form.lines:
         if cancel is not None and cancel.is_set():
             break
-        rule = rule_for(form, i, finals)
+        rule = rule_for(form, i, finals, avoid=given_up.get(i, frozenset()))
         done = [line for line in poem.lines if line.ok]
         avoid = frozenset(plain(line.text) for line in done)
         openings = frozenset(o for o in (opening(line.text) for line in done) if o)
@@ -530,7 +622,16 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
         line = writer.best_line(line_context(prompt, form, poem.lines), form.templates(i), rule,
                                 verifier(form, i, finals, openings), settings, line_deadline, cancel, poem,
                                 avoid=avoid, judge=_judge(prompt, poem.lines), openings=openings,
-                                plan=_plan(prepared, form, i, rule, gauge))
+                                plan=_plan(prepared, form, i, rule, gauge), topical=i >= DRIFT_FROM)
+        partners = [j for j in form.partners(i) if finals[j]]
+        if (line is not None and forced(line) and partners and rule.keys and i - partners[0] <= FORCED_BACK
+                and poem.rewrites < REWRITES):
+            # The best draw still ends on a forced word: this rhyme has no partner the model would
+            # say here. Write the group's first line again on another rhyme (a few times per poem).
+            given_up[partners[0]] = given_up.get(partners[0], frozenset()) | rule.keys
+            poem.rewrites += 1
+            i = _take_back(poem, finals, i, partners[0], on_line)
+            continue
         if line is not None:
             poem.lines.append(line)
             finals.append(line.last_word)
@@ -543,15 +644,8 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
         if i > 0 and poem.backtracks < BACKTRACKS:
             # No line can end here (its rhyme word may have too few usable partners): go back to
             # the line that chose the rhyme, or else to the line before, and write again from there.
-            partners = [j for j in form.partners(i) if finals[j]]
-            back_to = partners[0] if partners else i - 1
             poem.backtracks += 1
-            for j in range(i - 1, back_to - 1, -1):
-                poem.lines.pop()
-                finals.pop()
-                if on_line:
-                    on_line(j, None)
-            i = back_to
+            i = _take_back(poem, finals, i, partners[0] if partners else i - 1, on_line)
             continue
         poem.lines.append(PoemLine("", False))  # reported as missing, never shipped broken
         finals.append(None)

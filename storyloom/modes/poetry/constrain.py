@@ -77,6 +77,7 @@ class RhymeRule:
     partners: int = 0
     used: frozenset[str] = frozenset()  # the other lines' last words: never again, nor their echoes
     words: frozenset[str] | None = None  # None: any word the rest allows
+    avoid: frozenset[str] = frozenset()  # rhyme keys given up on (a group opener's partners all read forced)
 
     def planned(self, words: Iterable[str]) -> "RhymeRule":
         """This rule with the line's last word chosen among `words` (on the rhymes they share with
@@ -84,7 +85,7 @@ class RhymeRule:
         words = frozenset(words)
         keys = set().union(*(rhyme_keys(w) for w in words))
         return RhymeRule(frozenset(keys if self.keys is None else self.keys & keys), self.banned, self.partners,
-                         self.used, words)
+                         self.used, words, self.avoid)
 
 
 @lru_cache(maxsize=256)
@@ -116,7 +117,7 @@ class Lexicon:
                 self.by_key.setdefault(s.rhyme, set()).add(word)
 
     def key_ok(self, rule: RhymeRule, key: str) -> bool:
-        if rule.keys is not None and key not in rule.keys:
+        if (rule.keys is not None and key not in rule.keys) or key in rule.avoid:
             return False
         return not rule.partners or len(self.by_key.get(key, ())) > rule.partners
 

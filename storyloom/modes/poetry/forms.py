@@ -25,6 +25,13 @@ class Form:
     meter: str
     feet: tuple[int, ...]  # per line (syllables when syllabic)
     feminine: bool = False
+    ask: str = ""  # how a request names it ("a poem in heroic couplets"); "" : "a " + the name
+
+    @property
+    def request(self) -> str:
+        """The form as a request names it: "a limerick", "a poem in heroic couplets" (never "a
+        heroic couplets": the model reads the heading it is asked with)."""
+        return self.ask or f"a {self.name.lower()}"
 
     @property
     def letters(self) -> str:
@@ -44,12 +51,12 @@ class Form:
 
     def to_dict(self) -> dict:
         return {"key": self.key, "name": self.name, "scheme": self.scheme, "meter": self.meter,
-                "feet": list(self.feet), "feminine": self.feminine}
+                "feet": list(self.feet), "feminine": self.feminine, "ask": self.ask}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Form":
         return cls(data["key"], data["name"], data["scheme"], data["meter"], tuple(data["feet"]),
-                   bool(data.get("feminine")))
+                   bool(data.get("feminine")), str(data.get("ask", "")))
 
     def templates(self, line: int) -> tuple[str, ...]:
         return meter_templates(self.meter, self.feet[line], self.feminine)
@@ -96,7 +103,8 @@ def _form(data: dict) -> Form:
         feet = feet * lines
     if len(feet) != lines:
         raise StoryloomError(f"Form {data['key']}: {len(feet)} feet values for {lines} lines.")
-    return Form(data["key"], data["name"], data["scheme"], data["meter"], feet, bool(data.get("feminine")))
+    return Form(data["key"], data["name"], data["scheme"], data["meter"], feet, bool(data.get("feminine")),
+                str(data.get("ask", "")))
 
 
 def load_forms() -> dict[str, Form]:
@@ -121,7 +129,8 @@ def custom_form(scheme: str, meter: str = "iambic", feet: int = 5, feminine: boo
     if not 1 <= feet <= limit:
         raise StoryloomError(f"Feet must be between 1 and {limit}" + (" (syllables)." if meter == "syllabic" else "."))
     lines = len(scheme.replace(" ", ""))
-    return Form("custom", f"Custom {scheme}", scheme, meter, (feet,) * lines, feminine)
+    ask = "a short poem" if meter == "syllabic" else f"a rhyming poem in {meter} {FOOT_NAMES.get(feet, 'verse')}"
+    return Form("custom", f"Custom {scheme}", scheme, meter, (feet,) * lines, feminine, ask)
 
 
 def resolve_form(key: str, scheme: str | None = None, meter: str | None = None, feet: int | None = None,

@@ -58,7 +58,7 @@ def candidates(vocab: Vocabulary, templates: tuple[str, ...], rule: RhymeRule, l
         pool = set().union(*(vocab.by_key.get(k, ()) for k in rule.keys))
     else:  # a new group: on a sound no other group rhymes on (ABAB with A and B alike is AAAA)
         pool = set().union(*(ws for ws in vocab.by_key.values() if len(ws) > rule.partners))
-        taken = set().union(*(rhyme_keys(w) for w in rule.used))
+        taken = set().union(*(rhyme_keys(w) for w in rule.used)) | rule.avoid
     found = [w for w in pool if any(closes(s.pattern, templates) and s.rhyme not in taken
                                     and vocab.final_ok(rule, w, s.rhyme) for s in vocab.sounds[w])]
     found.sort(key=lambda w: (-zipf(w), w))
@@ -67,16 +67,17 @@ def candidates(vocab: Vocabulary, templates: tuple[str, ...], rule: RhymeRule, l
 
 def read(dec, vocab: Vocabulary, words: Iterable[str]) -> dict[str, float]:
     """Each word's first token's log-prob at the decoder's place (mid-line form)."""
-    out: dict[str, float] = {}
-    seen: dict[int, float] = {}
-    for w in words:
-        ids = vocab.spell(w)
-        if not ids:
-            continue
-        if ids[0] not in seen:
-            seen[ids[0]] = dec.sample([ids[0]], READ)[1]
-        out[w] = seen[ids[0]]
-    return out
+    firsts = {w: ids[0] for w in words if (ids := vocab.spell(w))}
+    tokens = sorted(set(firsts.values()))
+    if hasattr(dec, "logprobs"):  # all of them from the logits at hand
+        seen = dict(zip(tokens, dec.logprobs(tokens))) if tokens else {}
+    else:
+        seen = {t: dec.sample([t], READ)[1] for t in tokens}
+    return {w: seen[t] for w, t in firsts.items()}
+
+
+def read_one(dec, token: int) -> float:
+    return dec.logprobs([token])[0] if hasattr(dec, "logprobs") else dec.sample([token], READ)[1]
 
 
 class TopicGauge:
@@ -87,6 +88,7 @@ class TopicGauge:
         self.generator, self.vocab = generator, vocab
         self.heading, self.neutral = heading, neutral
         self.decs = None
+        self.line_decs = None  # at the two headings themselves (line_topic)
         self.gains: dict[str, float] = {}
         self._pool: dict[str, list[str]] | None = None
 
@@ -109,6 +111,25 @@ class TopicGauge:
             return 0.0
         gains = self.gain(words)
         return sum(gains[w] for w in words) / len(words)
+
+    def line_topic(self, ids: list[int]) -> float:
+        """How much likelier a whole line (its tokens) is after the heading with the topic than
+        after the neutral one, per token: the bench's topic gain (there against another topic). The
+        look-up of a line's words (line_gain) misses a line that drifts in what it says."""
+        if self.neutral is None or not ids:
+            return math.inf  # no topic: nothing to drift from
+        if self.line_decs is None:
+            decs = [open_decoder(self.generator, h, 0) for h in (self.heading, self.neutral)]
+            self.line_decs = [(d, d.mark()) for d in decs]
+        means = []
+        for dec, start in self.line_decs:
+            dec.rewind(start)
+            total = 0.0
+            for token in ids:
+                total += read_one(dec, token)
+                dec.step(token)
+            means.append(total / len(ids))
+        return means[0] - means[1]
 
     def gain(self, words: Iterable[str]) -> dict[str, float]:
         words = [w for w in words if w not in self.gains]
@@ -198,9 +219,9 @@ class RhymePlan:
         dec.rewind(self.marks[self.where[word]])
         total = 0.0
         for token in self.vocab.spell(word):
-            total += dec.sample([token], READ)[1]
+            total += read_one(dec, token)
             dec.step(token)
-        ends = [dec.sample([t], READ)[1] for t in (self.vocab.newline, *self.vocab.punctuation) if t is not None]
+        ends = [read_one(dec, t) for t in (self.vocab.newline, *self.vocab.punctuation) if t is not None]
         return total + END_WEIGHT * _logsumexp(ends)
 
 

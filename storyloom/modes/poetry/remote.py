@@ -12,10 +12,13 @@ import time
 from typing import Callable
 
 from storyloom.engine.sampling import SamplerSettings
-from storyloom.modes.poetry.compose import LINE_CANDIDATES, LINE_TRIES, Poem, PoemLine, pick, plain
+from storyloom.modes.poetry.compose import LINE_CANDIDATES, Poem, PoemLine, pick, plain
 from storyloom.modes.poetry.constrain import Lexicon, RhymeRule
 from storyloom.modes.poetry.grammar import line_grammar
 from storyloom.modes.poetry.scan import last_word
+
+
+ASK_TRIES = 12  # lines asked for per slot at most (a server's lines are not drawn side by side)
 
 
 class _Until:
@@ -55,11 +58,11 @@ class GrammarWriter:
                   settings: SamplerSettings, deadline: float, cancel, poem: Poem | None = None,
                   keep: int = LINE_CANDIDATES, avoid: frozenset[str] = frozenset(),
                   judge: Callable[[str], float] | None = None, openings: frozenset = frozenset(),
-                  plan=None) -> PoemLine | None:
-        """Up to LINE_TRIES lines asked for after `mark` (the context); of those the scanner passes
+                  plan=None, topical: bool = False) -> PoemLine | None:
+        """Up to ASK_TRIES lines asked for after `mark` (the context); of those the scanner passes
         (openings are the verifier's to check here), the best (compose.pick, by the model's score
         when the backend can score text, else the critic and the order drawn) is kept. (`plan` is
-        the token path's: a grammar engine's rhyme words are not planned, see plan.py.)"""
+        the token path's: a grammar engine's rhyme words are not planned, see plan.py; so is `topical`.)"""
         grammar = line_grammar(self.lexicon, templates, rule)
         if grammar is None:
             return None  # no word of the lexicon can end this line: the caller backtracks
@@ -68,11 +71,11 @@ class GrammarWriter:
         line_settings = settings.with_(stop=("\n",), max_new_tokens=4 * max(len(t) for t in templates) + 12)
         found: list[str] = []
         tries = 0
-        while tries < LINE_TRIES and len(found) < keep:
+        while tries < ASK_TRIES and len(found) < keep:
             until = _Until(deadline if found else None, cancel)  # the first line is always waited for
             if until.is_set():
                 break
-            texts = self._ask(mark, min(keep - len(found), LINE_TRIES - tries), grammar, line_settings, until)
+            texts = self._ask(mark, min(keep - len(found), ASK_TRIES - tries), grammar, line_settings, until)
             if not texts:
                 break
             for raw in texts:
