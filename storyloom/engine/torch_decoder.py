@@ -50,6 +50,29 @@ class TorchDecoder:
         logp = torch.log_softmax(self.logits.float(), -1)
         return logp[torch.tensor(list(tokens), dtype=torch.long)].tolist()
 
+    def score_rows(self, rows: Sequence[Sequence[int]]) -> list[list[float]]:
+        """The log-prob of each token of each row, read after this place (each row on its own),
+        all rows in one batched forward; this decoder is left as it is."""
+        logp = torch.log_softmax(self.logits.float(), -1)
+        out = [[float(logp[r[0]])] if r else [] for r in rows]
+        longest = max((len(r) for r in rows), default=0)
+        if longest > 1:
+            fork = _fork(self.state, len(rows))
+            ids = torch.zeros(len(rows), longest - 1, dtype=torch.long)  # right padding: causal rows never see it
+            for i, r in enumerate(rows):
+                if len(r) > 1:
+                    ids[i, : len(r) - 1] = torch.tensor(list(r[:-1]), dtype=torch.long)
+            with torch.inference_mode():
+                if fork.fast is not None:
+                    logits = fork.fast.forward(ids, fork.kv, all_logits=True)
+                else:
+                    logits = fork.model(input_ids=ids, past_key_values=fork.kv, use_cache=True).logits
+            logp = torch.log_softmax(logits.float(), -1)
+            for i, r in enumerate(rows):
+                if len(r) > 1:
+                    out[i] += logp[i, torch.arange(len(r) - 1), torch.tensor(list(r[1:]))].tolist()
+        return out
+
     def rows(self, count: int) -> "TorchRows":
         """`count` copies of this place to draw on side by side (this decoder is left as it is)."""
         return TorchRows(self, count)
@@ -110,7 +133,9 @@ def _fork(state, count: int):
     fork = copy.copy(state)
     if state.fast is not None:
         kv = type(state.kv)()
-        kv.cache, kv.length = state.kv.cache, state.kv.length
+        # one row would be written in place of the shared one: a copy, so `state` stays as it is
+        kv.cache = state.kv.cache if count > 1 else state.kv.cache[:, :, :, :, : state.kv.length].clone()
+        kv.length = state.kv.length
         fork.kv = kv
     else:  # the library's cache: copied whole, then each row repeated
         fork.kv = copy.deepcopy(state.kv)

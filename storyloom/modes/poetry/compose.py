@@ -62,7 +62,7 @@ STEER_SYLLABLES = 3  # how near: syllables left
 STEERS = 2  # words of a line chosen so, at most
 REWRITES = 3  # such rewrites per poem at most (apart from BACKTRACKS: a poem is never cut short for them)
 FORCED_BACK = 2  # lines back to a group's first line at most, to write it again when its partner reads forced
-TOPIC_CHECKS = 4  # the best lines of a late slot read for their topic gain (pick), at most
+TOPIC_CHECKS = 8  # the best lines of a late slot read for their topic gain (pick), at most
 DRIFT_FROM = 6  # lines before this one are not read for it (a poem's topic faded after its sixth line)
 TOPIC_LINE_WEIGHT = 0.15  # per nat of the line's topic gain (sonnets drifted from their topic late)
 
@@ -221,26 +221,22 @@ def forced(line: PoemLine) -> bool:
     return line.final_logprob is not None and line.final_logprob < FORCED_FLOOR
 
 
-def pick(found: list[PoemLine], topical: Callable[[PoemLine], float] | None = None) -> PoemLine:
+def pick(found: list[PoemLine], topical: Callable[[list[PoemLine]], list[float]] | None = None) -> PoemLine:
     """The best drawn line: one the critic does not fail, if any, then one that does not end on a
     forced word, if any (a topic or a fluent start never buys a rhyme the model would not say),
-    then by rank_score. With `topical` (a line's topic gain, late in a poem), the first of the best
+    then by rank_score. With `topical` (lines' topic gains, late in a poem), the first of the best
     TOPIC_CHECKS that keeps to the topic (gain above 0), else the one that keeps to it best."""
-    ranked = sorted(found, key=lambda line: (line.penalty < critic.FAIL, not forced(line), rank_score(line)),
-                    reverse=True)
+    def grade(line: PoemLine) -> tuple[bool, bool]:
+        return line.penalty < critic.FAIL, not forced(line)
+
+    ranked = sorted(found, key=lambda line: (*grade(line), rank_score(line)), reverse=True)
     if topical is None:
         return ranked[0]
-    head = ranked[0]
-    best, best_gain = head, -math.inf
-    for line in ranked[:TOPIC_CHECKS]:
-        if (line.penalty < critic.FAIL, not forced(line)) != (head.penalty < critic.FAIL, not forced(head)):
-            break  # never a critic's fail or a forced word for the topic's sake
-        gain = topical(line)
-        if gain > 0:
-            return line
-        if gain > best_gain:
-            best, best_gain = line, gain
-    return best
+    # never a critic's fail or a forced word for the topic's sake
+    alike = [line for line in ranked[:TOPIC_CHECKS] if grade(line) == grade(ranked[0])]
+    gains = topical(alike)
+    on_topic = [line for line, gain in zip(alike, gains) if gain > 0]
+    return on_topic[0] if on_topic else alike[max(range(len(alike)), key=lambda k: gains[k])]
 
 
 class _TokenWriter:
@@ -490,7 +486,8 @@ class _TokenWriter:
                 break  # lines ending on a forced word do not count: more are drawn (time allowing)
         if found:
             gauge = self.gauge
-            return pick(found, (lambda line: gauge.line_topic(line.ids[:-1])) if topical and gauge is not None else None)
+            return pick(found, (lambda lines: gauge.line_topics([line.ids[:-1] for line in lines]))
+                        if topical and gauge is not None else None)
         self._open(context)
         if poem is not None:
             poem.searches += 1

@@ -112,24 +112,30 @@ class TopicGauge:
         gains = self.gain(words)
         return sum(gains[w] for w in words) / len(words)
 
-    def line_topic(self, ids: list[int]) -> float:
-        """How much likelier a whole line (its tokens) is after the heading with the topic than
+    def line_topics(self, lines: list[list[int]]) -> list[float]:
+        """How much likelier each whole line (its tokens) is after the heading with the topic than
         after the neutral one, per token: the bench's topic gain (there against another topic). The
         look-up of a line's words (line_gain) misses a line that drifts in what it says."""
-        if self.neutral is None or not ids:
-            return math.inf  # no topic: nothing to drift from
+        if self.neutral is None:
+            return [math.inf] * len(lines)  # no topic: nothing to drift from
         if self.line_decs is None:
             decs = [open_decoder(self.generator, h, 0) for h in (self.heading, self.neutral)]
             self.line_decs = [(d, d.mark()) for d in decs]
         means = []
         for dec, start in self.line_decs:
             dec.rewind(start)
-            total = 0.0
-            for token in ids:
-                total += read_one(dec, token)
-                dec.step(token)
-            means.append(total / len(ids))
-        return means[0] - means[1]
+            if hasattr(dec, "score_rows"):  # every line in one batched forward
+                read_lines = dec.score_rows(lines)
+            else:
+                read_lines = []
+                for ids in lines:
+                    dec.rewind(start)
+                    read_lines.append([])
+                    for token in ids:
+                        read_lines[-1].append(read_one(dec, token))
+                        dec.step(token)
+            means.append([sum(r) / len(r) if r else 0.0 for r in read_lines])
+        return [a - b for a, b in zip(*means)]
 
     def gain(self, words: Iterable[str]) -> dict[str, float]:
         words = [w for w in words if w not in self.gains]
