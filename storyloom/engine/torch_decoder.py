@@ -93,14 +93,19 @@ class TorchRows:
         self.history = torch.tensor([parent.history] * count, dtype=torch.long).reshape(count, len(parent.history))
         self.count = count
 
-    def sample(self, allowed: Sequence[Sequence[int]], settings: SamplerSettings) -> list[tuple[int, float]]:
-        """One draw per row among its `allowed` tokens (as TorchDecoder.sample, row by row)."""
+    def sample(self, allowed: Sequence[Sequence[int]], settings: SamplerSettings,
+               likeliest: Sequence[bool] = ()) -> list[tuple[int, float]]:
+        """One draw per row among its `allowed` tokens (as TorchDecoder.sample, row by row); a row
+        marked in `likeliest` takes its likeliest allowed token instead (no penalty, no draw)."""
         logits = self.logits.float()
         masked = torch.full_like(logits, float("-inf"))
         for row, ids in enumerate(allowed):
             index = torch.tensor(list(ids), dtype=torch.long)
             masked[row, index] = logits[row, index]
         tokens = choose_next(masked, self.history, settings, self.parent.rng)
+        if any(likeliest):
+            top = masked.argmax(-1)
+            tokens = torch.where(torch.tensor(list(likeliest), dtype=torch.bool), top, tokens)
         logp = torch.log_softmax(logits, -1).gather(1, tokens[:, None])[:, 0]
         return list(zip(tokens.tolist(), logp.tolist()))
 

@@ -38,7 +38,7 @@ from storyloom.modes.poetry.plan import READ, RhymePlan, TopicGauge
 from storyloom.modes.poetry.prosody import rhyme_keys, rhymes, words_of
 from storyloom.modes.poetry.scan import last_word, scan_line
 
-LINE_TRIES = 25  # draws per slot at most (the draft, then batches of ROWS)
+LINE_TRIES = 17  # draws per slot at most (the draft, then batches of ROWS)
 LINE_CANDIDATES = 6  # lines kept per slot that do not end on a forced word (time allowing); the best is kept
 ROWS = 8  # lines drawn side by side (one batched forward per token: 8 rows cost 2.7 rows' time)
 BACKTRACKS = 4
@@ -62,7 +62,8 @@ STEER_SYLLABLES = 3  # how near: syllables left
 STEERS = 2  # words of a line chosen so, at most
 REWRITES = 3  # such rewrites per poem at most (apart from BACKTRACKS: a poem is never cut short for them)
 FORCED_BACK = 2  # lines back to a group's first line at most, to write it again when its partner reads forced
-TOPIC_CHECKS = 8  # the best lines of a late slot read for their topic gain (pick), at most
+TOPIC_READS = 4  # late lines read for their topic per batch of draws, at most (a read costs two forwards)
+TOPIC_MARGIN = 0.15  # nats per token a late line's topic gain must pass (read against a heading with no topic)
 DRIFT_FROM = 6  # lines before this one are not read for it (a poem's topic faded after its sixth line)
 TOPIC_LINE_WEIGHT = 0.15  # per nat of the line's topic gain (sonnets drifted from their topic late)
 
@@ -79,6 +80,7 @@ class PoemLine:
     penalty: float = 0.0  # the critic's faults (rank_score)
     searched: bool = False  # written by the greedy fallback, not drawn
     topic: float = 0.0  # the mean topic gain of its content words (plan.TopicGauge; rank_score)
+    line_topic: float | None = None  # the whole line's topic gain (TopicGauge.line_topics; late lines only)
 
     @property
     def mean_logprob(self) -> float:
@@ -221,22 +223,17 @@ def forced(line: PoemLine) -> bool:
     return line.final_logprob is not None and line.final_logprob < FORCED_FLOOR
 
 
-def pick(found: list[PoemLine], topical: Callable[[list[PoemLine]], list[float]] | None = None) -> PoemLine:
+def pick(found: list[PoemLine]) -> PoemLine:
     """The best drawn line: one the critic does not fail, if any, then one that does not end on a
     forced word, if any (a topic or a fluent start never buys a rhyme the model would not say),
-    then by rank_score. With `topical` (lines' topic gains, late in a poem), the first of the best
-    TOPIC_CHECKS that keeps to the topic (gain above 0), else the one that keeps to it best."""
-    def grade(line: PoemLine) -> tuple[bool, bool]:
-        return line.penalty < critic.FAIL, not forced(line)
+    then one that keeps to the topic (where it was read: late lines), then by rank_score."""
+    return max(found, key=lambda line: (*grade(line), rank_score(line)))
 
-    ranked = sorted(found, key=lambda line: (*grade(line), rank_score(line)), reverse=True)
-    if topical is None:
-        return ranked[0]
-    # never a critic's fail or a forced word for the topic's sake
-    alike = [line for line in ranked[:TOPIC_CHECKS] if grade(line) == grade(ranked[0])]
-    gains = topical(alike)
-    on_topic = [line for line, gain in zip(alike, gains) if gain > 0]
-    return on_topic[0] if on_topic else alike[max(range(len(alike)), key=lambda k: gains[k])]
+
+def grade(line: PoemLine) -> tuple[bool, bool, bool]:
+    """What a line must be before its score counts: passed by the critic, its rhyme word not
+    forced, on topic (late lines, line_topic; a line not read for it counts as on topic)."""
+    return line.penalty < critic.FAIL, not forced(line), line.line_topic is None or line.line_topic > TOPIC_MARGIN
 
 
 class _TokenWriter:
@@ -326,7 +323,10 @@ class _TokenWriter:
             stuck = [r for r, i in enumerate(going) if i is not None and not allowed[r]]
             for r in stuck:  # a corner: this line is lost, its row idles
                 going[r] = None
-            drawn = rows.sample([a or [self.vocab.newline] for a in allowed], settings)
+            # the last word or two: the likeliest allowed (the rhyme word where the plan has it):
+            # sampling there only makes the line's end less likely than it could be
+            ending = [i is not None and _near_end(constraints[i]) for i in going]
+            drawn = rows.sample([a or [self.vocab.newline] for a in allowed], settings, ending)
             for r, i in enumerate(going):
                 if i is None:
                     continue
@@ -438,7 +438,7 @@ class _TokenWriter:
 
     def best_line(self, context: str, templates: tuple[str, ...], rule: RhymeRule, verify: Callable[[str], bool],
                   settings: SamplerSettings, deadline: float, cancel, poem: Poem | None = None,
-                  keep: int = LINE_CANDIDATES, avoid: frozenset[str] = frozenset(),
+                  keep: int | None = None, avoid: frozenset[str] = frozenset(),
                   judge: Callable[[str], float] | None = None, openings: frozenset = frozenset(),
                   plan: RhymePlan | None = None, topical: bool = False) -> PoemLine | None:
         """Draw up to `keep` complete lines (within LINE_TRIES tries, while its time lasts; the
@@ -447,8 +447,10 @@ class _TokenWriter:
         rhyme `plan`, the first draw is a draft the plan reads its candidates in (kept only if it
         ends on a planned word); the rest may end only on the planned words. Lines ending on a
         forced word (FORCED_FLOOR) do not count toward `keep`: more are drawn, up to LINE_TRIES in
-        all. After the first draw (and the plan), lines are drawn ROWS at a time side by side."""
+        all; so do, for a `topical` (late) line, the best few of each batch read as off the topic.
+        After the first draw (and the plan), lines are drawn ROWS at a time side by side."""
         self.openings = openings
+        keep = LINE_CANDIDATES if keep is None else keep
         found: list[PoemLine] = []
         tries = 0
         while tries < LINE_TRIES:
@@ -460,10 +462,9 @@ class _TokenWriter:
                                    or tries >= REDRAWS):
                 break
             self._open(context)
-            wanted = keep - sum(not forced(f) for f in found)
-            if plan is not None or over or wanted <= 1 or not hasattr(self.dec, "rows"):
+            if plan is not None or over or not hasattr(self.dec, "rows"):
                 lines = [self._write(templates, rule, settings, deadline if tries and not over else None, cancel,
-                                     plan.observe if plan is not None else None)]
+                                     plan.observe if plan is not None else None, steer=0 if plan is not None else STEERS)]
             else:
                 lines = self._write_rows(templates, rule, settings, deadline if tries else None, cancel,
                                          min(ROWS, LINE_TRIES - tries))
@@ -476,18 +477,26 @@ class _TokenWriter:
                     rule = rule.planned(chosen)
                     lines = [line if line is not None and line.last_word in chosen else None for line in lines]
                 plan = None
+            kept = []
             for line in lines:
                 if line is not None and plain(line.text) not in avoid and verify(line.text):  # never the same line twice
                     avoid = avoid | {plain(line.text)}
                     line.penalty = judge(line.text) if judge else 0.0
                     line.topic = self.gauge.line_gain(line.text) if self.gauge is not None else 0.0
-                    found.append(line)
-            if sum(not forced(f) for f in found) >= keep:
-                break  # lines ending on a forced word do not count: more are drawn (time allowing)
+                    kept.append(line)
+            found += kept
+            if topical and self.gauge is not None and len(lines) > 1:
+                # the best unread lines the critic passes and whose rhyme is said, read for their
+                # topic (a batched forward per heading, the draft's line with the first rows)
+                unread = sorted((f for f in found if f.line_topic is None and all(grade(f)[:2])),
+                                key=rank_score, reverse=True)[:TOPIC_READS]
+                for line, gain in zip(unread, self.gauge.line_topics([f.ids[:-1] for f in unread]) if unread else []):
+                    line.line_topic = gain
+            enough = sum(not forced(f) for f in found) >= keep  # lines ending on a forced word do not count
+            if enough and (not topical or any(f.line_topic is not None and all(grade(f)) for f in found)):
+                break  # (and a late line has one read as on the topic): else more are drawn
         if found:
-            gauge = self.gauge
-            return pick(found, (lambda lines: gauge.line_topics([line.ids[:-1] for line in lines]))
-                        if topical and gauge is not None else None)
+            return pick(found)
         self._open(context)
         if poem is not None:
             poem.searches += 1
@@ -621,10 +630,11 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
                                 avoid=avoid, judge=_judge(prompt, poem.lines), openings=openings,
                                 plan=_plan(prepared, form, i, rule, gauge), topical=i >= DRIFT_FROM)
         partners = [j for j in form.partners(i) if finals[j]]
-        if (line is not None and forced(line) and partners and rule.keys and i - partners[0] <= FORCED_BACK
-                and poem.rewrites < REWRITES):
-            # The best draw still ends on a forced word: this rhyme has no partner the model would
-            # say here. Write the group's first line again on another rhyme (a few times per poem).
+        if (line is not None and (forced(line) or (line.line_topic is not None and line.line_topic <= 0))
+                and partners and rule.keys and i - partners[0] <= FORCED_BACK and poem.rewrites < REWRITES):
+            # The best draw still ends on a forced word (or, late, leaves the topic): this rhyme has
+            # no partner the model would say here. Write the group's first line again on another
+            # rhyme (a few times per poem).
             given_up[partners[0]] = given_up.get(partners[0], frozenset()) | rule.keys
             poem.rewrites += 1
             i = _take_back(poem, finals, i, partners[0], on_line)

@@ -1,0 +1,162 @@
+"""Issue 13, fourth round: lines drawn side by side (the engine's rows), no forced rhyme word kept
+while another draw says its rhyme, a partner that reads forced sends the writer back to the
+group's first line, late lines kept to the topic, the form asked for by a name that reads."""
+from __future__ import annotations
+
+import pytest
+
+from storyloom.engine.constrained import open_decoder
+from storyloom.modes import critic
+from storyloom.modes.poetry import compose as composer
+from storyloom.modes.poetry.bench import FORCED_LOGPROB, model_checks, reader_checks, READER_CHECKS
+from storyloom.modes.poetry.compose import Poem, PoemLine, compose, pick, poem_prompt
+from storyloom.modes.poetry.constrain import RhymeRule, Vocabulary
+from storyloom.modes.poetry.forms import Form, custom_form, get_form
+from storyloom.modes.poetry.scan import scan_poem
+from tests.unit.test_poetry import SMALL
+
+PENTAMETER = get_form("sonnet").templates(0)
+GREEDY = composer.GREEDY
+
+
+@pytest.fixture
+def small(tiny):
+    tiny._poetry_vocab = Vocabulary(tiny.tokenizer, words=SMALL, max_tokens=12)
+    yield tiny
+    del tiny._poetry_vocab
+
+
+# -- the engine's rows ----------------------------------------------------------------------------
+def test_rows_step_together_as_one_decoder_would_and_leave_it_where_it_was(tiny):
+    dec = open_decoder(tiny, "A poem about the sea.\n\n", seed=1)
+    allowed = list(range(5, 400))
+    before = dec.logprobs([7, 8, 9])
+    alone = []  # greedy, one token at a time on the decoder itself
+    mark = dec.mark()
+    for _ in range(4):
+        token, lp = dec.sample(allowed, GREEDY)
+        alone.append((token, lp))
+        dec.step(token)
+    dec.rewind(mark)
+    rows = dec.rows(3)
+    together = []
+    for _ in range(4):
+        drawn = rows.sample([allowed] * 3, GREEDY)
+        assert len({t for t, _ in drawn}) == 1, "three rows from one place, greedy: the same token"
+        together.append(drawn[0])
+        rows.step([t for t, _ in drawn])
+    assert [t for t, _ in together] == [t for t, _ in alone]
+    assert [lp for _, lp in together] == pytest.approx([lp for _, lp in alone], abs=1e-3)
+    assert dec.logprobs([7, 8, 9]) == pytest.approx(before), "the decoder the rows came from is as it was"
+    rows.drop([0])
+    rows.step([alone[0][0], alone[1][0]])
+    assert rows.count == 2
+
+
+def test_a_row_told_to_take_its_likeliest_token_does(tiny):
+    dec = open_decoder(tiny, "A poem about the sea.\n\n", seed=2)
+    allowed = list(range(5, 400))
+    likeliest = max(allowed, key=lambda t: dec.logprobs([t])[0])
+    rows = dec.rows(4)
+    drawn = rows.sample([allowed] * 4, composer.POEM_SETTINGS.with_(temperature=5.0), [False, True, False, True])
+    assert drawn[1][0] == likeliest and drawn[3][0] == likeliest
+
+
+def test_lines_read_in_one_batched_forward_read_as_token_by_token(tiny):
+    dec = open_decoder(tiny, "A poem about the sea.\n\n", seed=3)
+    lines = [[11, 12, 13, 14], [20], [30, 31]]
+    batched = dec.score_rows(lines)
+    mark = dec.mark()
+    for ids, got in zip(lines, batched):
+        dec.rewind(mark)
+        want = []
+        for token in ids:
+            want.append(dec.logprobs([token])[0])
+            dec.step(token)
+        assert got == pytest.approx(want, abs=1e-3)
+
+
+def test_lines_drawn_side_by_side_scan_and_end_as_their_rule_says(small):
+    writer = composer._TokenWriter(small, small._poetry_vocab, seed=5)
+    writer._open(poem_prompt(small, get_form("couplets"), "the sea"))
+    rule = RhymeRule(frozenset({"OW L D"}), frozenset({"old"}))
+    lines = writer._write_rows(PENTAMETER, rule, composer.POEM_SETTINGS, None, None, 8)
+    done = [line for line in lines if line is not None]
+    assert len(lines) == 8 and done
+    for line in done:
+        assert composer.verifier(get_form("couplets"), 1, ["old"])(line.text), line.text
+        assert line.last_word != "old" and line.final_logprob is not None
+
+
+# -- what is kept ---------------------------------------------------------------------------------------
+def test_a_forced_rhyme_word_never_wins_over_one_the_model_would_say():
+    fluent_but_forced = PoemLine("a", True, logprob=-10, tokens=10, final_logprob=-12, topic=5.0)
+    said = PoemLine("b", True, logprob=-30, tokens=10, final_logprob=-3)
+    assert pick([fluent_but_forced, said]) is said
+    assert pick([fluent_but_forced]) is fluent_but_forced, "a last resort is still a line"
+    failed = PoemLine("c", True, logprob=-5, tokens=10, final_logprob=-1, penalty=critic.FAIL)
+    assert pick([failed, fluent_but_forced]) is fluent_but_forced
+
+
+def test_a_late_line_off_the_topic_loses_to_one_on_it():
+    off = PoemLine("a", True, logprob=-10, tokens=10, final_logprob=-2, line_topic=-0.2)
+    on = PoemLine("b", True, logprob=-20, tokens=10, final_logprob=-2, line_topic=0.5)
+    assert pick([off, on]) is on
+    forced_on = PoemLine("c", True, logprob=-10, tokens=10, final_logprob=-12, line_topic=0.9)
+    assert pick([off, forced_on]) is off, "never a forced word for the topic's sake"
+
+
+def test_a_partner_that_reads_forced_sends_the_writer_back_to_the_groups_first_line(small):
+    # the tiny model is random: every rhyme word it says reads forced, so each pair is written again
+    taken_back = []
+    poem = compose(small, get_form("couplets"), "the sea", seed=6,
+                   on_line=lambda i, line: taken_back.append(i) if line is None else None)
+    assert poem.rewrites == composer.REWRITES and taken_back
+    assert poem.complete and scan_poem(poem.text, poem.form).ok, poem.text
+    assert reader_checks(poem) == dict.fromkeys(READER_CHECKS, 0)
+
+
+def test_a_given_up_rhyme_is_not_chosen_again_by_the_groups_first_line(small):
+    keys = frozenset({"OW L D"})
+    rule = composer.rule_for(get_form("couplets"), 0, [], avoid=keys)
+    assert rule.avoid == keys and not small._poetry_vocab.key_ok(rule, "OW L D")
+    assert small._poetry_vocab.key_ok(composer.rule_for(get_form("couplets"), 0, []), "OW L D"), "without it, it may"
+    assert composer.rule_for(get_form("couplets"), 1, ["sea"]).avoid == frozenset(), "a partner's rule is its rhyme"
+
+
+# -- how the form is asked for -------------------------------------------------------------------------
+def test_each_form_is_asked_for_by_a_name_that_reads(tiny):
+    assert get_form("couplets").request == "a poem in heroic couplets"
+    assert get_form("ballad").request == "a ballad in common meter"
+    assert get_form("limerick").request == "a limerick"
+    assert custom_form("ABAB", "iambic", 4).request == "a rhyming poem in iambic tetrameter"
+    assert poem_prompt(tiny, get_form("couplets"), "the sea").startswith("A poem in heroic couplets about the sea.")
+    form = get_form("couplets")
+    assert Form.from_dict(form.to_dict()) == form
+    old = {k: v for k, v in form.to_dict().items() if k != "ask"}  # a form saved before it had one
+    assert Form.from_dict(old).ask == "" and Form.from_dict(old).request == "a heroic couplets"
+
+
+# -- the real model, as a user runs it -------------------------------------------------------------------
+@pytest.mark.real_model
+def test_the_default_model_writes_couplets_with_no_forced_rhyme_word(real_model):
+    form = get_form("couplets")
+    prompt = poem_prompt(real_model, form, "the sea")
+    assert "Write a poem in heroic couplets about the sea." in prompt
+    poem = compose(real_model, form, "the sea", seed=1)
+    assert poem.complete and scan_poem(poem.text, form).ok, poem.text
+    checks = model_checks(real_model, poem, prompt, poem_prompt(real_model, form, "autumn"))
+    assert checks["forced_rhyme_words"] == 0, (poem.text, FORCED_LOGPROB)
+    assert all(line.final_logprob is not None and line.final_logprob >= composer.FORCED_FLOOR for line in poem.lines)
+
+
+@pytest.mark.real_model
+def test_the_default_model_keeps_a_sonnets_late_lines_to_its_topic(real_model):
+    form = get_form("sonnet")
+    poem = compose(real_model, form, "autumn", seed=2)
+    assert poem.complete and scan_poem(poem.text, form).ok, poem.text
+    late = poem.lines[composer.DRIFT_FROM:]
+    assert all(line.line_topic is not None for line in late) and all(l.line_topic is None for l in poem.lines[:6])
+    prompt = poem_prompt(real_model, form, "autumn")
+    checks = model_checks(real_model, poem, prompt, poem_prompt(real_model, form, "a lost key"))
+    assert checks["topic_drift"] == 0 and checks["forced_rhyme_words"] == 0, poem.text
