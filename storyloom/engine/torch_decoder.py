@@ -134,7 +134,7 @@ class TorchRows:
 
 def _fork(state, count: int):
     """A decode state of `count` rows over `state`'s text, `state` untouched: the lean paths copy
-    the shared row into each of the batch's rows on the first step (fast_llama.ensure_cache)."""
+    the one row into each of the batch's rows (fast_llama.ensure_cache, a fresh cache)."""
     fork = copy.copy(state)
     if state.fast is not None:
         kv = type(state.kv)()
@@ -142,6 +142,8 @@ def _fork(state, count: int):
         kv.cache = state.kv.cache if count > 1 else state.kv.cache[:, :, :, :, : state.kv.length].clone()
         kv.length = state.kv.length
         fork.kv = kv
+        if count > 1:  # through the lean path's own expand: it knows the rows share this prefix
+            state.fast.expand(kv, count)
     else:  # the library's cache: copied whole, then each row repeated
         fork.kv = copy.deepcopy(state.kv)
         if count > 1:

@@ -6,13 +6,17 @@ be steered token by token but follows a grammar, asked for under the line's gram
 Every line is checked by the scanner before it is kept, and never opens with the same four words
 as another line. A line that rhymes has its rhyme word planned first (plan.py: a draft, then the
 likeliest words of the topic that fit the meter's end, with good partners for a group's first
-line); its other draws may end only on the planned words. Near the end of every line a look
-ahead (_steer) picks the word after which the next one (the rhyme) is likeliest. Several lines
-are drawn per slot and ranked (rank_score): the model's mean log-prob, how much it had to be
-forced to say the rhyme word (a line ending on a forced word does not count toward the draws
-kept), and the critic's faults (repeats, assistant voice, leaks). Each line is written after the
-poem's heading (form and topic) and the lines before it (the last WINDOW of a long one), so the
-topic stays near in the prompt of every line.
+line); its other draws may end only on the planned words, and are drawn ROWS at a time side by
+side (the engine's rows: one batched forward per token), each row's last word or two the
+likeliest allowed. Lines are ranked (pick): first those the critic passes, then those whose rhyme
+word the model would say there (not forced: FORCED_FLOOR), then, late in a poem, those that keep
+to the topic (the whole line read after the heading with the topic and after one without), then
+by rank_score (the model's mean log-prob, the rhyme word's log-prob, the topic of its words). A
+partner line whose best draw still reads forced (or, late, off the topic) sends the writer back
+to write its group's first line on another rhyme (REWRITES per poem). Each line is written after
+the poem's heading (form and topic) and the lines before it (the last WINDOW of a long one), as
+a reader (and the bench) reads it. Where the decoder has no rows, a look ahead (_steer) picks the
+word before the rhyme instead.
 
 Time is budgeted per line (the poem's time cap shared among the lines left): past its budget a
 line keeps the best it has drawn, and if it has none, a greedy depth-first search writes it, so a
