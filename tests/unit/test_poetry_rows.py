@@ -66,14 +66,15 @@ def test_lines_read_in_one_batched_forward_read_as_token_by_token(tiny):
     dec = open_decoder(tiny, "A poem about the sea.\n\n", seed=3)
     lines = [[11, 12, 13, 14], [20], [30, 31]]
     batched = dec.score_rows(lines)
+    short = [[40, 41], [50]]  # one position after the first token: the shortest batched forward
     mark = dec.mark()
-    for ids, got in zip(lines, batched):
+    for ids, got in zip(lines + short, batched + dec.score_rows(short)):
         dec.rewind(mark)
         want = []
         for token in ids:
             want.append(dec.logprobs([token])[0])
             dec.step(token)
-        assert got == pytest.approx(want, abs=1e-3)
+        assert got == pytest.approx(want, abs=0.03)  # a batched read runs in bf16 where the CPU has the units
 
 
 def test_lines_drawn_side_by_side_scan_and_end_as_their_rule_says(small):
