@@ -58,9 +58,7 @@ class TorchDecoder:
         longest = max((len(r) for r in rows), default=0)
         if longest > 1:
             fork = _fork(self.state, len(rows))
-            # right padding (causal rows never see it); two columns at least: the scoring forward's
-            # one-position attention does not take its bf16 queries (fast_llama, all_logits)
-            ids = torch.zeros(len(rows), max(2, longest - 1), dtype=torch.long)
+            ids = torch.zeros(len(rows), longest - 1, dtype=torch.long)  # right padding: causal rows never see it
             for i, r in enumerate(rows):
                 if len(r) > 1:
                     ids[i, : len(r) - 1] = torch.tensor(list(r[:-1]), dtype=torch.long)
