@@ -9,7 +9,7 @@ from storyloom.engine.constrained import open_decoder
 from storyloom.modes import critic
 from storyloom.modes.poetry import compose as composer
 from storyloom.modes.poetry.bench import FORCED_LOGPROB, model_checks, reader_checks, READER_CHECKS
-from storyloom.modes.poetry.compose import Poem, PoemLine, compose, pick, poem_prompt
+from storyloom.modes.poetry.compose import PoemLine, compose, pick, poem_prompt
 from storyloom.modes.poetry.constrain import RhymeRule, Vocabulary
 from storyloom.modes.poetry.forms import Form, custom_form, get_form
 from storyloom.modes.poetry.scan import scan_poem

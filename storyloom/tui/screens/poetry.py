@@ -145,7 +145,7 @@ class PoetryScreen(GeneratingScreen):
         self.poem = Poem(form, topic)
         self.saved_id = None
         self._start(form.lines)
-        self._status(f"Writing a {form.name.lower()} about {topic}… (Esc stops)")
+        self._status(f"Writing {form.request} about {topic}… (Esc stops)")
         self._show(writing=0)
         self._write_poem(form, topic)
 
