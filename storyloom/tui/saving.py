@@ -35,3 +35,17 @@ def try_saving(screen, write: Callable[[], object]) -> bool:
         not_saved(screen, exc)
         return False
     return True
+
+
+def confirm_delete(screen, question: str, delete: Callable[[], object], deleted: str,
+                   then: Callable[[], None]) -> None:
+    """Ask `question` first (one key must never throw away a whole game, story or poem); on yes
+    `delete()`, then say `deleted` and call `then` (a refused write is a toast, as try_saving)."""
+    from storyloom.tui.screens.editors import ConfirmDialog
+
+    def answered(yes: bool | None) -> None:
+        if yes and try_saving(screen, delete):
+            screen.notify(deleted)
+            then()
+
+    screen.app.push_screen(ConfirmDialog(question), answered)

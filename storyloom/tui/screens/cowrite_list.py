@@ -7,8 +7,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, OptionList
 from textual.widgets.option_list import Option
 
-from storyloom.tui.saving import try_saving
-from storyloom.tui.screens.editors import ConfirmDialog
+from storyloom.tui.saving import confirm_delete
 from storyloom.tui.widgets.menus import refill
 from storyloom.tui.widgets.status_bar import StatusBar
 
@@ -66,11 +65,5 @@ class CowriteListScreen(Screen):
         if not (story_id := self._selected()):
             return
         label = str(menu.get_option_at_index(menu.highlighted).prompt)
-
-        def answered(yes: bool | None) -> None:  # one key must not throw away a whole story
-            if yes and try_saving(self, lambda: self.app.cowrites.delete(story_id)):
-                self.notify("Story deleted.")
-                self._fill()
-
-        self.app.push_screen(ConfirmDialog(f"Delete the story “{label}”? This cannot be undone "
-                                           "(x exports it first)."), answered)
+        confirm_delete(self, f"Delete the story “{label}”? This cannot be undone (x exports it first).",
+                       lambda: self.app.cowrites.delete(story_id), "Story deleted.", self._fill)

@@ -8,8 +8,7 @@ from textual.widgets import Footer, Header, Label, OptionList
 from textual.widgets.option_list import Option
 
 from storyloom.tui.export import export_game
-from storyloom.tui.saving import try_saving
-from storyloom.tui.screens.editors import ConfirmDialog
+from storyloom.tui.saving import confirm_delete
 from storyloom.tui.widgets.menus import refill
 from storyloom.tui.widgets.status_bar import StatusBar
 
@@ -51,11 +50,5 @@ class LoadGameScreen(Screen):
         if not (game_id := self._selected()):
             return
         label = str(menu.get_option_at_index(menu.highlighted).prompt)
-
-        def answered(yes: bool | None) -> None:  # one key must not throw away a whole game
-            if yes and try_saving(self, lambda: self.app.games.delete(game_id)):
-                self.notify("Game deleted.")
-                self._fill()
-
-        self.app.push_screen(ConfirmDialog(f"Delete the game “{label}”? This cannot be undone "
-                                           "(x exports it as Markdown first)."), answered)
+        confirm_delete(self, f"Delete the game “{label}”? This cannot be undone (x exports it as Markdown first).",
+                       lambda: self.app.games.delete(game_id), "Game deleted.", self._fill)

@@ -16,8 +16,7 @@ from storyloom.modes.poetry.scan import scan_poem
 from storyloom.store.poems import SavedPoem
 from storyloom.tui.export import write_exports
 from storyloom.tui.messages import PoemDone, PoemLineMade, error_text
-from storyloom.tui.saving import try_saving
-from storyloom.tui.screens.editors import ConfirmDialog
+from storyloom.tui.saving import confirm_delete, try_saving
 from storyloom.tui.screens.generating import GeneratingScreen, Stopped
 from storyloom.tui.widgets.menus import refill
 from storyloom.tui.widgets.status_bar import StatusBar
@@ -303,10 +302,5 @@ class PoetryScreen(GeneratingScreen):
         if self.focused is not menu or menu.highlighted is None or not menu.option_count:
             return
         option = menu.get_option_at_index(menu.highlighted)
-
-        def answered(yes: bool | None) -> None:  # one key must not throw away a poem
-            if yes and try_saving(self, lambda: self.app.poems.delete(option.id)):
-                self.notify("Poem deleted.")
-                self._fill_saved()
-
-        self.app.push_screen(ConfirmDialog(f"Delete the poem “{option.prompt}”? This cannot be undone."), answered)
+        confirm_delete(self, f"Delete the poem “{option.prompt}”? This cannot be undone.",
+                       lambda: self.app.poems.delete(option.id), "Poem deleted.", self._fill_saved)
