@@ -45,7 +45,7 @@ def confirm_delete(screen, question: str, delete: Callable[[], object], deleted:
 
     def answered(yes: bool | None) -> None:
         if yes and try_saving(screen, delete):
-            screen.notify(deleted)
+            screen.notify(deleted, markup=False)
             then()
 
     screen.app.push_screen(ConfirmDialog(question), answered)
