@@ -192,3 +192,15 @@ def test_the_bench_reads_a_rhyme_word_after_the_poem_as_its_text_reads_stanza_br
     ok = [i for i, line in enumerate(lines) if line.ok]
     assert gen.seen == [line_context("Heading.\n\n", form, lines[:i]) + f"Line {i} ends on the" for i in ok]
     assert "\n\nLine 4" in gen.seen[4]
+
+
+def test_a_rows_last_words_are_taken_greedily_in_duple_and_syllabic_meters_not_in_triple_ones():
+    from storyloom.modes.poetry.compose import greedy_ends
+
+    for key in ("sonnet", "couplets", "ballad", "haiku"):
+        form = get_form(key)
+        assert all(greedy_ends(form.templates(i)) for i in range(form.lines)), key
+    limerick = get_form("limerick")
+    assert not any(greedy_ends(limerick.templates(i)) for i in range(limerick.lines))
+    assert not greedy_ends(custom_form("AABB", "dactylic", 3).templates(0))
+    assert greedy_ends(custom_form("AABB", "trochaic", 4).templates(0))
