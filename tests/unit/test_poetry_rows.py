@@ -161,3 +161,46 @@ def test_the_default_model_keeps_a_sonnets_late_lines_to_its_topic(real_model):
     prompt = poem_prompt(real_model, form, "autumn")
     checks = model_checks(real_model, poem, prompt, poem_prompt(real_model, form, "a lost key"))
     assert checks["topic_drift"] == 0 and checks["forced_rhyme_words"] == 0, poem.text
+
+
+def test_the_bench_reads_a_rhyme_word_after_the_poem_as_its_text_reads_stanza_breaks_and_all():
+    """compose writes each line after the poem with its stanza breaks (line_context), and the
+    fluency is scored on poem.text: the forced measure must read the same text, or a word that
+    read -7.8 as written reads -8.6 to the bench (a sonnet's closing couplet, seed 1)."""
+    from storyloom.modes.poetry.compose import Poem, line_context
+
+    class Scorer:
+        def __init__(self):
+            self.seen = []
+
+        def count_tokens(self, text):
+            return 1
+
+        def score(self, before, word):
+            self.seen.append(before)
+            return -1.0
+
+        def score_many(self, prompt, texts):
+            return [0.0 for _ in texts]
+
+    form = get_form("sonnet")
+    lines = [PoemLine(f"Line {n} ends on the word", True, "word") for n in range(form.lines)]
+    lines[5] = PoemLine("", False)  # a failed line is left out, its place's break is not
+    poem = Poem(form, "the sea", lines)
+    gen = Scorer()
+    model_checks(gen, poem, "Heading.\n\n", "Other.\n\n")
+    ok = [i for i, line in enumerate(lines) if line.ok]
+    assert gen.seen == [line_context("Heading.\n\n", form, lines[:i]) + f"Line {i} ends on the" for i in ok]
+    assert "\n\nLine 4" in gen.seen[4]
+
+
+def test_a_rows_last_words_are_taken_greedily_in_duple_and_syllabic_meters_not_in_triple_ones():
+    from storyloom.modes.poetry.compose import greedy_ends
+
+    for key in ("sonnet", "couplets", "ballad", "haiku"):
+        form = get_form(key)
+        assert all(greedy_ends(form.templates(i)) for i in range(form.lines)), key
+    limerick = get_form("limerick")
+    assert not any(greedy_ends(limerick.templates(i)) for i in range(limerick.lines))
+    assert not greedy_ends(custom_form("AABB", "dactylic", 3).templates(0))
+    assert greedy_ends(custom_form("AABB", "trochaic", 4).templates(0))

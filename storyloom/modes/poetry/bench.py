@@ -102,14 +102,17 @@ _LAST = re.compile(r"^(.*?)\s*([A-Za-z][A-Za-z']*)([^A-Za-z]*)$")
 
 def model_checks(gen, poem, prompt: str, other_prompt: str) -> dict:
     """Defects the model itself can see. forced_rhyme_words: lines whose last word has a log-prob
-    below FORCED_LOGPROB after the poem so far (the rhyme word tacked on, not said). topic_drift:
+    below FORCED_LOGPROB after the poem so far, read as its text reads, stanza breaks and all (as
+    compose wrote it and the fluency is scored; the rhyme word tacked on, not said). topic_drift:
     lines after the sixth that the topic's heading makes no likelier than another topic's
     (log-prob with this heading minus with the other's, <= 0). Also the mean of that gain early and late."""
     forced = 0
     finals = []
     before = prompt
-    for line in poem.lines:
+    breaks = poem.form.stanza_breaks()
+    for i, line in enumerate(poem.lines):
         if not line.ok:
+            before += "\n" if i in breaks else ""
             continue
         m = _LAST.match(line.text)
         if m:
@@ -118,7 +121,7 @@ def model_checks(gen, poem, prompt: str, other_prompt: str) -> dict:
             lp = gen.score(before + m.group(1), word) * n
             finals.append(lp)
             forced += lp < FORCED_LOGPROB
-        before += line.text + "\n"
+        before += line.text + "\n" + ("\n" if i in breaks else "")
     texts = [line.text for line in poem.lines if line.ok]
     gains = ([a - b for a, b in zip(gen.score_many(prompt, texts), gen.score_many(other_prompt, texts))]
              if texts else [])

@@ -8,10 +8,11 @@ as another line. A line that rhymes has its rhyme word planned first (plan.py: a
 likeliest words of the topic that fit the meter's end, with good partners for a group's first
 line); its other draws may end only on the planned words, and are drawn ROWS at a time side by
 side (the engine's rows: one batched forward per token), each row's last word or two the
-likeliest allowed. Lines are ranked (pick): first those the critic passes, then those whose rhyme
-word the model would say there (not forced: FORCED_FLOOR), then, late in a poem, those that keep
-to the topic (the whole line read after the heading with the topic and after one without), then
-by rank_score (the model's mean log-prob, the rhyme word's log-prob, the topic of its words). A
+likeliest allowed (not in a triple meter: greedy_ends). Lines are ranked (pick): first those the
+critic passes, then those whose rhyme word the model would say there (not forced: FORCED_FLOOR),
+then, late in a poem, those that keep to the topic (the whole line read after the heading with
+the topic and after one without), then by rank_score (the model's mean log-prob, the rhyme
+word's log-prob, the topic of its words). A
 partner line whose best draw still reads forced (or, late, off the topic) sends the writer back
 to write its group's first line on another rhyme (REWRITES per poem). Each line is written after
 the poem's heading (form and topic) and the lines before it (the last WINDOW of a long one), as
@@ -314,6 +315,7 @@ class _TokenWriter:
         token for all of them; the decoder is left where it was). None for a row that met a
         corner, or all of them out of time or cancelled. No look ahead: the rows are ranked instead."""
         rows = self.dec.rows(count)
+        greedy = greedy_ends(templates)
         constraints = [LineConstraint(self.vocab, templates, rule, self.openings) for _ in range(count)]
         tokens: list[list[int]] = [[] for _ in range(count)]
         logprobs: list[list[float]] = [[] for _ in range(count)]
@@ -328,8 +330,9 @@ class _TokenWriter:
             for r in stuck:  # a corner: this line is lost, its row idles
                 going[r] = None
             # the last word or two: the likeliest allowed (the rhyme word where the plan has it):
-            # sampling there only makes the line's end less likely than it could be
-            ending = [i is not None and _near_end(constraints[i]) for i in going]
+            # sampling there only makes the line's end less likely than it could be. Not in a
+            # triple meter (greedy_ends): there it made limericks less fluent, not more
+            ending = [greedy and i is not None and _near_end(constraints[i]) for i in going]
             drawn = rows.sample([a or [self.vocab.newline] for a in allowed], settings, ending)
             for r, i in enumerate(going):
                 if i is None:
@@ -509,6 +512,15 @@ class _TokenWriter:
         if line is not None:
             line.penalty = judge(line.text) if judge else 0.0
         return line
+
+
+def greedy_ends(templates: tuple[str, ...]) -> bool:
+    """Are a row's last word or two taken as the likeliest allowed (see _write_rows)? Not in a
+    triple meter (two weak syllables in a row: anapests, dactyls): the likeliest first token of
+    the word before a limerick's rhyme led to rare words ('on a lea and run'); the limerick's
+    fluency gap was 0.31 with greedy ends, -0.03 without (3 poems), where the iambic and syllabic
+    forms measured more fluent with them."""
+    return not any("00" in t for t in templates)
 
 
 def _near_end(constraint: LineConstraint) -> bool:
