@@ -481,13 +481,6 @@ def sort_batch(raws: list[str], action: str, enough) -> tuple[list[str], dict[st
     return out, dropped
 
 
-def kept_outputs(raws: list[str], action: str, enough) -> list[str]:
-    """The batch's clean, non-empty texts, less those the early stop cut short (sort_batch)."""
-    cut = getattr(enough, "cut", [])
-    return [t for i, t in enumerate(clean_output(r, action) for r in raws)
-            if t and not (i < len(cut) and cut[i] and len(t.split()) < ENOUGH_WORDS)]
-
-
 class Adventure:
     """One game in play. The UI calls these methods; the store saves every change at once."""
 

@@ -19,7 +19,7 @@ from storyloom.engine.sampling import SamplerSettings
 from storyloom.modes import critic
 from storyloom.modes.adventure import (
     PRIMER_SEPARATOR, PRIMER_SHARE, REDRAWS, TURN_WORDS, clean_output, default_candidates, early_stop, format_action,
-    kept_outputs, load_primer,
+    load_primer, sort_batch,
 )
 from storyloom.modes.text import TokenCounter, cut_special, fit_text, latest_that_fit
 from storyloom.store.trees import Node, Tree, TreeStore
@@ -261,7 +261,8 @@ def _best_outcome(generator, tree: Tree, prompt: str, path: Sequence[Node], k: i
     for batch in range(REDRAWS + 1):
         tries = settings if batch == 0 or settings.seed is None else settings.with_(seed=settings.seed + 1000 * batch)
         enough = early_stop(action, brief)  # as an adventure turn: the batch ends at the first that passes
-        for text in kept_outputs(generator.candidates(prompt, k, tries, cancel, enough=enough), action, enough):
+        texts, _ = sort_batch(generator.candidates(prompt, k, tries, cancel, enough=enough), action, enough)
+        for text in texts:
             if all(text != t for t, _ in pool):
                 pool.append((text, critic.judge(text, brief)))
         if (cancel is not None and cancel.is_set()) or any(v.passed for _, v in pool):
