@@ -431,6 +431,7 @@ class TransformersGenerator(Generator):
             context.bias = [bias.pushes("", before)] * n
         rows: list[list[int]] = [[] for _ in range(n)]
         logprobs: list[list[float]] = [[] for _ in range(n)]
+        ends: list[list[int]] = [[] for _ in range(n)]  # where each token ends in its row's text (record)
         done = [False] * n
         texts = [""] * n
         gen = _rng(settings.seed)
@@ -455,10 +456,11 @@ class TransformersGenerator(Generator):
                     done[i] = finished = True
                     continue
                 rows[i].append(token)
-                if drawn is not None:
-                    logprobs[i].append(drawn[j])
-                if stops or bias is not None or enough is not None or complete is not None:
+                if stops or bias is not None or enough is not None or complete is not None or drawn is not None:
                     texts[i] = self.decode(rows[i])
+                    if drawn is not None:  # a token that completes a multi-byte character ends where it does
+                        logprobs[i].append(drawn[j])
+                        ends[i].append(len(texts[i].rstrip("\ufffd")))
                     if any(s in texts[i] for s in stops) or (complete is not None and complete(texts[i])):
                         done[i] = finished = True
             if all(done) or count == settings.max_new_tokens or (cancel is not None and cancel.is_set()):
@@ -476,13 +478,8 @@ class TransformersGenerator(Generator):
             state.feed(step[:, None])
         self.last_stats = watch.done()
         if record is not None:
-            record.extend(RowLogprobs(self._token_ends(row), lps) for row, lps in zip(rows, logprobs))
+            record.extend(RowLogprobs(e, lps) for e, lps in zip(ends, logprobs))
         return [_before_stop(self.decode(row), stops) for row in rows]
-
-    def _token_ends(self, ids: list[int]) -> list[int]:
-        """Where each token of `ids` ends in their decoded text (a token that completes a
-        multi-byte character ends where the character does)."""
-        return [len(self.decode(ids[: i + 1]).rstrip("\ufffd")) for i in range(len(ids))]
 
     @torch.inference_mode()
     def token_choices(self, prompt: str, text: str, top: int = TOP_ALTERNATIVES) -> list[TokenChoice]:
