@@ -283,10 +283,8 @@ class _TokenWriter:
         """One line drawn by sampling (None: a corner, out of its time, or cancelled). `reader`
         is shown the decoder at each word boundary after the first word (a rhyme plan's draft).
         Near the end up to `steer` words are chosen with a look ahead (_steer; 0: all sampled)."""
-        constraint = LineConstraint(self.vocab, templates, rule, self.openings)
-        tokens: list[int] = []
-        logprobs: list[float] = []
-        final_from = 0
+        draft = _Draft(LineConstraint(self.vocab, templates, rule, self.openings))
+        constraint = draft.constraint
         for _ in range(4 * max(len(t) for t in templates) + 12):
             if (deadline is not None and time.monotonic() > deadline) or (cancel is not None and cancel.is_set()):
                 return None
@@ -298,15 +296,10 @@ class _TokenWriter:
             steered = self._steer(constraint, allowed, settings) if steer > 0 else None
             steer -= steered is not None
             token, token_logprob = steered or self.dec.sample(allowed, settings)
-            starting = _starts_word(constraint, token)
-            constraint.advance(token)
-            if starting:
-                final_from = len(tokens)  # this token starts a word: the last one so far
-            tokens.append(token)
-            logprobs.append(token_logprob)
+            done = draft.take(token, token_logprob)
             self.dec.step(token)
-            if constraint.done:
-                return self._line(constraint, tokens, logprobs, final_from)
+            if done:
+                return self._line(constraint, draft.tokens, draft.logprobs, draft.final_from)
         return None
 
     def _write_rows(self, templates: tuple[str, ...], rule: RhymeRule, settings: SamplerSettings,
@@ -316,36 +309,27 @@ class _TokenWriter:
         corner, or all of them out of time or cancelled. No look ahead: the rows are ranked instead."""
         rows = self.dec.rows(count)
         greedy = greedy_ends(templates)
-        constraints = [LineConstraint(self.vocab, templates, rule, self.openings) for _ in range(count)]
-        tokens: list[list[int]] = [[] for _ in range(count)]
-        logprobs: list[list[float]] = [[] for _ in range(count)]
-        final_from = [0] * count
+        drafts = [_Draft(LineConstraint(self.vocab, templates, rule, self.openings)) for _ in range(count)]
         out: list[PoemLine | None] = [None] * count
         going = list(range(count))  # the line each row of `rows` draws
         for _ in range(4 * max(len(t) for t in templates) + 12):
             if (deadline is not None and time.monotonic() > deadline) or (cancel is not None and cancel.is_set()):
                 return [None] * count
-            allowed = [constraints[i].allowed() if i is not None else [] for i in going]
+            allowed = [drafts[i].constraint.allowed() if i is not None else [] for i in going]
             stuck = [r for r, i in enumerate(going) if i is not None and not allowed[r]]
             for r in stuck:  # a corner: this line is lost, its row idles
                 going[r] = None
             # the last word or two: the likeliest allowed (the rhyme word where the plan has it):
             # sampling there only makes the line's end less likely than it could be. Not in a
             # triple meter (greedy_ends): there it made limericks less fluent, not more
-            ending = [greedy and i is not None and _near_end(constraints[i]) for i in going]
+            ending = [greedy and i is not None and _near_end(drafts[i].constraint) for i in going]
             drawn = rows.sample([a or [self.vocab.newline] for a in allowed], settings, ending)
             for r, i in enumerate(going):
                 if i is None:
                     continue
-                token, lp = drawn[r]
-                c = constraints[i]
-                if _starts_word(c, token):
-                    final_from[i] = len(tokens[i])
-                c.advance(token)
-                tokens[i].append(token)
-                logprobs[i].append(lp)
-                if c.done:
-                    out[i] = self._line(c, tokens[i], logprobs[i], final_from[i])
+                d = drafts[i]
+                if d.take(*drawn[r]):
+                    out[i] = self._line(d.constraint, d.tokens, d.logprobs, d.final_from)
                     going[r] = None
             live = [r for r, i in enumerate(going) if i is not None]
             if not live:
@@ -533,6 +517,26 @@ def _near_end(constraint: LineConstraint) -> bool:
     elif not constraint.words:
         return False
     return any(2 <= len(constraint.templates[t]) - at <= STEER_SYLLABLES for t, at in positions)
+
+
+class _Draft:
+    """A line being drawn token by token (_write, _write_rows): its constraint, its tokens and
+    their log-probs, and where its last word starts (for the rhyme word's log-prob)."""
+
+    def __init__(self, constraint: LineConstraint):
+        self.constraint = constraint
+        self.tokens: list[int] = []
+        self.logprobs: list[float] = []
+        self.final_from = 0
+
+    def take(self, token: int, logprob: float) -> bool:
+        """Add a drawn token; True once the line is done."""
+        if _starts_word(self.constraint, token):
+            self.final_from = len(self.tokens)  # this token starts a word: the last one so far
+        self.constraint.advance(token)
+        self.tokens.append(token)
+        self.logprobs.append(logprob)
+        return self.constraint.done
 
 
 def _starts_word(constraint: LineConstraint, token: int) -> bool:
