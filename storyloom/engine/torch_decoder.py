@@ -109,10 +109,6 @@ class TorchRows:
         logp = torch.log_softmax(logits, -1).gather(1, tokens[:, None])[:, 0]
         return list(zip(tokens.tolist(), logp.tolist()))
 
-    def logprobs(self, row: int, tokens: Sequence[int]) -> list[float]:
-        logp = torch.log_softmax(self.logits[row].float(), -1)
-        return logp[torch.tensor(list(tokens), dtype=torch.long)].tolist()
-
     def step(self, tokens: Sequence[int]) -> None:
         """Feed one token to every row."""
         column = torch.tensor(list(tokens), dtype=torch.long)[:, None]
