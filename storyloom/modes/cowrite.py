@@ -71,10 +71,13 @@ def repeated_ngram_rate(text: str, earlier: str = "", n: int = 4) -> float:
 # -- rankers ------------------------------------------------------------------------------
 class Ranker(Protocol):
     """Anything that can order candidates, best first (the scorer is pluggable). `known` holds
-    each text's mean log-prob after the prompt where it is already known (None where not)."""
+    each text's mean log-prob after the prompt where it is already known (None where not).
+    `contrast` says which texts need the full measure (the others rank below them anyway: a
+    ranker may spare them its costly parts); None: all."""
 
     def rank(self, prompt: str, story_text: str, texts: Sequence[str],
-             known: Sequence[float | None] | None = None) -> list[Candidate]: ...
+             known: Sequence[float | None] | None = None,
+             contrast: Sequence[bool] | None = None) -> list[Candidate]: ...
 
 
 class RepetitionRanker:
@@ -86,7 +89,8 @@ class RepetitionRanker:
         self.n = n
 
     def rank(self, prompt: str, story_text: str, texts: Sequence[str],
-             known: Sequence[float | None] | None = None) -> list[Candidate]:
+             known: Sequence[float | None] | None = None,
+             contrast: Sequence[bool] | None = None) -> list[Candidate]:
         out = []
         for text in texts:
             rep = repeated_ngram_rate(text, story_text, self.n)
@@ -108,7 +112,8 @@ class ModelRanker:
         self.pmi_weight = pmi_weight
 
     def rank(self, prompt: str, story_text: str, texts: Sequence[str],
-             known: Sequence[float | None] | None = None) -> list[Candidate]:
+             known: Sequence[float | None] | None = None,
+             contrast: Sequence[bool] | None = None) -> list[Candidate]:
         # Score each text as it follows the prompt (after a space), the same way for every one;
         # texts whose log-probs came with their writing are not run through the model again.
         known = list(known) if known is not None else [None] * len(texts)
@@ -118,13 +123,29 @@ class ModelRanker:
             for i, score in zip(missing, self.generator.score_many(prompt, [joiner + texts[i] for i in missing])):
                 known[i] = score
         logprobs = [float(k) for k in known]
-        base = (self.generator.score_many(critic.NEUTRAL_PROMPT, [opening_words(t) for t in texts])
-                if self.pmi_weight else [0.0] * len(texts))
+        base = self._priors(texts, contrast)
         out = []
         for text, logprob, prior in zip(texts, logprobs, base):
             rep = repeated_ngram_rate(text, story_text, self.n)
             out.append(Candidate(text, logprob - self.pmi_weight * prior - self.weight * rep, logprob, rep))
         return sorted(out, key=lambda c: c.score, reverse=True)
+
+
+    def _priors(self, texts: Sequence[str], contrast: Sequence[bool] | None) -> list[float]:
+        """Each text's opening words' log-prob after the neutral prompt. A pass over the model
+        (a tenth of a k=4 turn), so texts outside `contrast` take the mean of the others'."""
+        if not self.pmi_weight or not texts:
+            return [0.0] * len(texts)
+        wanted = [i for i in range(len(texts)) if contrast is None or contrast[i]]
+        if len(wanted) == 1:  # the one text that passes is first whatever its prior: no pass needed
+            return [0.0] * len(texts)
+        wanted = wanted or list(range(len(texts)))  # none passes: the contrast orders them all
+        scores = self.generator.score_many(critic.NEUTRAL_PROMPT, [opening_words(texts[i]) for i in wanted])
+        fill = sum(scores) / len(scores)
+        base = [fill] * len(texts)
+        for i, score in zip(wanted, scores):
+            base[i] = score
+        return base
 
 
 def opening_words(text: str, count: int = NEUTRAL_WORDS) -> str:
@@ -133,13 +154,18 @@ def opening_words(text: str, count: int = NEUTRAL_WORDS) -> str:
     return text if len(found) <= count else text[: found[count - 1].end()]
 
 
+def rejected(verdict: critic.Verdict) -> bool:
+    """A prompt leak or a chatbot reply: never offered."""
+    return any(f.code in REJECT for f in verdict.findings)
+
+
 def judged(ranked: Sequence[Candidate], brief: critic.Brief) -> list[Candidate]:
     """The ranker's order under the critic: prompt leaks and chatbot replies dropped, texts that
     pass before those that do not, and each score lowered by the critic's penalty."""
     out = []
     for c in ranked:
         verdict = critic.judge(c.text, brief)
-        if any(f.code in REJECT for f in verdict.findings):
+        if rejected(verdict):
             continue
         cost = CRITIC_WEIGHT * verdict.penalty + (0.0 if verdict.passed else FAILED_COST)
         out.append(Candidate(c.text, c.score - cost, c.logprob, c.repetition))
@@ -195,6 +221,28 @@ def turn_complete(raw: str, length: str) -> bool:
         return True
     return length == "paragraph" and (len(kept.split()) >= PARAGRAPH_WORDS
                                       and len(SENTENCE_END.findall(kept)) >= LENGTH_BRIEF["paragraph"][2])
+
+
+def last_row_whole(length: str, n: int) -> Callable[[list[str], list[bool]], bool] | None:
+    """`enough` for a batch of n paragraph candidates: once all but one are complete, the last
+    ends at its last whole sentence as soon as that is a full paragraph (the critic's length for
+    one), so the writer is not kept waiting on one long row. None where it cannot apply (one
+    candidate has no batch to wait on; a sentence turn is complete at its first sentence)."""
+    if n < 2 or length != "paragraph":
+        return None
+    fewest_words, _, fewest_sentences = LENGTH_BRIEF[length]
+
+    def enough(texts: list[str], finished: list[bool]) -> bool:
+        if sum(finished) < n - 1:
+            return False
+        for text, done in zip(texts, finished):
+            if not done:
+                kept = finish_turn(text + "x", length)  # "x": a full stop at the very end is not yet an end
+                if len(kept.split()) < fewest_words or len(SENTENCE_END.findall(kept)) < fewest_sentences:
+                    return False
+        return True
+
+    return enough
 
 
 def written_logprob(raw: str, text: str, row: RowLogprobs) -> float | None:
@@ -322,7 +370,8 @@ class CoWrite:
         record: list[RowLogprobs] = []
         length = self.story.length
         raw = generator.candidates(built.text, n, self.settings_for(settings), cancel, on_step, record=record,
-                                   complete=lambda text: turn_complete(text, length))
+                                   complete=lambda text: turn_complete(text, length),
+                                   enough=last_row_whole(length, n))
         if cancel is not None and cancel.is_set():
             return []
         offered = list(self.story.pending) if more else []
@@ -337,13 +386,20 @@ class CoWrite:
         if not texts:
             raise StoryloomError("The model wrote no complete sentence this time. Ask again (reroll), "
                                  "or write this turn yourself.")
-        if ranker is None:  # one text has no rival: the model need not score it
-            ranker = RepetitionRanker() if len(earlier + texts) == 1 else default_ranker(generator)
-        ranked = judged(ranker.rank(built.text, self.story_text(), earlier + texts, known), self.brief())
-        if not ranked:
+        # Judge first: leaks and chatbot replies are never offered, so never scored, and only the
+        # texts that pass need the neutral pass (those that fail rank below them whatever it says).
+        brief = self.brief()
+        verdicts = [critic.judge(t, brief) for t in earlier + texts]
+        kept = [i for i, v in enumerate(verdicts) if not rejected(v)]
+        if not kept:
             raise StoryloomError("The model only echoed the prompt or answered like a chatbot this time. "
                                  "Ask again (reroll), or write this turn yourself.")
-        return ranked
+        pool = [(earlier + texts)[i] for i in kept]
+        if ranker is None:  # one text has no rival: the model need not score it
+            ranker = RepetitionRanker() if len(pool) == 1 else default_ranker(generator)
+        ranked = ranker.rank(built.text, self.story_text(), pool, [known[i] for i in kept],
+                             contrast=[verdicts[i].passed for i in kept])
+        return judged(ranked, brief)
 
     # token probabilities of a candidate, and a new one from an alternative -----------------
     def candidate_prompt(self, generator, settings: SamplerSettings) -> str:

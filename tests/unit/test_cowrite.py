@@ -309,3 +309,61 @@ def test_a_write_the_locked_database_refuses_leaves_the_story_as_it_was(tmp_path
     change(play)  # the same change goes through once the other writer is done
     saved = store.load(play.story.id)
     assert (saved.turns, saved.pending, saved.length, saved.candidates_n) == _state(play)[:4] != before[:4]
+
+
+SECOND_PARAGRAPH = ("Gulls rose from the rocks as the hull scraped the jetty. The keeper went down the spiral "
+                    "stair with his lamp, slowly, because his knees were bad and the steps were wet. At the "
+                    "bottom he stopped and listened to the boat knock against the stones.")
+
+
+class CountingScores:
+    """Scores every text alike, and remembers which texts the neutral prompt was asked about."""
+
+    def __init__(self):
+        self.neutral: list[str] = []
+        self.story: list[str] = []
+
+    def score_many(self, prompt, texts):
+        (self.neutral if prompt == "\n" else self.story).extend(t.strip() for t in texts)
+        return [-2.0] * len(texts)
+
+
+def test_only_candidates_that_pass_the_critic_take_the_neutral_pass():
+    leak = "Tara wrote: I want a poem about the lighthouse keeper and the boat."
+    short = "He nodded."
+    scores = CountingScores()
+    gen = ScriptedGenerator([leak, short, GOOD_PARAGRAPH, SECOND_PARAGRAPH])
+    play = CoWrite(new_story("T", opening=STORY, candidates_n=4, length="paragraph"))
+    ranked = play.propose(gen, SETTINGS, ranker=ModelRanker(scores))
+    assert [c.text for c in ranked][-1] == short and len(ranked) == 3
+    assert not any(t.startswith("Tara") for t in scores.story + scores.neutral)  # never offered: never scored
+    assert not any(t.startswith("He nodded") for t in scores.neutral)
+    assert len(scores.neutral) == 2  # the two paragraphs; the failing line ranks below them anyway
+
+
+def test_one_passing_candidate_needs_no_neutral_pass_and_none_passing_contrasts_all():
+    scores = CountingScores()
+    gen = ScriptedGenerator(["He nodded.", GOOD_PARAGRAPH])
+    play = CoWrite(new_story("T", opening=STORY, candidates_n=2, length="paragraph"))
+    assert play.propose(gen, SETTINGS, ranker=ModelRanker(scores))[0].text == GOOD_PARAGRAPH
+    assert scores.neutral == []
+    scores = CountingScores()
+    gen = ScriptedGenerator(["He nodded.", "She waved."])
+    play = CoWrite(new_story("T", opening=STORY, candidates_n=2, length="paragraph"))
+    assert len(play.propose(gen, SETTINGS, ranker=ModelRanker(scores))) == 2
+    assert sorted(scores.neutral) == ["He nodded.", "She waved."]
+
+
+def test_the_last_paragraph_of_a_batch_ends_at_a_whole_sentence_once_the_others_are_done():
+    from storyloom.modes.cowrite import last_row_whole
+
+    assert last_row_whole("paragraph", 1) is None  # one candidate: nothing else to wait on
+    assert last_row_whole("sentence", 4) is None  # complete at its first sentence anyway
+    enough = last_row_whole("paragraph", 3)
+    two_sentences = "The boat came in on the evening tide, low in the water and silent. The keeper watched"
+    whole = GOOD_PARAGRAPH + " Then"
+    assert not enough([GOOD_PARAGRAPH, "", whole], [True, False, False])  # two rows still going
+    assert not enough([GOOD_PARAGRAPH, GOOD_PARAGRAPH, two_sentences], [True, True, False])
+    assert not enough([GOOD_PARAGRAPH, GOOD_PARAGRAPH, "He nodded. She left. It rained. Then"], [True, True, False])
+    assert enough([GOOD_PARAGRAPH, GOOD_PARAGRAPH, whole], [True, True, False])
+    assert finish_turn(whole, "paragraph") == GOOD_PARAGRAPH  # what the writer is offered from it
