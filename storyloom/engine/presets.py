@@ -14,7 +14,7 @@ from typing import Any
 from storyloom.engine.sampling import SamplerSettings, SettingsError
 from storyloom.paths import assets_dir
 
-KEPT = ("max_new_tokens", "stop", "seed", "banned", "phrase_bias")  # the player's own (or per turn), never a preset's
+KEPT = ("max_new_tokens", "stop", "seed", "banned", "phrase_bias", "min_new_tokens")  # the player's own (or per turn), never a preset's
 FIELDS = tuple(f.name for f in fields(SamplerSettings) if f.name not in KEPT)
 NAME_LIMIT = 40
 

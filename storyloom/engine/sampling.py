@@ -51,6 +51,9 @@ class SamplerSettings:
     # once one has begun, the tokens that go on with it, until it is written. Set per turn by
     # the modes (triggered world info's names), not a setting the player edits.
     phrase_bias: tuple[tuple[str, float], ...] = ()
+    # The end of text is not drawn before this many tokens: set per turn by the modes (a prompt
+    # that ends on a whole paragraph makes a small model stop at once), not a player's setting.
+    min_new_tokens: int = 0
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> SettingsError:
@@ -61,7 +64,8 @@ class SamplerSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise bad(name, "must be a number")
-        for name in ("top_k", "repetition_range", "max_new_tokens", "dry_allowed_length", "dry_range"):
+        for name in ("top_k", "repetition_range", "max_new_tokens", "dry_allowed_length", "dry_range",
+                     "min_new_tokens"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise bad(name, "must be a whole number")
@@ -79,6 +83,8 @@ class SamplerSettings:
             raise bad("repetition_range", "must be 0 (all tokens) or more")
         if not 1 <= self.max_new_tokens <= 8192:
             raise bad("max_new_tokens", "must be between 1 and 8192")
+        if not 0 <= self.min_new_tokens <= 8192:
+            raise bad("min_new_tokens", "must be between 0 (off) and 8192")
         if not 0 <= self.min_p < 1:
             raise bad("min_p", "must be 0 (off) or more, and below 1")
         if not 0 <= self.dry_multiplier <= 5:

@@ -151,31 +151,43 @@ def cowrite(generator, k: int, settings: SamplerSettings, length: str = "paragra
 
 
 def cowrites(generator, ks, settings: SamplerSettings, length: str = "paragraph", progress=None,
-             seeds: int = 2) -> dict:
-    """The top candidate of one model turn on each opening and seed, under the critic. Each
-    opening is written at every k in turn (as adventures() does), so the seconds of each k come
-    from the same minutes of the machine; per pair of k also the median of the turns' own ratios."""
-    runs = {k: {"texts": [], "passed": [], "seconds": []} for k in ks}
+             seeds: int = 2, turns: int = 3) -> dict:
+    """Co-write sessions: on each opening and seed, `turns` model turns one after another, each
+    the top candidate under the critic, picked into the story as a writer would (a story's prompt
+    grows as it does in use). Each opening is written at every k in turn (as adventures() does),
+    so the seconds of each k come from the same minutes of the machine; per pair of k also the
+    median of the turns' own ratios, and the ratio over first turns alone (a one-line prompt)."""
+    runs = {k: {"texts": [], "passed": [], "seconds": [], "first": []} for k in ks}
     for n, (title, opening) in enumerate(COWRITE_OPENINGS):
         for seed in range(seeds):
             for k in ks:
                 run = runs[k]
                 play = CoWrite(new_story(title, opening=opening, candidates_n=k, length=length))
-                start = time.perf_counter()
-                try:
-                    ranked = play.propose(generator, settings.with_(seed=(settings.seed or 0) + n + 100 * seed))
-                except StoryloomError:  # nothing usable: a failed turn
-                    ranked = []
-                run["seconds"].append(time.perf_counter() - start)
-                text = ranked[0].text if ranked else ""
-                run["texts"].append(text)
-                run["passed"].append(critic.judge(text, play.brief()).passed)
+                for turn in range(turns):
+                    start = time.perf_counter()
+                    try:
+                        ranked = play.propose(generator, settings.with_(
+                            seed=(settings.seed or 0) + n + 100 * seed + 1000 * turn))
+                    except StoryloomError:  # nothing usable: a failed turn
+                        ranked = []
+                    run["seconds"].append(time.perf_counter() - start)
+                    if turn == 0:
+                        run["first"].append(run["seconds"][-1])
+                    text = ranked[0].text if ranked else ""
+                    run["texts"].append(text)
+                    run["passed"].append(critic.judge(text, play.brief()).passed)
+                    if ranked:
+                        play.offer(ranked)
+                        play.pick(0)
         if progress:
             progress(f"co-write: {title}", None)
     out = {f"k={k}": _summary(run["texts"], run["passed"], run["seconds"]) for k, run in runs.items()}
     if len(ks) == 2:
-        one, many = runs[ks[0]]["seconds"], runs[ks[1]]["seconds"]
-        out[f"median_turn_ratio_k{ks[1]}_vs_k{ks[0]}"] = round(statistics.median(m / o for o, m in zip(one, many) if o), 2)
+        one, many = runs[ks[0]], runs[ks[1]]
+        out[f"median_turn_ratio_k{ks[1]}_vs_k{ks[0]}"] = round(statistics.median(
+            m / o for o, m in zip(one["seconds"], many["seconds"]) if o), 2)
+        out[f"first_turn_ratio_k{ks[1]}_vs_k{ks[0]}"] = round(
+            statistics.fmean(many["first"]) / statistics.fmean(one["first"]), 2)
     return out
 
 

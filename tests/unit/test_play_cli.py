@@ -63,8 +63,8 @@ def test_bench_quality_reports_k1_and_k_per_mode(tiny_model_dir, capsys, monkeyp
     assert 0.0 <= data["adventure"]["k=2"]["pass_share"] <= 1.0
     assert "seconds_ratio_k2_vs_k1" in data["adventure"] and "median_scenario_ratio_k2_vs_k1" in data["adventure"]
     assert {"option_rows_drawn", "options_shown_of_wanted"} <= set(data["tree"]["k=2"])
-    assert data["cowrite"]["k=1"]["turns"] == 2  # one opening, two seeds
-    assert "seconds_ratio_k2_vs_k1" in data["cowrite"] and "median_turn_ratio_k2_vs_k1" in data["cowrite"]
+    assert data["cowrite"]["k=1"]["turns"] == 6  # one opening, two seeds, three turns each
+    assert {"seconds_ratio_k2_vs_k1", "median_turn_ratio_k2_vs_k1", "first_turn_ratio_k2_vs_k1"} <= set(data["cowrite"])
 
 
 def test_world_info_bench_counts_facts_per_placement_against_the_same_game_without_the_entry(monkeypatch):

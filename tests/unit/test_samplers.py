@@ -82,7 +82,7 @@ def test_settings_for_the_new_samplers_are_checked_and_round_trip():
     for name, value in (("min_p", 1.0), ("min_p", -0.1), ("dry_multiplier", -1), ("dry_base", 1.0),
                         ("dry_allowed_length", 0), ("dry_range", -1), ("xtc_threshold", 0.6),
                         ("xtc_probability", 1.5), ("dry_sequence_breakers", "\n"), ("banned", ("",)),
-                        ("banned", ("  ",)), ("min_p", "a lot")):
+                        ("banned", ("  ",)), ("min_p", "a lot"), ("min_new_tokens", -1), ("min_new_tokens", 1.5)):
         with pytest.raises(SettingsError, match=name):
             SamplerSettings(**{name: value})
     s = SamplerSettings(min_p=0.05, dry_multiplier=0.8, dry_sequence_breakers=["\n", "::"], banned=["a shiver"],

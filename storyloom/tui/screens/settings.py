@@ -35,7 +35,8 @@ LABELS = {
     "banned": "Banned words and phrases (comma-separated, or a JSON list; any case, whole words)",
 }
 TEXT_FIELDS = ("dry_sequence_breakers", "banned")
-EDITED = [f.name for f in fields(SamplerSettings) if f.name not in ("stop", "phrase_bias")]  # both set per turn
+EDITED = [f.name for f in fields(SamplerSettings)
+          if f.name not in ("stop", "phrase_bias", "min_new_tokens")]  # all set per turn
 
 
 class SettingsScreen(Screen):
