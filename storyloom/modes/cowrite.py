@@ -23,9 +23,10 @@ DEFAULT_CANDIDATES = 4
 MAX_CANDIDATES = 8
 # New tokens per candidate for each turn length ("free" uses the sampler's max_new_tokens).
 LENGTH_TOKENS = {"sentence": 40, "paragraph": 120}
-# The prompt ends on the last turn's full stop, where a small model often ends the text at once
-# (3 of 32 later turns in `bench quality` had all 4 candidates empty): no end before this.
-MIN_TURN_TOKENS = 8
+# No end of text before this many tokens. The prompt ends on the last turn's full stop, where a
+# small model often ends the text at once (3 of 32 later turns in `bench quality` had all 4
+# candidates empty), and a paragraph turn that ends after a sentence or two fails its length.
+MIN_TURN_TOKENS = {"sentence": 8, "paragraph": 40}
 MAX_PROMPT_TOKENS = 2048  # as in adventure: prefill cost and a small model's focus
 TURN_BREAK = "\n\n"  # turns are paragraphs of the story
 REPETITION_NGRAM = 3
@@ -347,7 +348,7 @@ class CoWrite:
         tokens = LENGTH_TOKENS.get(self.story.length, settings.max_new_tokens)
         # No "\n\n" stop: a candidate may open with a paragraph break; finish_turn cuts after it.
         return settings.with_(max_new_tokens=tokens, stop=settings.stop,
-                              min_new_tokens=min(MIN_TURN_TOKENS, tokens))
+                              min_new_tokens=min(MIN_TURN_TOKENS.get(self.story.length, 0), tokens))
 
     def budget(self, context_length: int, settings: SamplerSettings) -> int:
         new = self.settings_for(settings).max_new_tokens

@@ -367,3 +367,12 @@ def test_the_last_paragraph_of_a_batch_ends_at_a_whole_sentence_once_the_others_
     assert not enough([GOOD_PARAGRAPH, GOOD_PARAGRAPH, "He nodded. She left. It rained. Then"], [True, True, False])
     assert enough([GOOD_PARAGRAPH, GOOD_PARAGRAPH, whole], [True, True, False])
     assert finish_turn(whole, "paragraph") == GOOD_PARAGRAPH  # what the writer is offered from it
+
+
+def test_a_turn_may_not_end_before_its_length_has_had_room():
+    play = CoWrite(new_story("T", opening=STORY, length="paragraph"))
+    assert play.settings_for(SETTINGS).min_new_tokens == 40  # a paragraph: 35 words or more
+    play.set_length("sentence")
+    assert play.settings_for(SETTINGS).min_new_tokens == 8
+    play.set_length("free")
+    assert play.settings_for(SETTINGS).min_new_tokens == 0
