@@ -82,6 +82,8 @@ class SummaryKeeper:
             play.save_meta()
         except StoryloomError as exc:
             self.screen.notify(f"The new summary was not saved (the old one stays): {exc}", severity="warning", markup=False)
+            return
+        self.screen.size_next_prompt()  # the summary is part of the next prompt
 
     def _failed(self, message: str) -> None:
         if not self.warned:  # once a session: the game goes on without a new summary

@@ -57,6 +57,15 @@ class TurnPicked(Message):
         self.pick = pick
 
 
+class NextPromptSized(Message):
+    """The size of the prompt the next turn will use, counted after a change to the game."""
+
+    def __init__(self, version: int, usage: str) -> None:
+        super().__init__()
+        self.version = version
+        self.usage = usage
+
+
 class LoreFired(Message):
     """Which world-info entries the prompt of this turn holds, and why (the lore line, Ctrl+L)."""
 
@@ -125,6 +134,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
         self.drawing = 1  # candidates in the batch now being drawn (for the progress line)
         self.last_lore = None  # worldinfo.Selection of the last prompt
         self.summary = SummaryKeeper(self)  # folds turns that fell out of the prompt, in the background
+        self._size_version = 0  # the latest count of the next prompt wins (an older one may end later)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -139,7 +149,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
     def on_mount(self) -> None:
         self.play.store = self.app.games
         self.sub_title = self.play.game.title
-        self.query_one(Transcript).show(self.play.game.turns)
+        self._shown()
         self.query_one("#action", Input).focus()
         lore_line = self.query_one("#lore-line", Static)
         lore_line.display, lore_line.styles.text_wrap, lore_line.styles.text_overflow = False, "nowrap", "ellipsis"
@@ -316,7 +326,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
             try_saving(self, lambda: self.play.commit_opening(message.output))
         elif what == "retry":
             try_saving(self, lambda: self.play.replace_last_output(message.output))
-        self.query_one(Transcript).show(self.play.game.turns)
+        self._shown()
 
     def on_generation_failed(self, message: GenerationFailed) -> None:
         what, turn = self.pending or ("", None)
@@ -324,8 +334,43 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
         self.writing_done()
         if what == "new":
             self._give_back_action()
-        self.query_one(Transcript).show(self.play.game.turns)
+        self._shown()
         self.show_error(message.error)
+
+    # -- the status bar's "Context: N/budget": the prompt the next turn will use ----------------
+    def _shown(self) -> None:
+        """The game as it now stands on screen, and the size of the prompt its next turn reads."""
+        self.query_one(Transcript).show(self.play.game.turns)
+        self.size_next_prompt()
+
+    def on_screen_resume(self) -> None:  # back from memory, world info, the context viewer...
+        self.size_next_prompt()
+
+    def size_next_prompt(self) -> None:
+        """Count the next turn's prompt (an empty action: what Enter alone would send) off the UI
+        thread; the count of the turn just written, or of the game before an undo or a memory
+        edit, was shown until the next turn began."""
+        if self.busy or self.app.generator is None:  # a running turn shows its own; no model: no count
+            return
+        self._size_version += 1
+        self._count_next(self._size_version, list(self.play.game.turns))
+
+    @work(thread=True, exclusive=True, group="next-prompt", exit_on_error=False)
+    def _count_next(self, version: int, turns: list[Turn]) -> None:
+        app = self.app
+        try:
+            generator = app.loaded_generator()
+            settings = app.config.sampler
+            built = self.play.prompt_for("", generator, settings, turns)
+            usage = f"{built.tokens}/{self.play.budget(generator.context_length, settings)}"
+        except Exception:  # noqa: BLE001 - the count is a nicety: the old one stays, play goes on
+            return
+        self.post_message(NextPromptSized(version, usage))
+
+    def on_next_prompt_sized(self, message: NextPromptSized) -> None:
+        # not while a turn runs, nor from under another screen (it would claim the status bar)
+        if message.version == self._size_version and not self.busy and self.app._front_screen() is self:
+            self.app.context_usage = message.usage
 
     def _give_back_action(self) -> None:
         """The player's words back in the box, the cursor after them (Input keeps the cursor where
@@ -341,14 +386,14 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
         if self._idle():
             if self.play.undo() is None:
                 self.notify("Nothing to undo.")
-            self.query_one(Transcript).show(self.play.game.turns)
+            self._shown()
 
     @saving
     def action_redo(self) -> None:
         if self._idle():
             if self.play.redo() is None:
                 self.notify("Nothing to redo.")
-            self.query_one(Transcript).show(self.play.game.turns)
+            self._shown()
 
     def action_retry(self) -> None:
         if self._idle():
@@ -369,7 +414,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
         def done(text: str | None) -> None:
             if text is not None:
                 saved = try_saving(self, lambda: self.play.replace_last_output(text.strip()))
-                self.query_one(Transcript).show(self.play.game.turns)
+                self._shown()
                 if not saved:  # refused: the dialog comes back with what was typed, not lost with the write
                     self.app.push_screen(AlterScreen(text), done)
 
