@@ -45,3 +45,35 @@ async def test_the_context_count_follows_undo_redo_and_memory_edits(make_app, fa
         await pilot.press("ctrl+s")
         await settle(app, pilot)
         assert context_used(app) == next_prompt_tokens(app) > after_turn
+
+
+async def test_the_world_info_editors_fit_80_columns(make_app, fake):
+    """At 80x24 the lorebook import hint was cut ('...Kobold or NovelA'), and in an entry the
+    order, scan-depth and bias boxes were pushed past the dialog's edge (Tab went to boxes no one
+    could see), the last flag cut in half."""
+    from textual.widgets import Checkbox, Input, Label
+
+    from storyloom.tui.screens.lore import EntryScreen, LoreScreen
+    from tests.tui.test_play_findings_app import label_shown_whole
+
+    fake.push("Opening.")
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await start_knight(app, pilot)
+        app.screen.action_lore()
+        await settle(app, pilot)
+        assert isinstance(app.screen, LoreScreen)
+        for box in app.screen.query(Input):
+            assert len(box.placeholder) <= box.content_region.width, box.placeholder
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        assert isinstance(app.screen, EntryScreen)
+        room = app.screen.query_one(".dialog").scrollable_content_region  # inside its scroll bar
+        for widget in [*app.screen.query(Input), *app.screen.query(Checkbox)]:
+            widget.scroll_visible(animate=False)
+            await pilot.pause()
+            assert widget.region.width > 0 and widget.region.right <= room.right, widget.id
+        for label in app.screen.query(Label):
+            label.scroll_visible(animate=False)
+            await pilot.pause()
+            assert label_shown_whole(label), label.render()

@@ -46,7 +46,6 @@ class EntryScreen(ModalScreen[WorldEntry | None]):
     BINDINGS = [("escape", "cancel", "Cancel"), ("ctrl+s", "save", "Save")]
     DEFAULT_CSS = """
     EntryScreen { align: center middle; }
-    EntryScreen .dialog { width: 90%; height: 90%; }
     EntryScreen #entry-text { height: 6; }
     EntryScreen Checkbox { width: auto; }
     EntryScreen .row { height: auto; }
@@ -67,19 +66,20 @@ class EntryScreen(ModalScreen[WorldEntry | None]):
             yield Label("Secondary keys (optional) and how they combine")
             yield Input(format_keys(e.secondary), id="entry-secondary")
             yield Select(LOGIC_CHOICES, value=e.logic, allow_blank=False, id="entry-logic")
-            for pair in (FLAGS[0:2], FLAGS[2:4], FLAGS[4:6]):
+            for pair in (FLAGS[0:2], FLAGS[2:4], FLAGS[4:5], FLAGS[5:6]):  # the long two: one a row (80 columns)
                 with Horizontal(classes="row"):
                     for name, label in pair:
                         yield Checkbox(label, getattr(e, name), id=f"flag-{name}")
+            # one field a row: at 80 columns two of them and their labels ran past the dialog's edge
             with Horizontal(classes="row"):
-                yield Label("Order (higher: kept first, placed later) ")
+                yield Label("Order (higher: kept first, placed later)")
                 yield Input(str(e.order), id="entry-order")
-                yield Label(" Scan depth (turns; blank: the game's) ")
-                yield Input("" if e.scan_depth is None else str(e.scan_depth), id="entry-depth")
             with Horizontal(classes="row"):
-                yield Label("Bias: how hard the model is pushed to write the entry's names while it fires "
-                            "(blank: the default; 0: off) ")
-                yield Input("" if e.bias is None else f"{e.bias:g}", id="entry-bias")
+                yield Label("Scan depth (turns; blank: the game's)")
+                yield Input("" if e.scan_depth is None else str(e.scan_depth), id="entry-depth")
+            yield Label("Bias: how hard the model is pushed to write the entry's names while it fires "
+                        "(blank: the default; 0: off)")
+            yield Input("" if e.bias is None else f"{e.bias:g}", id="entry-bias")
             yield Label("Text: what the model reads when the entry fires")
             yield TextArea(e.text, id="entry-text")
             yield Static("", id="entry-error")
@@ -142,7 +142,6 @@ class LoreScreen(ModalScreen[bool]):
     ]
     DEFAULT_CSS = """
     LoreScreen { align: center middle; }
-    LoreScreen .dialog { width: 95%; height: 90%; }
     LoreScreen #lore-panes { height: 1fr; }
     LoreScreen #lore-books { width: 40%; height: 1fr; }
     LoreScreen #lore-entries { width: 60%; height: 1fr; }
@@ -163,7 +162,7 @@ class LoreScreen(ModalScreen[bool]):
             with Horizontal(id="lore-panes"):
                 yield OptionList(id="lore-books")
                 yield OptionList(id="lore-entries")
-            yield Input(placeholder="Import a lorebook: path to a SillyTavern, Kobold or NovelAI file, then Enter",
+            yield Input(placeholder="Import: path to a SillyTavern, Kobold or NovelAI lorebook, then Enter",
                         id="lore-import", compact=True)
             yield Input(placeholder="Or name a new, empty lorebook, then Enter", id="lore-new", compact=True)
             yield Static("", id="lore-status")
