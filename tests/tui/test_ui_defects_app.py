@@ -77,3 +77,55 @@ async def test_the_world_info_editors_fit_80_columns(make_app, fake):
             label.scroll_visible(animate=False)
             await pilot.pause()
             assert label_shown_whole(label), label.render()
+
+
+def toasts(app) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+async def test_export_and_delete_on_the_new_rows_say_why_nothing_happens(make_app, fake):
+    """x and Delete on the 'New tree' and 'New story' rows (and on an empty list of saved games)
+    did nothing and said nothing."""
+    from storyloom.store.cowrite import CoStory
+
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await settle(app, pilot)
+        for home_key, row in (("t", "tree"), ("c", "story")):
+            await pilot.press(home_key)
+            await settle(app, pilot)
+            for key, verb in (("x", "export"), ("delete", "delete")):
+                before = len(toasts(app))
+                await pilot.press(key)
+                await pilot.pause()
+                said = toasts(app)[before:]
+                assert said and f"Nothing to {verb}" in said[-1], (row, key, said)
+            await pilot.press("escape")
+            await pilot.pause()
+        await pilot.press("l")
+        await settle(app, pilot)
+        assert "no saved games yet" in str(app.screen.query_one("#games").get_option_at_index(0).prompt)
+        await pilot.press("delete")
+        await pilot.pause()
+        assert "Nothing to delete yet" in toasts(app)[-1]
+        await pilot.press("escape")
+        app.cowrites.create(CoStory("The Keeper"))
+        await pilot.press("c")
+        await settle(app, pilot)
+        await pilot.press("delete")  # on "New story", with a story below it
+        await pilot.pause()
+        assert "highlight a story first" in toasts(app)[-1]
+
+
+async def test_a_saved_game_of_one_turn_says_turn(make_app, fake):
+    """The saved-games list said 'Fantasy: Knight (Ada)  ·  1 turns'."""
+    fake.push("Opening.")
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("l")
+        await settle(app, pilot)
+        row = str(app.screen.query_one("#games").get_option_at_index(0).prompt)
+        assert "·  1 turn  ·" in row, row

@@ -8,6 +8,7 @@ from textual.widgets import Footer, Header, Label, OptionList
 from textual.widgets.option_list import Option
 
 from storyloom.tui.saving import confirm_delete
+from storyloom.tui.screens.load_game import turns
 from storyloom.tui.widgets.menus import refill
 from storyloom.tui.widgets.status_bar import StatusBar
 
@@ -33,15 +34,18 @@ class CowriteListScreen(Screen):
 
     def _fill(self) -> None:
         refill(self.query_one("#stories", OptionList), [Option("New story", id=NEW)] + [
-            Option(Text(f"{s.title}  ·  {s.turns} turns  ·  {s.updated[:16].replace('T', ' ')}"), id=s.id)
+            Option(Text(f"{s.title}  ·  {turns(s.turns)}  ·  {s.updated[:16].replace('T', ' ')}"), id=s.id)
             for s in self.app.cowrites.list()])
 
-    def _selected(self) -> str | None:
+    def _selected(self, verb: str) -> str | None:
+        """The highlighted story; on the New row (or none) says so: the key did nothing."""
         menu = self.query_one("#stories", OptionList)
-        if menu.highlighted is None:
+        story_id = None if menu.highlighted is None else menu.get_option_at_index(menu.highlighted).id
+        if story_id in (None, NEW):
+            self.notify(f"Nothing to {verb} here: highlight a story first." if menu.option_count > 1 else
+                        f"Nothing to {verb} yet: n starts a story.")
             return None
-        story_id = menu.get_option_at_index(menu.highlighted).id
-        return None if story_id == NEW else story_id
+        return story_id
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         if event.option.id == NEW:
@@ -57,12 +61,12 @@ class CowriteListScreen(Screen):
     def action_export(self) -> None:
         from storyloom.tui.screens.cowrite import export_story
 
-        if story_id := self._selected():
+        if story_id := self._selected("export"):
             export_story(self.app, self.app.cowrites.load(story_id))
 
     def action_delete(self) -> None:
         menu = self.query_one("#stories", OptionList)
-        if not (story_id := self._selected()):
+        if not (story_id := self._selected("delete")):
             return
         label = str(menu.get_option_at_index(menu.highlighted).prompt)
         confirm_delete(self, f"Delete the story “{label}”? This cannot be undone (x exports it first).",

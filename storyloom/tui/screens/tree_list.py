@@ -151,12 +151,15 @@ class TreeListScreen(Screen):
         if any(t.id == message.tree_id for t in self.shown):
             self._show_list()
 
-    def _selected(self) -> str | None:
+    def _selected(self, verb: str) -> str | None:
+        """The highlighted tree; on the New and Import rows (or none) says so: the key did nothing."""
         menu = self.query_one("#trees", OptionList)
-        if menu.highlighted is None:
+        choice = None if menu.highlighted is None else menu.get_option_at_index(menu.highlighted).id
+        if choice in (None, NEW, IMPORT):
+            self.notify(f"Nothing to {verb} here: highlight a tree first." if self.shown else
+                        f"Nothing to {verb} yet: n starts a tree, i imports one.")
             return None
-        choice = menu.get_option_at_index(menu.highlighted).id
-        return None if choice in (NEW, IMPORT) else choice
+        return choice
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         if event.option.id == NEW:
@@ -199,7 +202,7 @@ class TreeListScreen(Screen):
         self._fill()
 
     def action_export(self) -> None:
-        if tree_id := self._selected():
+        if tree_id := self._selected("export"):
             self.notify("Exporting…", title="Export", timeout=3)
             self._export(self.app.trees.tree(tree_id))
 
@@ -213,7 +216,7 @@ class TreeListScreen(Screen):
         self.app.call_from_thread(write_exports, self.app, tree.title, tree.id, texts, "tree")
 
     def action_delete(self) -> None:
-        tree_id = self._selected()
+        tree_id = self._selected("delete")
         if not tree_id:
             return
         tree = self.app.trees.tree(tree_id)
