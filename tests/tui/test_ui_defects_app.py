@@ -129,3 +129,60 @@ async def test_a_saved_game_of_one_turn_says_turn(make_app, fake):
         await settle(app, pilot)
         row = str(app.screen.query_one("#games").get_option_at_index(0).prompt)
         assert "·  1 turn  ·" in row, row
+
+
+def label_text(app, selector: str) -> str:
+    return str(app.screen.query_one(selector).render())
+
+
+async def test_the_number_keys_hint_says_the_keys_that_work(make_app, fake):
+    """'1-9/Enter choose' showed over 3 options (7 did nothing, silently) and over 12 (no key
+    reached the tenth)."""
+    from storyloom.store.trees import Tree
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        tree = Tree("Castle")
+        root = app.trees.create(tree, "You stand at the gate.")
+        app.trees.add_children(root, ["Knock.", "Climb.", "Wait."], "human")
+        app.open_tree(tree.id)
+        await settle(app, pilot)
+        assert "(1-3/Enter choose ·" in label_text(app, "#tree-options-label")
+        await pilot.press("7")
+        await pilot.pause()
+        assert "There is no option 7 here: 1-3/Enter chooses." in toasts(app)[-1]
+        app.trees.add_children(root, [f"Try door {i}." for i in range(4, 11)], "human")  # ten options
+        app.screen.action_toggle_hidden()  # h: every option, not the top five
+        await pilot.pause()
+        assert "(1-9, 0/Enter choose ·" in label_text(app, "#tree-options-label")
+        menu = app.screen.query_one("#tree-options")
+        tenth = app.trees.node(menu.get_option_at_index(9).id).action
+        await pilot.press("0")
+        await settle(app, pilot)
+        assert app.screen.play.node.action == tenth
+        await pilot.press("ctrl+b")
+        app.trees.add_children(root, ["Try door 11.", "Try door 12."], "human")
+        app.screen._show()
+        await pilot.pause()
+        hint = label_text(app, "#tree-options-label")
+        assert "(1-9, 0, ↑↓ Enter ·" in hint and hint.endswith("w write outcome)")
+        label = app.screen.query_one("#tree-options-label")
+        assert label.region.right <= app.screen.size.width and len(hint) <= label.content_region.width
+
+
+async def test_the_cowrite_pick_hint_counts_the_candidates(make_app, fake):
+    from storyloom.store.cowrite import Candidate, CoStory
+
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await settle(app, pilot)
+        story = CoStory("The Keeper", pending=[Candidate(t, 1.0) for t in ("The lamp went out.", "A gull cried.",
+                                                                             "Rain came.")])
+        app.cowrites.create(story)
+        app.open_cowrite(story.id)
+        await settle(app, pilot)
+        assert "Best first: 1-3/Enter picks" in label_text(app, "#cowrite-candidates-label")
+        await pilot.press("5")
+        await pilot.pause()
+        assert "There is no candidate 5: 1-3/Enter picks." in toasts(app)[-1]

@@ -23,7 +23,7 @@ from storyloom.tui.saving import saving, try_saving
 from storyloom.tui.screens.cowrite_tokens import CowriteTokens
 from storyloom.tui.screens.editors import AlterScreen
 from storyloom.tui.screens.generating import GeneratingScreen, Stopped
-from storyloom.tui.widgets.menus import TypeToWrite
+from storyloom.tui.widgets.menus import TypeToWrite, number_bindings, number_keys
 from storyloom.tui.widgets.status_bar import StatusBar
 
 CANDIDATE_COUNTS = (1, 2, 3, 4, 6, 8)
@@ -67,7 +67,7 @@ class StoryTurns(TypeToWrite):
 
 class CandidateList(TypeToWrite):
     WRITE_BOX = "#cowrite-write"
-    BINDINGS = [Binding(str(n), f"screen.pick({n})", f"Pick {n}", show=False) for n in range(1, 10)] + [
+    BINDINGS = number_bindings("screen.pick", "Pick") + [
         Binding("e", "screen.edit_candidate", "Edit"),
         Binding("p", "screen.candidate_tokens", "Probabilities", show=False)]  # cowrite_tokens.py
 
@@ -108,8 +108,7 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
         yield StoryTurns(id="cowrite-story")
         yield Static(id="cowrite-info")
         yield ProgressBar(id="cowrite-progress", show_eta=False)
-        yield Label("Best first: 1-9/Enter picks · e edits · ^R reroll · ^B earlier · ^N more",
-                    id="cowrite-candidates-label")
+        yield Label("Best first", id="cowrite-candidates-label")
         yield CandidateList(id="cowrite-candidates")
         # select_on_focus off: coming back to a draft, the next key would replace all of it
         yield Input(placeholder="Write your turn and press Enter (the model answers)", id="cowrite-write",
@@ -149,9 +148,9 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
         label = self.query_one("#cowrite-candidates-label", Label)
         label.display = bool(pending)
         ranker = default_ranker(self.app.generator) if self.app.generator is not None else None
-        if isinstance(ranker, RepetitionRanker):  # say so: the order means less than usual
-            label.update(Text(f"Candidates {ranker.label}: 1-9/Enter picks · e edits · ^R reroll · "
-                              "^B earlier · ^N more"))
+        # a ranker that only spots repeats: say so, the order means less than usual
+        order = f"Candidates {ranker.label}" if isinstance(ranker, RepetitionRanker) else "Best first"
+        label.update(Text(f"{order}: {number_keys(len(pending))} picks · e edits · ^R reroll · ^B earlier · ^N more"))
         if pending:
             menu.highlighted = 0
         self._show_info()
@@ -227,8 +226,13 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
 
     # -- choosing and writing --------------------------------------------------------------------
     def action_pick(self, number: int) -> None:
-        if self._idle() and number <= len(self.play.story.pending):
+        if not self._idle():
+            return
+        if number <= len(self.play.story.pending):
             self._accept(number - 1, None)
+        else:
+            self.notify(f"There is no candidate {number}: {number_keys(len(self.play.story.pending))} picks.",
+                        severity="warning")
 
     @on(OptionList.OptionSelected, "#cowrite-candidates")
     def _candidate_selected(self, event: OptionList.OptionSelected) -> None:

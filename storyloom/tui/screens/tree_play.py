@@ -20,7 +20,7 @@ from storyloom.tui.messages import TreeExpanded, TreeWorkDone, error_text
 from storyloom.tui.saving import saving
 from storyloom.tui.screens.editors import AlterScreen
 from storyloom.tui.screens.generating import GeneratingScreen, Stopped
-from storyloom.tui.widgets.menus import TypeToWrite
+from storyloom.tui.widgets.menus import TypeToWrite, number_bindings, number_keys
 from storyloom.tui.widgets.status_bar import StatusBar
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def breadcrumbs(path: list[Node], keep: int = 4) -> Text:
 
 class TreeOptions(TypeToWrite):
     WRITE_BOX = "#tree-action"  # typing an action that starts with no option key goes there
-    BINDINGS = [Binding(str(n), f"screen.choose_number({n})", f"Choose {n}", show=False) for n in range(1, 10)] + [
+    BINDINGS = number_bindings("screen.choose_number", "Choose") + [
         # The line above the options names these keys, so the footer keeps room for the screen's.
         Binding("plus,equals_sign", "screen.vote(1)", "Vote up", show=False),
         Binding("minus", "screen.vote(-1)", "Vote down", show=False),
@@ -68,7 +68,11 @@ class TreeOptions(TypeToWrite):
     ]
 
 
-KEYS_NOTE = "1-9/Enter choose · +/- vote · a own action · w write outcome"  # fits 80 columns
+def keys_note(options: int) -> str:
+    """What the keys on the options do; fits 80 columns with 'What do you do? (...)' around it."""
+    keys = number_keys(options)
+    pick = "" if not keys else f"{keys} · " if options > 10 else f"{keys} choose · "
+    return pick + "+/- vote · a own action · w write outcome"
 
 
 class ActionInput(Input):
@@ -114,8 +118,7 @@ class TreePlayScreen(GeneratingScreen):
         yield Static(id="tree-crumbs")
         with VerticalScroll(id="tree-outcome-box"):
             yield Static(id="tree-outcome")
-        yield Label(f"What do you do? ({KEYS_NOTE})",
-                    id="tree-options-label")
+        yield Label("What do you do?", id="tree-options-label")
         yield TreeOptions(id="tree-options")
         yield ActionInput(placeholder="Your own action, e.g. climb the wall (Enter; Esc: back to the options)",
                           id="tree-action", select_on_focus=False)
@@ -153,7 +156,7 @@ class TreePlayScreen(GeneratingScreen):
             menu.highlighted = ids.index(keep) if keep in ids else 0
         hidden = play.hidden_count()
         note = (f"{hidden} downvoted hidden: h shows them" if hidden and not self.show_hidden else
-                KEYS_NOTE)
+                keys_note(len(options)))
         self.query_one("#tree-options-label", Label).update(f"What do you do? ({note})")
         self._show_stats()
 
@@ -215,6 +218,9 @@ class TreePlayScreen(GeneratingScreen):
         menu = self.query_one(TreeOptions)
         if number <= menu.option_count:
             self._choose(self.app.trees.node(menu.get_option_at_index(number - 1).id))
+        else:
+            self.notify(f"There is no option {number} here: {number_keys(menu.option_count)} chooses.",
+                        severity="warning")
 
     @on(OptionList.OptionSelected, "#tree-options")
     def _option_selected(self, event: OptionList.OptionSelected) -> None:

@@ -1,7 +1,8 @@
-"""Refill an OptionList without losing the player's place in it."""
+"""Refill an OptionList without losing the player's place in it; the number keys that pick from one."""
 from __future__ import annotations
 
 from textual import events
+from textual.binding import Binding
 from textual.widgets import Input, OptionList
 from textual.widgets.option_list import Option
 
@@ -30,3 +31,21 @@ class TypeToWrite(OptionList):
         box.insert_text_at_cursor(event.character)
         event.stop()
         event.prevent_default()
+
+
+def number_keys(count: int) -> str:
+    """The keys that pick from `count` numbered rows, as a hint says them: '1-4/Enter'; with ten
+    rows 0 is the tenth; past ten the arrows reach the rest (the hint said '1-9' with 3 rows, and
+    with 16 no key reached the tenth)."""
+    if count <= 0:
+        return ""
+    if count == 1:
+        return "1/Enter"
+    if count <= 9:
+        return f"1-{count}/Enter"
+    return "1-9, 0/Enter" if count == 10 else "1-9, 0, ↑↓ Enter"
+
+
+def number_bindings(action: str, verb: str) -> list[Binding]:
+    """Keys 1-9 and 0 (the tenth) calling `action(n)`: hidden, as the hint line names them."""
+    return [Binding(str(n % 10), f"{action}({n})", f"{verb} {n}", show=False) for n in range(1, 11)]
