@@ -307,9 +307,7 @@ def _tree(args) -> int:
             sys.stdout.write(terminal_safe(text, lines=True) if sys.stdout.isatty() else text)
         return 0
     report = tree_packs.import_path(store, args.file, player, trust=args.trust)
-    capped = f" ({report.votes_capped} over the per-pack cap left out)" if report.votes_capped else ""
-    print(terminal_safe(f"{report.title} ({report.tree_id}): {report.nodes_added} nodes added, "
-                        f"{report.outcomes_filled} outcomes filled in, {report.votes_added} votes merged{capped}"))
+    print(terminal_safe(f"{report.title} ({report.tree_id}): {report.summary()}"))  # the TUI's toast says the same
     return 0
 
 

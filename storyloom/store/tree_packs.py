@@ -107,6 +107,26 @@ class ImportReport:
     votes_added: int  # votes taken in: as tallies apart from local votes, or (trusted) as voters
     votes_capped: int = 0  # votes over a pack's cap per node, left out
     own_votes: int = 0  # votes the pack holds that were cast in this database: left as they are here
+    votes_known: int = 0  # votes this pack (or a named voter's vote) brought in before: not counted again
+
+    def summary(self) -> str:
+        """What the import did, in one line the CLI and the TUI both print: with 0 votes counted
+        a player asks why (their own pack, the same pack again, a cap, none in the file)."""
+        why = []
+        if self.own_votes:
+            why.append(f"{self.own_votes} of its votes were cast here and are counted already")
+        if self.votes_known:
+            why.append(f"{self.votes_known} {_votes(self.votes_known, 'was', 'were')} counted when it was imported before")
+        if self.votes_capped:
+            why.append(f"{self.votes_capped} over the per-pack cap left out")
+        if not self.votes_added and not why:
+            why.append("it holds no votes")
+        counted = f"{self.votes_added} {_votes(self.votes_added)} counted" + (f" ({'; '.join(why)})" if why else "")
+        return f"{self.nodes_added} passages added, {self.outcomes_filled} filled in, {counted}"
+
+
+def _votes(n: int, one: str = "vote", many: str = "votes") -> str:
+    return one if n == 1 else many
 
 
 def quote(value: object, limit: int = 80) -> str:
@@ -306,8 +326,8 @@ def _merge(store: TreeStore, pack: dict, owner: str, trust: bool, visibility: st
         # back one taken back since). A tree deleted here since gets them again, as any pack's.
         own = sum(t["ups"] + t["downs"] for t in tallies) + len(votes)
         votes, tallies = [], []
-    added, capped = _take_votes(store, pack, votes, tallies, trust)
-    return ImportReport(tree_id, tree_info["title"], len(fresh), filled, added, capped, own)
+    added, capped, known = _take_votes(store, pack, votes, tallies, trust)
+    return ImportReport(tree_id, tree_info["title"], len(fresh), filled, added, capped, own, known)
 
 
 def _renamed(nodes: dict[str, dict], ids: dict[str, str]) -> dict[str, dict]:
@@ -320,15 +340,18 @@ def _renamed(nodes: dict[str, dict], ids: dict[str, str]) -> dict[str, dict]:
     return out
 
 
-def _take_votes(store: TreeStore, pack: dict, votes: list[dict], tallies: list[dict], trust: bool) -> tuple[int, int]:
+def _take_votes(store: TreeStore, pack: dict, votes: list[dict], tallies: list[dict],
+                trust: bool) -> tuple[int, int, int]:
     """Trusted named votes become voters here (insert or ignore: a vote already cast stays);
-    everything else becomes this pack's tally per node, capped, replacing its earlier tally."""
-    added = capped = 0
+    everything else becomes this pack's tally per node, capped, replacing its earlier tally.
+    Returns (votes added, left out over the cap, already taken in from this pack before)."""
+    added = capped = known = 0
     if trust and votes:
         for v in votes:
             cur = store.db.execute("insert or ignore into votes (node_id, voter, value, created) values (?, ?, ?, ?)",
                                    [v["node_id"], v["voter"], v["value"], now()])
             added += cur.rowcount
+            known += 1 - cur.rowcount
         for node_id in {v["node_id"] for v in votes}:  # keep the counts in step with the votes table
             store.db.execute(
                 "update nodes set ups = (select count(*) from votes where node_id = ? and value = 1), "
@@ -348,9 +371,11 @@ def _take_votes(store: TreeStore, pack: dict, votes: list[dict], tallies: list[d
         capped += ups + downs - kept_ups - kept_downs
         old = next(store.db.query("select ups, downs from pack_votes where node_id = ? and source = ?",
                                   [node_id, source]), None)
+        before = old["ups"] + old["downs"] if old else 0
+        known += min(before, kept_ups + kept_downs)
         if old and (old["ups"], old["downs"]) == (kept_ups, kept_downs):
             continue  # the same pack again: nothing new
-        added += max(0, kept_ups + kept_downs - (old["ups"] + old["downs"] if old else 0))
+        added += max(0, kept_ups + kept_downs - before)
         store.db.execute("insert into pack_votes (node_id, source, ups, downs, created) values (?, ?, ?, ?, ?) "
                          "on conflict (node_id, source) do update set ups = excluded.ups, downs = excluded.downs",
                          [node_id, source, kept_ups, kept_downs, now()])
@@ -358,7 +383,7 @@ def _take_votes(store: TreeStore, pack: dict, votes: list[dict], tallies: list[d
             "update nodes set pack_ups = (select coalesce(sum(ups), 0) from pack_votes where node_id = ?), "
             "pack_downs = (select coalesce(sum(downs), 0) from pack_votes where node_id = ?) where id = ?",
             [node_id, node_id, node_id])
-    return added, capped
+    return added, capped, known
 
 
 def _tree_node_ids(store: TreeStore, tree_id: str) -> set[str]:

@@ -191,7 +191,7 @@ def test_cli_lists_exports_and_imports_trees(tmp_path, capsys):
     assert main(["tree", "export", tree.id, "--format", "twee"]) == 0
     assert ":: StoryTitle\nThe Castle" in capsys.readouterr().out
     assert main(["tree", "import", str(out)]) == 0
-    assert "0 nodes added" in capsys.readouterr().out
+    assert "0 passages added" in capsys.readouterr().out
     (tmp_path / "bad.json").write_text("{}")
     assert main(["tree", "import", str(tmp_path / "bad.json")]) == 2
     assert "does not match the tree pack schema" in capsys.readouterr().err

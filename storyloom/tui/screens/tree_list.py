@@ -196,9 +196,7 @@ class TreeListScreen(Screen):
         if error:
             self.notify(error[:500], title="Import", severity="error", timeout=12, markup=False)
             return
-        own = f" ({report.own_votes} of its votes were cast here and are counted already)" if report.own_votes else ""
-        self.notify(f"{report.title}: {report.nodes_added} passages added, {report.outcomes_filled} filled in, "
-                    f"{report.votes_added} votes counted{own}.", title="Import", markup=False)
+        self.notify(f"{report.title}: {report.summary()}.", title="Import", markup=False)
         self._fill()
 
     def action_export(self) -> None:
