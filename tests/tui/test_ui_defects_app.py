@@ -186,3 +186,29 @@ async def test_the_cowrite_pick_hint_counts_the_candidates(make_app, fake):
         await pilot.press("5")
         await pilot.pause()
         assert "There is no candidate 5: 1-3/Enter picks." in toasts(app)[-1]
+
+
+async def test_the_status_bar_fits_80_columns_while_writing(make_app, fake):
+    """At 80 columns the line read 'Model: SmolLM2-135M-Instruct ready  │  writing… (Esc stops)  │
+    Context:' (the count cut off), and after a turn the tok/s was cut to '101.5'."""
+    fake.push("Opening.")
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await start_knight(app, pilot)
+        app.model_status = "SmolLM2-135M-Instruct ready"
+        fake.release.clear()
+        await pilot.press(*"open the door", "enter")
+        for _ in range(5):
+            await pilot.pause()
+        app.activity = "writing: 42 tokens, 18.3 tok/s (Esc stops)"  # as the stream says it
+        await pilot.pause()
+        bar = app.screen.query_one("StatusBar")
+        line = str(bar.render())
+        assert "writing: 42 tokens, 18.3 tok/s (Esc stops)" in line and re.search(r"Context: \d+/\d+", line)
+        assert len(line) <= bar.content_region.width, line
+        fake.release.set()
+        await settle(app, pilot)
+        app.speed = "101.5"
+        await pilot.pause()
+        line = str(bar.render())
+        assert "101.5 tok/s" in line and "SmolLM2-135M-Instruct" in line and len(line) <= bar.content_region.width

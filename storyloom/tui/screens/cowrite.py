@@ -232,7 +232,7 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
             self._accept(number - 1, None)
         else:
             self.notify(f"There is no candidate {number}: {number_keys(len(self.play.story.pending))} picks.",
-                        severity="warning")
+                        severity="warning", markup=False)
 
     @on(OptionList.OptionSelected, "#cowrite-candidates")
     def _candidate_selected(self, event: OptionList.OptionSelected) -> None:

@@ -43,7 +43,7 @@ class CowriteListScreen(Screen):
         story_id = None if menu.highlighted is None else menu.get_option_at_index(menu.highlighted).id
         if story_id in (None, NEW):
             self.notify(f"Nothing to {verb} here: highlight a story first." if menu.option_count > 1 else
-                        f"Nothing to {verb} yet: n starts a story.")
+                        f"Nothing to {verb} yet: n starts a story.", markup=False)
             return None
         return story_id
 

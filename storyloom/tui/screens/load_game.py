@@ -41,7 +41,7 @@ class LoadGameScreen(Screen):
     def _selected(self, verb: str) -> str | None:
         menu = self.query_one("#games", OptionList)
         if menu.highlighted is None or menu.get_option_at_index(menu.highlighted).disabled:  # no saved games
-            self.notify(f"Nothing to {verb} yet: n on the home screen starts an adventure.")
+            self.notify(f"Nothing to {verb} yet: n on the home screen starts an adventure.", markup=False)
             return None
         return menu.get_option_at_index(menu.highlighted).id
 

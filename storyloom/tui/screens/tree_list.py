@@ -157,7 +157,7 @@ class TreeListScreen(Screen):
         choice = None if menu.highlighted is None else menu.get_option_at_index(menu.highlighted).id
         if choice in (None, NEW, IMPORT):
             self.notify(f"Nothing to {verb} here: highlight a tree first." if self.shown else
-                        f"Nothing to {verb} yet: n starts a tree, i imports one.")
+                        f"Nothing to {verb} yet: n starts a tree, i imports one.", markup=False)
             return None
         return choice
 

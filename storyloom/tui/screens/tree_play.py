@@ -220,7 +220,7 @@ class TreePlayScreen(GeneratingScreen):
             self._choose(self.app.trees.node(menu.get_option_at_index(number - 1).id))
         else:
             self.notify(f"There is no option {number} here: {number_keys(menu.option_count)} chooses.",
-                        severity="warning")
+                        severity="warning", markup=False)
 
     @on(OptionList.OptionSelected, "#tree-options")
     def _option_selected(self, event: OptionList.OptionSelected) -> None:
