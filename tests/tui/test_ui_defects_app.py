@@ -212,3 +212,26 @@ async def test_the_status_bar_fits_80_columns_while_writing(make_app, fake):
         await pilot.pause()
         line = str(bar.render())
         assert "101.5 tok/s" in line and "SmolLM2-135M-Instruct" in line and len(line) <= bar.content_region.width
+
+
+async def test_the_why_view_is_a_box_that_scrolls_at_80x24(make_app, fake):
+    """Ctrl+D / Ctrl+L printed their text bare over the transcript (it read as part of the story),
+    and eight candidates' verdicts ran off the bottom of 24 rows, out of reach."""
+    from storyloom.tui.screens.adventure import VerdictScreen
+
+    fake.push("Opening.")
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await start_knight(app, pilot)
+        explanation = "\n".join(f"*{i}. pass (relevance 0.{i})\n    'Candidate text number {i}.'" for i in range(1, 21))
+        app.push_screen(VerdictScreen(explanation))
+        await settle(app, pilot)
+        box = app.screen.query_one("#verdict-box")
+        assert box.region.bottom <= app.screen.size.height and box.region.y > 0
+        assert str(box.styles.background) != str(app.screen.styles.background)  # a box of its own
+        await pilot.press("end")
+        await pilot.pause()
+        assert box.scroll_y == box.max_scroll_y > 0  # the last verdicts can be read
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, VerdictScreen)

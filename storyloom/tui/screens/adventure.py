@@ -11,7 +11,7 @@ import threading
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal
+from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Header, Input, Static
@@ -75,16 +75,23 @@ class LoreFired(Message):
 
 
 class VerdictScreen(ModalScreen[None]):
-    """The debug view: every candidate of the last turn with the critic's verdict."""
+    """The debug view: every candidate of the last turn with the critic's verdict (Ctrl+D), or
+    the world info of the last prompt (Ctrl+L). In a box that scrolls: bare on the transcript it
+    read as part of the story, and eight candidates ran off the bottom of 24 rows."""
 
-    BINDINGS = [Binding("escape,ctrl+d,q", "dismiss", "Close")]
+    BINDINGS = [Binding("escape,ctrl+d,ctrl+l,q", "dismiss", "Close")]
 
     def __init__(self, explanation: str) -> None:
         super().__init__()
         self.explanation = explanation
 
     def compose(self) -> ComposeResult:
-        yield Static(Text(self.explanation), id="verdicts")  # model text, shown literally
+        with VerticalScroll(classes="dialog", id="verdict-box"):
+            yield Static(Text("Esc closes; ↑↓ scroll", style="dim"))
+            yield Static(Text(self.explanation), id="verdicts")  # model text, shown literally
+
+    def on_mount(self) -> None:
+        self.query_one("#verdict-box").focus()  # the arrow keys scroll it
 
 
 class AdventureScreen(AdventureTokens, GeneratingScreen):
