@@ -235,3 +235,20 @@ async def test_the_why_view_is_a_box_that_scrolls_at_80x24(make_app, fake):
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, VerdictScreen)
+
+
+async def test_the_poetry_screen_says_how_to_start_at_80x24(make_app):
+    """At 80x24 the topic hint was cut ('Topic, e.g. the sea at'), the empty saved-poems list
+    was a blank box, and nothing on the screen said to press Enter."""
+    from textual.widgets import Input
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("p")
+        await settle(app, pilot)
+        topic = app.screen.query_one("#poetry-topic", Input)
+        assert len(topic.placeholder) <= topic.content_region.width, topic.placeholder
+        assert "press Enter" in label_text(app, "#poetry-status")
+        saved = app.screen.query_one("#poetry-saved")
+        assert "none yet" in str(saved.get_option_at_index(0).prompt)

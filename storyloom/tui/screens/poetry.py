@@ -84,7 +84,8 @@ class PoetryScreen(GeneratingScreen):
                 with Horizontal(id="poetry-controls"):
                     yield Select([(f.name, k) for k, f in self.forms.items()], value="sonnet", allow_blank=False,
                                  id="poetry-form")
-                    yield Input(placeholder="Topic, e.g. the sea at night (Enter writes)", id="poetry-topic")
+                    # short: at 80 columns the box is 24 wide (the example is in the status line)
+                    yield Input(placeholder="Topic (Enter writes)", id="poetry-topic")
                     yield Button("Write", id="poetry-write", variant="primary")
                 yield PoemLines(id="poem-lines")
                 yield ProgressBar(id="poetry-progress", show_eta=False)
@@ -96,11 +97,13 @@ class PoetryScreen(GeneratingScreen):
         self.query_one("#poetry-progress", ProgressBar).display = False
         self._fill_saved()
         self.query_one("#poetry-topic", Input).focus()
+        self._status("Choose a form, type a topic (e.g. the sea at night) and press Enter.")
 
     # -- showing ---------------------------------------------------------------------------------
     def _fill_saved(self) -> None:
         refill(self.query_one("#poetry-saved", OptionList),
-               [Option(Text(p.title), id=p.id) for p in self.app.poems.list()])
+               [Option(Text(p.title), id=p.id) for p in self.app.poems.list()]
+               or [Option("(none yet: Ctrl+S saves a poem)", disabled=True)])
         self.query_one("#poetry-topic", Input).focus()
 
     def _show(self, writing: int | None = None) -> None:
@@ -302,5 +305,8 @@ class PoetryScreen(GeneratingScreen):
         if self.focused is not menu or menu.highlighted is None or not menu.option_count:
             return
         option = menu.get_option_at_index(menu.highlighted)
+        if option.disabled:  # the "(none yet)" row
+            self.notify("No saved poem to delete yet.")
+            return
         confirm_delete(self, f"Delete the poem “{option.prompt}”? This cannot be undone.",
                        lambda: self.app.poems.delete(option.id), "Poem deleted.", self._fill_saved)
