@@ -252,3 +252,34 @@ async def test_the_poetry_screen_says_how_to_start_at_80x24(make_app):
         assert "press Enter" in label_text(app, "#poetry-status")
         saved = app.screen.query_one("#poetry-saved")
         assert "none yet" in str(saved.get_option_at_index(0).prompt)
+
+
+def shown_text(widget) -> str:
+    """The widget's text as the terminal shows it, its lines joined and spaces squeezed."""
+    from textual.geometry import Region
+
+    lines = widget.render_lines(Region(0, 0, widget.size.width, widget.size.height))
+    return " ".join(" ".join(strip.text.replace("▊", " ").replace("▎", " ").split()) for strip in lines)
+
+
+async def test_an_option_that_wraps_under_a_scroll_bar_keeps_its_last_word(make_app, fake):
+    """At 80x24, once the options needed a scroll bar, option 3 read '...votes +0 -0 · chosen'
+    and its '0' was gone (its height measured without the bar, its text wrapped with it)."""
+    from storyloom.store.trees import Tree
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        app.pregenerate = False
+        tree = Tree("The Castle", scenario="Dark fantasy.")
+        root = app.trees.create(tree, "You stand at the gate of a ruined castle. Rain falls.")
+        kids = app.trees.add_children(root, ["Look around.", "Glance about.",
+                                             "Look around to find someone who looks like you.",
+                                             "Look up into the battlements.",
+                                             "Look around at the people standing before you."], "m")
+        for kid in kids[:3] + kids[4:]:
+            app.trees.set_outcome(kid.id, "Rain.", "m")
+        app.open_tree(tree.id)
+        await settle(app, pilot)
+        menu = app.screen.query_one("#tree-options")
+        assert "looks like you. votes +0 -0 · chosen 0 4. Look up" in shown_text(menu)
