@@ -283,3 +283,22 @@ async def test_an_option_that_wraps_under_a_scroll_bar_keeps_its_last_word(make_
         await settle(app, pilot)
         menu = app.screen.query_one("#tree-options")
         assert "looks like you. votes +0 -0 · chosen 0 4. Look up" in shown_text(menu)
+
+
+async def test_the_tree_browser_title_fits_80_columns(make_app, fake):
+    """The header read 'StoryLoom — The Castle (Enter or p plays from the highlighted…'."""
+    from storyloom.store.trees import Tree
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        app.pregenerate = False
+        tree = Tree("The Castle")
+        root = app.trees.create(tree, "You stand at the gate.")
+        app.trees.add_children(root, ["Knock."], "human")
+        app.open_tree(tree.id)
+        await settle(app, pilot)
+        await pilot.press("ctrl+t")
+        await settle(app, pilot)
+        header = shown_text(app.screen.query_one("HeaderTitle"))
+        assert f"StoryLoom — {app.screen.sub_title}" in header and "Enter plays" in header, header

@@ -49,7 +49,7 @@ class TreeBrowseScreen(Screen[str | None]):
 
     def on_mount(self) -> None:
         store = self.app.trees
-        self.sub_title = store.tree(self.tree_id).title + " (Enter or p plays from the highlighted passage)"
+        self.sub_title = store.tree(self.tree_id).title + " (browsing: Enter plays)"  # fits 80 columns
         self.marks = {n.id for n, _ in store.bookmarks(self.tree_id, self.player)}
         tree = self.query_one(Tree)
         tree.auto_expand = False
