@@ -302,3 +302,22 @@ async def test_the_tree_browser_title_fits_80_columns(make_app, fake):
         await settle(app, pilot)
         header = shown_text(app.screen.query_one("HeaderTitle"))
         assert f"StoryLoom — {app.screen.sub_title}" in header and "Enter plays" in header, header
+
+
+async def test_a_bad_setting_says_not_saved_where_it_can_be_seen_at_80x24(make_app):
+    """Ctrl+S with 'abc' as the temperature did nothing visible at 80x24: the error was written
+    under the fields, off screen; and the screen opened with no field focused (typing did nothing)."""
+    from textual.widgets import Input
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("s")
+        await settle(app, pilot)
+        assert app.focused is app.screen.query_one("#model", Input)
+        app.screen.query_one("#temperature", Input).value = "abc"
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert any(t.startswith("Not saved. Temperature") for t in toasts(app)), toasts(app)
+        error = app.screen.query_one("#settings-error")
+        assert 0 < error.region.y < app.screen.size.height and "Temperature" in str(error.render())

@@ -70,6 +70,9 @@ class SettingsScreen(Screen):
         yield StatusBar()
         yield Footer()
 
+    def on_mount(self) -> None:
+        self.query_one("#model", Input).focus()  # else the scroll box had it and typing did nothing
+
     def _in_use(self) -> Text:
         """Which model answered (for a server: which server, and what it can do)."""
         generator = self.app.generator
@@ -148,8 +151,11 @@ class SettingsScreen(Screen):
             name = presets.check_name(self.query_one("#preset-name", Input).value, self.app.config.presets)
         except SettingsError as exc:
             problems.append(str(exc))
-        if problems:
+        if problems:  # at 80x24 the list under the fields is off screen: scrolled to, and a toast
             error.update(Text("\n".join(problems), style="bold red"))
+            error.scroll_visible(animate=False)
+            more = f" (and {len(problems) - 1} more, listed above Save)" if len(problems) > 1 else ""
+            self.notify(f"Not saved. {problems[0]}{more}", severity="error", timeout=8, markup=False)
             return
         saved = dict(self.app.config.presets)
         saved[name] = presets.capture(SamplerSettings(**values))
@@ -183,8 +189,11 @@ class SettingsScreen(Screen):
                 parse_spec(model)
             except StoryloomError as exc:
                 problems.append(f"Model: {exc}")
-        if problems:
+        if problems:  # at 80x24 the list under the fields is off screen: scrolled to, and a toast
             error.update(Text("\n".join(problems), style="bold red"))
+            error.scroll_visible(animate=False)
+            more = f" (and {len(problems) - 1} more, listed above Save)" if len(problems) > 1 else ""
+            self.notify(f"Not saved. {problems[0]}{more}", severity="error", timeout=8, markup=False)
             return
         sampler = SamplerSettings(**values, stop=self.app.config.sampler.stop)
         error.update("")
