@@ -321,3 +321,23 @@ async def test_a_bad_setting_says_not_saved_where_it_can_be_seen_at_80x24(make_a
         assert any(t.startswith("Not saved. Temperature") for t in toasts(app)), toasts(app)
         error = app.screen.query_one("#settings-error")
         assert 0 < error.region.y < app.screen.size.height and "Temperature" in str(error.render())
+
+
+async def test_what_was_typed_while_the_model_wrote_survives_a_stop(make_app, fake):
+    """Typing the next action while the model wrote, then Esc: 'your action is back in the box'
+    put the stopped action there and the new words were gone."""
+    from textual.widgets import Input
+
+    fake.push("Opening.")
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        fake.release.clear()  # the model has not written a word yet
+        await pilot.press(*"open the door", "enter")
+        await pilot.pause()
+        await pilot.press(*"then run")
+        await pilot.press("escape")
+        fake.release.set()
+        await settle(app, pilot)
+        box = app.screen.query_one("#action", Input)
+        assert box.value == "open the door then run" and box.cursor_position == len(box.value)

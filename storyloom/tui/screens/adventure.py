@@ -381,9 +381,11 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
 
     def _give_back_action(self) -> None:
         """The player's words back in the box, the cursor after them (Input keeps the cursor where
-        the emptied box had it, at 0, so what the player typed next went in front of the action)."""
+        the emptied box had it, at 0, so what the player typed next went in front of the action),
+        and anything typed meanwhile after them (it was written over)."""
         box = self.query_one("#action", Input)
-        box.value = self.typed
+        ahead = box.value.strip()  # what the player typed while the model wrote: kept after it
+        box.value = f"{self.typed} {ahead}" if ahead and self.typed else (self.typed or box.value)
         box.cursor_position = len(box.value)
 
     # -- history -------------------------------------------------------------------------------
