@@ -283,6 +283,9 @@ async def test_an_option_that_wraps_under_a_scroll_bar_keeps_its_last_word(make_
         await settle(app, pilot)
         menu = app.screen.query_one("#tree-options")
         assert "looks like you. votes +0 -0 · chosen 0 4. Look up" in shown_text(menu)
+        await pilot.resize_terminal(140, 45)  # room for all: no empty row kept under the last
+        await settle(app, pilot)
+        assert menu.region.height == menu.virtual_size.height + 2  # the rows and the border
 
 
 async def test_the_tree_browser_title_fits_80_columns(make_app, fake):
