@@ -39,7 +39,7 @@ once and ranks them (likely under the model, not repeating the story); the best 
 
 | key | action |
 | --- | --- |
-| `1`-`9` / `Enter` | pick a candidate (in the candidate list) |
+| `1`-`9`, `0` / `Enter` | pick a candidate (in the candidate list; `0` is the tenth) |
 | `e` | edit the highlighted candidate, then accept it; in the story, edit that turn |
 | `p` | token probabilities of the highlighted candidate; an alternative makes a new one |
 | `Delete` | remove the highlighted turn of the story |
@@ -59,7 +59,7 @@ While you read, the top options' outcomes are written ahead.
 
 | key | action |
 | --- | --- |
-| `1`-`9` / `Enter` | choose an option |
+| `1`-`9`, `0` / `Enter` | choose an option (`0` is the tenth) |
 | `+` / `-` | vote the highlighted option up / down (again: take the vote back) |
 | `a` | type your own action (the model writes what happens) |
 | `w` | write the highlighted option's outcome yourself |
