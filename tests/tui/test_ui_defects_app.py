@@ -344,3 +344,25 @@ async def test_what_was_typed_while_the_model_wrote_survives_a_stop(make_app, fa
         await settle(app, pilot)
         box = app.screen.query_one("#action", Input)
         assert box.value == "open the door then run" and box.cursor_position == len(box.value)
+
+
+async def test_fast_typing_on_the_candidates_keeps_every_letter(make_app, fake):
+    """Typed at terminal speed (tmux), "The keeper climbed the stairs" reached the write box as
+    "Th kr climbd th stairs": the keys after the first came before the box had focus, and each
+    'e' went to the list's Edit key."""
+    from textual import events
+    from textual.widgets import Input
+
+    from storyloom.tui.screens.cowrite import CowriteScreen
+    from tests.tui.test_cowrite_app import start_story
+
+    fake.push("Gulls cried.", "Gulls cried.", "Gulls cried.", "Gulls cried.")
+    app = make_app()
+    async with app.run_test(size=(100, 36)) as pilot:
+        await start_story(app, pilot)
+        assert app.screen.play.story.pending and app.focused.id == "cowrite-candidates"
+        for ch in "The keeper climbed the stairs":  # no pause between keys, as a terminal sends them
+            app.post_message(events.Key("space" if ch == " " else ch, ch))
+        await settle(app, pilot)
+        assert isinstance(app.screen, CowriteScreen)  # no editor opened
+        assert app.screen.query_one("#cowrite-write", Input).value == "The keeper climbed the stairs"

@@ -22,15 +22,27 @@ class TypeToWrite(OptionList):
     the sentence typed into it."""
 
     WRITE_BOX = ""
+    _handing_over = False  # a letter went to the box; the box has not got the focus yet
 
     def on_key(self, event: events.Key) -> None:
-        if not event.is_printable or not event.character or event.key in self._bindings.key_to_bindings:
+        if not event.is_printable or not event.character:
             return
+        # Keys a terminal sends together reach this list before the box has the focus: they
+        # follow the first into the box, this list's keys too (each 'e' of "The keeper" edited).
+        if event.key in self._bindings.key_to_bindings and not self._handing_over:
+            return
+        self._handing_over = True
         box = self.screen.query_one(self.WRITE_BOX, Input)
         box.focus()
         box.insert_text_at_cursor(event.character)
         event.stop()
         event.prevent_default()
+
+    def on_focus(self) -> None:
+        self._handing_over = False  # back on the list (Esc in the box): its keys are its own again
+
+    def on_blur(self) -> None:
+        self._handing_over = False
 
 
 def number_keys(count: int) -> str:
