@@ -366,3 +366,23 @@ async def test_fast_typing_on_the_candidates_keeps_every_letter(make_app, fake):
         await settle(app, pilot)
         assert isinstance(app.screen, CowriteScreen)  # no editor opened
         assert app.screen.query_one("#cowrite-write", Input).value == "The keeper climbed the stairs"
+
+
+async def test_the_custom_adventure_form_fits_80x24(make_app):
+    """'Context: who you are, always kept in m' was cut at the pane's edge."""
+    from textual.widgets import Button, Label
+
+    from tests.tui.test_play_findings_app import label_shown_whole
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("n")
+        await settle(app, pilot)
+        await pilot.press("end", "enter")  # Custom: write your own opening
+        await settle(app, pilot)
+        for label in app.screen.query(Label):
+            if label.display:
+                assert label_shown_whole(label), label.render()
+        start = app.screen.query_one(Button)
+        assert start.region.height and start.region.bottom <= app.screen.size.height - 2  # above the status bar
