@@ -386,3 +386,17 @@ async def test_the_custom_adventure_form_fits_80x24(make_app):
                 assert label_shown_whole(label), label.render()
         start = app.screen.query_one(Button)
         assert start.region.height and start.region.bottom <= app.screen.size.height - 2  # above the status bar
+
+
+async def test_the_kind_button_leaves_the_action_box_its_room(make_app, fake):
+    """The Do/Say/Story button took 18 of 80 columns (Button's min-width beat its width of 9)."""
+    fake.push("Opening.")
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await start_knight(app, pilot)
+        kind = app.screen.query_one("#kind")
+        assert kind.region.width <= 9 and app.screen.query_one("#action").region.width >= 66
+        for label in ("Say", "Story"):
+            await pilot.press("ctrl+t")
+            await pilot.pause()
+            assert label in shown_text(kind)
