@@ -59,8 +59,17 @@ def rank(options: Sequence[Node]) -> list[Node]:
 
 
 # -- prompts and clean-up -----------------------------------------------------------------
+# A player's option that opens like this is narration ("A dragon lands behind you."), not an
+# action for "You": it is marked as it is, never made "You a dragon lands behind you."
+_NARRATION = re.compile(r"(?i)(a|an|the|he|she|it|they|we|there|his|her|its|their|my|your|suddenly)\b")
+
+
 def action_line(action: str) -> str:
-    """An option as it reads in the prompt: 'Open the door.' -> '> You open the door.'"""
+    """An option as it reads in the prompt: 'Open the door.' -> '> You open the door.';
+    narration 'A dragon lands.' -> '> A dragon lands.'"""
+    action = action.strip()
+    if _NARRATION.match(action):
+        return "> " + action[:1].upper() + action[1:]
     return format_action("do", action[:1].lower() + action[1:])
 
 

@@ -21,3 +21,12 @@ def test_a_players_narration_option_is_a_marked_line_in_the_prompt():
     lines = prompt.splitlines()
     assert [line[:2] for line in lines if "dragon lands" in line] == ["> "]  # the path's option, marked
     assert lines[-1].startswith("> ") and "ground shakes" in lines[-1]  # the option being written
+
+
+def test_a_narration_option_is_not_made_an_action_of_you():
+    from storyloom.modes.tree import action_line
+
+    assert action_line("Open the iron door.") == "> You open the iron door."
+    assert action_line("A dragon lands behind you.") == "> A dragon lands behind you."
+    assert action_line("the lamp goes out") == "> The lamp goes out"
+    assert action_line("Theorize about the ruins.") == "> You theorize about the ruins."  # a verb, not "the"
