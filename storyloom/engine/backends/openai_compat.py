@@ -32,6 +32,7 @@ from storyloom.engine.generate import (
     GenerationStats,
     Generator,
     ModelInfo,
+    RowLogprobs,
     StopScanner,
     Stopwatch,
     cut_at_stops,
@@ -164,6 +165,8 @@ class _Found:
     batch: bool = False
     scoring: bool = False
     token_logprobs: bool = False
+    raw_logprobs: bool = False  # its token log-probs are the model's own, before its sampler
+    record_logprobs: bool = False  # candidates() asks for them, for co-write's ranking (see _probe)
     why_not_scoring: str = ""
     min_p: str = ""  # "yes" the server uses min_p; "maybe" it accepted the field (it may ignore it)
 
@@ -189,7 +192,8 @@ class OpenAIGenerator(Generator):
             "server": f"{redact(remote.base_url)} ({found.family})",
             "abilities": ", ".join(k for k, v in (("stream", True), ("n per request", found.batch),
                                                    ("scoring", found.scoring), ("grammar", bool(found.grammar_field)),
-                                                   ("token log-probs", found.token_logprobs)) if v),
+                                                   ("token log-probs", found.token_logprobs),
+                                                   ("log-probs while writing", found.record_logprobs)) if v),
             "token counts": counting,
             "parallel requests": found.parallel,
         }
@@ -300,9 +304,10 @@ class OpenAIGenerator(Generator):
         except Exception as exc:  # noqa: BLE001 - every failure becomes one sentence
             raise _explain(exc, redact(self.remote.base_url)) from None
 
-    def _chunks(self, stream, cancel: Cancel | None) -> Iterator[tuple[int, str, str | None]]:
-        """(choice index, text, finish reason) as they arrive; closing the stream on cancel
-        drops the connection, which tells the server to stop at once."""
+    def _chunks(self, stream, cancel: Cancel | None) -> Iterator[tuple[int, str, str | None, object]]:
+        """(choice index, text, finish reason, log-probs or None) as they arrive; closing the
+        stream (on cancel, or when the caller stops reading and closes this) drops the
+        connection, which tells the server to stop at once."""
         where = redact(self.remote.base_url)
         events = finished = 0
         try:
@@ -315,7 +320,8 @@ class OpenAIGenerator(Generator):
                     if choice.text:
                         with self._count_lock:
                             self.streamed_pieces += 1  # every piece streamed, all requests (benches)
-                    yield int(choice.index or 0), choice.text or "", choice.finish_reason
+                    yield (int(choice.index or 0), choice.text or "", choice.finish_reason,
+                           getattr(choice, "logprobs", None))
         except RemoteError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -340,7 +346,7 @@ class OpenAIGenerator(Generator):
         try:
             with self._slots:
                 stream = self._open(prompt, self._body(settings, grammar, self.stop_strings))
-                for _, piece, _finish in self._chunks(stream, cancel):
+                for _, piece, _finish, _ in self._chunks(stream, cancel):
                     if not piece:
                         continue
                     watch.token()
@@ -360,8 +366,12 @@ class OpenAIGenerator(Generator):
                    cancel: Cancel | None = None, on_step: Callable[[int], None] | None = None,
                    grammar: str | None = None, enough=None, record=None, complete=None) -> list[str]:
         """n continuations: one request with `n` where the server takes it, otherwise concurrent
-        requests (as many at once as the server has slots), each with its own seed. With one
-        request, `enough` can end it when a choice finishes (closing the stream stops the server)."""
+        requests (as many at once as the server has slots), each with its own seed. Every reply
+        streams, so a candidate stops where `complete` calls it whole (its own request is closed,
+        which stops the server; a choice of one request with `n` is read no further, and the
+        request closes once every choice is done), and `enough` ends the call (requests not yet
+        sent are not sent). `record` gets each candidate's token log-probs where the server
+        reports the model's own cheaply (see _probe); else it stays empty and ranking scores."""
         settings = settings or SamplerSettings()
         if n < 1:
             raise ValueError("n must be at least 1")
@@ -371,42 +381,81 @@ class OpenAIGenerator(Generator):
         watch = Stopwatch()
         texts = [""] * n
         counts = [0] * n
+        done = [False] * n
+        rows = [RowLogprobs([], []) for _ in range(n)] if record is not None and self.found.record_logprobs else None
+        trusted = [True] * n  # every piece of the row came with its log-probs
+        stops = tuple(settings.stop) + self.stop_strings  # the server gets at most 4: the rest end a row here
         lock = threading.Lock()
+        halt = threading.Event()  # `enough` said so: every request still going closes
 
-        def seen(index: int, piece: str) -> None:
+        def judge() -> None:  # under the lock; once enough has said so it is not asked again
+            if enough is not None and not halt.is_set() and not all(done) and enough(
+                    [cut_at_stops(t, settings.stop)[0] for t in texts], list(done)):
+                halt.set()
+
+        def seen(index: int, piece: str, logprobs) -> bool:
+            """Take a piece of candidate `index`; True once that candidate is done."""
             with lock:
-                texts[index] += piece
-                counts[index] += 1
-                watch.token()
-                if on_step is not None:
-                    on_step(max(counts))
+                if done[index]:
+                    return True
+                if rows is not None and (piece or logprobs is not None):
+                    start = len(texts[index])
+                    trusted[index] &= _add_logprobs(rows[index], logprobs, start, start + len(piece))
+                if piece:
+                    texts[index] += piece
+                    counts[index] += 1
+                    watch.token()
+                    if on_step is not None:
+                        on_step(max(counts))
+                    text = texts[index]
+                    if (complete is not None and complete(text)) or any(s in text for s in stops):
+                        done[index] = True
+                    judge()
+                return done[index]
 
+        def finished(index: int) -> None:
+            with lock:
+                if not done[index]:
+                    done[index] = True
+                    judge()
+
+        stopped = _Either(cancel, halt)
+
+        def read(stream, one: int | None = None) -> None:
+            chunks = self._chunks(stream, stopped)
+            try:
+                for index, piece, finish, logprobs in chunks:
+                    index = index if one is None else one
+                    if not 0 <= index < n:
+                        continue
+                    if seen(index, piece, logprobs) and one is not None:
+                        return  # its turn is whole: closing the stream stops the server
+                    if finish is not None:
+                        finished(index)
+                    if one is None and all(done):
+                        return
+            finally:
+                chunks.close()
+
+        logprobs_field = {"logprobs": 1} if rows is not None else {}
         if self.found.batch and n > 1:
             with self._slots:
-                stream = self._open(prompt, self._body(settings, grammar, self.stop_strings), n)
-                done = [False] * n
-                for index, piece, finish in self._chunks(stream, cancel):
-                    if piece and 0 <= index < n:
-                        seen(index, piece)
-                    if finish is not None and 0 <= index < n and not done[index]:
-                        done[index] = True
-                        if enough is not None and not all(done) and enough(
-                                [cut_at_stops(t, settings.stop)[0] for t in texts], list(done)):
-                            break
+                read(self._open(prompt, self._body(settings, grammar, self.stop_strings) | logprobs_field, n))
         else:
             def one(index: int) -> None:
                 seed = None if settings.seed is None else settings.seed + index
-                body = self._body(settings.with_(seed=seed), grammar, self.stop_strings)
+                body = self._body(settings.with_(seed=seed), grammar, self.stop_strings) | logprobs_field
                 with self._slots:
-                    stream = self._open(prompt, body)
-                    for _, piece, _ in self._chunks(stream, cancel):
-                        if piece:
-                            seen(index, piece)
+                    if not stopped.is_set():  # enough may have come while it waited for a slot
+                        read(self._open(prompt, body), index)
+                finished(index)
 
             with ThreadPoolExecutor(max_workers=min(n, max(1, self.found.parallel))) as pool:
                 for future in [pool.submit(one, i) for i in range(n)]:
                     future.result()  # the first failure is raised, with its sentence
         self.last_stats = watch.done()
+        if rows is not None:
+            record.extend(row if ok else RowLogprobs([], []) for row, ok in zip(rows, trusted))
         out = []
         for text in texts:
             scanner = StopScanner(settings.stop)
@@ -517,6 +566,35 @@ class OpenAIGenerator(Generator):
             self._count_cache.clear()
         self._count_cache[text] = n
         return n
+
+
+class _Either:
+    """Set when either is: the caller's cancel or the call's own stop."""
+
+    def __init__(self, *events):
+        self.events = [e for e in events if e is not None]
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
+
+
+def _add_logprobs(row: RowLogprobs, logprobs, start: int, end: int) -> bool:
+    """Add the tokens of one streamed piece (text[start:end] of its candidate) to `row`, each
+    ending where its text does within the piece, the last at the piece's end (a token whose text
+    a server shows only in part, half a character, still ends inside its piece). False where the
+    piece came without log-probs: that row is then not trusted."""
+    try:
+        tokens = _logprob_rows(logprobs)
+    except (AttributeError, TypeError):
+        return False
+    if not tokens or any(not isinstance(v, (int, float)) or math.isnan(v) for _, v, _ in tokens):
+        return False
+    at = start
+    for k, (token, value, _) in enumerate(tokens):
+        at = end if k == len(tokens) - 1 else min(end, at + len(token or ""))
+        row.ends.append(at)
+        row.logprobs.append(float(value))
+    return True
 
 
 def _llama_cpp_samplers(settings: SamplerSettings) -> dict:
@@ -665,6 +743,14 @@ def _probe(client, found: _Found, where: str) -> None:
     choice = greedy.choices[0]
     lp = getattr(choice, "logprobs", None)
     found.token_logprobs = bool(lp and lp.token_logprobs and all(v is not None for v in lp.token_logprobs))
+    found.raw_logprobs = found.token_logprobs and _logprobs_before_sampler(complete, lp)
+    # Candidates ask for their tokens' log-probs (so co-write's ranking need not score them
+    # again) only where they are the model's own and come cheap. llama-cpp-python 0.3 reports
+    # the model's own (from its raw logits), but for each token it reports, it sorts the whole
+    # vocabulary in Python (18 ms a token here, as long as the 135M model takes to write one,
+    # which made a candidate take 1.5-3x as long), and it cannot score, so co-write ranks by
+    # repetition there and would read none of them.
+    found.record_logprobs = found.raw_logprobs and found.family != "llama-cpp-python"
     try:
         found.batch = len(complete(max_tokens=1, n=2, temperature=1.0).choices) == 2
     except Exception:  # noqa: BLE001
@@ -689,6 +775,26 @@ def _probe(client, found: _Found, where: str) -> None:
         except Exception as exc:  # noqa: BLE001 - a server that rejects the field cannot do grammars
             log.debug("grammar probe: %s rejected the %r field (%s)", where, field, type(exc).__name__)
             continue
+
+
+def _logprobs_before_sampler(complete, greedy) -> bool:
+    """Whether the server's token log-probs are the model's own (what the local engine records
+    and ranking compares), not what its sampler made of them: the likeliest token at the first
+    place must have the same log-prob under greedy decoding as under a hot, narrow sampler
+    (temperature and top-p reshape it where a server reports what it sampled from)."""
+    try:
+        hot = complete(max_tokens=1, logprobs=1, temperature=1.8, top_p=0.5, seed=1)
+        a, b = _likeliest(greedy), _likeliest(hot.choices[0].logprobs)
+    except Exception:  # noqa: BLE001 - no answer is no promise
+        return False
+    return a is not None and b is not None and a[0] == b[0] and abs(a[1] - b[1]) < 0.05
+
+
+def _likeliest(lp) -> tuple[str, float] | None:
+    """The likeliest token at the first place of a reply's log-probs, with its log-prob."""
+    rows = _logprob_rows(lp)
+    top = {t: v for t, v in (rows[0][2] or {}).items() if isinstance(v, (int, float))} if rows else {}
+    return max(top.items(), key=lambda tv: tv[1]) if top else None
 
 
 def _check_scoring(complete, generated: str, lp) -> tuple[bool, str]:
