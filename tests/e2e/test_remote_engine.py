@@ -13,7 +13,8 @@ from storyloom.engine import models
 from storyloom.engine.backends.openai_compat import RemoteError, with_found
 from storyloom.engine.sampling import SamplerSettings
 from storyloom.modes import adventure as adv
-from storyloom.modes.cowrite import CoWrite, RepetitionRanker, default_ranker
+from storyloom.modes import critic
+from storyloom.modes.cowrite import CoWrite, RepetitionRanker, default_ranker, new_story, turn_complete
 from storyloom.modes.tree import TreePlay
 from storyloom.store.cowrite import CoStory, CowriteStore
 from storyloom.store.db import open_db
@@ -132,6 +133,61 @@ def test_cowrite_candidates_come_ranked_and_say_by_what(remote, tmp_path):
     scoring = with_found(remote, scoring=True)
     scores = scoring.score_many("The keeper climbed the stairs.", [" He lit the lamp.", ""])
     assert scores[0] < 0 and scores[1] == float("-inf")
+
+
+LETTER = "My grandmother's letter arrived a week after her funeral, in her careful blue handwriting."
+
+
+def test_paragraph_candidates_end_where_their_turn_is_whole_not_at_the_token_cap(remote):
+    play = CoWrite(new_story("The Letter", opening=LETTER, candidates_n=4, length="paragraph"))
+    settings = play.settings_for(SamplerSettings(seed=1))
+    cap = settings.max_new_tokens
+    prompt = play.prompt_for(remote, settings).text
+    full = remote.candidates(prompt, 4, settings)  # the same draws, read to the end
+    assert any(remote.count_tokens(t) >= cap for t in full)  # without the stop they run to the cap
+    drawn = []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(remote, name)
+
+        def candidates(self, *args, **kw):
+            drawn.extend(remote.candidates(*args, **kw))
+            return drawn
+
+    assert play.propose(Spy(), SamplerSettings(seed=1))
+    assert len(drawn) == 4
+    for whole, short in zip(full, drawn):
+        assert whole.startswith(short)  # the same seeded tokens, its stream closed where the turn was whole
+        assert short == whole or turn_complete(short, "paragraph")
+        assert remote.count_tokens(short) < cap
+    assert sum(map(remote.count_tokens, drawn)) < sum(map(remote.count_tokens, full))
+
+
+def test_the_log_probs_llama_cpp_python_reports_are_the_models_own_but_cost_more_than_they_save(remote):
+    found = remote.found
+    assert found.raw_logprobs and not found.record_logprobs  # see _probe: it sorts its vocabulary per token
+    record = []
+    remote.candidates("Once upon a time,", 2, SETTINGS, record=record)
+    assert record == []  # so co-write scores (here, by repetition: the server cannot score)
+    # Where they are asked for, they are what the model says (the same model, run here)
+    local = models.load("default")
+    prompt = "The Keeper\n\nThe lighthouse keeper had not spoken to anyone in three weeks when the boat arrived."
+    recording = with_found(remote, record_logprobs=True, scoring=True)
+    texts = recording.candidates(prompt, 3, SamplerSettings(seed=1, max_new_tokens=40), record=record)
+    assert len(record) == 3
+    for text, row in zip(texts, record):
+        assert row.ends[-1] == len(text) and len(row.ends) == len(row.logprobs) == remote.count_tokens(text)
+        assert row.mean(0, len(text)) == pytest.approx(local.score(prompt, text), abs=0.1)  # Q4_1 against float
+    # and co-write ranks by them: only the neutral prompt is scored
+    play = CoWrite(new_story("The Keeper", opening=prompt.split("\n\n")[1], candidates_n=3))
+    asked = []
+    recording.score_many = lambda p, conts: asked.append(p) or [-2.0] * len(conts)
+    ranked = play.propose(recording, SamplerSettings(seed=2))
+    assert len(ranked) >= 2 and asked == [critic.NEUTRAL_PROMPT]
+    story_prompt = play.prompt_for(recording, SamplerSettings()).text
+    for c in ranked:
+        assert c.logprob == pytest.approx(local.score(story_prompt, " " + c.text), abs=0.1)
 
 
 def test_a_tree_expansion_on_the_server(remote, tmp_path):
