@@ -56,7 +56,7 @@ def test_cowrite_ranks_by_the_log_probs_that_came_with_the_writing():
         asked = asking(gen)
         ranked = play.propose(gen, SamplerSettings(seed=1))
         assert len(ranked) >= 2
-        assert asked == [critic.NEUTRAL_PROMPT]  # the neutral pass only: the rows were not scored again
+        assert set(asked) <= {critic.NEUTRAL_PROMPT}  # at most the neutral pass: the rows were not scored again
         assert all(c.logprob == pytest.approx(-1.0) for c in ranked)  # the fake's log-prob of every token
 
 
@@ -72,7 +72,7 @@ def test_log_probs_a_server_reports_after_its_sampler_are_not_recorded_and_ranki
         play = CoWrite(new_story("The Keeper", opening=STORY, candidates_n=3, length="paragraph"))
         asked = asking(gen)
         play.propose(gen, SamplerSettings(seed=1))
-        assert asked[0] == play.prompt_for(gen, SamplerSettings()).text and critic.NEUTRAL_PROMPT in asked
+        assert asked[0] == play.prompt_for(gen, SamplerSettings()).text  # the rows are scored
 
 
 @pytest.mark.parametrize("family", ["vllm", "plain"])
