@@ -95,7 +95,10 @@ def test_a_paragraph_turn_over_a_server_ends_at_its_whole_turn_not_the_token_cap
         fake.prose, fake.chunk_delay = LONG, 0.002
         play = CoWrite(new_story("The Keeper", opening=STORY, candidates_n=2, length="paragraph"))
         ranked = play.propose(gen, SamplerSettings(seed=1))
-        assert ranked and all(60 <= len(c.text.split()) < 80 for c in ranked)  # PARAGRAPH_WORDS, whole sentences
+        words = sorted(len(c.text.split()) for c in ranked)
+        # the first to be whole ends at PARAGRAPH_WORDS in whole sentences; the other there too,
+        # or (co-write's `enough`, once it is the last one going) at its first whole paragraph
+        assert len(words) == 2 and words[1] >= 60 and 35 <= words[0] and words[1] < 80
         assert all(sent < 100 for sent in fake.streamed(2))  # not the 120-token cap
 
 
