@@ -135,3 +135,14 @@ def test_a_stop_string_the_server_was_not_sent_still_ends_its_candidate():
         assert "rain" not in fake.completions()[-1]["stop"]
         assert all(t and "rain" not in t and len(t.split()) < 25 for t in texts)
         assert all(sent < LONG // 2 for sent in fake.streamed(2))
+
+
+def test_a_turns_shortest_length_reaches_the_servers_that_take_min_tokens():
+    for family, sent in (("vllm", True), ("plain", False)):
+        with FakeServer(family) as fake:
+            gen = models.load(fake.spec)
+            gen.candidates("Once", 1, S.with_(min_new_tokens=8))
+            assert ("min_tokens" in fake.completions()[-1]) is sent
+            assert fake.completions()[-1].get("min_tokens", 8) == 8
+            gen.candidates("Once", 1, S)
+            assert "min_tokens" not in fake.completions()[-1]

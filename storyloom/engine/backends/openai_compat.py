@@ -232,6 +232,10 @@ class OpenAIGenerator(Generator):
                 extra.update(_llama_cpp_samplers(settings))
         elif family == "vllm":
             extra.update(top_k=settings.top_k or -1, repetition_penalty=settings.repetition_penalty)
+        # A mode's shortest turn (no end of text before it): the servers that document min_tokens.
+        # Others write as they would (llama.cpp's server has no such field).
+        if settings.min_new_tokens and family in ("llama-cpp-python", "vllm"):
+            extra["min_tokens"] = settings.min_new_tokens
         # min_p only when on: a request with the defaults stays what every server accepts
         if settings.min_p and self.found.min_p:
             extra["min_p"] = settings.min_p
