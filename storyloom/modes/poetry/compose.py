@@ -13,8 +13,11 @@ critic passes, then those whose rhyme word the model would say there (not forced
 then, late in a poem, those that keep to the topic (the whole line read after the heading with
 the topic and after one without), then by rank_score (the model's mean log-prob, the rhyme
 word's log-prob, the topic of its words). A
-partner line whose best draw still reads forced (or, late, off the topic) sends the writer back
-to write its group's first line on another rhyme (REWRITES per poem). Each line is written after
+rhyming line whose every draw reads forced draws FORCED_DRAWS more first; a partner line whose
+best draw still reads forced (or, late, off the topic) sends the writer back to write its group's
+first line on another rhyme, and a group's first line that still reads forced is written again
+itself on another rhyme (REWRITES per poem, and CLOSING_REWRITES more for the closing group: a
+sonnet's couplet, whose forced word would be the poem's last, came after the body had spent them). Each line is written after
 the poem's heading (form and topic) and the lines before it (the last WINDOW of a long one), as
 a reader (and the bench) reads it. Where the decoder has no rows, a look ahead (_steer) picks the
 word before the rhyme instead.
@@ -65,7 +68,10 @@ STEER_DRAWS = 3  # words drawn for a place near the line's end, each looked ahea
 STEER_MARGIN = 4.0  # nats: a drawn word this much less likely than the likeliest drawn is not looked ahead from
 STEER_SYLLABLES = 3  # how near: syllables left
 STEERS = 2  # words of a line chosen so, at most
-REWRITES = 3  # such rewrites per poem at most (apart from BACKTRACKS: a poem is never cut short for them)
+REWRITES = 5  # such rewrites per poem at most (apart from BACKTRACKS: a poem is never cut short for them)
+CLOSING_REWRITES = 2  # more, for the poem's closing group only (a sonnet's couplet): its forced word is the
+# poem's last, and nothing after it can make up for it; the body had spent all REWRITES before it
+FORCED_DRAWS = 16  # draws past LINE_TRIES for a rhyming line while every one drawn ends on a forced word
 FORCED_BACK = 2  # lines back to a group's first line at most, to write it again when its partner reads forced
 TOPIC_READS = 4  # late lines read for their topic per batch of draws, at most (a read costs two forwards)
 TOPIC_MARGIN = 0.15  # nats per token a late line's topic gain must pass (read against a heading with no topic)
@@ -431,7 +437,7 @@ class _TokenWriter:
                   settings: SamplerSettings, deadline: float, cancel, poem: Poem | None = None,
                   keep: int | None = None, avoid: frozenset[str] = frozenset(),
                   judge: Callable[[str], float] | None = None, openings: frozenset = frozenset(),
-                  plan: RhymePlan | None = None, topical: bool = False) -> PoemLine | None:
+                  plan: RhymePlan | None = None, topical: bool = False, more: int = 0) -> PoemLine | None:
         """Draw up to `keep` complete lines (within LINE_TRIES tries, while its time lasts; the
         first draw always runs to its end), keep the best (pick), else search greedily for one.
         A draw that opens like another line (`openings`) is abandoned at its fourth word. With a
@@ -439,12 +445,14 @@ class _TokenWriter:
         ends on a planned word); the rest may end only on the planned words. Lines ending on a
         forced word (FORCED_FLOOR) do not count toward `keep`: more are drawn, up to LINE_TRIES in
         all; so do, for a `topical` (late) line, the best few of each batch read as off the topic.
-        After the first draw (and the plan), lines are drawn ROWS at a time side by side."""
+        After the first draw (and the plan), lines are drawn ROWS at a time side by side. While
+        every line drawn ends on a forced word, up to `more` are drawn past LINE_TRIES (cheaper than
+        writing the group again)."""
         self.openings = openings
         keep = LINE_CANDIDATES if keep is None else keep
         found: list[PoemLine] = []
         tries = 0
-        while tries < LINE_TRIES:
+        while tries < LINE_TRIES or (tries < LINE_TRIES + more and all(forced(f) for f in found)):
             if cancel is not None and cancel.is_set():
                 return None
             # past its budget a line keeps what it has, unless the critic fails all of it (a few more draws)
@@ -458,7 +466,7 @@ class _TokenWriter:
                                      plan.observe if plan is not None else None, steer=0 if plan is not None else STEERS)]
             else:
                 lines = self._write_rows(templates, rule, settings, deadline if tries else None, cancel,
-                                         min(ROWS, LINE_TRIES - tries))
+                                         min(ROWS, LINE_TRIES + more - tries))
             tries += len(lines)
             if poem is not None:
                 poem.line_tries += len(lines)
@@ -609,6 +617,34 @@ def _judge(prompt: str, lines: list[PoemLine]) -> Callable[[str], float]:
     return lambda text: critic_penalty(text, earlier, prompt)
 
 
+def closing_group(form: Form, index: int) -> bool:
+    """Is `index` in the poem's closing rhyme group, one that lies within its last lines (a
+    sonnet's couplet, the last of heroic couplets; not a limerick's A lines, which open it)?"""
+    group = [j for j, letter in enumerate(form.letters) if letter == form.letters[-1]]
+    return index in group and len(group) > 1 and group[0] >= form.lines - 1 - FORCED_BACK
+
+
+def rewrite_budget(form: Form, index: int) -> int:
+    """Rewrites a poem may have spent when line `index` asks for one: REWRITES, and for the
+    closing group CLOSING_REWRITES more (what the body left, too)."""
+    return REWRITES + (CLOSING_REWRITES if closing_group(form, index) else 0)
+
+
+def _redo_from(form: Form, index: int, rule: RhymeRule, line: PoemLine | None, partners: list[int]) -> int | None:
+    """The line to write again from when the best draw for `index` reads badly, or None: a
+    partner that ends on a forced word, or late leaves the topic, goes back to its group's first
+    line (FORCED_BACK lines back at most); a group's first line that ends on a forced word is
+    written again itself, on another rhyme."""
+    if line is None:
+        return None
+    if partners:
+        off_topic = line.line_topic is not None and line.line_topic <= 0
+        if (forced(line) or off_topic) and rule.keys and index - partners[0] <= FORCED_BACK:
+            return partners[0]
+        return None
+    return index if rule.partners and forced(line) and line.last_word else None
+
+
 def _take_back(poem: Poem, finals: list, i: int, back_to: int, on_line) -> int:
     """Take lines back_to..i-1 back (on_line hears of each); returns the line to write next."""
     for j in range(i - 1, back_to - 1, -1):
@@ -645,19 +681,22 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
         openings = frozenset(o for o in (opening(line.text) for line in done) if o)
         now = time.monotonic()
         line_deadline = now + max(MIN_LINE_S, (deadline - now) / (form.lines - i))
+        rhyming = rule.keys is not None or rule.partners > 0
         line = writer.best_line(line_context(prompt, form, poem.lines), form.templates(i), rule,
                                 verifier(form, i, finals, openings), settings, line_deadline, cancel, poem,
                                 avoid=avoid, judge=_judge(prompt, poem.lines), openings=openings,
-                                plan=_plan(prepared, form, i, rule, gauge), topical=i >= DRIFT_FROM)
+                                plan=_plan(prepared, form, i, rule, gauge), topical=i >= DRIFT_FROM,
+                                more=FORCED_DRAWS if rhyming else 0)
         partners = [j for j in form.partners(i) if finals[j]]
-        if (line is not None and (forced(line) or (line.line_topic is not None and line.line_topic <= 0))
-                and partners and rule.keys and i - partners[0] <= FORCED_BACK and poem.rewrites < REWRITES):
+        redo = _redo_from(form, i, rule, line, partners) if poem.rewrites < rewrite_budget(form, i) else None
+        if redo is not None and time.monotonic() < deadline:
             # The best draw still ends on a forced word (or, late, leaves the topic): this rhyme has
-            # no partner the model would say here. Write the group's first line again on another
-            # rhyme (a few times per poem).
-            given_up[partners[0]] = given_up.get(partners[0], frozenset()) | rule.keys
+            # no partner the model would say here (or, for a group's first line, it is no word the
+            # model would say). Write the group's first line again on another rhyme (a few times per poem).
+            keys = rule.keys if partners else frozenset(rhyme_keys(line.last_word or ""))
+            given_up[redo] = given_up.get(redo, frozenset()) | keys
             poem.rewrites += 1
-            i = _take_back(poem, finals, i, partners[0], on_line)
+            i = _take_back(poem, finals, i, redo, on_line)
             continue
         if line is not None:
             poem.lines.append(line)
@@ -668,6 +707,8 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
             continue
         if cancel is not None and cancel.is_set():
             break
+        if given_up.pop(i, None):
+            continue  # the rhymes given up on left this line none it could end on: better one of them
         if i > 0 and poem.backtracks < BACKTRACKS:
             # No line can end here (its rhyme word may have too few usable partners): go back to
             # the line that chose the rhyme, or else to the line before, and write again from there.
