@@ -204,3 +204,62 @@ def test_a_rows_last_words_are_taken_greedily_in_duple_and_syllabic_meters_not_i
     assert not any(greedy_ends(limerick.templates(i)) for i in range(limerick.lines))
     assert not greedy_ends(custom_form("AABB", "dactylic", 3).templates(0))
     assert greedy_ends(custom_form("AABB", "trochaic", 4).templates(0))
+
+
+# -- forced rhyme words: more draws, the group's first line again, the closing group's own rewrites ------
+def test_the_closing_group_has_rewrites_of_its_own_and_only_it():
+    sonnet = get_form("sonnet")
+    assert [i for i in range(sonnet.lines) if composer.closing_group(sonnet, i)] == [12, 13], "its couplet"
+    assert composer.rewrite_budget(sonnet, 13) == composer.REWRITES + composer.CLOSING_REWRITES
+    assert composer.rewrite_budget(sonnet, 11) == composer.REWRITES
+    assert [i for i in range(6) if composer.closing_group(get_form("couplets"), i)] == [4, 5]
+    assert [i for i in range(8) if composer.closing_group(get_form("ballad"), i)] == [5, 7]
+    assert not any(composer.closing_group(get_form("limerick"), i) for i in range(5)), "its A lines open it"
+    assert not any(composer.closing_group(get_form("haiku"), i) for i in range(3)), "no rhymes"
+
+
+def test_a_forced_partner_goes_back_to_its_groups_first_line_and_a_forced_first_line_is_written_again():
+    sonnet = get_form("sonnet")
+    forced_line = PoemLine("a", True, "strong", logprob=-10, tokens=10, final_logprob=-9.0)
+    said = PoemLine("b", True, "song", logprob=-10, tokens=10, final_logprob=-2.0)
+    partner = RhymeRule(frozenset({"AO NG"}), frozenset({"strong"}))
+    opener = RhymeRule(partners=composer.MIN_PARTNERS)
+    assert composer._redo_from(sonnet, 11, partner, forced_line, [9]) == 9
+    assert composer._redo_from(sonnet, 11, partner, said, [9]) is None
+    assert composer._redo_from(sonnet, 11, partner, forced_line, [8]) is None, "too far back"
+    assert composer._redo_from(sonnet, 9, opener, forced_line, []) == 9, "the first line itself, again"
+    assert composer._redo_from(sonnet, 9, opener, said, []) is None
+    assert composer._redo_from(sonnet, 13, RhymeRule(), forced_line, []) is None, "a line that does not rhyme"
+    off_topic = PoemLine("c", True, "song", logprob=-10, tokens=10, final_logprob=-2.0, line_topic=-0.3)
+    assert composer._redo_from(sonnet, 11, partner, off_topic, [9]) == 9
+    assert composer._redo_from(sonnet, 9, opener, off_topic, []) is None, "a first line's topic is not redone"
+
+
+def test_a_line_whose_every_draw_reads_forced_draws_more_before_it_is_given_up_on(small):
+    # the tiny model is random: every rhyme word it says reads forced
+    tries = {}
+    for more in (0, composer.FORCED_DRAWS):
+        writer = composer._TokenWriter(small, small._poetry_vocab, seed=7)
+        poem = composer.Poem(get_form("couplets"), "the sea")
+        line = writer.best_line(poem_prompt(small, poem.form, "the sea"), PENTAMETER,
+                                RhymeRule(frozenset({"OW L D"}), frozenset({"old"})), lambda text: True,
+                                composer.POEM_SETTINGS, float("inf"), None, poem, more=more)
+        assert line is not None and composer.forced(line)
+        tries[more] = poem.line_tries
+    assert tries == {0: composer.LINE_TRIES, composer.FORCED_DRAWS: composer.LINE_TRIES + composer.FORCED_DRAWS}
+
+
+def test_the_closing_pair_is_written_again_after_the_body_spent_its_rewrites(small):
+    taken_back = []
+    poem = compose(small, get_form("couplets"), "the sea", seed=6,
+                   on_line=lambda i, line: taken_back.append(i) if line is None else None)
+    assert poem.rewrites == composer.REWRITES + composer.CLOSING_REWRITES
+    assert taken_back.count(4) == composer.CLOSING_REWRITES, taken_back  # the last pair's first line, again
+    assert poem.complete and scan_poem(poem.text, poem.form).ok, poem.text
+
+
+def test_rhymes_given_up_on_never_leave_a_line_unwritten(small, monkeypatch):
+    # on a small vocabulary, many rewrites give up every rhyme the first line could open on
+    monkeypatch.setattr(composer, "REWRITES", 12)
+    poem = compose(small, get_form("couplets"), "the sea", seed=6)
+    assert poem.complete and scan_poem(poem.text, poem.form).ok, poem.text
