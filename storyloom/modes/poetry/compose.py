@@ -12,15 +12,15 @@ likeliest allowed (not in a triple meter: greedy_ends). Lines are ranked (pick):
 critic passes, then those whose rhyme word the model would say there (not forced: FORCED_FLOOR),
 then, late in a poem, those that keep to the topic (the whole line read after the heading with
 the topic and after one without), then by rank_score (the model's mean log-prob, the rhyme
-word's log-prob, the topic of its words). A
-rhyming line whose every draw reads forced draws FORCED_DRAWS more first; a partner line whose
-best draw still reads forced (or, late, off the topic) sends the writer back to write its group's
-first line on another rhyme, and a group's first line that still reads forced is written again
-itself on another rhyme (REWRITES per poem, and CLOSING_REWRITES more for the closing group: a
-sonnet's couplet, whose forced word would be the poem's last, came after the body had spent them). Each line is written after
-the poem's heading (form and topic) and the lines before it (the last WINDOW of a long one), as
-a reader (and the bench) reads it. Where the decoder has no rows, a look ahead (_steer) picks the
-word before the rhyme instead.
+word's log-prob, the topic of its words). A rhyming line whose every draw reads forced draws
+FORCED_DRAWS more first; a partner line whose best draw still reads forced (or, late, off the
+topic) sends the writer back to write its group's first line on another rhyme, and a group's
+first line that still reads forced is written again itself on another rhyme (REWRITES per poem
+while its time cap lasts, and CLOSING_REWRITES more for the closing group: a sonnet's couplet,
+whose forced word would be the poem's last, came after the body had spent them). Each line is
+written after the poem's heading (form and topic) and the lines before it (the last WINDOW of a
+long one), as a reader (and the bench) reads it. Where the decoder has no rows, a look ahead
+(_steer) picks the word before the rhyme instead.
 
 Time is budgeted per line (the poem's time cap shared among the lines left): past its budget a
 line keeps the best it has drawn, and if it has none, a greedy depth-first search writes it, so a
