@@ -645,6 +645,31 @@ def _redo_from(form: Form, index: int, rule: RhymeRule, line: PoemLine | None, p
     return index if rule.partners and forced(line) and line.last_word else None
 
 
+def _texts(lines: list[PoemLine]) -> tuple[str, ...]:
+    return tuple(line.text for line in lines)
+
+
+def _best_tried(poem: Poem, finals: list, i: int, line: PoemLine, tried: list, on_line) -> PoemLine:
+    """Line `i` is to be kept (no rewrite left, or it reads well): if an earlier attempt at its
+    group, after the same lines before it, ended on a line that reads better (pick: the critic,
+    a rhyme word said, the topic, then the score), that attempt's lines come back instead, and
+    its last line is returned (a rewrite never leaves the poem worse than a try it had: the
+    couplet's last try ended forced where an earlier one had only strayed from the topic)."""
+    kept = [(len(poem.lines) - len(lines) + 1, lines) for prefix, lines in tried
+            if len(prefix) == len(poem.lines) - len(lines) + 1 and prefix == _texts(poem.lines[:len(prefix)])]
+    best = pick([line] + [lines[-1] for _, lines in kept])
+    if best is line:
+        return line
+    start, lines = next((start, lines) for start, lines in kept if lines[-1] is best)
+    _take_back(poem, finals, i, start, on_line)
+    for j, earlier in enumerate(lines[:-1], start):
+        poem.lines.append(earlier)
+        finals.append(earlier.last_word)
+        if on_line:
+            on_line(j, earlier)
+    return best
+
+
 def _take_back(poem: Poem, finals: list, i: int, back_to: int, on_line) -> int:
     """Take lines back_to..i-1 back (on_line hears of each); returns the line to write next."""
     for j in range(i - 1, back_to - 1, -1):
@@ -671,6 +696,7 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
     poem = Poem(form, topic, style=style)
     finals: list[str | None] = []
     given_up: dict[int, frozenset[str]] = {}  # a group's first line -> rhyme keys its partners could not say
+    tried: dict[int, list[tuple[tuple[str, ...], list[PoemLine]]]] = {}  # a line -> attempts given up on (_best_tried)
     i = 0
     while i < form.lines:
         if cancel is not None and cancel.is_set():
@@ -695,10 +721,13 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
             # model would say). Write the group's first line again on another rhyme (a few times per poem).
             keys = rule.keys if partners else frozenset(rhyme_keys(line.last_word or ""))
             given_up[redo] = given_up.get(redo, frozenset()) | keys
+            tried.setdefault(i, []).append((_texts(poem.lines[:redo]), poem.lines[redo:] + [line]))
             poem.rewrites += 1
             i = _take_back(poem, finals, i, redo, on_line)
             continue
         if line is not None:
+            if tried.get(i):  # the rewrites are spent: the group as it read best, this try or an earlier one
+                line = _best_tried(poem, finals, i, line, tried.pop(i), on_line)
             poem.lines.append(line)
             finals.append(line.last_word)
             if on_line:
