@@ -288,3 +288,14 @@ def test_when_the_rewrites_are_spent_the_group_comes_back_as_it_read_best():
     fine = said("and ends as the model would, on art", topic=0.5)
     poem.lines[12] = said("the couplet opens on heart")
     assert _best_tried(poem, finals, 13, fine, tried, None) is fine
+
+
+def test_a_line_draws_on_past_its_tries_only_once_no_rewrite_can_follow():
+    partner = RhymeRule(frozenset({"AO NG"}), frozenset({"strong"}))
+    opener = RhymeRule(partners=composer.MIN_PARTNERS)
+    assert composer.extra_draws(11, partner, [9], may_redo=True) == 0, "a rewrite on another rhyme comes first"
+    assert composer.extra_draws(11, partner, [9], may_redo=False) == composer.FORCED_DRAWS, "none left"
+    assert composer.extra_draws(11, partner, [8], may_redo=True) == composer.FORCED_DRAWS, "too far back"
+    assert composer.extra_draws(9, opener, [], may_redo=True) == 0
+    assert composer.extra_draws(9, opener, [], may_redo=False) == composer.FORCED_DRAWS
+    assert composer.extra_draws(13, RhymeRule(), [], may_redo=False) == 0, "a line that does not rhyme"

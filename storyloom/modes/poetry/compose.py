@@ -12,12 +12,13 @@ likeliest allowed (not in a triple meter: greedy_ends). Lines are ranked (pick):
 critic passes, then those whose rhyme word the model would say there (not forced: FORCED_FLOOR),
 then, late in a poem, those that keep to the topic (the whole line read after the heading with
 the topic and after one without), then by rank_score (the model's mean log-prob, the rhyme
-word's log-prob, the topic of its words). A rhyming line whose every draw reads forced draws
-FORCED_DRAWS more first; a partner line whose best draw still reads forced (or, late, off the
-topic) sends the writer back to write its group's first line on another rhyme, and a group's
-first line that still reads forced is written again itself on another rhyme (REWRITES per poem
-while its time cap lasts, and CLOSING_REWRITES more for the closing group: a sonnet's couplet,
-whose forced word would be the poem's last, came after the body had spent them). Each line is
+word's log-prob, the topic of its words). A partner line whose best draw still reads forced
+(or, late, off the topic) sends the writer back to write its group's first line on another
+rhyme, and a group's first line that still reads forced is written again itself on another rhyme
+(REWRITES per poem while its time cap lasts, and CLOSING_REWRITES more for the closing group: a
+sonnet's couplet, whose forced word would be the poem's last, came after the body had spent
+them). Once no rewrite can follow, a rhyming line whose every draw reads forced draws
+FORCED_DRAWS more, and a group comes back as its best try read (_best_tried). Each line is
 written after the poem's heading (form and topic) and the lines before it (the last WINDOW of a
 long one), as a reader (and the bench) reads it. Where the decoder has no rows, a look ahead
 (_steer) picks the word before the rhyme instead.
@@ -630,19 +631,34 @@ def rewrite_budget(form: Form, index: int) -> int:
     return REWRITES + (CLOSING_REWRITES if closing_group(form, index) else 0)
 
 
+def _group_start(index: int, rule: RhymeRule, partners: list[int]) -> int | None:
+    """Where a rewrite for line `index` would write again from: a partner's group's first line
+    (FORCED_BACK lines back at most), a group's first line itself; None for a line that does not
+    rhyme, or a partner too far from its group's first line."""
+    if partners:
+        return partners[0] if rule.keys and index - partners[0] <= FORCED_BACK else None
+    return index if rule.partners else None
+
+
+def extra_draws(index: int, rule: RhymeRule, partners: list[int], may_redo: bool) -> int:
+    """Draws past LINE_TRIES for a rhyming line whose every draw reads forced: FORCED_DRAWS once
+    no rewrite can follow it (none left, or nowhere to go back to); else none, for the rewrite on
+    another rhyme reads better (drawn on instead, a limerick's pair ended on a word just said
+    where the rewrite had written a more fluent poem)."""
+    rhyming = rule.keys is not None or rule.partners > 0
+    return FORCED_DRAWS if rhyming and not (may_redo and _group_start(index, rule, partners) is not None) else 0
+
+
 def _redo_from(form: Form, index: int, rule: RhymeRule, line: PoemLine | None, partners: list[int]) -> int | None:
     """The line to write again from when the best draw for `index` reads badly, or None: a
     partner that ends on a forced word, or late leaves the topic, goes back to its group's first
-    line (FORCED_BACK lines back at most); a group's first line that ends on a forced word is
-    written again itself, on another rhyme."""
-    if line is None:
+    line; a group's first line that ends on a forced word is written again itself, on another
+    rhyme (_group_start)."""
+    start = _group_start(index, rule, partners)
+    if line is None or start is None:
         return None
-    if partners:
-        off_topic = line.line_topic is not None and line.line_topic <= 0
-        if (forced(line) or off_topic) and rule.keys and index - partners[0] <= FORCED_BACK:
-            return partners[0]
-        return None
-    return index if rule.partners and forced(line) and line.last_word else None
+    off_topic = bool(partners) and line.line_topic is not None and line.line_topic <= 0
+    return start if (forced(line) and line.last_word) or off_topic else None
 
 
 def _texts(lines: list[PoemLine]) -> tuple[str, ...]:
@@ -707,15 +723,15 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
         openings = frozenset(o for o in (opening(line.text) for line in done) if o)
         now = time.monotonic()
         line_deadline = now + max(MIN_LINE_S, (deadline - now) / (form.lines - i))
-        rhyming = rule.keys is not None or rule.partners > 0
+        partners = [j for j in form.partners(i) if finals[j]]
+        may_redo = poem.rewrites < rewrite_budget(form, i) and now < deadline
         line = writer.best_line(line_context(prompt, form, poem.lines), form.templates(i), rule,
                                 verifier(form, i, finals, openings), settings, line_deadline, cancel, poem,
                                 avoid=avoid, judge=_judge(prompt, poem.lines), openings=openings,
                                 plan=_plan(prepared, form, i, rule, gauge), topical=i >= DRIFT_FROM,
-                                more=FORCED_DRAWS if rhyming else 0)
-        partners = [j for j in form.partners(i) if finals[j]]
-        redo = _redo_from(form, i, rule, line, partners) if poem.rewrites < rewrite_budget(form, i) else None
-        if redo is not None and time.monotonic() < deadline:
+                                more=extra_draws(i, rule, partners, may_redo))
+        redo = _redo_from(form, i, rule, line, partners) if may_redo else None
+        if redo is not None:
             # The best draw still ends on a forced word (or, late, leaves the topic): this rhyme has
             # no partner the model would say here (or, for a group's first line, it is no word the
             # model would say). Write the group's first line again on another rhyme (a few times per poem).
