@@ -72,7 +72,7 @@ STEERS = 2  # words of a line chosen so, at most
 REWRITES = 5  # such rewrites per poem at most (apart from BACKTRACKS: a poem is never cut short for them)
 CLOSING_REWRITES = 2  # more, for the poem's closing group only (a sonnet's couplet): its forced word is the
 # poem's last, and nothing after it can make up for it; the body had spent all REWRITES before it
-FORCED_DRAWS = 16  # draws past LINE_TRIES for a rhyming line while every one drawn ends on a forced word
+FORCED_DRAWS = 16  # draws past LINE_TRIES for a rhyming line while every one ends forced (extra_draws)
 FORCED_BACK = 2  # lines back to a group's first line at most, to write it again when its partner reads forced
 TOPIC_READS = 4  # late lines read for their topic per batch of draws, at most (a read costs two forwards)
 TOPIC_MARGIN = 0.15  # nats per token a late line's topic gain must pass (read against a heading with no topic)
