@@ -110,39 +110,55 @@ def adventures(generator, ks, settings: SamplerSettings, model_rank: bool = Fals
 
 
 def trees(generator, k: int, settings: SamplerSettings, scenarios=None, progress=None) -> dict:
-    """Per scenario: the root's options (5 wanted), then the outcome of the first one."""
-    option_rows = option_passed = shown = wanted = 0
-    outcomes, passed, seconds = [], [], []
+    return trees_at(generator, (k,), settings, scenarios, progress)[f"k={k}"]
+
+
+def trees_at(generator, ks, settings: SamplerSettings, scenarios=None, progress=None) -> dict:
+    """Per scenario: the root's options (5 wanted), then the outcome of the first one. Each
+    scenario is played at every k in turn (as adventures() does), so the seconds of each k come
+    from the same minutes of the machine; per pair of k also the median of the scenarios' ratios."""
+    runs = {k: {"option_rows": 0, "option_passed": 0, "shown": 0, "wanted": 0, "outcomes": [], "passed": [],
+                "seconds": []} for k in ks}
     primer = adv.load_primer()
     for n, spec in enumerate(scenarios or SCENARIOS):
         setting, character = adv.find_scenario(spec)
         tree = Tree(f"{setting.name}: {character.name}", scenario=character.context.replace("{name}, ", ""))
         root = Node("bench", None, "", character.prompt.replace("{name}", "you") + " a path leads on.")
         tries = settings.with_(seed=(settings.seed or 0) + n)
-        start = time.perf_counter()
-        options = expand(generator, tree, [root], want_outcome=False, actions=5, settings=tries, candidates=k)
-        option_rows += options.options_drawn
-        option_passed += options.options_passed
-        shown += len(options.actions)
-        wanted += 5
-        action = options.actions[0] if options.actions else "Look around."
-        child = Node("bench", "root", action, "")
-        try:
-            outcome = expand(generator, tree, [root, child], want_outcome=True, actions=0, settings=tries,
-                             candidates=k).outcome
-        except StoryloomError:  # nothing usable: a failed outcome
-            outcome = ""
-        seconds.append(time.perf_counter() - start)
-        outcomes.append(outcome)
-        passed.append(critic.judge(outcome, outcome_brief(tree, [root, child], primer)).passed)
+        for k in ks:
+            run = runs[k]
+            start = time.perf_counter()
+            options = expand(generator, tree, [root], want_outcome=False, actions=5, settings=tries, candidates=k)
+            run["option_rows"] += options.options_drawn
+            run["option_passed"] += options.options_passed
+            run["shown"] += len(options.actions)
+            run["wanted"] += 5
+            action = options.actions[0] if options.actions else "Look around."
+            child = Node("bench", "root", action, "")
+            try:
+                outcome = expand(generator, tree, [root, child], want_outcome=True, actions=0, settings=tries,
+                                 candidates=k).outcome
+            except StoryloomError:  # nothing usable: a failed outcome
+                outcome = ""
+            run["seconds"].append(time.perf_counter() - start)
+            run["outcomes"].append(outcome)
+            run["passed"].append(critic.judge(outcome, outcome_brief(tree, [root, child], primer)).passed)
         if progress:
-            progress(f"trees k={k}: {spec}", None)
-    out = _summary(outcomes, passed, seconds)
-    out = {"outcomes_" + key: value for key, value in out.items()}
-    out.update({"option_rows_drawn": option_rows, "option_rows_passing": _rate([True] * option_passed +
-                                                                              [False] * (option_rows - option_passed)),
-                "options_shown_of_wanted": _rate([True] * shown + [False] * (wanted - shown)),
-                "options_shown_pass_share": 1.0 if shown else 0.0})  # only passing options are shown
+            progress(f"trees: {spec}", None)
+    out = {}
+    for k, run in runs.items():
+        summary = {"outcomes_" + key: value
+                   for key, value in _summary(run["outcomes"], run["passed"], run["seconds"]).items()}
+        rows, passing = run["option_rows"], run["option_passed"]
+        summary.update({"option_rows_drawn": rows,
+                        "option_rows_passing": _rate([True] * passing + [False] * (rows - passing)),
+                        "options_shown_of_wanted": _rate([True] * run["shown"] + [False] * (run["wanted"] - run["shown"])),
+                        "options_shown_pass_share": 1.0 if run["shown"] else 0.0})  # only passing options are shown
+        out[f"k={k}"] = summary
+    if len(ks) == 2:
+        one, many = runs[ks[0]]["seconds"], runs[ks[1]]["seconds"]
+        out[f"median_scenario_ratio_k{ks[1]}_vs_k{ks[0]}"] = round(statistics.median(
+            m / o for o, m in zip(one, many) if o), 2)
     return out
 
 
@@ -263,7 +279,8 @@ def quality(spec: str, k: int = adv.DEFAULT_CANDIDATES, seed: int = 1, modes=("a
                 if kk == 1:  # both k at once, scenario by scenario (same minutes of the machine)
                     runs.update(adventures(generator, (1, k) if k != 1 else (1,), settings, progress=progress))
             elif mode == "tree":
-                runs[f"k={kk}"] = trees(generator, kk, settings, progress=progress)
+                if kk == 1:  # both k at once, scenario by scenario
+                    runs.update(trees_at(generator, (1, k) if k != 1 else (1,), settings, progress=progress))
             elif mode == "cowrite":
                 if kk == 1:  # both k at once, opening by opening
                     runs.update(cowrites(generator, (1, k) if k != 1 else (1,), settings, progress=progress))

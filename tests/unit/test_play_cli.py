@@ -63,6 +63,7 @@ def test_bench_quality_reports_k1_and_k_per_mode(tiny_model_dir, capsys, monkeyp
     assert 0.0 <= data["adventure"]["k=2"]["pass_share"] <= 1.0
     assert "seconds_ratio_k2_vs_k1" in data["adventure"] and "median_scenario_ratio_k2_vs_k1" in data["adventure"]
     assert {"option_rows_drawn", "options_shown_of_wanted"} <= set(data["tree"]["k=2"])
+    assert {"seconds_ratio_k2_vs_k1", "median_scenario_ratio_k2_vs_k1"} <= set(data["tree"])  # k=1, k=2 side by side
     assert data["cowrite"]["k=1"]["turns"] == 6  # one opening, two seeds, three turns each
     assert {"seconds_ratio_k2_vs_k1", "median_turn_ratio_k2_vs_k1", "first_turn_ratio_k2_vs_k1"} <= set(data["cowrite"])
 
