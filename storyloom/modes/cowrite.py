@@ -354,10 +354,11 @@ class CoWrite:
         new = self.settings_for(settings).max_new_tokens
         return max(64, min(context_length, MAX_PROMPT_TOKENS + new) - new - 8)
 
-    def prompt_for(self, generator, settings: SamplerSettings) -> BuiltPrompt:
+    def prompt_for(self, generator, settings: SamplerSettings, story: CoStory | None = None) -> BuiltPrompt:
+        """The next turn's prompt; of `story` (a snapshot of this one) where given."""
         if getattr(self, "_counter_for", None) is not generator:  # one token cache per model
             self._counter_for, self._counter = generator, TokenCounter(generator.count_tokens)
-        return build_prompt(self.story, self._counter, self.budget(generator.context_length, settings))
+        return build_prompt(story or self.story, self._counter, self.budget(generator.context_length, settings))
 
     def story_text(self) -> str:
         return TURN_BREAK.join(t.text.strip() for t in self.story.turns)

@@ -106,3 +106,12 @@ class PoemDone(Message):
         self.error = error
         self.rewritten = rewritten  # a single line was rewritten (index), with `line` (None: none found)
         self.line = line
+
+
+class NextPromptSized(Message):
+    """The size of the prompt the next turn will use, counted after a change to the story."""
+
+    def __init__(self, version: int, usage: str) -> None:
+        super().__init__()
+        self.version = version
+        self.usage = usage

@@ -400,3 +400,22 @@ async def test_the_kind_button_leaves_the_action_box_its_room(make_app, fake):
             await pilot.press("ctrl+t")
             await pilot.pause()
             assert label in shown_text(kind)
+
+
+async def test_the_cowrite_context_count_follows_a_pick_and_an_undo(make_app, fake):
+    """Co-write's 'Context: 25/2040' stayed at the prompt of the turn just offered after the
+    writer picked a candidate (and after Ctrl+Z): the next turn's prompt holds the picked one."""
+    from tests.tui.test_cowrite_app import FRESH, start_story
+
+    fake.push(*FRESH, "A fourth line about the tide.")
+    app = make_app()
+    async with app.run_test(size=(100, 36)) as pilot:
+        await start_story(app, pilot)
+        offered = context_used(app)
+        await pilot.press("1")
+        await settle(app, pilot)
+        picked = context_used(app)
+        assert picked == app.screen.play.prompt_for(app.generator, app.config.sampler).tokens > offered
+        await pilot.press("ctrl+z")
+        await settle(app, pilot)
+        assert context_used(app) == app.screen.play.prompt_for(app.generator, app.config.sampler).tokens < picked

@@ -57,15 +57,6 @@ class TurnPicked(Message):
         self.pick = pick
 
 
-class NextPromptSized(Message):
-    """The size of the prompt the next turn will use, counted after a change to the game."""
-
-    def __init__(self, version: int, usage: str) -> None:
-        super().__init__()
-        self.version = version
-        self.usage = usage
-
-
 class LoreFired(Message):
     """Which world-info entries the prompt of this turn holds, and why (the lore line, Ctrl+L)."""
 
@@ -141,7 +132,6 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
         self.drawing = 1  # candidates in the batch now being drawn (for the progress line)
         self.last_lore = None  # worldinfo.Selection of the last prompt
         self.summary = SummaryKeeper(self)  # folds turns that fell out of the prompt, in the background
-        self._size_version = 0  # the latest count of the next prompt wins (an older one may end later)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -350,34 +340,15 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
         self.query_one(Transcript).show(self.play.game.turns)
         self.size_next_prompt()
 
-    def on_screen_resume(self) -> None:  # back from memory, world info, the context viewer...
-        self.size_next_prompt()
+    def next_prompt_counter(self):
+        """The next turn's prompt (an empty action: what Enter alone would send), of the game now."""
+        turns, settings = list(self.play.game.turns), self.app.config.sampler
 
-    def size_next_prompt(self) -> None:
-        """Count the next turn's prompt (an empty action: what Enter alone would send) off the UI
-        thread; the count of the turn just written, or of the game before an undo or a memory
-        edit, was shown until the next turn began."""
-        if self.busy or self.app.generator is None:  # a running turn shows its own; no model: no count
-            return
-        self._size_version += 1
-        self._count_next(self._size_version, list(self.play.game.turns))
-
-    @work(thread=True, exclusive=True, group="next-prompt", exit_on_error=False)
-    def _count_next(self, version: int, turns: list[Turn]) -> None:
-        app = self.app
-        try:
-            generator = app.loaded_generator()
-            settings = app.config.sampler
+        def count(generator) -> str:
             built = self.play.prompt_for("", generator, settings, turns)
-            usage = f"{built.tokens}/{self.play.budget(generator.context_length, settings)}"
-        except Exception:  # noqa: BLE001 - the count is a nicety: the old one stays, play goes on
-            return
-        self.post_message(NextPromptSized(version, usage))
+            return f"{built.tokens}/{self.play.budget(generator.context_length, settings)}"
 
-    def on_next_prompt_sized(self, message: NextPromptSized) -> None:
-        # not while a turn runs, nor from under another screen (it would claim the status bar)
-        if message.version == self._size_version and not self.busy and self.app._front_screen() is self:
-            self.app.context_usage = message.usage
+        return count
 
     def _give_back_action(self) -> None:
         """The player's words back in the box, the cursor after them (Input keeps the cursor where

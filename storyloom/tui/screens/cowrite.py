@@ -1,6 +1,8 @@
 """Co-write: the story with authorship, ranked candidates to pick from, and the writer's turn."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -138,6 +140,17 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
             turns.highlighted = turns.option_count - 1 if highlight is None else min(highlight, turns.option_count - 1)
         turns.scroll_end(animate=False)
         self._show_info()
+        self.size_next_prompt()
+
+    def next_prompt_counter(self):
+        """The model's next turn's prompt, of the story as it now stands."""
+        story, settings = replace(self.play.story, turns=list(self.play.story.turns)), self.app.config.sampler
+
+        def count(generator) -> str:
+            built = self.play.prompt_for(generator, settings, story)
+            return f"{built.tokens}/{self.play.budget(generator.context_length, settings)}"
+
+        return count
 
     def _show_candidates(self) -> None:
         pending = self.play.story.pending

@@ -10,12 +10,14 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
+from textual import work
 from textual.screen import Screen
 from textual.widgets import ProgressBar
 
 from storyloom import StoryloomError
+from storyloom.tui.messages import NextPromptSized
 
 
 class Stopped(StoryloomError):
@@ -32,6 +34,7 @@ class GeneratingScreen(Screen):
         self.cancel = threading.Event()
         self._writing_since: float | None = None
         self._pieces = 0
+        self._size_version = 0  # the latest count of the next prompt wins (an older one may end later)
 
     @property
     def busy(self) -> bool:
@@ -73,6 +76,38 @@ class GeneratingScreen(Screen):
             self.cancel.set()
         else:
             self.app.pop_screen()
+
+    # -- the status bar's "Context: N/budget": the prompt the next turn will use --------------
+    def next_prompt_counter(self) -> Callable[[object], str] | None:
+        """On the UI thread: a snapshot of what the next turn's prompt is made of, as a function
+        of the model giving "N/budget" (run off the UI thread). None: this screen shows no count."""
+        return None
+
+    def size_next_prompt(self) -> None:
+        """Count the next turn's prompt off the UI thread: the count of the turn just written, or
+        of the story before an undo or an edit, was shown until the next turn began."""
+        if self.busy or self.app.generator is None:  # a running turn shows its own; no model: no count
+            return
+        count = self.next_prompt_counter()
+        if count is not None:
+            self._size_version += 1
+            self._count_next(self._size_version, count)
+
+    def on_screen_resume(self) -> None:  # back from a dialog that may have changed the story
+        self.size_next_prompt()
+
+    @work(thread=True, exclusive=True, group="next-prompt", exit_on_error=False)
+    def _count_next(self, version: int, count: Callable[[object], str]) -> None:
+        try:
+            usage = count(self.app.loaded_generator())
+        except Exception:  # noqa: BLE001 - the count is a nicety: the old one stays, play goes on
+            return
+        self.post_message(NextPromptSized(version, usage))
+
+    def on_next_prompt_sized(self, message: NextPromptSized) -> None:
+        # not while a turn runs, nor from under another screen (it would claim the status bar)
+        if message.version == self._size_version and not self.busy and self.app._front_screen() is self:
+            self.app.context_usage = message.usage
 
     # live "writing" in the status bar: tokens streamed and their rate since the first one
     def writing_started(self) -> None:
