@@ -187,12 +187,16 @@ def test_the_rhyme_planner_prefers_words_of_the_topic(real_model):
     assert gauge.line_gain("The snow is falling on the frozen hill") > gauge.line_gain("The tax is due upon the office desk")
 
 
+# A co-write prompt from `bench quality` (after a picked turn) where every candidate came back
+# empty: the default model ends the text right after the last turn's question mark.
+ENDS_AT_ONCE = ("Ferry\n\nThe ferryman charged one coin for the crossing and two for the return.\n\nHe gave 10 "
+                "coins to his son and 2 more to his son's family, however there is a 5% chance of not returning "
+                "after the 3rd day. If he only has 6 days left, how many times will he have to cross before he "
+                "returns?")
+
+
 def test_min_new_tokens_keeps_the_model_from_ending_a_turn_at_once(real_model):
-    # A co-write prompt from `bench quality` (after a picked turn) where every candidate came back
-    # empty: the default model ends the text right after the last turn's question mark.
-    prompt = ("Ferry\n\nThe ferryman charged one coin for the crossing and two for the return.\n\nHe gave 10 coins "
-              "to his son and 2 more to his son's family, however there is a 5% chance of not returning after "
-              "the 3rd day. If he only has 6 days left, how many times will he have to cross before he returns?")
+    prompt = ENDS_AT_ONCE
     greedy = SamplerSettings(temperature=0, max_new_tokens=12)
     assert real_model.generate(prompt, greedy) == ""
     assert real_model.candidates(prompt, 2, greedy.with_(temperature=0.8, seed=3)) == ["", ""]

@@ -192,10 +192,8 @@ def test_the_log_probs_llama_cpp_python_reports_are_the_models_own_but_cost_more
 
 
 def test_a_turns_shortest_length_holds_on_the_server(remote):
-    # The co-write prompt where the default model ends the text at once (test_real_model's case).
-    prompt = ("Ferry\n\nThe ferryman charged one coin for the crossing and two for the return.\n\nHe gave 10 coins "
-              "to his son and 2 more to his son's family, however there is a 5% chance of not returning after "
-              "the 3rd day. If he only has 6 days left, how many times will he have to cross before he returns?")
+    from tests.e2e.test_real_model import ENDS_AT_ONCE as prompt  # where the local model ends at once
+
     greedy = SamplerSettings(temperature=0, max_new_tokens=12)
     assert remote.generate(prompt, greedy) == ""
     assert len(remote.generate(prompt, greedy.with_(min_new_tokens=8)).split()) >= 3
