@@ -134,14 +134,14 @@ class ModelRanker:
             out.append(Candidate(text, logprob - self.pmi_weight * prior - self.weight * rep, logprob, rep))
         return sorted(out, key=lambda c: c.score, reverse=True)
 
-
     def _priors(self, texts: Sequence[str], contrast: Sequence[bool] | None) -> list[float]:
-        """Each text's opening words' log-prob after the neutral prompt. A pass over the model
-        (a tenth of a k=4 turn), so texts outside `contrast` take the mean of the others'."""
+        """Each text's opening words' log-prob after the neutral prompt. It costs a pass over the
+        model (a tenth of a k=4 turn), so only the texts in `contrast` take it, the others the
+        mean of theirs; none when only one is in it (it comes first whatever its prior)."""
         if not self.pmi_weight or not texts:
             return [0.0] * len(texts)
         wanted = [i for i in range(len(texts)) if contrast is None or contrast[i]]
-        if len(wanted) == 1:  # the one text that passes is first whatever its prior: no pass needed
+        if len(wanted) == 1:
             return [0.0] * len(texts)
         wanted = wanted or list(range(len(texts)))  # none passes: the contrast orders them all
         scores = self.generator.score_many(critic.NEUTRAL_PROMPT, [opening_words(texts[i]) for i in wanted])
@@ -163,12 +163,14 @@ def rejected(verdict: critic.Verdict) -> bool:
     return any(f.code in REJECT for f in verdict.findings)
 
 
-def judged(ranked: Sequence[Candidate], brief: critic.Brief) -> list[Candidate]:
+def judged(ranked: Sequence[Candidate], brief: critic.Brief,
+           verdicts: dict[str, critic.Verdict] | None = None) -> list[Candidate]:
     """The ranker's order under the critic: prompt leaks and chatbot replies dropped, texts that
-    pass before those that do not, and each score lowered by the critic's penalty."""
+    pass before those that do not, and each score lowered by the critic's penalty. `verdicts`:
+    the critic's verdicts already given, by text."""
     out = []
     for c in ranked:
-        verdict = critic.judge(c.text, brief)
+        verdict = (verdicts or {}).get(c.text) or critic.judge(c.text, brief)
         if rejected(verdict):
             continue
         cost = CRITIC_WEIGHT * verdict.penalty + (0.0 if verdict.passed else FAILED_COST)
@@ -395,8 +397,8 @@ class CoWrite:
         # Judge first: leaks and chatbot replies are never offered, so never scored, and only the
         # texts that pass need the neutral pass (those that fail rank below them whatever it says).
         brief = self.brief()
-        verdicts = [critic.judge(t, brief) for t in earlier + texts]
-        kept = [i for i, v in enumerate(verdicts) if not rejected(v)]
+        verdicts = {t: critic.judge(t, brief) for t in earlier + texts}
+        kept = [i for i, t in enumerate(earlier + texts) if not rejected(verdicts[t])]
         if not kept:
             raise StoryloomError("The model only echoed the prompt or answered like a chatbot this time. "
                                  "Ask again (reroll), or write this turn yourself.")
@@ -404,8 +406,8 @@ class CoWrite:
         if ranker is None:  # one text has no rival: the model need not score it
             ranker = RepetitionRanker() if len(pool) == 1 else default_ranker(generator)
         ranked = ranker.rank(built.text, self.story_text(), pool, [known[i] for i in kept],
-                             contrast=[verdicts[i].passed for i in kept])
-        return judged(ranked, brief)
+                             contrast=[verdicts[t].passed for t in pool])
+        return judged(ranked, brief, verdicts)
 
     # token probabilities of a candidate, and a new one from an alternative -----------------
     def candidate_prompt(self, generator, settings: SamplerSettings) -> str:
