@@ -71,11 +71,6 @@ def _summary(texts: list[str], passed: list[bool], seconds: list[float]) -> dict
             "seconds_per_turn": round(statistics.fmean(seconds), 3) if seconds else 0.0}
 
 
-def adventure(generator, k: int, settings: SamplerSettings, model_rank: bool = False,
-              scenarios=None, progress=None) -> dict:
-    return adventures(generator, (k,), settings, model_rank, scenarios, progress)[f"k={k}"]
-
-
 def adventures(generator, ks, settings: SamplerSettings, model_rank: bool = False, scenarios=None,
                progress=None) -> dict:
     """Each scenario played at every k in turn (k=1, k=4, next scenario...), so the seconds of
@@ -109,11 +104,7 @@ def adventures(generator, ks, settings: SamplerSettings, model_rank: bool = Fals
     return out
 
 
-def trees(generator, k: int, settings: SamplerSettings, scenarios=None, progress=None) -> dict:
-    return trees_at(generator, (k,), settings, scenarios, progress)[f"k={k}"]
-
-
-def trees_at(generator, ks, settings: SamplerSettings, scenarios=None, progress=None) -> dict:
+def trees(generator, ks, settings: SamplerSettings, scenarios=None, progress=None) -> dict:
     """Per scenario: the root's options (5 wanted), then the outcome of the first one. Each
     scenario is played at every k in turn (as adventures() does), so the seconds of each k come
     from the same minutes of the machine; per pair of k also the median of the scenarios' ratios."""
@@ -160,10 +151,6 @@ def trees_at(generator, ks, settings: SamplerSettings, scenarios=None, progress=
         out[f"median_scenario_ratio_k{ks[1]}_vs_k{ks[0]}"] = round(statistics.median(
             m / o for o, m in zip(one, many) if o), 2)
     return out
-
-
-def cowrite(generator, k: int, settings: SamplerSettings, length: str = "paragraph", progress=None) -> dict:
-    return cowrites(generator, (k,), settings, length, progress)[f"k={k}"]
 
 
 def cowrites(generator, ks, settings: SamplerSettings, length: str = "paragraph", progress=None,
@@ -272,21 +259,15 @@ def quality(spec: str, k: int = adv.DEFAULT_CANDIDATES, seed: int = 1, modes=("a
     settings = load_config().sampler.with_(seed=seed)
     result: dict = {"model": generator.name, "k": k, "seed": seed, "sampler": settings.to_dict(),
                     "scoring": critic.can_score(generator)}
+    ks = (1, k) if k != 1 else (1,)
+    side_by_side = {"adventure": adventures, "tree": trees, "cowrite": cowrites}
     for mode in modes:
         runs = {}
-        for kk in (1, k):
-            if mode == "adventure":
-                if kk == 1:  # both k at once, scenario by scenario (same minutes of the machine)
-                    runs.update(adventures(generator, (1, k) if k != 1 else (1,), settings, progress=progress))
-            elif mode == "tree":
-                if kk == 1:  # both k at once, scenario by scenario
-                    runs.update(trees_at(generator, (1, k) if k != 1 else (1,), settings, progress=progress))
-            elif mode == "cowrite":
-                if kk == 1:  # both k at once, opening by opening
-                    runs.update(cowrites(generator, (1, k) if k != 1 else (1,), settings, progress=progress))
-            elif mode == "world_info" and kk == k:  # one batch gives k=1 (sample_rate) and k (picked)
-                runs[f"k={kk}"] = world_info(generator, kk, settings, progress=progress, styles=world_styles,
-                                             seeds=world_seeds, lore_bias=lore_bias)
+        if mode in side_by_side:  # every k at once, scenario by scenario (the same minutes of the machine)
+            runs = side_by_side[mode](generator, ks, settings, progress=progress)
+        elif mode == "world_info":  # one batch gives k=1 (sample_rate) and k (picked)
+            runs[f"k={k}"] = world_info(generator, k, settings, progress=progress, styles=world_styles,
+                                        seeds=world_seeds, lore_bias=lore_bias)
         one, many = runs.get("k=1", {}), runs.get(f"k={k}", {})
         for key in ("seconds_per_turn", "outcomes_seconds_per_turn"):
             if one.get(key) and many.get(key):
