@@ -244,7 +244,8 @@ class TransformersGenerator(Generator):
         for count in range(settings.max_new_tokens):
             if cancel is not None and cancel.is_set():
                 return
-            context.banned = self._early_end_ban(count, batch, settings)
+            ending = self._early_end(count, settings)
+            context.banned = [ending] * batch if ending else None
             token = choose_next(state.logits, history, settings, gen, context)
             yield token
             history = torch.cat([history, token[:, None]], dim=1)
@@ -252,9 +253,10 @@ class TransformersGenerator(Generator):
                 return
             state.feed(token[:, None])
 
-    def _early_end_ban(self, written: int, rows: int, settings: SamplerSettings) -> list[set[int]] | None:
-        """The end-of-text tokens, banned in every row while fewer than min_new_tokens are written."""
-        return [set(self.eos_ids)] * rows if written < settings.min_new_tokens else None
+    def _early_end(self, written: int, settings: SamplerSettings) -> set[int]:
+        """The tokens banned for ending the text too soon: the end-of-text ones while fewer than
+        min_new_tokens are written, else none."""
+        return set(self.eos_ids) if written < settings.min_new_tokens else set()
 
     def token_texts(self) -> list[str]:
         """Each vocabulary id's own text (computed once: DRY's breakers and XTC's protected tokens)."""
@@ -309,7 +311,7 @@ class TransformersGenerator(Generator):
             if cancel is not None and cancel.is_set():
                 return
             pos = len(ids)
-            context.banned = [bans.get(pos, set()) | (set(self.eos_ids) if pos < settings.min_new_tokens else set())]
+            context.banned = [bans.get(pos, set()) | self._early_end(pos, settings)]
             if bias is not None:
                 context.bias = [bias.pushes(text.rstrip("\ufffd"), before)]
             history = torch.tensor([prompt_ids + ids], dtype=torch.long)
@@ -446,7 +448,8 @@ class TransformersGenerator(Generator):
         for count in range(1, settings.max_new_tokens + 1):
             if cancel is not None and cancel.is_set():
                 break
-            context.banned = self._early_end_ban(count - 1, len(live), settings)
+            ending = self._early_end(count - 1, settings)
+            context.banned = [ending] * len(live) if ending else None
             step = choose_next(state.logits, history, settings, gen, context)
             history = torch.cat([history, step[:, None]], dim=1)
             if on_step is not None:
