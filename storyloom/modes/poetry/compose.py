@@ -671,8 +671,9 @@ def _best_tried(poem: Poem, finals: list, i: int, line: PoemLine, tried: list, o
     a rhyme word said, the topic, then the score), that attempt's lines come back instead, and
     its last line is returned (a rewrite never leaves the poem worse than a try it had: the
     couplet's last try ended forced where an earlier one had only strayed from the topic)."""
-    kept = [(len(poem.lines) - len(lines) + 1, lines) for prefix, lines in tried
-            if len(prefix) == len(poem.lines) - len(lines) + 1 and prefix == _texts(poem.lines[:len(prefix)])]
+    # an attempt (the lines before it, its lines up to line i) that began where the poem now stands
+    kept = [(len(prefix), lines) for prefix, lines in tried
+            if len(prefix) + len(lines) - 1 == len(poem.lines) and prefix == _texts(poem.lines[:len(prefix)])]
     best = pick([line] + [lines[-1] for _, lines in kept])
     if best is line:
         return line
