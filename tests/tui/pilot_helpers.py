@@ -3,10 +3,20 @@ from __future__ import annotations
 
 
 async def settle(app, pilot) -> None:
-    """Let workers finish and their messages land."""
+    """Let workers finish and their messages land.
+
+    A worker in an exclusive group is cancelled when a newer one replaces it (the next-prompt
+    count does so on every keystroke); that is the app working, not a failure to wait on.
+    """
+    from textual.worker import WorkerCancelled
+
     for _ in range(3):
         await pilot.pause()
-        await app.workers.wait_for_complete()
+        for worker in list(app.workers):
+            try:
+                await worker.wait()
+            except WorkerCancelled:
+                pass
     await pilot.pause()
 
 
