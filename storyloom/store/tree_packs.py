@@ -648,10 +648,16 @@ def _match_local_children(store: TreeStore, tree_id: str, rows: list[dict]) -> N
         r["link_to"] = renames.get(r["link_to"], r["link_to"])
 
 
-def import_twee(store: TreeStore, text: str, visibility: str = "public", owner: str = "") -> ImportReport:
-    """A Twee story as a tree: passages become outcomes, links become options. A story whose IFID
-    names a tree here (ours, or imported before) merges into it like a pack: new passages are
-    added, empty outcomes filled, nothing else changed. The pack limits hold."""
+def twee_ifid(text: str) -> str | None:
+    """The IFID a Twee story names itself by (None if it has none); PackError if it is not Twee."""
+    return _parse_story(text).ifid
+
+
+def import_twee(store: TreeStore, text: str, visibility: str = "public", owner: str = "",
+                author: str = "twine") -> ImportReport:
+    """A Twee story as a tree: passages become outcomes, links become options (each by `author`).
+    A story whose IFID names a tree here (ours, or imported before) merges into it like a pack:
+    new passages are added, empty outcomes filled, nothing else changed. The pack limits hold."""
     story = _parse_story(text)
     title, start, bodies = story.title, story.start, story.bodies
     if len(title) > MAX_TITLE:
@@ -682,7 +688,7 @@ def import_twee(store: TreeStore, text: str, visibility: str = "public", owner: 
             raise PackError(f"The story makes more than {MAX_NODES:,} passages and links; the limit is {MAX_NODES:,}.")
         if len(action) > MAX_ACTION:
             raise PackError(f"A link's text is {len(action):,} characters; the limit is {MAX_ACTION}: {quote(action)}")
-        node = {"id": node_id, "parent_id": parent, "action": action, "outcome": "", "author": "twine",
+        node = {"id": node_id, "parent_id": parent, "action": action, "outcome": "", "author": author,
                 "link_to": None}
         rows.append(node)
         return node
