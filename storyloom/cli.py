@@ -284,7 +284,7 @@ def terminal_safe(text: str, lines: bool = False) -> str:
 
 def _tree(args) -> int:
     from storyloom.config import load_or_default
-    from storyloom.store import tree_packs
+    from storyloom.store import starters, tree_packs
     from storyloom.store.db import open_db
     from storyloom.store.trees import TreeStore
 
@@ -292,6 +292,7 @@ def _tree(args) -> int:
     if warning:
         print(f"storyloom: {terminal_safe(warning)}", file=sys.stderr)
     store = TreeStore(open_db())
+    starters.import_starters(store)  # as the app does: the same trees here on a first run (failures: the log)
     player = config.player
     if args.tree_command == "list":
         for tree in store.trees(player):

@@ -15,6 +15,7 @@ from storyloom import StoryloomError
 from storyloom.config import Config, ConfigError, load_config, save_config
 from storyloom.modes import wordfilter
 from storyloom.engine.generate import Generator
+from storyloom.store import starters
 from storyloom.store.cowrite import CowriteStore
 from storyloom.store.db import StoreError, open_db, open_memory_db
 from storyloom.store.poems import PoemStore
@@ -72,6 +73,7 @@ class StoryloomApp(App):
         self.games = GameStore(db)
         self.cowrites = CowriteStore(db)
         self.trees = TreeStore(db)
+        starters.import_starters(self.trees)  # once per database; a file that fails is logged and skipped
         self.poems = PoemStore(db)
         self.pregenerate = True  # story trees write the top options' outcomes ahead of the player
         # One generation per model at a time (a server: as many as it serves), the player first.

@@ -8,6 +8,7 @@ import time
 import pytest
 from textual.widgets import OptionList, Static
 
+from storyloom.store.starters import starter_ids
 from storyloom.store.trees import Tree, TreeStore
 from storyloom.tui.screens.editors import ConfirmDialog
 from storyloom.tui.screens.tree_list import TreeListScreen
@@ -85,12 +86,13 @@ async def test_deleting_a_tree_asks_first_and_runs_off_the_ui_thread(make_app, m
         assert isinstance(app.screen, ConfirmDialog)
         await pilot.press("escape")  # keep it after all
         await pilot.pause()
-        assert len(app.trees.trees()) == 2
+        shipped = starter_ids(app.trees)  # the starter trees a new home begins with
+        assert {t.id for t in app.trees.trees()} - shipped == {keep.id, doomed.id}
         await pilot.press("delete")
         await pilot.pause()
         await pilot.press("y")
         await wait_until(pilot, lambda: not any("200 passages" in line for line in list_lines(app)))
-        assert [t.id for t in app.trees.trees()] == [keep.id] and doomed.id
+        assert [t.id for t in app.trees.trees() if t.id not in shipped] == [keep.id]
     assert calls and all(thread is not threading.main_thread() for thread in calls)
 
 

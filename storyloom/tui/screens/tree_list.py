@@ -13,7 +13,7 @@ from textual.widgets import Button, Footer, Header, Input, Label, OptionList, Se
 from textual.widgets.option_list import Option
 
 from storyloom import StoryloomError
-from storyloom.store import tree_packs
+from storyloom.store import starters, tree_packs
 from storyloom.store.trees import Tree, TreeStore
 from storyloom.tui.background import with_own_store
 from storyloom.tui.export import write_exports
@@ -107,6 +107,7 @@ class TreeListScreen(Screen):
         super().__init__()
         self.sizes: dict[str, dict] = {}  # tree id -> stats, as counted last
         self.shown: list[Tree] = []
+        self.starters: set[str] = set()  # ids of the trees that shipped with StoryLoom
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -123,6 +124,7 @@ class TreeListScreen(Screen):
 
     def _fill(self) -> None:
         self.shown = self.app.trees.trees(self.app.config.player)  # one small query: titles only
+        self.starters = starters.starter_ids(self.app.trees)
         self._show_list()
         self._count([t.id for t in self.shown])
 
@@ -132,7 +134,8 @@ class TreeListScreen(Screen):
             stats = self.sizes.get(tree.id)
             size = f"{stats['nodes']} passages, depth {stats['depth']}" if stats else "counting passages…"
             lock = "  · private" if tree.visibility == "private" else ""
-            options.append(Option(Text(f"{tree.title}  ·  {size}{lock}"), id=tree.id))
+            starter = "  · starter" if tree.id in self.starters else ""
+            options.append(Option(Text(f"{tree.title}  ·  {size}{lock}{starter}"), id=tree.id))
         refill(self.query_one("#trees", OptionList), options)
 
     @work(thread=True, exclusive=True, group="tree-sizes", exit_on_error=False)
