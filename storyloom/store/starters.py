@@ -35,9 +35,13 @@ class StarterReport:
     known: int = 0  # starters this database took in before (kept, or deleted by the player)
 
 
+def starters_folder() -> Path:
+    return assets_dir() / FOLDER
+
+
 def starter_files(folder: Path | None = None) -> list[Path]:
     """The shipped starter stories, by name; none (logged) when the folder is missing."""
-    folder = folder if folder is not None else assets_dir() / FOLDER
+    folder = folder if folder is not None else starters_folder()
     try:
         return sorted(p for p in folder.iterdir() if p.suffix == ".twee")
     except OSError as exc:
