@@ -141,7 +141,8 @@ def test_the_wheel_carries_every_source_and_asset(wheel_env):
     expected |= {"storyloom/assets/" + p.relative_to(ROOT / "assets").as_posix()
                  for p in (ROOT / "assets").rglob("*") if p.is_file()}
     assert {"storyloom/assets/scenarios.toml", "storyloom/assets/poem_forms.toml", "storyloom/assets/word_zipf.txt",
-            "storyloom/engine/native/decode_step.c", "storyloom/tui/app.tcss"} <= expected
+            "storyloom/assets/trees/gull-rock.twee", "storyloom/engine/native/decode_step.c",
+            "storyloom/tui/app.tcss"} <= expected  # a subfolder of assets/ (the starter trees) too
     assert sorted(expected - names) == []
     assert not any(n.startswith(("tests/", "assets/", "saved/")) for n in names)
 
@@ -197,7 +198,9 @@ def test_tree_list_keeps_its_data_in_the_user_data_folder(wheel_env):
     env = {k: v for k, v in e["env"].items() if k != "STORYLOOM_HOME"}
     env["XDG_DATA_HOME"] = str(e["work"] / "xdg")  # where platformdirs puts a Linux user's data
     done = _run([e["bin"] / "storyloom", "tree", "list"], cwd=e["cwd"], env=env)
-    assert done.stdout == ""  # a fresh home: no trees yet
+    # A fresh home has only the starter trees, read from the package's own assets/trees/
+    assert [line.split("  ")[-1] for line in done.stdout.splitlines()] == ["The Midnight Market",
+                                                                          "The Lighthouse on Gull Rock"]
     if sys.platform.startswith("linux"):
         data = e["work"] / "xdg" / "storyloom"
         assert (data / "storyloom.db").is_file() and (data / "storyloom.log").is_file()
