@@ -69,8 +69,11 @@ def import_starters(store: TreeStore, folder: Path | None = None) -> StarterRepo
         try:
             text, ifid = read_starter(path)
             key = _KEY + ifid
+            if _known(store, key):  # a plain read: a later launch never waits for another writer
+                report.known += 1
+                continue
             with store.db.atomic():  # the check, the import and the flag: one process does it, once
-                if next(store.db.query("select 1 from meta where key = ?", [key]), None):
+                if _known(store, key):
                     report.known += 1
                     continue
                 done = tree_packs.import_twee(store, text, author=AUTHOR)
@@ -86,6 +89,10 @@ def import_starters(store: TreeStore, folder: Path | None = None) -> StarterRepo
         report.imported.append(done)
         log.info("Starter tree %s imported from %s: %s", done.title, path.name, done.summary())
     return report
+
+
+def _known(store: TreeStore, key: str) -> bool:
+    return next(store.db.query("select 1 from meta where key = ?", [key]), None) is not None
 
 
 def starter_ids(store: TreeStore) -> set[str]:
