@@ -56,7 +56,7 @@ async def test_a_fresh_app_lists_the_starters_and_reads_one_without_the_model():
             "1. Light the wick from your lantern.", "2. Signal the ship with your lantern."]
         await pilot.press("2")
         await settle(app, pilot)
-        assert outcome(app).startswith("You hold the lantern against the broken pane")
+        assert outcome(app).startswith("You hold the lantern against the cracked pane")
         stats = str(app.screen.query_one("#tree-stats", Static).render())
         assert "2 from cache, 0 generated" in stats
     assert model.prompts == []  # read-ahead was on (the default) and found nothing to write
