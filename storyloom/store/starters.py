@@ -18,6 +18,7 @@ from pathlib import Path
 from storyloom import StoryloomError
 from storyloom.paths import assets_dir
 from storyloom.store import tree_packs
+from storyloom.store.db import DatabaseBusy
 from storyloom.store.tree_packs import ImportReport, PackError
 from storyloom.store.trees import TreeStore
 
@@ -65,7 +66,8 @@ def read_starter(path: Path) -> tuple[str, str]:
 def import_starters(store: TreeStore, folder: Path | None = None) -> StarterReport:
     """Import each starter this database has not had yet (quick: no model, a few dozen rows)."""
     report = StarterReport()
-    for path in starter_files(folder):
+    files = starter_files(folder)
+    for at, path in enumerate(files):
         try:
             text, ifid = read_starter(path)
             key = _KEY + ifid
@@ -78,7 +80,11 @@ def import_starters(store: TreeStore, folder: Path | None = None) -> StarterRepo
                     continue
                 done = tree_packs.import_twee(store, text, author=AUTHOR)
                 store.db.execute("insert into meta (key, value) values (?, ?)", [key, done.tree_id])
-        except (StoryloomError, OSError) as exc:  # PackError, a busy or read-only database, an unreadable file
+        except DatabaseBusy as exc:  # the rest would wait as long again (the app's start, 3 s each): next launch
+            report.failed += [(p.name, str(exc)) for p in files[at:]]
+            log.error("Starter trees %s were not imported: %s", ", ".join(p.name for p in files[at:]), exc)
+            break
+        except (StoryloomError, OSError) as exc:  # PackError, a read-only or full database, an unreadable file
             report.failed.append((path.name, str(exc)))
             log.error("Starter tree %s was not imported: %s", path.name, exc)
             continue

@@ -151,15 +151,20 @@ def test_the_cli_tree_list_shows_the_starters_on_a_first_run(capsys):
     assert capsys.readouterr().out == out  # once only
 
 
-def test_a_busy_database_skips_the_starters_for_now_and_a_later_launch_never_waits(tmp_path):
-    """Another StoryLoom holding the write lock (a big import): the first run says why in its
-    report and imports them next time; once they are in, a launch takes no lock at all."""
+def test_a_busy_database_skips_the_starters_for_now_and_a_later_launch_never_waits(tmp_path, monkeypatch):
+    """Another StoryLoom holding the write lock (a big import): the first run waits for it once,
+    not once a starter, says why in its report and imports them next time; once they are in, a
+    launch takes no lock at all."""
     path = tmp_path / "storyloom.db"
     writer = open_db(path)
     store = TreeStore(open_db(path, busy_timeout=0.05))
+    waits = []
+    real_atomic = store.db.atomic
+    monkeypatch.setattr(store.db, "atomic", lambda: waits.append(1) or real_atomic())
     writer.execute("BEGIN IMMEDIATE")
     busy = starters.import_starters(store)
     assert busy.imported == [] and len(busy.failed) == 2 and all("busy" in why for _, why in busy.failed)
+    assert len(waits) == 1
     writer.execute("ROLLBACK")
     assert len(starters.import_starters(store).imported) == 2
     writer.execute("BEGIN IMMEDIATE")
