@@ -15,15 +15,17 @@ from storyloom.engine.sampling import SamplerSettings
 
 
 def apply_repetition_penalty(
-    logits: torch.Tensor, history: torch.Tensor, penalty: float, window: int
+    logits: torch.Tensor, history: torch.Tensor, penalty: float, window: int, inplace: bool = False
 ) -> torch.Tensor:
-    """CTRL-style penalty on tokens seen in the last `window` tokens (KoboldAI's rep_pen_range)."""
+    """CTRL-style penalty on tokens seen in the last `window` tokens (KoboldAI's rep_pen_range).
+    `inplace`: into `logits` itself (a copy the caller owns)."""
     if penalty == 1.0 or history.shape[-1] == 0:
         return logits
     recent = history[:, -window:] if window else history
     seen = torch.gather(logits, 1, recent)
     seen = torch.where(seen > 0, seen / penalty, seen * penalty)
-    return logits.scatter(1, recent, seen)
+    # a token seen twice is written twice with the same value: in place is the same as a copy
+    return logits.scatter_(1, recent, seen) if inplace else logits.scatter(1, recent, seen)
 
 
 @dataclass
@@ -89,22 +91,22 @@ def apply_dry(logits: torch.Tensor, history: torch.Tensor, settings: SamplerSett
     return out
 
 
-def _ban(logits: torch.Tensor, banned: list[set[int]] | None) -> torch.Tensor:
+def _ban(logits: torch.Tensor, banned: list[set[int]] | None, inplace: bool = False) -> torch.Tensor:
     if not banned or not any(banned):
         return logits
-    logits = logits.clone()
+    logits = logits if inplace else logits.clone()
     for row, tokens in enumerate(banned):
         if tokens:
             logits[row, list(tokens)] = float("-inf")
     return logits
 
 
-def apply_bias(logits: torch.Tensor, bias: list[dict[int, float]] | None) -> torch.Tensor:
+def apply_bias(logits: torch.Tensor, bias: list[dict[int, float]] | None, inplace: bool = False) -> torch.Tensor:
     """Add each row's phrase bias to its logits (before temperature, as llama.cpp's logit_bias:
     at temperature 1 a bias b multiplies the token's odds by e**b)."""
     if not bias or not any(bias):
         return logits
-    logits = logits.clone()
+    logits = logits if inplace else logits.clone()
     for row, pushes in enumerate(bias):
         if pushes:
             ids = torch.tensor(list(pushes), dtype=torch.long)
@@ -130,8 +132,17 @@ def choose_next(
     a small model's layer. The distribution sampled from is the same.
     """
     context = context or Context()
-    logits = apply_bias(_ban(logits.float(), context.banned), context.bias)
-    logits = apply_repetition_penalty(logits, history, settings.repetition_penalty, settings.repetition_range)
+    logits = logits.float()
+    # The bans, the bias and the penalty write into one copy (the caller's logits stay as they
+    # were): a copy each was a pass over [batch, vocab] each, per token.
+    banned = bool(context.banned) and any(context.banned)
+    biased = bool(context.bias) and any(context.bias)
+    penalised = settings.repetition_penalty != 1.0 and history.shape[-1] > 0
+    if banned or biased or penalised:
+        logits = logits.clone()
+        _ban(logits, context.banned, inplace=True)
+        apply_bias(logits, context.bias, inplace=True)
+        apply_repetition_penalty(logits, history, settings.repetition_penalty, settings.repetition_range, inplace=True)
     logits = apply_dry(logits, history, settings, context.dry_breakers)
     if settings.greedy:
         return logits.argmax(dim=-1)

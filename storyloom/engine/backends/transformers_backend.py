@@ -93,6 +93,8 @@ def _drawn_logprobs(logits: torch.Tensor, step: torch.Tensor) -> list[float]:
 def _before_stop(text: str, stops: tuple[str, ...]) -> str:
     """A row's decoded text before its first stop string (and without half a character)."""
     text = text.rstrip("\ufffd")
+    if not any(stop and stop in text for stop in stops):  # the common case, asked every step of every row
+        return text
     scanner = StopScanner(stops)
     return scanner.feed(text) + scanner.finish(text)
 
@@ -140,7 +142,13 @@ class DecodeState:
         """Go on with only these batch rows (the others finished): later steps cost less."""
         index = torch.tensor(rows, dtype=torch.long)
         if self.fast is not None:
-            self.kv.cache = self.kv.cache.index_select(2, index)
+            # only the filled positions move: the cache has room for the whole turn beyond them,
+            # and copying that too was most of the cost of shrinking
+            cache, filled = self.kv.cache, self.kv.length
+            kept = cache.new_empty((*cache.shape[:2], len(rows), *cache.shape[3:]))
+            for j, row in enumerate(rows):
+                kept[:, :, j, :, :filled] = cache[:, :, row, :, :filled]
+            self.kv.cache = kept
         else:
             self.kv.batch_select_indices(index)
         self.logits = self.logits.index_select(0, index)
