@@ -78,6 +78,25 @@ def test_dry_also_steers_greedy_and_bans_mask_a_token():
     assert int(choose_next(logits, history, greedy, None, Context(banned=[{4}]))) == 5
 
 
+
+def test_bans_bias_and_penalty_share_one_copy_that_leaves_the_callers_logits_as_they_were():
+    from storyloom.engine.logits import _ban, apply_bias, apply_repetition_penalty
+
+    logits = torch.tensor([[2.0, -1.0, 3.0, 0.5, 1.0], [1.0, 4.0, -2.0, 0.0, 2.5]])
+    history = torch.tensor([[2, 3, 2, 1], [1, 1, 4, 0]])  # a token seen twice is penalised once
+    bans, bias = [{2}, set()], [{}, {3: 3.5}]  # each changes a row's pick
+    one_by_one = apply_repetition_penalty(apply_bias(_ban(logits, bans), bias), history, 1.3, 0)
+    work = logits.clone()
+    _ban(work, bans, inplace=True)
+    apply_bias(work, bias, inplace=True)
+    assert apply_repetition_penalty(work, history, 1.3, 0, inplace=True) is work
+    assert torch.equal(work, one_by_one)
+    before = logits.clone()
+    settings = PLAIN.with_(temperature=0, repetition_penalty=1.3)
+    picked = choose_next(logits, history, settings, None, Context(banned=bans, bias=bias))
+    assert picked.tolist() == one_by_one.argmax(-1).tolist() == [0, 3]
+    assert torch.equal(logits, before)  # the step's logits are read again (the drawn token's log-prob)
+
 def test_settings_for_the_new_samplers_are_checked_and_round_trip():
     for name, value in (("min_p", 1.0), ("min_p", -0.1), ("dry_multiplier", -1), ("dry_base", 1.0),
                         ("dry_allowed_length", 0), ("dry_range", -1), ("xtc_threshold", 0.6),
