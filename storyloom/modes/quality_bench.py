@@ -159,8 +159,10 @@ def cowrites(generator, ks, settings: SamplerSettings, length: str = "paragraph"
     the top candidate under the critic, picked into the story as a writer would (a story's prompt
     grows as it does in use). Each opening is written at every k in turn (as adventures() does),
     so the seconds of each k come from the same minutes of the machine; per pair of k also the
-    median of the turns' own ratios, and the ratio over first turns alone (a one-line prompt)."""
-    runs = {k: {"texts": [], "passed": [], "seconds": [], "first": []} for k in ks}
+    median of the turns' own ratios, and the ratio over first turns alone (a one-line prompt).
+    `tokens_drawn_per_turn`: the tokens every candidate of a turn took together, the decode work
+    its seconds pay for (k rows of a batch cost less than k single rows, not nothing)."""
+    runs = {k: {"texts": [], "passed": [], "seconds": [], "first": [], "tokens": []} for k in ks}
     for n, (title, opening) in enumerate(COWRITE_OPENINGS):
         for seed in range(seeds):
             for k in ks:
@@ -174,6 +176,8 @@ def cowrites(generator, ks, settings: SamplerSettings, length: str = "paragraph"
                     except StoryloomError:  # nothing usable: a failed turn
                         ranked = []
                     run["seconds"].append(time.perf_counter() - start)
+                    stats = getattr(generator, "last_stats", None)  # of the turn's one batch
+                    run["tokens"].append(stats.new_tokens if stats is not None else 0)
                     if turn == 0:
                         run["first"].append(run["seconds"][-1])
                     text = ranked[0].text if ranked else ""
@@ -185,6 +189,8 @@ def cowrites(generator, ks, settings: SamplerSettings, length: str = "paragraph"
         if progress:
             progress(f"co-write: {title}", None)
     out = {f"k={k}": _summary(run["texts"], run["passed"], run["seconds"]) for k, run in runs.items()}
+    for k, run in runs.items():
+        out[f"k={k}"]["tokens_drawn_per_turn"] = round(statistics.fmean(run["tokens"]), 1) if run["tokens"] else 0.0
     if len(ks) == 2:
         one, many = runs[ks[0]], runs[ks[1]]
         out[f"median_turn_ratio_k{ks[1]}_vs_k{ks[0]}"] = round(statistics.median(

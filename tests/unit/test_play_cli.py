@@ -65,6 +65,8 @@ def test_bench_quality_reports_k1_and_k_per_mode(tiny_model_dir, capsys, monkeyp
     assert {"option_rows_drawn", "options_shown_of_wanted"} <= set(data["tree"]["k=2"])
     assert {"seconds_ratio_k2_vs_k1", "median_scenario_ratio_k2_vs_k1"} <= set(data["tree"])  # k=1, k=2 side by side
     assert data["cowrite"]["k=1"]["turns"] == 6  # one opening, two seeds, three turns each
+    # the decode work behind the seconds: k rows drawn in one batch are more tokens than one row
+    assert 0 < data["cowrite"]["k=1"]["tokens_drawn_per_turn"] < data["cowrite"]["k=2"]["tokens_drawn_per_turn"]
     assert {"seconds_ratio_k2_vs_k1", "median_turn_ratio_k2_vs_k1", "first_turn_ratio_k2_vs_k1"} <= set(data["cowrite"])
 
 
