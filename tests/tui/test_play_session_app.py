@@ -25,3 +25,24 @@ async def test_the_world_info_line_starts_in_the_transcripts_column(make_app, fa
         assert line.display and "keep: key 'keep' in the action" in str(line.render())
         story = app.screen.query_one(Transcript).query(Static).first()
         assert line.content_region.x == story.content_region.x > 0
+
+
+async def _help_keys(app, pilot) -> list:
+    await settle(app, pilot)
+    await pilot.press("f1")
+    await pilot.pause()
+    await pilot.pause()
+    cells = [c for c in app.screen.query("MarkdownTableCellContents") if (c.name or "").endswith(".1")]
+    assert len(cells) > 30  # every key of every table
+    return cells
+
+
+async def test_the_help_screens_keys_each_fit_on_one_line(make_app):
+    """The key column was 8 wide: 'Ctrl+Z / Ctrl+Y' took three rows ('Ctrl+Z', '/', 'Ctrl+Y') and
+    'Enter on an empty box' four, beside a one-line action."""
+    for size in ((100, 32), (80, 24)):
+        app = make_app()
+        async with app.run_test(size=size) as pilot:
+            for cell in await _help_keys(app, pilot):
+                shown = [str(line.text).strip() for line in cell.render_lines(cell.region.reset_offset)]
+                assert [line for line in shown if line] == [str(cell.render()).strip()], size

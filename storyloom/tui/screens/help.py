@@ -21,7 +21,7 @@ Type an action and press `Enter`. `Ctrl+T` (or the button) switches what you typ
 | key | action |
 | --- | --- |
 | `Esc` | stop the writing (what was written is kept; `Ctrl+Z` takes it back), or go back |
-| `Enter` on an empty box | continue the story |
+| `Enter` alone | continue the story (nothing typed in the box) |
 | `Ctrl+Z` / `Ctrl+Y` | undo / redo a turn |
 | `Ctrl+R` | retry: a new continuation for the last action |
 | `Ctrl+E` | alter: edit the last output |
