@@ -46,3 +46,26 @@ async def test_the_help_screens_keys_each_fit_on_one_line(make_app):
             for cell in await _help_keys(app, pilot):
                 shown = [str(line.text).strip() for line in cell.render_lines(cell.region.reset_offset)]
                 assert [line for line in shown if line] == [str(cell.render()).strip()], size
+
+
+def buttons_shown_whole(screen) -> list[str]:
+    """The buttons whose label and border do not fit inside their row (cut at its right edge)."""
+    from textual.widgets import Button
+
+    cut = []
+    for button in screen.query(Button):
+        if button.display and button.region.right > button.parent.content_region.right:
+            cut.append(str(button.label))
+    return cut
+
+
+async def test_the_preset_buttons_fit_80_columns(make_app):
+    """'Save as preset' and 'Delete preset' ran off the right edge of the settings at 80 (and
+    100) columns, beside a 60-column name box."""
+    for size in ((80, 24), (100, 32)):
+        app = make_app()
+        async with app.run_test(size=size) as pilot:
+            await settle(app, pilot)
+            await pilot.press("s")
+            await pilot.pause()
+            assert buttons_shown_whole(app.screen) == [], size
