@@ -69,3 +69,23 @@ async def test_the_preset_buttons_fit_80_columns(make_app):
             await pilot.press("s")
             await pilot.pause()
             assert buttons_shown_whole(app.screen) == [], size
+
+
+async def test_the_hint_over_ten_tree_options_fits_80_columns(make_app):
+    """With ten options the hint above them ended 'w write outcom', cut at the 80th column."""
+    from storyloom.store.trees import Tree
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        tree = Tree("Castle")
+        root = app.trees.create(tree, "You stand at the gate.")
+        app.trees.add_children(root, [f"Try door {i}." for i in range(1, 11)], "human")
+        app.open_tree(tree.id)
+        await settle(app, pilot)
+        app.screen.action_toggle_hidden()  # every option, not the top five
+        await pilot.pause()
+        label = app.screen.query_one("#tree-options-label")
+        hint = str(label.render())
+        assert hint.startswith("What do you do? (1-9, 0/Enter") and hint.endswith("w write outcome)")
+        assert label.region.right <= app.screen.size.width

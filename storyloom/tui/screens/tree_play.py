@@ -71,7 +71,8 @@ class TreeOptions(TypeToWrite):
 def keys_note(options: int) -> str:
     """What the keys on the options do; fits 80 columns with 'What do you do? (...)' around it."""
     keys = number_keys(options)
-    pick = "" if not keys else f"{keys} · " if options > 10 else f"{keys} choose · "
+    # from ten on the keys say enough without "choose" (with it, ten options ran past 80 columns)
+    pick = "" if not keys else f"{keys} · " if options >= 10 else f"{keys} choose · "
     return pick + "+/- vote · a own action · w write outcome"
 
 
