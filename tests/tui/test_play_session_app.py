@@ -89,3 +89,19 @@ async def test_the_hint_over_ten_tree_options_fits_80_columns(make_app):
         hint = str(label.render())
         assert hint.startswith("What do you do? (1-9, 0/Enter") and hint.endswith("w write outcome)")
         assert label.region.right <= app.screen.size.width
+
+
+async def test_a_passage_never_offers_the_action_that_led_to_it(make_app, fake):
+    """After 'Stand up.' the next passage offered 'Stand up.' again, first of its options."""
+    from tests.tui.test_tree_app import ROOT_ACTIONS, new_tree, options
+
+    fake.push(*ROOT_ACTIONS)
+    app = make_app()
+    async with app.run_test(size=(100, 36)) as pilot:
+        await new_tree(app, pilot)
+        fake.push("The stones are slick, but you reach the top.", "You climb the wall.",
+                  *[f"You try thing {i}." for i in range(6)])
+        await pilot.press("2")  # Climb the wall.
+        await settle(app, pilot)
+        shown = [o.split("   ")[0] for o in options(app)]
+        assert shown == [f"{i + 1}. Try thing {i}." for i in range(5)]
