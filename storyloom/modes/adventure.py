@@ -750,11 +750,10 @@ class Adventure:
             lines += [f"*{self.game.context}*", ""]
         for turn in self.game.turns:
             if turn.kind in ("do", "say"):
-                lines += [f"**{turn.action}**", ""]
-            elif turn.action:
-                lines += [turn.action, ""]
-            if turn.output:
-                lines += [turn.output, ""]
+                lines += [f"**{turn.action}**", ""] + ([turn.output, ""] if turn.output else [])
+            else:  # the opening and story turns: the model goes on in the same paragraph, as on screen
+                # (apart, the opening broke mid-sentence: "Ahead of you," / "a dragon appears.")
+                lines += [" ".join(part for part in (turn.action, turn.output) if part), ""]
         return "\n".join(lines).rstrip() + "\n"
 
 

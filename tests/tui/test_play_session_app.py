@@ -5,7 +5,7 @@ from textual.widgets import Static
 
 from storyloom.tui.widgets.transcript import Transcript
 
-from tests.tui.pilot_helpers import act, settle, start_knight
+from tests.tui.pilot_helpers import act, settle, start_knight, transcript_text
 
 
 async def test_the_world_info_line_starts_in_the_transcripts_column(make_app, fake):
@@ -105,3 +105,23 @@ async def test_a_passage_never_offers_the_action_that_led_to_it(make_app, fake):
         await settle(app, pilot)
         shown = [o.split("   ")[0] for o in options(app)]
         assert shown == [f"{i + 1}. Try thing {i}." for i in range(5)]
+
+
+async def test_the_exported_story_reads_as_the_transcript_does(make_app, fake, storyloom_home):
+    """The export put the opening's prompt and the model's continuation in two paragraphs, so it
+    broke mid-sentence ('Ahead of you,' / 'a dragon lands.'), and a Story turn's words apart
+    from what the model wrote after them."""
+    fake.push("a dragon lands on the road.", "It breathes fire.")
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        await pilot.press("ctrl+t", "ctrl+t")  # Story
+        await act(app, pilot, "The wolf howls.")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        shown = transcript_text(app)
+    text = next((storyloom_home / "exports").glob("*.md")).read_text()
+    paragraphs = text.strip().split("\n\n")
+    opening = next(p for p in paragraphs if p.startswith("You are on a quest"))
+    assert opening.endswith("Ahead of you, a dragon lands on the road.") and opening in shown
+    assert "The wolf howls. It breathes fire." in paragraphs and "The wolf howls. It breathes fire." in shown
