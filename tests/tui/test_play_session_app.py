@@ -125,3 +125,26 @@ async def test_the_exported_story_reads_as_the_transcript_does(make_app, fake, s
     opening = next(p for p in paragraphs if p.startswith("You are on a quest"))
     assert opening.endswith("Ahead of you, a dragon lands on the road.") and opening in shown
     assert "The wolf howls. It breathes fire." in paragraphs and "The wolf howls. It breathes fire." in shown
+
+
+async def test_a_turn_with_nothing_usable_says_so_once(make_app, fake):
+    """Eight candidates that were all the player's next move gave two notices at once, the
+    critic's count ('8 drawn in 2 batch(es): 8 empty, 0 judged') and 'it tried to act for you'."""
+    from dataclasses import replace
+
+    from storyloom.engine.backends.scripted import ScriptedGenerator
+
+    fake.push("Opening.", *["> You run away."] * 8)
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        fake.capabilities = replace(ScriptedGenerator.capabilities, batch=True)  # 4 candidates a turn
+        app._notifications.clear()
+        await act(app, pilot, "wait")
+        said = [n.message for n in app._notifications]
+        assert len(said) == 1 and said[0].startswith("The model wrote nothing usable this time")
+        assert "Ctrl+D shows why" in said[0]
+        assert app.screen.query_one("#action").value == "wait"  # the action is back in the box
+        await pilot.press("ctrl+d")
+        await pilot.pause()
+        assert "8 drawn in 2 batch(es): 8 empty" in str(app.screen.query_one("#verdicts").render())
