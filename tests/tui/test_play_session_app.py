@@ -148,3 +148,28 @@ async def test_a_turn_with_nothing_usable_says_so_once(make_app, fake):
         await pilot.press("ctrl+d")
         await pilot.pause()
         assert "8 drawn in 2 batch(es): 8 empty" in str(app.screen.query_one("#verdicts").render())
+
+
+async def test_a_custom_adventure_keeps_the_players_name_and_a_whole_word_title(make_app, fake):
+    """The name typed for a custom opening was dropped without a word, and the title was the
+    opening cut at 40 characters mid-word ('You wake in a lighthouse. The lamp is ou')."""
+    from textual import events
+    from textual.widgets import OptionList
+
+    fake.push("The beam sweeps the water.")
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("n")
+        await pilot.pause()
+        menu = app.screen.query_one("#scenarios", OptionList)
+        menu.highlighted = menu.option_count - 1  # Custom: write your own opening
+        await pilot.pause()
+        app.screen.query_one("#player-name").value = "Ada"
+        app.screen.query_one("#custom-prompt").focus()
+        app.post_message(events.Paste("You wake in a lighthouse. The lamp is out and a ship is coming."))
+        await pilot.pause()
+        app.screen.query_one("#start").press()
+        await settle(app, pilot)
+        assert app.screen.sub_title == "You wake in a lighthouse. The lamp is… (Ada)"
+        assert "Your name is Ada." in fake.prompts[-1]
