@@ -173,3 +173,23 @@ async def test_a_custom_adventure_keeps_the_players_name_and_a_whole_word_title(
         await settle(app, pilot)
         assert app.screen.sub_title == "You wake in a lighthouse. The lamp is… (Ada)"
         assert "Your name is Ada." in fake.prompts[-1]
+
+
+async def test_the_cowrite_story_shows_its_latest_turn_beside_the_candidates(make_app, fake):
+    """At 80x24 the candidates took most of the screen, and the story above them showed its
+    first turn: the turn they continue was out of sight (the list had scrolled to its end while
+    it was tall, then shrank)."""
+    from tests.tui.test_cowrite_app import FRESH, OPENING, start_story, story_lines
+
+    fake.push(*FRESH, "The boat was empty.", *FRESH, "A fourth.", *FRESH, "A fifth.")
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await start_story(app, pilot, opening=" ".join([OPENING] * 3))
+        await pilot.press("1")
+        await pilot.pause()
+        await pilot.press(*"She waited by the door.", "enter")
+        await settle(app, pilot)
+        assert story_lines(app)[-1] == "you\nShe waited by the door."
+        turns = app.screen.query_one("#cowrite-story")
+        assert app.screen.query_one("#cowrite-candidates").display
+        assert turns.max_scroll_y > 0 and turns.scroll_y == turns.max_scroll_y
