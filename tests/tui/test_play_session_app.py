@@ -193,3 +193,32 @@ async def test_the_cowrite_story_shows_its_latest_turn_beside_the_candidates(mak
         turns = app.screen.query_one("#cowrite-story")
         assert app.screen.query_one("#cowrite-candidates").display
         assert turns.max_scroll_y > 0 and turns.scroll_y == turns.max_scroll_y
+
+
+async def test_undoing_a_pick_offers_its_candidates_again(make_app, fake, storyloom_home):
+    """Ctrl+Z after picking the wrong candidate took the turn back and lost the other three:
+    'No earlier candidates for this turn', only a new roll of the model."""
+    from storyloom.store.cowrite import CowriteStore
+    from storyloom.store.db import open_db
+
+    from tests.tui.test_cowrite_app import FRESH, candidate_lines, start_story, story_lines
+
+    fake.push(*FRESH, "The boat was empty.")
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_story(app, pilot)
+        offered = candidate_lines(app)
+        await pilot.press("3")
+        await pilot.pause()
+        assert len(story_lines(app)) == 2 and not app.screen.query_one("#cowrite-candidates").display
+        await pilot.press("ctrl+z")
+        await pilot.pause()
+        assert len(story_lines(app)) == 1
+        assert candidate_lines(app) == offered
+        assert app.focused is app.screen.query_one("#cowrite-candidates")
+        story_id = app.screen.play.story.id
+        await pilot.press("1")
+        await pilot.pause()
+        assert story_lines(app)[-1] == "model\n" + offered[0].split("\n")[0][3:]
+    saved = CowriteStore(open_db(storyloom_home / "storyloom.db")).load(story_id)
+    assert len(saved.turns) == 2 and saved.pending == []

@@ -363,6 +363,9 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
         if self._idle():
             if self.play.undo():
                 self._show_story()
+                self._show_candidates()  # a pick taken back offers its candidates again
+                if self.play.story.pending:
+                    self.query_one(CandidateList).focus()
             else:
                 self.notify("Nothing to undo.")
 

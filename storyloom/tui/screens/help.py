@@ -45,7 +45,7 @@ once and ranks them (likely under the model, not repeating the story); the best 
 | `Delete` | remove the highlighted turn of the story |
 | `Ctrl+R` / `Ctrl+N` | reroll the candidates / add more, ranked together |
 | `Ctrl+T` | switch who goes next: set the candidates aside and write, or let the model write now |
-| `Ctrl+Z` | undo the last add, edit or removal |
+| `Ctrl+Z` | undo the last add, edit or removal (a pick undone offers its candidates again) |
 | `Ctrl+L` / `Ctrl+K` | turn length (sentence, paragraph, free) / candidates per turn |
 | `Ctrl+S` | export Markdown (model passages in italics) and plain text |
 | `Esc` | stop the model, or go back |
