@@ -6,6 +6,7 @@ from textual.widgets import Static
 from storyloom.tui.widgets.transcript import Transcript
 
 from tests.tui.pilot_helpers import act, settle, start_knight, transcript_text
+from tests.tui.test_poetry_app import poet  # noqa: F401 - a fixture
 
 
 async def test_the_world_info_line_starts_in_the_transcripts_column(make_app, fake):
@@ -222,3 +223,35 @@ async def test_undoing_a_pick_offers_its_candidates_again(make_app, fake, storyl
         assert story_lines(app)[-1] == "model\n" + offered[0].split("\n")[0][3:]
     saved = CowriteStore(open_db(storyloom_home / "storyloom.db")).load(story_id)
     assert len(saved.turns) == 2 and saved.pending == []
+
+
+async def test_leaving_poetry_with_an_unsaved_poem_asks_once(poet, storyloom_home):
+    """Esc on a poem just written went straight home, and the poem was gone: every other mode
+    saves as it goes, so nothing said it would be lost."""
+    from storyloom.tui.app import StoryloomApp
+    from storyloom.tui.screens.home import HomeScreen
+    from storyloom.tui.screens.poetry import PoetryScreen
+
+    from tests.tui.test_poetry_app import write
+
+    app = StoryloomApp(generator_factory=lambda spec, progress: poet)
+    app.config = app.config.with_(sampler=app.config.sampler.with_(seed=4))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await write(app, pilot, "couplets", "the moon")
+        assert app.screen.poem.lines
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, PoetryScreen)
+        assert app._notifications and "Esc again leaves without it." in list(app._notifications)[-1].message
+        await pilot.press("ctrl+s")  # saved: Esc leaves at once
+        await pilot.pause()
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, HomeScreen) and len(app.poems.list()) == 1
+        await pilot.press("p")
+        await pilot.pause()
+        await pilot.press(*"the sea", "enter")
+        await settle(app, pilot)
+        await pilot.press("escape", "escape")  # told once, then it goes
+        await pilot.pause()
+        assert isinstance(app.screen, HomeScreen) and len(app.poems.list()) == 1

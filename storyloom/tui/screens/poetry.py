@@ -72,7 +72,7 @@ class PoetryScreen(GeneratingScreen):
         self.poem: Poem | None = None
         self.saved_id: str | None = None
         self.unsaved = False  # the poem shown has lines or changes the store does not have
-        self.replace_ok = False  # the player was told once that Write/open replaces an unsaved poem
+        self.warned = ""  # the warning about an unsaved poem just given (Write/open, or Esc): again goes on
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -151,15 +151,20 @@ class PoetryScreen(GeneratingScreen):
         self._show(writing=0)
         self._write_poem(form, topic)
 
-    def _may_replace(self) -> bool:
-        """A new or opened poem replaces the one shown: an unsaved one is named first, once."""
-        if not self.unsaved or self.poem is None or not self.poem.lines or self.replace_ok:
-            self.replace_ok = False
+    def _may_replace(self, again: str = "Do it again to replace it anyway.") -> bool:
+        """A new or opened poem replaces the one shown, and leaving drops it: an unsaved one is
+        named first, once."""
+        if not self.unsaved or self.poem is None or not self.poem.lines or self.warned == again:
+            self.warned = ""
             return True
-        self.replace_ok = True
-        self.notify("This poem is not saved: Ctrl+S saves it. Do it again to replace it anyway.",
-                    title="Not saved", severity="warning", timeout=8)
+        self.warned = again
+        self.notify(f"This poem is not saved: Ctrl+S saves it. {again}",
+                    title="Not saved", severity="warning", timeout=8, markup=False)
         return False
+
+    def action_stop_or_back(self) -> None:
+        if self.busy or self._may_replace("Esc again leaves without it."):
+            super().action_stop_or_back()
 
     def _start(self, total: int) -> None:
         self.start_work(total)
