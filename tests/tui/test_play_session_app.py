@@ -255,3 +255,17 @@ async def test_leaving_poetry_with_an_unsaved_poem_asks_once(poet, storyloom_hom
         await pilot.press("escape", "escape")  # told once, then it goes
         await pilot.pause()
         assert isinstance(app.screen, HomeScreen) and len(app.poems.list()) == 1
+
+
+async def test_continue_counts_one_turn_as_one_turn(make_app, fake):
+    """A game with only its opening was offered as 'Continue: ...  (1 turns)'."""
+    from textual.widgets import OptionList
+
+    fake.push("Opening.")
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        await pilot.press("escape")
+        await pilot.pause()
+        first = str(app.screen.query_one("#home-menu", OptionList).get_option_at_index(0).prompt)
+        assert first == "Continue: Fantasy: Knight (Ada)  (1 turn)"
