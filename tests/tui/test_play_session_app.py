@@ -269,3 +269,30 @@ async def test_continue_counts_one_turn_as_one_turn(make_app, fake):
         await pilot.pause()
         first = str(app.screen.query_one("#home-menu", OptionList).get_option_at_index(0).prompt)
         assert first == "Continue: Fantasy: Knight (Ada)  (1 turn)"
+
+
+async def test_poetry_does_not_show_another_modes_context(poet, storyloom_home):
+    """Writing a poem after an adventure, the status bar said 'Context: 30/2040 tokens' and the
+    adventure's speed: numbers of a prompt poetry never sends."""
+    from storyloom.engine.backends.scripted import ScriptedGenerator
+    from storyloom.tui.app import StoryloomApp
+    from storyloom.tui.widgets.status_bar import StatusBar
+
+    fake = ScriptedGenerator(["Opening.", "The door opens."])
+    app = StoryloomApp(generator_factory=lambda spec, progress: fake)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        await act(app, pilot, "open the door")
+        assert "Context: " in str(app.screen.query_one(StatusBar).render())
+        await pilot.press("escape")
+        await pilot.pause()
+        app.generator = poet
+        app.config = app.config.with_(sampler=app.config.sampler.with_(seed=4))
+        await pilot.press("p")
+        await pilot.pause()
+        await pilot.press(*"the moon", "enter")
+        await pilot.pause()
+        assert "writing a poem" in str(app.screen.query_one(StatusBar).render())
+        await settle(app, pilot)
+        shown = str(app.screen.query_one(StatusBar).render())
+        assert "Context" not in shown and "tok/s" not in shown, shown
