@@ -176,9 +176,11 @@ def prompt_action(action: str) -> str:
 
 
 def turn_text(turn: Turn) -> str:
-    """One turn as it reads in the prompt (the opening: its text and output on one line)."""
+    """One turn as it reads in the prompt (the opening: its text and output on one line). A
+    turn with no action (Enter alone: the story goes on) starts a new line: run on, it read
+    "...a golden cup.A very old man..." to the model."""
     if turn.kind in ("do", "say", "story"):
-        return prompt_action(turn.action) + turn.output
+        return (prompt_action(turn.action) or "\n") + turn.output
     return f"{turn.action} {turn.output}".rstrip(" ")
 
 

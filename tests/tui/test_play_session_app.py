@@ -296,3 +296,17 @@ async def test_poetry_does_not_show_another_modes_context(poet, storyloom_home):
         await settle(app, pilot)
         shown = str(app.screen.query_one(StatusBar).render())
         assert "Context" not in shown and "tok/s" not in shown, shown
+
+
+async def test_a_continued_turn_reads_apart_from_the_one_before_in_the_prompt(make_app, fake):
+    """Enter alone lets the story go on; in the next prompt that passage ran on from the one
+    before it with no space ('...offer it a golden cup.A very old man steps in')."""
+    fake.push("Opening.", "You offer it a golden cup.", "A very old man steps in.", "He bows.")
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        await act(app, pilot, "wait")
+        await act(app, pilot, "")  # Enter alone
+        await act(app, pilot, "bow")
+        assert "golden cup.\nA very old man steps in.\n> You bow." in fake.prompts[-1]
+        assert "cup.A" not in fake.prompts[-1]
