@@ -310,3 +310,20 @@ async def test_a_continued_turn_reads_apart_from_the_one_before_in_the_prompt(ma
         await act(app, pilot, "bow")
         assert "golden cup.\nA very old man steps in.\n> You bow." in fake.prompts[-1]
         assert "cup.A" not in fake.prompts[-1]
+
+
+async def test_the_import_dialogs_button_says_import(make_app):
+    """The tree import dialog's button said 'Save' beside the path of a file to read."""
+    from textual.widgets import Button
+
+    from storyloom.tui.screens.tree_list import ImportDialog
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("t")
+        await pilot.pause()
+        await pilot.press("down", "enter")  # "Import a pack or Twine story"
+        await pilot.pause()
+        assert isinstance(app.screen, ImportDialog)
+        assert [str(b.label) for b in app.screen.query(Button)] == ["Import", "Cancel"]

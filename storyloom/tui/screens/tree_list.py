@@ -38,6 +38,8 @@ class TreeSized(Message):
 
 
 class ImportDialog(EditorDialog):
+    SAVE_LABEL = "Import"  # "Save" beside a path to read from read as writing to it
+
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label("Import a tree pack (.json) or a Twine story (.twee): path to the file")
