@@ -327,3 +327,37 @@ async def test_the_import_dialogs_button_says_import(make_app):
         await pilot.pause()
         assert isinstance(app.screen, ImportDialog)
         assert [str(b.label) for b in app.screen.query(Button)] == ["Import", "Cancel"]
+
+
+async def test_a_custom_rhyme_scheme_from_the_poetry_screen(poet, storyloom_home):
+    """The command line took --scheme, --meter and --feet; the poetry screen offered only the
+    five named forms."""
+    from textual.widgets import Input, Select
+
+    from storyloom.tui.app import StoryloomApp
+
+    app = StoryloomApp(generator_factory=lambda spec, progress: poet)
+    app.config = app.config.with_(sampler=app.config.sampler.with_(seed=4))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("p")
+        await pilot.pause()
+        scheme = app.screen.query_one("#poetry-scheme", Input)
+        assert not scheme.display  # only for a custom form
+        app.screen.query_one("#poetry-form", Select).value = "custom"
+        await pilot.pause()
+        assert scheme.display and app.focused is scheme and "e.g. ABAB CDCD iambic 4" in scheme.placeholder
+        await pilot.press(*"AABB iambik 3", "enter")
+        await pilot.pause()
+        assert "Unknown meter 'iambik'" in list(app._notifications)[-1].message
+        assert scheme.value == "AABB iambik 3" and app.screen.poem is None  # nothing lost, nothing written
+        scheme.value = "AABB trochaic 3"
+        app.screen.query_one("#poetry-topic", Input).value = "the moon"
+        await pilot.press("enter")
+        await settle(app, pilot)
+        poem = app.screen.poem
+        assert (poem.form.scheme, poem.form.meter, poem.form.feet) == ("AABB", "trochaic", (3, 3, 3, 3))
+        assert len(poem.lines) == 4
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.poems.list()[0].title.startswith("Custom AABB")

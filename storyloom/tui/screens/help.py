@@ -74,7 +74,8 @@ In the tree list, `n` starts a tree, `i` imports a JSON pack or a Twine `.twee` 
 (pack and Twee, public trees only) and `Delete` removes a tree you own.
 
 ## Poetry
-Pick a form (sonnet, limerick, ballad, heroic couplets, haiku) and a topic, press `Enter`.
+Pick a form (sonnet, limerick, ballad, heroic couplets, haiku, or a custom scheme such as
+`ABAB CDCD iambic 4`) and a topic, press `Enter`.
 Every token is steered through the CMU pronouncing dictionary so each line scans and rhymes;
 a line that paints itself into a corner is written again (and, if need be, the line that chose
 its rhyme). Each line shows the scanner's verdict.
