@@ -177,6 +177,11 @@ class StoryloomApp(App):
             self.load_model()
 
     # -- actions ---------------------------------------------------------------------------
+    async def action_quit(self) -> None:
+        """A screen holding work nothing has saved (a poem) says so once; quitting again quits."""
+        if all(getattr(screen, "may_quit", lambda: True)() for screen in self.screen_stack):
+            await super().action_quit()
+
     def action_help(self) -> None:
         from storyloom.tui.screens.help import HelpScreen
 

@@ -361,3 +361,22 @@ async def test_a_custom_rhyme_scheme_from_the_poetry_screen(poet, storyloom_home
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert app.poems.list()[0].title.startswith("Custom AABB")
+
+
+async def test_quitting_with_an_unsaved_poem_asks_once(poet, storyloom_home):
+    """Ctrl+Q on a poem just written quit at once, and the poem was gone."""
+    from storyloom.tui.app import StoryloomApp
+
+    from tests.tui.test_poetry_app import write
+
+    app = StoryloomApp(generator_factory=lambda spec, progress: poet)
+    app.config = app.config.with_(sampler=app.config.sampler.with_(seed=4))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await write(app, pilot, "couplets", "the moon")
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert app.is_running and app.return_code is None
+        assert "Ctrl+Q again quits without it." in list(app._notifications)[-1].message
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert app.return_code == 0

@@ -187,6 +187,9 @@ class PoetryScreen(GeneratingScreen):
                     title="Not saved", severity="warning", timeout=8, markup=False)
         return False
 
+    def may_quit(self) -> bool:  # the app asks before Ctrl+Q
+        return self._may_replace("Ctrl+Q again quits without it.")
+
     def action_stop_or_back(self) -> None:
         if self.busy or self._may_replace("Esc again leaves without it."):
             super().action_stop_or_back()
