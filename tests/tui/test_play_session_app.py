@@ -380,3 +380,27 @@ async def test_quitting_with_an_unsaved_poem_asks_once(poet, storyloom_home):
         await pilot.press("ctrl+q")
         await pilot.pause()
         assert app.return_code == 0
+
+
+async def test_a_failed_import_keeps_the_path_that_was_typed(make_app, tmp_path):
+    """A mistyped path gave 'Nothing was imported. Cannot read ...' and the path was gone: the
+    next import started from an empty box."""
+    from textual.widgets import Input
+
+    from storyloom.tui.screens.tree_list import ImportDialog
+
+    typed = str(tmp_path / "the-castle.jsn")
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("t")
+        await pilot.pause()
+        await pilot.press("i")
+        await pilot.pause()
+        app.screen.query_one("#import-path", Input).value = typed
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert "Nothing was imported." in list(app._notifications)[-1].message
+        await pilot.press("i")
+        await pilot.pause()
+        assert isinstance(app.screen, ImportDialog) and app.screen.query_one("#import-path", Input).value == typed
