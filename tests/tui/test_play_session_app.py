@@ -403,3 +403,33 @@ async def test_a_failed_import_keeps_the_path_that_was_typed(make_app, tmp_path)
         await pilot.press("i")
         await pilot.pause()
         assert isinstance(app.screen, ImportDialog) and app.screen.query_one("#import-path", Input).value == typed
+
+
+async def test_the_breadcrumbs_keep_the_step_just_taken_in_80_columns(make_app):
+    """Three long steps into a tree the crumbs ran past the 80th column: the step just taken
+    (where the player is) was the part cut off."""
+    from storyloom.store.trees import Tree
+    from storyloom.tui.screens.tree_play import Crumbs
+
+    steps = ["Climb the stairs to the lamp room.", "Light the wick from your lantern.",
+             "Go down and search the rowing boat."]
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        tree = Tree("Gull Rock")
+        node = app.trees.create(tree, "The storm has thrown itself at Gull Rock since noon.")
+        for step in steps:
+            node = app.trees.add_children(node, [step], "human")[0]
+            app.trees.rewrite_outcome(node.id, f"After: {step}", "human")
+        app.open_tree(tree.id)
+        await settle(app, pilot)
+        for _ in steps:
+            await pilot.press("1")
+            await settle(app, pilot)
+        crumbs = app.screen.query_one("#tree-crumbs", Crumbs)
+        shown = str(crumbs.render())
+        assert shown.endswith("› Go down and search the rowing boat.") and shown.startswith("…")
+        assert len(shown) <= crumbs.content_region.width
+        await pilot.resize_terminal(120, 30)
+        await pilot.pause()
+        assert str(crumbs.render()).startswith("Start › Climb the stairs")  # room again: all of it
