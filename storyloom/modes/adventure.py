@@ -95,11 +95,30 @@ def new_game(setting: Setting, character: Character, player_name: str = "") -> G
     )
 
 
-def custom_game(prompt: str, context: str = "", title: str = "") -> Game:
-    prompt = prompt.strip()
+TITLE_CHARS = 40  # a custom game's title: the opening's start, cut at a word
+
+
+def short_title(text: str, limit: int = TITLE_CHARS) -> str:
+    """'You wake in a lighthouse. The lamp is…' (the cut fell mid-word: 'The lamp is ou')."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit + 1].rsplit(" ", 1)[0] if " " in text[:limit + 1] else text[:limit]
+    return cut.rstrip(",;:-") + "…"
+
+
+def custom_game(prompt: str, context: str = "", title: str = "", player_name: str = "") -> Game:
+    """A game from the player's own opening; their name (if given) goes into the title and, as
+    the scenarios' characters have it, into the context the model always reads."""
+    name = player_name.strip()
+    prompt = prompt.replace("{name}", name or "you").strip()
     if not prompt:
         raise StoryloomError("A custom adventure needs an opening: write how the story begins.")
-    return Game(title=title.strip() or prompt[:40], scenario="custom", context=context.strip(),
+    context = context.replace("{name}", name or "you").strip()
+    if name and name not in context:
+        context = f"Your name is {name}. {context}".strip()
+    title = title.strip() or short_title(prompt)
+    return Game(title=title + (f" ({name})" if name else ""), scenario="custom", context=context,
                 turns=[Turn("start", prompt, "")])
 
 
@@ -157,9 +176,11 @@ def prompt_action(action: str) -> str:
 
 
 def turn_text(turn: Turn) -> str:
-    """One turn as it reads in the prompt (the opening: its text and output on one line)."""
+    """One turn as it reads in the prompt (the opening: its text and output on one line). A
+    turn with no action (Enter alone: the story goes on) starts a new line: run on, it read
+    "...a golden cup.A very old man..." to the model."""
     if turn.kind in ("do", "say", "story"):
-        return prompt_action(turn.action) + turn.output
+        return (prompt_action(turn.action) or "\n") + turn.output
     return f"{turn.action} {turn.output}".rstrip(" ")
 
 
@@ -750,11 +771,10 @@ class Adventure:
             lines += [f"*{self.game.context}*", ""]
         for turn in self.game.turns:
             if turn.kind in ("do", "say"):
-                lines += [f"**{turn.action}**", ""]
-            elif turn.action:
-                lines += [turn.action, ""]
-            if turn.output:
-                lines += [turn.output, ""]
+                lines += [f"**{turn.action}**", ""] + ([turn.output, ""] if turn.output else [])
+            else:  # the opening and story turns: the model goes on in the same paragraph, as on screen
+                # (apart, the opening broke mid-sentence: "Ahead of you," / "a dragon appears.")
+                lines += [" ".join(part for part in (turn.action, turn.output) if part), ""]
         return "\n".join(lines).rstrip() + "\n"
 
 

@@ -334,7 +334,8 @@ class CoWrite:
     def __init__(self, story: CoStory, store: CowriteStore | None = None):
         self.story = story
         self.store = store
-        self._history: list[list[CoTurn]] = []  # earlier turn lists, for undo
+        # for undo: earlier turn lists, each with the offers it had (a pick undone offers them again)
+        self._history: list[tuple[list[CoTurn], list[Candidate], list[list[Candidate]]]] = []
         self.earlier_offers: list[list[Candidate]] = []  # offers a reroll replaced (this turn), oldest first
 
     # who writes next ------------------------------------------------------------------
@@ -509,10 +510,11 @@ class CoWrite:
 
     @saved_or_unchanged
     def undo(self) -> bool:
-        """Take back the last add, edit or removal (this session)."""
+        """Take back the last add, edit or removal (this session); a pick or a turn of one's own
+        taken back puts the candidates it answered on offer again (they were lost with it)."""
         if not self._history:
             return False
-        self.story.turns = self._history.pop()
+        self.story.turns, self.story.pending, self.earlier_offers[:] = self._history.pop()
         if self.store:
             self.store.replace_turns(self.story)
         return True
@@ -528,7 +530,8 @@ class CoWrite:
         return turn
 
     def _remember(self) -> None:
-        self._history.append([CoTurn(t.author, t.text, t.edited) for t in self.story.turns])
+        self._history.append(([CoTurn(t.author, t.text, t.edited) for t in self.story.turns],
+                              list(self.story.pending), [list(o) for o in self.earlier_offers]))
         del self._history[:-self.UNDO_DEPTH]
 
     # settings -------------------------------------------------------------------------

@@ -178,8 +178,8 @@ def expand(generator, tree: Tree, path: Sequence[Node], *, want_outcome: bool, a
     Both are sample-and-rank under the critic: the outcome is the best of `candidates` drawn in
     one batch (the backend's default: 4 where it batches); options come from one batched call
     (twice as many rows as wanted where the backend batches), and only those the critic passes
-    are kept: short imperatives, never fragments, outcomes or cut lines. Duplicates of each other
-    or of `existing` are dropped.
+    are kept: short imperatives, never fragments, outcomes or cut lines. Duplicates of each other,
+    of `existing` or of the action that led here (the small model offers it again) are dropped.
     """
     count = TokenCounter(generator.count_tokens)
     primer = load_primer()
@@ -200,7 +200,7 @@ def expand(generator, tree: Tree, path: Sequence[Node], *, want_outcome: bool, a
         prompt = story_prompt(tree, [*path[:-1], current], count, primer=primer)
         rows = actions * 2 if k > 1 else actions
         option_settings = settings.with_(max_new_tokens=ACTION_TOKENS, stop=settings.stop + ("\n",))
-        seen = {_key(a) for a in existing}
+        seen = {_key(a) for a in (*existing, node.action) if a}
         kept: list[tuple[str, critic.Verdict]] = []
         for batch in range(REDRAWS + 1):
             tries = option_settings if batch == 0 or settings.seed is None else \

@@ -83,10 +83,24 @@ class StoryloomApp(App):
     def _front_screen(self) -> Screen | None:
         return next((s for s in reversed(self.screen_stack) if not s.is_modal), None)
 
-    def _claim_usage(self, _value: str) -> None:
-        self.usage_screen = self._front_screen()
+    USAGE = ("context_usage", "speed", "activity")
 
-    watch_context_usage = watch_speed = watch_activity = _claim_usage
+    def _claim_usage(self, name: str) -> None:
+        front = self._front_screen()
+        if front is not self.usage_screen:  # the others are another screen's: poetry showed co-write's context
+            self.usage_screen = front
+            for other in self.USAGE:
+                if other != name:
+                    self.set_reactive(getattr(type(self), other), "")
+
+    def watch_context_usage(self) -> None:
+        self._claim_usage("context_usage")
+
+    def watch_speed(self) -> None:
+        self._claim_usage("speed")
+
+    def watch_activity(self) -> None:
+        self._claim_usage("activity")
 
     def on_mount(self) -> None:
         from storyloom.tui.screens.home import HomeScreen
@@ -163,6 +177,11 @@ class StoryloomApp(App):
             self.load_model()
 
     # -- actions ---------------------------------------------------------------------------
+    async def action_quit(self) -> None:
+        """A screen holding work nothing has saved (a poem) says so once; quitting again quits."""
+        if all(getattr(screen, "may_quit", lambda: True)() for screen in self.screen_stack):
+            await super().action_quit()
+
     def action_help(self) -> None:
         from storyloom.tui.screens.help import HelpScreen
 

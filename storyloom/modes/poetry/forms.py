@@ -6,6 +6,7 @@ more weak syllable), a headless first anapest in a limerick, a catalectic troche
 """
 from __future__ import annotations
 
+import difflib
 import tomllib
 from dataclasses import dataclass
 
@@ -131,6 +132,27 @@ def custom_form(scheme: str, meter: str = "iambic", feet: int = 5, feminine: boo
     lines = len(scheme.replace(" ", ""))
     ask = "a short poem" if meter == "syllabic" else f"a rhyming poem in {meter} {FOOT_NAMES.get(feet, 'verse')}"
     return Form("custom", f"Custom {scheme}", scheme, meter, (feet,) * lines, feminine, ask)
+
+
+CUSTOM_EXAMPLE = "ABAB CDCD iambic 4"
+
+
+def parse_custom(text: str) -> Form:
+    """A custom form as one line reads it: the scheme's letters (spaces between stanzas), then
+    optionally a meter and feet per line, in any order: "AABB trochaic 4", "ABA BCB", "ABAB 3"."""
+    scheme, meter, feet = [], None, None
+    for word in text.split():
+        if word.lower() in METERS:
+            meter = word.lower()
+        elif word.isdigit():
+            feet = int(word)
+        elif difflib.get_close_matches(word.lower(), METERS, n=1, cutoff=0.75):  # "iambik" is no stanza
+            raise StoryloomError(f"Unknown meter {word!r}: use one of {', '.join(METERS)}.")
+        else:
+            scheme.append(word)
+    if not scheme:
+        raise StoryloomError(f"A custom form needs a rhyme scheme: letters, one per line, e.g. {CUSTOM_EXAMPLE}.")
+    return resolve_form("custom", " ".join(scheme), meter, feet)
 
 
 def resolve_form(key: str, scheme: str | None = None, meter: str | None = None, feet: int | None = None,

@@ -277,7 +277,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
 
     def on_turn_picked(self, message: TurnPicked) -> None:
         self.last_pick = message.pick
-        if message.pick.note:
+        if message.pick.note and message.pick.text:  # nothing at all: the one notice is the turn's end
             self.notify(message.pick.note + " (Ctrl+D shows why)", timeout=6, markup=False)
 
     def on_generation_started(self, message: GenerationStarted) -> None:
@@ -299,8 +299,10 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
             if what == "new":  # nothing typed is lost: the action goes back in the box
                 self._give_back_action()
             if not message.cancelled:
-                self.notify("The model wrote nothing usable this time (it tried to act for you). "
-                            "Press Enter to try again, or rephrase.", severity="warning", timeout=8)
+                # what clean-up leaves empty: nothing, or only the player's next move (cut)
+                self.notify("The model wrote nothing usable this time (nothing, or only your next move, "
+                            "which is cut). Press Enter to try again, or rephrase; Ctrl+D shows why.",
+                            severity="warning", timeout=8)
             elif what in ("retry", "branch"):
                 self.notify("Stopped: the earlier text is back.", timeout=4)
             elif what == "new":

@@ -66,6 +66,14 @@ class StoryTurns(TypeToWrite):
     BINDINGS = [Binding("e", "screen.edit_turn", "Edit"),
                 Binding("delete", "screen.remove_turn", "Remove")]
 
+    def on_resize(self) -> None:
+        # The candidates below take the room of the story's end: the list had scrolled there
+        # while tall, and kept that offset as it shrank (the turn they continue went out of sight)
+        if self.highlighted is None or self.highlighted == self.option_count - 1:
+            self.scroll_end(animate=False)
+        else:
+            self.scroll_to_highlight()
+
 
 class CandidateList(TypeToWrite):
     WRITE_BOX = "#cowrite-write"
@@ -355,6 +363,9 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
         if self._idle():
             if self.play.undo():
                 self._show_story()
+                self._show_candidates()  # a pick taken back offers its candidates again
+                if self.play.story.pending:
+                    self.query_one(CandidateList).focus()
             else:
                 self.notify("Nothing to undo.")
 

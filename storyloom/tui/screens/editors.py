@@ -17,9 +17,10 @@ class EditorDialog(ModalScreen):
 
     BINDINGS = [("escape", "cancel", "Cancel"), ("ctrl+s", "save", "Save")]
     CANCELLED: object = None
+    SAVE_LABEL = "Save"  # what the primary button does, in a word
 
     def buttons(self) -> Horizontal:
-        return Horizontal(Button("Save", id="save", variant="primary"), Button("Cancel", id="cancel"),
+        return Horizontal(Button(self.SAVE_LABEL, id="save", variant="primary"), Button("Cancel", id="cancel"),
                           classes="buttons")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:

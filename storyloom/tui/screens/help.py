@@ -21,7 +21,7 @@ Type an action and press `Enter`. `Ctrl+T` (or the button) switches what you typ
 | key | action |
 | --- | --- |
 | `Esc` | stop the writing (what was written is kept; `Ctrl+Z` takes it back), or go back |
-| `Enter` on an empty box | continue the story |
+| `Enter` alone | continue the story (nothing typed in the box) |
 | `Ctrl+Z` / `Ctrl+Y` | undo / redo a turn |
 | `Ctrl+R` | retry: a new continuation for the last action |
 | `Ctrl+E` | alter: edit the last output |
@@ -45,7 +45,7 @@ once and ranks them (likely under the model, not repeating the story); the best 
 | `Delete` | remove the highlighted turn of the story |
 | `Ctrl+R` / `Ctrl+N` | reroll the candidates / add more, ranked together |
 | `Ctrl+T` | switch who goes next: set the candidates aside and write, or let the model write now |
-| `Ctrl+Z` | undo the last add, edit or removal |
+| `Ctrl+Z` | undo the last add, edit or removal (a pick undone offers its candidates again) |
 | `Ctrl+L` / `Ctrl+K` | turn length (sentence, paragraph, free) / candidates per turn |
 | `Ctrl+S` | export Markdown (model passages in italics) and plain text |
 | `Esc` | stop the model, or go back |
@@ -74,7 +74,8 @@ In the tree list, `n` starts a tree, `i` imports a JSON pack or a Twine `.twee` 
 (pack and Twee, public trees only) and `Delete` removes a tree you own.
 
 ## Poetry
-Pick a form (sonnet, limerick, ballad, heroic couplets, haiku) and a topic, press `Enter`.
+Pick a form (sonnet, limerick, ballad, heroic couplets, haiku, or a custom scheme such as
+`ABAB CDCD iambic 4`) and a topic, press `Enter`.
 Every token is steered through the CMU pronouncing dictionary so each line scans and rhymes;
 a line that paints itself into a corner is written again (and, if need be, the line that chose
 its rhyme). Each line shows the scanner's verdict.

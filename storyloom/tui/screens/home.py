@@ -8,9 +8,9 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
+from storyloom.tui.screens.load_game import turns
 from storyloom.tui.widgets.menus import refill
 from storyloom.tui.widgets.status_bar import StatusBar
-
 
 
 class HomeScreen(Screen):
@@ -42,7 +42,7 @@ class HomeScreen(Screen):
         options = []
         if games:
             last = games[0]
-            options.append(Option(Text(f"Continue: {last.title}  ({last.turns} turns)"), id=f"continue:{last.id}"))
+            options.append(Option(Text(f"Continue: {last.title}  ({turns(last.turns)})"), id=f"continue:{last.id}"))
         refill(self.query_one("#home-menu", OptionList), options + [
             Option("New adventure", id="new"),
             Option("Load game", id="load", disabled=not games),

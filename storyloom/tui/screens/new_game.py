@@ -84,7 +84,8 @@ class NewGameScreen(Screen):
         try:
             if choice == CUSTOM:
                 game = adv.custom_game(self.query_one("#custom-prompt", TextArea).text,
-                                       self.query_one("#custom-context", Input).value)
+                                       self.query_one("#custom-context", Input).value,
+                                       player_name=self.query_one("#player-name", Input).value)
             elif choice:
                 game = adv.new_game(*self._find(choice), self.query_one("#player-name", Input).value)
             else:

@@ -10,7 +10,8 @@ from textual.widgets import Button, Footer, Header, Input, Label, OptionList, Pr
 from textual.widgets.option_list import Option
 
 from storyloom.modes.poetry.compose import Poem, PoemLine, compose, rewrite_line
-from storyloom.modes.poetry.forms import Form, load_forms
+from storyloom import StoryloomError
+from storyloom.modes.poetry.forms import CUSTOM_EXAMPLE, Form, load_forms, parse_custom
 from storyloom.modes.poetry.prosody import words_of
 from storyloom.modes.poetry.scan import scan_poem
 from storyloom.store.poems import SavedPoem
@@ -45,6 +46,9 @@ def verdict_summary(verdict, lines: int) -> str:
     return text + (f", {verdict.rhyme_pairs_ok}/{verdict.rhyme_pairs} rhymes" if verdict.rhyme_pairs else "")
 
 
+CUSTOM = "custom"  # the form list's last entry: a scheme of the player's own
+
+
 class PoemLines(OptionList):
     BINDINGS = [Binding("r", "screen.rewrite", "Rewrite line")]
 
@@ -72,7 +76,7 @@ class PoetryScreen(GeneratingScreen):
         self.poem: Poem | None = None
         self.saved_id: str | None = None
         self.unsaved = False  # the poem shown has lines or changes the store does not have
-        self.replace_ok = False  # the player was told once that Write/open replaces an unsaved poem
+        self.warned = ""  # the warning about an unsaved poem just given (Write/open, or Esc): again goes on
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -82,11 +86,14 @@ class PoetryScreen(GeneratingScreen):
                 yield OptionList(id="poetry-saved")
             with Vertical(id="poetry-main"):
                 with Horizontal(id="poetry-controls"):
-                    yield Select([(f.name, k) for k, f in self.forms.items()], value="sonnet", allow_blank=False,
-                                 id="poetry-form")
+                    yield Select([(f.name, k) for k, f in self.forms.items()] + [("Custom scheme", CUSTOM)],
+                                 value="sonnet", allow_blank=False, id="poetry-form")
                     # short: at 80 columns the box is 24 wide (the example is in the status line)
                     yield Input(placeholder="Topic (Enter writes)", id="poetry-topic")
                     yield Button("Write", id="poetry-write", variant="primary")
+                # shown for "Custom scheme" (the command line's --scheme, --meter and --feet in one box)
+                yield Input(placeholder=f"Rhyme scheme, meter, feet, e.g. {CUSTOM_EXAMPLE}",
+                            id="poetry-scheme")
                 yield PoemLines(id="poem-lines")
                 yield ProgressBar(id="poetry-progress", show_eta=False)
                 yield Static(id="poetry-status")
@@ -95,6 +102,7 @@ class PoetryScreen(GeneratingScreen):
 
     def on_mount(self) -> None:
         self.query_one("#poetry-progress", ProgressBar).display = False
+        self.query_one("#poetry-scheme", Input).display = False
         self._fill_saved()
         self.query_one("#poetry-topic", Input).focus()
         self._status("Choose a form, type a topic (e.g. the sea at night) and press Enter.")
@@ -135,14 +143,31 @@ class PoetryScreen(GeneratingScreen):
 
     # -- writing ---------------------------------------------------------------------------------
     def _form(self) -> Form:
-        return self.forms[self.query_one("#poetry-form", Select).value]
+        """The chosen form; a custom one read from its box (a bad one raises, in one line)."""
+        key = self.query_one("#poetry-form", Select).value
+        return parse_custom(self.query_one("#poetry-scheme", Input).value) if key == CUSTOM else self.forms[key]
+
+    @on(Select.Changed, "#poetry-form")
+    def _form_chosen(self, event: Select.Changed) -> None:
+        scheme = self.query_one("#poetry-scheme", Input)
+        scheme.display = event.value == CUSTOM
+        if scheme.display:
+            scheme.focus()
 
     @on(Input.Submitted, "#poetry-topic")
+    @on(Input.Submitted, "#poetry-scheme")
     @on(Button.Pressed, "#poetry-write")
     def action_write(self) -> None:
-        if self._busy() or not self._may_replace():
+        if self._busy():
             return
-        form = self._form()
+        try:
+            form = self._form()
+        except StoryloomError as exc:  # what was typed stays in its box
+            self.notify(str(exc), title="Custom scheme", severity="warning", markup=False)
+            self.query_one("#poetry-scheme", Input).focus()
+            return
+        if not self._may_replace():
+            return
         topic = self.query_one("#poetry-topic", Input).value.strip() or "the sea"
         self.poem = Poem(form, topic)
         self.saved_id = None
@@ -151,15 +176,23 @@ class PoetryScreen(GeneratingScreen):
         self._show(writing=0)
         self._write_poem(form, topic)
 
-    def _may_replace(self) -> bool:
-        """A new or opened poem replaces the one shown: an unsaved one is named first, once."""
-        if not self.unsaved or self.poem is None or not self.poem.lines or self.replace_ok:
-            self.replace_ok = False
+    def _may_replace(self, again: str = "Do it again to replace it anyway.") -> bool:
+        """A new or opened poem replaces the one shown, and leaving drops it: an unsaved one is
+        named first, once."""
+        if not self.unsaved or self.poem is None or not self.poem.lines or self.warned == again:
+            self.warned = ""
             return True
-        self.replace_ok = True
-        self.notify("This poem is not saved: Ctrl+S saves it. Do it again to replace it anyway.",
-                    title="Not saved", severity="warning", timeout=8)
+        self.warned = again
+        self.notify(f"This poem is not saved: Ctrl+S saves it. {again}",
+                    title="Not saved", severity="warning", timeout=8, markup=False)
         return False
+
+    def may_quit(self) -> bool:  # the app asks before Ctrl+Q
+        return self._may_replace("Ctrl+Q again quits without it.")
+
+    def action_stop_or_back(self) -> None:
+        if self.busy or self._may_replace("Esc again leaves without it."):
+            super().action_stop_or_back()
 
     def _start(self, total: int) -> None:
         self.start_work(total)

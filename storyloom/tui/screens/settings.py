@@ -60,7 +60,7 @@ class SettingsScreen(Screen):
             yield Checkbox("Word filter: keep profanity out of what the model writes", config.word_filter,
                            id="word-filter")
             with Horizontal(classes="buttons"):
-                yield Input(placeholder="name for a preset of these fields", id="preset-name")
+                yield Input(placeholder="a name for these fields", id="preset-name")
                 yield Button("Save as preset", id="save-preset")
                 yield Button("Delete preset", id="delete-preset")
             yield Label("", id="settings-error")

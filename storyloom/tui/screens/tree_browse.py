@@ -11,7 +11,7 @@ from textual.widgets.tree import TreeNode
 
 from storyloom.modes.tree import is_hidden, rank
 from storyloom.store.trees import Node
-from storyloom.tui.screens.tree_play import breadcrumbs, pack_votes
+from storyloom.tui.screens.tree_play import Crumbs, pack_votes
 
 
 def node_label(node: Node, bookmarked: bool) -> Text:
@@ -40,7 +40,9 @@ class TreeBrowseScreen(Screen[str | None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(id="browse-crumbs")
+        crumbs = Crumbs(id="browse-crumbs")
+        crumbs.keep = 6
+        yield crumbs
         with Horizontal(id="browse"):
             yield Tree(Text("Start"), id="browse-tree")
             with VerticalScroll(id="browse-preview-box"):
@@ -96,7 +98,7 @@ class TreeBrowseScreen(Screen[str | None]):
         text.append(f"\n\nvotes +{node.ups} -{node.downs}{packs} · chosen {node.choices} · by {node.author or 'unknown'}",
                     style="dim")
         self.query_one("#browse-preview", Static).update(text)
-        self.query_one("#browse-crumbs", Static).update(breadcrumbs(store.path_to_root(node.id), keep=6))
+        self.query_one("#browse-crumbs", Crumbs).show(store.path_to_root(node.id))
 
     def on_tree_node_selected(self, event: Tree.NodeSelected) -> None:
         self.dismiss(event.node.data.id)

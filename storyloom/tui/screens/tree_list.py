@@ -38,10 +38,16 @@ class TreeSized(Message):
 
 
 class ImportDialog(EditorDialog):
+    SAVE_LABEL = "Import"  # "Save" beside a path to read from read as writing to it
+
+    def __init__(self, path: str = "") -> None:
+        super().__init__()
+        self.path = path  # the path whose import failed: typed again, it was lost with the dialog
+
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label("Import a tree pack (.json) or a Twine story (.twee): path to the file")
-            yield Input(placeholder="e.g. saved/exports/the-castle-1a2b3c4d.json", id="import-path")
+            yield Input(self.path, placeholder="e.g. saved/exports/the-castle-1a2b3c4d.json", id="import-path")
             yield self.buttons()
 
     def on_mount(self) -> None:
@@ -108,6 +114,7 @@ class TreeListScreen(Screen):
         self.sizes: dict[str, dict] = {}  # tree id -> stats, as counted last
         self.shown: list[Tree] = []
         self.starters: set[str] = set()  # ids of the trees that shipped with StoryLoom
+        self.failed_path = ""  # the last import's path when it failed: the next import starts from it
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -179,9 +186,10 @@ class TreeListScreen(Screen):
         def done(path: str | None) -> None:
             if path:
                 self.notify("Importing…", title="Import", timeout=3)
+                self.failed_path = path
                 self._import(Path(path).expanduser(), self.app.config.player)
 
-        self.app.push_screen(ImportDialog(), done)
+        self.app.push_screen(ImportDialog(self.failed_path), done)
 
     @work(thread=True, exclusive=True, group="tree-import", exit_on_error=False)
     def _import(self, path: Path, player: str) -> None:
@@ -197,8 +205,10 @@ class TreeListScreen(Screen):
 
     def _imported(self, report, error: str | None) -> None:
         if error:
-            self.notify(error[:500], title="Import", severity="error", timeout=12, markup=False)
+            self.notify(error[:500] + " (i: the path is still there to correct)", title="Import", severity="error",
+                        timeout=12, markup=False)
             return
+        self.failed_path = ""
         self.notify(f"{report.title}: {report.summary()}.", title="Import", markup=False)
         self._fill()
 

@@ -49,10 +49,32 @@ def option_prompt(number: int, node: Node, my_vote: int) -> Text:
     return text
 
 
-def breadcrumbs(path: list[Node], keep: int = 4) -> Text:
-    steps = ["Start"] + [n.action for n in path[1:]]
+def breadcrumbs(path: list[Node], keep: int = 4, width: int = 0) -> Text:
+    """The way here, the step just taken last; within `width` (0: any) the oldest steps give way
+    to "…" (cut at the right edge, the step just taken was the one lost at 80 columns)."""
+    steps = [s if len(s) <= 40 else s[:39] + "…" for s in ["Start"] + [n.action for n in path[1:]]]
     shown = steps if len(steps) <= keep else ["…"] + steps[-keep:]
-    return Text(" › ".join(s if len(s) <= 40 else s[:39] + "…" for s in shown))
+    while width and len(" › ".join(shown)) > width and len(shown) > 2:
+        shown = ["…"] + shown[2:]
+    line = " › ".join(shown)
+    return Text(line if not width or len(line) <= width else "…" + line[len(line) - width + 1:])
+
+
+class Crumbs(Static):
+    """The breadcrumbs line, fitted to its width again when that changes."""
+
+    path: list[Node] = []
+    keep = 4  # steps shown at most, room or not
+
+    def show(self, path: list[Node]) -> None:
+        self.path = list(path)
+        self._fit()
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        self.update(breadcrumbs(self.path, self.keep, self.content_region.width))
 
 
 class TreeOptions(TypeToWrite):
@@ -71,7 +93,8 @@ class TreeOptions(TypeToWrite):
 def keys_note(options: int) -> str:
     """What the keys on the options do; fits 80 columns with 'What do you do? (...)' around it."""
     keys = number_keys(options)
-    pick = "" if not keys else f"{keys} · " if options > 10 else f"{keys} choose · "
+    # from ten on the keys say enough without "choose" (with it, ten options ran past 80 columns)
+    pick = "" if not keys else f"{keys} · " if options >= 10 else f"{keys} choose · "
     return pick + "+/- vote · a own action · w write outcome"
 
 
@@ -115,7 +138,7 @@ class TreePlayScreen(GeneratingScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(id="tree-crumbs")
+        yield Crumbs(id="tree-crumbs")
         with VerticalScroll(id="tree-outcome-box"):
             yield Static(id="tree-outcome")
         yield Label("What do you do?", id="tree-options-label")
@@ -142,7 +165,7 @@ class TreePlayScreen(GeneratingScreen):
     # -- showing ---------------------------------------------------------------------------------
     def _show(self, keep: str | None = None) -> None:
         play = self.play
-        self.query_one("#tree-crumbs", Static).update(breadcrumbs(play.path()))
+        self.query_one(Crumbs).show(play.path())
         self.query_one("#tree-outcome", Static).update(Text(play.node.outcome or "…"))
         menu = self.query_one(TreeOptions)
         options = play.options(include_hidden=self.show_hidden)
