@@ -27,3 +27,14 @@ def make_app(fake):
         return StoryloomApp(generator_factory=lambda spec, progress: fake)
 
     return make
+
+
+@pytest.fixture
+def poet(tiny):
+    """The tiny model with a small rhyming vocabulary, so poems compose in a test's time."""
+    from storyloom.modes.poetry.constrain import Vocabulary
+    from tests.unit.test_poetry import SMALL
+
+    tiny._poetry_vocab = Vocabulary(tiny.tokenizer, words=SMALL, max_tokens=12)
+    yield tiny
+    del tiny._poetry_vocab

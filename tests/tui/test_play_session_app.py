@@ -6,7 +6,6 @@ from textual.widgets import Static
 from storyloom.tui.widgets.transcript import Transcript
 
 from tests.tui.pilot_helpers import act, settle, start_knight, transcript_text
-from tests.tui.test_poetry_app import poet  # noqa: F401 - a fixture
 
 
 async def test_the_world_info_line_starts_in_the_transcripts_column(make_app, fake):

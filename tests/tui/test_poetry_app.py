@@ -1,24 +1,14 @@
 """The poetry screen with a tiny random model: lines appear checked, rewrite, save, reopen, export."""
 from __future__ import annotations
 
-import pytest
 from textual.widgets import OptionList, Select
 
-from storyloom.modes.poetry.constrain import Vocabulary
 from storyloom.modes.poetry.forms import get_form
 from storyloom.modes.poetry.scan import scan_poem
 from storyloom.tui.app import StoryloomApp
 from storyloom.tui.screens.poetry import PoetryScreen
 
 from tests.tui.pilot_helpers import settle
-from tests.unit.test_poetry import SMALL
-
-
-@pytest.fixture
-def poet(tiny):
-    tiny._poetry_vocab = Vocabulary(tiny.tokenizer, words=SMALL, max_tokens=12)
-    yield tiny
-    del tiny._poetry_vocab
 
 
 def lines(app) -> list[str]:
