@@ -331,3 +331,30 @@ async def test_the_memory_dialogs_buttons_close_it_and_nothing_behind_it(make_ap
         await pilot.press("enter")
         await pilot.pause()
         assert isinstance(app.screen, AdventureScreen)
+
+
+async def test_quitting_while_the_model_writes_keeps_the_turn(make_app, fake):
+    """Ctrl+Q while the model wrote a turn quit at once: the action just typed, and what the
+    model had written of it, were never saved."""
+    fake.push("Opening.", "The gate creaks open " + "and on " * 300)
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        fake.delay = 0.03  # a slow model: the turn is still being written when the player quits
+        await pilot.press(*"push the gate", "enter")
+        for _ in range(100):
+            await pilot.pause(0.02)
+            if "creaks" in transcript_text(app):
+                break
+        assert app.screen.busy
+        await pilot.press("ctrl+q")
+        await settle(app, pilot)
+        assert app.is_running and app.return_code is None
+        assert any("Ctrl+Q again quits." in n.message for n in app._notifications)
+        assert not app.screen.busy
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert app.return_code == 0
+    saved = app.games.latest().turns
+    assert "You push the gate." in saved[-1].action
+    assert "The gate creaks open" in saved[-1].output

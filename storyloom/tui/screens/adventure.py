@@ -132,6 +132,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
         self.drawing = 1  # candidates in the batch now being drawn (for the progress line)
         self.last_lore = None  # worldinfo.Selection of the last prompt
         self.summary = SummaryKeeper(self)  # folds turns that fell out of the prompt, in the background
+        self.quit_asked = False  # Ctrl+Q pressed once while the model wrote a turn
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -156,6 +157,16 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
     @property
     def busy(self) -> bool:
         return self.pending is not None
+
+    def may_quit(self) -> bool:
+        """Ctrl+Q while the model writes the player's turn stops it first, as Esc does, so the
+        action and what was written are saved; quitting at once lost the action just typed."""
+        if self.pending is None or self.pending[0] != "new" or self.quit_asked:
+            return True
+        self.quit_asked = True
+        self.cancel.set()
+        self.notify("Stopping the model: what it wrote is kept with your action. Ctrl+Q again quits.", timeout=8)
+        return False
 
     # -- input ---------------------------------------------------------------------------------
     def action_cycle_kind(self) -> None:
@@ -202,6 +213,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
     # -- generation ----------------------------------------------------------------------------
     def _run(self, what: str, turn: Turn, action: str, history: list[Turn]) -> None:
         self.pending = (what, turn)
+        self.quit_asked = False
         self.summary.stop()  # the player's turn first: a running fold gives way (and runs again later)
         self.cancel = threading.Event()
         transcript = self.query_one(Transcript)
