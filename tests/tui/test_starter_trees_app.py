@@ -39,8 +39,8 @@ async def test_a_fresh_app_lists_the_starters_and_reads_one_without_the_model():
         assert isinstance(app.screen, TreeListScreen)
         labels = list_labels(app)
         row = next(i for i, label in enumerate(labels) if label.startswith(GULL_ROCK))
-        assert "22 passages, depth 3" in labels[row] and "· starter" in labels[row]
-        assert any(label.startswith("The Midnight Market") and "· starter" in label for label in labels)
+        assert "22 passages, depth 3" in labels[row] and "·  starter" in labels[row]
+        assert any(label.startswith("The Midnight Market") and "·  starter" in label for label in labels)
         await pilot.press(*["down"] * row, "enter")
         await settle(app, pilot)
         assert isinstance(app.screen, TreePlayScreen) and app.screen.sub_title == GULL_ROCK

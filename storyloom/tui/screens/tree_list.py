@@ -140,8 +140,8 @@ class TreeListScreen(Screen):
         for tree in self.shown:
             stats = self.sizes.get(tree.id)
             size = f"{stats['nodes']} passages, depth {stats['depth']}" if stats else "counting passages…"
-            lock = "  · private" if tree.visibility == "private" else ""
-            starter = "  · starter" if tree.id in self.starters else ""
+            lock = "  ·  private" if tree.visibility == "private" else ""
+            starter = "  ·  starter" if tree.id in self.starters else ""
             options.append(Option(Text(f"{tree.title}  ·  {size}{lock}{starter}"), id=tree.id))
         refill(self.query_one("#trees", OptionList), options)
 
