@@ -233,15 +233,20 @@ def _poem(args) -> int:
     with _progress() as progress:
         gen = models.load(_model_spec(args), progress)
 
+    taken_back = []
+
     def shown(i: int, line) -> None:
         if line is None:
+            taken_back.append(i)
             print(f"  (taking line {i + 1} back to find a better rhyme)", file=sys.stderr)
         else:
             print(f"{'✓' if line.ok else '✗'} {i + 1:>2} {line.text or '(could not be completed)'}", file=sys.stderr)
 
     poem = compose(gen, form, args.topic, seed=args.seed, time_cap=args.time_cap, on_line=shown, style=args.style)
     print(poem.text, end="")
-    print(f"[{form.name}, {poem.seconds:.1f} s, {poem.backtracks} backtracks]", file=sys.stderr)
+    # the count of the "(taking line N back...)" notes above: backtracks and rewrites alike
+    back = len(taken_back)
+    print(f"[{form.name}, {poem.seconds:.1f} s, {back} {'line' if back == 1 else 'lines'} taken back]", file=sys.stderr)
     if not poem.complete:
         lines = ", ".join(str(i + 1) for i in poem.failed)
         print(f"storyloom: no line that scans and rhymes was found for line(s) {lines}; "

@@ -165,8 +165,12 @@ def test_the_default_model_writes_a_limerick_that_passes_the_scanner(real_model,
     assert verdict.ok and verdict.rhyme_pairs_ok == 3
     # the same through the command line a user runs, then its own scanner on the output
     assert main(["poem", "--form", "limerick", "--topic", "autumn", "--seed", "2"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert scan_poem(out, limerick).ok, out
+    # the summary counts the lines it said it took back (it counted backtracks only: "0 backtracks"
+    # under a "(taking line 5 back...)" that a rewrite had made)
+    back = err.count("(taking line")
+    assert f"{back} {'line' if back == 1 else 'lines'} taken back]" in err, err
 
 
 def test_the_rhyme_planner_prefers_words_of_the_topic(real_model):
