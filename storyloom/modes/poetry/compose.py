@@ -1,8 +1,8 @@
 """Writing a poem under the constraints: line by line, sample-and-rank, backtracking.
 
 Each line is sampled token by token from the model with only the allowed tokens open (see
-constrain.py; the engine's ConstrainedDecoder does the sampling), or, on an engine that cannot
-be steered token by token but follows a grammar, asked for under the line's grammar (remote.py).
+constrain.py; the engine's ConstrainedDecoder does the sampling), or, on an engine that cannot be
+steered token by token but follows a grammar, asked for under the line's grammar (remote.py).
 Every line is checked by the scanner before it is kept, and never opens with the same four words
 as another line. A line that rhymes has its rhyme word planned first (plan.py: a draft, then the
 likeliest words of the topic that fit the meter's end, with good partners for a group's first
@@ -11,14 +11,14 @@ side (the engine's rows: one batched forward per token), each row's last word or
 likeliest allowed (not in a triple meter: greedy_ends). Lines are ranked (pick): first those the
 critic passes, then those whose rhyme word the model would say there (not forced: FORCED_FLOOR),
 then, late in a poem, those that keep to the topic (the whole line read after the heading with
-the topic and after one without), then by rank_score (the model's mean log-prob, the rhyme
-word's log-prob, the topic of its words). A partner line whose best draw still reads forced
-(or, late, off the topic) sends the writer back to write its group's first line on another
-rhyme, and a group's first line that still reads forced is written again itself on another rhyme
-(REWRITES per poem while its time cap lasts, and CLOSING_REWRITES more for the closing group: a
-sonnet's couplet, whose forced word would be the poem's last, came after the body had spent
-them). Once no rewrite can follow, a rhyming line whose every draw reads forced draws
-FORCED_DRAWS more, and a group comes back as its best try read (_best_tried). Each line is
+the topic and after one without; the line kept is always read), then by rank_score (the model's
+mean log-prob, the rhyme word's log-prob, the topic of its words). A partner line whose best draw
+still reads forced (or, late, off the topic) sends the writer back to write its group's first
+line on another rhyme, and a group's first line that still reads forced is written again itself
+on another rhyme (REWRITES per poem while its time cap lasts, and CLOSING_REWRITES more for the
+closing group: a sonnet's couplet, whose forced word would be the poem's last, came after the
+body had spent them). Once no rewrite can follow, a rhyming line whose every draw reads forced
+draws FORCED_DRAWS more, and a group comes back as its best try read (_best_tried). Each line is
 written after the poem's heading (form and topic) and the lines before it (the last WINDOW of a
 long one), as a reader (and the bench) reads it. Where the decoder has no rows, a look ahead
 (_steer) picks the word before the rhyme instead.
@@ -244,7 +244,8 @@ def pick(found: list[PoemLine]) -> PoemLine:
 
 def grade(line: PoemLine) -> tuple[bool, bool, bool]:
     """What a line must be before its score counts: passed by the critic, its rhyme word not
-    forced, on topic (late lines, line_topic; a line not read for it counts as on topic)."""
+    forced, on topic (late lines, line_topic; a line not read for it counts as on topic: best_line
+    reads the late line it keeps)."""
     return line.penalty < critic.FAIL, not forced(line), line.line_topic is None or line.line_topic > TOPIC_MARGIN
 
 
@@ -434,6 +435,13 @@ class _TokenWriter:
                     return None
         return None
 
+    def _read_topics(self, lines: list[PoemLine]) -> None:
+        """Read the first TOPIC_READS of `lines` for their topic (line_topic): one batched forward per heading."""
+        lines = lines[:TOPIC_READS]
+        if lines:
+            for line, gain in zip(lines, self.gauge.line_topics([f.ids[:-1] for f in lines])):
+                line.line_topic = gain
+
     def best_line(self, context: str, templates: tuple[str, ...], rule: RhymeRule, verify: Callable[[str], bool],
                   settings: SamplerSettings, deadline: float, cancel, poem: Poem | None = None,
                   keep: int | None = None, avoid: frozenset[str] = frozenset(),
@@ -488,15 +496,21 @@ class _TokenWriter:
             if topical and self.gauge is not None and len(lines) > 1:
                 # the best unread lines the critic passes and whose rhyme is said, read for their
                 # topic (a batched forward per heading, the draft's line with the first rows)
-                unread = sorted((f for f in found if f.line_topic is None and all(grade(f)[:2])),
-                                key=rank_score, reverse=True)[:TOPIC_READS]
-                for line, gain in zip(unread, self.gauge.line_topics([f.ids[:-1] for f in unread]) if unread else []):
-                    line.line_topic = gain
+                self._read_topics(sorted((f for f in found if f.line_topic is None and all(grade(f)[:2])),
+                                         key=rank_score, reverse=True))
             enough = sum(not forced(f) for f in found) >= keep  # lines ending on a forced word do not count
             if enough and (not topical or any(f.line_topic is not None and all(grade(f)) for f in found)):
                 break  # (and a late line has one read as on the topic): else more are drawn
         if found:
-            return pick(found)
+            best = pick(found)
+            while topical and self.gauge is not None and best.line_topic is None:
+                # an unread line counts as on the topic (grade): read the best unread ones, so a
+                # late line kept is always read (one not read had won over the read ones that
+                # strayed, and strayed itself: a sonnet's couplet); compose sends a partner that strays back
+                self._read_topics(sorted((f for f in found if f.line_topic is None),
+                                         key=lambda f: (*grade(f), rank_score(f)), reverse=True))
+                best = pick(found)
+            return best
         self._open(context)
         if poem is not None:
             poem.searches += 1
@@ -504,6 +518,8 @@ class _TokenWriter:
         line = self._search(templates, rule, verify, avoid, cancel, max(deadline, now + SEARCH_MIN_S))
         if line is not None:
             line.penalty = judge(line.text) if judge else 0.0
+            if topical and self.gauge is not None:
+                self._read_topics([line])  # a late line kept is read, searched or drawn
         return line
 
 
