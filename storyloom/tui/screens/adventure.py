@@ -165,7 +165,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
             return True
         self.quit_asked = True
         self.cancel.set()
-        self.notify("Stopping the model: what it wrote is kept with your action. Ctrl+Q again quits.", timeout=8)
+        self.notify("Stopping the model first, so your turn is not lost. Ctrl+Q again quits.", timeout=8)
         return False
 
     # -- input ---------------------------------------------------------------------------------
