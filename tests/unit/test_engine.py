@@ -515,12 +515,13 @@ def test_packed_weights_are_kept_for_the_next_load_and_a_damaged_file_is_packed_
 def test_a_rows_text_before_its_stop_is_scanned_only_where_a_stop_is_in_it(monkeypatch):
     import pytest
 
+    from storyloom.engine import generate
     from storyloom.engine.backends import transformers_backend as tb
 
     stops = ("<|im_end|>", "\n\n\n")
     assert tb._before_stop("A door.<|im_end|>More", stops) == "A door."
     assert tb._before_stop("A door.\n\n\nMore\ufffd", stops) == "A door."
     # asked for every row at every step: a text with no stop in it is not scanned
-    monkeypatch.setattr(tb, "StopScanner", lambda _: pytest.fail("scanned a text with no stop in it"))
+    monkeypatch.setattr(generate, "StopScanner", lambda _: pytest.fail("scanned a text with no stop in it"))
     assert tb._before_stop("A door opens<|im_\ufffd", stops) == "A door opens<|im_"  # half a stop is text
     assert tb._before_stop("", stops) == ""

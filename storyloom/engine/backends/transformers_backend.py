@@ -21,6 +21,7 @@ from storyloom.engine.generate import (
     StopScanner,
     Stopwatch,
     TokenChoice,
+    cut_at_stops,
 )
 from storyloom.engine import native, threads
 from storyloom.engine.fast_llama import FastLlama, KVState
@@ -92,11 +93,7 @@ def _drawn_logprobs(logits: torch.Tensor, step: torch.Tensor) -> list[float]:
 
 def _before_stop(text: str, stops: tuple[str, ...]) -> str:
     """A row's decoded text before its first stop string (and without half a character)."""
-    text = text.rstrip("\ufffd")
-    if not any(stop and stop in text for stop in stops):  # the common case, asked every step of every row
-        return text
-    scanner = StopScanner(stops)
-    return scanner.feed(text) + scanner.finish(text)
+    return cut_at_stops(text.rstrip("\ufffd"), stops)[0]
 
 # A banned phrase backs the loop up at most this often per text; then the text ends before it.
 MAX_BACKTRACKS = 64
