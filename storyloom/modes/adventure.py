@@ -656,6 +656,22 @@ class Adventure:
             if self.store:
                 self.store.add_turn(self.game)
 
+    def keep_draft(self, text: str, kind: str = "") -> None:
+        """Save what the action box holds, unsent, and as what it was typed: a quit, a kill or a
+        crash before Enter keeps it, and opening the game again puts it back. Written only when
+        it changed; a refused write leaves the last saved draft as the game's."""
+        kind = kind if text.strip() else ""
+        if (text, kind) == (self.game.draft, self.game.draft_kind):
+            return
+        before = self.game.draft, self.game.draft_kind
+        self.game.draft, self.game.draft_kind = text, kind
+        if self.store:
+            try:
+                self.store.save_draft(self.game)
+            except BaseException:
+                self.game.draft, self.game.draft_kind = before
+                raise
+
     def commit_opening(self, output: str) -> None:
         self._set_output(0, output)
 

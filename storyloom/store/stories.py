@@ -78,6 +78,8 @@ class Game:
     summary_mode: str = "auto"
     turns: list[Turn] = field(default_factory=list)
     undone: list[Turn] = field(default_factory=list)  # redo stack, most recent last
+    draft: str = ""  # the action typed and not sent yet (GameStore.save_draft)
+    draft_kind: str = ""  # what it was typed as ("do", "say", "story"; "" for the default)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: str = field(default_factory=now)
     updated: str = field(default_factory=now)
@@ -108,6 +110,13 @@ class GameStore:
         with self.db.atomic():
             self.db["games"].update(game.id, {**self._game_row(game), "updated": stamp})
         game.updated = stamp
+
+    def save_draft(self, game: Game) -> None:
+        """The action box as it stands. Not a change to the story: the game keeps its place in
+        the list (updated stays)."""
+        with self.db.atomic():
+            self.db.execute("update games set draft = ?, draft_kind = ? where id = ?",
+                            [game.draft, game.draft_kind, game.id])
 
     def delete(self, game_id: str) -> None:
         with self.db.atomic():
@@ -141,6 +150,7 @@ class GameStore:
             lorebooks=LoreStore(self.db).attached(game_id),
             summary=row.get("summary") or "", summary_upto=row.get("summary_upto") or 0,
             summary_mode=row.get("summary_mode") or "auto",
+            draft=row.get("draft") or "", draft_kind=row.get("draft_kind") or "",
             turns=turns, undone=list(reversed(undone)), created=row["created"], updated=row["updated"],
         )
 
@@ -190,6 +200,7 @@ class GameStore:
             "id": game.id, "title": game.title, "scenario": game.scenario, "context": game.context,
             "memory": game.memory, "authors_note": game.authors_note,
             "summary": game.summary, "summary_upto": game.summary_upto, "summary_mode": game.summary_mode,
+            "draft": game.draft, "draft_kind": game.draft_kind,
             "world_info": json.dumps([w.__dict__ for w in game.world_info]),
             "created": game.created, "updated": game.updated,
         }

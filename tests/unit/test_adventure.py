@@ -397,6 +397,23 @@ def test_memory_edited_then_refused_goes_back_to_what_is_saved(tmp_path):
     assert store.load(play.game.id).memory == "The key is iron."
 
 
+def test_a_draft_is_saved_without_moving_the_game_and_a_refused_one_is_not_claimed(tmp_path):
+    play, store, other = _locked_play(tmp_path)
+    updated = store.load(play.game.id).updated
+    play.keep_draft("open the chest", "do")
+    saved = store.load(play.game.id)
+    assert (saved.draft, saved.draft_kind, saved.updated) == ("open the chest", "do", updated)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(DatabaseBusy):
+        play.keep_draft("hello", "say")
+    assert (play.game.draft, play.game.draft_kind) == ("open the chest", "do")  # what the database holds
+    other.rollback()
+    play.keep_draft("hello", "say")  # the next try writes it
+    assert (store.load(play.game.id).draft, store.load(play.game.id).draft_kind) == ("hello", "say")
+    play.keep_draft("   ", "story")  # nothing typed: no kind to keep
+    assert (store.load(play.game.id).draft, store.load(play.game.id).draft_kind) == ("   ", "")
+
+
 # -- the drawn count (found in tmux play: the notice said "1 drawn", Ctrl+D "8 drawn, 1 considered") --
 def test_the_notice_and_the_explanation_tell_one_count_of_what_was_drawn():
     play = _knight_play()

@@ -32,7 +32,8 @@ from storyloom.tui.messages import (
     GenerationStarted,
     error_text,
 )
-from storyloom.tui.saving import saving, try_saving
+from storyloom.store.db import StoreError
+from storyloom.tui.saving import not_saved, saving, try_saving
 from storyloom.tui.screens.adventure_tokens import AdventureTokens
 from storyloom.tui.screens.context_view import ContextViewScreen
 from storyloom.tui.screens.editors import AlterScreen, MemoryScreen
@@ -45,6 +46,7 @@ KINDS = ("do", "say", "story")
 KIND_LABEL = {"do": "Do", "say": "Say", "story": "Story"}
 PLACEHOLDER = {"do": "What do you do? (e.g. open the door)", "say": "What do you say?",
                "story": "Write what happens next"}
+DRAFT_DELAY = 1.0  # seconds after the last keystroke before the action box is saved as a draft
 CHARS_PER_TOKEN = 4  # English prose, roughly: enough to see that an action would crowd out the story
 CANDIDATE_CHOICES = (1, 2, DEFAULT_CANDIDATES, 8)
 
@@ -133,6 +135,8 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
         self.last_lore = None  # worldinfo.Selection of the last prompt
         self.summary = SummaryKeeper(self)  # folds turns that fell out of the prompt, in the background
         self.quit_asked = False  # Ctrl+Q pressed once while the model wrote a turn
+        self.draft_refused = False  # the last draft write failed (told once, not on every keystroke)
+        self._draft_timer = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -148,6 +152,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
         self.play.store = self.app.games
         self.sub_title = self.play.game.title
         self._shown()
+        self._restore_draft()
         self.query_one("#action", Input).focus()
         lore_line = self.query_one("#lore-line", Static)
         lore_line.display, lore_line.styles.text_wrap, lore_line.styles.text_overflow = False, "nowrap", "ellipsis"
@@ -160,17 +165,68 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
 
     def may_quit(self) -> bool:
         """Ctrl+Q while the model writes the player's turn stops it first, as Esc does, so the
-        action and what was written are saved; quitting at once lost the action just typed."""
+        action and what was written are saved; quitting at once lost the action just typed.
+        Whatever is in the action box then is the game's draft, back when it is opened again."""
         if self.pending is None or self.pending[0] != "new" or self.quit_asked:
+            self._keep_draft()
             return True
         self.quit_asked = True
         self.cancel.set()
         self.notify("Stopping the model first, so your turn is not lost. Ctrl+Q again quits.", timeout=8)
         return False
 
+    def action_stop_or_back(self) -> None:
+        if not self.busy:
+            self._keep_draft()
+        super().action_stop_or_back()
+
+    # -- the unsent action, kept with the game ---------------------------------------------------
+    def _restore_draft(self) -> None:
+        game = self.play.game
+        if not game.draft:
+            return
+        if game.draft_kind in KINDS:
+            self._set_kind(game.draft_kind)
+        box = self.query_one("#action", Input)
+        box.value = game.draft
+        box.cursor_position = len(box.value)
+        self.notify("What you had typed and not sent is back in the box.", timeout=5)
+
+    @on(Input.Changed, "#action")
+    def _typing(self) -> None:
+        """Saved a moment after the last keystroke (a write per key would be wasteful)."""
+        if self._draft_timer is not None:
+            self._draft_timer.stop()
+        self._draft_timer = self.set_timer(DRAFT_DELAY, self._keep_draft)
+
+    def _keep_draft(self) -> None:
+        """The action box as the game's draft. While the model writes the player's turn, the draft
+        is that action (and anything typed meanwhile after it), as a stopped turn gives it back:
+        the turn is saved only once written, so a kill then must not lose the action."""
+        if self._draft_timer is not None:
+            self._draft_timer.stop()
+            self._draft_timer = None
+        text, kind = self.query_one("#action", Input).value, self.kind
+        if self.pending is not None and self.pending[0] == "new" and self.typed:
+            ahead = text.strip()
+            text, kind = (f"{self.typed} {ahead}" if ahead else self.typed), self.pending[1].kind
+        try:
+            self.play.keep_draft(text, kind)
+        except StoreError as exc:
+            if not self.draft_refused:
+                not_saved(self, exc)
+            self.draft_refused = True
+        else:
+            self.draft_refused = False
+
     # -- input ---------------------------------------------------------------------------------
     def action_cycle_kind(self) -> None:
-        self.kind = KINDS[(KINDS.index(self.kind) + 1) % len(KINDS)]
+        self._set_kind(KINDS[(KINDS.index(self.kind) + 1) % len(KINDS)])
+        if self.query_one("#action", Input).value.strip():
+            self._typing()  # what the draft was typed as changed
+
+    def _set_kind(self, kind: str) -> None:
+        self.kind = kind
         self.query_one("#kind", Button).label = KIND_LABEL[self.kind]
         self.query_one("#action", Input).placeholder = PLACEHOLDER[self.kind]
 
@@ -196,6 +252,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
             return
         self.typed, event.input.value = event.value, ""
         self._run("new", turn, turn.action, self.play.game.turns)
+        self._keep_draft()  # the action, until its turn is saved
 
     def _too_long(self, text: str) -> bool:
         """Warn once about an action that would push the story out of what the model reads."""
@@ -338,6 +395,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
         elif what == "retry":
             try_saving(self, lambda: self.play.replace_last_output(message.output))
         self._shown()
+        self._keep_draft()
 
     def on_generation_failed(self, message: GenerationFailed) -> None:
         what, turn = self.pending or ("", None)
@@ -346,6 +404,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
         if what == "new":
             self._give_back_action()
         self._shown()
+        self._keep_draft()
         self.show_error(message.error)
 
     # -- the status bar's "Context: N/budget": the prompt the next turn will use ----------------
