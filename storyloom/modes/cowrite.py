@@ -480,6 +480,19 @@ class CoWrite:
             raise StoryloomError("An empty turn adds nothing: write something or pick another candidate.")
         return self._add(CoTurn("model", final, edited=final != offered))
 
+    def keep_draft(self, text: str) -> None:
+        """Save the writer's unsent turn (only when it changed); a refused write leaves the last
+        saved draft as the story's."""
+        if text == self.story.draft:
+            return
+        before, self.story.draft = self.story.draft, text
+        if self.store:
+            try:
+                self.store.save_draft(self.story)
+            except BaseException:
+                self.story.draft = before
+                raise
+
     def write(self, text: str) -> CoTurn:
         """The writer's own turn (it replaces any candidates on offer)."""
         text = text.strip()

@@ -40,6 +40,7 @@ class CoStory:
     candidates_n: int = 4
     length: str = "paragraph"
     pending: list[Candidate] = field(default_factory=list)  # offered, not yet chosen, best first
+    draft: str = ""  # the writer's turn typed and not sent yet (CowriteStore.save_draft)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: str = field(default_factory=now)
     updated: str = field(default_factory=now)
@@ -68,6 +69,11 @@ class CowriteStore:
             story.updated = now()
             self.db["co_stories"].update(story.id, self._row(story))
 
+    def save_draft(self, story: CoStory) -> None:
+        """The writing box as it stands; not a change to the story (updated stays)."""
+        with self.db.atomic():
+            self.db.execute("update co_stories set draft = ? where id = ?", [story.draft, story.id])
+
     def delete(self, story_id: str) -> None:
         with self.db.atomic():
             self.db["co_turns"].delete_where("story_id = ?", [story_id])
@@ -89,6 +95,7 @@ class CowriteStore:
             id=row["id"], title=row["title"], premise=row["premise"], turns=turns,
             candidates_n=row["candidates_n"], length=row["length"],
             pending=[Candidate(**c) for c in json.loads(row["pending"] or "[]")],
+            draft=row.get("draft") or "",
             created=row["created"], updated=row["updated"],
         )
 
@@ -131,6 +138,6 @@ class CowriteStore:
         return {
             "id": story.id, "title": story.title, "premise": story.premise,
             "candidates_n": story.candidates_n, "length": story.length,
-            "pending": json.dumps([asdict(c) for c in story.pending]),
+            "pending": json.dumps([asdict(c) for c in story.pending]), "draft": story.draft,
             "created": story.created, "updated": story.updated,
         }

@@ -253,10 +253,12 @@ def _turn_earlier_outputs(db: sqlite_utils.Database) -> None:
 
 @migrations(name="010_game_draft")
 def _game_draft(db: sqlite_utils.Database) -> None:
-    """What the player had typed in the action box and not sent yet (and as what: do, say,
-    story), so quitting, a kill or a crash between keystrokes and Enter does not lose it."""
+    """What the player had typed and not sent yet: an adventure's action box (and as what: do,
+    say, story) and a co-written story's writing box, so quitting, a kill or a crash between
+    keystrokes and Enter does not lose it."""
     db.execute("alter table games add column draft text not null default ''")
     db.execute("alter table games add column draft_kind text not null default ''")
+    db.execute("alter table co_stories add column draft text not null default ''")
 
 
 def known_migrations() -> list[str]:

@@ -112,3 +112,36 @@ async def test_a_saved_turn_clears_the_draft_and_keeps_what_was_typed_meanwhile(
         assert "You push the gate." in saved.turns[-1].action
         assert app.screen.query_one("#action", Input).value == "then run"
         assert saved.draft == "then run"
+
+
+async def test_a_cowrite_turn_being_written_is_back_after_quitting(make_app, fake):
+    from storyloom.tui.screens.cowrite import CowriteScreen
+
+    from tests.tui.test_cowrite_app import FRESH, start_story
+
+    fake.push(*FRESH, "A fourth line.")
+    app = make_app()
+    async with app.run_test(size=(100, 36)) as pilot:
+        await start_story(app, pilot)
+        await pilot.press("ctrl+t")  # set the candidates aside: the writer takes this turn
+        await pilot.press(*"She waited")
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert app.return_code == 0
+    assert app.cowrites.load(app.cowrites.list()[0].id).draft == "She waited"
+
+    again = make_app()
+    async with again.run_test(size=(100, 36)) as pilot:
+        await settle(again, pilot)
+        await pilot.press("c")
+        await pilot.pause()
+        await pilot.press("down", "enter")  # the saved story, below "New story"
+        await settle(again, pilot)
+        assert isinstance(again.screen, CowriteScreen)
+        assert again.screen.query_one("#cowrite-write", Input).value == "She waited"
+        again.screen.query_one("#cowrite-write", Input).focus()
+        await pilot.press(".", "enter")
+        await settle(again, pilot)
+        story = again.screen.play.story
+        assert story.turns[-1].text == "She waited." and story.draft == ""
+    assert again.cowrites.load(story.id).draft == ""

@@ -311,6 +311,23 @@ def test_a_write_the_locked_database_refuses_leaves_the_story_as_it_was(tmp_path
     assert (saved.turns, saved.pending, saved.length, saved.candidates_n) == _state(play)[:4] != before[:4]
 
 
+
+def test_a_draft_is_saved_without_moving_the_story_and_a_refused_one_is_not_claimed(tmp_path):
+    play, store, other = _locked_play(tmp_path)
+    updated = store.load(play.story.id).updated
+    play.keep_draft("She ran")
+    saved = store.load(play.story.id)
+    assert (saved.draft, saved.updated) == ("She ran", updated)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(DatabaseBusy):
+        play.keep_draft("She ran down")
+    assert play.story.draft == "She ran"
+    other.rollback()
+    play.keep_draft("She ran down")
+    assert store.load(play.story.id).draft == "She ran down"
+    play.set_length("sentence")  # a change to the story keeps the draft as it is
+    assert store.load(play.story.id).draft == "She ran down"
+
 SECOND_PARAGRAPH = ("Gulls rose from the rocks as the hull scraped the jetty. The keeper went down the spiral "
                     "stair with his lamp, slowly, because his knees were bad and the steps were wet. At the "
                     "bottom he stopped and listened to the boat knock against the stones.")

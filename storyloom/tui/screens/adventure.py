@@ -32,8 +32,8 @@ from storyloom.tui.messages import (
     GenerationStarted,
     error_text,
 )
-from storyloom.store.db import StoreError
-from storyloom.tui.saving import not_saved, saving, try_saving
+from storyloom.tui.draft_keeper import DraftKeeper
+from storyloom.tui.saving import saving, try_saving
 from storyloom.tui.screens.adventure_tokens import AdventureTokens
 from storyloom.tui.screens.context_view import ContextViewScreen
 from storyloom.tui.screens.editors import AlterScreen, MemoryScreen
@@ -46,7 +46,6 @@ KINDS = ("do", "say", "story")
 KIND_LABEL = {"do": "Do", "say": "Say", "story": "Story"}
 PLACEHOLDER = {"do": "What do you do? (e.g. open the door)", "say": "What do you say?",
                "story": "Write what happens next"}
-DRAFT_DELAY = 1.0  # seconds after the last keystroke before the action box is saved as a draft
 CHARS_PER_TOKEN = 4  # English prose, roughly: enough to see that an action would crowd out the story
 CANDIDATE_CHOICES = (1, 2, DEFAULT_CANDIDATES, 8)
 
@@ -135,8 +134,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
         self.last_lore = None  # worldinfo.Selection of the last prompt
         self.summary = SummaryKeeper(self)  # folds turns that fell out of the prompt, in the background
         self.quit_asked = False  # Ctrl+Q pressed once while the model wrote a turn
-        self.draft_refused = False  # the last draft write failed (told once, not on every keystroke)
-        self._draft_timer = None
+        self.draft = DraftKeeper(self, self._draft_now, lambda text, kind: self.play.keep_draft(text, kind))
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -168,7 +166,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
         action and what was written are saved; quitting at once lost the action just typed.
         Whatever is in the action box then is the game's draft, back when it is opened again."""
         if self.pending is None or self.pending[0] != "new" or self.quit_asked:
-            self._keep_draft()
+            self.draft.keep()
             return True
         self.quit_asked = True
         self.cancel.set()
@@ -177,7 +175,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
 
     def action_stop_or_back(self) -> None:
         if not self.busy:
-            self._keep_draft()
+            self.draft.keep()
         super().action_stop_or_back()
 
     # -- the unsent action, kept with the game ---------------------------------------------------
@@ -194,36 +192,23 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
 
     @on(Input.Changed, "#action")
     def _typing(self) -> None:
-        """Saved a moment after the last keystroke (a write per key would be wasteful)."""
-        if self._draft_timer is not None:
-            self._draft_timer.stop()
-        self._draft_timer = self.set_timer(DRAFT_DELAY, self._keep_draft)
+        self.draft.changed()
 
-    def _keep_draft(self) -> None:
+    def _draft_now(self) -> tuple[str, str]:
         """The action box as the game's draft. While the model writes the player's turn, the draft
         is that action (and anything typed meanwhile after it), as a stopped turn gives it back:
         the turn is saved only once written, so a kill then must not lose the action."""
-        if self._draft_timer is not None:
-            self._draft_timer.stop()
-            self._draft_timer = None
         text, kind = self.query_one("#action", Input).value, self.kind
         if self.pending is not None and self.pending[0] == "new" and self.typed:
             ahead = text.strip()
             text, kind = (f"{self.typed} {ahead}" if ahead else self.typed), self.pending[1].kind
-        try:
-            self.play.keep_draft(text, kind)
-        except StoreError as exc:
-            if not self.draft_refused:
-                not_saved(self, exc)
-            self.draft_refused = True
-        else:
-            self.draft_refused = False
+        return text, kind
 
     # -- input ---------------------------------------------------------------------------------
     def action_cycle_kind(self) -> None:
         self._set_kind(KINDS[(KINDS.index(self.kind) + 1) % len(KINDS)])
         if self.query_one("#action", Input).value.strip():
-            self._typing()  # what the draft was typed as changed
+            self.draft.changed()  # what the draft was typed as changed
 
     def _set_kind(self, kind: str) -> None:
         self.kind = kind
@@ -252,7 +237,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
             return
         self.typed, event.input.value = event.value, ""
         self._run("new", turn, turn.action, self.play.game.turns)
-        self._keep_draft()  # the action, until its turn is saved
+        self.draft.keep()  # the action, until its turn is saved
 
     def _too_long(self, text: str) -> bool:
         """Warn once about an action that would push the story out of what the model reads."""
@@ -395,7 +380,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
         elif what == "retry":
             try_saving(self, lambda: self.play.replace_last_output(message.output))
         self._shown()
-        self._keep_draft()
+        self.draft.keep()
 
     def on_generation_failed(self, message: GenerationFailed) -> None:
         what, turn = self.pending or ("", None)
@@ -404,7 +389,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
         if what == "new":
             self._give_back_action()
         self._shown()
-        self._keep_draft()
+        self.draft.keep()
         self.show_error(message.error)
 
     # -- the status bar's "Context: N/budget": the prompt the next turn will use ----------------

@@ -21,6 +21,7 @@ from storyloom.tui.messages import (
     GenerationStarted,
     error_text,
 )
+from storyloom.tui.draft_keeper import DraftKeeper
 from storyloom.tui.saving import saving, try_saving
 from storyloom.tui.screens.cowrite_tokens import CowriteTokens
 from storyloom.tui.screens.editors import AlterScreen
@@ -112,6 +113,8 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
     def __init__(self, story: CoStory) -> None:
         super().__init__()
         self.play = CoWrite(story)
+        self.draft = DraftKeeper(self, lambda: (self.query_one("#cowrite-write", Input).value, ""),
+                                 lambda text, _kind: self.play.keep_draft(text))
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -132,6 +135,10 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
         self.query_one("#cowrite-progress", ProgressBar).display = False
         self._show_story()
         self._show_candidates()
+        if self.play.story.draft:
+            box = self.query_one("#cowrite-write", Input)
+            box.value, box.cursor_position = self.play.story.draft, len(self.play.story.draft)
+            self.notify("What you had written and not sent is back in the box.", timeout=5)
         if self.play.story.pending:
             self.query_one(CandidateList).focus()
         elif self.play.next_author == "model":
@@ -291,9 +298,23 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
             self.notify(str(exc), severity="warning", markup=False)
             return
         event.input.value = ""
+        self.draft.keep()  # the turn is saved: the box is empty
         self._show_candidates()
         self._show_story()
         self._propose(more=False)
+
+    @on(Input.Changed, "#cowrite-write")
+    def _typing(self) -> None:
+        self.draft.changed()
+
+    def may_quit(self) -> bool:  # the app asks before Ctrl+Q: the unsent turn is kept
+        self.draft.keep()
+        return True
+
+    def action_stop_or_back(self) -> None:
+        if not self.busy:
+            self.draft.keep()
+        super().action_stop_or_back()
 
     def action_reroll(self) -> None:
         self._propose(more=False)
