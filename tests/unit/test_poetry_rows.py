@@ -226,7 +226,9 @@ def test_a_forced_partner_goes_back_to_its_groups_first_line_and_a_forced_first_
     opener = RhymeRule(partners=composer.MIN_PARTNERS)
     assert composer._redo_from(sonnet, 11, partner, forced_line, [9]) == 9
     assert composer._redo_from(sonnet, 11, partner, said, [9]) is None
-    assert composer._redo_from(sonnet, 11, partner, forced_line, [8]) is None, "too far back"
+    assert composer._redo_from(sonnet, 11, partner, forced_line, [6]) is None, "too far back"
+    # a limerick's last line is four after its group's first: it goes back there (it only drew more, and read forced)
+    assert composer._redo_from(get_form("limerick"), 4, partner, forced_line, [0, 1]) == 0
     assert composer._redo_from(sonnet, 9, opener, forced_line, []) == 9, "the first line itself, again"
     assert composer._redo_from(sonnet, 9, opener, said, []) is None
     assert composer._redo_from(sonnet, 13, RhymeRule(), forced_line, []) is None, "a line that does not rhyme"

@@ -72,8 +72,10 @@ STEERS = 2  # words of a line chosen so, at most
 REWRITES = 5  # such rewrites per poem at most (apart from BACKTRACKS: a poem is never cut short for them)
 CLOSING_REWRITES = 2  # more, for the poem's closing group only (a sonnet's couplet): its forced word is the
 # poem's last, and nothing after it can make up for it; the body had spent all REWRITES before it
+CLOSING_WITHIN = 2  # a closing group opens this many lines before the poem's last at most (closing_group)
 FORCED_DRAWS = 16  # draws past LINE_TRIES for a rhyming line while every one ends forced (extra_draws)
-FORCED_BACK = 2  # lines back to a group's first line at most, to write it again when its partner reads forced
+FORCED_BACK = 4  # lines back to a group's first line at most, to write it again when its partner reads forced
+# (a limerick's last line is 4 after its first: with 2 it could only draw more, and its "bar" read forced)
 TOPIC_READS = 4  # late lines read for their topic per batch of draws, at most (a read costs two forwards)
 TOPIC_MARGIN = 0.15  # nats per token a late line's topic gain must pass (read against a heading with no topic)
 DRIFT_FROM = 6  # lines before this one are not read for it (a poem's topic faded after its sixth line)
@@ -638,7 +640,7 @@ def closing_group(form: Form, index: int) -> bool:
     """Is `index` in the poem's closing rhyme group, one that lies within its last lines (a
     sonnet's couplet, the last of heroic couplets; not a limerick's A lines, which open it)?"""
     group = [j for j, letter in enumerate(form.letters) if letter == form.letters[-1]]
-    return index in group and len(group) > 1 and group[0] >= form.lines - 1 - FORCED_BACK
+    return index in group and len(group) > 1 and group[0] >= form.lines - 1 - CLOSING_WITHIN
 
 
 def rewrite_budget(form: Form, index: int) -> int:
