@@ -297,7 +297,7 @@ def test_a_line_draws_on_past_its_tries_only_once_no_rewrite_can_follow():
     opener = RhymeRule(partners=composer.MIN_PARTNERS)
     assert composer.extra_draws(11, partner, [9], may_redo=True) == 0, "a rewrite on another rhyme comes first"
     assert composer.extra_draws(11, partner, [9], may_redo=False) == composer.FORCED_DRAWS, "none left"
-    assert composer.extra_draws(11, partner, [8], may_redo=True) == composer.FORCED_DRAWS, "too far back"
+    assert composer.extra_draws(11, partner, [6], may_redo=True) == composer.FORCED_DRAWS, "too far back"
     assert composer.extra_draws(9, opener, [], may_redo=True) == 0
     assert composer.extra_draws(9, opener, [], may_redo=False) == composer.FORCED_DRAWS
     assert composer.extra_draws(13, RhymeRule(), [], may_redo=False) == 0, "a line that does not rhyme"
