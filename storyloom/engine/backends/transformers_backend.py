@@ -29,7 +29,7 @@ from storyloom.engine.kv_cache import new_cache
 from storyloom.engine.native_llama import NativeLlama
 from storyloom.engine.banning import PhraseBan, token_at
 from storyloom.engine.biasing import PhraseBias
-from storyloom.engine.logits import Context, choose_next
+from storyloom.engine.logits import Context, choose_next, token_logprobs
 from storyloom.engine.sampling import SamplerSettings
 
 
@@ -87,8 +87,7 @@ RIDE_ALONG_PROMPT = 4  # scoring: a prompt this short runs inside each row inste
 
 def _drawn_logprobs(logits: torch.Tensor, step: torch.Tensor) -> list[float]:
     """Each row's log-prob of the token it drew, under the model's logits [rows, vocab]."""
-    logits = logits.float()
-    return (logits.gather(1, step[:, None]).squeeze(1) - torch.logsumexp(logits, -1)).tolist()
+    return token_logprobs(logits, step)
 
 
 def _before_stop(text: str, stops: tuple[str, ...]) -> str:
