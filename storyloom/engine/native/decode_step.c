@@ -1103,6 +1103,23 @@ static inline float exp_approx(float x) {
     return p * scale;
 }
 
+/* out[b] = the log-prob of tokens[b] under row b of logits (at logits + b * stride): its logit less
+ * the row's log-sum-exp, summed in double (the sampler's record of what it drew; engine/logits.py).
+ * Returns 0, or -1 for a token outside the vocabulary. */
+int sl_logprobs(const float *logits, long stride, int batch, int vocab, const int64_t *tokens, float *out) {
+    for (int b = 0; b < batch; b++) if (tokens[b] < 0 || tokens[b] >= vocab) return -1;
+    for (int b = 0; b < batch; b++) {
+        const float *row = logits + (size_t)b * stride;
+        float top = row[0];
+        for (int t = 1; t < vocab; t++) top = row[t] > top ? row[t] : top;
+        double total = 0.0;
+        #pragma omp simd reduction(+ : total)
+        for (int t = 0; t < vocab; t++) total += (double)exp_approx(row[t] - top);
+        out[b] = (float)((double)row[tokens[b]] - ((double)top + log(total)));
+    }
+    return 0;
+}
+
 typedef struct {
     const float *q, *keys, *values;
     float *probs, *att;
