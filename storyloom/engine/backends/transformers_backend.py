@@ -23,7 +23,7 @@ from storyloom.engine.generate import (
     TokenChoice,
     cut_at_stops,
 )
-from storyloom.engine import native, threads
+from storyloom.engine import byte_pieces, native, threads
 from storyloom.engine.fast_llama import FastLlama, KVState
 from storyloom.engine.kv_cache import new_cache
 from storyloom.engine.native_llama import NativeLlama
@@ -221,6 +221,12 @@ class TransformersGenerator(Generator):
 
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text, special=False))
+
+    def byte_pieces(self) -> list[bytes] | None:
+        """Each id's bytes where a row's text is its tokens' bytes joined (byte_pieces.py), else None."""
+        if not hasattr(self, "_byte_pieces"):
+            self._byte_pieces = byte_pieces.pieces(self.tokenizer)
+        return self._byte_pieces
 
     def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
         if not self.info.chat_template:
@@ -445,6 +451,8 @@ class TransformersGenerator(Generator):
         ends: list[list[int]] = [[] for _ in range(n)]  # where each token ends in its row's text (record)
         done = [False] * n
         texts = [""] * n
+        table = self.byte_pieces()  # a row's text grows by its new token's bytes, not a decode of the row
+        raw = [bytearray() for _ in range(n)]
         gen = _rng(settings.seed)
         state = self.decode_state(prompt_ids, n)
         history = torch.tensor([prompt_ids] * n, dtype=torch.long)
@@ -470,7 +478,11 @@ class TransformersGenerator(Generator):
                     continue
                 rows[i].append(token)
                 if stops or bias is not None or enough is not None or complete is not None or drawn is not None:
-                    texts[i] = self.decode(rows[i])
+                    if table is not None:
+                        raw[i] += table[token] if token < len(table) else b""  # (ids past the tokenizer's decode to nothing)
+                        texts[i] = raw[i].decode("utf-8", "replace")
+                    else:
+                        texts[i] = self.decode(rows[i])
                     if drawn is not None:  # a token that completes a multi-byte character ends where it does
                         logprobs[i].append(drawn[j])
                         ends[i].append(len(texts[i].rstrip("\ufffd")))
