@@ -175,6 +175,20 @@ def mean_logprobs(first: torch.Tensor, logp: torch.Tensor, conts: Sequence[Seque
     return scores
 
 
+def _mean_token_logprobs(first: torch.Tensor, logits: torch.Tensor, conts: Sequence[Sequence[int]]) -> list[float]:
+    """mean_logprobs from raw logits, each position's log-prob of its own token alone (no
+    log-softmax over every position's vocabulary, most of which nothing reads)."""
+    heads = token_logprobs(first[None].expand(len(conts), -1), torch.tensor([c[0] if c else 0 for c in conts]))
+    scores = []
+    for i, c in enumerate(conts):
+        if not c:
+            scores.append(float("-inf"))
+            continue
+        rest = token_logprobs(logits[i, : len(c) - 1], torch.tensor(c[1:])) if len(c) > 1 else []
+        scores.append((heads[i] + sum(rest)) / len(c))
+    return scores
+
+
 class TransformersGenerator(Generator):
     capabilities = Capabilities(stream=True, batch=True, token_logprobs=True, scoring=True,
                                 token_steering=True, exact_tokens=True, seed=True)
@@ -549,7 +563,7 @@ class TransformersGenerator(Generator):
             return [float("-inf")] * len(conts)
         if self.fast is not None:  # our forward: a long prompt in bf16 where the CPU has bf16 units
             first, logits = self._fast_logits(prompt_ids, conts)
-            return mean_logprobs(torch.log_softmax(first.float(), -1), torch.log_softmax(logits.float(), -1), conts)
+            return _mean_token_logprobs(first.float(), logits.float(), conts)
         out = self.model(input_ids=torch.tensor([prompt_ids]), use_cache=True,
                          past_key_values=new_cache(self.model.config))
         first = torch.log_softmax(out.logits[0, -1].float(), -1)  # predicts each row's first token
