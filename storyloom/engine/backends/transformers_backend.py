@@ -24,7 +24,7 @@ from storyloom.engine.generate import (
     cut_at_stops,
 )
 from storyloom.engine import byte_pieces, native, threads
-from storyloom.engine.fast_llama import FastLlama, KVState
+from storyloom.engine.fast_llama import FastLlama, KVState, select_rows
 from storyloom.engine.kv_cache import new_cache
 from storyloom.engine.native_llama import NativeLlama
 from storyloom.engine.banning import PhraseBan, token_at
@@ -137,14 +137,10 @@ class DecodeState:
     def keep(self, rows: list[int]) -> None:
         """Go on with only these batch rows (the others finished): later steps cost less."""
         index = torch.tensor(rows, dtype=torch.long)
-        if self.fast is not None:
-            # only the filled positions move: the cache has room for the whole turn beyond them,
-            # and copying that too was most of the cost of shrinking
-            cache, filled = self.kv.cache, self.kv.length
-            kept = cache.new_empty((*cache.shape[:2], len(rows), *cache.shape[3:]))
-            for j, row in enumerate(rows):
-                kept[:, :, j, :, :filled] = cache[:, :, row, :, :filled]
-            self.kv.cache = kept
+        if hasattr(self.fast, "keep_rows"):  # the native step reads the kept rows where they are
+            self.fast.keep_rows(self.kv, rows)
+        elif self.fast is not None:
+            select_rows(self.kv, rows)
         else:
             self.kv.batch_select_indices(index)
         self.logits = self.logits.index_select(0, index)

@@ -218,6 +218,8 @@ def _signatures(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.sl_step.argtypes = [M, P, I, I, P, I, P, P]
     lib.sl_step_shared.restype = ctypes.c_int
     lib.sl_step_shared.argtypes = [M, P, I, I, P, I, P, P, I]
+    lib.sl_step_rows.restype = ctypes.c_int
+    lib.sl_step_rows.argtypes = [M, P, I, P, I, I, P, I, P, P, I]
     lib.sl_scratch_floats.restype = ctypes.c_long
     lib.sl_scratch_floats.argtypes = [M, I, I]
     lib.sl_dequant.argtypes = [I, P, L, L, P, I]
