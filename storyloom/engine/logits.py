@@ -193,12 +193,10 @@ def _native_top_k(logits: torch.Tensor, history: torch.Tensor, settings: Sampler
     lib = native.library()
     if lib is None:
         return None
-    rows = [sorted(b) for b in context.banned] if context.banned else []
+    rows = [sorted(b) for b in context.banned[:batch]] if context.banned else []
     per_row = max((len(r) for r in rows), default=0)
-    banned = torch.full((batch, max(1, per_row)), -1, dtype=torch.long)
-    for b, tokens in enumerate(rows[:batch]):
-        if tokens:
-            banned[b, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+    rows += [[]] * (batch - len(rows))
+    banned = torch.tensor([r + [-1] * (per_row - len(r)) for r in rows] if per_row else [[-1]] * batch)
     window = history if history.stride(1) == 1 else history.contiguous()
     penalised = settings.repetition_penalty != 1.0 and window.shape[1] > 0
     if penalised and settings.repetition_range:
