@@ -124,6 +124,20 @@ class KVState:
     def __init__(self) -> None:
         self.cache: torch.Tensor | None = None
         self.length = 0  # lowering it forgets what follows (a rewind)
+        # the native step's: the cache row of each batch row, where finished rows were left in
+        # place (NativeLlama.keep_rows); None: row b is batch row b (all that the torch forward reads)
+        self.rows: list[int] | None = None
+
+
+def select_rows(state: KVState, rows: list[int]) -> None:
+    """Keep only these cache rows, in this order (the batch rows still going)."""
+    cache, filled = state.cache, state.length
+    kept = cache.new_empty((*cache.shape[:2], len(rows), *cache.shape[3:]))
+    for j, row in enumerate(rows):
+        # only the filled positions move: the cache has room for the whole turn beyond them,
+        # and copying that too was most of the cost of shrinking
+        kept[:, :, j, :, :filled] = cache[:, :, row, :, :filled]
+    state.cache = kept
 
 
 def ensure_cache(state: KVState, layers: int, kv_heads: int, head_dim: int, batch: int, needed: int) -> None:

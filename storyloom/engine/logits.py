@@ -11,7 +11,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from storyloom.engine import native
 from storyloom.engine.sampling import SamplerSettings
+
+# The bans, the penalty, the temperature and the top-k in one native pass where the C library is
+# built (native/sample.c: the same values, bit for bit); False keeps every step in torch (tests).
+NATIVE = True
 
 
 def apply_repetition_penalty(
@@ -133,6 +138,11 @@ def choose_next(
     """
     context = context or Context()
     logits = logits.float()
+    fast = _native_top_k(logits, history, settings, context)
+    if fast is not None:
+        vals, idx = fast
+        picked = _draw(vals, idx, settings, generator, context)
+        return idx.gather(1, picked[:, None]).squeeze(1)
     # The bans, the bias and the penalty write into one copy (the caller's logits stay as they
     # were): a copy each was a pass over [batch, vocab] each, per token.
     banned = bool(context.banned) and any(context.banned)
@@ -165,6 +175,54 @@ def choose_next(
         vals, idx = logits, None
     picked = _draw(vals, idx, settings, generator, context)
     return picked if idx is None else idx.gather(1, picked[:, None]).squeeze(1)
+
+
+def _native_top_k(logits: torch.Tensor, history: torch.Tensor, settings: SamplerSettings,
+                  context: Context) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """choose_next's top-k (values after the bans, the penalty and the temperature, best first,
+    and their ids) from native/sample.c; None where that cannot run: no library, a sampler it
+    does not do (DRY, phrase bias, greedy, no top-k), or logits it cannot read in place."""
+    if not NATIVE or settings.greedy or not settings.top_k or settings.dry_multiplier or \
+            (context.bias and any(context.bias)):
+        return None
+    if logits.dim() != 2 or logits.dtype != torch.float32 or logits.device.type != "cpu" or logits.stride(1) != 1:
+        return None
+    batch, vocab = logits.shape
+    if settings.top_k >= vocab or history.dtype != torch.long or history.shape[0] != batch:
+        return None
+    lib = native.library()
+    if lib is None:
+        return None
+    rows = [sorted(b) for b in context.banned[:batch]] if context.banned else []
+    per_row = max((len(r) for r in rows), default=0)
+    rows += [[]] * (batch - len(rows))
+    banned = torch.tensor([r + [-1] * (per_row - len(r)) for r in rows] if per_row else [[-1]] * batch)
+    window = history if history.stride(1) == 1 else history.contiguous()
+    penalised = settings.repetition_penalty != 1.0 and window.shape[1] > 0
+    if penalised and settings.repetition_range:
+        window = window[:, -settings.repetition_range:]
+    k = settings.top_k
+    vals = torch.empty(batch, k)
+    ids = torch.empty(batch, k, dtype=torch.long)
+    work = torch.empty(vocab)
+    status = lib.sl_top_k(logits.data_ptr(), logits.stride(0), batch, vocab, banned.data_ptr(), per_row,
+                          window.data_ptr(), window.stride(0), window.shape[1] if penalised else 0,
+                          settings.repetition_penalty, settings.temperature, k, work.data_ptr(),
+                          vals.data_ptr(), ids.data_ptr())
+    return (vals, ids) if status == 0 else None
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> list[float]:
+    """Each row's log-prob of its token under logits [rows, vocab] (before any sampler)."""
+    lib = native.library() if NATIVE else None
+    if lib is not None and logits.dim() == 2 and logits.dtype == torch.float32 and logits.stride(1) == 1:
+        tokens = tokens.to(torch.long).contiguous()
+        out = torch.empty(logits.shape[0])
+        if lib.sl_logprobs(logits.data_ptr(), logits.stride(0), logits.shape[0], logits.shape[1],
+                           tokens.data_ptr(), out.data_ptr()) == 0:
+            return out.tolist()
+    logits = logits.float()
+    return (logits.gather(1, tokens[:, None]).squeeze(1) - torch.logsumexp(logits, -1)).tolist()
 
 
 def filtered(logits: torch.Tensor, ids: torch.Tensor | None, settings: SamplerSettings,

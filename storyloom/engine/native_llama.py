@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from storyloom.engine import native
-from storyloom.engine.fast_llama import BF16_PROMPT_MIN, FastLlama, KVState, supported
+from storyloom.engine.fast_llama import BF16_PROMPT_MIN, FastLlama, KVState, select_rows, supported
 from storyloom.paths import models_dir
 
 MAX_BATCH = 8  # the C step's limit; larger batches use the torch forward
@@ -305,9 +305,24 @@ class NativeLlama:
             shared = self._shared[state] = min(self._shared[state], state.length)
             return shared
 
+    def keep_rows(self, state: KVState, rows: list[int]) -> None:
+        """Go on with only these batch rows: the step skips the others' cache rows where they lie
+        (moving the kept ones cost about a step each time a candidate finished)."""
+        held = state.rows if state.rows is not None else list(range(state.cache.shape[2]))
+        state.rows = [held[r] for r in rows]
+
+    @staticmethod
+    def compact(state: KVState) -> None:
+        """Move the kept rows' caches together (for the torch forward, which reads every row)."""
+        if state.rows is not None:
+            select_rows(state, state.rows)
+            state.rows = None
+
     @torch.inference_mode()
     def forward(self, ids: torch.Tensor, state: KVState, all_logits: bool = False) -> torch.Tensor:
         batch, count = ids.shape
+        if state.rows is not None and (all_logits or count != 1 or batch > MAX_BATCH or state.length == 0):
+            self.compact(state)
         shared = self.shared_prefix(state)  # before anything is written at state.length and on
         if all_logits:  # scoring: every position's logits, from the torch forward
             return self.fast.forward(ids, state, all_logits=True)
@@ -316,17 +331,21 @@ class NativeLlama:
         if count != 1 or batch > MAX_BATCH or state.length == 0:
             return self.fast.forward(ids, state)
         pos = state.length
-        self.fast._ensure(state, batch, pos + 1)
+        rows = state.rows
+        cached = state.cache.shape[2] if rows is not None else batch
+        self.fast._ensure(state, cached, pos + 1)
         cache = state.cache
         tokens = ids.reshape(batch).to(torch.int64).contiguous()
         capacity = cache.shape[4]
         logits = torch.empty(batch, self.vocab)
         scratch = torch.empty(self.lib.sl_scratch_floats(ctypes.byref(self.model), batch, capacity))
         self.model.threads = torch.get_num_threads()
-        status = self.lib.sl_step_shared(ctypes.byref(self.model), tokens.data_ptr(), batch, pos, cache.data_ptr(),
-                                         capacity, logits.data_ptr(), scratch.data_ptr(),
-                                         shared if batch > 1 else 0)
+        status = self.lib.sl_step_rows(ctypes.byref(self.model), tokens.data_ptr(), batch,
+                                       (ctypes.c_int * batch)(*rows) if rows is not None else None, cached, pos,
+                                       cache.data_ptr(), capacity, logits.data_ptr(), scratch.data_ptr(),
+                                       shared if batch > 1 else 0)
         if status != 0:
+            self.compact(state)
             return self.fast.forward(ids, state)
         state.length = pos + 1
         return logits

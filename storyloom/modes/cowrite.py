@@ -229,6 +229,39 @@ def turn_complete(raw: str, length: str) -> bool:
                                       and len(SENTENCE_END.findall(kept)) >= LENGTH_BRIEF["paragraph"][2])
 
 
+# What can move finish_turn's cut: sentence ends and their closers, line breaks, a special
+# token's marks, and a space right after a sentence end (the end is one from then on).
+_MARKS = frozenset(".!?…\"'”’)]<|>\n")
+_ENDS = frozenset(".!?…\"'”’)]")
+
+
+def settled(raw: str) -> str:
+    """`raw` (without carriage returns, which finish_turn drops first) up to its last character
+    that could move finish_turn's cut. What follows is plain text (no mark, no space after a
+    sentence end), which leaves finish_turn(raw + "x") and its probe as they were:
+    turn_complete(raw) is turn_complete(settled(raw))."""
+    raw = raw.replace("\r", "")
+    for j in range(len(raw) - 1, -1, -1):
+        ch = raw[j]
+        if ch in _MARKS or (ch.isspace() and j and raw[j - 1] in _ENDS):
+            return raw[: j + 1]
+    return ""
+
+
+def turn_watch(length: str) -> Callable[[str], bool]:
+    """turn_complete for the rows of one batch, asked again only when a row's text settled
+    further (a sentence end, a line break): most tokens are words, which change nothing."""
+    seen: dict[str, bool] = {}
+
+    def complete(raw: str) -> bool:
+        key = settled(raw)
+        if key not in seen:
+            seen[key] = turn_complete(key, length)
+        return seen[key]
+
+    return complete
+
+
 def last_row_whole(length: str, n: int) -> Callable[[list[str], list[bool]], bool] | None:
     """`enough` for a batch of n paragraph candidates: once all but one are complete, the last
     ends at its last whole sentence as soon as that is a full paragraph (the critic's length for
@@ -379,7 +412,7 @@ class CoWrite:
         record: list[RowLogprobs] = []
         length = self.story.length
         raw = generator.candidates(built.text, n, self.settings_for(settings), cancel, on_step, record=record,
-                                   complete=lambda text: turn_complete(text, length),
+                                   complete=turn_watch(length),
                                    enough=last_row_whole(length, n))
         if cancel is not None and cancel.is_set():
             return []

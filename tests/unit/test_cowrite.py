@@ -244,6 +244,27 @@ def test_a_candidate_is_complete_once_more_text_would_not_change_its_turn():
     assert finish_turn(long + " Then", "paragraph") == long.strip()
 
 
+def test_a_rows_verdict_is_asked_again_only_where_its_text_settled_further():
+    import random
+
+    from storyloom.modes.cowrite import settled, turn_complete, turn_watch
+
+    assert settled(" The boat came. It sa") == " The boat came. "
+    assert settled(" The boat came.") == " The boat came."
+    assert settled("\n\nThe gull") == "\n\n" and settled("The gull") == ""
+    # every prefix of texts grown a character at a time gets turn_complete's own verdict, on
+    # text dense in what moves the cut (ends, closers, breaks, special marks, half characters)
+    rng = random.Random(0)
+    alphabet = list("ab cd ef") + list(".!?…\"'”’)]\n<|>") + ["\ufffd", "<|im_end|>", "\r", "\t", "x y"]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 80))) for _ in range(300)]
+    texts += [" The boat came. It sank. Nobody saw.\n\nNext", ' "Go," she said. “Now.” The door shut… Then']
+    for length in ("sentence", "paragraph", "free"):
+        for text in texts:
+            watch = turn_watch(length)
+            for end in range(1, len(text) + 1):
+                assert watch(text[:end]) == turn_complete(text[:end], length), (length, text[:end])
+
+
 def test_propose_ends_each_candidate_once_its_turn_is_complete(tiny):
     seen = []
 

@@ -130,6 +130,20 @@ def test_shared_prefix_scores_match_scoring_each_row_alone(tiny, monkeypatch):
         assert g == pytest.approx(e, abs=1e-4)
 
 
+def test_scores_from_each_tokens_own_log_prob_are_the_log_softmax_ones():
+    import torch
+
+    from storyloom.engine.backends.transformers_backend import _mean_token_logprobs, mean_logprobs
+
+    gen = torch.Generator().manual_seed(0)
+    first, logits = torch.randn(300, generator=gen) * 4, torch.randn(4, 5, 300, generator=gen) * 4
+    conts = [[5, 9, 200, 7, 1, 2], [17], [], [299, 0]]  # right-padded rows, one empty
+    want = mean_logprobs(torch.log_softmax(first, -1), torch.log_softmax(logits, -1), conts)
+    got = _mean_token_logprobs(first, logits, conts)
+    assert got[2] == want[2] == float("-inf")
+    assert got == pytest.approx(want, abs=1e-5)
+
+
 def test_one_token_rows_score_in_bf16_too(tiny, monkeypatch):
     """A row of one token is one position over the prompt's fp32 cache (it crashed on bf16 queries)."""
     lean = getattr(tiny.fast, "fast", tiny.fast)

@@ -64,3 +64,35 @@ def test_a_rewind_below_the_shared_prompt_is_not_read_as_shared(model, step):
     state.length = 0  # a fresh prompt in the same state: nothing shared
     step.forward(prompt, state)
     assert step.shared_prefix(state) == 0
+
+
+def test_rows_that_leave_the_batch_stay_where_they_are_and_the_rest_read_their_own(model, step):
+    """A finished candidate leaves the batch without moving the others' caches (keep_rows); the
+    torch forward, which reads every row, gets them moved together first (compact)."""
+    prompt = torch.tensor([[1, 5, 9, 33, 2, 70, 11, 12, 40]])
+    state = KVState()
+    step.forward(prompt, state)
+    step.expand(state, 4)
+    ids = prompt.repeat(4, 1)
+    for token in ([4, 8, 90, 3], [60, 61, 62, 63]):
+        column = torch.tensor([token]).T
+        ids = torch.cat([ids, column], dim=1)
+        step.forward(column, state)
+    cache = state.cache
+    step.keep_rows(state, [3, 1])  # rows 0 and 2 finished
+    assert state.cache is cache and state.rows == [3, 1]
+    ids = ids[[3, 1]]
+    for token in ([7, 9], [20, 30]):
+        column = torch.tensor([token]).T
+        ids = torch.cat([ids, column], dim=1)
+        assert torch.allclose(step.forward(column, state), _library(model, ids), atol=1e-4)
+    step.keep_rows(state, [1])  # batch row 1 is cache row 1
+    assert state.rows == [1]
+    ids = ids[[1]]
+    column = torch.tensor([[44]])
+    ids = torch.cat([ids, column], dim=1)
+    assert torch.allclose(step.forward(column, state), _library(model, ids), atol=1e-4)
+    two = torch.tensor([[5, 6]])  # two tokens at once: the torch forward, on the moved row
+    ids = torch.cat([ids, two], dim=1)
+    assert torch.allclose(step.forward(two, state), _library(model, ids), atol=1e-4)
+    assert state.rows is None and state.cache.shape[2] == 1

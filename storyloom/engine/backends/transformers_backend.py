@@ -23,13 +23,13 @@ from storyloom.engine.generate import (
     TokenChoice,
     cut_at_stops,
 )
-from storyloom.engine import native, threads
-from storyloom.engine.fast_llama import FastLlama, KVState
+from storyloom.engine import byte_pieces, native, threads
+from storyloom.engine.fast_llama import FastLlama, KVState, select_rows
 from storyloom.engine.kv_cache import new_cache
 from storyloom.engine.native_llama import NativeLlama
 from storyloom.engine.banning import PhraseBan, token_at
 from storyloom.engine.biasing import PhraseBias
-from storyloom.engine.logits import Context, choose_next
+from storyloom.engine.logits import Context, choose_next, token_logprobs
 from storyloom.engine.sampling import SamplerSettings
 
 
@@ -87,8 +87,7 @@ RIDE_ALONG_PROMPT = 4  # scoring: a prompt this short runs inside each row inste
 
 def _drawn_logprobs(logits: torch.Tensor, step: torch.Tensor) -> list[float]:
     """Each row's log-prob of the token it drew, under the model's logits [rows, vocab]."""
-    logits = logits.float()
-    return (logits.gather(1, step[:, None]).squeeze(1) - torch.logsumexp(logits, -1)).tolist()
+    return token_logprobs(logits, step)
 
 
 def _before_stop(text: str, stops: tuple[str, ...]) -> str:
@@ -138,14 +137,10 @@ class DecodeState:
     def keep(self, rows: list[int]) -> None:
         """Go on with only these batch rows (the others finished): later steps cost less."""
         index = torch.tensor(rows, dtype=torch.long)
-        if self.fast is not None:
-            # only the filled positions move: the cache has room for the whole turn beyond them,
-            # and copying that too was most of the cost of shrinking
-            cache, filled = self.kv.cache, self.kv.length
-            kept = cache.new_empty((*cache.shape[:2], len(rows), *cache.shape[3:]))
-            for j, row in enumerate(rows):
-                kept[:, :, j, :, :filled] = cache[:, :, row, :, :filled]
-            self.kv.cache = kept
+        if hasattr(self.fast, "keep_rows"):  # the native step reads the kept rows where they are
+            self.fast.keep_rows(self.kv, rows)
+        elif self.fast is not None:
+            select_rows(self.kv, rows)
         else:
             self.kv.batch_select_indices(index)
         self.logits = self.logits.index_select(0, index)
@@ -173,6 +168,20 @@ def mean_logprobs(first: torch.Tensor, logp: torch.Tensor, conts: Sequence[Seque
         if len(c) > 1:
             total += float(logp[i, torch.arange(len(c) - 1), torch.tensor(c[1:])].sum())
         scores.append(total / len(c))
+    return scores
+
+
+def _mean_token_logprobs(first: torch.Tensor, logits: torch.Tensor, conts: Sequence[Sequence[int]]) -> list[float]:
+    """mean_logprobs from raw logits, each position's log-prob of its own token alone (no
+    log-softmax over every position's vocabulary, most of which nothing reads)."""
+    heads = token_logprobs(first[None].expand(len(conts), -1), torch.tensor([c[0] if c else 0 for c in conts]))
+    scores = []
+    for i, c in enumerate(conts):
+        if not c:
+            scores.append(float("-inf"))
+            continue
+        rest = token_logprobs(logits[i, : len(c) - 1], torch.tensor(c[1:])) if len(c) > 1 else []
+        scores.append((heads[i] + sum(rest)) / len(c))
     return scores
 
 
@@ -222,6 +231,12 @@ class TransformersGenerator(Generator):
 
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text, special=False))
+
+    def byte_pieces(self) -> list[bytes] | None:
+        """Each id's bytes where a row's text is its tokens' bytes joined (byte_pieces.py), else None."""
+        if not hasattr(self, "_byte_pieces"):
+            self._byte_pieces = byte_pieces.pieces(self.tokenizer)
+        return self._byte_pieces
 
     def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
         if not self.info.chat_template:
@@ -446,6 +461,8 @@ class TransformersGenerator(Generator):
         ends: list[list[int]] = [[] for _ in range(n)]  # where each token ends in its row's text (record)
         done = [False] * n
         texts = [""] * n
+        table = self.byte_pieces()  # a row's text grows by its new token's bytes, not a decode of the row
+        raw = [bytearray() for _ in range(n)]
         gen = _rng(settings.seed)
         state = self.decode_state(prompt_ids, n)
         history = torch.tensor([prompt_ids] * n, dtype=torch.long)
@@ -471,7 +488,11 @@ class TransformersGenerator(Generator):
                     continue
                 rows[i].append(token)
                 if stops or bias is not None or enough is not None or complete is not None or drawn is not None:
-                    texts[i] = self.decode(rows[i])
+                    if table is not None:
+                        raw[i] += table[token] if token < len(table) else b""  # (ids past the tokenizer's decode to nothing)
+                        texts[i] = raw[i].decode("utf-8", "replace")
+                    else:
+                        texts[i] = self.decode(rows[i])
                     if drawn is not None:  # a token that completes a multi-byte character ends where it does
                         logprobs[i].append(drawn[j])
                         ends[i].append(len(texts[i].rstrip("\ufffd")))
@@ -538,7 +559,7 @@ class TransformersGenerator(Generator):
             return [float("-inf")] * len(conts)
         if self.fast is not None:  # our forward: a long prompt in bf16 where the CPU has bf16 units
             first, logits = self._fast_logits(prompt_ids, conts)
-            return mean_logprobs(torch.log_softmax(first.float(), -1), torch.log_softmax(logits.float(), -1), conts)
+            return _mean_token_logprobs(first.float(), logits.float(), conts)
         out = self.model(input_ids=torch.tensor([prompt_ids]), use_cache=True,
                          past_key_values=new_cache(self.model.config))
         first = torch.log_softmax(out.logits[0, -1].float(), -1)  # predicts each row's first token

@@ -37,6 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 SOURCE = HERE / "decode_step.c"       # the step and its kernels: fast-math flags
 QUANTS = HERE / "quants.c"            # the exact dequantizers: strict IEEE flags (no contraction)
+SAMPLE = HERE / "sample.c"            # the sampler's passes over the vocabulary: strict flags too
 HEADER = HERE / "sl.h"
 
 # ggml's type ids (gguf.GGMLQuantizationType), and each type's weights and bytes per block
@@ -129,7 +130,7 @@ def _flags(level: str) -> list[str]:
 def _target(cc: str, level: str) -> Path:
     from storyloom.paths import models_dir
 
-    sources = SOURCE.read_bytes() + QUANTS.read_bytes() + HEADER.read_bytes()
+    sources = SOURCE.read_bytes() + QUANTS.read_bytes() + SAMPLE.read_bytes() + HEADER.read_bytes()
     key = hashlib.sha256(
         sources + " ".join([cc, *FAST, *STRICT, *_flags(level), sys.platform, platform.machine()]).encode()
     ).hexdigest()[:16]
@@ -176,14 +177,15 @@ def verified(target: Path) -> str | None:
 
 
 def _compile(cc: str, level: str, out: Path, openmp: bool = True) -> subprocess.CompletedProcess:
-    """decode_step.c and quants.c, each on its own flags, linked into `out`."""
+    """decode_step.c, quants.c and sample.c, each on its own flags, linked into `out`."""
     arch = _flags(level)
     def strip(flags):
         return flags if openmp else [f for f in flags if f != "-fopenmp"]
     steps = [[cc, *strip(FAST), *arch, "-c", str(SOURCE), "-o", str(out) + ".step.o"],
              [cc, *strip(STRICT), *arch, "-c", str(QUANTS), "-o", str(out) + ".quants.o"],
+             [cc, *strip(STRICT), *arch, "-c", str(SAMPLE), "-o", str(out) + ".sample.o"],
              [cc, "-shared", "-pthread", *strip(["-fopenmp"]), str(out) + ".step.o", str(out) + ".quants.o",
-              "-o", str(out), "-lm"]]
+              str(out) + ".sample.o", "-o", str(out), "-lm"]]
     for step in steps:
         done = subprocess.run(step, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
@@ -216,6 +218,8 @@ def _signatures(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.sl_step.argtypes = [M, P, I, I, P, I, P, P]
     lib.sl_step_shared.restype = ctypes.c_int
     lib.sl_step_shared.argtypes = [M, P, I, I, P, I, P, P, I]
+    lib.sl_step_rows.restype = ctypes.c_int
+    lib.sl_step_rows.argtypes = [M, P, I, P, I, I, P, I, P, P, I]
     lib.sl_scratch_floats.restype = ctypes.c_long
     lib.sl_scratch_floats.argtypes = [M, I, I]
     lib.sl_dequant.argtypes = [I, P, L, L, P, I]
@@ -225,6 +229,9 @@ def _signatures(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.sl_add_bf16.argtypes = [P, P, L, I]
     lib.sl_rope_split.argtypes = [P, I, I, P, P, I, I, I, P, P, P, P, P, I, I, I]
     lib.sl_head.argtypes = [M, P, I, P]
+    lib.sl_top_k.restype = lib.sl_logprobs.restype = ctypes.c_int
+    lib.sl_top_k.argtypes = [P, L, I, I, P, I, P, L, I, ctypes.c_float, ctypes.c_float, I, P, P, P]
+    lib.sl_logprobs.argtypes = [P, L, I, I, P, P]
     for name in ("sl_dequant", "sl_dequant_bf16", "sl_matmul", "sl_norm_bf16", "sl_add_bf16",
                  "sl_rope_split", "sl_head"):
         getattr(lib, name).restype = None

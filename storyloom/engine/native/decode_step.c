@@ -1103,6 +1103,23 @@ static inline float exp_approx(float x) {
     return p * scale;
 }
 
+/* out[b] = the log-prob of tokens[b] under row b of logits (at logits + b * stride): its logit less
+ * the row's log-sum-exp, summed in double (the sampler's record of what it drew; engine/logits.py).
+ * Returns 0, or -1 for a token outside the vocabulary. */
+int sl_logprobs(const float *logits, long stride, int batch, int vocab, const int64_t *tokens, float *out) {
+    for (int b = 0; b < batch; b++) if (tokens[b] < 0 || tokens[b] >= vocab) return -1;
+    for (int b = 0; b < batch; b++) {
+        const float *row = logits + (size_t)b * stride;
+        float top = row[0];
+        for (int t = 1; t < vocab; t++) top = row[t] > top ? row[t] : top;
+        double total = 0.0;
+        #pragma omp simd reduction(+ : total)
+        for (int t = 0; t < vocab; t++) total += (double)exp_approx(row[t] - top);
+        out[b] = (float)((double)row[tokens[b]] - ((double)top + log(total)));
+    }
+    return 0;
+}
+
 typedef struct {
     const float *q, *keys, *values;
     float *probs, *att;
@@ -1111,6 +1128,7 @@ typedef struct {
     float scale;
     int parts;  /* each group's query heads in this many items (so that small models fill the threads) */
     int shared; /* positions below this are the same in every row's cache: read from row 0's */
+    const int *rows; /* the cache row of each batch row (NULL: the same) */
 } AttnJob;
 
 #if SL_SIMD && defined(__AVX512F__)
@@ -1212,7 +1230,7 @@ static void attend(void *arg, int lo, int hi) {
     for (int item = lo; item < hi; item++) {
         const int b = item % batch, part = item / batch % J->parts, g = item / batch / J->parts;
         const int j0 = g * J->per_kv + part * G;
-        const size_t base = ((size_t)b * J->KV + g) * J->row_stride;
+        const size_t base = ((size_t)(J->rows ? J->rows[b] : b) * J->KV + g) * J->row_stride;
         const float *kk = J->keys + base, *vv = J->values + base;
         const float *kk0 = J->keys + (size_t)g * J->row_stride, *vv0 = J->values + (size_t)g * J->row_stride;
         const float *q0 = J->q + (size_t)b * J->qd + (size_t)j0 * hd;
@@ -1350,13 +1368,19 @@ static void project(const Matrix *const *ms, float *const *ys, int count, const 
 }
 
 /* tokens[batch] at position `pos` (every row at the same position); logits[batch][vocab]. The
- * rows' caches hold the same keys and values below position `shared` (a prompt the candidates
- * share; 0: nothing known to be shared), which are then read from row 0's alone.
+ * cache holds `cached` rows, batch row b in cache row rows[b] (rows NULL: b, and cached = batch):
+ * candidates that finished leave the batch without their caches being moved. The cache rows hold
+ * the same keys and values below position `shared` (a prompt the candidates share; 0: nothing
+ * known to be shared), which are then read from cache row 0's alone.
  * Returns 0, or -1 when the model or the sizes are not what this step can run. */
-int sl_step_shared(const Model *m, const int64_t *tokens, int batch, int pos, float *cache, int capacity,
-                   float *logits, float *scratch, int shared) {
+int sl_step_rows(const Model *m, const int64_t *tokens, int batch, const int *rows, int cached, int pos,
+                 float *cache, int capacity, float *logits, float *scratch, int shared) {
     if (batch < 1 || batch > MAXB || pos < 0 || pos >= capacity || shared < 0 || shared > pos || !model_ok(m)) return -1;
-    for (int b = 0; b < batch; b++) if (tokens[b] < 0 || tokens[b] >= m->vocab) return -1;
+    if (!rows) cached = batch;
+    for (int b = 0; b < batch; b++) {
+        if (tokens[b] < 0 || tokens[b] >= m->vocab) return -1;
+        if (rows && (rows[b] < 0 || rows[b] >= cached)) return -1;
+    }
     const int dim = m->dim, hd = m->head_dim, half = hd / 2, H = m->heads, KV = m->kv_heads;
     const int inter = m->intermediate, qd = H * hd, kvd = KV * hd, per_kv = H / KV, T = m->threads;
     float *h = scratch;                        /* [batch][dim] residual stream */
@@ -1382,7 +1406,7 @@ int sl_step_shared(const Model *m, const int64_t *tokens, int batch, int pos, fl
     while (parts < per_kv && (long)batch * KV * parts < 4L * T)
         for (parts++; per_kv % parts; parts++) {}
     const size_t row_stride = (size_t)capacity * hd;             /* one kv head */
-    const size_t kind_stride = (size_t)batch * KV * row_stride;  /* keys -> values */
+    const size_t kind_stride = (size_t)cached * KV * row_stride;  /* keys -> values */
     for (int l = 0; l < m->layers; l++) {
         const Layer *L = &m->layer[l];
         float *keys = cache + (size_t)l * 2 * kind_stride, *values = keys + kind_stride;
@@ -1400,12 +1424,13 @@ int sl_step_shared(const Model *m, const int64_t *tokens, int batch, int pos, fl
                 float *row = k + (size_t)b * kvd + j * hd;
                 if (L->k_norm) rms_norm(row, L->k_norm, hd, m->eps, row);
                 rope(row, cs, sn, half, m->rope_neox);
-                const size_t at = ((size_t)b * KV + j) * row_stride + (size_t)pos * hd;
+                const size_t at = ((size_t)(rows ? rows[b] : b) * KV + j) * row_stride + (size_t)pos * hd;
                 memcpy(keys + at, row, hd * sizeof(float));
                 memcpy(values + at, v + (size_t)b * kvd + j * hd, hd * sizeof(float));
             }
         }
-        AttnJob job = {q, keys, values, probs, att, batch, KV, per_kv, qd, hd, pos, capacity, row_stride, scale, parts, shared};
+        AttnJob job = {q, keys, values, probs, att, batch, KV, per_kv, qd, hd, pos, capacity, row_stride, scale, parts,
+                       shared, rows};
         parallel_for(batch * KV * parts, 1, attend, &job, T);
         const Matrix *o[1] = {&L->o};
         float *o_out[1] = {h};
@@ -1426,9 +1451,14 @@ int sl_step_shared(const Model *m, const int64_t *tokens, int batch, int pos, fl
     return 0;
 }
 
+int sl_step_shared(const Model *m, const int64_t *tokens, int batch, int pos, float *cache, int capacity,
+                   float *logits, float *scratch, int shared) {
+    return sl_step_rows(m, tokens, batch, NULL, batch, pos, cache, capacity, logits, scratch, shared);
+}
+
 int sl_step(const Model *m, const int64_t *tokens, int batch, int pos, float *cache, int capacity,
             float *logits, float *scratch) {
-    return sl_step_shared(m, tokens, batch, pos, cache, capacity, logits, scratch, 0);
+    return sl_step_rows(m, tokens, batch, NULL, batch, pos, cache, capacity, logits, scratch, 0);
 }
 
 /* y[n][rows] = x[n][cols] W^T + bias, any n (slices of MAXB inputs) */
