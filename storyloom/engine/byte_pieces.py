@@ -19,8 +19,9 @@ SAMPLES = ("The keeper said: \"Ahoy!\"\n\nNobody answered.", "café naïve faça
 
 
 @functools.cache
-def _byte_of_char() -> dict[str, int]:
-    """GPT-2's bytes_to_unicode, inverted: the printable character standing for each byte."""
+def byte_chars() -> tuple[str, ...]:
+    """GPT-2's bytes_to_unicode: the printable character standing for each byte, in byte order
+    (a byte-level BPE vocabulary starts from these 256 symbols)."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
         list(range(ord("®"), ord("ÿ") + 1))
     chars = printable[:]
@@ -30,7 +31,12 @@ def _byte_of_char() -> dict[str, int]:
             printable.append(b)
             chars.append(256 + extra)
             extra += 1
-    return {chr(c): b for b, c in zip(printable, chars)}
+    return tuple(chr(c) for _, c in sorted(zip(printable, chars)))
+
+
+@functools.cache
+def _byte_of_char() -> dict[str, int]:
+    return {c: b for b, c in enumerate(byte_chars())}
 
 
 def _is_byte_level(tokenizer) -> bool:

@@ -14,23 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from storyloom.engine.byte_pieces import byte_chars
 from storyloom.engine.gguf_file import TYPES
 
 # ggml type ids by name, for the mixes below
 T = {name: tid for tid, (name, _, _) in TYPES.items()}
-
-# GPT-2's byte-to-character table: a byte-level BPE vocabulary starts from these 256 symbols
-def _bytes_to_unicode() -> list[str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for _, c in sorted(zip(bs, cs))]
-
 
 TINY_MERGES = ["Ġ t", "h e", "Ġt he", "i n", "Ġ a", "e r", "o n", "Ġ s", "e d", "Ġ w"]
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -119,7 +107,7 @@ def _tokenizer_fields(source: str | Path) -> list[tuple]:
     from gguf import GGUFValueType as V
 
     if str(source) == "tiny":
-        tokens = _bytes_to_unicode() + [m.replace(" ", "") for m in TINY_MERGES] + SPECIALS
+        tokens = list(byte_chars()) + [m.replace(" ", "") for m in TINY_MERGES] + SPECIALS
         types = [1] * (len(tokens) - len(SPECIALS)) + [3] * len(SPECIALS)
         eos = tokens.index("<|im_end|>")
         return [("tokenizer.ggml.model", "gpt2", V.STRING, None), ("tokenizer.ggml.pre", "gpt2", V.STRING, None),

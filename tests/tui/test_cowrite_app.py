@@ -31,6 +31,16 @@ async def start_story(app, pilot, title: str = "Keeper", opening: str = OPENING)
     await settle(app, pilot)
 
 
+async def open_saved_story(app, pilot) -> None:
+    """Co-write, then the latest saved story (the row below "New story")."""
+    await settle(app, pilot)
+    await pilot.press("c")
+    await pilot.pause()
+    await pilot.press("down", "enter")
+    await settle(app, pilot)
+    assert isinstance(app.screen, CowriteScreen)
+
+
 def story_lines(app) -> list[str]:
     menu = app.screen.query_one("#cowrite-story", OptionList)
     return [str(menu.get_option_at_index(i).prompt) for i in range(menu.option_count)]
@@ -123,12 +133,7 @@ async def test_turns_and_candidates_persist_across_a_restart_and_export_shows_au
 
     again = StoryloomApp(generator_factory=lambda spec, progress: fake)
     async with again.run_test(size=(100, 36)) as pilot:
-        await settle(again, pilot)
-        await pilot.press("c")
-        await pilot.pause()
-        await pilot.press("down", "enter")  # the saved story, below "New story"
-        await settle(again, pilot)
-        assert isinstance(again.screen, CowriteScreen)
+        await open_saved_story(again, pilot)
         assert story_lines(again) == ["you\n" + OPENING, "model\n" + picked, "you\nShe waited."]
         assert candidate_lines(again) == offered  # the offer was saved too: no new generation
         assert len(fake.prompts) == 8

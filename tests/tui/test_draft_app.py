@@ -115,9 +115,7 @@ async def test_a_saved_turn_clears_the_draft_and_keeps_what_was_typed_meanwhile(
 
 
 async def test_a_cowrite_turn_being_written_is_back_after_quitting(make_app, fake):
-    from storyloom.tui.screens.cowrite import CowriteScreen
-
-    from tests.tui.test_cowrite_app import FRESH, start_story
+    from tests.tui.test_cowrite_app import FRESH, open_saved_story, start_story
 
     fake.push(*FRESH, "A fourth line.")
     app = make_app()
@@ -132,12 +130,7 @@ async def test_a_cowrite_turn_being_written_is_back_after_quitting(make_app, fak
 
     again = make_app()
     async with again.run_test(size=(100, 36)) as pilot:
-        await settle(again, pilot)
-        await pilot.press("c")
-        await pilot.pause()
-        await pilot.press("down", "enter")  # the saved story, below "New story"
-        await settle(again, pilot)
-        assert isinstance(again.screen, CowriteScreen)
+        await open_saved_story(again, pilot)
         assert again.screen.query_one("#cowrite-write", Input).value == "She waited"
         again.screen.query_one("#cowrite-write", Input).focus()
         await pilot.press(".", "enter")
