@@ -1103,23 +1103,6 @@ static inline float exp_approx(float x) {
     return p * scale;
 }
 
-/* out[b] = the log-prob of tokens[b] under row b of logits (at logits + b * stride): its logit less
- * the row's log-sum-exp, summed in double (the sampler's record of what it drew; engine/logits.py).
- * Returns 0, or -1 for a token outside the vocabulary. */
-int sl_logprobs(const float *logits, long stride, int batch, int vocab, const int64_t *tokens, float *out) {
-    for (int b = 0; b < batch; b++) if (tokens[b] < 0 || tokens[b] >= vocab) return -1;
-    for (int b = 0; b < batch; b++) {
-        const float *row = logits + (size_t)b * stride;
-        float top = row[0];
-        for (int t = 1; t < vocab; t++) top = row[t] > top ? row[t] : top;
-        double total = 0.0;
-        #pragma omp simd reduction(+ : total)
-        for (int t = 0; t < vocab; t++) total += (double)exp_approx(row[t] - top);
-        out[b] = (float)((double)row[tokens[b]] - ((double)top + log(total)));
-    }
-    return 0;
-}
-
 typedef struct {
     const float *q, *keys, *values;
     float *probs, *att;
@@ -1566,4 +1549,25 @@ void sl_rope_split(const uint16_t *qkv, int rows, int start, const float *cos_t,
  * against them */
 long sl_sizeof(int which) {
     return which == 0 ? (long)sizeof(Matrix) : which == 1 ? (long)sizeof(Layer) : which == 2 ? (long)sizeof(Model) : -1;
+}
+
+/* Last in the file on purpose: placed before the attention code, it made gcc build the generic
+ * aarch64 Q4_1 matmul differently (its bits no longer those of the dotprod build;
+ * tests/unit/test_native_arm.py), though that code does not call it.
+ *
+ * out[b] = the log-prob of tokens[b] under row b of logits (at logits + b * stride): its logit less
+ * the row's log-sum-exp, summed in double (the sampler's record of what it drew; engine/logits.py).
+ * Returns 0, or -1 for a token outside the vocabulary. */
+int sl_logprobs(const float *logits, long stride, int batch, int vocab, const int64_t *tokens, float *out) {
+    for (int b = 0; b < batch; b++) if (tokens[b] < 0 || tokens[b] >= vocab) return -1;
+    for (int b = 0; b < batch; b++) {
+        const float *row = logits + (size_t)b * stride;
+        float top = row[0];
+        for (int t = 1; t < vocab; t++) top = row[t] > top ? row[t] : top;
+        double total = 0.0;
+        #pragma omp simd reduction(+ : total)
+        for (int t = 0; t < vocab; t++) total += (double)exp_approx(row[t] - top);
+        out[b] = (float)((double)row[tokens[b]] - ((double)top + log(total)));
+    }
+    return 0;
 }
