@@ -20,6 +20,12 @@ class DraftKeeper:
         self.refused = False  # the last write failed: told once, not on every keystroke
         self._timer = None
 
+    def restore(self, box, text: str) -> None:
+        """A saved draft back in its box, the cursor after it, and say so."""
+        if text:
+            box.value, box.cursor_position = text, len(text)
+            self.screen.notify("What you had typed and not sent is back in the box.", timeout=5)
+
     def changed(self) -> None:
         """The box changed: save once the typing pauses."""
         if self._timer is not None:

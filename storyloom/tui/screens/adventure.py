@@ -185,10 +185,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
             return
         if game.draft_kind in KINDS:
             self._set_kind(game.draft_kind)
-        box = self.query_one("#action", Input)
-        box.value = game.draft
-        box.cursor_position = len(box.value)
-        self.notify("What you had typed and not sent is back in the box.", timeout=5)
+        self.draft.restore(self.query_one("#action", Input), game.draft)
 
     @on(Input.Changed, "#action")
     def _typing(self) -> None:
@@ -198,11 +195,15 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
         """The action box as the game's draft. While the model writes the player's turn, the draft
         is that action (and anything typed meanwhile after it), as a stopped turn gives it back:
         the turn is saved only once written, so a kill then must not lose the action."""
-        text, kind = self.query_one("#action", Input).value, self.kind
+        text = self.query_one("#action", Input).value
         if self.pending is not None and self.pending[0] == "new" and self.typed:
-            ahead = text.strip()
-            text, kind = (f"{self.typed} {ahead}" if ahead else self.typed), self.pending[1].kind
-        return text, kind
+            return self._typed_then(text), self.pending[1].kind
+        return text, self.kind
+
+    def _typed_then(self, box_text: str) -> str:
+        """The pending action's words, then what the player typed in the box meanwhile (if any)."""
+        ahead = box_text.strip()
+        return f"{self.typed} {ahead}" if ahead and self.typed else (self.typed or box_text)
 
     # -- input ---------------------------------------------------------------------------------
     def action_cycle_kind(self) -> None:
@@ -413,8 +414,7 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
         the emptied box had it, at 0, so what the player typed next went in front of the action),
         and anything typed meanwhile after them (it was written over)."""
         box = self.query_one("#action", Input)
-        ahead = box.value.strip()  # what the player typed while the model wrote: kept after it
-        box.value = f"{self.typed} {ahead}" if ahead and self.typed else (self.typed or box.value)
+        box.value = self._typed_then(box.value)
         box.cursor_position = len(box.value)
 
     # -- history -------------------------------------------------------------------------------

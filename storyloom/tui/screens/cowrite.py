@@ -135,10 +135,7 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
         self.query_one("#cowrite-progress", ProgressBar).display = False
         self._show_story()
         self._show_candidates()
-        if self.play.story.draft:
-            box = self.query_one("#cowrite-write", Input)
-            box.value, box.cursor_position = self.play.story.draft, len(self.play.story.draft)
-            self.notify("What you had written and not sent is back in the box.", timeout=5)
+        self.draft.restore(self.query_one("#cowrite-write", Input), self.play.story.draft)
         if self.play.story.pending:
             self.query_one(CandidateList).focus()
         elif self.play.next_author == "model":
