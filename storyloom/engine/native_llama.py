@@ -321,14 +321,15 @@ class NativeLlama:
     @torch.inference_mode()
     def forward(self, ids: torch.Tensor, state: KVState, all_logits: bool = False) -> torch.Tensor:
         batch, count = ids.shape
-        if state.rows is not None and (all_logits or count != 1 or batch > MAX_BATCH or state.length == 0):
+        step = not all_logits and count == 1 and batch <= MAX_BATCH and state.length > 0  # the C step's case
+        if state.rows is not None and not step:
             self.compact(state)
         shared = self.shared_prefix(state)  # before anything is written at state.length and on
         if all_logits:  # scoring: every position's logits, from the torch forward
             return self.fast.forward(ids, state, all_logits=True)
         if batch == 1 and state.length == 0 and count >= BF16_PROMPT_MIN and self.fast.bf16:
             return self._prefill(ids, state)
-        if count != 1 or batch > MAX_BATCH or state.length == 0:
+        if not step:
             return self.fast.forward(ids, state)
         pos = state.length
         rows = state.rows

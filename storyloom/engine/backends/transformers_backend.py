@@ -85,11 +85,6 @@ SHRINK_MIN_STEPS = 4
 RIDE_ALONG_PROMPT = 4  # scoring: a prompt this short runs inside each row instead of on its own
 
 
-def _drawn_logprobs(logits: torch.Tensor, step: torch.Tensor) -> list[float]:
-    """Each row's log-prob of the token it drew, under the model's logits [rows, vocab]."""
-    return token_logprobs(logits, step)
-
-
 def _before_stop(text: str, stops: tuple[str, ...]) -> str:
     """A row's decoded text before its first stop string (and without half a character)."""
     return cut_at_stops(text.rstrip("\ufffd"), stops)[0]
@@ -477,7 +472,7 @@ class TransformersGenerator(Generator):
             if on_step is not None:
                 on_step(count)
             # the model's own log-prob of each drawn token (choose_next leaves state.logits as they were)
-            drawn = _drawn_logprobs(state.logits, step) if record is not None else None
+            drawn = token_logprobs(state.logits, step) if record is not None else None
             finished = False
             for j, (i, token) in enumerate(zip(live, step.tolist())):
                 if done[i]:
