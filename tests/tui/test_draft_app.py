@@ -138,3 +138,15 @@ async def test_a_cowrite_turn_being_written_is_back_after_quitting(make_app, fak
         story = again.screen.play.story
         assert story.turns[-1].text == "She waited." and story.draft == ""
     assert again.cowrites.load(story.id).draft == ""
+
+
+async def test_leaving_with_esc_keeps_the_draft_at_once(make_app, fake):
+    fake.push("Opening.")
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await start_knight(app, pilot)
+        game_id = app.screen.play.game.id
+        await pilot.press(*"light the torch", "escape")  # left before the typing pause was over
+        await pilot.pause()
+        assert not isinstance(app.screen, AdventureScreen)
+        assert app.games.load(game_id).draft == "light the torch"

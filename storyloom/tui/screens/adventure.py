@@ -173,11 +173,6 @@ class AdventureScreen(AdventureTokens, GeneratingScreen):
         self.notify("Stopping the model first, so your turn is not lost. Ctrl+Q again quits.", timeout=8)
         return False
 
-    def action_stop_or_back(self) -> None:
-        if not self.busy:
-            self.draft.keep()
-        super().action_stop_or_back()
-
     # -- the unsent action, kept with the game ---------------------------------------------------
     def _restore_draft(self) -> None:
         game = self.play.game

@@ -308,11 +308,6 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
         self.draft.keep()
         return True
 
-    def action_stop_or_back(self) -> None:
-        if not self.busy:
-            self.draft.keep()
-        super().action_stop_or_back()
-
     def action_reroll(self) -> None:
         self._propose(more=False)
 

@@ -26,6 +26,7 @@ class Stopped(StoryloomError):
 
 class GeneratingScreen(Screen):
     PROGRESS = ""  # the id of this screen's ProgressBar ("" when it has none)
+    draft = None  # a DraftKeeper (tui/draft_keeper.py) where the screen has a box kept as a draft
     BUSY_TEXT = "Still writing; press Esc to stop it first."
 
     def __init__(self) -> None:
@@ -75,6 +76,8 @@ class GeneratingScreen(Screen):
         if self.busy:
             self.cancel.set()
         else:
+            if self.draft is not None:  # what the player typed and did not send goes with the story
+                self.draft.keep()
             self.app.pop_screen()
 
     # -- the status bar's "Context: N/budget": the prompt the next turn will use --------------
