@@ -546,7 +546,7 @@ class Adventure:
             lore = tuple(sorted((critic.content_stems("\n".join(world)) | named) - known))
         return critic.Brief(kind="narration", min_words=TURN_WORDS[0], max_words=TURN_WORDS[1], scene=scene,
                             earlier=tuple(t.output for t in turns[-10:] if t.output), hidden=hidden, lore=lore,
-                            bias=built.bias if built else ())
+                            bias=built.bias if built else (), action=action)
 
     @staticmethod
     def turn_settings(settings: SamplerSettings, brief: critic.Brief) -> SamplerSettings:

@@ -37,6 +37,8 @@ class Brief:
                that uses one drew on the entry, and ranks a little higher
     bias       triggered world info's names and the phrase bias the sampler gives them (the
                critic only carries them from the prompt to the sampler: Adventure.turn_settings)
+    action     the player's action ("You open the door."): a turn may tell it again, but a new
+               deed of "you" in the narration is the model playing for the player (acts-for-player)
     """
 
     kind: str = "narration"
@@ -48,6 +50,7 @@ class Brief:
     hidden: tuple[str, ...] = ()
     lore: tuple[str, ...] = ()
     bias: tuple[tuple[str, float], ...] = ()
+    action: str = ""  # the player's action this turn, as the prompt has it: what "you" may do in the turn
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -199,6 +202,21 @@ FOR_PLAYER = _rx(
     r"explained|thank|thanked|suggest|suggested|introduce|introduced|call out|called out|speak|spoke)\b|"
     r"^\s*you\s*:"
 )
+# "You examine the next room.": a clause of narration in which "you" does something the player
+# did not ask. What "you" perceive, know or are is the world answering, and stays free.
+YOU_DO = _rx(r"(?:^|[.!?;]\s+|,?\s+(?:and|then|before|so)\s+)(?:then\s+)?you\s+(?:(?:then|quickly|slowly|carefully|"
+             r"calmly|also|now|finally|just|immediately|cautiously|quietly|gently)\s+)?([a-z]+)\b")
+YOU_MAY = frozenset("""
+see saw sees notice notices noticed find finds found feel feels felt hear hears heard realize realizes
+realized realise realises realised sense senses sensed smell smells smelled smelt taste tasted spot spotted
+recognize recognized recognise recognised know knew understand understood remember remembered recall
+recalled wonder wondered think thought suspect suspected hope hoped fear feared wish believe believed
+are were have had has can could cannot must may might will would should shall need needed want wanted
+seem seems seemed appear appears appeared look looks looked watch watched catch caught glimpse glimpsed
+get got become became begin began start started stand stood sit sat lie lay hold held keep kept
+am is be been do did don't didn't can't couldn't won't wouldn't shouldn't aren't weren't haven't hadn't
+too also all both alone still not never
+""".split())
 QUESTION_TO_PLAYER = _rx(r"\b(what|how|where|who) (do|will|would|should|can|did) (you|i|we)\b[^.!?]*\?|"
                          r"\bwhat now\?|\bwhat next\?|\band then what\?")
 SCRIPT_LINE = re.compile(r"^\s*[A-Z][\w.']*(?: [A-Z][\w.']*){0,2}:\s+\S", re.MULTILINE)  # "Old Man: ..."
@@ -366,6 +384,9 @@ def _check_prose(text: str, brief: Brief, add) -> float:
         m = INSTRUCTS.search(narration)
         if m:
             add("instructs", f"gives the player orders: {m.group(0).strip()!r}", FAIL)
+        deed = acts_for_player(narration, brief.action)
+        if deed:
+            add("acts-for-player", f"does for the player what they did not ask: 'you {deed}'", ACTS_COST)
         asked = [s for s in sentences(narration) if s.rstrip().endswith("?")]
         m = QUESTION_TO_PLAYER.search(narration)
         if asked and len(asked) * 2 >= len(sentences(narration)):
@@ -375,6 +396,19 @@ def _check_prose(text: str, brief: Brief, add) -> float:
         elif narration.rstrip().endswith("?"):
             add("question", "ends on a question", 0.3)
     return relevance
+
+
+ACTS_COST = 0.4  # a fault between candidates (the 135M model's turns often do it), not a fail on its own
+
+
+def acts_for_player(narration: str, action: str) -> str | None:
+    """The first verb of a new deed of "you" in the narration (not the action's own verbs)."""
+    asked = {w.lower()[:4] for w in words(action)}  # "walk" asked, "walked" told: the same deed
+    for m in YOU_DO.finditer(narration):
+        verb = m.group(1).lower()
+        if verb not in YOU_MAY and verb[:4] not in asked:
+            return verb
+    return None
 
 
 def _check_option(text: str, brief: Brief, add) -> None:

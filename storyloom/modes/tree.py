@@ -257,7 +257,7 @@ def outcome_brief(tree: Tree, path: Sequence[Node], primer: str = "") -> critic.
     scene = "\n".join(p for p in [tree.scenario] + ([path[-2].outcome] if len(path) > 1 else []) + [action] if p)
     return critic.Brief(kind="narration", min_words=TURN_WORDS[0], max_words=TURN_WORDS[1], scene=scene,
                         earlier=tuple(n.outcome for n in path[:-1][-10:] if n.outcome),
-                        hidden=(primer,) if primer else ())
+                        hidden=(primer,) if primer else (), action=action)
 
 
 def _best_outcome(generator, tree: Tree, prompt: str, path: Sequence[Node], k: int, primer: str,

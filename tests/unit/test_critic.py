@@ -189,3 +189,39 @@ def test_a_colon_in_prose_is_not_a_script_line():
             "the forest road all his life.")
     assert "script" not in codes(text) and "Old Man" not in text
     assert "script" in codes("Old Man: The dragon sleeps in the forest.\nKnight: Then I will wake him.")
+
+
+ASKED = Brief(kind="narration", scene=SCENE, action="> You ask the woman about the dragon.")
+
+
+def soft(text: str, brief: Brief = ASKED) -> dict[str, float]:
+    return {f.code: f.cost for f in judge(text, brief).findings}
+
+
+@pytest.mark.parametrize("text, deed", [
+    ("The woman points north. You walk into the dark forest and leave the road behind.", "walk"),
+    ("The woman shrugs, and you draw your sword and march toward the mountains.", "draw"),
+    ("She says nothing. Then you quickly climb the old road toward the dragon's cave.", "climb"),
+])
+def test_a_new_deed_of_you_costs_a_fault_between_candidates(text, deed):
+    """The model playing on for the player ("You examine the next room.", recorded): a fault that
+    ranks the turn below one where the world answers, not a fail of its own."""
+    found = soft(text)
+    assert found.get("acts-for-player") == pytest.approx(0.4)
+    assert f"'you {deed}'" in next(f.why for f in judge(text, ASKED).findings if f.code == "acts-for-player")
+    assert judge(text, ASKED).passed
+    answer = "The old woman lowers her lantern. The dragon, she says, sleeps in the mountains to the north."
+    assert best_first([judge(text, ASKED), judge(answer, ASKED)]) == [1, 0]
+
+
+@pytest.mark.parametrize("text", [
+    "You see fear in her pale eyes. You notice her hands shake on the lantern as she speaks of the dragon.",
+    "You are alone on the road now, and you feel the cold of the dark forest at your back.",
+    'The woman laughs. "You go first into the forest, and you find the dragon yourself," she says.',
+])
+def test_the_asked_deed_perception_and_dialogue_are_free(text):
+    assert "acts-for-player" not in soft(text)
+    lit = Brief(kind="narration", scene=SCENE, action="> You light your torch.")
+    told = "You light your torch, and the old woman steps back from its flame with a hiss."
+    assert "acts-for-player" not in soft(told, lit)
+    assert "acts-for-player" in soft(told)  # asked about the dragon, not to light a torch
