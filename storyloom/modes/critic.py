@@ -402,12 +402,19 @@ ACTS_COST = 0.4  # a fault between candidates (the 135M model's turns often do i
 
 
 def acts_for_player(narration: str, action: str) -> str | None:
-    """The first verb of a new deed of "you" in the narration (not the action's own verbs)."""
+    """The first verb of a new deed of "you" in the narration: not the action told again (its own
+    verb at the turn's start, or on something the action names), not perceiving or being."""
     asked = {w.lower()[:4] for w in words(action)}  # "walk" asked, "walked" told: the same deed
+    named = content_stems(action)
     for m in YOU_DO.finditer(narration):
         verb = m.group(1).lower()
-        if verb not in YOU_MAY and verb[:4] not in asked:
-            return verb
+        if verb in YOU_MAY:
+            continue
+        if verb[:4] in asked:
+            rest = re.split(r"[.!?;,]", narration[m.end():], maxsplit=1)[0]
+            if not narration[:m.start()].strip() or content_stems(rest) & named:
+                continue  # "You examine the door...": the action told; "You examine the next room": another
+        return verb
     return None
 
 

@@ -225,3 +225,8 @@ def test_the_asked_deed_perception_and_dialogue_are_free(text):
     told = "You light your torch, and the old woman steps back from its flame with a hiss."
     assert "acts-for-player" not in soft(told, lit)
     assert "acts-for-player" in soft(told)  # asked about the dragon, not to light a torch
+    door = Brief(kind="narration", scene=SCENE, action="> You examine the locked study door.")
+    assert "acts-for-player" not in soft("You examine the door: the lock is scratched, as if forced.", door)
+    assert "acts-for-player" not in soft("The butler waits. You examine the study door's lock closely.", door)
+    played = "It appears there were three people. You examine the next room. You look towards a window."
+    assert "acts-for-player" in soft(played, door)  # the same verb, another deed
