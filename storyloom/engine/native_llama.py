@@ -281,11 +281,16 @@ class NativeLlama:
             packed[f"{name}@{kind}"] = blocks
         label = native.TYPE_NAMES[kind]
         self.kinds[label] = self.kinds.get(label, 0) + 1
-        self._keep.append(blocks)
         m = native.Matrix()
         m.type, m.rows, m.cols = kind, rows, cols
-        m.data, m.bias = blocks.data_ptr(), None
         m.flags = native.EXACT  # fp32 inputs, as the library's forward: its greedy text, token for token
+        if kind in CACHED_TYPES:  # in 16-row tiles where the build has their kernels (the cache keeps GGUF rows)
+            tiles = torch.empty_like(blocks)
+            if self.lib.sl_tile(kind, rows, cols, blocks.data_ptr(), tiles.data_ptr()):
+                blocks = tiles
+                m.flags |= native.TILED
+        self._keep.append(blocks)
+        m.data, m.bias = blocks.data_ptr(), None
         return m
 
     # -- FastLlama's interface -----------------------------------------------------------

@@ -90,6 +90,7 @@ class Matrix(ctypes.Structure):
 
 
 EXACT = 1  # Matrix.flags: Q4_1/Q8_0 rows times fp32 inputs (no 8-bit rounding; the packer's choice)
+TILED = 2  # with EXACT: the data is in sl_tile's 16-row tiles (AVX-512 builds), not GGUF rows
 
 
 class Layer(ctypes.Structure):
@@ -232,6 +233,8 @@ def _signatures(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.sl_top_k.restype = lib.sl_logprobs.restype = ctypes.c_int
     lib.sl_top_k.argtypes = [P, L, I, I, P, I, P, L, I, ctypes.c_float, ctypes.c_float, I, P, P, P]
     lib.sl_logprobs.argtypes = [P, L, I, I, P, P]
+    lib.sl_tile.restype = ctypes.c_int
+    lib.sl_tile.argtypes = [I, I, I, P, P]
     for name in ("sl_dequant", "sl_dequant_bf16", "sl_matmul", "sl_norm_bf16", "sl_add_bf16",
                  "sl_rope_split", "sl_head"):
         getattr(lib, name).restype = None

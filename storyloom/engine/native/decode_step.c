@@ -106,16 +106,23 @@ typedef struct {
     int16_t *ks;  /* [batch][cols / 32] */
     float *kmf;   /* [batch][cols / 32] */
     int16_t *k16; /* [batch][cols / 16] */
+    float *xs;    /* [batch][cols / 32] the fp32 inputs' sums (SL_TILED Q4_1's min terms) */
     int cols;
 } Act;
 
-enum { NEED32 = 1, NEED256 = 2 };
+enum { NEED32 = 1, NEED256 = 2, NEEDSUMS = 4 };
 
 static void quantize_act(const float *x, int batch, int cols, Act *a, int need) {
     const int chunks = cols / 32;
     a->cols = cols;
     for (int b = 0; b < batch; b++) {
         const float *row = x + (size_t)b * cols;
+        if (need & NEEDSUMS)
+            for (int c = 0; c < chunks; c++) {
+                float sum = 0.f;
+                for (int j = 0; j < 32; j++) sum += row[32 * c + j];
+                a->xs[b * chunks + c] = sum;
+            }
         if (need & NEED32)
             for (int c = 0; c < chunks; c++) {
                 const float *v = row + 32 * c;
@@ -723,6 +730,91 @@ static inline __attribute__((always_inline)) void rows_exact(const int type, con
     }
 }
 #define MULTI_ROWS 1
+
+/* SL_TILED matrices (EXACT Q4_1 / Q8_0 that sl_tile repacked at load): 16 rows side by side, one
+ * block of each per tile, so a register holds one column of 16 rows and each input value is
+ * broadcast from memory into the multiply-add. The scales then factor out of a block's sum:
+ * t = sum_c q[.][c] x[c], acc += d t (+ min * sum(x over the block), the input's sums computed
+ * once per matmul): one multiply-add per weight and input, where the GGUF rows first rebuild each
+ * weight (d q + min) in fp32, shared by the batch but one more multiply-add per weight.
+ * Tile layout, Q4_1: 16 fp16 d, 16 fp16 min, then for c < 16 the 16 rows' byte c of their block
+ * (row r's weight c in the low nibble, c + 16 in the high: GGUF's own bytes); Q8_0: 16 fp16 d,
+ * then for c < 32 the 16 rows' weight c. A tile has the 16 blocks' bytes, so the sizes match. */
+#define TILED_ROWS 16
+static inline int tile_bytes(int type) { return TILED_ROWS * sl_block_bytes(type); }
+
+/* acc[b] (16 rows) = the row group's dot products with input b (x at x + b * cols, its block sums
+ * at xs + b * blocks). Each input sums in 4 chains of multiply-adds (2 at batch 4: 8 in all keep
+ * the units busy; fewer are held to their latency), and the min term in a chain of its own. */
+static inline __attribute__((always_inline)) void tile_exact(const int type, const int B, const uint8_t *p, int blocks,
+                                                             const float *x, int cols, const float *xs, __m512 *acc) {
+    const int CH = B >= 4 ? 2 : 4;
+    __m512 mins[4];
+    for (int b = 0; b < B; b++) acc[b] = mins[b] = _mm512_setzero_ps();
+    const int tb = tile_bytes(type);
+    const __m512i m4 = _mm512_set1_epi32(15);
+    for (int k = 0; k < blocks; k++, p += tb) {
+        prefetch_ahead(p, tb);
+        __m512 t[4][4];
+        for (int b = 0; b < B; b++) for (int i = 0; i < CH; i++) t[b][i] = _mm512_setzero_ps();
+        const float *xk = x + 32 * k;
+        /* chain indices are constants in each step (an index that varied with c put the sums in memory) */
+        if (type == T_Q4_1) {
+#define Q4_STEP(c, i) do { \
+                const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + 64 + 16 * (c)))); \
+                const __m512 lo = _mm512_cvtepi32_ps(_mm512_and_si512(q, m4)), hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(q, 4)); \
+                for (int b = 0; b < B; b++) { \
+                    t[b][i] = _mm512_fmadd_ps(lo, _mm512_set1_ps(xk[(size_t)b * cols + (c)]), t[b][i]); \
+                    t[b][(i) + 1] = _mm512_fmadd_ps(hi, _mm512_set1_ps(xk[(size_t)b * cols + (c) + 16]), t[b][(i) + 1]); \
+                } } while (0)
+            for (int c = 0; c < 16; c += 2) {
+                Q4_STEP(c, 0);
+                Q4_STEP(c + 1, CH == 4 ? 2 : 0);
+            }
+        } else {  /* Q8_0 */
+#define Q8_STEP(c, i) do { \
+                const __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 32 + 16 * (c))))); \
+                for (int b = 0; b < B; b++) t[b][i] = _mm512_fmadd_ps(q, _mm512_set1_ps(xk[(size_t)b * cols + (c)]), t[b][i]); \
+            } while (0)
+            for (int c = 0; c < 32; c += 4) {
+                Q8_STEP(c, 0);
+                Q8_STEP(c + 1, 1);
+                Q8_STEP(c + 2, CH == 4 ? 2 : 0);
+                Q8_STEP(c + 3, CH == 4 ? 3 : 1);
+            }
+        }
+#undef Q4_STEP
+#undef Q8_STEP
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+        for (int b = 0; b < B; b++) {
+            __m512 s = _mm512_add_ps(t[b][0], t[b][1]);
+            if (CH == 4) s = _mm512_add_ps(s, _mm512_add_ps(t[b][2], t[b][3]));
+            acc[b] = _mm512_fmadd_ps(d, s, acc[b]);
+        }
+        if (type == T_Q4_1) {
+            const __m512 mn = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32)));
+            for (int b = 0; b < B; b++) mins[b] = _mm512_fmadd_ps(mn, _mm512_set1_ps(xs[(size_t)b * blocks + k]), mins[b]);
+        }
+    }
+    if (type == T_Q4_1) for (int b = 0; b < B; b++) acc[b] = _mm512_add_ps(acc[b], mins[b]);
+}
+
+/* y[b * ys + r] (+)= row r . x[b] (+ bias[r]) for the group's rows from <= r < to (of 16; the
+ * rest of the group is computed and not stored: a chunk boundary inside a group) */
+static inline __attribute__((always_inline)) void tiles_exact(const int type, const int B, const uint8_t *p, int blocks,
+                                                              const float *x, int cols, const float *xs, float *y,
+                                                              size_t ys, const float *bias, int accumulate, int from, int to) {
+    __m512 acc[4];
+    tile_exact(type, B, p, blocks, x, cols, xs, acc);
+    const __mmask16 keep = (__mmask16)(((1u << to) - 1) & ~((1u << from) - 1));
+    for (int b = 0; b < B; b++) {
+        float *out = y + (size_t)b * ys;
+        __m512 v = acc[b];
+        if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(keep, bias));
+        if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(keep, out));
+        _mm512_mask_storeu_ps(out, keep, v);
+    }
+}
 #else
 static inline __attribute__((always_inline)) void row_exact(const int type, const int B, const uint8_t *p,
                                                             const float *x, int cols, float *out) {
@@ -971,8 +1063,34 @@ XROWS(T_Q4_1, xrows4_1)
 XROWS(T_Q8_0, xrows8_0)
 #endif
 
+#ifdef TILED_ROWS
+/* a row group of an SL_TILED matrix against the batch: up to 4 inputs a pass (registers) */
+#define XTILES(T, NAME) static void NAME(int batch, const uint8_t *p, int blocks, const float *x, int cols, \
+                                       const float *xs, float *y, size_t ys, const float *bias, int acc, int from, int to) { \
+    switch (batch < 4 ? batch : 4) { \
+    case 1: tiles_exact(T, 1, p, blocks, x, cols, xs, y, ys, bias, acc, from, to); break; \
+    case 2: tiles_exact(T, 2, p, blocks, x, cols, xs, y, ys, bias, acc, from, to); break; \
+    case 3: tiles_exact(T, 3, p, blocks, x, cols, xs, y, ys, bias, acc, from, to); break; \
+    default: tiles_exact(T, 4, p, blocks, x, cols, xs, y, ys, bias, acc, from, to); break; } \
+    if (batch > 4) NAME(batch - 4, p, blocks, x + 4 * (size_t)cols, cols, xs + 4 * (size_t)blocks, y + 4 * ys, ys, bias, \
+                        acc, from, to); }
+XTILES(T_Q4_1, xtiles4_1)
+XTILES(T_Q8_0, xtiles8_0)
+#endif
+
 static inline int exact(const Matrix *m) {
     return (m->flags & SL_EXACT) && (m->type == T_Q4_1 || m->type == T_Q8_0);
+}
+
+/* Can this build run `m` as SL_TILED says it is laid out? (Only the AVX-512 builds have the
+ * kernels; elsewhere sl_tile never tiles, and a matrix that claims it is refused.) */
+static inline int tiled_ok(const Matrix *m) {
+#ifdef TILED_ROWS
+    return exact(m) && m->rows % TILED_ROWS == 0;
+#else
+    (void)m;
+    return 0;
+#endif
 }
 
 /* out[b] = the row of `type` at p . the quantized inputs */
@@ -1038,6 +1156,17 @@ static void matvec_rows(void *arg, int lo, int hi) {
         const Matrix *m = j->ms[i];
         const int row = i ? r - j->ends[i - 1] : r;
         float *y = j->ys[i];
+#ifdef TILED_ROWS
+        if (m->flags & SL_TILED) {  /* the row's group of 16, as far as this chunk and matrix go */
+            const int group = row - row % TILED_ROWS, from = row - group, left = hi - r < m->rows - row ? hi - r : m->rows - row;
+            const int to = from + left < TILED_ROWS ? from + left : TILED_ROWS, blocks = m->cols / 32;
+            const uint8_t *p = (const uint8_t *)m->data + (size_t)(group / TILED_ROWS) * blocks * tile_bytes(m->type);
+            (m->type == T_Q4_1 ? xtiles4_1 : xtiles8_0)(j->batch, p, blocks, j->x, m->cols, j->a->xs, y + group, m->rows,
+                                                        m->bias ? m->bias + group : NULL, j->accumulate, from, to);
+            r += to - from;
+            continue;
+        }
+#endif
 #ifdef MULTI_ROWS
         const int group = rows_at_once(j->batch);
         if (exact(m) && r + group <= hi && row + group <= m->rows) {
@@ -1081,6 +1210,7 @@ static int needs_act(const Matrix *const *ms, int count) {
     int need = 0;
     for (int i = 0; i < count; i++)
         if (quantized(ms[i]->type) && !exact(ms[i])) need |= sl_block(ms[i]->type) == 256 ? NEED256 : NEED32;
+        else if ((ms[i]->flags & SL_TILED) && ms[i]->type == T_Q4_1) need |= NEEDSUMS;
     return need;
 }
 
@@ -1293,7 +1423,7 @@ static int widest(const Model *m) {
 static long act_floats(int batch, int cols) {
     const long values = ((long)batch * cols + 63) / 64 * 16;  /* int8s, in floats, 64-byte aligned */
     const long per32 = (long)batch * (cols / 32);
-    return 2 * values + 3 * per32 + (long)batch * (cols / 256) + per32 / 2 + per32 + 64;
+    return 2 * values + 4 * per32 + (long)batch * (cols / 256) + per32 / 2 + per32 + 64;
 }
 
 static Act act_at(float *at, int batch, int cols) {
@@ -1307,6 +1437,7 @@ static Act act_at(float *at, int batch, int cols) {
     a.kd = a.kmf + per32;
     a.k16 = (int16_t *)(a.kd + (long)batch * (cols / 256));  /* per32 floats: 2 per 32 int16s */
     a.ks = a.k16 + 2 * per32;                                /* per32 / 2 floats */
+    a.xs = (float *)a.ks + (per32 + 1) / 2;                  /* per32 floats */
     a.cols = cols;
     return a;
 }
@@ -1321,7 +1452,7 @@ static int matrix_ok(const Matrix *w, int rows, int cols) {
     const int block = sl_block(w->type);
     /* float rows go 16 at a time; quantized inputs are cut in 32s */
     return block && w->data && w->rows == rows && w->cols == cols && cols % block == 0
-           && cols % (quantized(w->type) ? 32 : 16) == 0;
+           && cols % (quantized(w->type) ? 32 : 16) == 0 && (!(w->flags & SL_TILED) || tiled_ok(w));
 }
 
 /* Is every size what the step will read? (A wrong one would be an out-of-bounds read.) */
@@ -1549,6 +1680,31 @@ void sl_rope_split(const uint16_t *qkv, int rows, int start, const float *cos_t,
  * against them */
 long sl_sizeof(int which) {
     return which == 0 ? (long)sizeof(Matrix) : which == 1 ? (long)sizeof(Layer) : which == 2 ? (long)sizeof(Model) : -1;
+}
+
+/* An EXACT Q4_1 / Q8_0 matrix's GGUF rows (src) in SL_TILED's layout (dst, as many bytes; see
+ * tile_exact). Returns 1, or 0 when this build has no tiled kernels or the shape does not tile
+ * (rows not a multiple of 16, cols not of 32): the caller keeps the GGUF rows. */
+int sl_tile(int type, int rows, int cols, const void *src, void *dst) {
+#ifdef TILED_ROWS
+    if ((type != T_Q4_1 && type != T_Q8_0) || rows <= 0 || rows % TILED_ROWS || cols <= 0 || cols % 32) return 0;
+    const int blocks = cols / 32, bb = sl_block_bytes(type), tb = tile_bytes(type), head = type == T_Q4_1 ? 4 : 2;
+    const size_t row_bytes = (size_t)blocks * bb;
+    for (int g = 0; g < rows / TILED_ROWS; g++)
+        for (int k = 0; k < blocks; k++) {
+            uint8_t *t = (uint8_t *)dst + ((size_t)g * blocks + k) * tb;
+            for (int r = 0; r < TILED_ROWS; r++) {
+                const uint8_t *blk = (const uint8_t *)src + (size_t)(g * TILED_ROWS + r) * row_bytes + (size_t)k * bb;
+                memcpy(t + 2 * r, blk, 2);                                        /* d */
+                if (type == T_Q4_1) memcpy(t + 32 + 2 * r, blk + 2, 2);           /* min */
+                for (int c = 0; c < bb - head; c++) t[TILED_ROWS * (head + c) + r] = blk[head + c];
+            }
+        }
+    return 1;
+#else
+    (void)type, (void)rows, (void)cols, (void)src, (void)dst;
+    return 0;
+#endif
 }
 
 /* Last in the file on purpose: placed before the attention code, it made gcc build the generic

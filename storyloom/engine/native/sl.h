@@ -8,12 +8,13 @@
 enum { T_F32 = 0, T_F16 = 1, T_Q4_0 = 2, T_Q4_1 = 3, T_Q5_0 = 6, T_Q8_0 = 8,
        T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14, T_BF16 = 30 };
 
-enum { SL_EXACT = 1 };  /* Matrix.flags: multiply fp32 inputs, no 8-bit rounding (slower) */
+enum { SL_EXACT = 1,    /* Matrix.flags: multiply fp32 inputs, no 8-bit rounding (slower) */
+       SL_TILED = 2 };  /* with SL_EXACT: data in sl_tile's layout of 16-row tiles, not GGUF rows */
 
 typedef struct {
     int32_t type;          /* ggml type id above */
     int32_t rows, cols;
-    int32_t flags;         /* 0, or SL_EXACT (the transformers packer: greedy text as the library's) */
+    int32_t flags;         /* 0, or SL_EXACT (the transformers packer: greedy text as the library's), | SL_TILED */
     const void *data;      /* rows x (cols / block) blocks, GGUF layout */
     const float *bias;     /* [rows] fp32 or NULL */
 } Matrix;
