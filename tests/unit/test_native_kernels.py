@@ -151,6 +151,59 @@ def test_exact_rows_take_fp32_inputs(lib, kind, n, cols):
     assert np.abs(y - want).max() <= 1e-5 * np.abs(want).max()
 
 
+def tiled(lib, kind: int, data: np.ndarray, cols: int) -> np.ndarray | None:
+    """`data`'s rows in sl_tile's 16-row tiles, or None where this build has no tiled kernels."""
+    tiles = np.full_like(data, 0xAA)
+    return tiles if lib.sl_tile(kind, data.shape[0], cols, ptr(data), ptr(tiles)) else None
+
+
+@pytest.mark.parametrize("kind", [native.Q4_1, native.Q8_0], ids=lambda k: native.TYPE_NAMES[k])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8])
+@pytest.mark.parametrize("cols", [576, 608])
+def test_tiled_exact_rows_take_fp32_inputs(lib, kind, n, cols):
+    """The same matrices repacked in 16-row tiles (the AVX-512 builds' layout for the default
+    model): as close to numpy in fp64 as the GGUF rows are, any batch. 3 groups of 16 rows: on
+    one thread two go together and one alone, on two threads (chunks of 16) each goes alone."""
+    rng = np.random.default_rng(400 + kind + cols)
+    rows = 48
+    data = blocks(kind, rows, cols, rng)
+    tiles = tiled(lib, kind, data, cols)
+    if tiles is None:
+        assert lib.sl_isa().decode() != "avx512vnni"
+        pytest.skip(f"no tiled kernels in the {lib.sl_isa().decode()} build")
+    assert not np.array_equal(tiles, data) and np.array_equal(np.sort(tiles, None), np.sort(data, None))
+    x = rng.normal(0, 1, (n, cols)).astype(np.float32)
+    bias = rng.normal(0, 1, rows).astype(np.float32)
+    m = matrix(kind, tiles, cols, bias)
+    m.flags = native.EXACT | native.TILED
+    want = x.astype(np.float64) @ reference(kind, data, cols).T.astype(np.float64) + bias
+    for threads in (1, 2):
+        y = np.full((n, rows), np.nan, np.float32)
+        lib.sl_matmul(ctypes.byref(m), ptr(x), n, ptr(y), threads)
+        assert np.abs(y - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def test_only_whole_groups_of_16_rows_tile_and_other_builds_refuse_tiles(tmp_path, monkeypatch):
+    """sl_tile leaves a matrix of 20 rows (or a type it has no tiles for) in GGUF rows; a build
+    without the tiled kernels tiles nothing and refuses a matrix that says it is tiled (its step
+    returns -1: the caller's torch path runs), rather than reading tiles as GGUF rows."""
+    monkeypatch.setenv("STORYLOOM_MODELS", str(tmp_path / "models"))
+    rng = np.random.default_rng(9)
+    for level in native.cpu_levels(cc):
+        lib = native.build(cc, level)
+        data = blocks(native.Q4_1, 20, 64, rng)
+        assert tiled(lib, native.Q4_1, data, 64) is None
+        assert tiled(lib, native.Q4_K, blocks(native.Q4_K, 16, 256, rng), 256) is None
+        data = blocks(native.Q4_1, 16, 64, rng)
+        tiles = tiled(lib, native.Q4_1, data, 64)
+        assert (tiles is not None) == (level == "avx512vnni")
+        m = matrix(native.Q4_1, data, 64)
+        m.flags = native.EXACT | native.TILED
+        y = np.full((1, 16), np.nan, np.float32)
+        lib.sl_matmul(ctypes.byref(m), ptr(np.ones((1, 64), np.float32)), 1, ptr(y), 1)
+        assert np.isnan(y).all() == (tiles is None)
+
+
 def test_every_level_this_cpu_runs_agrees(tmp_path, monkeypatch):
     monkeypatch.setenv("STORYLOOM_MODELS", str(tmp_path / "models"))
     levels = native.cpu_levels(cc)

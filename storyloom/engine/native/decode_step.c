@@ -741,31 +741,42 @@ static inline __attribute__((always_inline)) void rows_exact(const int type, con
  * (row r's weight c in the low nibble, c + 16 in the high: GGUF's own bytes); Q8_0: 16 fp16 d,
  * then for c < 32 the 16 rows' weight c. A tile has the 16 blocks' bytes, so the sizes match. */
 #define TILED_ROWS 16
+#ifndef TILED_GROUPS
+#define TILED_GROUPS 2
+#endif
 static inline int tile_bytes(int type) { return TILED_ROWS * sl_block_bytes(type); }
 
-/* acc[b] (16 rows) = the row group's dot products with input b (x at x + b * cols, its block sums
- * at xs + b * blocks). Each input sums in 4 chains of multiply-adds (2 at batch 4: 8 in all keep
- * the units busy; fewer are held to their latency), and the min term in a chain of its own. */
-static inline __attribute__((always_inline)) void tile_exact(const int type, const int B, const uint8_t *p, int blocks,
-                                                             const float *x, int cols, const float *xs, __m512 *acc) {
-    const int CH = B >= 4 ? 2 : 4;
-    __m512 mins[4];
-    for (int b = 0; b < B; b++) acc[b] = mins[b] = _mm512_setzero_ps();
+/* acc[g][b] (16 rows) = row group g's dot products with input b (x at x + b * cols, its block
+ * sums at xs + b * blocks), for G = 1 or 2 groups `stride` bytes apart: two groups share each
+ * input value's broadcast (batch 2-4 5-10% faster than one group a pass). The sums go in CH
+ * chains per group and input, 8 or more in all (fewer are held to the latency; 16 at batch 4 of
+ * 2 groups, 5% faster than 8). */
+static inline __attribute__((always_inline)) void tile_exact(const int type, const int G, const int B, const uint8_t *p,
+                                                             size_t stride, int blocks, const float *x, int cols,
+                                                             const float *xs, __m512 acc[2][4]) {
+    const int CH = G * B >= 4 ? 2 : 4;
+    for (int g = 0; g < G; g++) for (int b = 0; b < B; b++) acc[g][b] = _mm512_setzero_ps();
     const int tb = tile_bytes(type);
     const __m512i m4 = _mm512_set1_epi32(15);
     for (int k = 0; k < blocks; k++, p += tb) {
-        prefetch_ahead(p, tb);
-        __m512 t[4][4];
-        for (int b = 0; b < B; b++) for (int i = 0; i < CH; i++) t[b][i] = _mm512_setzero_ps();
+        for (int g = 0; g < G; g++) prefetch_ahead(p + g * stride, tb);
+        __m512 t[2][4][4];
+        for (int g = 0; g < G; g++) for (int b = 0; b < B; b++) for (int i = 0; i < CH; i++) t[g][b][i] = _mm512_setzero_ps();
         const float *xk = x + 32 * k;
         /* chain indices are constants in each step (an index that varied with c put the sums in memory) */
         if (type == T_Q4_1) {
 #define Q4_STEP(c, i) do { \
-                const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + 64 + 16 * (c)))); \
-                const __m512 lo = _mm512_cvtepi32_ps(_mm512_and_si512(q, m4)), hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(q, 4)); \
+                __m512 lo[2], hi[2]; \
+                for (int g = 0; g < G; g++) { \
+                    const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + g * stride + 64 + 16 * (c)))); \
+                    lo[g] = _mm512_cvtepi32_ps(_mm512_and_si512(q, m4)), hi[g] = _mm512_cvtepi32_ps(_mm512_srli_epi32(q, 4)); \
+                } \
                 for (int b = 0; b < B; b++) { \
-                    t[b][i] = _mm512_fmadd_ps(lo, _mm512_set1_ps(xk[(size_t)b * cols + (c)]), t[b][i]); \
-                    t[b][(i) + 1] = _mm512_fmadd_ps(hi, _mm512_set1_ps(xk[(size_t)b * cols + (c) + 16]), t[b][(i) + 1]); \
+                    const __m512 xl = _mm512_set1_ps(xk[(size_t)b * cols + (c)]), xh = _mm512_set1_ps(xk[(size_t)b * cols + (c) + 16]); \
+                    for (int g = 0; g < G; g++) { \
+                        t[g][b][i] = _mm512_fmadd_ps(lo[g], xl, t[g][b][i]); \
+                        t[g][b][(i) + (CH > 1)] = _mm512_fmadd_ps(hi[g], xh, t[g][b][(i) + (CH > 1)]); \
+                    } \
                 } } while (0)
             for (int c = 0; c < 16; c += 2) {
                 Q4_STEP(c, 0);
@@ -773,46 +784,57 @@ static inline __attribute__((always_inline)) void tile_exact(const int type, con
             }
         } else {  /* Q8_0 */
 #define Q8_STEP(c, i) do { \
-                const __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 32 + 16 * (c))))); \
-                for (int b = 0; b < B; b++) t[b][i] = _mm512_fmadd_ps(q, _mm512_set1_ps(xk[(size_t)b * cols + (c)]), t[b][i]); \
-            } while (0)
+                __m512 q[2]; \
+                for (int g = 0; g < G; g++) \
+                    q[g] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + g * stride + 32 + 16 * (c))))); \
+                for (int b = 0; b < B; b++) { \
+                    const __m512 xv = _mm512_set1_ps(xk[(size_t)b * cols + (c)]); \
+                    for (int g = 0; g < G; g++) t[g][b][i] = _mm512_fmadd_ps(q[g], xv, t[g][b][i]); \
+                } } while (0)
             for (int c = 0; c < 32; c += 4) {
                 Q8_STEP(c, 0);
-                Q8_STEP(c + 1, 1);
+                Q8_STEP(c + 1, CH > 1 ? 1 : 0);
                 Q8_STEP(c + 2, CH == 4 ? 2 : 0);
-                Q8_STEP(c + 3, CH == 4 ? 3 : 1);
+                Q8_STEP(c + 3, CH == 4 ? 3 : CH == 2 ? 1 : 0);
             }
         }
 #undef Q4_STEP
 #undef Q8_STEP
-        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
-        for (int b = 0; b < B; b++) {
-            __m512 s = _mm512_add_ps(t[b][0], t[b][1]);
-            if (CH == 4) s = _mm512_add_ps(s, _mm512_add_ps(t[b][2], t[b][3]));
-            acc[b] = _mm512_fmadd_ps(d, s, acc[b]);
-        }
-        if (type == T_Q4_1) {
-            const __m512 mn = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32)));
-            for (int b = 0; b < B; b++) mins[b] = _mm512_fmadd_ps(mn, _mm512_set1_ps(xs[(size_t)b * blocks + k]), mins[b]);
+        for (int g = 0; g < G; g++) {
+            const uint8_t *pg = p + g * stride;
+            const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)pg));
+            const __m512 mn = type == T_Q4_1 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(pg + 32))) : d;
+            for (int b = 0; b < B; b++) {
+                __m512 s = t[g][b][0];
+                if (CH > 1) s = _mm512_add_ps(s, t[g][b][1]);
+                if (CH == 4) s = _mm512_add_ps(s, _mm512_add_ps(t[g][b][2], t[g][b][3]));
+                acc[g][b] = _mm512_fmadd_ps(d, s, acc[g][b]);
+                if (type == T_Q4_1) acc[g][b] = _mm512_fmadd_ps(mn, _mm512_set1_ps(xs[(size_t)b * blocks + k]), acc[g][b]);
+            }
         }
     }
-    if (type == T_Q4_1) for (int b = 0; b < B; b++) acc[b] = _mm512_add_ps(acc[b], mins[b]);
 }
 
-/* y[b * ys + r] (+)= row r . x[b] (+ bias[r]) for the group's rows from <= r < to (of 16; the
- * rest of the group is computed and not stored: a chunk boundary inside a group) */
-static inline __attribute__((always_inline)) void tiles_exact(const int type, const int B, const uint8_t *p, int blocks,
-                                                              const float *x, int cols, const float *xs, float *y,
-                                                              size_t ys, const float *bias, int accumulate, int from, int to) {
-    __m512 acc[4];
-    tile_exact(type, B, p, blocks, x, cols, xs, acc);
-    const __mmask16 keep = (__mmask16)(((1u << to) - 1) & ~((1u << from) - 1));
-    for (int b = 0; b < B; b++) {
-        float *out = y + (size_t)b * ys;
-        __m512 v = acc[b];
-        if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(keep, bias));
-        if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(keep, out));
-        _mm512_mask_storeu_ps(out, keep, v);
+/* y[b * ys + r] (+)= row r . x[b] (+ bias[r]) for G groups of 16 rows, the rows from <= r < to
+ * of them (with G = 1 a chunk boundary may fall inside the group: the rest of it is computed
+ * and not stored) */
+static inline __attribute__((always_inline)) void tiles_exact(const int type, const int G, const int B, const uint8_t *p,
+                                                              size_t stride, int blocks, const float *x, int cols,
+                                                              const float *xs, float *y, size_t ys, const float *bias,
+                                                              int accumulate, int from, int to) {
+    __m512 acc[2][4];
+    tile_exact(type, G, B, p, stride, blocks, x, cols, xs, acc);
+    for (int g = 0; g < G; g++) {
+        const int lo = g ? 0 : from, hi = g == G - 1 ? to : TILED_ROWS;
+        const __mmask16 keep = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+        const float *bg = bias ? bias + g * TILED_ROWS : NULL;
+        for (int b = 0; b < B; b++) {
+            float *out = y + (size_t)b * ys + g * TILED_ROWS;
+            __m512 v = acc[g][b];
+            if (bg) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(keep, bg));
+            if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(keep, out));
+            _mm512_mask_storeu_ps(out, keep, v);
+        }
     }
 }
 #else
@@ -1064,16 +1086,23 @@ XROWS(T_Q8_0, xrows8_0)
 #endif
 
 #ifdef TILED_ROWS
-/* a row group of an SL_TILED matrix against the batch: up to 4 inputs a pass (registers) */
-#define XTILES(T, NAME) static void NAME(int batch, const uint8_t *p, int blocks, const float *x, int cols, \
-                                       const float *xs, float *y, size_t ys, const float *bias, int acc, int from, int to) { \
-    switch (batch < 4 ? batch : 4) { \
-    case 1: tiles_exact(T, 1, p, blocks, x, cols, xs, y, ys, bias, acc, from, to); break; \
-    case 2: tiles_exact(T, 2, p, blocks, x, cols, xs, y, ys, bias, acc, from, to); break; \
-    case 3: tiles_exact(T, 3, p, blocks, x, cols, xs, y, ys, bias, acc, from, to); break; \
-    default: tiles_exact(T, 4, p, blocks, x, cols, xs, y, ys, bias, acc, from, to); break; } \
-    if (batch > 4) NAME(batch - 4, p, blocks, x + 4 * (size_t)cols, cols, xs + 4 * (size_t)blocks, y + 4 * ys, ys, bias, \
-                        acc, from, to); }
+/* `groups` (1 or 2) row groups of an SL_TILED matrix against the batch: up to 4 inputs a pass */
+#define XTILES(T, NAME) static void NAME(int groups, int batch, const uint8_t *p, size_t stride, int blocks, const float *x, \
+                                       int cols, const float *xs, float *y, size_t ys, const float *bias, int acc, int from, \
+                                       int to) { \
+    const int b4 = batch < 4 ? batch : 4; \
+    if (groups == 2) switch (b4) { \
+    case 1: tiles_exact(T, 2, 1, p, stride, blocks, x, cols, xs, y, ys, bias, acc, from, to); break; \
+    case 2: tiles_exact(T, 2, 2, p, stride, blocks, x, cols, xs, y, ys, bias, acc, from, to); break; \
+    case 3: tiles_exact(T, 2, 3, p, stride, blocks, x, cols, xs, y, ys, bias, acc, from, to); break; \
+    default: tiles_exact(T, 2, 4, p, stride, blocks, x, cols, xs, y, ys, bias, acc, from, to); break; } \
+    else switch (b4) { \
+    case 1: tiles_exact(T, 1, 1, p, stride, blocks, x, cols, xs, y, ys, bias, acc, from, to); break; \
+    case 2: tiles_exact(T, 1, 2, p, stride, blocks, x, cols, xs, y, ys, bias, acc, from, to); break; \
+    case 3: tiles_exact(T, 1, 3, p, stride, blocks, x, cols, xs, y, ys, bias, acc, from, to); break; \
+    default: tiles_exact(T, 1, 4, p, stride, blocks, x, cols, xs, y, ys, bias, acc, from, to); break; } \
+    if (batch > 4) NAME(groups, batch - 4, p, stride, blocks, x + 4 * (size_t)cols, cols, xs + 4 * (size_t)blocks, \
+                        y + 4 * ys, ys, bias, acc, from, to); }
 XTILES(T_Q4_1, xtiles4_1)
 XTILES(T_Q8_0, xtiles8_0)
 #endif
@@ -1157,13 +1186,17 @@ static void matvec_rows(void *arg, int lo, int hi) {
         const int row = i ? r - j->ends[i - 1] : r;
         float *y = j->ys[i];
 #ifdef TILED_ROWS
-        if (m->flags & SL_TILED) {  /* the row's group of 16, as far as this chunk and matrix go */
+        if (m->flags & SL_TILED) {  /* the row's group of 16 (and the next, when whole), as far as this chunk and matrix go */
             const int group = row - row % TILED_ROWS, from = row - group, left = hi - r < m->rows - row ? hi - r : m->rows - row;
-            const int to = from + left < TILED_ROWS ? from + left : TILED_ROWS, blocks = m->cols / 32;
-            const uint8_t *p = (const uint8_t *)m->data + (size_t)(group / TILED_ROWS) * blocks * tile_bytes(m->type);
-            (m->type == T_Q4_1 ? xtiles4_1 : xtiles8_0)(j->batch, p, blocks, j->x, m->cols, j->a->xs, y + group, m->rows,
-                                                        m->bias ? m->bias + group : NULL, j->accumulate, from, to);
-            r += to - from;
+            const int groups = TILED_GROUPS > 1 && from == 0 && left >= 2 * TILED_ROWS ? 2 : 1;
+            const int to = from + left < groups * TILED_ROWS ? from + left - (groups - 1) * TILED_ROWS : TILED_ROWS;
+            const int blocks = m->cols / 32;
+            const size_t stride = (size_t)blocks * tile_bytes(m->type);
+            const uint8_t *p = (const uint8_t *)m->data + (size_t)(group / TILED_ROWS) * stride;
+            (m->type == T_Q4_1 ? xtiles4_1 : xtiles8_0)(groups, j->batch, p, stride, blocks, j->x, m->cols, j->a->xs,
+                                                        y + group, m->rows, m->bias ? m->bias + group : NULL,
+                                                        j->accumulate, from, to);
+            r += (groups - 1) * TILED_ROWS + to - from;
             continue;
         }
 #endif
