@@ -428,7 +428,7 @@ def test_a_shared_prompt_is_read_from_row_0(lib, hd):
 
 def test_the_step_refuses_what_it_cannot_run(lib):
     rng = np.random.default_rng(4)
-    tiny = Tiny(rng, MIXED[:1])
+    tiny = Tiny(rng, MIXED[:1], embed=native.Q8_0)
     model = tiny.struct()
     cache = np.zeros((1, 2, 1, tiny.kv_heads, 4, tiny.hd), np.float32)
     scratch = np.zeros(lib.sl_scratch_floats(ctypes.byref(model), 1, 4), np.float32)
@@ -445,4 +445,8 @@ def test_the_step_refuses_what_it_cannot_run(lib):
     assert step() == -1
     layer.o.cols = 256
     model.layer[0].down.type = 10  # Q2_K: not a kind the step runs
+    assert step() == -1
+    model.layer[0].down.type = MIXED[0][6]
+    assert step() == 0
+    model.embed.flags = native.EXACT | native.TILED  # its rows are read one by one, as GGUF rows: never tiled
     assert step() == -1

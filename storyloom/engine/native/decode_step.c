@@ -14,8 +14,9 @@
  * the avx512vnni build Q6_K and Q8_0 go in unsigned too, their offsets taken off from the input's
  * sums, and the weights are prefetched 16 KB ahead (elsewhere the signed formats use the sign
  * trick, per input). F32, F16, BF16 matrices, and Q4_1/Q8_0 ones flagged SL_EXACT (the
- * transformers packer's), multiply fp32 inputs. Matmuls and attention run on a small thread pool
- * (below) that never spins long.
+ * transformers packer's), multiply fp32 inputs; in the AVX-512 builds those are repacked at load
+ * into tiles of 16 rows (sl_tile, SL_TILED), where the scales factor out of each block's sum.
+ * Matmuls and attention run on a small thread pool (below) that never spins long.
  *
  * The KV cache has the layout of storyloom.engine.fast_llama.KVState:
  * [layers][2][batch][kv_heads][capacity][head_dim], fp32, so a torch prefill and this step share it.
@@ -1495,6 +1496,7 @@ static int model_ok(const Model *m) {
         || m->intermediate <= 0 || m->vocab <= 0 || !m->layer || !m->final_norm || !m->inv_freq)
         return 0;
     if (!matrix_ok(&m->embed, m->vocab, dim) || !matrix_ok(&m->lm_head, m->vocab, dim)) return 0;
+    if (m->embed.flags & SL_TILED) return 0;  /* its rows are read one by one, as GGUF rows */
     for (int l = 0; l < m->layers; l++) {
         const Layer *L = &m->layer[l];
         if (!L->norm1 || !L->norm2 || !matrix_ok(&L->q, qd, dim) || !matrix_ok(&L->k, kvd, dim)
