@@ -11,8 +11,9 @@ side (the engine's rows: one batched forward per token), each row's last word or
 likeliest allowed (not in a triple meter: greedy_ends). Lines are ranked (pick): first those the
 critic passes, then those whose rhyme word the model would say there (not forced: FORCED_FLOOR),
 then, late in a poem, those that keep to the topic (the whole line read after the heading with
-the topic and after one without; the line kept is always read), then by rank_score (the model's
-mean log-prob, the rhyme word's log-prob, the topic of its words). A partner line whose best draw
+the topic and after a few headings of other topics, plan.CONTRASTS; the line kept is always
+read), then by rank_score (the model's mean log-prob, the rhyme word's log-prob, the topic of its
+words). A partner line whose best draw
 still reads forced (or, late, off the topic) sends the writer back to write its group's first
 line on another rhyme, and a group's first line that still reads forced is written again itself
 on another rhyme (REWRITES per poem while its time cap lasts, and CLOSING_REWRITES more for the
@@ -43,7 +44,7 @@ from storyloom.modes import critic, wordfilter
 from storyloom.modes.poetry.constrain import (MIN_PARTNERS, OPENING_WORDS, LineConstraint, RhymeRule, Vocabulary,
                                               default_lexicon)
 from storyloom.modes.poetry.forms import Form
-from storyloom.modes.poetry.plan import READ, RhymePlan, TopicGauge
+from storyloom.modes.poetry.plan import READ, RhymePlan, TopicGauge, contrasts_for
 from storyloom.modes.poetry.prosody import rhyme_keys, rhymes, words_of
 from storyloom.modes.poetry.scan import last_word, scan_line
 
@@ -76,8 +77,9 @@ CLOSING_WITHIN = 2  # a closing group opens this many lines before the poem's la
 FORCED_DRAWS = 16  # draws past LINE_TRIES for a rhyming line while every one ends forced (extra_draws)
 FORCED_BACK = 4  # lines back to a group's first line at most, to write it again when its partner reads forced
 # (a limerick's last line is 4 after its first: with 2 it could only draw more, and its "bar" read forced)
-TOPIC_READS = 4  # late lines read for their topic per batch of draws, at most (a read costs two forwards)
-TOPIC_MARGIN = 0.15  # nats per token a late line's topic gain must pass (read against a heading with no topic)
+TOPIC_READS = 4  # late lines read for their topic per batch of draws, at most (a forward per heading read)
+TOPIC_MARGIN = 0.10  # nats per token a late line's topic gain must pass (its least over plan.CONTRASTS: on
+# sonnet seeds 1-16 as many lines passed 0.10 there as 0.15 against a heading with no topic, fewer astray)
 DRIFT_FROM = 6  # lines before this one are not read for it (a poem's topic faded after its sixth line)
 TOPIC_LINE_WEIGHT = 0.15  # per nat of the line's topic gain (sonnets drifted from their topic late)
 
@@ -620,7 +622,8 @@ def _gauge(generator, prepared, form: Form, topic: str, style: str, prompt: str)
     if not isinstance(prepared, Vocabulary):
         return None
     neutral = poem_prompt(generator, form, "", style) if topic.strip() else None
-    return TopicGauge(generator, prepared, prompt, neutral)
+    contrasts = [poem_prompt(generator, form, c, style) for c in contrasts_for(topic)]
+    return TopicGauge(generator, prepared, prompt, neutral, contrasts)
 
 
 def _plan(prepared, form: Form, index: int, rule: RhymeRule, gauge: TopicGauge | None) -> RhymePlan | None:
