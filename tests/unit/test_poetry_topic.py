@@ -25,7 +25,7 @@ def small(tiny):
 
 def _writer(small, monkeypatch, reading: float):
     """A writer whose topic reading of every line is `reading`."""
-    monkeypatch.setattr(TopicGauge, "line_topics", lambda self, lines: [reading] * len(lines))
+    monkeypatch.setattr(TopicGauge, "line_topics", lambda self, lines: [(reading, None)] * len(lines))
     writer = composer._TokenWriter(small, small._poetry_vocab, seed=3)
     prompt = poem_prompt(small, get_form("sonnet"), "the sea")
     writer.gauge = TopicGauge(small, small._poetry_vocab, prompt, poem_prompt(small, get_form("sonnet"), ""))
@@ -94,14 +94,15 @@ def _gauge(contrasts: list[str]) -> TopicGauge:
 
 def test_a_generic_line_that_gains_on_the_neutral_heading_loses_to_another_topic():
     alone = _gauge([]).line_topics([list(GENERIC), list(ON_TOPIC)])
-    assert alone == pytest.approx([0.41, 1.0]), "no contrast: read against the neutral heading"
+    assert alone == [(pytest.approx(0.41), None), (pytest.approx(1.0), None)], "no contrast: the neutral heading only"
     gauge = _gauge(["war", "a child"])
     read = gauge.line_topics([list(GENERIC), list(ON_TOPIC)])
-    assert read == pytest.approx([-0.28, 0.5]), "the smallest gain over the contrasts"
-    assert gauge.generator.opened == ["moon", "war", "a child"], "one decoder per heading, the neutral one not read"
-    for reading, kept in zip(read, (False, True)):
-        line = composer.PoemLine("x", True, line_topic=reading)
+    assert read == [pytest.approx((0.41, -0.28)), pytest.approx((1.0, 0.5))], "and the least gain over the contrasts"
+    assert gauge.generator.opened == ["moon", "neutral", "war", "a child"], "one decoder per heading"
+    for (gain, contrast), kept in zip(read, (False, True)):
+        line = composer.PoemLine("x", True, line_topic=gain, line_contrast=contrast)
         assert composer.grade(line)[2] is kept
+        assert composer.grade(composer.PoemLine("x", True, line_topic=gain)), "not read against them: neutral only"
 
 
 def test_contrasts_that_share_a_content_word_with_the_topic_are_skipped():
@@ -128,5 +129,8 @@ def test_compose_reads_late_lines_against_the_contrasts_on_the_model(small):
              small.tokenizer("And all the day was long", add_special_tokens=False)["input_ids"]]
     each = [TopicGauge(small, small._poetry_vocab, prompt, gauge.neutral, [c]).line_topics(lines)
             for c in gauge.contrasts]
-    assert gauge.line_topics(lines) == pytest.approx([min(col) for col in zip(*each)], abs=1e-5)
-    assert composer._gauge(small, small._poetry_vocab, form, "", "", prompt).line_topics(lines) == [float("inf")] * 2
+    both = gauge.line_topics(lines)
+    assert [c for _, c in both] == pytest.approx([min(c for _, c in col) for col in zip(*each)], abs=1e-5)
+    assert [g for g, _ in both] == pytest.approx([g for g, _ in each[0]], abs=1e-5), "the neutral reading as before"
+    untopical = composer._gauge(small, small._poetry_vocab, form, "", "", prompt)
+    assert untopical.line_topics(lines) == [(float("inf"), None)] * 2

@@ -78,8 +78,8 @@ FORCED_DRAWS = 16  # draws past LINE_TRIES for a rhyming line while every one en
 FORCED_BACK = 4  # lines back to a group's first line at most, to write it again when its partner reads forced
 # (a limerick's last line is 4 after its first: with 2 it could only draw more, and its "bar" read forced)
 TOPIC_READS = 4  # late lines read for their topic per batch of draws, at most (a forward per heading read)
-TOPIC_MARGIN = 0.10  # nats per token a late line's topic gain must pass (its least over plan.CONTRASTS: on
-# sonnet seeds 1-16 as many lines passed 0.10 there as 0.15 against a heading with no topic, fewer astray)
+TOPIC_MARGIN = 0.15  # nats per token a late line's topic gain must pass (read against a heading with no topic)
+CONTRAST_MARGIN = 0.0  # and its least gain over plan.CONTRASTS (other topics' headings), as the bench's bar
 DRIFT_FROM = 6  # lines before this one are not read for it (a poem's topic faded after its sixth line)
 TOPIC_LINE_WEIGHT = 0.15  # per nat of the line's topic gain (sonnets drifted from their topic late)
 
@@ -97,6 +97,7 @@ class PoemLine:
     searched: bool = False  # written by the greedy fallback, not drawn
     topic: float = 0.0  # the mean topic gain of its content words (plan.TopicGauge; rank_score)
     line_topic: float | None = None  # the whole line's topic gain (TopicGauge.line_topics; late lines only)
+    line_contrast: float | None = None  # its least over other topics' headings (None: not read against them)
 
     @property
     def mean_logprob(self) -> float:
@@ -250,7 +251,15 @@ def grade(line: PoemLine) -> tuple[bool, bool, bool]:
     """What a line must be before its score counts: passed by the critic, its rhyme word not
     forced, on topic (late lines, line_topic; a line not read for it counts as on topic: best_line
     reads the late line it keeps)."""
-    return line.penalty < critic.FAIL, not forced(line), line.line_topic is None or line.line_topic > TOPIC_MARGIN
+    return line.penalty < critic.FAIL, not forced(line), on_topic(line)
+
+
+def on_topic(line: PoemLine) -> bool:
+    """Does a read line gain on the neutral heading by TOPIC_MARGIN, and on every contrast heading
+    (CONTRAST_MARGIN)? A generic line gains on the first alone. Not read: counted as on it (grade)."""
+    if line.line_topic is None:
+        return True
+    return line.line_topic > TOPIC_MARGIN and (line.line_contrast is None or line.line_contrast > CONTRAST_MARGIN)
 
 
 class _TokenWriter:
@@ -443,8 +452,8 @@ class _TokenWriter:
         """Read the first TOPIC_READS of `lines` for their topic (line_topic): one batched forward per heading."""
         lines = lines[:TOPIC_READS]
         if lines:
-            for line, gain in zip(lines, self.gauge.line_topics([f.ids[:-1] for f in lines])):
-                line.line_topic = gain
+            for line, (gain, contrast) in zip(lines, self.gauge.line_topics([f.ids[:-1] for f in lines])):
+                line.line_topic, line.line_contrast = gain, contrast
 
     def best_line(self, context: str, templates: tuple[str, ...], rule: RhymeRule, verify: Callable[[str], bool],
                   settings: SamplerSettings, deadline: float, cancel, poem: Poem | None = None,

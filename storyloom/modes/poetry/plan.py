@@ -39,10 +39,10 @@ REFINE = 8  # words said whole, and followed by a line's end, before the best ar
 END_WEIGHT = 0.5  # per nat of the line's end right after the word
 MIN_LEAD = 2  # syllables before the rhyme word at least (no line of one word)
 TOPIC_STUB = "The"  # what the topic gauge reads after: " word" then reads as a noun phrase's head
-# Other topics a late line is read against (line_topics), generic and none of the bench's: any topic's
-# heading makes a generic poetic line likelier than a heading with none ("It stands alone, as the world
-# falls" +0.41 there, -0.28 after another topic's), so a line must gain on each of these to keep to its
-# own. Chosen on sonnet seeds 1-16 (nature, people, strife: a line kept wins on all three).
+# Other topics a late line is read against too (line_topics), generic and none of the bench's: any
+# topic's heading makes a generic poetic line likelier than a heading with none ("It stands alone, as
+# the world falls" +0.41 there, -0.28 after another topic's). Chosen on sonnet seeds 1-16's reads
+# (nature, people, strife): a line must gain on each of them as well to read as on its topic.
 CONTRASTS = ("war", "the mountains", "a child")
 READ = SamplerSettings(temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0)
 
@@ -133,16 +133,16 @@ class TopicGauge:
         gains = self.gain(words)
         return sum(gains[w] for w in words) / len(words)
 
-    def line_topics(self, lines: list[list[int]]) -> list[float]:
-        """How much likelier each whole line (its tokens) is after the heading with the topic than
-        after each contrast heading, per token, the smallest of those gains (after the neutral
-        heading where no contrast is given): the bench's topic gain, there against one other topic.
-        The look-up of a line's words (line_gain) misses a line that drifts in what it says. One
+    def line_topics(self, lines: list[list[int]]) -> list[tuple[float, float | None]]:
+        """How much likelier each whole line (its tokens) is after the heading with the topic, per
+        token, than after the neutral heading, and the least of that over the contrast headings
+        (None where none is given): the bench's topic gain, there against one other topic. The
+        look-up of a line's words (line_gain) misses a line that drifts in what it says. One
         batched forward per heading."""
         if self.neutral is None:
-            return [math.inf] * len(lines)  # no topic: nothing to drift from
+            return [(math.inf, None)] * len(lines)  # no topic: nothing to drift from
         if self.line_decs is None:
-            decs = [open_decoder(self.generator, h, 0) for h in (self.heading, *(self.contrasts or [self.neutral]))]
+            decs = [open_decoder(self.generator, h, 0) for h in (self.heading, self.neutral, *self.contrasts)]
             self.line_decs = [(d, d.mark()) for d in decs]
         means = []
         for dec, start in self.line_decs:
@@ -158,7 +158,7 @@ class TopicGauge:
                         read_lines[-1].append(read_one(dec, token))
                         dec.step(token)
             means.append([sum(r) / len(r) if r else 0.0 for r in read_lines])
-        return [own - max(others) for own, *others in zip(*means)]
+        return [(own - neutral, own - max(others) if others else None) for own, neutral, *others in zip(*means)]
 
     def gain(self, words: Iterable[str]) -> dict[str, float]:
         words = [w for w in words if w not in self.gains]
