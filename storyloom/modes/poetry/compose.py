@@ -82,6 +82,7 @@ TOPIC_MARGIN = 0.15  # nats per token a late line's topic gain must pass (read a
 CONTRAST_MARGIN = 0.0  # and its least gain over plan.CONTRASTS (other topics' headings), as the bench's bar
 DRIFT_FROM = 6  # lines before this one are not read for it (a poem's topic faded after its sixth line)
 TOPIC_LINE_WEIGHT = 0.15  # per nat of the line's topic gain (sonnets drifted from their topic late)
+TOPIC_DRAWS = 8  # draws past LINE_TRIES for a late line while none read is on the topic and says its rhyme
 
 
 @dataclass
@@ -455,6 +456,12 @@ class _TokenWriter:
             for line, (gain, contrast) in zip(lines, self.gauge.line_topics([f.ids[:-1] for f in lines])):
                 line.line_topic, line.line_contrast = gain, contrast
 
+    def _topic_draws(self, found: list[PoemLine], topical: bool) -> int:
+        """Draws past LINE_TRIES for a late line while no line read passes all of grade: TOPIC_DRAWS
+        (most late lines kept astray were the only line read that said its rhyme)."""
+        astray = topical and self.gauge is not None and not any(f.line_topic is not None and all(grade(f)) for f in found)
+        return TOPIC_DRAWS if astray else 0
+
     def best_line(self, context: str, templates: tuple[str, ...], rule: RhymeRule, verify: Callable[[str], bool],
                   settings: SamplerSettings, deadline: float, cancel, poem: Poem | None = None,
                   keep: int | None = None, avoid: frozenset[str] = frozenset(),
@@ -474,7 +481,8 @@ class _TokenWriter:
         keep = LINE_CANDIDATES if keep is None else keep
         found: list[PoemLine] = []
         tries = 0
-        while tries < LINE_TRIES or (tries < LINE_TRIES + more and all(forced(f) for f in found)):
+        while (tries < LINE_TRIES or (tries < LINE_TRIES + more and all(forced(f) for f in found))
+               or tries < LINE_TRIES + self._topic_draws(found, topical)):
             if cancel is not None and cancel.is_set():
                 return None
             # past its budget a line keeps what it has, unless the critic fails all of it (a few more draws)
@@ -488,7 +496,7 @@ class _TokenWriter:
                                      plan.observe if plan is not None else None, steer=0 if plan is not None else STEERS)]
             else:
                 lines = self._write_rows(templates, rule, settings, deadline if tries else None, cancel,
-                                         min(ROWS, LINE_TRIES + more - tries))
+                                         min(ROWS, LINE_TRIES + max(more, self._topic_draws(found, topical)) - tries))
             tries += len(lines)
             if poem is not None:
                 poem.line_tries += len(lines)
