@@ -27,7 +27,7 @@ def small(tiny):
 
 def _writer(small, monkeypatch, reading: float):
     """A writer whose topic reading of every line is `reading`."""
-    monkeypatch.setattr(TopicGauge, "line_topics", lambda self, lines: [(reading, None)] * len(lines))
+    monkeypatch.setattr(TopicGauge, "line_topics", lambda self, lines, bar=None: [(reading, None)] * len(lines))
     writer = composer._TokenWriter(small, small._poetry_vocab, seed=3)
     prompt = poem_prompt(small, get_form("sonnet"), "the sea")
     writer.gauge = TopicGauge(small, small._poetry_vocab, prompt, poem_prompt(small, get_form("sonnet"), ""))
@@ -60,7 +60,7 @@ class _Headed:
     (score_rows: every line in one batch, as the engine's decoders do)."""
 
     def __init__(self, table: dict[tuple[int, ...], float]):
-        self.table = table
+        self.table, self.read = table, []
 
     def mark(self):
         return 0
@@ -69,6 +69,7 @@ class _Headed:
         pass
 
     def score_rows(self, rows):
+        self.read += [tuple(r) for r in rows]
         return [[self.table[tuple(r)]] * len(r) for r in rows]
 
 
@@ -80,7 +81,9 @@ class _Generator:
 
     def constrained_decoder(self, text, seed):
         self.opened.append(text)
-        return _Headed(self.tables[text])
+        self.decs = getattr(self, "decs", {})
+        self.decs[text] = _Headed(self.tables[text])
+        return self.decs[text]
 
 
 GENERIC, ON_TOPIC = (1, 2, 3), (4, 5)  # "It stands alone, as the world falls"; a line about the moon
@@ -105,6 +108,15 @@ def test_a_generic_line_that_gains_on_the_neutral_heading_loses_to_another_topic
         line = composer.PoemLine("x", True, line_topic=gain, line_contrast=contrast)
         assert composer.grade(line)[2] is kept
         assert composer.grade(composer.PoemLine("x", True, line_topic=gain)), "not read against them: neutral only"
+
+
+def test_the_contrasts_read_only_lines_the_neutral_heading_passes():
+    gauge = _gauge(["war", "a child"])
+    read = gauge.line_topics([list(GENERIC), list(ON_TOPIC)], bar=0.5)  # the generic line gains 0.41 only
+    assert read == [(pytest.approx(0.41), None), pytest.approx((1.0, 0.5))]
+    assert gauge.generator.decs["war"].read == [ON_TOPIC] and gauge.generator.decs["neutral"].read == [GENERIC, ON_TOPIC]
+    assert gauge.line_topics([list(GENERIC)], bar=0.5) == [(pytest.approx(0.41), None)]
+    assert gauge.generator.decs["war"].read == [ON_TOPIC], "none passing: no contrast forward at all"
 
 
 def test_contrasts_that_share_a_content_word_with_the_topic_are_skipped():

@@ -13,15 +13,16 @@ critic passes, then those whose rhyme word the model would say there (not forced
 then, late in a poem, those that keep to the topic (the whole line read after the heading with
 the topic and after a few headings of other topics, plan.CONTRASTS; the line kept is always
 read), then by rank_score (the model's mean log-prob, the rhyme word's log-prob, the topic of its
-words). A partner line whose best draw
-still reads forced (or, late, off the topic) sends the writer back to write its group's first
-line on another rhyme, and a group's first line that still reads forced is written again itself
+words). A partner line whose best draw still reads forced (or, late, off the topic) sends the
+writer back to write its group's first line on another rhyme, and a group's first line that still reads forced is written again itself
 on another rhyme (REWRITES per poem while its time cap lasts, and CLOSING_REWRITES more for the
 closing group: a sonnet's couplet, whose forced word would be the poem's last, came after the
 body had spent them). Once no rewrite can follow, a rhyming line whose every draw reads forced
-draws FORCED_DRAWS more, and a group comes back as its best try read (_best_tried). Each line is
-written after the poem's heading (form and topic) and the lines before it (the last WINDOW of a
-long one), as a reader (and the bench) reads it. Where the decoder has no rows, a look ahead
+draws FORCED_DRAWS more, and a group comes back as its best try read (_best_tried). A late line
+with no draw read as on the topic and saying its rhyme draws TOPIC_DRAWS more (before a partner
+sends its group back, which cost more and strayed as often). Each line is written after the
+poem's heading (form and topic) and the lines before it (the last WINDOW of a long one), as a
+reader (and the bench) reads it. Where the decoder has no rows, a look ahead
 (_steer) picks the word before the rhyme instead.
 
 Time is budgeted per line (the poem's time cap shared among the lines left): past its budget a
@@ -453,7 +454,9 @@ class _TokenWriter:
         """Read the first TOPIC_READS of `lines` for their topic (line_topic): one batched forward per heading."""
         lines = lines[:TOPIC_READS]
         if lines:
-            for line, (gain, contrast) in zip(lines, self.gauge.line_topics([f.ids[:-1] for f in lines])):
+            # the contrasts read only lines the neutral heading passes (on_topic fails the rest as they are)
+            readings = self.gauge.line_topics([f.ids[:-1] for f in lines], bar=TOPIC_MARGIN)
+            for line, (gain, contrast) in zip(lines, readings):
                 line.line_topic, line.line_contrast = gain, contrast
 
     def _topic_draws(self, found: list[PoemLine], topical: bool) -> int:

@@ -133,32 +133,44 @@ class TopicGauge:
         gains = self.gain(words)
         return sum(gains[w] for w in words) / len(words)
 
-    def line_topics(self, lines: list[list[int]]) -> list[tuple[float, float | None]]:
+    def line_topics(self, lines: list[list[int]], bar: float = -math.inf) -> list[tuple[float, float | None]]:
         """How much likelier each whole line (its tokens) is after the heading with the topic, per
-        token, than after the neutral heading, and the least of that over the contrast headings
-        (None where none is given): the bench's topic gain, there against one other topic. The
-        look-up of a line's words (line_gain) misses a line that drifts in what it says. One
-        batched forward per heading."""
+        token, than after the neutral heading, and the least of that over the contrast headings:
+        the bench's topic gain, there against one other topic. The look-up of a line's words
+        (line_gain) misses a line that drifts in what it says. A batched forward per heading; the
+        contrasts read only the lines whose first gain passes `bar` (the others are off the topic
+        as it is: None, as where no contrast is given)."""
         if self.neutral is None:
             return [(math.inf, None)] * len(lines)  # no topic: nothing to drift from
         if self.line_decs is None:
             decs = [open_decoder(self.generator, h, 0) for h in (self.heading, self.neutral, *self.contrasts)]
             self.line_decs = [(d, d.mark()) for d in decs]
-        means = []
-        for dec, start in self.line_decs:
-            dec.rewind(start)
-            if hasattr(dec, "score_rows"):  # every line in one batched forward
-                read_lines = dec.score_rows(lines)
-            else:
-                read_lines = []
-                for ids in lines:
-                    dec.rewind(start)
-                    read_lines.append([])
-                    for token in ids:
-                        read_lines[-1].append(read_one(dec, token))
-                        dec.step(token)
-            means.append([sum(r) / len(r) if r else 0.0 for r in read_lines])
-        return [(own - neutral, own - max(others) if others else None) for own, neutral, *others in zip(*means)]
+        own, neutral = (self._means(dec, start, lines) for dec, start in self.line_decs[:2])
+        gains = [a - b for a, b in zip(own, neutral)]
+        passing = [k for k, g in enumerate(gains) if g > bar]
+        least: list[float | None] = [None] * len(lines)
+        if self.contrasts and passing:
+            rows = [lines[k] for k in passing]
+            others = [self._means(dec, start, rows) for dec, start in self.line_decs[2:]]
+            for n, k in enumerate(passing):
+                least[k] = own[k] - max(o[n] for o in others)
+        return list(zip(gains, least))
+
+    @staticmethod
+    def _means(dec, start, lines: list[list[int]]) -> list[float]:
+        """Each line's mean token log-prob read at `start` on `dec` (one batched forward where it can)."""
+        dec.rewind(start)
+        if hasattr(dec, "score_rows"):
+            read_lines = dec.score_rows(lines)
+        else:
+            read_lines = []
+            for ids in lines:
+                dec.rewind(start)
+                read_lines.append([])
+                for token in ids:
+                    read_lines[-1].append(read_one(dec, token))
+                    dec.step(token)
+        return [sum(r) / len(r) if r else 0.0 for r in read_lines]
 
     def gain(self, words: Iterable[str]) -> dict[str, float]:
         words = [w for w in words if w not in self.gains]
