@@ -11,19 +11,19 @@ side (the engine's rows: one batched forward per token), each row's last word or
 likeliest allowed (not in a triple meter: greedy_ends). Lines are ranked (pick): first those the
 critic passes, then those whose rhyme word the model would say there (not forced: FORCED_FLOOR),
 then, late in a poem, those that keep to the topic (the whole line read after the heading with
-the topic and after a few headings of other topics, plan.CONTRASTS; the line kept is always
-read), then by rank_score (the model's mean log-prob, the rhyme word's log-prob, the topic of its
-words). A partner line whose best draw still reads forced (or, late, off the topic) sends the
-writer back to write its group's first line on another rhyme, and a group's first line that still reads forced is written again itself
+the topic and after one without; the line kept is always read), then by rank_score (the model's
+mean log-prob, the rhyme word's log-prob, the topic of its words). A partner line whose best draw
+still reads forced (or, late, off the topic) sends the writer back to write its group's first
+line on another rhyme, and a group's first line that still reads forced is written again itself
 on another rhyme (REWRITES per poem while its time cap lasts, and CLOSING_REWRITES more for the
 closing group: a sonnet's couplet, whose forced word would be the poem's last, came after the
 body had spent them). Once no rewrite can follow, a rhyming line whose every draw reads forced
 draws FORCED_DRAWS more, and a group comes back as its best try read (_best_tried). A late line
-with no draw read as on the topic and saying its rhyme draws TOPIC_DRAWS more (before a partner
-sends its group back, which cost more and strayed as often). Each line is written after the
-poem's heading (form and topic) and the lines before it (the last WINDOW of a long one), as a
-reader (and the bench) reads it. Where the decoder has no rows, a look ahead
-(_steer) picks the word before the rhyme instead.
+with no draw read as on the topic and saying its rhyme draws TOPIC_DRAWS more (most late lines
+kept astray were the only draw read whose rhyme word was not forced, and a partner kept astray
+sent its group back, which cost more). Each line is written after the poem's heading (form and
+topic) and the lines before it (the last WINDOW of a long one), as a reader (and the bench) reads
+it. Where the decoder has no rows, a look ahead (_steer) picks the word before the rhyme instead.
 
 Time is budgeted per line (the poem's time cap shared among the lines left): past its budget a
 line keeps the best it has drawn, and if it has none, a greedy depth-first search writes it, so a
@@ -45,7 +45,7 @@ from storyloom.modes import critic, wordfilter
 from storyloom.modes.poetry.constrain import (MIN_PARTNERS, OPENING_WORDS, LineConstraint, RhymeRule, Vocabulary,
                                               default_lexicon)
 from storyloom.modes.poetry.forms import Form
-from storyloom.modes.poetry.plan import READ, RhymePlan, TopicGauge, contrasts_for
+from storyloom.modes.poetry.plan import READ, RhymePlan, TopicGauge
 from storyloom.modes.poetry.prosody import rhyme_keys, rhymes, words_of
 from storyloom.modes.poetry.scan import last_word, scan_line
 
@@ -78,9 +78,8 @@ CLOSING_WITHIN = 2  # a closing group opens this many lines before the poem's la
 FORCED_DRAWS = 16  # draws past LINE_TRIES for a rhyming line while every one ends forced (extra_draws)
 FORCED_BACK = 4  # lines back to a group's first line at most, to write it again when its partner reads forced
 # (a limerick's last line is 4 after its first: with 2 it could only draw more, and its "bar" read forced)
-TOPIC_READS = 4  # late lines read for their topic per batch of draws, at most (a forward per heading read)
+TOPIC_READS = 4  # late lines read for their topic per batch of draws, at most (a read costs two forwards)
 TOPIC_MARGIN = 0.15  # nats per token a late line's topic gain must pass (read against a heading with no topic)
-CONTRAST_MARGIN = 0.0  # and its least gain over plan.CONTRASTS (other topics' headings), as the bench's bar
 DRIFT_FROM = 6  # lines before this one are not read for it (a poem's topic faded after its sixth line)
 TOPIC_LINE_WEIGHT = 0.15  # per nat of the line's topic gain (sonnets drifted from their topic late)
 TOPIC_DRAWS = 8  # draws past LINE_TRIES for a late line while none read is on the topic and says its rhyme
@@ -99,7 +98,6 @@ class PoemLine:
     searched: bool = False  # written by the greedy fallback, not drawn
     topic: float = 0.0  # the mean topic gain of its content words (plan.TopicGauge; rank_score)
     line_topic: float | None = None  # the whole line's topic gain (TopicGauge.line_topics; late lines only)
-    line_contrast: float | None = None  # its least over other topics' headings (None: not read against them)
 
     @property
     def mean_logprob(self) -> float:
@@ -253,15 +251,7 @@ def grade(line: PoemLine) -> tuple[bool, bool, bool]:
     """What a line must be before its score counts: passed by the critic, its rhyme word not
     forced, on topic (late lines, line_topic; a line not read for it counts as on topic: best_line
     reads the late line it keeps)."""
-    return line.penalty < critic.FAIL, not forced(line), on_topic(line)
-
-
-def on_topic(line: PoemLine) -> bool:
-    """Does a read line gain on the neutral heading by TOPIC_MARGIN, and on every contrast heading
-    (CONTRAST_MARGIN)? A generic line gains on the first alone. Not read: counted as on it (grade)."""
-    if line.line_topic is None:
-        return True
-    return line.line_topic > TOPIC_MARGIN and (line.line_contrast is None or line.line_contrast > CONTRAST_MARGIN)
+    return line.penalty < critic.FAIL, not forced(line), line.line_topic is None or line.line_topic > TOPIC_MARGIN
 
 
 class _TokenWriter:
@@ -454,10 +444,8 @@ class _TokenWriter:
         """Read the first TOPIC_READS of `lines` for their topic (line_topic): one batched forward per heading."""
         lines = lines[:TOPIC_READS]
         if lines:
-            # the contrasts read only lines the neutral heading passes (on_topic fails the rest as they are)
-            readings = self.gauge.line_topics([f.ids[:-1] for f in lines], bar=TOPIC_MARGIN)
-            for line, (gain, contrast) in zip(lines, readings):
-                line.line_topic, line.line_contrast = gain, contrast
+            for line, gain in zip(lines, self.gauge.line_topics([f.ids[:-1] for f in lines])):
+                line.line_topic = gain
 
     def _topic_draws(self, found: list[PoemLine], topical: bool) -> int:
         """Draws past LINE_TRIES for a late line while no line read passes all of grade: TOPIC_DRAWS
@@ -642,8 +630,7 @@ def _gauge(generator, prepared, form: Form, topic: str, style: str, prompt: str)
     if not isinstance(prepared, Vocabulary):
         return None
     neutral = poem_prompt(generator, form, "", style) if topic.strip() else None
-    contrasts = [poem_prompt(generator, form, c, style) for c in contrasts_for(topic)]
-    return TopicGauge(generator, prepared, prompt, neutral, contrasts)
+    return TopicGauge(generator, prepared, prompt, neutral)
 
 
 def _plan(prepared, form: Form, index: int, rule: RhymeRule, gauge: TopicGauge | None) -> RhymePlan | None:

@@ -39,11 +39,6 @@ REFINE = 8  # words said whole, and followed by a line's end, before the best ar
 END_WEIGHT = 0.5  # per nat of the line's end right after the word
 MIN_LEAD = 2  # syllables before the rhyme word at least (no line of one word)
 TOPIC_STUB = "The"  # what the topic gauge reads after: " word" then reads as a noun phrase's head
-# Other topics a late line is read against too (line_topics), generic and none of the bench's: any
-# topic's heading makes a generic poetic line likelier than a heading with none ("It stands alone, as
-# the world falls" +0.41 there, -0.28 after another topic's). Chosen on sonnet seeds 1-16's reads
-# (nature, people, strife): a line must gain on each of them as well to read as on its topic.
-CONTRASTS = ("war", "the mountains", "a child")
 READ = SamplerSettings(temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0)
 
 
@@ -85,31 +80,15 @@ def read_one(dec, token: int) -> float:
     return dec.logprobs([token])[0] if hasattr(dec, "logprobs") else dec.sample([token], READ)[1]
 
 
-def contrasts_for(topic: str, contrasts: Iterable[str] = CONTRASTS) -> list[str]:
-    """The contrast topics that share no content word with `topic` (a poem about a child's toys is
-    not read against "a child"): the same word, or one that begins with the other (children,
-    mountains) where both have four letters or more."""
-    def content(text: str) -> list[str]:
-        return [w for w in words_of(text) if w not in FUNCTION_WORDS]
-
-    def shared(a: str, b: str) -> bool:
-        return a == b or (min(len(a), len(b)) >= 4 and (a.startswith(b) or b.startswith(a)))
-    own = content(topic)
-    return [c for c in contrasts if not any(shared(a, b) for a in content(c) for b in own)]
-
-
 class TopicGauge:
     """How much the poem's heading (with the topic) makes a word likelier than a heading without
-    one: log-prob after heading + stub, less the same after the neutral heading. Cached per word.
-    Whole lines (line_topics) are read against `contrasts`, the headings of other topics, where given."""
+    one: log-prob after heading + stub, less the same after the neutral heading. Cached per word."""
 
-    def __init__(self, generator, vocab: Vocabulary, heading: str, neutral: str | None,
-                 contrasts: Iterable[str] = ()):
+    def __init__(self, generator, vocab: Vocabulary, heading: str, neutral: str | None):
         self.generator, self.vocab = generator, vocab
         self.heading, self.neutral = heading, neutral
-        self.contrasts = list(contrasts)
         self.decs = None
-        self.line_decs = None  # at the headings themselves (line_topics): the poem's, then those it is read against
+        self.line_decs = None  # at the two headings themselves (line_topic)
         self.gains: dict[str, float] = {}
         self._pool: dict[str, list[str]] | None = None
 
@@ -133,44 +112,30 @@ class TopicGauge:
         gains = self.gain(words)
         return sum(gains[w] for w in words) / len(words)
 
-    def line_topics(self, lines: list[list[int]], bar: float = -math.inf) -> list[tuple[float, float | None]]:
-        """How much likelier each whole line (its tokens) is after the heading with the topic, per
-        token, than after the neutral heading, and the least of that over the contrast headings:
-        the bench's topic gain, there against one other topic. The look-up of a line's words
-        (line_gain) misses a line that drifts in what it says. A batched forward per heading; the
-        contrasts read only the lines whose first gain passes `bar` (the others are off the topic
-        as it is: None, as where no contrast is given)."""
+    def line_topics(self, lines: list[list[int]]) -> list[float]:
+        """How much likelier each whole line (its tokens) is after the heading with the topic than
+        after the neutral one, per token: the bench's topic gain (there against another topic). The
+        look-up of a line's words (line_gain) misses a line that drifts in what it says."""
         if self.neutral is None:
-            return [(math.inf, None)] * len(lines)  # no topic: nothing to drift from
+            return [math.inf] * len(lines)  # no topic: nothing to drift from
         if self.line_decs is None:
-            decs = [open_decoder(self.generator, h, 0) for h in (self.heading, self.neutral, *self.contrasts)]
+            decs = [open_decoder(self.generator, h, 0) for h in (self.heading, self.neutral)]
             self.line_decs = [(d, d.mark()) for d in decs]
-        own, neutral = (self._means(dec, start, lines) for dec, start in self.line_decs[:2])
-        gains = [a - b for a, b in zip(own, neutral)]
-        passing = [k for k, g in enumerate(gains) if g > bar]
-        least: list[float | None] = [None] * len(lines)
-        if self.contrasts and passing:
-            rows = [lines[k] for k in passing]
-            others = [self._means(dec, start, rows) for dec, start in self.line_decs[2:]]
-            for n, k in enumerate(passing):
-                least[k] = own[k] - max(o[n] for o in others)
-        return list(zip(gains, least))
-
-    @staticmethod
-    def _means(dec, start, lines: list[list[int]]) -> list[float]:
-        """Each line's mean token log-prob read at `start` on `dec` (one batched forward where it can)."""
-        dec.rewind(start)
-        if hasattr(dec, "score_rows"):
-            read_lines = dec.score_rows(lines)
-        else:
-            read_lines = []
-            for ids in lines:
-                dec.rewind(start)
-                read_lines.append([])
-                for token in ids:
-                    read_lines[-1].append(read_one(dec, token))
-                    dec.step(token)
-        return [sum(r) / len(r) if r else 0.0 for r in read_lines]
+        means = []
+        for dec, start in self.line_decs:
+            dec.rewind(start)
+            if hasattr(dec, "score_rows"):  # every line in one batched forward
+                read_lines = dec.score_rows(lines)
+            else:
+                read_lines = []
+                for ids in lines:
+                    dec.rewind(start)
+                    read_lines.append([])
+                    for token in ids:
+                        read_lines[-1].append(read_one(dec, token))
+                        dec.step(token)
+            means.append([sum(r) / len(r) if r else 0.0 for r in read_lines])
+        return [a - b for a, b in zip(*means)]
 
     def gain(self, words: Iterable[str]) -> dict[str, float]:
         words = [w for w in words if w not in self.gains]
