@@ -3,6 +3,8 @@ drawn or searched: pick counts a line not read as on the topic, so one never rea
 read ones that strayed (seed 1's couplet), and compose's check of a partner that strays missed it."""
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from storyloom.modes.poetry import compose as composer
@@ -50,3 +52,22 @@ def test_a_late_line_the_search_writes_is_read_for_its_topic(small, monkeypatch)
     line = writer.best_line(prompt, PENTAMETER, OLD, lambda text: True, composer.POEM_SETTINGS, float("inf"), None,
                             topical=True)
     assert line is not None and line.searched and line.line_topic == -1.0
+
+
+@pytest.mark.parametrize("reading, astray", [(-1.0, True), (1.0, False)])
+def test_a_late_line_with_no_line_on_the_topic_draws_topic_draws_more(small, monkeypatch, reading, astray):
+    # most late lines kept astray were the only line read that said its rhyme: while none read is on
+    # the topic, a late line draws TOPIC_DRAWS past LINE_TRIES; once one is, LINE_TRIES is the most
+    monkeypatch.setattr(composer, "FORCED_FLOOR", -math.inf)  # the tiny model's rhyme words all read forced
+    writer, prompt = _writer(small, monkeypatch, reading)
+    poem = composer.Poem(get_form("sonnet"), "the sea")
+    line = writer.best_line(prompt, PENTAMETER, OLD, lambda text: True, composer.POEM_SETTINGS, float("inf"), None,
+                            poem, topical=True)
+    assert line is not None and line.line_topic == reading
+    if astray:
+        assert poem.line_tries == composer.LINE_TRIES + composer.TOPIC_DRAWS
+    else:
+        assert poem.line_tries <= composer.LINE_TRIES
+    early = composer.Poem(get_form("sonnet"), "the sea")
+    writer.best_line(prompt, PENTAMETER, OLD, lambda text: True, composer.POEM_SETTINGS, float("inf"), None, early)
+    assert early.line_tries <= composer.LINE_TRIES, "an early line is not read, and draws no more for it"

@@ -18,10 +18,12 @@ line on another rhyme, and a group's first line that still reads forced is writt
 on another rhyme (REWRITES per poem while its time cap lasts, and CLOSING_REWRITES more for the
 closing group: a sonnet's couplet, whose forced word would be the poem's last, came after the
 body had spent them). Once no rewrite can follow, a rhyming line whose every draw reads forced
-draws FORCED_DRAWS more, and a group comes back as its best try read (_best_tried). Each line is
-written after the poem's heading (form and topic) and the lines before it (the last WINDOW of a
-long one), as a reader (and the bench) reads it. Where the decoder has no rows, a look ahead
-(_steer) picks the word before the rhyme instead.
+draws FORCED_DRAWS more, and a group comes back as its best try read (_best_tried). A late line
+with no draw read as on the topic and saying its rhyme draws TOPIC_DRAWS more (most late lines
+kept astray were the only draw read whose rhyme word was not forced, and a partner kept astray
+sent its group back, which cost more). Each line is written after the poem's heading (form and
+topic) and the lines before it (the last WINDOW of a long one), as a reader (and the bench) reads
+it. Where the decoder has no rows, a look ahead (_steer) picks the word before the rhyme instead.
 
 Time is budgeted per line (the poem's time cap shared among the lines left): past its budget a
 line keeps the best it has drawn, and if it has none, a greedy depth-first search writes it, so a
@@ -80,6 +82,7 @@ TOPIC_READS = 4  # late lines read for their topic per batch of draws, at most (
 TOPIC_MARGIN = 0.15  # nats per token a late line's topic gain must pass (read against a heading with no topic)
 DRIFT_FROM = 6  # lines before this one are not read for it (a poem's topic faded after its sixth line)
 TOPIC_LINE_WEIGHT = 0.15  # per nat of the line's topic gain (sonnets drifted from their topic late)
+TOPIC_DRAWS = 8  # draws past LINE_TRIES for a late line while none read is on the topic and says its rhyme
 
 
 @dataclass
@@ -444,6 +447,12 @@ class _TokenWriter:
             for line, gain in zip(lines, self.gauge.line_topics([f.ids[:-1] for f in lines])):
                 line.line_topic = gain
 
+    def _topic_draws(self, found: list[PoemLine], topical: bool) -> int:
+        """Draws past LINE_TRIES for a late line while no line read passes all of grade: TOPIC_DRAWS
+        (most late lines kept astray were the only line read that said its rhyme)."""
+        astray = topical and self.gauge is not None and not any(f.line_topic is not None and all(grade(f)) for f in found)
+        return TOPIC_DRAWS if astray else 0
+
     def best_line(self, context: str, templates: tuple[str, ...], rule: RhymeRule, verify: Callable[[str], bool],
                   settings: SamplerSettings, deadline: float, cancel, poem: Poem | None = None,
                   keep: int | None = None, avoid: frozenset[str] = frozenset(),
@@ -463,7 +472,8 @@ class _TokenWriter:
         keep = LINE_CANDIDATES if keep is None else keep
         found: list[PoemLine] = []
         tries = 0
-        while tries < LINE_TRIES or (tries < LINE_TRIES + more and all(forced(f) for f in found)):
+        while (tries < LINE_TRIES or (tries < LINE_TRIES + more and all(forced(f) for f in found))
+               or tries < LINE_TRIES + self._topic_draws(found, topical)):
             if cancel is not None and cancel.is_set():
                 return None
             # past its budget a line keeps what it has, unless the critic fails all of it (a few more draws)
@@ -477,7 +487,7 @@ class _TokenWriter:
                                      plan.observe if plan is not None else None, steer=0 if plan is not None else STEERS)]
             else:
                 lines = self._write_rows(templates, rule, settings, deadline if tries else None, cancel,
-                                         min(ROWS, LINE_TRIES + more - tries))
+                                         min(ROWS, LINE_TRIES + max(more, self._topic_draws(found, topical)) - tries))
             tries += len(lines)
             if poem is not None:
                 poem.line_tries += len(lines)
