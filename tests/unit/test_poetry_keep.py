@@ -168,6 +168,16 @@ def test_the_bench_counts_openings_filler_filtered_words_and_letter_readings():
              "The waves are high, I am the moon, I am", "And all the day is like a little lamb"]
     checks = reader_checks(Poem(couplets, "the sea", [PoemLine(t, True) for t in lines]))
     assert checks["repeated_openings"] == 1 and checks["filler_words"] == 1 and checks["filtered_words"] == 1
+    assert checks["repeated_phrases"] == 0  # "the sea" three times: the topic's own words
+
+
+def test_the_bench_counts_a_phrase_said_a_third_time():
+    couplets = get_form("couplets")
+    lines = ["A keeper stands his watch, a lone bright star", "He tends the lamp that burns, a lone far light",
+             "The ships go by the rocks, a lone white sail", "The sea is wide and all the sky is blue",
+             "The keeper climbs the stair, a lone cold night", "And all the day is like a little lamb"]
+    checks = reader_checks(Poem(couplets, "the sea", [PoemLine(t, True) for t in lines]))
+    assert checks["repeated_phrases"] == 2  # the third and the fifth line: "a lone" after two others
 
 
 def test_the_bench_reads_shakespeare_from_the_packaged_assets(monkeypatch, tmp_path):

@@ -25,7 +25,7 @@ from storyloom.engine.default_model import Progress, _quiet
 from storyloom.engine.sampling import SamplerSettings
 from storyloom.modes import wordfilter
 from storyloom.modes.poetry.compose import compose, opening, poem_prompt, vocabulary_for
-from storyloom.modes.poetry.constrain import FILLER, MIN_PARTNERS, SLANG, RhymeRule, default_lexicon
+from storyloom.modes.poetry.constrain import FILLER, FUNCTION_WORDS, MIN_PARTNERS, SLANG, RhymeRule, default_lexicon
 from storyloom.modes.poetry.forms import get_form
 from storyloom.modes.poetry.grammar import line_grammar
 from storyloom.modes.poetry.prosody import echoes, rhyme_keys, words_of
@@ -52,10 +52,23 @@ def shakespeare(path: Path | None = None) -> dict:
 
 
 READER_CHECKS = ("rhymes_on_weak_syllables", "echo_rhymes", "repeated_line_ends", "acronym_readings",
-                 "repeated_openings", "filler_words", "filtered_words")
+                 "repeated_openings", "repeated_phrases", "filler_words", "filtered_words")
 MODEL_CHECKS = ("forced_rhyme_words", "topic_drift")  # need an engine that scores text
 FORCED_LOGPROB = -8.0  # nats for the last word: a word the model would not have said there
 DRIFT_AFTER = 6  # lines after the sixth are where drift was seen
+
+
+def phrases(text: str, keep: frozenset[str] = frozenset()) -> set[tuple[str, str]]:
+    """A line's two-word runs that end on a word of its own (not a function word, not one of `keep`:
+    the topic's words may come back)."""
+    words = words_of(text)
+    return {(a, b) for a, b in zip(words, words[1:]) if b not in FUNCTION_WORDS and b not in keep}
+
+
+def phrase_repeats(text: str, earlier: list[str], keep: frozenset[str] = frozenset()) -> int:
+    """How many earlier lines share a phrase (phrases) with this one."""
+    mine = phrases(text, keep)
+    return sum(1 for line in earlier if mine & phrases(line, keep)) if mine else 0
 
 
 def reader_checks(poem) -> dict:
@@ -64,9 +77,12 @@ def reader_checks(poem) -> dict:
     as the extra weak syllable, say), rhyme pairs that echo (tale/tail, ever/forever), lines ending
     on a word (or its echo) that a line of another rhyme group already ended on, lines that scan
     only by reading a word letter by letter (am as A.M.), lines opening with the same four words as
-    an earlier one, lines with filler words (dude, lame), lines with a word the word filter lists."""
+    an earlier one, lines that share a phrase (two words ending on one of its own, the topic's aside:
+    "a lone star", "a lone one") with two or more earlier lines, lines with filler words (dude, lame),
+    lines with a word the word filter lists."""
     form, lines = poem.form, poem.lines
-    weak = echo = repeated = spelled = openings = filler = filtered = 0
+    weak = echo = repeated = spelled = openings = filler = filtered = tics = 0
+    topic = frozenset(words_of(poem.topic))
     ends = [last_word(line.text) if line.ok else "" for line in lines]
     for i, end in enumerate(ends):
         if end and any(other and form.letters[j] != form.letters[i] and (other == end or echoes(other, end))
@@ -89,11 +105,13 @@ def reader_checks(poem) -> dict:
         if start is not None:
             openings += start in seen
             seen.add(start)
+        tics += phrase_repeats(line.text, [x.text for x in lines[:i] if x.ok], topic) >= 2
         words = words_of(line.text)
         filler += any(w in FILLER or w in SLANG for w in words)
         filtered += any(wordfilter.blocked(w) for w in words)
     return {"rhymes_on_weak_syllables": weak, "echo_rhymes": echo, "repeated_line_ends": repeated,
-            "acronym_readings": spelled, "repeated_openings": openings, "filler_words": filler,
+            "acronym_readings": spelled, "repeated_openings": openings, "repeated_phrases": tics,
+            "filler_words": filler,
             "filtered_words": filtered}
 
 
