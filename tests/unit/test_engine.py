@@ -155,12 +155,12 @@ def test_one_token_rows_score_in_bf16_too(tiny, monkeypatch):
     assert len(tiny.token_choices(PROMPT, " The rain")) >= 1
 
 
-def test_a_one_token_prompt_rides_along_with_the_rows_and_scores_the_same(tiny, monkeypatch):
+def test_a_one_token_prompt_is_run_once_and_scores_the_same(tiny, monkeypatch):
     import torch
 
     conts = [" The rain fell.", " You open the door and look"]
     prompt_ids = tiny.encode("\n")
-    assert len(prompt_ids) == 1  # the neutral prompt: too short to be worth its own pass
+    assert len(prompt_ids) == 1  # the neutral prompt: its cache is kept between calls
     expected = []
     for c in conts:
         ids = tiny.encode(c, special=False)
@@ -170,6 +170,16 @@ def test_a_one_token_prompt_rides_along_with_the_rows_and_scores_the_same(tiny, 
     assert tiny.score_many("\n", conts) == pytest.approx(expected, abs=0.02)  # bf16 where the CPU has it
     monkeypatch.setattr(getattr(tiny.fast, "fast", tiny.fast), "bf16", False)
     assert tiny.score_many("\n", conts) == pytest.approx(expected, abs=1e-4)
+    # the prompt is not run again, and no row feeds its last token (it predicts nothing scored)
+    lean = tiny.fast
+    fed = []
+    forward = lean.forward
+    monkeypatch.setattr(lean, "forward", lambda ids, state, all_logits=False: fed.append(tuple(ids.shape)) or
+                        forward(ids, state, all_logits=all_logits))
+    again = tiny.score_many("\n", conts)
+    assert again == pytest.approx(expected, abs=1e-4)
+    longest = max(len(tiny.encode(c, special=False)) for c in conts)
+    assert fed == [(2, longest - 1)]
 
 
 def test_a_candidate_ends_once_the_caller_calls_it_complete(tiny):

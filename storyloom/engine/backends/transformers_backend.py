@@ -82,7 +82,8 @@ def _worth_shrinking(width: int, going: int, steps_left: int) -> bool:
 
 
 SHRINK_MIN_STEPS = 4
-RIDE_ALONG_PROMPT = 4  # scoring: a prompt this short runs inside each row instead of on its own
+# Scoring: a prompt this short (the neutral prompt) is run once and its cache kept, a few of them.
+KEPT_PROMPT_TOKENS, PROMPTS_KEPT = 4, 4
 
 
 def _before_stop(text: str, stops: tuple[str, ...]) -> str:
@@ -553,8 +554,10 @@ class TransformersGenerator(Generator):
         if not longest:
             return [float("-inf")] * len(conts)
         if self.fast is not None:  # our forward: a long prompt in bf16 where the CPU has bf16 units
-            first, logits = self._fast_logits(prompt_ids, conts)
-            return _mean_token_logprobs(first.float(), logits.float(), conts)
+            # A row's last token is only predicted, never predicts: it is not fed (a 13-token row
+            # of the neutral pass then costs 13 positions, not 14).
+            first, logits = self._fast_logits(prompt_ids, [c[:-1] for c in conts] if longest > 1 else [])
+            return _mean_token_logprobs(first.float(), logits.float() if logits is not None else None, conts)
         out = self.model(input_ids=torch.tensor([prompt_ids]), use_cache=True,
                          past_key_values=new_cache(self.model.config))
         first = torch.log_softmax(out.logits[0, -1].float(), -1)  # predicts each row's first token
@@ -574,16 +577,13 @@ class TransformersGenerator(Generator):
         position's [rows, longest, vocab] (no rows: None)."""
         threads.choose()  # as DecodeState does: the cores other programs leave free
         state = KVState()
-        if rows and len(prompt_ids) <= RIDE_ALONG_PROMPT:
-            # A prompt of a token or two (the neutral prompt) would cost a whole pass over the
-            # weights on its own: each row carries it instead, in the rows' one pass.
-            head = len(prompt_ids)
-            ids = torch.full((len(rows), head + max(len(r) for r in rows)), self.pad_id, dtype=torch.long)
-            for i, row in enumerate(rows):
-                ids[i, : head + len(row)] = torch.tensor(prompt_ids + row, dtype=torch.long)
-            logits = self.fast.forward(ids, state, all_logits=True)
-            return logits[0, head - 1], logits[:, head:]
-        first = self.fast.forward(torch.tensor([prompt_ids]), state)[0]
+        if rows and len(prompt_ids) <= KEPT_PROMPT_TOKENS:
+            # A prompt of a token or two (the neutral prompt): its cache is kept, so a call's rows
+            # start on it (carrying it in every row cost a position per row, each call).
+            cached, first = self._short_prompt(prompt_ids)
+            state.cache, state.length = cached, len(prompt_ids)
+        else:
+            first = self.fast.forward(torch.tensor([prompt_ids]), state)[0]
         if not rows:
             return first, None
         self.fast.expand(state, len(rows))
@@ -592,6 +592,19 @@ class TransformersGenerator(Generator):
             if row:
                 ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
         return first, self.fast.forward(ids, state, all_logits=True)
+
+    def _short_prompt(self, prompt_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A short prompt's KV cache (one row, exactly its positions: a row fed after it writes a
+        fresh copy, never this one) and its logits, computed once: the neutral pass of every co-write turn."""
+        kept = self.__dict__.setdefault("_short_prompts", {})
+        key = tuple(prompt_ids)
+        if key not in kept:
+            state = KVState()
+            first = self.fast.forward(torch.tensor([prompt_ids]), state)[0]
+            if len(kept) >= PROMPTS_KEPT:
+                kept.pop(next(iter(kept)))
+            kept[key] = (state.cache[:, :, :, :, : len(prompt_ids)].clone(), first)
+        return kept[key]
 
     def _score_inputs(self, prompt: str, continuations: Sequence[str]) -> tuple[list[list[int]], int, list[int]]:
         """(each continuation's ids, the longest's length, the prompt's ids cut to leave it room)."""
