@@ -262,22 +262,38 @@ def turn_watch(length: str) -> Callable[[str], bool]:
     return complete
 
 
+# Once this many candidates of a batch are complete, the rest end at their last whole sentence
+# as soon as each holds EARLY_WORDS words in whole sentences (a paragraph with room to spare).
+# On `bench quality` (48 turns) a batch then takes 3.3 fewer steps a turn (86.0 -> 82.7), 2.9 of
+# them with 1-2 rows left; pass share 0.979 -> 1.0, mean words 60.8 -> 59.1. At the critic's 35 words
+# it was 0.979 and 58.1 (more steps saved, shorter picks); at 50 words almost nothing was saved.
+EARLY_COMPLETE = 2
+EARLY_WORDS = 45
+
+
 def last_row_whole(length: str, n: int) -> Callable[[list[str], list[bool]], bool] | None:
     """`enough` for a batch of n paragraph candidates: once all but one are complete, the last
     ends at its last whole sentence as soon as that is a full paragraph (the critic's length for
-    one), so the writer is not kept waiting on one long row. None where it cannot apply (one
-    candidate has no batch to wait on; a sentence turn is complete at its first sentence)."""
+    one); once EARLY_COMPLETE are, the others end as soon as each holds EARLY_WORDS words in
+    whole sentences. So the writer is not kept waiting on one or two long rows. None where it
+    cannot apply (one candidate has no batch to wait on; a sentence turn is complete at its
+    first sentence)."""
     if n < 2 or length != "paragraph":
         return None
     fewest_words, _, fewest_sentences = LENGTH_BRIEF[length]
 
     def enough(texts: list[str], finished: list[bool]) -> bool:
-        if sum(finished) < n - 1:
+        done = sum(finished)
+        if done >= n - 1:
+            words_needed = fewest_words
+        elif done >= EARLY_COMPLETE:
+            words_needed = max(fewest_words, EARLY_WORDS)
+        else:
             return False
-        for text, done in zip(texts, finished):
-            if not done:
+        for text, over in zip(texts, finished):
+            if not over:
                 kept = finish_turn(text + "x", length)  # "x": a full stop at the very end is not yet an end
-                if len(kept.split()) < fewest_words or len(SENTENCE_END.findall(kept)) < fewest_sentences:
+                if len(kept.split()) < words_needed or len(SENTENCE_END.findall(kept)) < fewest_sentences:
                     return False
         return True
 

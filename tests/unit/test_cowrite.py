@@ -407,6 +407,21 @@ def test_the_last_paragraph_of_a_batch_ends_at_a_whole_sentence_once_the_others_
     assert finish_turn(whole, "paragraph") == GOOD_PARAGRAPH  # what the writer is offered from it
 
 
+def test_once_two_of_four_paragraphs_are_done_the_others_end_at_a_longer_whole_paragraph():
+    from storyloom.modes.cowrite import EARLY_WORDS, last_row_whole
+
+    enough = last_row_whole("paragraph", 4)
+    short = ("The boat came in on the evening tide, low in the water and silent. The keeper watched it from the "
+             "gallery with one hand on the rail. None of them waved or looked up at the light. Then")
+    assert 35 <= len(finish_turn(short, "paragraph").split()) < EARLY_WORDS  # a paragraph, not yet a longer one
+    longer = GOOD_PARAGRAPH + " The light turned above them, slow and white, and the boat came on. Then"
+    assert len(finish_turn(longer, "paragraph").split()) >= EARLY_WORDS
+    assert not enough([GOOD_PARAGRAPH, longer, longer, longer], [True, False, False, False])  # one done
+    assert not enough([GOOD_PARAGRAPH, GOOD_PARAGRAPH, longer, short], [True, True, False, False])
+    assert enough([GOOD_PARAGRAPH, GOOD_PARAGRAPH, longer, longer], [True, True, False, False])
+    assert enough([GOOD_PARAGRAPH, GOOD_PARAGRAPH, GOOD_PARAGRAPH, short], [True, True, True, False])  # as before
+
+
 def test_a_turn_may_not_end_before_its_length_has_had_room():
     play = CoWrite(new_story("T", opening=STORY, length="paragraph"))
     assert play.settings_for(SETTINGS).min_new_tokens == 40  # a paragraph: 35 words or more
