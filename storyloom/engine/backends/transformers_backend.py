@@ -580,7 +580,8 @@ class TransformersGenerator(Generator):
         if rows and len(prompt_ids) <= KEPT_PROMPT_TOKENS:
             # A prompt of a token or two (the neutral prompt): its cache is kept, so a call's rows
             # start on it (carrying it in every row cost a position per row, each call).
-            cached, first = self._short_prompt(prompt_ids)
+            cached, kept_first = self._short_prompt(prompt_ids)
+            first = kept_first.clone()  # the caller may write into it; the kept one stays as it is
             state.cache, state.length = cached, len(prompt_ids)
         else:
             first = self.fast.forward(torch.tensor([prompt_ids]), state)[0]
