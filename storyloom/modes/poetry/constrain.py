@@ -36,7 +36,7 @@ not no so too very just who whom whose which what when where why how all any som
 thou""".split())
 # Web-common words that make poor verse, rhyme words above all (interjections, slang).
 SLANG = frozenset("""bae wii und liz lol omg ya yo ok okay ur nah gonna wanna yay oops ooh bye sox hey wow
-yeah yep nope huh hmm uh um ha haha""".split())
+yeah yep nope huh hmm uh um ha haha ouch yikes whoa ugh aw eh""".split())
 # Filler a reader notices in verse: chat words that say nothing (the bench counts them).
 FILLER = frozenset("""dude dudes lame stuff guy guys kinda sorta totally awesome whatever basically literally
 anyway anyways dumb stupid cool cute lots""".split())
@@ -272,8 +272,9 @@ class LineConstraint:
     """The state of one line being written; `mask()` says which tokens may come next."""
 
     def __init__(self, vocab: Vocabulary, templates: tuple[str, ...], rule: RhymeRule = RhymeRule(),
-                 openings: frozenset[tuple[str, ...]] = frozenset()):
+                 openings: frozenset[tuple[str, ...]] = frozenset(), closing: bool = False):
         self.vocab = vocab
+        self.closing = closing  # the poem's last line: it ends its sentence (. ! ?), never breaks off
         self.templates = templates
         self.rule = rule
         self.openings = openings  # other lines' first words: a line that opens alike is a corner
@@ -457,7 +458,7 @@ class LineConstraint:
         if complete:
             if punctuation:
                 out += self.vocab.end_punctuation
-            if self.vocab.newline is not None:
+            if self.vocab.newline is not None and not self.closing:
                 out.append(self.vocab.newline)
         return out
 
