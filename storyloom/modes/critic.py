@@ -239,6 +239,27 @@ they're we're there's that's
 """.split())
 ING_ED_VERBS = frozenset("bring sing swing sting fling cling ring wring feed heed need bleed breed speed proceed "
                          "succeed shed wed embed seed weed exceed".split())
+# "Watch as the old lady.", "Hide while the guard.": a clause opened and its verb cut off. ("as"
+# and "until" also lead plain phrases: "dress as a guard", "wait until the morning".)
+CLAUSE_CUT = _rx(r"\b(?:(?:watch|see|look|listen|stare|wait)\s+as|while|when|whenever|because|if|unless|though|"
+                 r"although|whether|that|who|which|where)\s+(?:the|a|an|his|her|their|its|my|your|our|this|these|"
+                 r"those|some)\s+((?:[a-z'-]+\s+){0,2}[a-z'-]+)\s*[.!]?$")
+CLAUSE_VERBS = frozenset("is are was were be has have had can could will would shall should may might must does "
+                         "did do goes comes sleeps".split())
+
+
+def clause_cut(text: str) -> str | None:
+    """The cut clause's words ("the old lady") where one has no word that could be its verb."""
+    m = CLAUSE_CUT.search(text.strip())
+    if not m:
+        return None
+    rest = m.group(1).lower().split()
+    if any(w in CLAUSE_VERBS or w.endswith(("ed", "ing")) or (w.endswith("s") and not w.endswith("ss"))
+           for w in rest):
+        return None  # "...while the guard sleeps", "...where the river bends"
+    return m.group(0).strip()
+
+
 DANGLING_WORDS = frozenset("the a an to and or of with your his her their its at into onto in on for from by "
                            "as but than that which who my our this these those very".split())
 OUTCOME_IN_OPTION = _rx(r",? but (it|the|he|she|they|nothing|there|you)\b|\byou (see|find|notice|realize|"
@@ -448,6 +469,8 @@ def _check_option(text: str, brief: Brief, add) -> None:
         add("cut", "cut off before it ends", FAIL)
     elif text.count('"') % 2:
         add("cut", "a quote is left open", FAIL)
+    elif cut := clause_cut(outside_quotes(text)):
+        add("cut", f"a clause without its verb: {cut!r}", FAIL)
     firsts = FIRST_PERSON.findall(outside_quotes(text))
     if firsts:
         add("first-person", f"'{firsts[0]}' in an option", FAIL)
