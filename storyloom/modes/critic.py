@@ -30,7 +30,8 @@ class Brief:
 
     kind       narration (an adventure turn or a tree outcome, second person), option (a tree
                action: a short imperative), passage (a co-write turn, any person)
-    scene      the recent story and the player's action: a turn should share words with it
+    scene      the recent story and the player's action: a turn should share words with it (an
+               option: the passage it follows, which it should act on)
     earlier    earlier turns a new one must not repeat
     hidden     prompt parts a reader must never see (notes, primer, premise, instructions)
     lore       word stems of triggered world info that the scene does not already have: a text
@@ -474,8 +475,15 @@ def _check_option(text: str, brief: Brief, add) -> None:
     firsts = FIRST_PERSON.findall(outside_quotes(text))
     if firsts:
         add("first-person", f"'{firsts[0]}' in an option", FAIL)
+    if brief.scene:
+        named = content_stems(" ".join(ws[1:]))  # what it acts on: the verb aside
+        if named and named.isdisjoint(word_stems(brief.scene)):
+            add("drift", f"acts on nothing in the scene ({', '.join(sorted(named))})", OPTION_DRIFT_COST)
 
 
+# "Take off your armor." at a night market: an option about things the passage never named ranks
+# below one about what is there (a fault between options, not a fail: "Look around." names nothing)
+OPTION_DRIFT_COST = 0.3
 LORE_CREDIT = 0.25  # using triggered world info outweighs a small fault (a 0.2-0.5 penalty), never a fatal one
 
 

@@ -235,3 +235,13 @@ def test_the_asked_deed_perception_and_dialogue_are_free(text):
     assert "acts-for-player" not in soft("The butler waits. You examine the study door's lock closely.", door)
     played = "It appears there were three people. You examine the next room. You look towards a window."
     assert "acts-for-player" in soft(played, door)  # the same verb, another deed
+
+
+def test_an_option_acting_on_nothing_in_the_scene_costs_but_does_not_fail():
+    market = Brief(kind="option", max_words=12, scene="At your touch the fog in the jar swirls and clears. "
+                                                      "The frost-haired boy has gone pale.")
+    astray, there, bare = (judge(t, market) for t in ("Take off your armor.", "Buy the jar of fog.", "Look around."))
+    assert astray.passed and "drift" in [f.code for f in astray.findings]
+    assert "drift" not in [f.code for f in there.findings] and "drift" not in [f.code for f in bare.findings]
+    assert best_first([astray, bare, there])[-1] == 0
+    assert "drift" not in codes("Take off your armor.", OPTIONS)  # no scene given: nothing to hold it to
