@@ -78,3 +78,14 @@ def test_the_bench_counts_a_poem_that_breaks_off():
     assert reader_checks(Poem(couplets, "x", [PoemLine(t, True) for t in lines]))["open_endings"] == 1
     lines[-1] += "."
     assert reader_checks(Poem(couplets, "x", [PoemLine(t, True) for t in lines]))["open_endings"] == 0
+
+
+def test_words_that_leave_a_line_hanging_never_end_one():
+    from storyloom.modes.poetry.constrain import NOT_LINE_ENDS
+
+    lex = Lexicon(SMALL + ["till", "yet", "none", "hill", "still", "set", "sun"])
+    assert {"till", "yet", "none"} <= set(lex.sounds) and not (NOT_LINE_ENDS & lex.enders)
+    assert {"hill", "still", "set", "sun"} <= lex.enders
+    grammar = Grammar(line_grammar(lex, PENTAMETER, RhymeRule()))
+    assert not grammar.accepts("The golden river sat along the till\n")
+    assert grammar.accepts("The golden river till the sea was still\n")  # inside a line it may stand
