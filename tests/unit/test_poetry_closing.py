@@ -1,6 +1,6 @@
 """A poem's last line ends its sentence: seven of twenty sonnets had ended mid-thought ("Is strong
 enough to hold on to me till"). The token mask, the grammar and the verifier each hold the last
-line to . ! or ?, and the bench counts a poem that breaks off."""
+line to . ! or ? (a haiku aside), and the bench counts a poem that breaks off."""
 from __future__ import annotations
 
 import random
@@ -63,7 +63,15 @@ def test_the_verifier_holds_only_the_last_line_to_a_sentence_end():
     assert verifier(couplets, 0, finals)("The golden river sat along the sea")
 
 
-@pytest.mark.parametrize("form", ["couplets", "limerick", "haiku"])
+def test_a_haikus_image_need_not_be_a_sentence():
+    haiku = get_form("haiku")
+    assert not haiku.ends_sentence and get_form("sonnet").ends_sentence
+    assert verifier(haiku, haiku.lines - 1, [None] * haiku.lines)("Echoes of the past")
+    lines = ["The waves of the sea", "A reflection of the soul", "Lying at the edge"]
+    assert reader_checks(Poem(haiku, "x", [PoemLine(t, True) for t in lines]))["open_endings"] == 0
+
+
+@pytest.mark.parametrize("form", ["couplets", "limerick", "ballad"])
 def test_poems_written_through_grammars_end_their_last_sentence(form):
     shape = get_form(form)
     for seed in (1, 2, 3):

@@ -116,9 +116,10 @@ def reader_checks(poem) -> dict:
 
 
 def open_ending(poem) -> int:
-    """1 when the poem's last line breaks off: no . ! or ? at its end."""
+    """1 when the poem's last line breaks off: no . ! or ? at its end (where its form ends on a sentence)."""
     last = poem.lines[-1] if poem.lines else None
-    return int(last is not None and last.ok and not last.text.rstrip().endswith(END_PUNCTUATION))
+    return int(poem.form.ends_sentence and last is not None and last.ok
+               and not last.text.rstrip().endswith(END_PUNCTUATION))
 
 
 _LAST = re.compile(r"^(.*?)\s*([A-Za-z][A-Za-z']*)([^A-Za-z]*)$")

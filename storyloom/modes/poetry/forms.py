@@ -35,6 +35,12 @@ class Form:
         return self.ask or f"a {self.name.lower()}"
 
     @property
+    def ends_sentence(self) -> bool:
+        """Does the poem's last line end its sentence (. ! ?)? Not a syllabic form's (haiku): its
+        idiom is the image, often no sentence at all ("Echoes of the past")."""
+        return self.meter != "syllabic"
+
+    @property
     def letters(self) -> str:
         return self.scheme.replace(" ", "")
 
