@@ -475,15 +475,30 @@ def _check_option(text: str, brief: Brief, add) -> None:
     firsts = FIRST_PERSON.findall(outside_quotes(text))
     if firsts:
         add("first-person", f"'{firsts[0]}' in an option", FAIL)
-    if brief.scene:
-        named = content_stems(" ".join(ws[1:]))  # what it acts on: the verb aside
-        if named and named.isdisjoint(word_stems(brief.scene)):
-            add("drift", f"acts on nothing in the scene ({', '.join(sorted(named))})", OPTION_DRIFT_COST)
+    if brief.scene and (astray := option_astray(ws[1:], brief.scene)):  # what it acts on: the verb aside
+        add("drift", f"acts on nothing in the scene ({', '.join(astray)})", OPTION_DRIFT_COST)
 
 
 # "Take off your armor." at a night market: an option about things the passage never named ranks
 # below one about what is there (a fault between options, not a fail: "Look around." names nothing)
 OPTION_DRIFT_COST = 0.3
+# Words of an option that name no thing of the scene ("take a moment", "make yourself comfortable").
+PLAIN_WORDS = frozenset("""moment moments while time around across along away back forward ahead long
+yourself comfortable careful quiet quietly slowly carefully closer close something anything everything
+nothing someone anyone everyone place thing things step steps turn look best""".split())
+
+
+def option_astray(named: Sequence[str], scene: str) -> list[str]:
+    """An option's words (its verb aside) when none of its things is in the scene: a word is there
+    when a scene word shares its first four letters or holds its first five ("door" in "doorstep",
+    "stairs" in "upstairs"). Empty where one is there, or it names nothing ("Look around.")."""
+    things = [w.lower() for w in named if len(w) >= 4 and w.lower() not in STOPWORDS and w.lower() not in PLAIN_WORDS]
+    seen = {w.lower() for w in words(scene)}
+    if any(any(s.startswith(w[:4]) or w[:5] in s for s in seen) for w in things):
+        return []
+    return things
+
+
 LORE_CREDIT = 0.25  # using triggered world info outweighs a small fault (a 0.2-0.5 penalty), never a fatal one
 
 
