@@ -245,3 +245,14 @@ def test_an_option_acting_on_nothing_in_the_scene_costs_but_does_not_fail():
     assert "drift" not in [f.code for f in there.findings] and "drift" not in [f.code for f in bare.findings]
     assert best_first([astray, bare, there])[-1] == 0
     assert "drift" not in codes("Take off your armor.", OPTIONS)  # no scene given: nothing to hold it to
+
+
+def test_an_option_is_astray_only_when_none_of_its_things_is_there():
+    from storyloom.modes.critic import option_astray
+
+    scene = "The butler opens the door. From somewhere upstairs a clock strikes nine."
+    assert option_astray("on the doorstep".split(), scene) == []  # door
+    assert option_astray("up the stairs".split(), scene) == []  # upstairs
+    assert option_astray("a moment to look around".split(), scene) == []  # names nothing
+    assert option_astray("your lantern up".split(), scene) == ["lantern"]
+    assert option_astray("the fire from the window".split(), scene) == ["fire", "window"]
