@@ -196,7 +196,7 @@ def verifier(form: Form, index: int, finals: list[str | None], openings: frozens
     the first line of its group (or, for that first line, with the group's other lines)? And does
     it open unlike the other lines (`openings`), and, as the poem's last, end its sentence?"""
     templates = form.templates(index)
-    closing = index == form.lines - 1 and form.ends_sentence
+    closing = form.closing(index)
     group = [j for j, letter in enumerate(form.letters) if letter == form.letters[index]]
     others = [finals[j] for j in group if j != index and j < len(finals) and finals[j]]
     first = finals[group[0]] if group[0] != index and group[0] < len(finals) else None
@@ -326,7 +326,8 @@ class _TokenWriter:
         corner, or all of them out of time or cancelled. No look ahead: the rows are ranked instead."""
         rows = self.dec.rows(count)
         greedy = greedy_ends(templates)
-        drafts = [_Draft(LineConstraint(self.vocab, templates, rule, self.openings, self.closing)) for _ in range(count)]
+        drafts = [_Draft(LineConstraint(self.vocab, templates, rule, self.openings, self.closing))
+                  for _ in range(count)]
         out: list[PoemLine | None] = [None] * count
         going = list(range(count))  # the line each row of `rows` draws
         for _ in range(4 * max(len(t) for t in templates) + 12):
@@ -763,7 +764,7 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
                                 verifier(form, i, finals, openings), settings, line_deadline, cancel, poem,
                                 avoid=avoid, judge=_judge(prompt, poem.lines), openings=openings,
                                 plan=_plan(prepared, form, i, rule, gauge), topical=i >= DRIFT_FROM,
-                                more=extra_draws(i, rule, partners, may_redo), closing=i == form.lines - 1 and form.ends_sentence)
+                                more=extra_draws(i, rule, partners, may_redo), closing=form.closing(i))
         redo = _redo_from(form, i, rule, line, partners) if may_redo else None
         if redo is not None:
             # The best draw still ends on a forced word (or, late, leaves the topic): this rhyme has
@@ -819,4 +820,4 @@ def rewrite_line(generator, poem: Poem, index: int, seed: int | None = None, tim
     openings = frozenset(o for o in (opening(line.text) for line in others) if o)
     return writer.best_line(line_context(prompt, poem.form, poem.lines[:index]), poem.form.templates(index), rule,
                             verifier(poem.form, index, finals, openings), settings, deadline, cancel, avoid=avoid,
-                            judge=_judge(prompt, others), openings=openings, closing=index == poem.form.lines - 1 and poem.form.ends_sentence)
+                            judge=_judge(prompt, others), openings=openings, closing=poem.form.closing(index))

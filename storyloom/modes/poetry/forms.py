@@ -40,6 +40,10 @@ class Form:
         idiom is the image, often no sentence at all ("Echoes of the past")."""
         return self.meter != "syllabic"
 
+    def closing(self, index: int) -> bool:
+        """Is line `index` the last, held to end its sentence (ends_sentence)?"""
+        return index == self.lines - 1 and self.ends_sentence
+
     @property
     def letters(self) -> str:
         return self.scheme.replace(" ", "")
