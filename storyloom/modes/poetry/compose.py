@@ -220,10 +220,12 @@ def verifier(form: Form, index: int, finals: list[str | None], openings: frozens
 NOT_FOR_LINES = frozenset({"dangling", "length", "fragments", "trailing", "drift"})
 
 
-def critic_penalty(text: str, earlier: list[str], hidden: str) -> float:
+def critic_penalty(text: str, earlier: list[str], hidden: str, topic: str = "") -> float:
     """The critic's faults in a poem line: assistant voice, leaks of the prompt, repeats of
-    earlier lines, junk. A fatal one keeps the line out (see rank_score)."""
-    verdict = critic.judge(text, critic.Brief(kind="passage", min_words=1, max_words=60,
+    earlier lines, junk. A fatal one keeps the line out (see rank_score). The topic's own words
+    are the poem's to use, never a leak of the heading (a short heading, a base model's "A
+    sonnet about the sea.", made every line with "the sea" a fail and drove lines off the topic)."""
+    verdict = critic.judge(text, critic.Brief(kind="passage", min_words=1, max_words=60, scene=topic,
                                               earlier=tuple(earlier), hidden=(hidden,)))
     words = words_of(text)
     doubled = any(a == b and a not in ("very", "far", "so") for a, b in zip(words, words[1:]))  # "her side side"
@@ -647,9 +649,9 @@ def _plan(prepared, form: Form, index: int, rule: RhymeRule, gauge: TopicGauge |
     return RhymePlan(prepared, form.templates(index), rule, gauge, later if rule.keys is None else 0)
 
 
-def _judge(prompt: str, lines: list[PoemLine]) -> Callable[[str], float]:
+def _judge(prompt: str, lines: list[PoemLine], topic: str) -> Callable[[str], float]:
     earlier = [line.text for line in lines if line.ok]
-    return lambda text: critic_penalty(text, earlier, prompt)
+    return lambda text: critic_penalty(text, earlier, prompt, topic)
 
 
 def closing_group(form: Form, index: int) -> bool:
@@ -762,7 +764,7 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
         may_redo = poem.rewrites < rewrite_budget(form, i) and now < deadline
         line = writer.best_line(line_context(prompt, form, poem.lines), form.templates(i), rule,
                                 verifier(form, i, finals, openings), settings, line_deadline, cancel, poem,
-                                avoid=avoid, judge=_judge(prompt, poem.lines), openings=openings,
+                                avoid=avoid, judge=_judge(prompt, poem.lines, f"{topic} {style}"), openings=openings,
                                 plan=_plan(prepared, form, i, rule, gauge), topical=i >= DRIFT_FROM,
                                 more=extra_draws(i, rule, partners, may_redo), closing=form.closing(i))
         redo = _redo_from(form, i, rule, line, partners) if may_redo else None
@@ -820,4 +822,4 @@ def rewrite_line(generator, poem: Poem, index: int, seed: int | None = None, tim
     openings = frozenset(o for o in (opening(line.text) for line in others) if o)
     return writer.best_line(line_context(prompt, poem.form, poem.lines[:index]), poem.form.templates(index), rule,
                             verifier(poem.form, index, finals, openings), settings, deadline, cancel, avoid=avoid,
-                            judge=_judge(prompt, others), openings=openings, closing=poem.form.closing(index))
+                            judge=_judge(prompt, others, f"{poem.topic} {poem.style}"), openings=openings, closing=poem.form.closing(index))
