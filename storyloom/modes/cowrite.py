@@ -483,12 +483,16 @@ class CoWrite:
         return Candidate(text, was.score, None, repeated_ngram_rate(text, self.story_text()))
 
     def brief(self) -> critic.Brief:
-        """What the critic holds a turn to: the asked length, the recent story, no prompt text."""
+        """What the critic holds a turn to: the asked length, the recent story and the premise.
+        The premise is the story's to use ("a message in a bottle"), not a note to keep out of it:
+        hidden, a short one failed every candidate that took two of its words. Copied whole, it
+        is a repeat, as a copied turn is."""
         low, high, sentences = LENGTH_BRIEF.get(self.story.length, LENGTH_BRIEF["free"])
         recent = [t.text for t in self.story.turns[-2:]]
+        premise = self.story.premise.strip()
         return critic.Brief(kind="passage", min_words=low, max_words=high, min_sentences=sentences,
-                            scene="\n".join([self.story.title, *recent]), earlier=tuple(t.text for t in self.story.turns[-10:]),
-                            hidden=tuple(h for h in (self.story.premise.strip(),) if h))
+                            scene="\n".join([self.story.title, premise, *recent]),
+                            earlier=tuple(t for t in (premise, *(t.text for t in self.story.turns[-10:])) if t))
 
     @saved_or_unchanged
     def offer(self, candidates: list[Candidate], replaces: bool = True) -> None:

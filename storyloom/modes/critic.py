@@ -30,7 +30,8 @@ class Brief:
 
     kind       narration (an adventure turn or a tree outcome, second person), option (a tree
                action: a short imperative), passage (a co-write turn, any person)
-    scene      the recent story and the player's action: a turn should share words with it
+    scene      the recent story and the player's action: a turn should share words with it (an
+               option: the passage it follows, which it should act on)
     earlier    earlier turns a new one must not repeat
     hidden     prompt parts a reader must never see (notes, primer, premise, instructions)
     lore       word stems of triggered world info that the scene does not already have: a text
@@ -239,6 +240,27 @@ they're we're there's that's
 """.split())
 ING_ED_VERBS = frozenset("bring sing swing sting fling cling ring wring feed heed need bleed breed speed proceed "
                          "succeed shed wed embed seed weed exceed".split())
+# "Watch as the old lady.", "Hide while the guard.": a clause opened and its verb cut off. ("as"
+# and "until" also lead plain phrases: "dress as a guard", "wait until the morning".)
+CLAUSE_CUT = _rx(r"\b(?:(?:watch|see|look|listen|stare|wait)\s+as|while|when|whenever|because|if|unless|though|"
+                 r"although|whether|that|who|which|where)\s+(?:the|a|an|his|her|their|its|my|your|our|this|these|"
+                 r"those|some)\s+((?:[a-z'-]+\s+){0,2}[a-z'-]+)\s*[.!]?$")
+CLAUSE_VERBS = frozenset("is are was were be has have had can could will would shall should may might must does "
+                         "did do goes comes sleeps".split())
+
+
+def clause_cut(text: str) -> str | None:
+    """The cut clause's words ("the old lady") where one has no word that could be its verb."""
+    m = CLAUSE_CUT.search(text.strip())
+    if not m:
+        return None
+    rest = m.group(1).lower().split()
+    if any(w in CLAUSE_VERBS or w.endswith(("ed", "ing")) or (w.endswith("s") and not w.endswith("ss"))
+           for w in rest):
+        return None  # "...while the guard sleeps", "...where the river bends"
+    return m.group(0).strip()
+
+
 DANGLING_WORDS = frozenset("the a an to and or of with your his her their its at into onto in on for from by "
                            "as but than that which who my our this these those very".split())
 OUTCOME_IN_OPTION = _rx(r",? but (it|the|he|she|they|nothing|there|you)\b|\byou (see|find|notice|realize|"
@@ -448,9 +470,33 @@ def _check_option(text: str, brief: Brief, add) -> None:
         add("cut", "cut off before it ends", FAIL)
     elif text.count('"') % 2:
         add("cut", "a quote is left open", FAIL)
+    elif cut := clause_cut(outside_quotes(text)):
+        add("cut", f"a clause without its verb: {cut!r}", FAIL)
     firsts = FIRST_PERSON.findall(outside_quotes(text))
     if firsts:
         add("first-person", f"'{firsts[0]}' in an option", FAIL)
+    if brief.scene and (astray := option_astray(ws[1:], brief.scene)):  # what it acts on: the verb aside
+        add("drift", f"acts on nothing in the scene ({', '.join(astray)})", OPTION_DRIFT_COST)
+
+
+# "Take off your armor." at a night market: an option about things the passage never named ranks
+# below one about what is there (a fault between options, not a fail: "Look around." names nothing)
+OPTION_DRIFT_COST = 0.3
+# Words of an option that name no thing of the scene ("take a moment", "make yourself comfortable").
+PLAIN_WORDS = frozenset("""moment moments while time around across along away back forward ahead long
+yourself comfortable careful quiet quietly slowly carefully closer close something anything everything
+nothing someone anyone everyone place thing things step steps turn look best""".split())
+
+
+def option_astray(named: Sequence[str], scene: str) -> list[str]:
+    """An option's words (its verb aside) when none of its things is in the scene: a word is there
+    when a scene word shares its first four letters or holds its first five ("door" in "doorstep",
+    "stairs" in "upstairs"). Empty where one is there, or it names nothing ("Look around.")."""
+    things = [w.lower() for w in named if len(w) >= 4 and w.lower() not in STOPWORDS and w.lower() not in PLAIN_WORDS]
+    seen = {w.lower() for w in words(scene)}
+    if any(any(s.startswith(w[:4]) or w[:5] in s for s in seen) for w in things):
+        return []
+    return things
 
 
 LORE_CREDIT = 0.25  # using triggered world info outweighs a small fault (a 0.2-0.5 penalty), never a fatal one

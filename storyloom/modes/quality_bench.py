@@ -16,7 +16,7 @@ from storyloom.engine.sampling import SamplerSettings
 from storyloom.modes import adventure as adv
 from storyloom.modes import critic
 from storyloom.modes.cowrite import CoWrite, new_story, repeated_ngram_rate
-from storyloom.modes.tree import Tree, expand, outcome_brief
+from storyloom.modes.tree import Tree, expand, option_brief, outcome_brief
 from storyloom.store.stories import WorldEntry
 from storyloom.store.trees import Node
 
@@ -108,8 +108,8 @@ def trees(generator, ks, settings: SamplerSettings, scenarios=None, progress=Non
     """Per scenario: the root's options (5 wanted), then the outcome of the first one. Each
     scenario is played at every k in turn (as adventures() does), so the seconds of each k come
     from the same minutes of the machine; per pair of k also the median of the scenarios' ratios."""
-    runs = {k: {"option_rows": 0, "option_passed": 0, "shown": 0, "wanted": 0, "outcomes": [], "passed": [],
-                "seconds": []} for k in ks}
+    runs = {k: {"option_rows": 0, "option_passed": 0, "shown": 0, "wanted": 0, "astray": 0, "outcomes": [],
+                "passed": [], "seconds": []} for k in ks}
     primer = adv.load_primer()
     for n, spec in enumerate(scenarios or SCENARIOS):
         setting, character = adv.find_scenario(spec)
@@ -124,6 +124,8 @@ def trees(generator, ks, settings: SamplerSettings, scenarios=None, progress=Non
             run["option_passed"] += options.options_passed
             run["shown"] += len(options.actions)
             run["wanted"] += 5
+            run["astray"] += sum(any(f.code == "drift" for f in critic.judge(a, option_brief(root.outcome)).findings)
+                                 for a in options.actions)
             action = options.actions[0] if options.actions else "Look around."
             child = Node("bench", "root", action, "")
             try:
@@ -144,7 +146,9 @@ def trees(generator, ks, settings: SamplerSettings, scenarios=None, progress=Non
         summary.update({"option_rows_drawn": rows,
                         "option_rows_passing": _rate([True] * passing + [False] * (rows - passing)),
                         "options_shown_of_wanted": _rate([True] * run["shown"] + [False] * (run["wanted"] - run["shown"])),
-                        "options_shown_pass_share": 1.0 if run["shown"] else 0.0})  # only passing options are shown
+                        "options_shown_pass_share": 1.0 if run["shown"] else 0.0,  # only passing options are shown
+                        # shown options that act on nothing the passage named ("Take off your armor.")
+                        "options_shown_astray": run["astray"]})
         out[f"k={k}"] = summary
     if len(ks) == 2:
         one, many = runs[ks[0]]["seconds"], runs[ks[1]]["seconds"]

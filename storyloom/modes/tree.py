@@ -152,8 +152,9 @@ def clean_action(raw: str, ended: bool = True, trim: bool = False) -> str:
     return line
 
 
-def option_brief() -> critic.Brief:
-    return critic.Brief(kind="option", min_words=1, max_words=OPTION_WORDS)
+def option_brief(scene: str = "") -> critic.Brief:
+    """What an option is held to; `scene` (the passage it follows) ranks options on what is there first."""
+    return critic.Brief(kind="option", min_words=1, max_words=OPTION_WORDS, scene=scene)
 
 
 def _key(action: str) -> str:
@@ -211,7 +212,7 @@ def expand(generator, tree: Tree, path: Sequence[Node], *, want_outcome: bool, a
             for raw in raws:
                 cut = "\n" not in raw and generator.count_tokens(raw) >= ACTION_TOKENS - 1
                 action = clean_action(raw, ended=not cut, trim=True)
-                verdict = critic.judge(action, option_brief())
+                verdict = critic.judge(action, option_brief(current.outcome))
                 result.options_drawn += 1
                 result.options_passed += verdict.passed
                 if action and verdict.passed and _key(action) not in seen:

@@ -19,7 +19,7 @@ from tests.tui.pilot_helpers import settle
 
 
 
-OPENING = "You stand at the gate of a ruined castle."
+OPENING = "You stand at the gate of a ruined castle, under its old wall."  # every root action acts on what is here
 ROOT_ACTIONS = ["You knock on the gate.", "You climb the wall.", "You walk away.", "You call out.", "You wait."]
 
 

@@ -8,6 +8,7 @@ import pytest
 from storyloom import StoryloomError
 from storyloom.engine.backends.scripted import ScriptedGenerator
 from storyloom.engine.sampling import SamplerSettings
+from storyloom.modes import critic
 from storyloom.modes.cowrite import (
     CoWrite,
     ModelRanker,
@@ -429,3 +430,19 @@ def test_a_turn_may_not_end_before_its_length_has_had_room():
     assert play.settings_for(SETTINGS).min_new_tokens == 8
     play.set_length("free")
     assert play.settings_for(SETTINGS).min_new_tokens == 0
+
+
+def test_a_candidate_that_follows_the_premise_is_offered_and_one_that_copies_it_is_not():
+    # a short premise's two-word runs had counted as a prompt leak: the candidate that took up
+    # "a message in a bottle" was never offered
+    premise = "A lighthouse keeper finds a message in a bottle."
+    follows = ("She looked down at the rocks and saw a message in a bottle, caught between two stones. "
+               "Her heart jumped. She climbed down the wet steps, slow and careful, and pulled it free. "
+               "The glass was cold and green, and the paper inside had been folded many times over.")
+    copies = premise + " " + premise
+    gen = ScriptedGenerator([copies, follows])
+    play = CoWrite(new_story("The Keeper", premise=premise, opening=STORY, candidates_n=2))
+    ranked = play.propose(gen, SETTINGS, ranker=RepetitionRanker())
+    assert ranked[0].text == follows
+    assert critic.judge(follows, play.brief()).passed, critic.judge(follows, play.brief()).explain()
+    assert not critic.judge(copies, play.brief()).passed  # the premise said back: a repeat

@@ -93,7 +93,9 @@ OPTIONS = Brief(kind="option", max_words=12)
 
 
 @pytest.mark.parametrize("text", ["Open the iron door.", "Ask the woman about the dragon.",
-                                  'Say "Who goes there?"', "Follow the old road north.", "Cross the river."])
+                                  'Say "Who goes there?"', "Follow the old road north.", "Cross the river.",
+                                  "Hide while the guard sleeps.", "Wait until the morning.", "Dress as a guard.",
+                                  "Go where the river bends.", 'Say "Watch as the old lady."'])
 def test_good_options_pass(text):
     assert judge(text, OPTIONS).passed, judge(text, OPTIONS).explain()
 
@@ -108,6 +110,9 @@ def test_good_options_pass(text):
     ("Try the door, but it is locked.", "outcome"),
     ("Walk toward the old", "cut"),
     ("Pick up the sword and…", "cut"),
+    ("Watch as the old lady.", "cut"),  # played: the clause's verb cut off
+    ("Hide while the guard.", "cut"),
+    ("Ask the man who the old.", "cut"),
     ("Walk along the old road toward the mountains where the dragon sleeps in his cave.", "length"),
 ])
 def test_bad_options_fail(text, code):
@@ -230,3 +235,24 @@ def test_the_asked_deed_perception_and_dialogue_are_free(text):
     assert "acts-for-player" not in soft("The butler waits. You examine the study door's lock closely.", door)
     played = "It appears there were three people. You examine the next room. You look towards a window."
     assert "acts-for-player" in soft(played, door)  # the same verb, another deed
+
+
+def test_an_option_acting_on_nothing_in_the_scene_costs_but_does_not_fail():
+    market = Brief(kind="option", max_words=12, scene="At your touch the fog in the jar swirls and clears. "
+                                                      "The frost-haired boy has gone pale.")
+    astray, there, bare = (judge(t, market) for t in ("Take off your armor.", "Buy the jar of fog.", "Look around."))
+    assert astray.passed and "drift" in [f.code for f in astray.findings]
+    assert "drift" not in [f.code for f in there.findings] and "drift" not in [f.code for f in bare.findings]
+    assert best_first([astray, bare, there])[-1] == 0
+    assert "drift" not in codes("Take off your armor.", OPTIONS)  # no scene given: nothing to hold it to
+
+
+def test_an_option_is_astray_only_when_none_of_its_things_is_there():
+    from storyloom.modes.critic import option_astray
+
+    scene = "The butler opens the door. From somewhere upstairs a clock strikes nine."
+    assert option_astray("on the doorstep".split(), scene) == []  # door
+    assert option_astray("up the stairs".split(), scene) == []  # upstairs
+    assert option_astray("a moment to look around".split(), scene) == []  # names nothing
+    assert option_astray("your lantern up".split(), scene) == ["lantern"]
+    assert option_astray("the fire from the window".split(), scene) == ["fire", "window"]

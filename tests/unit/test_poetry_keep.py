@@ -119,6 +119,15 @@ def test_ranking_prefers_lines_the_critic_passes_then_the_likelier_then_the_less
     assert composer.critic_penalty("Her laps are all about her side side", [], "x") >= critic.FAIL
 
 
+def test_the_topics_own_words_are_never_a_leak_of_a_short_heading():
+    # a base model's heading is short: its two-word runs counted as leaks, so "the sea" failed a sea poem's lines
+    heading = "A shakespearean sonnet about the sea.\n\n"
+    line = "The waves that crash upon the sea are wide"
+    assert composer.critic_penalty(line, [], heading) >= critic.FAIL  # what compose used to ask
+    assert composer.critic_penalty(line, [], heading, "the sea ") == 0
+    assert composer.critic_penalty("A shakespearean sonnet, the waves", [], heading, "the sea ") >= critic.FAIL
+
+
 def test_every_line_sees_the_heading_with_the_topic_and_the_last_lines(small):
     sonnet = get_form("sonnet")
     lines = [PoemLine(f"line {i}", True) for i in range(9)]

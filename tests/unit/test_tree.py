@@ -291,3 +291,15 @@ def test_outcomes_are_the_critics_pick_of_a_batch_and_never_leak_notes(store):
                                        " knock on the inner door"] + [" wait"] * 7))
     node = play.choose_and_expand(gate, gen, SETTINGS)
     assert node.outcome == good
+
+
+def test_options_about_what_the_passage_named_come_before_ones_about_nothing_there(store):
+    # played at the night market: "Take off your armor." where no armor was ever named
+    tree = make_tree(store)
+    gen = _batching(ScriptedGenerator([" take off your armor", " hold up the lantern", " climb the towers",
+                                       " watch the crows", " polish your helmet", " look around"] + [" wait"] * 2))
+    play = TreePlay(store, tree.id, top=4)
+    actions = play.more_options(gen, SETTINGS)
+    assert len(actions) == 4
+    assert actions[:2] == ["Climb the towers.", "Watch the crows."], actions
+    assert "Take off your armor." not in actions and "Polish your helmet." not in actions

@@ -25,7 +25,8 @@ from storyloom.engine.default_model import Progress, _quiet
 from storyloom.engine.sampling import SamplerSettings
 from storyloom.modes import wordfilter
 from storyloom.modes.poetry.compose import compose, opening, poem_prompt, vocabulary_for
-from storyloom.modes.poetry.constrain import FILLER, FUNCTION_WORDS, MIN_PARTNERS, SLANG, RhymeRule, default_lexicon
+from storyloom.modes.poetry.constrain import (END_PUNCTUATION, FILLER, FUNCTION_WORDS, MIN_PARTNERS, SLANG, RhymeRule,
+                                              default_lexicon)
 from storyloom.modes.poetry.forms import get_form
 from storyloom.modes.poetry.grammar import line_grammar
 from storyloom.modes.poetry.prosody import echoes, rhyme_keys, words_of
@@ -52,7 +53,7 @@ def shakespeare(path: Path | None = None) -> dict:
 
 
 READER_CHECKS = ("rhymes_on_weak_syllables", "echo_rhymes", "repeated_line_ends", "acronym_readings",
-                 "repeated_openings", "repeated_phrases", "filler_words", "filtered_words")
+                 "repeated_openings", "repeated_phrases", "filler_words", "filtered_words", "open_endings")
 MODEL_CHECKS = ("forced_rhyme_words", "topic_drift")  # need an engine that scores text
 FORCED_LOGPROB = -8.0  # nats for the last word: a word the model would not have said there
 DRIFT_AFTER = 6  # lines after the sixth are where drift was seen
@@ -79,7 +80,8 @@ def reader_checks(poem) -> dict:
     only by reading a word letter by letter (am as A.M.), lines opening with the same four words as
     an earlier one, lines that share a phrase (two words ending on one of its own, the topic's aside:
     "a lone star", "a lone one") with two or more earlier lines, lines with filler words (dude, lame),
-    lines with a word the word filter lists."""
+    lines with a word the word filter lists, and a last line that does not end its sentence
+    ("...to hold on to me till")."""
     form, lines = poem.form, poem.lines
     weak = echo = repeated = spelled = openings = filler = filtered = tics = 0
     topic = frozenset(words_of(poem.topic))
@@ -111,8 +113,14 @@ def reader_checks(poem) -> dict:
         filtered += any(wordfilter.blocked(w) for w in words)
     return {"rhymes_on_weak_syllables": weak, "echo_rhymes": echo, "repeated_line_ends": repeated,
             "acronym_readings": spelled, "repeated_openings": openings, "repeated_phrases": tics,
-            "filler_words": filler,
-            "filtered_words": filtered}
+            "filler_words": filler, "filtered_words": filtered, "open_endings": open_ending(poem)}
+
+
+def open_ending(poem) -> int:
+    """1 when the poem's last line breaks off: no . ! or ? at its end (where its form ends on a sentence)."""
+    last = poem.lines[-1] if poem.lines else None
+    return int(last is not None and last.ok and poem.form.closing(len(poem.lines) - 1)
+               and not last.text.rstrip().endswith(END_PUNCTUATION))
 
 
 _LAST = re.compile(r"^(.*?)\s*([A-Za-z][A-Za-z']*)([^A-Za-z]*)$")

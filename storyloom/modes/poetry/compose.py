@@ -42,8 +42,8 @@ from storyloom import StoryloomError
 from storyloom.engine.constrained import open_decoder, steers_tokens
 from storyloom.engine.sampling import SamplerSettings
 from storyloom.modes import critic, wordfilter
-from storyloom.modes.poetry.constrain import (MIN_PARTNERS, OPENING_WORDS, LineConstraint, RhymeRule, Vocabulary,
-                                              default_lexicon)
+from storyloom.modes.poetry.constrain import (END_PUNCTUATION, MIN_PARTNERS, OPENING_WORDS, LineConstraint,
+                                              RhymeRule, Vocabulary, default_lexicon)
 from storyloom.modes.poetry.forms import Form
 from storyloom.modes.poetry.plan import READ, RhymePlan, TopicGauge
 from storyloom.modes.poetry.prosody import rhyme_keys, rhymes, words_of
@@ -194,8 +194,9 @@ def opening(text: str) -> tuple[str, ...] | None:
 def verifier(form: Form, index: int, finals: list[str | None], openings: frozenset = frozenset()) -> Callable[[str], bool]:
     """Does a line at `index` pass the scanner (`storyloom scan`): its meter, and its rhyme with
     the first line of its group (or, for that first line, with the group's other lines)? And does
-    it open unlike the other lines (`openings`)?"""
+    it open unlike the other lines (`openings`), and, as the poem's last, end its sentence?"""
     templates = form.templates(index)
+    closing = form.closing(index)
     group = [j for j, letter in enumerate(form.letters) if letter == form.letters[index]]
     others = [finals[j] for j in group if j != index and j < len(finals) and finals[j]]
     first = finals[group[0]] if group[0] != index and group[0] < len(finals) else None
@@ -203,6 +204,8 @@ def verifier(form: Form, index: int, finals: list[str | None], openings: frozens
     def ok(text: str) -> bool:
         start = opening(text)
         if start is not None and start in openings:
+            return False
+        if closing and not text.rstrip().endswith(END_PUNCTUATION):
             return False
         if not scan_line(text, templates).meter_ok:
             return False
@@ -217,10 +220,12 @@ def verifier(form: Form, index: int, finals: list[str | None], openings: frozens
 NOT_FOR_LINES = frozenset({"dangling", "length", "fragments", "trailing", "drift"})
 
 
-def critic_penalty(text: str, earlier: list[str], hidden: str) -> float:
+def critic_penalty(text: str, earlier: list[str], hidden: str, topic: str = "") -> float:
     """The critic's faults in a poem line: assistant voice, leaks of the prompt, repeats of
-    earlier lines, junk. A fatal one keeps the line out (see rank_score)."""
-    verdict = critic.judge(text, critic.Brief(kind="passage", min_words=1, max_words=60,
+    earlier lines, junk. A fatal one keeps the line out (see rank_score). The topic's own words
+    are the poem's to use, never a leak of the heading (a short heading, a base model's "A
+    sonnet about the sea.", made every line with "the sea" a fail and drove lines off the topic)."""
+    verdict = critic.judge(text, critic.Brief(kind="passage", min_words=1, max_words=60, scene=topic,
                                               earlier=tuple(earlier), hidden=(hidden,)))
     words = words_of(text)
     doubled = any(a == b and a not in ("very", "far", "so") for a, b in zip(words, words[1:]))  # "her side side"
@@ -268,6 +273,7 @@ class _TokenWriter:
         self.start = None
         self.opened = 0
         self.openings: frozenset = frozenset()
+        self.closing = False  # the line being drawn ends the poem (LineConstraint.closing)
         self.gauge: TopicGauge | None = None  # the poem's: each line drawn is scored for its topic
 
     def _open(self, context: str) -> None:
@@ -296,7 +302,7 @@ class _TokenWriter:
         """One line drawn by sampling (None: a corner, out of its time, or cancelled). `reader`
         is shown the decoder at each word boundary after the first word (a rhyme plan's draft).
         Near the end up to `steer` words are chosen with a look ahead (_steer; 0: all sampled)."""
-        draft = _Draft(LineConstraint(self.vocab, templates, rule, self.openings))
+        draft = _Draft(LineConstraint(self.vocab, templates, rule, self.openings, self.closing))
         constraint = draft.constraint
         for _ in range(4 * max(len(t) for t in templates) + 12):
             if (deadline is not None and time.monotonic() > deadline) or (cancel is not None and cancel.is_set()):
@@ -322,7 +328,8 @@ class _TokenWriter:
         corner, or all of them out of time or cancelled. No look ahead: the rows are ranked instead."""
         rows = self.dec.rows(count)
         greedy = greedy_ends(templates)
-        drafts = [_Draft(LineConstraint(self.vocab, templates, rule, self.openings)) for _ in range(count)]
+        drafts = [_Draft(LineConstraint(self.vocab, templates, rule, self.openings, self.closing))
+                  for _ in range(count)]
         out: list[PoemLine | None] = [None] * count
         going = list(range(count))  # the line each row of `rows` draws
         for _ in range(4 * max(len(t) for t in templates) + 12):
@@ -390,7 +397,7 @@ class _TokenWriter:
         """The fallback: the likeliest allowed token each step (greedy); from a dead end, or a line
         `verify` rejects, it backs out of the last word and takes the next likeliest first token
         there, until a line passes (or SEARCH_STEPS tokens were tried, or `deadline` passed)."""
-        constraint = LineConstraint(self.vocab, templates, rule, self.openings)
+        constraint = LineConstraint(self.vocab, templates, rule, self.openings, self.closing)
         limit = 4 * max(len(t) for t in templates) + 12
         tokens: list[int] = []
         logprobs: list[float] = []
@@ -457,7 +464,8 @@ class _TokenWriter:
                   settings: SamplerSettings, deadline: float, cancel, poem: Poem | None = None,
                   keep: int | None = None, avoid: frozenset[str] = frozenset(),
                   judge: Callable[[str], float] | None = None, openings: frozenset = frozenset(),
-                  plan: RhymePlan | None = None, topical: bool = False, more: int = 0) -> PoemLine | None:
+                  plan: RhymePlan | None = None, topical: bool = False, more: int = 0,
+                  closing: bool = False) -> PoemLine | None:
         """Draw up to `keep` complete lines (within LINE_TRIES tries, while its time lasts; the
         first draw always runs to its end), keep the best (pick), else search greedily for one.
         A draw that opens like another line (`openings`) is abandoned at its fourth word. With a
@@ -467,8 +475,8 @@ class _TokenWriter:
         all; so do, for a `topical` (late) line, the best few of each batch read as off the topic.
         After the first draw (and the plan), lines are drawn ROWS at a time side by side. While
         every line drawn ends on a forced word, up to `more` are drawn past LINE_TRIES (cheaper than
-        writing the group again)."""
-        self.openings = openings
+        writing the group again). A `closing` line (the poem's last) ends on . ! or ?."""
+        self.openings, self.closing = openings, closing
         keep = LINE_CANDIDATES if keep is None else keep
         found: list[PoemLine] = []
         tries = 0
@@ -641,9 +649,9 @@ def _plan(prepared, form: Form, index: int, rule: RhymeRule, gauge: TopicGauge |
     return RhymePlan(prepared, form.templates(index), rule, gauge, later if rule.keys is None else 0)
 
 
-def _judge(prompt: str, lines: list[PoemLine]) -> Callable[[str], float]:
+def _judge(prompt: str, lines: list[PoemLine], topic: str) -> Callable[[str], float]:
     earlier = [line.text for line in lines if line.ok]
-    return lambda text: critic_penalty(text, earlier, prompt)
+    return lambda text: critic_penalty(text, earlier, prompt, topic)
 
 
 def closing_group(form: Form, index: int) -> bool:
@@ -756,9 +764,9 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
         may_redo = poem.rewrites < rewrite_budget(form, i) and now < deadline
         line = writer.best_line(line_context(prompt, form, poem.lines), form.templates(i), rule,
                                 verifier(form, i, finals, openings), settings, line_deadline, cancel, poem,
-                                avoid=avoid, judge=_judge(prompt, poem.lines), openings=openings,
+                                avoid=avoid, judge=_judge(prompt, poem.lines, f"{topic} {style}"), openings=openings,
                                 plan=_plan(prepared, form, i, rule, gauge), topical=i >= DRIFT_FROM,
-                                more=extra_draws(i, rule, partners, may_redo))
+                                more=extra_draws(i, rule, partners, may_redo), closing=form.closing(i))
         redo = _redo_from(form, i, rule, line, partners) if may_redo else None
         if redo is not None:
             # The best draw still ends on a forced word (or, late, leaves the topic): this rhyme has
@@ -814,4 +822,4 @@ def rewrite_line(generator, poem: Poem, index: int, seed: int | None = None, tim
     openings = frozenset(o for o in (opening(line.text) for line in others) if o)
     return writer.best_line(line_context(prompt, poem.form, poem.lines[:index]), poem.form.templates(index), rule,
                             verifier(poem.form, index, finals, openings), settings, deadline, cancel, avoid=avoid,
-                            judge=_judge(prompt, others), openings=openings)
+                            judge=_judge(prompt, others, f"{poem.topic} {poem.style}"), openings=openings, closing=poem.form.closing(index))

@@ -35,6 +35,16 @@ class Form:
         return self.ask or f"a {self.name.lower()}"
 
     @property
+    def ends_sentence(self) -> bool:
+        """Does the poem's last line end its sentence (. ! ?)? Not a syllabic form's (haiku): its
+        idiom is the image, often no sentence at all ("Echoes of the past")."""
+        return self.meter != "syllabic"
+
+    def closing(self, index: int) -> bool:
+        """Is line `index` the last, held to end its sentence (ends_sentence)?"""
+        return index == self.lines - 1 and self.ends_sentence
+
+    @property
     def letters(self) -> str:
         return self.scheme.replace(" ", "")
 

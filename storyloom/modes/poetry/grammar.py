@@ -189,13 +189,15 @@ def _group_text(name: str, words: frozenset[str], capital: bool) -> str:
     return "\n".join(_group_rules(name, words, capital))
 
 
-def line_grammar(lexicon: Lexicon, templates: tuple[str, ...], rule: RhymeRule | None = None) -> str | None:
-    """The GBNF grammar of one line (None when no line of these words can meet it)."""
+def line_grammar(lexicon: Lexicon, templates: tuple[str, ...], rule: RhymeRule | None = None,
+                 closing: bool = False) -> str | None:
+    """The GBNF grammar of one line (None when no line of these words can meet it). A `closing`
+    line (the poem's last) must end its sentence."""
     compiler = _Compiler(lexicon, rule if rule is not None else RhymeRule())
     starts, places = compiler.place_rules(templates)
     if not starts:
         return None
-    out = ["root ::= " + ("(" + " | ".join(starts) + ")" if len(starts) > 1 else starts[0]) + ' [.!?]? "\\n"',
+    out = ["root ::= " + ("(" + " | ".join(starts) + ")" if len(starts) > 1 else starts[0]) + (' [.!?] "\\n"' if closing else ' [.!?]? "\\n"'),
            'sp ::= " "', 'sep ::= [,;:]? " "', *places]
     for words, name in sorted(compiler.groups.items(), key=lambda item: item[1]):
         out.append(_group_text(name, words, name in compiler.capital))

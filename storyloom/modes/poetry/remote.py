@@ -58,13 +58,13 @@ class GrammarWriter:
                   settings: SamplerSettings, deadline: float, cancel, poem: Poem | None = None,
                   keep: int = LINE_CANDIDATES, avoid: frozenset[str] = frozenset(),
                   judge: Callable[[str], float] | None = None, openings: frozenset = frozenset(),
-                  plan=None, topical: bool = False, more: int = 0) -> PoemLine | None:
+                  plan=None, topical: bool = False, more: int = 0, closing: bool = False) -> PoemLine | None:
         """Up to ASK_TRIES lines asked for after `mark` (the context); of those the scanner passes
         (openings are the verifier's to check here), the best (compose.pick, by the model's score
         when the backend can score text, else the critic and the order drawn) is kept. (`plan` is
         the token path's: a grammar engine's rhyme words are not planned, see plan.py; so are `topical`
-        and `more`.)"""
-        grammar = line_grammar(self.lexicon, templates, rule)
+        and `more`.) A `closing` line's grammar ends it on . ! or ?."""
+        grammar = line_grammar(self.lexicon, templates, rule, closing)
         if grammar is None:
             return None  # no word of the lexicon can end this line: the caller backtracks
         scoring = self.generator.capabilities.scoring
