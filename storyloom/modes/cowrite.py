@@ -347,6 +347,21 @@ def build_prompt(story: CoStory, count: TokenCounter, budget: int) -> BuiltPromp
     return BuiltPrompt(text, tokens, len(kept))
 
 
+# The first turn of a story begun from its premise alone, asked of an instruct model as a request:
+# after a bare title and premise the default model wrote lists, dates and questions (2 of 16
+# candidates passed the critic on 4 premises), asked for the opening it wrote one (11 of 16).
+OPENING_ASK = {"sentence": "the opening sentence", "paragraph": "the opening paragraph", "free": "the opening"}
+
+
+def opening_prompt(generator, story: CoStory, count: TokenCounter) -> BuiltPrompt:
+    """The prompt of a story's first turn where the model begins it (no turn yet): a request
+    with the title and premise, in the model's chat format. Later turns continue the text."""
+    title = f' called "{story.title.strip()}"' if story.title.strip() else ""
+    ask = f"Write {OPENING_ASK.get(story.length, 'the opening')} of a story{title}. {story.premise.strip()}".strip()
+    text = generator.chat_prompt([{"role": "user", "content": ask}])
+    return BuiltPrompt(text, count(text), 0)
+
+
 # -- the story in play --------------------------------------------------------------------
 def saved_or_unchanged(method):
     """A CoWrite method that changes the story and then writes it: when the write fails (a
@@ -410,7 +425,10 @@ class CoWrite:
         """The next turn's prompt; of `story` (a snapshot of this one) where given."""
         if getattr(self, "_counter_for", None) is not generator:  # one token cache per model
             self._counter_for, self._counter = generator, TokenCounter(generator.count_tokens)
-        return build_prompt(story or self.story, self._counter, self.budget(generator.context_length, settings))
+        story = story or self.story
+        if not story.turns and getattr(generator.info, "chat_template", False):
+            return opening_prompt(generator, story, self._counter)
+        return build_prompt(story, self._counter, self.budget(generator.context_length, settings))
 
     def story_text(self) -> str:
         return TURN_BREAK.join(t.text.strip() for t in self.story.turns)

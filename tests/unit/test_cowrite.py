@@ -446,3 +446,24 @@ def test_a_candidate_that_follows_the_premise_is_offered_and_one_that_copies_it_
     assert ranked[0].text == follows
     assert critic.judge(follows, play.brief()).passed, critic.judge(follows, play.brief()).explain()
     assert not critic.judge(copies, play.brief()).passed  # the premise said back: a repeat
+
+
+def test_a_story_begun_from_its_premise_asks_an_instruct_model_for_its_opening():
+    # after a bare title and premise the default model wrote lists and dates ("1. What is the puzzle?")
+    from dataclasses import replace
+
+    gen = ScriptedGenerator([GOOD_PARAGRAPH, "The bottle was cold in her hands, and the paper inside was dry. "
+                             "She read it twice by the lamp. Then she read it a third time, slowly, aloud."])
+    gen.info = replace(gen.info, chat_template=True)
+    play = CoWrite(new_story("The Bottle", premise="A lighthouse keeper finds a message in a bottle.", candidates_n=1))
+    ranked = play.propose(gen, SETTINGS)
+    first = gen.prompts[-1]
+    assert 'Write the opening paragraph of a story called "The Bottle". A lighthouse keeper finds' in first
+    play.offer(ranked)
+    play.pick(0)
+    play.propose(gen, SETTINGS)
+    later = gen.prompts[-1]
+    assert "Write the opening" not in later and later.endswith(GOOD_PARAGRAPH)  # later turns continue the text
+    plain = ScriptedGenerator([GOOD_PARAGRAPH])  # no chat format: the title and premise, as before
+    CoWrite(new_story("The Bottle", premise="A message in a bottle.", candidates_n=1)).propose(plain, SETTINGS)
+    assert plain.prompts[-1] == "The Bottle\n\nA message in a bottle.\n\n"
