@@ -353,11 +353,13 @@ def build_prompt(story: CoStory, count: TokenCounter, budget: int) -> BuiltPromp
 OPENING_ASK = {"sentence": "the opening sentence", "paragraph": "the opening paragraph", "free": "the opening"}
 
 
-def opening_prompt(generator, story: CoStory, count: TokenCounter) -> BuiltPrompt:
+def opening_prompt(generator, story: CoStory, count: TokenCounter, budget: int) -> BuiltPrompt:
     """The prompt of a story's first turn where the model begins it (no turn yet): a request
-    with the title and premise, in the model's chat format. Later turns continue the text."""
+    with the title and premise (cut to fit, as build_prompt cuts it), in the model's chat
+    format. Later turns continue the text."""
     title = f' called "{story.title.strip()}"' if story.title.strip() else ""
-    ask = f"Write {OPENING_ASK.get(story.length, 'the opening')} of a story{title}. {story.premise.strip()}".strip()
+    premise = fit_text(story.premise.strip(), count, budget // 3, keep_end=False) if story.premise.strip() else ""
+    ask = f"Write {OPENING_ASK.get(story.length, 'the opening')} of a story{title}. {premise}".strip()
     text = generator.chat_prompt([{"role": "user", "content": ask}])
     return BuiltPrompt(text, count(text), 0)
 
@@ -426,9 +428,10 @@ class CoWrite:
         if getattr(self, "_counter_for", None) is not generator:  # one token cache per model
             self._counter_for, self._counter = generator, TokenCounter(generator.count_tokens)
         story = story or self.story
+        budget = self.budget(generator.context_length, settings)
         if not story.turns and getattr(generator.info, "chat_template", False):
-            return opening_prompt(generator, story, self._counter)
-        return build_prompt(story, self._counter, self.budget(generator.context_length, settings))
+            return opening_prompt(generator, story, self._counter, budget)
+        return build_prompt(story, self._counter, budget)
 
     def story_text(self) -> str:
         return TURN_BREAK.join(t.text.strip() for t in self.story.turns)

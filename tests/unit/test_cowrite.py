@@ -467,3 +467,14 @@ def test_a_story_begun_from_its_premise_asks_an_instruct_model_for_its_opening()
     plain = ScriptedGenerator([GOOD_PARAGRAPH])  # no chat format: the title and premise, as before
     CoWrite(new_story("The Bottle", premise="A message in a bottle.", candidates_n=1)).propose(plain, SETTINGS)
     assert plain.prompts[-1] == "The Bottle\n\nA message in a bottle.\n\n"
+
+
+def test_a_long_premise_is_cut_to_fit_the_opening_request():
+    from dataclasses import replace
+
+    gen = ScriptedGenerator([GOOD_PARAGRAPH], context_length=512)
+    gen.info = replace(gen.info, chat_template=True)
+    play = CoWrite(new_story("T", premise="The keeper waits. " * 400, candidates_n=1))
+    built = play.prompt_for(gen, SETTINGS)
+    assert "Write the opening paragraph of a story" in built.text
+    assert built.tokens <= play.budget(gen.context_length, SETTINGS)
