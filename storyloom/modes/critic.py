@@ -475,7 +475,8 @@ def _check_option(text: str, brief: Brief, add) -> None:
     firsts = FIRST_PERSON.findall(outside_quotes(text))
     if firsts:
         add("first-person", f"'{firsts[0]}' in an option", FAIL)
-    if brief.scene and (astray := option_astray(ws[1:], brief.scene)):  # what it acts on: the verb aside
+    said = words(outside_quotes(text))[1:]  # what it acts on: the verb and any words said aside
+    if brief.scene and (astray := option_astray(said, brief.scene)):
         add("drift", f"acts on nothing in the scene ({', '.join(astray)})", OPTION_DRIFT_COST)
 
 

@@ -245,6 +245,7 @@ def test_an_option_acting_on_nothing_in_the_scene_costs_but_does_not_fail():
     assert "drift" not in [f.code for f in there.findings] and "drift" not in [f.code for f in bare.findings]
     assert best_first([astray, bare, there])[-1] == 0
     assert "drift" not in codes("Take off your armor.", OPTIONS)  # no scene given: nothing to hold it to
+    assert "drift" not in [f.code for f in judge('Shout "Help me, anyone!"', market).findings]  # words said
 
 
 def test_an_option_is_astray_only_when_none_of_its_things_is_there():
