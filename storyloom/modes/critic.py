@@ -470,13 +470,13 @@ def _check_option(text: str, brief: Brief, add) -> None:
         add("cut", "cut off before it ends", FAIL)
     elif text.count('"') % 2:
         add("cut", "a quote is left open", FAIL)
-    elif cut := clause_cut(outside_quotes(text)):
+    elif cut := clause_cut(bare):
         add("cut", f"a clause without its verb: {cut!r}", FAIL)
-    firsts = FIRST_PERSON.findall(outside_quotes(text))
+    firsts = FIRST_PERSON.findall(bare)
     if firsts:
         add("first-person", f"'{firsts[0]}' in an option", FAIL)
-    said = words(outside_quotes(text))[1:]  # what it acts on: the verb and any words said aside
-    if brief.scene and (astray := option_astray(said, brief.scene)):
+    acted_on = words(bare)[1:]  # the verb and any words said in quotes aside
+    if brief.scene and (astray := option_astray(acted_on, brief.scene)):
         add("drift", f"acts on nothing in the scene ({', '.join(astray)})", OPTION_DRIFT_COST)
 
 

@@ -203,6 +203,7 @@ def expand(generator, tree: Tree, path: Sequence[Node], *, want_outcome: bool, a
         option_settings = settings.with_(max_new_tokens=ACTION_TOKENS, stop=settings.stop + ("\n",))
         seen = {_key(a) for a in (*existing, node.action) if a}
         kept: list[tuple[str, critic.Verdict]] = []
+        brief = option_brief(current.outcome)
         for batch in range(REDRAWS + 1):
             tries = option_settings if batch == 0 or settings.seed is None else \
                 option_settings.with_(seed=settings.seed + 1000 * batch)
@@ -212,7 +213,7 @@ def expand(generator, tree: Tree, path: Sequence[Node], *, want_outcome: bool, a
             for raw in raws:
                 cut = "\n" not in raw and generator.count_tokens(raw) >= ACTION_TOKENS - 1
                 action = clean_action(raw, ended=not cut, trim=True)
-                verdict = critic.judge(action, option_brief(current.outcome))
+                verdict = critic.judge(action, brief)
                 result.options_drawn += 1
                 result.options_passed += verdict.passed
                 if action and verdict.passed and _key(action) not in seen:

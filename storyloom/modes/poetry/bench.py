@@ -24,9 +24,8 @@ from storyloom.engine.constrained import steers_tokens
 from storyloom.engine.default_model import Progress, _quiet
 from storyloom.engine.sampling import SamplerSettings
 from storyloom.modes import wordfilter
-from storyloom.modes.poetry.compose import compose, opening, poem_prompt, vocabulary_for
-from storyloom.modes.poetry.constrain import (END_PUNCTUATION, FILLER, FUNCTION_WORDS, MIN_PARTNERS, SLANG, RhymeRule,
-                                              default_lexicon)
+from storyloom.modes.poetry.compose import breaks_off, compose, opening, poem_prompt, vocabulary_for
+from storyloom.modes.poetry.constrain import FILLER, FUNCTION_WORDS, MIN_PARTNERS, SLANG, RhymeRule, default_lexicon
 from storyloom.modes.poetry.forms import get_form
 from storyloom.modes.poetry.grammar import line_grammar
 from storyloom.modes.poetry.prosody import echoes, rhyme_keys, words_of
@@ -119,8 +118,7 @@ def reader_checks(poem) -> dict:
 def open_ending(poem) -> int:
     """1 when the poem's last line breaks off: no . ! or ? at its end (where its form ends on a sentence)."""
     last = poem.lines[-1] if poem.lines else None
-    return int(last is not None and last.ok and poem.form.closing(len(poem.lines) - 1)
-               and not last.text.rstrip().endswith(END_PUNCTUATION))
+    return int(last is not None and last.ok and breaks_off(poem.form, len(poem.lines) - 1, last.text))
 
 
 _LAST = re.compile(r"^(.*?)\s*([A-Za-z][A-Za-z']*)([^A-Za-z]*)$")

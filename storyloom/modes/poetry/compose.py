@@ -191,12 +191,16 @@ def opening(text: str) -> tuple[str, ...] | None:
     return tuple(words[:OPENING_WORDS]) if len(words) >= OPENING_WORDS else None
 
 
+def breaks_off(form: Form, index: int, text: str) -> bool:
+    """Does line `index`, held to end the poem's sentence (Form.closing), break off instead?"""
+    return form.closing(index) and not text.rstrip().endswith(END_PUNCTUATION)
+
+
 def verifier(form: Form, index: int, finals: list[str | None], openings: frozenset = frozenset()) -> Callable[[str], bool]:
     """Does a line at `index` pass the scanner (`storyloom scan`): its meter, and its rhyme with
     the first line of its group (or, for that first line, with the group's other lines)? And does
     it open unlike the other lines (`openings`), and, as the poem's last, end its sentence?"""
     templates = form.templates(index)
-    closing = form.closing(index)
     group = [j for j, letter in enumerate(form.letters) if letter == form.letters[index]]
     others = [finals[j] for j in group if j != index and j < len(finals) and finals[j]]
     first = finals[group[0]] if group[0] != index and group[0] < len(finals) else None
@@ -205,7 +209,7 @@ def verifier(form: Form, index: int, finals: list[str | None], openings: frozens
         start = opening(text)
         if start is not None and start in openings:
             return False
-        if closing and not text.rstrip().endswith(END_PUNCTUATION):
+        if breaks_off(form, index, text):
             return False
         if not scan_line(text, templates).meter_ok:
             return False
