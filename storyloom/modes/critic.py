@@ -185,7 +185,13 @@ META = _rx(
     r"\b(in|of|to|for|into|continue|add to|end) (the|this) story\b|\bthis story\b|\bstory so far\b|"
     r"\bthe story (continues|goes on|is about|so far|ends)\b|\b(does ?n[o']t|did ?n[o']t|doesn't|didn't) add\b|"
     r"\badds? nothing\b|\bno room for\b|\b(first|second|third)[- ]person\b|\b(present|past) tense\b|"
-    r"\bthis character\b|\bthe next (scene|part|turn)\b|\bwhat happens next\b"
+    r"\bthis character\b|\bthe next (scene|part|turn)\b|\bwhat happens next\b|"
+    # the model talking about how it writes (co-write, recorded: "As the story went ahead with no
+    # further detail ... I will make sure to ... avoid any unnecessary embellishments")
+    r"\bthe story (went|goes|carried|carries) (on|ahead)\b|\bwithout (any )?embellishments?\b|"
+    r"\bno (further |more )?(details?|descriptions?) (is |are )?(needed|necessary|required)\b|"
+    r"\bunnecessary (details?|descriptions?|words|embellishments?)\b|\beasy to read\b|\bi('m| am) asked to (do|write)\b|"
+    r"\beverything i('m| am) asked\b"
 )
 MENU_LINE = _rx(r"^\s*(\d{1,2}[.):]|[-*•+]\s|\(?[a-e]\)\s|[a-e]:\s|(option|choice|step)\s*\d)")
 MENU_INLINE = _rx(r"(?:^|\s)1[.)]\s.+?\s2[.)]\s|\b(your|the|these|some|two|three) (options|choices) (are|is)\b|"

@@ -38,6 +38,8 @@ DEFECTS = [
     ("assistant", "I'm sorry, but I can't continue with the dragon and the woman in the forest."),
     ("meta", "This doesn't add anything to the conversation. The woman and the dragon stay in the forest."),
     ("meta", "There's no room for dialogue between this character and the woman by the forest road."),
+    ("meta", "As the story went ahead with no further detail there was nothing but the woman and the dragon. "
+             "I will make sure to do everything I am asked to avoid any unnecessary embellishments."),
     ("menu", "Here's your options. 1. You choose the forest road. 2. You ask the woman about the dragon."),
     ("menu", "The woman waits by the road.\n- Follow the forest road\n- Ask about the dragon\n- Leave"),
     ("timestamp", "The woman waits with her lantern by the dark forest road.\n+ 4:30:25\n- 1:00:02"),
