@@ -161,6 +161,12 @@ def _key(action: str) -> str:
     return re.sub(r"[^a-z0-9 ]", "", action.lower()).strip()
 
 
+def _extends(longer: str, shorter: str) -> bool:
+    """Does one option say another and more? "Look up over the sea." says "Look up." (keys)."""
+    a, b = longer.split(), shorter.split()
+    return len(a) > len(b) > 0 and a[:len(b)] == b
+
+
 @dataclass
 class Expansion:
     """What the model wrote for one node: its outcome (if it had none) and new options."""
@@ -180,7 +186,8 @@ def expand(generator, tree: Tree, path: Sequence[Node], *, want_outcome: bool, a
     one batch (the backend's default: 4 where it batches); options come from one batched call
     (twice as many rows as wanted where the backend batches), and only those the critic passes
     are kept: short imperatives, never fragments, outcomes or cut lines. Duplicates of each other,
-    of `existing` or of the action that led here (the small model offers it again) are dropped.
+    of `existing` or of the action that led here (the small model offers it again) are dropped, and
+    so is an option that another one only extends ("Look up." beside "Look up over the sea.").
     """
     count = TokenCounter(generator.count_tokens)
     primer = load_primer()
@@ -202,6 +209,7 @@ def expand(generator, tree: Tree, path: Sequence[Node], *, want_outcome: bool, a
         rows = actions * 2 if k > 1 else actions
         option_settings = settings.with_(max_new_tokens=ACTION_TOKENS, stop=settings.stop + ("\n",))
         seen = {_key(a) for a in (*existing, node.action) if a}
+        before = set(seen)  # options there already (and the one that led here), never replaced
         kept: list[tuple[str, critic.Verdict]] = []
         brief = option_brief(current.outcome)
         for batch in range(REDRAWS + 1):
@@ -216,8 +224,22 @@ def expand(generator, tree: Tree, path: Sequence[Node], *, want_outcome: bool, a
                 verdict = critic.judge(action, brief)
                 result.options_drawn += 1
                 result.options_passed += verdict.passed
-                if action and verdict.passed and _key(action) not in seen:
-                    seen.add(_key(action))
+                key = _key(action)
+                if not (action and verdict.passed) or key in seen:
+                    continue
+                seen.add(key)
+                # one option that only says more than another is the same choice twice ("Look up.",
+                # "Look up over the sea.", played at Gull Rock): the one that says more stays
+                kept_keys = [_key(a) for a, _ in kept]
+                if any(_extends(k, key) or _extends(key, k) for k in before) or \
+                        any(_extends(k, key) for k in kept_keys):
+                    continue
+                said = [i for i, k in enumerate(kept_keys) if _extends(key, k)]
+                if said:
+                    kept[said[0]] = (action, verdict)
+                    for i in reversed(said[1:]):
+                        del kept[i]
+                else:
                     kept.append((action, verdict))
             if len(kept) >= actions:
                 break

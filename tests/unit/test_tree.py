@@ -303,3 +303,16 @@ def test_options_about_what_the_passage_named_come_before_ones_about_nothing_the
     assert len(actions) == 4
     assert actions[:2] == ["Climb the towers.", "Watch the crows."], actions
     assert "Take off your armor." not in actions and "Polish your helmet." not in actions
+
+
+def test_an_option_that_only_extends_another_is_the_same_choice(store):
+    # played at Gull Rock: "Look up over the sea." and "Look up." offered side by side
+    tree = make_tree(store)
+    gen = _batching(ScriptedGenerator([" look up", " climb the towers", " look up over the towers",
+                                       " watch the crows", " climb the towers to the top", " look", " wait",
+                                       " open the gate"]))
+    play = TreePlay(store, tree.id, top=4)
+    actions = play.more_options(gen, SETTINGS)
+    assert "Look up." not in actions and "Climb the towers." not in actions, actions
+    assert {"Look up over the towers.", "Climb the towers to the top."} <= set(actions), actions
+    assert len(actions) == 4
