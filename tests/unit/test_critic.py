@@ -130,6 +130,13 @@ def test_paragraph_length_is_honoured():
             "slow and steady, as if a ship were still trying to find the harbour.")
     assert "length" in codes(short, brief)
     assert judge(long, brief).passed, judge(long, brief).explain()
+    two_short = "The lighthouse keeper looked at the storm rolling in from the west. Rain hammered the glass."
+    assert "length" in codes(two_short, brief)
+    two_long = ("The lighthouse keeper looked at the storm rolling in from the west, the rain hammering the glass "
+                "of the lamp room while the great lamp swung its beam across the black water and the gulls "
+                "huddled on the rocks below. Somewhere out beyond the reef a bell was ringing, slow and steady, "
+                "as if a ship were still trying to find the harbour before the tide turned against it at last.")
+    assert judge(two_long, brief).passed, judge(two_long, brief).explain()
 
 
 def test_passages_may_be_in_first_person_but_narration_may_not():
