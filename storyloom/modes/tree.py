@@ -167,6 +167,11 @@ def _extends(longer: str, shorter: str) -> bool:
     return len(a) > len(b) > 0 and a[:len(b)] == b
 
 
+def _same_choice(a: str, b: str) -> bool:
+    """Two options (keys) a player would read as one choice: the same words, or one says the other and more."""
+    return a == b or _extends(a, b) or _extends(b, a)
+
+
 @dataclass
 class Expansion:
     """What the model wrote for one node: its outcome (if it had none) and new options."""
@@ -231,8 +236,7 @@ def expand(generator, tree: Tree, path: Sequence[Node], *, want_outcome: bool, a
                 # one option that only says more than another is the same choice twice ("Look up.",
                 # "Look up over the sea.", played at Gull Rock): the one that says more stays
                 kept_keys = [_key(a) for a, _ in kept]
-                if any(_extends(k, key) or _extends(key, k) for k in before) or \
-                        any(_extends(k, key) for k in kept_keys):
+                if any(_same_choice(k, key) for k in before) or any(_extends(k, key) for k in kept_keys):
                     continue
                 said = [i for i, k in enumerate(kept_keys) if _extends(key, k)]
                 if said:
@@ -368,8 +372,10 @@ class TreePlay:
             self.stats.generated += 1
         fresh = self.store.node(node.id)  # another player may have stored an outcome first
         if expansion.actions:
-            existing = {_key(k.action) for k in self.store.children(node.id)}
-            new = [a for a in expansion.actions if _key(a) not in existing]
+            # options another player stored here meanwhile: one of ours that is the same choice
+            # as one of theirs is dropped, by the rule expand keeps (theirs was there first)
+            existing = [_key(k.action) for k in self.store.children(node.id)]
+            new = [a for a in expansion.actions if not any(_same_choice(_key(a), k) for k in existing)]
             if new:
                 self.store.add_children(fresh, new, author)
         if move and fresh.id != self.node.id:

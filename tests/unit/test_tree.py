@@ -316,3 +316,17 @@ def test_an_option_that_only_extends_another_is_the_same_choice(store):
     assert "Look up." not in actions and "Climb the towers." not in actions, actions
     assert {"Look up over the towers.", "Climb the towers to the top."} <= set(actions), actions
     assert len(actions) == 4
+
+
+def test_options_stored_meanwhile_by_another_player_are_not_offered_twice(store):
+    # two players expand the same node at once: the second to store drops its options that are the
+    # same choice as the first's ("Look up." there, "Look up over the sea." ours), by expand's rule
+    from storyloom.modes.tree import Expansion
+
+    tree = make_tree(store)
+    first, second = TreePlay(store, tree.id), TreePlay(store, tree.id)
+    first.apply(first.node, Expansion(actions=["Look up.", "Open the gate."]), "model")
+    second.apply(second.node, Expansion(actions=["Look up over the sea.", "Open the gate now.", "open the gate",
+                                                 "Watch the crows."]), "model")
+    assert sorted(k.action for k in store.children(first.node.id)) == ["Look up.", "Open the gate.",
+                                                                       "Watch the crows."]
