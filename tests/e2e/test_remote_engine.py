@@ -59,6 +59,11 @@ def test_connecting_finds_the_model_its_family_and_what_it_can_do(remote, server
 
 
 def test_seeded_generation_is_repeatable_and_streams_in_pieces(remote):
+    # The server's first reading of a prompt runs it as one batch; a later one finds it cached
+    # with the text written after it, and runs its last token again alone, whose logits differ in
+    # the last bits (this AVX-512 build's first text with seed 7 differed from every later one,
+    # which all agreed, streamed or not): a first call, so the two compared both start so.
+    remote.generate("Once upon a time, in a village by the sea,", SETTINGS)
     pieces = list(remote.stream("Once upon a time, in a village by the sea,", SETTINGS))
     assert len(pieces) > 5
     again = remote.generate("Once upon a time, in a village by the sea,", SETTINGS)
