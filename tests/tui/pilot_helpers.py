@@ -20,13 +20,28 @@ async def settle(app, pilot) -> None:
     await pilot.pause()
 
 
+async def shown(app, pilot, screen_type, timeout: float = 30.0) -> None:
+    """Wait until a screen of `screen_type` is on top and settled: on a loaded machine one pause
+    after a key was not always enough (a snapshot caught the screen before it)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not isinstance(app.screen, screen_type):
+        assert time.monotonic() < deadline, f"{screen_type.__name__} never showed (at {type(app.screen).__name__})"
+        await pilot.pause(0.05)
+    await settle(app, pilot)
+
+
 async def start_knight(app, pilot, name: str = "Ada") -> None:
+    from storyloom.tui.screens.adventure import AdventureScreen
+    from storyloom.tui.screens.new_game import NewGameScreen
+
     await settle(app, pilot)
     await pilot.press("n")
-    await pilot.pause()
+    await shown(app, pilot, NewGameScreen)
     await pilot.press("enter")  # first scenario: Fantasy: Knight
     await pilot.press(*name, "enter")
-    await settle(app, pilot)
+    await shown(app, pilot, AdventureScreen)
 
 
 async def act(app, pilot, text: str) -> None:
