@@ -331,6 +331,7 @@ class TreePlay:
         self.top = top
         self.node = store.root(tree_id)
         self.trail: list[str] = []  # nodes visited before this one, for Back
+        self._drafts: dict[str, str] = {}  # node id -> the player's unsent action there, as last read or saved
         self.stats = SessionStats()
 
     # where we are -----------------------------------------------------------------------
@@ -430,6 +431,22 @@ class TreePlay:
             if _key(kid.action) == _key(action):
                 return kid  # already an option: choosing it is a cache hit
         return self.store.add_child(self.node, action, author="human")
+
+    def draft(self, node_id: str | None = None) -> str:
+        """The own action the player typed at a passage (this one by default) and did not send."""
+        node_id = node_id or self.node.id
+        if node_id not in self._drafts:
+            self._drafts[node_id] = self.store.draft(node_id, self.player)
+        return self._drafts[node_id]
+
+    def keep_draft(self, text: str, node_id: str | None = None) -> None:
+        """Save the own-action box as typed at a passage (this one by default), unsent: a quit, a
+        kill or a crash before Enter keeps it. Written only when it changed."""
+        node_id = node_id or self.node.id
+        if text == self.draft(node_id):
+            return
+        self.store.save_draft(node_id, self.player, text)
+        self._drafts[node_id] = text
 
     def write_outcome(self, option: Node, text: str) -> Node:
         if not text.strip():

@@ -261,6 +261,16 @@ def _game_draft(db: sqlite_utils.Database) -> None:
     db.execute("alter table co_stories add column draft text not null default ''")
 
 
+@migrations(name="011_tree_drafts")
+def _tree_drafts(db: sqlite_utils.Database) -> None:
+    """The own action a player had typed at a passage of a tree and not sent: a quit, a kill or
+    a crash before Enter keeps it, and coming back to that passage puts it back in the box."""
+    db["tree_drafts"].create(
+        {"player": str, "node_id": str, "text": str, "updated": str},
+        pk=("player", "node_id"), foreign_keys=[("node_id", "nodes", "id")],
+    )
+
+
 def known_migrations() -> list[str]:
     return [m.name for m in migrations._migrations]
 

@@ -113,6 +113,7 @@ class TreeStore:
             self.db.execute("delete from votes where node_id in (select id from nodes where tree_id = ?)", [tree_id])
             self.db.execute("delete from pack_votes where node_id in (select id from nodes where tree_id = ?)", [tree_id])
             self.db.execute("delete from bookmarks where node_id in (select id from nodes where tree_id = ?)", [tree_id])
+            self.db.execute("delete from tree_drafts where node_id in (select id from nodes where tree_id = ?)", [tree_id])
             self.db.execute("update nodes set parent_id = null, link_to = null where tree_id = ?", [tree_id])
             self.db.execute("delete from nodes where tree_id = ?", [tree_id])
             self.db["trees"].delete(tree_id)
@@ -216,6 +217,21 @@ class TreeStore:
             "select nodes.*, bookmarks.label as label from bookmarks join nodes on nodes.id = bookmarks.node_id "
             "where nodes.tree_id = ? and bookmarks.player = ? order by bookmarks.created", [tree_id, player])
         return [(_node(r), r["label"]) for r in rows]
+
+    # -- drafts: an own action typed at a passage and not sent ----------------------------------
+    def save_draft(self, node_id: str, player: str, text: str) -> None:
+        """Keep `text` as the player's unsent action at the node (an empty text forgets it)."""
+        with self.db.atomic():
+            if text.strip():
+                self.db["tree_drafts"].upsert({"node_id": node_id, "player": player, "text": text, "updated": now()},
+                                              pk=("player", "node_id"))
+            else:
+                self.db.execute("delete from tree_drafts where player = ? and node_id = ?", [player, node_id])
+
+    def draft(self, node_id: str, player: str) -> str:
+        row = next(self.db.query("select text from tree_drafts where player = ? and node_id = ?",
+                                 [player, node_id]), None)
+        return row["text"] if row else ""
 
     def _insert(self, node: Node) -> None:
         self.db["nodes"].insert(node.__dict__, alter=False)

@@ -262,3 +262,43 @@ async def test_importing_your_own_export_back_does_not_count_your_vote_twice(mak
         await settle(app, pilot)
         knock = next(o for o in options(app) if "Knock on the gate." in o)
         assert "votes +0 -1 (you: -)" in knock and "from packs" not in knock
+
+
+async def test_an_own_action_typed_and_not_sent_is_kept_with_its_passage(make_app, fake):
+    """The own-action box kept nothing: typed at a passage, a quit (or a move) lost it."""
+    fake.push(*ROOT_ACTIONS)
+    app = make_app()
+    async with app.run_test(size=(100, 36)) as pilot:
+        await new_tree(app, pilot)
+        root = app.screen.play.node.id
+        await pilot.press("a", *"ring the old bell")
+        await pilot.pause(1.3)  # a moment after the last key, with no quit: a kill keeps it too
+        assert app.trees.draft(root, app.config.player) == "ring the old bell"
+        fake.push("The stones are slick, but you reach the top.", *[f"You try thing {i}." for i in range(5)])
+        await pilot.press("escape", "2")  # to another passage: the box is that passage's, empty
+        await settle(app, pilot)
+        box = app.screen.query_one("#tree-action")
+        assert app.screen.play.node.id != root and box.value == ""
+        await pilot.press("a", *"jump down")
+        await pilot.press("escape", "b")  # back at the gate before the pause: both kept
+        await pilot.pause()
+        assert box.value == "ring the old bell"
+        assert app.trees.draft(root, app.config.player) == "ring the old bell"
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+    child = next(k for k in app.trees.children(root) if k.action == "Climb the wall.")
+    assert app.trees.draft(child.id, app.config.player) == "jump down"
+
+    again = make_app()
+    async with again.run_test(size=(100, 36)) as pilot:
+        await settle(again, pilot)
+        again.open_tree(again.trees.public_trees()[0].id)
+        await settle(again, pilot)
+        box = again.screen.query_one("#tree-action")
+        assert box.value == "ring the old bell"
+        assert any("not sent is back in the box" in n.message for n in again._notifications)
+        fake.push("The bell booms over the hills.", *[f"You hear thing {i}." for i in range(5)])
+        await pilot.press("a", "enter")  # sent: it is an option now, and the gate keeps no draft
+        await settle(again, pilot)
+        assert again.screen.play.node.action == "Ring the old bell"
+        assert again.trees.draft(root, again.config.player) == ""

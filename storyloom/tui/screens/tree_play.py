@@ -16,6 +16,7 @@ from storyloom import StoryloomError
 from storyloom.modes.tree import TreePlay, expand, expand_many, is_hidden
 from storyloom.store.trees import Node, TreeNotFound
 from storyloom.tui.background import with_own_store
+from storyloom.tui.draft_keeper import DraftKeeper
 from storyloom.tui.messages import TreeExpanded, TreeWorkDone, error_text
 from storyloom.tui.saving import saving
 from storyloom.tui.screens.editors import AlterScreen
@@ -135,6 +136,11 @@ class TreePlayScreen(GeneratingScreen):
         self.tree_stats: dict | None = None
         self._stats_version = 0
         self._counting = False
+        # The own-action box is kept per passage: typed at one and not sent, it is back there later
+        # (after a quit, a kill or a crash too); `draft_node` is the passage the box's text is for.
+        self.draft_node: str | None = None
+        self.draft = DraftKeeper(self, lambda: (self.query_one("#tree-action", Input).value, self.draft_node or ""),
+                                 lambda text, node_id: node_id and self.play.keep_draft(text, node_id))
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -181,7 +187,20 @@ class TreePlayScreen(GeneratingScreen):
         note = (f"{hidden} downvoted hidden: h shows them" if hidden and not self.show_hidden else
                 keys_note(len(options)))
         self.query_one("#tree-options-label", Label).update(f"What do you do? ({note})")
+        self._show_draft()
         self._show_stats()
+
+    def _show_draft(self) -> None:
+        """A new passage: what was typed at the last one is kept for it, and this one's draft (if
+        any) comes back in the box."""
+        if self.draft_node == self.play.node.id:
+            return
+        if self.draft_node is not None:
+            self.draft.keep()
+        box = self.query_one("#tree-action", Input)
+        box.value = ""
+        self.draft_node = self.play.node.id
+        self.draft.restore(box, self.play.draft())
 
     def _show_stats(self) -> None:
         s = self.play.stats
@@ -272,8 +291,17 @@ class TreePlayScreen(GeneratingScreen):
             return
         self._stale_stats()
         event.input.value = ""
+        self.draft.keep()  # sent: the passage keeps no draft
         self.action_focus_options()
         self._choose(option)
+
+    @on(Input.Changed, "#tree-action")
+    def _typing(self) -> None:
+        self.draft.changed()
+
+    def may_quit(self) -> bool:  # the app asks before Ctrl+Q: the unsent action is kept
+        self.draft.keep()
+        return True
 
     def action_own_action(self) -> None:
         self.query_one("#tree-action", Input).focus()
