@@ -269,7 +269,7 @@ def clause_cut(text: str) -> str | None:
 
 DANGLING_WORDS = frozenset("the a an to and or of with your his her their its at into onto in on for from by "
                            "as but than that which who my our this these those very".split())
-OUTCOME_IN_OPTION = _rx(r",? but (it|the|he|she|they|nothing|there|you)\b|\byou (see|find|notice|realize|"
+OUTCOME_IN_OPTION = _rx(r"(, but the|,? but (it|he|she|they|nothing|there|you|no one|nobody|someone|somebody|none))\b|\byou (see|find|notice|realize|"
                         r"hear|feel|discover)\b|\b(it|the door) (is|'s) (locked|empty|stuck)\b|\bwhat do you do\b|"
                         # "...and a door opens": the world acts, not the player
                         r"\b(and|as|where|while|until) (a|an|the|some) (\w+ ){1,2}(opens|appears|is|are|was|were|"
