@@ -418,12 +418,15 @@ def test_long_prompts_prefill_in_bf16_and_stay_close_to_the_library():
     the KV cache it leaves for decoding stay close to fp32, and decoding from it works."""
     import torch
 
-    from storyloom.engine.fast_llama import BF16_PROMPT_MIN, KVState
+    from storyloom.engine import native
+    from storyloom.engine.fast_llama import BF16_PROMPT_MIN, FastLlama, KVState
     from storyloom.engine.native_llama import NativeLlama
 
     model = _gguf_like_model()
-    step = NativeLlama.build(model)
-    step.fast.bf16 = True  # exercise the path on any CPU (bf16 units only make it fast)
+    # bf16 copies of the weights on any CPU, to exercise the path (bf16 units only make it fast;
+    # setting the flag after the build left a CPU without them no copies to multiply by)
+    step = NativeLlama(FastLlama(model, bf16_prompts=True, fuse=False), model, native.library())
+    assert step.fast.bf16
     torch.manual_seed(0)
     prompt = torch.randint(3, 96, (1, BF16_PROMPT_MIN + 40))
     state = KVState()
