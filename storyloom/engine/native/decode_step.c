@@ -1458,6 +1458,85 @@ static inline __attribute__((always_inline)) void mix_g(const int g, const float
     }
 }
 
+#elif SL_SIMD
+/* The same in the AVX2 build (256-bit registers, head sizes that are multiples of 32): the plain
+ * loops cost a chain of dependent multiply-adds per head and position here too, and at batch 4
+ * they were a quarter of the default model's step at 400 positions (Zen 3). */
+#define ATT_SIMD 1
+#ifndef KV_AHEAD
+#define KV_AHEAD 16
+#endif
+
+/* [sum a, sum b, sum c, sum d] of 4 vectors */
+static inline __m128 hsum4_256(__m256 a, __m256 b, __m256 c, __m256 d) {
+    const __m256 ab = _mm256_hadd_ps(a, b), cd = _mm256_hadd_ps(c, d);  /* a01 a23 b01 b23 | ... */
+    const __m256 abcd = _mm256_hadd_ps(ab, cd);                          /* a b c d (lane 0) | a b c d (lane 1) */
+    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+}
+
+/* p[h * ps + t] = scale * q_h . k_t for g heads (q_h at q + h * hd), positions from <= t < n:
+ * four positions a pass for up to 3 heads, two for 4 (the sums' registers) */
+static inline __attribute__((always_inline)) void scores_g(const int g, const float *q, const float *kk, int from, int n,
+                                                           int hd, float scale, float *p, size_t ps) {
+    const int P = g <= 3 ? 4 : 2;
+    int t = from;
+    for (; t + P <= n; t += P) {
+        __m256 acc[4][4];
+        for (int h = 0; h < g; h++) for (int i = 0; i < P; i++) acc[h][i] = _mm256_setzero_ps();
+        for (int off = 0; off < P * hd; off += 16) __builtin_prefetch(kk + (size_t)(t + KV_AHEAD) * hd + off, 0, 3);
+        for (int c = 0; c < hd; c += 8)
+            for (int i = 0; i < P; i++) {
+                const __m256 k = _mm256_loadu_ps(kk + (size_t)(t + i) * hd + c);
+                for (int h = 0; h < g; h++) acc[h][i] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)h * hd + c), k, acc[h][i]);
+            }
+        for (int h = 0; h < g; h++) {
+            if (P == 4) {
+                _mm_storeu_ps(p + h * ps + t, _mm_mul_ps(hsum4_256(acc[h][0], acc[h][1], acc[h][2], acc[h][3]), _mm_set1_ps(scale)));
+            } else {
+                p[h * ps + t] = hsum(acc[h][0]) * scale;
+                p[h * ps + t + 1] = hsum(acc[h][1]) * scale;
+            }
+        }
+    }
+    for (; t < n; t++) {
+        __m256 acc[4];
+        for (int h = 0; h < g; h++) acc[h] = _mm256_setzero_ps();
+        for (int c = 0; c < hd; c += 8) {
+            const __m256 k = _mm256_loadu_ps(kk + (size_t)t * hd + c);
+            for (int h = 0; h < g; h++) acc[h] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)h * hd + c), k, acc[h]);
+        }
+        for (int h = 0; h < g; h++) p[h * ps + t] = hsum(acc[h]) * scale;
+    }
+}
+
+/* out_h = sum over t < n of p[h * ps + t] v_t for g heads (out_h at out + h * hd), 16 values a
+ * pass; v_t from vv0 below `shared`, from vv above */
+static inline __attribute__((always_inline)) void mix_g(const int g, const float *p, size_t ps, const float *vv0, int shared,
+                                                        const float *vv, int n, int hd, float *out) {
+    for (int c = 0; c < hd; c += 16) {
+        __m256 acc[4][2];
+        for (int h = 0; h < g; h++) acc[h][0] = acc[h][1] = _mm256_setzero_ps();
+        for (int t = 0; t < n; t++) {
+            const float *v = (t < shared ? vv0 : vv) + (size_t)t * hd + c;
+            if (c == 0) for (int off = 0; off < hd; off += 16) __builtin_prefetch(v + KV_AHEAD * hd + off, 0, 3);
+            const __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8);
+            for (int h = 0; h < g; h++) {
+                const __m256 w = _mm256_broadcast_ss(p + h * ps + t);
+                acc[h][0] = _mm256_fmadd_ps(w, v0, acc[h][0]);
+                acc[h][1] = _mm256_fmadd_ps(w, v1, acc[h][1]);
+            }
+        }
+        for (int h = 0; h < g; h++) {
+            _mm256_storeu_ps(out + (size_t)h * hd + c, acc[h][0]);
+            _mm256_storeu_ps(out + (size_t)h * hd + c + 8, acc[h][1]);
+        }
+    }
+}
+#else
+#define ATT_SIMD 0
+#endif
+
+#if ATT_SIMD
 #define HEAD_GROUPS(CALL) switch (g) { case 1: CALL(1); break; case 2: CALL(2); break; case 3: CALL(3); break; default: CALL(4); break; }
 static void scores(const float *q, int G, const float *kk0, int shared, const float *kk, int n, int hd, float scale,
                    float *p, size_t ps) {
@@ -1476,8 +1555,6 @@ static void mix(const float *p, size_t ps, int G, const float *vv0, int shared, 
         HEAD_GROUPS(MIX)
     }
 }
-#else
-#define ATT_SIMD 0
 #endif
 
 /* items lo..hi of kv heads x parts x batch: for each query head of the item, softmax(q K^T /
