@@ -179,7 +179,28 @@ def test_a_one_token_prompt_is_run_once_and_scores_the_same(tiny, monkeypatch):
     again = tiny.score_many("\n", conts)
     assert again == pytest.approx(expected, abs=1e-4)
     longest = max(len(tiny.encode(c, special=False)) for c in conts)
-    assert fed == [(2, longest - 1)]
+    from storyloom.engine.backends.transformers_backend import _stepped_rows
+
+    # short rows go through the native step a position at a time, others in one forward
+    stepped = _stepped_rows(lean, torch.Size([2, longest - 1]))
+    assert fed == ([(2, 1)] * (longest - 1) if stepped else [(2, longest - 1)])
+
+
+def test_short_rows_score_the_same_through_the_step_as_through_one_forward(tiny, monkeypatch):
+    """The neutral pass's short rows go through the native step a position at a time (where it is
+    built): the scores are the torch forward's, to fp32 rounding, for a row shorter than the others too."""
+    from storyloom.engine.backends import transformers_backend as tb
+
+    import torch
+
+    conts = [" The rain fell.", " You open", " A gull cried."]
+    longest = max(len(tiny.encode(c, special=False)) for c in conts)
+    if not tb._stepped_rows(tiny.fast, torch.Size([len(conts), longest - 1])):
+        pytest.skip("no native step here: every row goes through the torch forward")
+    stepped = tiny.score_many("\n", conts)
+    monkeypatch.setattr(tb, "STEPPED_ROW_TOKENS", 0)
+    assert not tb._stepped_rows(tiny.fast, torch.Size([len(conts), longest - 1]))
+    assert tiny.score_many("\n", conts) == pytest.approx(stepped, abs=1e-4)
 
 
 def test_a_candidate_ends_once_the_caller_calls_it_complete(tiny):
@@ -372,7 +393,7 @@ def test_native_step_packs_grid_weights_exactly_and_matches_the_library_logits()
     kinds = [getattr(layer, f).type for layer in step._layers for f in ("q", "k", "v", "o", "gate", "up", "down")]
     assert kinds == [native.Q4_1] * 7 + [native.F32] * 7
     # in 16-row tiles where the build has their kernels (the step below runs on them)
-    tiles = native.isa() == "avx512vnni"
+    tiles = native.isa() in ("avx2", "avx512vnni")  # the builds with tiled kernels
     grid = [getattr(step._layers[0], f) for f in ("q", "k", "v", "o", "gate", "up", "down")] + [step.model.lm_head]
     assert [bool(m.flags & native.TILED) for m in grid] == [tiles] * 8
     weight = model.model.layers[0].self_attn.q_proj.weight

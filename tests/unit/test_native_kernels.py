@@ -161,15 +161,15 @@ def tiled(lib, kind: int, data: np.ndarray, cols: int) -> np.ndarray | None:
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8])
 @pytest.mark.parametrize("cols", [576, 608])
 def test_tiled_exact_rows_take_fp32_inputs(lib, kind, n, cols):
-    """The same matrices repacked in 16-row tiles (the AVX-512 builds' layout for the default
-    model): as close to numpy in fp64 as the GGUF rows are, any batch. 3 groups of 16 rows: on
+    """The same matrices repacked in 16-row tiles (the AVX2 and AVX-512 builds' layout for the
+    default model): as close to numpy in fp64 as the GGUF rows are, any batch. 3 groups of 16 rows: on
     one thread two go together and one alone, on two threads (chunks of 16) each goes alone."""
     rng = np.random.default_rng(400 + kind + cols)
     rows = 48
     data = blocks(kind, rows, cols, rng)
     tiles = tiled(lib, kind, data, cols)
     if tiles is None:
-        assert lib.sl_isa().decode() != "avx512vnni"
+        assert lib.sl_isa().decode() not in ("avx2", "avx512vnni")
         pytest.skip(f"no tiled kernels in the {lib.sl_isa().decode()} build")
     assert not np.array_equal(tiles, data) and np.array_equal(np.sort(tiles, None), np.sort(data, None))
     x = rng.normal(0, 1, (n, cols)).astype(np.float32)
@@ -196,7 +196,7 @@ def test_only_whole_groups_of_16_rows_tile_and_other_builds_refuse_tiles(tmp_pat
         assert tiled(lib, native.Q4_K, blocks(native.Q4_K, 16, 256, rng), 256) is None
         data = blocks(native.Q4_1, 16, 64, rng)
         tiles = tiled(lib, native.Q4_1, data, 64)
-        assert (tiles is not None) == (level == "avx512vnni")
+        assert (tiles is not None) == (level in ("avx2", "avx512vnni"))
         m = matrix(native.Q4_1, data, 64)
         m.flags = native.EXACT | native.TILED
         y = np.full((1, 16), np.nan, np.float32)

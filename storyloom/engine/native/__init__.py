@@ -90,7 +90,7 @@ class Matrix(ctypes.Structure):
 
 
 EXACT = 1  # Matrix.flags: Q4_1/Q8_0 rows times fp32 inputs (no 8-bit rounding; the packer's choice)
-TILED = 2  # with EXACT: the data is in sl_tile's 16-row tiles (AVX-512 builds), not GGUF rows
+TILED = 2  # with EXACT: the data is in sl_tile's 16-row tiles (AVX2, AVX-512 builds), not GGUF rows
 
 
 class Layer(ctypes.Structure):

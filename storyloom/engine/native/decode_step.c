@@ -14,8 +14,8 @@
  * the avx512vnni build Q6_K and Q8_0 go in unsigned too, their offsets taken off from the input's
  * sums, and the weights are prefetched 16 KB ahead (elsewhere the signed formats use the sign
  * trick, per input). F32, F16, BF16 matrices, and Q4_1/Q8_0 ones flagged SL_EXACT (the
- * transformers packer's), multiply fp32 inputs; in the AVX-512 builds those are repacked at load
- * into tiles of 16 rows (sl_tile, SL_TILED), where the scales factor out of each block's sum.
+ * transformers packer's), multiply fp32 inputs; in the AVX2 and AVX-512 builds those are repacked
+ * at load into tiles of 16 rows (sl_tile, SL_TILED), where the scales factor out of each block's sum.
  * Matmuls and attention run on a small thread pool (below) that never spins long.
  *
  * The KV cache has the layout of storyloom.engine.fast_llama.KVState:
@@ -839,10 +839,15 @@ static inline __attribute__((always_inline)) void tiles_exact(const int type, co
     }
 }
 #else
+/* Each input sums in CH chains of multiply-adds (4 at batch 1-2, 2 at 3-4, 1 above: 8 or fewer
+ * accumulators, which the 16 registers hold beside the block's 4 weight vectors). With one chain an
+ * input's 4 multiply-adds per block waited on each other: every block took 4 latencies whatever
+ * the batch (Zen 3, 2.45 GHz, 1 thread: 6.0-8.0 ns a Q4_1 block-row at batch 1, 8.4 at batch 4). */
 static inline __attribute__((always_inline)) void row_exact(const int type, const int B, const uint8_t *p,
                                                             const float *x, int cols, float *out) {
-    __m256 acc[MAXB];
-    for (int b = 0; b < B; b++) acc[b] = _mm256_setzero_ps();
+    const int CH = B <= 2 ? 4 : B <= 4 ? 2 : 1;  /* a constant once inlined (B is) */
+    __m256 acc[MAXB][4];
+    for (int b = 0; b < B; b++) for (int c = 0; c < CH; c++) acc[b][c] = _mm256_setzero_ps();
     const int bytes = sl_block_bytes(type);
     for (int j = 0; j < cols; j += 32, p += bytes) {
         __m256 w[4];
@@ -862,10 +867,122 @@ static inline __attribute__((always_inline)) void row_exact(const int type, cons
         }
         for (int b = 0; b < B; b++) {
             const float *xb = x + (size_t)b * cols + j;
-            for (int k = 0; k < 4; k++) acc[b] = _mm256_fmadd_ps(w[k], _mm256_loadu_ps(xb + 8 * k), acc[b]);
+            for (int k = 0; k < 4; k++) acc[b][k % CH] = _mm256_fmadd_ps(w[k], _mm256_loadu_ps(xb + 8 * k), acc[b][k % CH]);
         }
     }
-    for (int b = 0; b < B; b++) out[b] = hsum(acc[b]);
+    for (int b = 0; b < B; b++) {
+        __m256 t = acc[b][0];
+        if (CH == 2) t = _mm256_add_ps(t, acc[b][1]);
+        if (CH == 4) t = _mm256_add_ps(_mm256_add_ps(t, acc[b][1]), _mm256_add_ps(acc[b][2], acc[b][3]));
+        out[b] = hsum(t);
+    }
+}
+
+/* SL_TILED matrices in the AVX2 build: sl_tile's layout of 16-row tiles (as the AVX-512 builds
+ * read it), taken 8 rows at a time (a register holds one column of 8 rows; each input value is
+ * broadcast from memory). The scales factor out of a block's sum, t = sum_c q[.][c] x[c],
+ * acc += d t (+ min * the block's sum of x): per weight and input one multiply-add, where the GGUF
+ * rows first rebuild each weight (d q + min), one more per weight, and the weights stay exact. */
+#define TILED_ROWS 16
+#ifndef TILED_GROUPS
+#define TILED_GROUPS 2
+#endif
+static inline int tile_bytes(int type) { return TILED_ROWS * sl_block_bytes(type); }
+
+/* acc[h][b] = rows 8h..8h+7 of a tile group (both halves, H = 2, or half `h0` alone) . input b,
+ * B <= 4. Both halves at once share each input value's broadcast (a load of its own here: AVX2's
+ * multiply-add takes no broadcast operand). The sums go in CH chains per row half and input, 8
+ * in all (fewer wait on the latency; more do not fit the 16 registers), and the running totals
+ * stay in `acc` (memory: one load and store per block and chain, beside 32 multiply-adds). */
+static inline __attribute__((always_inline)) void halves_exact(const int type, const int H, const int B, const uint8_t *p,
+                                                               int h0, int blocks, const float *x, int cols,
+                                                               const float *xs, float acc[2][4][8]) {
+    const int CH = H * B >= 8 ? 1 : 8 / (H * B) > 4 ? 4 : 8 / (H * B);
+    for (int h = 0; h < H; h++) for (int b = 0; b < B; b++) _mm256_storeu_ps(acc[h][b], _mm256_setzero_ps());
+    const int tb = tile_bytes(type);
+    const __m256i m4 = _mm256_set1_epi32(15);
+    for (int k = 0; k < blocks; k++, p += tb) {
+        __m256 t[2][4][4];
+        for (int h = 0; h < H; h++) for (int b = 0; b < B; b++) for (int i = 0; i < CH; i++) t[h][b][i] = _mm256_setzero_ps();
+        const float *xk = x + 32 * k;
+        /* chain indices are constants in each step (an index that varied with c put the sums in memory) */
+        if (type == T_Q4_1) {
+            const int per = CH > 1 ? CH / 2 : 1;  /* columns a pass: each feeds two chains (one when CH is 1) */
+            for (int c0 = 0; c0 < 16; c0 += per) {
+#pragma GCC unroll 4
+                for (int u = 0; u < per; u++) {
+                    const int c = c0 + u, i = CH > 1 ? 2 * u : 0, i2 = CH > 1 ? 2 * u + 1 : 0;
+                    __m256 lo[2], hi[2];
+                    for (int h = 0; h < H; h++) {
+                        const __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 64 + 16 * c + 8 * (h + h0))));
+                        lo[h] = _mm256_cvtepi32_ps(_mm256_and_si256(q, m4));
+                        hi[h] = _mm256_cvtepi32_ps(_mm256_srli_epi32(q, 4));
+                    }
+                    for (int b = 0; b < B; b++) {
+                        const float *xb = xk + (size_t)b * cols;
+                        const __m256 xl = _mm256_broadcast_ss(xb + c), xh = _mm256_broadcast_ss(xb + c + 16);
+                        for (int h = 0; h < H; h++) {
+                            t[h][b][i] = _mm256_fmadd_ps(lo[h], xl, t[h][b][i]);
+                            t[h][b][i2] = _mm256_fmadd_ps(hi[h], xh, t[h][b][i2]);
+                        }
+                    }
+                }
+            }
+        } else {  /* Q8_0 */
+            for (int c0 = 0; c0 < 32; c0 += CH) {
+#pragma GCC unroll 4
+                for (int u = 0; u < CH; u++) {
+                    const int c = c0 + u;
+                    __m256 q[2];
+                    for (int h = 0; h < H; h++)
+                        q[h] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 32 + 16 * c + 8 * (h + h0)))));
+                    for (int b = 0; b < B; b++) {
+                        const __m256 xv = _mm256_broadcast_ss(xk + (size_t)b * cols + c);
+                        for (int h = 0; h < H; h++) t[h][b][u] = _mm256_fmadd_ps(q[h], xv, t[h][b][u]);
+                    }
+                }
+            }
+        }
+        for (int h = 0; h < H; h++) {
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16 * (h + h0))));
+            const __m256 mn = type == T_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 32 + 16 * (h + h0)))) : d;
+            for (int b = 0; b < B; b++) {
+                __m256 s = t[h][b][0];
+                for (int i = 1; i < CH; i++) s = _mm256_add_ps(s, t[h][b][i]);
+                __m256 v = _mm256_fmadd_ps(d, s, _mm256_loadu_ps(acc[h][b]));
+                if (type == T_Q4_1) v = _mm256_fmadd_ps(mn, _mm256_broadcast_ss(xs + (size_t)b * blocks + k), v);
+                _mm256_storeu_ps(acc[h][b], v);
+            }
+        }
+    }
+}
+
+/* y[b * ys + r] (+)= row r . x[b] (+ bias[r]) for G groups of 16 rows `stride` bytes apart, the
+ * rows from <= r < to of them (the first group from `from`, the last to `to`) */
+static inline __attribute__((always_inline)) void tiles_exact(const int type, const int G, const int B, const uint8_t *p,
+                                                              size_t stride, int blocks, const float *x, int cols,
+                                                              const float *xs, float *y, size_t ys, const float *bias,
+                                                              int accumulate, int from, int to) {
+    for (int g = 0; g < G; g++) {
+        const int lo = g ? 0 : from, hi = g == G - 1 ? to : TILED_ROWS;
+        float acc[2][4][8];
+        const int h0 = lo >= 8, H = hi <= 8 || lo >= 8 ? 1 : 2;  /* the halves holding rows lo..hi-1 */
+        if (H == 2)
+            halves_exact(type, 2, B, p + g * stride, 0, blocks, x, cols, xs, acc);
+        else
+            halves_exact(type, 1, B, p + g * stride, h0, blocks, x, cols, xs, acc);
+        for (int h = 0; h < H; h++) {
+            const int base = g * TILED_ROWS + 8 * (h + h0);
+            for (int b = 0; b < B; b++) {
+                float *out = y + (size_t)b * ys + base;
+                for (int r = 0; r < 8; r++) {
+                    const int row = 8 * (h + h0) + r;
+                    if (row < lo || row >= hi) continue;
+                    out[r] = (accumulate ? out[r] : 0.f) + acc[h][b][r] + (bias ? bias[base + r] : 0.f);
+                }
+            }
+        }
+    }
 }
 #endif
 #define FLOAT_STEP 8
@@ -1112,8 +1229,8 @@ static inline int exact(const Matrix *m) {
     return (m->flags & SL_EXACT) && (m->type == T_Q4_1 || m->type == T_Q8_0);
 }
 
-/* Can this build run `m` as SL_TILED says it is laid out? (Only the AVX-512 builds have the
- * kernels; elsewhere sl_tile never tiles, and a matrix that claims it is refused.) */
+/* Can this build run `m` as SL_TILED says it is laid out? (Only the AVX2 and AVX-512 builds have
+ * the kernels; elsewhere sl_tile never tiles, and a matrix that claims it is refused.) */
 static inline int tiled_ok(const Matrix *m) {
 #ifdef TILED_ROWS
     return exact(m) && m->rows % TILED_ROWS == 0;
@@ -1341,6 +1458,85 @@ static inline __attribute__((always_inline)) void mix_g(const int g, const float
     }
 }
 
+#elif SL_SIMD
+/* The same in the AVX2 build (256-bit registers, head sizes that are multiples of 32): the plain
+ * loops cost a chain of dependent multiply-adds per head and position here too, and at batch 4
+ * they were a quarter of the default model's step at 400 positions (Zen 3). */
+#define ATT_SIMD 1
+#ifndef KV_AHEAD
+#define KV_AHEAD 16
+#endif
+
+/* [sum a, sum b, sum c, sum d] of 4 vectors */
+static inline __m128 hsum4_256(__m256 a, __m256 b, __m256 c, __m256 d) {
+    const __m256 ab = _mm256_hadd_ps(a, b), cd = _mm256_hadd_ps(c, d);  /* a01 a23 b01 b23 | ... */
+    const __m256 abcd = _mm256_hadd_ps(ab, cd);                          /* a b c d (lane 0) | a b c d (lane 1) */
+    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+}
+
+/* p[h * ps + t] = scale * q_h . k_t for g heads (q_h at q + h * hd), positions from <= t < n:
+ * four positions a pass for up to 3 heads, two for 4 (the sums' registers) */
+static inline __attribute__((always_inline)) void scores_g(const int g, const float *q, const float *kk, int from, int n,
+                                                           int hd, float scale, float *p, size_t ps) {
+    const int P = g <= 3 ? 4 : 2;
+    int t = from;
+    for (; t + P <= n; t += P) {
+        __m256 acc[4][4];
+        for (int h = 0; h < g; h++) for (int i = 0; i < P; i++) acc[h][i] = _mm256_setzero_ps();
+        for (int off = 0; off < P * hd; off += 16) __builtin_prefetch(kk + (size_t)(t + KV_AHEAD) * hd + off, 0, 3);
+        for (int c = 0; c < hd; c += 8)
+            for (int i = 0; i < P; i++) {
+                const __m256 k = _mm256_loadu_ps(kk + (size_t)(t + i) * hd + c);
+                for (int h = 0; h < g; h++) acc[h][i] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)h * hd + c), k, acc[h][i]);
+            }
+        for (int h = 0; h < g; h++) {
+            if (P == 4) {
+                _mm_storeu_ps(p + h * ps + t, _mm_mul_ps(hsum4_256(acc[h][0], acc[h][1], acc[h][2], acc[h][3]), _mm_set1_ps(scale)));
+            } else {
+                p[h * ps + t] = hsum(acc[h][0]) * scale;
+                p[h * ps + t + 1] = hsum(acc[h][1]) * scale;
+            }
+        }
+    }
+    for (; t < n; t++) {
+        __m256 acc[4];
+        for (int h = 0; h < g; h++) acc[h] = _mm256_setzero_ps();
+        for (int c = 0; c < hd; c += 8) {
+            const __m256 k = _mm256_loadu_ps(kk + (size_t)t * hd + c);
+            for (int h = 0; h < g; h++) acc[h] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)h * hd + c), k, acc[h]);
+        }
+        for (int h = 0; h < g; h++) p[h * ps + t] = hsum(acc[h]) * scale;
+    }
+}
+
+/* out_h = sum over t < n of p[h * ps + t] v_t for g heads (out_h at out + h * hd), 16 values a
+ * pass; v_t from vv0 below `shared`, from vv above */
+static inline __attribute__((always_inline)) void mix_g(const int g, const float *p, size_t ps, const float *vv0, int shared,
+                                                        const float *vv, int n, int hd, float *out) {
+    for (int c = 0; c < hd; c += 16) {
+        __m256 acc[4][2];
+        for (int h = 0; h < g; h++) acc[h][0] = acc[h][1] = _mm256_setzero_ps();
+        for (int t = 0; t < n; t++) {
+            const float *v = (t < shared ? vv0 : vv) + (size_t)t * hd + c;
+            if (c == 0) for (int off = 0; off < hd; off += 16) __builtin_prefetch(v + KV_AHEAD * hd + off, 0, 3);
+            const __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8);
+            for (int h = 0; h < g; h++) {
+                const __m256 w = _mm256_broadcast_ss(p + h * ps + t);
+                acc[h][0] = _mm256_fmadd_ps(w, v0, acc[h][0]);
+                acc[h][1] = _mm256_fmadd_ps(w, v1, acc[h][1]);
+            }
+        }
+        for (int h = 0; h < g; h++) {
+            _mm256_storeu_ps(out + (size_t)h * hd + c, acc[h][0]);
+            _mm256_storeu_ps(out + (size_t)h * hd + c + 8, acc[h][1]);
+        }
+    }
+}
+#else
+#define ATT_SIMD 0
+#endif
+
+#if ATT_SIMD
 #define HEAD_GROUPS(CALL) switch (g) { case 1: CALL(1); break; case 2: CALL(2); break; case 3: CALL(3); break; default: CALL(4); break; }
 static void scores(const float *q, int G, const float *kk0, int shared, const float *kk, int n, int hd, float scale,
                    float *p, size_t ps) {
@@ -1359,8 +1555,6 @@ static void mix(const float *p, size_t ps, int G, const float *vv0, int shared, 
         HEAD_GROUPS(MIX)
     }
 }
-#else
-#define ATT_SIMD 0
 #endif
 
 /* items lo..hi of kv heads x parts x batch: for each query head of the item, softmax(q K^T /
