@@ -17,7 +17,7 @@ def test_empty_database_is_migrated_and_reopen_changes_nothing(tmp_path):
     applied = [m.name for m in migrations.applied(db)]
     assert applied == ["001_adventure_games", "002_cowrite_stories", "003_story_trees", "004_poems", "005_pack_votes",
                        "006_link_index", "007_lorebooks", "008_game_summary",
-                       "009_turn_earlier_outputs", "010_game_draft"]
+                       "009_turn_earlier_outputs", "010_game_draft", "011_tree_drafts"]
     again = open_db(path)
     assert [m.name for m in migrations.applied(again)] == applied
     assert again.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
