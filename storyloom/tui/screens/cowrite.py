@@ -304,10 +304,6 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
     def _typing(self) -> None:
         self.draft.changed()
 
-    def may_quit(self) -> bool:  # the app asks before Ctrl+Q: the unsent turn is kept
-        self.draft.keep()
-        return True
-
     def action_reroll(self) -> None:
         self._propose(more=False)
 

@@ -72,6 +72,11 @@ class GeneratingScreen(Screen):
         # model and server text (a server's error may contain "[...]") is shown literally
         self.notify(message, title=title, severity="error", timeout=10, markup=False)
 
+    def may_quit(self) -> bool:  # the app asks before Ctrl+Q: a box kept as a draft is saved first
+        if self.draft is not None:
+            self.draft.keep()
+        return True
+
     def action_stop_or_back(self) -> None:
         if self.busy:
             self.cancel.set()

@@ -299,10 +299,6 @@ class TreePlayScreen(GeneratingScreen):
     def _typing(self) -> None:
         self.draft.changed()
 
-    def may_quit(self) -> bool:  # the app asks before Ctrl+Q: the unsent action is kept
-        self.draft.keep()
-        return True
-
     def action_own_action(self) -> None:
         self.query_one("#tree-action", Input).focus()
 
