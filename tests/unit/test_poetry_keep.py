@@ -161,6 +161,35 @@ def test_the_greedy_fallback_backs_out_of_lines_it_may_not_keep(small):
     assert other is not None and other.text != first.text and scan_line(other.text, PENTAMETER).meter_ok
 
 
+class _SlowClock:
+    """time for compose: every reading is 10 s after the last (a machine so loaded each step takes that)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self):
+        self.now += 10.0
+        return self.now
+
+
+def test_the_greedy_fallback_is_bounded_by_steps_not_by_a_slow_clock(small, monkeypatch):
+    # Bounded by seconds, the search on a loaded machine gave up on lines it could write (after 3
+    # steps here), the backtracks ran out and a sonnet shipped missing lines.
+    def searched():
+        writer = composer._TokenWriter(small, small._poetry_vocab, seed=1)
+        context = poem_prompt(small, get_form("couplets"), "the sea")
+        return writer.best_line(context, PENTAMETER, RhymeRule(), lambda text: True, composer.POEM_SETTINGS,
+                                deadline=0.0, cancel=None, keep=0)
+
+    monkeypatch.setattr(composer._TokenWriter, "_write", lambda self, *a, **k: None)  # every draw a corner
+    monkeypatch.setattr(composer._TokenWriter, "_write_rows", lambda self, *a, **k: [None] * a[-1])
+    quick = searched()
+    monkeypatch.setattr(composer, "time", _SlowClock())
+    slow = searched()
+    assert quick is not None and quick.searched and slow is not None
+    assert slow.text == quick.text and scan_line(slow.text, PENTAMETER).meter_ok
+
+
 def test_poems_keep_every_line_when_no_draw_passes(small, monkeypatch):
     monkeypatch.setattr(composer._TokenWriter, "_write", lambda self, *a, **k: None)  # every draw a corner
     monkeypatch.setattr(composer._TokenWriter, "_write_rows", lambda self, *a, **k: [None] * a[-1])

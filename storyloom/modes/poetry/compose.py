@@ -28,7 +28,8 @@ it. Where the decoder has no rows, a look ahead (_steer) picks the word before t
 Time is budgeted per line (the poem's time cap shared among the lines left): past its budget a
 line keeps the best it has drawn, and if it has none, a greedy depth-first search writes it, so a
 slow machine gets every line (fewer candidates each), never a poem cut short. Only a line no
-search can complete (its rhyme has no usable partner) sends the writer back to the line that
+search can complete in SEARCH_STEPS tokens, however slow the machine (its rhyme has no usable
+partner), sends the writer back to the line that
 chose the rhyme; one still impossible after that is reported, never shipped as if it scanned.
 """
 from __future__ import annotations
@@ -56,8 +57,9 @@ BACKTRACKS = 4
 TIME_CAP = 90.0  # the poem's budget, shared out per line; never a reason to drop a line
 REDRAWS = 3  # draws a line may take past its budget while the critic fails every one it has
 MIN_LINE_S = 1.0  # a line's budget when the poem's is spent (the first draw is always finished)
-SEARCH_STEPS = 200  # tokens the greedy fallback may try for one line
-SEARCH_MIN_S = 30.0  # and seconds, at least (past them the line is impossible for now: backtrack)
+SEARCH_STEPS = 200  # tokens the greedy fallback may try for one line (past them it is impossible for now: backtrack)
+SEARCH_MAX_S = 600.0  # a hard stop only: bounded by time, a loaded machine's slow steps had made possible lines
+# "impossible" (a 30 s bound ran out before the 200 steps, the backtracks ran out, and a sonnet shipped 3 missing lines)
 WINDOW = 16  # poem lines the model sees before the one it writes (after the heading with the topic): every
 # named form's whole poem, as a reader (and the bench) reads it; with 4, a rhyme word that read well
 # after the last lines read forced after the whole poem
@@ -400,7 +402,7 @@ class _TokenWriter:
                 cancel, deadline: float | None = None) -> PoemLine | None:
         """The fallback: the likeliest allowed token each step (greedy); from a dead end, or a line
         `verify` rejects, it backs out of the last word and takes the next likeliest first token
-        there, until a line passes (or SEARCH_STEPS tokens were tried, or `deadline` passed)."""
+        there, until a line passes (or SEARCH_STEPS tokens were tried, or the hard stop `deadline` passed)."""
         constraint = LineConstraint(self.vocab, templates, rule, self.openings, self.closing)
         limit = 4 * max(len(t) for t in templates) + 12
         tokens: list[int] = []
@@ -538,8 +540,7 @@ class _TokenWriter:
         self._open(context)
         if poem is not None:
             poem.searches += 1
-        now = time.monotonic()
-        line = self._search(templates, rule, verify, avoid, cancel, max(deadline, now + SEARCH_MIN_S))
+        line = self._search(templates, rule, verify, avoid, cancel, time.monotonic() + SEARCH_MAX_S)
         if line is not None:
             line.penalty = judge(line.text) if judge else 0.0
             if topical and self.gauge is not None:
