@@ -231,6 +231,12 @@ LEAK = _rx(r"\b[A-Z]?\w+ (wrote|writes|said|asked)\s*:|\bi want (a|an|you to)\b|
            r"(story|poem|paragraph|sentence|scene)\b|author'?s note|\bworld info\b|^\s*(memory|premise|title|"
            r"genre|style|setting|context|note|scenario|summary|instructions?|prompt|story)\s*:|"
            r"\[[^\]\n]*:[^\]\n]*\]|\[\s*(note|author|ooc|scene|narrator|continue|end|insert|image)\b")
+# A school exercise, not story (co-write, recorded: "If you have a 21-year-old man's weight how much
+# does he need?"): a question of quantities in a text with figures, or one opening with "if", or an
+# order to work it out.
+QUIZ = _rx(r"\bhow (much|many|long|far|old|tall|fast|heavy|big)\b|\bwhat (is|was|are|were) the (total|sum|number|"
+           r"value|answer|average|area|cost|price|difference)\b")
+QUIZ_ORDER = _rx(r"^\s*(calculate|solve|compute|work out|find the (total|sum|value|answer|number))\b")
 FIRST_PERSON = _rx(r"\b(i|i'm|i've|i'll|i'd|me|my|myself|mine|we|we're|we've|our|us)\b")
 JUNK = _rx(r"[!?]{3,}|(.)\1{5,}|\S{28,}|[\u2600-\u27bf\U0001F300-\U0001FAFF]|#\w")
 
@@ -390,6 +396,13 @@ def _check_prose(text: str, brief: Brief, add) -> float:
             add("loop", f"a sentence twice: {s[:40]!r}", FAIL)
             break
         seen_sents.add(key)
+
+    counted = bool(re.search(r"\d", narration))  # figures to work with
+    for s in sentences(narration):
+        if (s.rstrip().endswith("?") and QUIZ.search(s) and (counted or re.match(r"\s*if\b", s, re.I))
+                or QUIZ_ORDER.search(s)):
+            add("quiz", f"a quiz or word problem, not story: {s.strip()[:40]!r}", FAIL)
+            break
 
     mine = content_stems(text)
     relevance = 0.0

@@ -269,3 +269,35 @@ def test_an_option_is_astray_only_when_none_of_its_things_is_there():
     assert option_astray("a moment to look around".split(), scene) == []  # names nothing
     assert option_astray("your lantern up".split(), scene) == ["lantern"]
     assert option_astray("the fire from the window".split(), scene) == ["fire", "window"]
+
+
+# Co-write, played: ranked first among four candidates for "Every autumn my father picked the apples
+# alone, and this year he asked me to help." (a school word problem, not story).
+QUIZZES = [
+    "He was right. The fruit that grew on him in July is the most famous apple in history. The tree "
+    "produces more than 500 pounds of apples each year. If you have a 21-year-old man's weight how much "
+    "does he need?",
+    "My father filled three baskets with apples. Each basket held 12 apples. How many apples did he pick in all?",
+    "The orchard had forty trees in each row. Calculate the number of trees in the orchard before winter.",
+]
+STORY_QUESTIONS = [
+    "My father set the ladder against the oldest tree. How many autumns had he climbed it alone? "
+    "I held the ladder while he reached for the highest apples.",
+    '"How many baskets do we need?" I asked. "Twelve, if the wind leaves us the top branches," he said, '
+    "and handed me the first one.",
+]
+
+
+@pytest.mark.parametrize("text", QUIZZES)
+def test_a_word_problem_is_not_story(text):
+    brief = Brief(kind="passage", scene="Every autumn my father picked the apples alone, and this year he asked me to help.")
+    verdict = judge(text, brief)
+    assert not verdict.passed and "quiz" in {f.code for f in verdict.findings}, verdict.explain()
+
+
+@pytest.mark.parametrize("text", STORY_QUESTIONS)
+def test_a_question_in_a_story_is_not_a_quiz(text):
+    brief = Brief(kind="passage", scene="Every autumn my father picked the apples alone, and this year he asked me to help.")
+    verdict = judge(text, brief)
+    assert "quiz" not in {f.code for f in verdict.findings}, verdict.explain()
+    assert verdict.passed, verdict.explain()
