@@ -237,6 +237,11 @@ LEAK = _rx(r"\b[A-Z]?\w+ (wrote|writes|said|asked)\s*:|\bi want (a|an|you to)\b|
 QUIZ = _rx(r"\bhow (much|many|long|far|old|tall|fast|heavy|big)\b|\bwhat (is|was|are|were) the (total|sum|number|"
            r"value|answer|average|area|cost|price|difference)\b")
 QUIZ_ORDER = _rx(r"^\s*(calculate|solve|compute|work out|find the (total|sum|value|answer|number))\b")
+# The model preaching about its own text (co-write, recorded: "This is just one example of all these
+# stories. People make mistakes every time they want something. Everyone should be more careful").
+SERMON = _rx(r"\bthis is (just |only )?(one|an|another) example\b|\b(these|such|all (the|these|of these)) stories\b|"
+             r"\bthe (moral|lesson) (of|here|is)\b|\b(everyone|everybody|we all|people) (should|must) (always |never )?"
+             r"(be|try|remember|learn|take|think)\b")
 FIRST_PERSON = _rx(r"\b(i|i'm|i've|i'll|i'd|me|my|myself|mine|we|we're|we've|our|us)\b")
 JUNK = _rx(r"[!?]{3,}|(.)\1{5,}|\S{28,}|[\u2600-\u27bf\U0001F300-\U0001FAFF]|#\w")
 
@@ -294,6 +299,9 @@ def _check_common(text: str, brief: Brief, add) -> None:
         add("meta", f"talks about the writing, not the world: {m.group(0).strip()!r}", FAIL)
     lines = [ln for ln in text.split("\n") if ln.strip()]
     menu = [ln for ln in lines if MENU_LINE.search(ln)]
+    m = SERMON.search(narration)
+    if m:
+        add("sermon", f"preaches about the story, not tells it: {m.group(0).strip()!r}", FAIL)
     m = MENU_INLINE.search(text)
     if menu or m:
         add("menu", f"a menu or numbered options: {(menu[0] if menu else m.group(0)).strip()[:40]!r}", FAIL)

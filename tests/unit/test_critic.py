@@ -59,6 +59,8 @@ DEFECTS = [
     ("instructs", "The woman waits in the forest. Describe what you say to her about the dragon."),
     ("first-person", "I think the woman knows where the dragon is. I will ask my friend in the forest."),
     ("template", "The woman nods toward the dark forest and the dragon.<|im_end|>"),
+    ("sermon", "The woman and the dragon are gone. This is just one example of all these stories. People make "
+               "mistakes every time they want something. Everyone should be more careful with things."),
     ("script", "Woman: The dragon lives beyond the forest, past the old road.\nKnight: Thank you."),
 ]
 
