@@ -76,7 +76,7 @@ def adventures(generator, ks, settings: SamplerSettings, model_rank: bool = Fals
     """Each scenario played at every k in turn (k=1, k=4, next scenario...), so the seconds of
     each k come from the same minutes of a shared, busy machine; per k the summary, and per
     pair of k the ratio of mean seconds and the median of the scenarios' own ratios."""
-    runs = {k: {"texts": [], "passed": [], "seconds": [], "failures": {}, "by_scenario": []} for k in ks}
+    runs = {k: {"texts": [], "passed": [], "seconds": [], "failures": {}, "by_scenario": [], "related": []} for k in ks}
     for spec in scenarios or SCENARIOS:
         setting, character = adv.find_scenario(spec)
         for k in ks:
@@ -86,6 +86,7 @@ def adventures(generator, ks, settings: SamplerSettings, model_rank: bool = Fals
             for turn in played:
                 run["texts"].append(turn.output)
                 run["passed"].append(turn.pick.verdict.passed)
+                run["related"].append(turn.pick.verdict.relevance > 0)
                 run["seconds"].append(turn.seconds)
                 for f in turn.pick.verdict.findings:
                     if f.cost >= critic.FAIL:
@@ -96,6 +97,9 @@ def adventures(generator, ks, settings: SamplerSettings, model_rank: bool = Fals
     out = {}
     for k, run in runs.items():
         out[f"k={k}"] = _summary(run["texts"], run["passed"], run["seconds"])
+        # turns that share a content word with the scene (context, last turns, the action): a
+        # passing turn about nothing that was there ("The room seems to be huge.") is not an answer
+        out[f"k={k}"]["scene_share"] = _rate(run["related"])
         out[f"k={k}"]["failures"] = dict(sorted(run["failures"].items(), key=lambda kv: -kv[1]))
     if len(ks) == 2:
         one, many = runs[ks[0]]["by_scenario"], runs[ks[1]]["by_scenario"]
