@@ -458,10 +458,12 @@ def default_candidates(generator) -> int:
 
 def early_stop(action: str, brief: critic.Brief) -> Callable[[list[str], list[bool]], bool] | None:
     """When a batch may stop: as soon as a finished candidate passes the critic, or one still
-    going already holds a whole turn (ENOUGH_WORDS in whole sentences) that passes; with
-    triggered world info, only a candidate that uses it. Without this the batch ran until its
-    longest candidate stopped (often the 80-token limit), and a k=4 turn cost 2.8x a k=1
-    turn; the rows still going are judged as far as they got, like a text at the limit."""
+    going already holds a whole turn (ENOUGH_WORDS in whole sentences) that passes and shares a
+    word with the scene (a turn about nothing there, "The room seems to be huge." after "examine
+    the study door", was taken first and shown); with triggered world info, only a candidate that
+    uses it. Without this the batch ran until its longest candidate stopped (often the 80-token
+    limit), and a k=4 turn cost 2.8x a k=1 turn; the rows still going are judged as far as they
+    got, like a text at the limit."""
     if not EARLY_STOP:
         return None
     verdicts: dict[str, critic.Verdict] = {}  # a text is judged again only when a sentence ends
@@ -474,7 +476,7 @@ def early_stop(action: str, brief: critic.Brief) -> Callable[[list[str], list[bo
             if clean not in verdicts:
                 verdicts[clean] = critic.judge(clean, brief)
             verdict = verdicts[clean]
-            if verdict.passed and (not brief.lore or verdict.lore_used):
+            if verdict.passed and verdict.relevance > 0 and (not brief.lore or verdict.lore_used):
                 enough.cut = [not f for f in finished]  # the rows this stop cut short
                 return True
         return False

@@ -229,6 +229,21 @@ def test_a_batch_is_enough_once_a_finished_candidate_passes_and_uses_the_lore():
     assert enough([good.replace("old innkeeper", "innkeeper Mira")], [True])
 
 
+def test_a_passing_turn_about_nothing_in_the_scene_does_not_end_the_batch():
+    """Played (detective, "examine the study door"): the first finished candidate, "The room seems
+    to be huge. ...", passed and was shown; it shares no word with the scene."""
+    from storyloom.modes import adventure as adv, critic
+
+    brief = critic.Brief(scene="Lord Ashcombe lies dead in his locked study. The butler waits by the door.\n"
+                               "> You examine the study door.", min_words=5, action="> You examine the study door.")
+    astray = "The room seems to be huge. The walls seem to stretch high into the sky."
+    answer = "The study door is oak, and its lock has been scratched around the keyhole by a careless key."
+    assert critic.judge(astray, brief).passed and critic.judge(astray, brief).relevance == 0
+    enough = adv.early_stop(brief.action, brief)
+    assert not enough([astray, "The study"], [True, False])  # the others go on
+    assert enough([astray, answer], [True, True])
+
+
 def test_an_entrys_bias_is_checked_and_survives_every_export_format():
     from storyloom.store import lore_formats
     from storyloom.store.lorebooks import LoreError, Lorebook, check_entry
