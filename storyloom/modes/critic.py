@@ -297,11 +297,11 @@ def _check_common(text: str, brief: Brief, add) -> None:
     m = META.search(narration)
     if m:
         add("meta", f"talks about the writing, not the world: {m.group(0).strip()!r}", FAIL)
-    lines = [ln for ln in text.split("\n") if ln.strip()]
-    menu = [ln for ln in lines if MENU_LINE.search(ln)]
     m = SERMON.search(narration)
     if m:
         add("sermon", f"preaches about the story, not tells it: {m.group(0).strip()!r}", FAIL)
+    lines = [ln for ln in text.split("\n") if ln.strip()]
+    menu = [ln for ln in lines if MENU_LINE.search(ln)]
     m = MENU_INLINE.search(text)
     if menu or m:
         add("menu", f"a menu or numbered options: {(menu[0] if menu else m.group(0)).strip()[:40]!r}", FAIL)
