@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("what", choices=["engine", "cowrite", "tree", "poetry", "votes", "quality",
                                         "samplers", "memory"])
     bench.add_argument("--poems", type=int, default=10, help="poetry: poems per form (seeds 1..N)")
+    bench.add_argument("--first-seed", type=int, default=1, metavar="S",
+                       help="poetry: the first poem's seed (seeds S..S+N-1: held-out seeds; the topic goes by seed)")
     bench.add_argument("--forms", default="sonnet,limerick,ballad,couplets,haiku", help="poetry: forms to run")
     bench.add_argument("--model", dest="sub_model")
     bench.add_argument("--tokens", type=int, help="new tokens per run (engine: 64, cowrite: 60)")
@@ -193,7 +195,7 @@ def _bench_result(args) -> dict:
             from storyloom.modes.poetry import bench as poetry_bench
 
             result = poetry_bench.poetry(_model_spec(args), forms=args.forms.split(","), poems=args.poems,
-                                         progress=progress)
+                                         first_seed=args.first_seed, progress=progress)
         elif args.what == "samplers":  # ms per token each sampler adds (native path, the model's vocabulary)
             from storyloom.engine import sampler_bench
 

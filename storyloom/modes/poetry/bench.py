@@ -1,11 +1,11 @@
 """`storyloom bench poetry`: do generated poems scan and rhyme, how fast, how fluent. Prints JSON.
 
-For each form, poems with seeds 1..N: the share of lines the scanner passes, the share of rhyme
-pairs that rhyme, seconds per poem, and fluency (mean token log-prob of the poem under the
-model, next to an unconstrained sample of the same length from the same prompt, where the
-engine can score text). On an engine that follows grammars instead of being steered token by
-token, also the grammar's size per line. Also scans Shakespeare's sonnets (assets/, so an
-installed wheel has them) to show how strict the scanner is.
+For each form, poems with seeds 1..N (or first_seed..first_seed+N-1: seeds held out from tuning):
+the share of lines the scanner passes, the share of rhyme pairs that rhyme, seconds per poem, and
+fluency (mean token log-prob of the poem under the model, next to an unconstrained sample of the
+same length from the same prompt, where the engine can score text). On an engine that follows
+grammars instead of being steered token by token, also the grammar's size per line. Also scans
+Shakespeare's sonnets (assets/, so an installed wheel has them) to show how strict the scanner is.
 
 Each form also counts the defects a reader named (reader_checks, model_checks: each should be 0),
 the fluency gap (unconstrained minus poem mean log-prob), seconds and CPU seconds per poem, and
@@ -170,12 +170,13 @@ def grammar_sizes() -> dict:
 
 
 def poetry(spec: str = "default", forms: list[str] | None = None, poems: int = 10, time_cap: float = 90.0,
-           progress: Progress = _quiet, gen=None) -> dict:
-    """`gen`: an already loaded generator instead of `spec` (a grammar-only engine, say)."""
+           progress: Progress = _quiet, gen=None, first_seed: int = 1) -> dict:
+    """`gen`: an already loaded generator instead of `spec` (a grammar-only engine, say). Seeds
+    first_seed.. (a seed's topic is TOPICS[(seed - 1) % len(TOPICS)], as for seeds 1..N)."""
     gen = gen if gen is not None else models.load(spec, progress)
     start = time.perf_counter()
     steered = steers_tokens(gen)
-    result: dict = {"model": gen.name, "path": "tokens" if steered else "grammar"}
+    result: dict = {"model": gen.name, "path": "tokens" if steered else "grammar", "first_seed": first_seed}
     if steered:
         result["vocabulary_words"] = len(vocabulary_for(gen))
     else:
@@ -187,8 +188,8 @@ def poetry(spec: str = "default", forms: list[str] | None = None, poems: int = 1
     for key in forms or ["sonnet", "limerick", "ballad", "couplets", "haiku"]:
         form = get_form(key)
         rows = []
-        for seed in range(1, poems + 1):
-            progress(f"{form.name}: poem {seed} of {poems}", (seed - 1) / poems)
+        for n, seed in enumerate(range(first_seed, first_seed + poems)):
+            progress(f"{form.name}: poem {n + 1} of {poems} (seed {seed})", n / poems)
             topic = TOPICS[(seed - 1) % len(TOPICS)]
             load, cpu = os.getloadavg()[0], time.process_time()
             poem = compose(gen, form, topic, seed=seed, time_cap=time_cap)
