@@ -537,6 +537,24 @@ class CoWrite:
         self._save_meta()
         return True
 
+    def verdicts(self, offer: Sequence[Candidate] | None = None) -> list[critic.Verdict]:
+        """The critic's verdict on each candidate of `offer` (default: the one on offer now), as
+        the ranking judged it: what the writer sees beside each candidate, and Ctrl+D explains."""
+        brief = self.brief()
+        return [critic.judge(c.text, brief) for c in (self.story.pending if offer is None else offer)]
+
+    def earlier_offer_passes(self) -> bool:
+        """An offer a reroll replaced this turn (Ctrl+B) holds a candidate the critic passes."""
+        return any(v.passed for offer in self.earlier_offers for v in self.verdicts(offer))
+
+    def explain_offer(self) -> str:
+        """Each candidate on offer with the critic's verdict, best first (the debug view)."""
+        if not self.story.pending:
+            return "No candidates on offer."
+        rows = [f"{i}. {c.text}\n   {v.explain()}"
+                for i, (c, v) in enumerate(zip(self.story.pending, self.verdicts()), start=1)]
+        return "\n\n".join(rows)
+
     @saved_or_unchanged
     def dismiss(self) -> None:
         if self.story.pending:

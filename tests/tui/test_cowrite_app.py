@@ -197,3 +197,36 @@ async def test_a_failed_generation_is_shown_and_nothing_is_lost(make_app, fake):
         assert candidate_lines(app) == []
         assert any("no complete sentence" in n.message for n in app._notifications)
         assert story_lines(app) == ["you\n" + OPENING]
+
+
+async def test_each_candidate_says_what_the_critic_found_and_a_worse_reroll_points_back(make_app, fake):
+    fake.push("One. ", "Two.", "Three.", "Four.")
+    app = make_app()
+    async with app.run_test(size=(100, 36)) as pilot:
+        await start_story(app, pilot)
+        await pilot.press("1")
+        await pilot.pause()
+        app.screen.play.set_candidates(2)
+        app.screen.play.set_length("sentence")
+        fake.push("The keeper watched the boat come in over the grey water.",
+                  "The boat bumped against the rocks below the lighthouse.")
+        await pilot.press(*"She walked down to the shore.", "enter")
+        await settle(app, pilot)
+        shown = candidate_lines(app)
+        assert len(shown) == 2 and all("critic: pass" in line for line in shown)
+        fake.push("This story is getting boring and nothing happens in it.",
+                  "Everyone should be more careful with the things they want.")
+        await pilot.press("ctrl+r")  # a reroll that came out worse
+        await settle(app, pilot)
+        shown = candidate_lines(app)
+        assert len(shown) == 2 and all("critic: fails (" in line for line in shown)
+        assert any("Ctrl+B brings back the earlier candidates" in n.message for n in app._notifications)
+        await pilot.press("ctrl+d")  # why: each candidate with its verdict
+        await pilot.pause()
+        why = str(app.screen.query_one("#verdicts").render())
+        assert "1. " in why and "2. " in why and "FAIL" in why
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("ctrl+b")
+        await pilot.pause()
+        assert all("critic: pass" in line for line in candidate_lines(app))

@@ -12,6 +12,7 @@ from textual.widgets.option_list import Option
 
 from storyloom import StoryloomError
 from storyloom.modes.cowrite import CoWrite, RepetitionRanker, default_ranker
+from storyloom.modes.critic import Verdict
 from storyloom.store.cowrite import LENGTHS, Candidate, CoStory, CoTurn
 from storyloom.tui.export import write_exports
 from storyloom.tui.messages import (
@@ -23,6 +24,7 @@ from storyloom.tui.messages import (
 )
 from storyloom.tui.draft_keeper import DraftKeeper
 from storyloom.tui.saving import saving, try_saving
+from storyloom.tui.screens.adventure import VerdictScreen
 from storyloom.tui.screens.cowrite_tokens import CowriteTokens
 from storyloom.tui.screens.editors import AlterScreen
 from storyloom.tui.screens.generating import GeneratingScreen, Stopped
@@ -44,7 +46,7 @@ def turn_prompt(turn: CoTurn) -> Text:
     return text
 
 
-def candidate_prompt(number: int, candidate: Candidate) -> Text:
+def candidate_prompt(number: int, candidate: Candidate, verdict: Verdict | None = None) -> Text:
     text = Text()
     text.append(f"{number}. ", style="bold")
     text.append(candidate.text)
@@ -52,6 +54,9 @@ def candidate_prompt(number: int, candidate: Candidate) -> Text:
     if candidate.logprob is not None:
         facts.append(f"log-prob {candidate.logprob:.2f}")
     facts.append(f"repeats {candidate.repetition:.0%}")
+    if verdict is not None:  # what failed, in the critic's own codes (Ctrl+D says why)
+        facts.append("critic: pass" if verdict.passed else
+                     "critic: fails (" + ", ".join(dict.fromkeys(f.code for f in verdict.findings)) + ")")
     text.append("\n   " + " · ".join(facts), style="dim")
     return text
 
@@ -91,6 +96,7 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
         Binding("ctrl+r", "reroll", "Reroll", priority=True),
         Binding("ctrl+n", "more", "More", priority=True),
         Binding("ctrl+b", "earlier", "Earlier", priority=True, show=False),  # named in the candidates label
+        Binding("ctrl+d", "verdicts", "Why", priority=True, show=False),  # as in an adventure
         Binding("ctrl+t", "switch", "Swap", priority=True),  # who writes next
         Binding("ctrl+z", "undo", "Undo", priority=True),
         Binding("ctrl+l", "cycle_length", "Length", priority=True, show=False),  # named in the info line
@@ -101,6 +107,7 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
         ("Reroll candidates", "Replace the candidates with new ones", "reroll"),
         ("More candidates", "Add more candidates, ranked with those on offer", "more"),
         ("Earlier candidates", "Bring back the candidates a reroll replaced", "earlier"),
+        ("Why these candidates", "The critic's verdict on each candidate on offer", "verdicts"),
         ("Switch who goes next", "Let the model write now, or take this turn yourself", "switch"),
         ("Undo", "Take back the last added, edited or removed turn", "undo"),
         ("Turn length", "Cycle sentence / paragraph / free", "cycle_length"),
@@ -168,7 +175,9 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
         pending = self.play.story.pending
         menu = self.query_one(CandidateList)
         menu.clear_options()
-        menu.add_options([Option(candidate_prompt(i + 1, c), id=str(i)) for i, c in enumerate(pending)])
+        verdicts = self.play.verdicts()
+        menu.add_options([Option(candidate_prompt(i + 1, c, v), id=str(i))
+                          for i, (c, v) in enumerate(zip(pending, verdicts))])
         menu.display = bool(pending)
         label = self.query_one("#cowrite-candidates-label", Label)
         label.display = bool(pending)
@@ -239,6 +248,11 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
         if try_saving(self, lambda: self.play.offer(message.candidates, replaces=not message.more)):
             self._show_candidates()
             self.query_one(CandidateList).focus()
+            # a reroll that came out worse must not hide that the batch it replaced was better
+            if (not message.more and not any(v.passed for v in self.play.verdicts())
+                    and self.play.earlier_offer_passes()):
+                self.notify("None of these pass the critic (Ctrl+D says why). Ctrl+B brings back "
+                            "the earlier candidates: one of them did.", severity="warning", timeout=6)
 
     def on_generation_failed(self, message: GenerationFailed) -> None:
         self._done()
@@ -316,6 +330,9 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
             self.notify("The candidates before the reroll (Ctrl+B again for older ones).", timeout=3)
         else:
             self.notify("No earlier candidates for this turn.", timeout=3)
+
+    def action_verdicts(self) -> None:
+        self.app.push_screen(VerdictScreen(self.play.explain_offer()))
 
     def action_more(self) -> None:
         self._propose(more=bool(self.play.story.pending))

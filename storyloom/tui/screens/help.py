@@ -28,6 +28,7 @@ Type an action and press `Enter`. `Ctrl+T` (or the button) switches what you typ
 | `Ctrl+O` | memory, author's note and world info |
 | `Ctrl+S` | export the game as Markdown (saved/exports) |
 | `Ctrl+G` | token probabilities of the last output; pick an alternative to continue from it |
+| `Ctrl+D` | why this text: the critic's verdict on each candidate of the last turn |
 | `F2` | context viewer: the exact prompt of the next turn by part, with token counts; `e` / `p` / `o` edit, pin or turn off the summary |
 
 Turns that fall out of the prompt are folded into a running summary (kept beside memory) in the background.
@@ -35,7 +36,8 @@ Every turn is saved as it happens; the home screen offers to continue your last 
 
 ## Co-write
 You and the model take turns on one story. On the model's turn it writes several candidates at
-once and ranks them (likely under the model, not repeating the story); the best comes first.
+once and ranks them (a critic first, then the model; not repeating the story); the best comes first.
+Each says whether the critic passed it.
 
 | key | action |
 | --- | --- |
@@ -44,6 +46,8 @@ once and ranks them (likely under the model, not repeating the story); the best 
 | `p` | token probabilities of the highlighted candidate; an alternative makes a new one |
 | `Delete` | remove the highlighted turn of the story |
 | `Ctrl+R` / `Ctrl+N` | reroll the candidates / add more, ranked together |
+| `Ctrl+B` | the candidates a reroll replaced (again for older ones) |
+| `Ctrl+D` | why: the critic's verdict on each candidate on offer |
 | `Ctrl+T` | switch who goes next: set the candidates aside and write, or let the model write now |
 | `Ctrl+Z` | undo the last add, edit or removal (a pick undone offers its candidates again) |
 | `Ctrl+L` / `Ctrl+K` | turn length (sentence, paragraph, free) / candidates per turn |
