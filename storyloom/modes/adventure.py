@@ -189,6 +189,9 @@ _JUNK_LINE = re.compile(r"^\s*(\d{1,2}[.)]\s|[-*•+]\s|#{1,6}\s|[-+]?\s*\d{1,2}
                         r"[A-Z][\w.']*(?: [A-Z][\w.']*){0,2}:\s)")
 _ASKS_PLAYER = re.compile(r"\s*\b(what|how) (do|will|would|should|can) (you|i) (do|say|try|choose)"
                           r"( next| now| first)?\?\s*$", re.IGNORECASE)
+# A last paragraph that is one bare question, outside any quote: the model quizzing the player
+# ("...\n\nWhat does the metal box look like?"), not the story
+_QUESTION_PARAGRAPH = re.compile(r"\n\s*\n[^\n\"“”.!?]*\?\s*$")
 
 
 def clean_output(raw: str, action: str = "") -> str:
@@ -197,7 +200,8 @@ def clean_output(raw: str, action: str = "") -> str:
     Stops before the model writes the player's next action ("> You ..."; a stray "> " before
     plain narration is dropped), drops an echo of the action, stops at the first line that is a
     menu, heading, timestamp or script line, drops a closing "What do you do?" (the game asks
-    that itself), keeps whole sentences only, and trims stray chat tokens and blank runs.
+    that itself) and a last paragraph that is one bare question, keeps whole sentences only, and
+    trims stray chat tokens and blank runs.
     """
     text = cut_special(raw.replace("\r", ""))
     lines = text.split("\n")
@@ -221,6 +225,9 @@ def clean_output(raw: str, action: str = "") -> str:
     asked = _ASKS_PLAYER.search(text)
     if asked and asked.start() > 0:
         text = text[:asked.start()]
+    quiz = _QUESTION_PARAGRAPH.search(text)
+    if quiz and text[:quiz.start()].strip():
+        text = text[:quiz.start()]
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 

@@ -234,6 +234,12 @@ def test_model_rank_breaks_ties_among_passing_candidates_by_pmi():
     ("The woman waits.\n1. Fight\n2. Run", "The woman waits."),
     ("The woman waits.\n+ 4:30:25\n- 1:00:02", "The woman waits."),
     ("The woman waits by the road. What do you do?", "The woman waits by the road."),
+    # played (space engineer): the model quizzing the player in a paragraph of its own
+    ('Someone speaks up: "I want to find you!"\n\nWhat does the metal box look like?',
+     'Someone speaks up: "I want to find you!"'),
+    ('The guard frowns.\n\n"Who goes there?"', 'The guard frowns.\n\n"Who goes there?"'),  # dialogue stays
+    ("The door creaks open.\n\nWho could be there at this hour? You step back.",
+     "The door creaks open.\n\nWho could be there at this hour? You step back."),  # a question inside the story
 ])
 def test_clean_up_of_what_small_models_write(raw, expected):
     assert clean_output(raw, "> You look around.") == expected
