@@ -300,6 +300,62 @@ def last_row_whole(length: str, n: int) -> Callable[[list[str], list[bool]], boo
     return enough
 
 
+# Once a finished paragraph passes the critic (and shares a word with the scene) the turn has one
+# to offer: each row still going then ends at its last whole sentence as soon as it holds a whole
+# paragraph (the critic's length), rather than waiting for two complete rows and EARLY_WORDS words.
+STOP_ON_PASS = True
+
+
+def whole_paragraph(text: str) -> bool:
+    """Whether finish_turn keeps a paragraph of the critic's length from `text` as written so far
+    (a full stop at its very end not yet counted as a sentence end)."""
+    fewest_words, _, fewest_sentences = LENGTH_BRIEF["paragraph"]
+    kept = finish_turn(text + "x", "paragraph")
+    return len(kept.split()) >= fewest_words and len(SENTENCE_END.findall(kept)) >= fewest_sentences
+
+
+class TurnStop:
+    """`complete` and `enough` for one batch of n candidates: a row ends once its turn is complete
+    (turn_watch); the batch ends under last_row_whole; and once a finished paragraph passes the
+    critic (STOP_ON_PASS), each row still going ends as soon as it is a whole paragraph, the batch
+    as soon as all are. `passer`: the finished text that passed (None: none yet, or off)."""
+
+    def __init__(self, length: str, n: int, brief: critic.Brief | None):
+        self.length = length
+        self.watch = turn_watch(length)
+        self.rule = last_row_whole(length, n)
+        self.brief = brief
+        self.on = STOP_ON_PASS and self.rule is not None and brief is not None
+        self.passer: str | None = None
+        self.verdicts: dict[str, critic.Verdict] = {}  # by finished text: judged once
+        self._whole: dict[str, bool] = {}  # by settled text (what can move finish_turn's cut)
+
+    def judge(self, text: str) -> critic.Verdict:
+        if text not in self.verdicts:
+            self.verdicts[text] = critic.judge(text, self.brief)
+        return self.verdicts[text]
+
+    def whole(self, raw: str) -> bool:
+        key = settled(raw)
+        if key not in self._whole:
+            self._whole[key] = whole_paragraph(key)
+        return self._whole[key]
+
+    def complete(self, raw: str) -> bool:
+        return self.watch(raw) or (self.passer is not None and self.whole(raw))
+
+    def enough(self, texts: list[str], finished: list[bool]) -> bool:
+        if self.on and self.passer is None:
+            for text, over in zip(texts, finished):
+                kept = finish_turn(text, self.length) if over else ""
+                if kept and self.judge(kept).passed and self.judge(kept).relevance > 0:
+                    self.passer = kept
+                    break
+        if self.passer is not None and all(over or self.whole(text) for text, over in zip(texts, finished)):
+            return True
+        return self.rule is not None and self.rule(texts, finished)
+
+
 def written_logprob(raw: str, text: str, row: RowLogprobs) -> float | None:
     """The mean log-prob of `text` (finish_turn's cut of `raw`) from the tokens that wrote it.
     finish_turn only trims, cuts and rejoins whitespace, so the text ends where `raw` has shown
@@ -448,9 +504,10 @@ class CoWrite:
         built = self.prompt_for(generator, settings)
         record: list[RowLogprobs] = []
         length = self.story.length
+        brief = self.brief()
+        stop = TurnStop(length, n, brief)
         raw = generator.candidates(built.text, n, self.settings_for(settings), cancel, on_step, record=record,
-                                   complete=turn_watch(length),
-                                   enough=last_row_whole(length, n))
+                                   complete=stop.complete, enough=stop.enough)
         if cancel is not None and cancel.is_set():
             return []
         offered = list(self.story.pending) if more else []
@@ -467,8 +524,7 @@ class CoWrite:
                                  "or write this turn yourself.")
         # Judge first: leaks and chatbot replies are never offered, so never scored, and only the
         # texts that pass need the neutral pass (those that fail rank below them whatever it says).
-        brief = self.brief()
-        verdicts = {t: critic.judge(t, brief) for t in earlier + texts}
+        verdicts = {t: stop.verdicts.get(t) or critic.judge(t, brief) for t in earlier + texts}
         kept = [i for i, t in enumerate(earlier + texts) if not rejected(verdicts[t])]
         if not kept:
             raise StoryloomError("The model only echoed the prompt or answered like a chatbot this time. "

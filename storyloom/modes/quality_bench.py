@@ -169,21 +169,29 @@ def cowrites(generator, ks, settings: SamplerSettings, length: str = "paragraph"
     so the seconds of each k come from the same minutes of the machine; per pair of k also the
     median of the turns' own ratios, and the ratio over first turns alone (a one-line prompt).
     `tokens_drawn_per_turn`: the tokens every candidate of a turn took together, the decode work
-    its seconds pay for (k rows of a batch cost less than k single rows, not nothing)."""
-    runs = {k: {"texts": [], "passed": [], "seconds": [], "first": [], "tokens": []} for k in ks}
+    its seconds pay for (k rows of a batch cost less than k single rows, not nothing).
+    `steps_per_turn`: the batch's decode steps; `judged_per_turn`: the candidates offered (what
+    the ranking had to pick from), `passing_per_turn` those of them the critic passes."""
+    runs = {k: {"texts": [], "passed": [], "seconds": [], "first": [], "tokens": [], "steps": [], "judged": [],
+                "passing": []} for k in ks}
     for n, (title, opening) in enumerate(COWRITE_OPENINGS):
         for seed in range(seeds):
             for k in ks:
                 run = runs[k]
                 play = CoWrite(new_story(title, opening=opening, candidates_n=k, length=length))
                 for turn in range(turns):
+                    steps = [0]
                     start = time.perf_counter()
                     try:
                         ranked = play.propose(generator, settings.with_(
-                            seed=(settings.seed or 0) + n + 100 * seed + 1000 * turn))
+                            seed=(settings.seed or 0) + n + 100 * seed + 1000 * turn),
+                            on_step=lambda i: steps.__setitem__(0, i))  # noqa: B023 - called within this turn
                     except StoryloomError:  # nothing usable: a failed turn
                         ranked = []
                     run["seconds"].append(time.perf_counter() - start)
+                    run["steps"].append(steps[0])
+                    run["judged"].append(len(ranked))
+                    run["passing"].append(sum(critic.judge(c.text, play.brief()).passed for c in ranked))
                     stats = getattr(generator, "last_stats", None)  # of the turn's one batch
                     run["tokens"].append(stats.new_tokens if stats is not None else 0)
                     if turn == 0:
@@ -199,6 +207,10 @@ def cowrites(generator, ks, settings: SamplerSettings, length: str = "paragraph"
     out = {f"k={k}": _summary(run["texts"], run["passed"], run["seconds"]) for k, run in runs.items()}
     for k, run in runs.items():
         out[f"k={k}"]["tokens_drawn_per_turn"] = round(statistics.fmean(run["tokens"]), 1) if run["tokens"] else 0.0
+        for key in ("steps", "judged", "passing"):
+            out[f"k={k}"][f"{key}_per_turn"] = round(statistics.fmean(run[key]), 2) if run[key] else 0.0
+        out[f"k={k}"]["turns_judging_over_one"] = sum(j > 1 for j in run["judged"])
+        out[f"k={k}"]["turns_passing_over_one"] = sum(p > 1 for p in run["passing"])
     if len(ks) == 2:
         one, many = runs[ks[0]], runs[ks[1]]
         out[f"median_turn_ratio_k{ks[1]}_vs_k{ks[0]}"] = round(statistics.median(

@@ -68,6 +68,10 @@ def test_bench_quality_reports_k1_and_k_per_mode(tiny_model_dir, capsys, monkeyp
     # the decode work behind the seconds: k rows drawn in one batch are more tokens than one row
     assert 0 < data["cowrite"]["k=1"]["tokens_drawn_per_turn"] < data["cowrite"]["k=2"]["tokens_drawn_per_turn"]
     assert {"seconds_ratio_k2_vs_k1", "median_turn_ratio_k2_vs_k1", "first_turn_ratio_k2_vs_k1"} <= set(data["cowrite"])
+    for k, most in (("k=1", 1), ("k=2", 2)):  # what the ranking had to pick from, and the steps it took
+        run = data["cowrite"][k]
+        assert run["steps_per_turn"] > 0 and 0 <= run["passing_per_turn"] <= run["judged_per_turn"] <= most
+    assert data["cowrite"]["k=1"]["turns_judging_over_one"] == 0
 
 
 def test_world_info_bench_counts_facts_per_placement_against_the_same_game_without_the_entry(monkeypatch):
