@@ -302,7 +302,8 @@ def last_row_whole(length: str, n: int) -> Callable[[list[str], list[bool]], boo
 
 # Once a finished paragraph passes the critic (and shares a word with the scene) the turn has one
 # to offer: each row still going then ends at its last whole sentence as soon as it holds a whole
-# paragraph (the critic's length), rather than waiting for two complete rows and EARLY_WORDS words.
+# paragraph (the critic's length), rather than waiting for two complete rows and EARLY_WORDS words,
+# and the batch ends as soon as a second candidate (finished, or a whole paragraph so far) passes.
 STOP_ON_PASS = True
 
 
@@ -318,7 +319,8 @@ class TurnStop:
     """`complete` and `enough` for one batch of n candidates: a row ends once its turn is complete
     (turn_watch); the batch ends under last_row_whole; and once a finished paragraph passes the
     critic (STOP_ON_PASS), each row still going ends as soon as it is a whole paragraph, the batch
-    as soon as all are. `passer`: the finished text that passed (None: none yet, or off)."""
+    as soon as all are or a second one passes. `passer`: the finished text that passed (None: none
+    yet, or off)."""
 
     def __init__(self, length: str, n: int, brief: critic.Brief | None):
         self.length = length
@@ -351,8 +353,15 @@ class TurnStop:
                 if kept and self.judge(kept).passed and self.judge(kept).relevance > 0:
                     self.passer = kept
                     break
-        if self.passer is not None and all(over or self.whole(text) for text, over in zip(texts, finished)):
-            return True
+        if self.passer is not None:
+            if all(over or self.whole(text) for text, over in zip(texts, finished)):
+                return True
+            # a second that passes, finished or a whole paragraph so far: the ranking has two to
+            # choose from, and the rows still going come back as far as they got
+            kept = [finish_turn(text, self.length) if over or self.whole(text) else ""
+                    for text, over in zip(texts, finished)]
+            if sum(bool(k) and self.judge(k).passed for k in kept) >= 2:
+                return True
         return self.rule is not None and self.rule(texts, finished)
 
 

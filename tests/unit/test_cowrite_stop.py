@@ -111,10 +111,17 @@ def test_the_stop_needs_a_batch_of_paragraphs():
     assert not TurnStop("paragraph", 1, brief).on  # one candidate: nothing to cut
     assert not TurnStop("sentence", 4, brief).on  # a sentence turn is complete at its first sentence
     stop = TurnStop("paragraph", 4, brief)
-    assert not stop.complete(" " + LONG[0][:260])  # nothing passed yet: a whole paragraph goes on
-    assert not stop.enough([PASSING, LONG[0][:120], LONG[1], LONG[2]], [False] * 4)  # passing, not finished
+    whole, short = LONG[0][:260], [row[:120] for row in LONG]  # a whole paragraph so far; two sentences
+    assert not stop.complete(" " + whole)  # nothing passed yet: a whole paragraph goes on
+    assert not stop.enough([PASSING, *short[:3]], [False] * 4)  # passing, but not finished
     assert stop.passer is None
-    assert not stop.enough([PASSING, LONG[0][:120], LONG[1], LONG[2]], [True, False, False, False])  # one short
-    assert stop.passer == PASSING
-    assert stop.complete(" " + LONG[0][:260]) and not stop.complete(" " + LONG[0][:120])
-    assert stop.enough([PASSING, LONG[0][:260], LONG[1], LONG[2]], [True, False, False, False])
+    assert not stop.enough([PASSING, *short[:3]], [True, False, False, False])
+    assert stop.passer == PASSING  # from now on a row ends at its first whole paragraph
+    assert stop.complete(" " + whole) and not stop.complete(" " + short[0])
+    assert not stop.enough([PASSING, CHATTY, *short[1:3]], [True, False, False, False])  # a whole one that fails
+    assert stop.enough([PASSING, whole, *short[1:3]], [True, False, False, False])  # a second that passes
+    assert stop.enough([PASSING, CHATTY, CHATTY, CHATTY], [True, False, False, False])  # all whole, one passing
+
+
+CHATTY = ("Sure! Here is the next paragraph of your story about the keeper and the boat. I hope you like it, "
+          "and let me know if you want any changes. The keeper watched the boat come in. Then")
