@@ -14,7 +14,15 @@ from storyloom.engine.backends.openai_compat import RemoteError, with_found
 from storyloom.engine.sampling import SamplerSettings
 from storyloom.modes import adventure as adv
 from storyloom.modes import critic
-from storyloom.modes.cowrite import CoWrite, RepetitionRanker, default_ranker, new_story, turn_complete
+from storyloom.modes.cowrite import (
+    CoWrite,
+    RepetitionRanker,
+    default_ranker,
+    finish_turn,
+    new_story,
+    turn_complete,
+    whole_paragraph,
+)
 from storyloom.modes.tree import TreePlay
 from storyloom.store.cowrite import CoStory, CowriteStore
 from storyloom.store.db import open_db
@@ -162,10 +170,14 @@ def test_paragraph_candidates_end_where_their_turn_is_whole_not_at_the_token_cap
 
     assert play.propose(Spy(), SamplerSettings(seed=1))
     assert len(drawn) == 4
+    brief = play.brief()
+    passing = [s for s in drawn if (t := finish_turn(s, "paragraph")) and critic.judge(t, brief).passed]
+    ended = len(passing) >= 2  # two passed: the batch ended, rows still going came back as far as they got
     for i, (whole, short) in enumerate(zip(full, drawn)):
         assert whole.startswith(short)  # the same seeded tokens, its stream closed where the turn was whole
-        if i < 3:  # the last, written after the others, may also end at its first whole paragraph
-            assert short == whole or turn_complete(short, "paragraph")
+        if i < 3 and not ended:  # the last, written after the others, may also end at its first whole paragraph
+            # a complete turn; or, once a candidate passed the critic (TurnStop), a whole paragraph
+            assert short == whole or turn_complete(short, "paragraph") or whole_paragraph(short)
         assert remote.count_tokens(short) < cap
     assert sum(map(remote.count_tokens, drawn)) < sum(map(remote.count_tokens, full))
 
