@@ -227,8 +227,8 @@ def test_every_level_this_cpu_runs_agrees(native_builds, monkeypatch):
             assert np.allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(a).max()), (level, native.TYPE_NAMES[kind])
 
 
-def test_a_level_the_cpu_cannot_run_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setenv("STORYLOOM_MODELS", str(tmp_path / "models"))
+def test_a_level_the_cpu_cannot_run_is_refused(native_builds, monkeypatch):
+    monkeypatch.setenv("STORYLOOM_MODELS", str(native_builds))
     missing = [level for level in native.LEVELS if level not in native.cpu_levels(cc)]
     monkeypatch.setenv("STORYLOOM_NATIVE_ISA", "sse9")
     with pytest.raises(RuntimeError, match="STORYLOOM_NATIVE_ISA"):
