@@ -3,7 +3,10 @@
 
 Needs only Python 3.11+. The virtual environment is (re)built when pyproject.toml or
 constraints.txt change, so both commands are safe to run on a fresh clone at any time.
-`python3 tasks.py lock [--upgrade]` rewrites constraints.txt (see lock()).
+`python3 tasks.py lock [--upgrade]` rewrites constraints.txt (see lock()). `setup` and `test`
+build the test server's wheel in the background while the rest is set up (minutes where pip's
+cache lacks it); `test` waits for it, and a `test` after a `setup` (as CI runs them) finds it
+started (.venv/test-server-build.log says how it went).
 """
 from __future__ import annotations
 
