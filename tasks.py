@@ -3,7 +3,10 @@
 
 Needs only Python 3.11+. The virtual environment is (re)built when pyproject.toml or
 constraints.txt change, so both commands are safe to run on a fresh clone at any time.
-`python3 tasks.py lock [--upgrade]` rewrites constraints.txt (see lock()).
+`python3 tasks.py lock [--upgrade]` rewrites constraints.txt (see lock()). `setup` and `test`
+build the test server's wheel in the background while the rest is set up (minutes where pip's
+cache lacks it); `test` waits for it, and a `test` after a `setup` (as CI runs them) finds it
+started (.venv/test-server-build.log says how it went).
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -41,7 +45,7 @@ def _pip(*args: str) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def setup() -> None:
+def setup(for_tests: bool = False) -> None:
     if sys.version_info < (3, 11):
         sys.exit(f"StoryLoom needs Python 3.11 or newer; this is {platform.python_version()}.")
     if STAMP.exists() and STAMP.read_text() == _fingerprint():
@@ -49,6 +53,8 @@ def setup() -> None:
     if not PY.exists():
         print(f"Creating a virtual environment in {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
+    if for_tests:  # the test server's compile (minutes without pip's cache) overlaps what follows
+        start_test_server_build()
     # torch first and alone, so no other package can pull a multi-GB CUDA build.
     # STORYLOOM_TORCH_INDEX lets a machine without a local CPU wheel name the CPU index.
     torch_args = ["install", "-q", TORCH]
@@ -75,19 +81,122 @@ def _server_cmake_args() -> str:
     return " ".join(args)
 
 
-def setup_test_server() -> None:
-    """Install the test server once; when it cannot be built, say why and go on (its tests skip
-    and print the reason from the stamp file)."""
-    key = _fingerprint() + TEST_SERVER
-    if SERVER_STAMP.exists() and SERVER_STAMP.read_text().split("\n", 1)[0] == key:
-        return
+SERVER_WHEELS = VENV / "test-server-wheels"
+SERVER_BUILD = VENV / ".storyloom-test-server-build"  # the background build: its key, pid, then rc
+SERVER_LOG = VENV / "test-server-build.log"
+# Runs the build and writes its state (key, pid, then rc), so that a later `tasks.py test`
+# (CI runs `tasks.py setup` first, then the lint, then `tasks.py test`) can wait for it.
+_BUILD_WRAPPER = """\
+import os, subprocess, sys
+from pathlib import Path
+state, key, cmd = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+state.write_text(f"{key}\\npid={os.getpid()}\\n")
+rc = subprocess.call(cmd)
+state.write_text(f"{key}\\npid={os.getpid()}\\nrc={rc}\\n")
+"""
+
+
+def _server_key() -> str:
+    return _fingerprint() + TEST_SERVER
+
+
+def _server_env() -> dict:
     env = dict(os.environ)
     if _server_cmake_args() and "CMAKE_ARGS" not in env:
         env["CMAKE_ARGS"] = _server_cmake_args()
+    return env
+
+
+def _build_state() -> dict | None:
+    """The background build of this key: {"pid": int, "rc": int | None}, or None."""
+    try:
+        key, *rest = SERVER_BUILD.read_text().splitlines()
+    except (OSError, ValueError):
+        return None
+    fields = dict(line.split("=", 1) for line in rest if "=" in line)
+    if key != _server_key() or "pid" not in fields:
+        return None
+    return {"pid": int(fields["pid"]), "rc": int(fields["rc"]) if "rc" in fields else None}
+
+
+_BUILDER: subprocess.Popen | None = None  # the build, where this process started it
+
+
+def _alive(pid: int) -> bool:
+    if _BUILDER is not None and _BUILDER.pid == pid:
+        return _BUILDER.poll() is None  # (a child that ended stays a zombie until polled)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def start_test_server_build() -> None:
+    """Start building the test server's wheel in the background, unless it is installed or
+    being built: `pip wheel` into .venv/test-server-wheels, which changes no environment (the
+    build runs in an isolated one of its own), so it is safe beside the other pip installs.
+    From source this is minutes of compiling; meanwhile torch, the other packages, the ARM tools
+    and the model are set up. setup_test_server() waits for it and installs the wheel."""
+    if SERVER_STAMP.exists() and SERVER_STAMP.read_text().split("\n", 1)[0] == _server_key():
+        return
+    state = _build_state()
+    if state is not None and (state["rc"] is not None or _alive(state["pid"])):
+        return
+    shutil.rmtree(SERVER_WHEELS, ignore_errors=True)
+    cmd = [str(PY), "-m", "pip", "--disable-pip-version-check", "wheel", "-q", "--no-deps", "-c",
+           "constraints.txt", "-w", str(SERVER_WHEELS), TEST_SERVER]
+    print("+", " ".join(cmd[2:]), "(in the background; built from source once, later runs reuse pip's cache)",
+          flush=True)
+    global _BUILDER
+    with open(SERVER_LOG, "w") as log:
+        _BUILDER = subprocess.Popen([str(PY), "-c", _BUILD_WRAPPER, str(SERVER_BUILD), _server_key(), *cmd], cwd=ROOT,
+                         env=_server_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                         start_new_session=True)
+    deadline = time.monotonic() + 10  # the wrapper says its pid at once; wait for that line
+    while _build_state() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _wait_for_server_build() -> int | None:
+    """The background build's exit status, once it ends; None if there is none (or it died)."""
+    said = False
+    started = time.monotonic()
+    while (state := _build_state()) is not None:
+        if state["rc"] is not None:
+            if said:
+                print(f"  (waited {time.monotonic() - started:.0f} s)", flush=True)
+            return state["rc"]
+        if not _alive(state["pid"]):
+            return None
+        if not said:
+            print("Waiting for the test server's build to finish", flush=True)
+            said = True
+        time.sleep(1)
+    return None
+
+
+def setup_test_server() -> None:
+    """Install the test server once (from the wheel its background build made); when it cannot
+    be built, say why and go on (its tests skip and print the reason from the stamp file)."""
+    key = _server_key()
+    if SERVER_STAMP.exists() and SERVER_STAMP.read_text().split("\n", 1)[0] == key:
+        return
+    built = _wait_for_server_build()
+    if built not in (None, 0):
+        lines = [line for line in SERVER_LOG.read_text(errors="replace").splitlines() if line.strip()]
+        tail = (lines or ["pip wheel failed"])[-1].strip()
+        print(f"Could not build {TEST_SERVER} ({tail}); the remote-engine tests will be skipped.", flush=True)
+        SERVER_STAMP.write_text(key + f"\nfailed: {tail}\n")
+        return
+    wheels = ["--find-links", str(SERVER_WHEELS)] if built == 0 else []
     cmd = [str(PY), "-m", "pip", "--disable-pip-version-check", "install", "-q", "-c", "constraints.txt",
-           TEST_SERVER]
-    print("+", " ".join(cmd[2:]), "(built from source once; later runs reuse pip's cache)", flush=True)
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+           *wheels, TEST_SERVER]
+    print("+", " ".join(cmd[2:]), "" if wheels else "(built from source once; later runs reuse pip's cache)",
+          flush=True)
+    result = subprocess.run(cmd, cwd=ROOT, env=_server_env(), capture_output=True, text=True)
     if result.returncode == 0:
         SERVER_STAMP.write_text(key + "\nok\n")
         return
@@ -172,17 +281,21 @@ def main(argv: list[str]) -> int:
         return 2
     if argv[0] == "lock":
         return lock(upgrade="--upgrade" in argv[1:])
-    setup()
+    # `setup` (CI runs it, then the lint, then `test`) and `test` start the test server's build in
+    # the background; `test` waits for it. `app` needs no test server.
+    setup(for_tests=argv[0] in {"setup", "test"})
     task, rest = argv[0], argv[1:]
     env = dict(os.environ)
     if task == "setup":
         return 0
     if task == "app":
         return subprocess.call([str(BIN / "storyloom"), *rest], cwd=ROOT, env=env)
-    # test: the test server, the embedded model once (cached), then the whole suite.
-    setup_test_server()
+    # test: the ARM tools and the embedded model once (cached) while the test server builds
+    # (in the background since setup() began, or from here), then the whole suite.
+    start_test_server_build()
     setup_cross_arm(env)
     rc = subprocess.call([str(BIN / "storyloom"), "model", "pull"], cwd=ROOT, env=env)
+    setup_test_server()
     if rc != 0:
         return rc
     return subprocess.call([str(PY), "-m", "pytest", *rest], cwd=ROOT, env=env)

@@ -80,3 +80,12 @@ def real_model():
     if not default_model.is_ready():
         pytest.fail("The default model is not pulled: run `storyloom model pull` (tasks.py test does).")
     return models.load("default")
+
+
+@pytest.fixture(scope="session")
+def native_builds(tmp_path_factory) -> Path:
+    """A models folder of this session's own for the native kernels (not the shared one): every
+    level is compiled from these sources once (two builds, ~10 s each on the CI machine) rather
+    than again by each test that needs one. The tests of the build cache itself
+    (test_native_safety) keep a folder per test."""
+    return tmp_path_factory.mktemp("native-builds")

@@ -25,9 +25,9 @@ FLOATS = [native.F32, native.F16, native.BF16]
 
 
 @pytest.fixture(scope="module")
-def lib(tmp_path_factory):
+def lib(native_builds):
     mp = pytest.MonkeyPatch()
-    mp.setenv("STORYLOOM_MODELS", str(tmp_path_factory.mktemp("models")))
+    mp.setenv("STORYLOOM_MODELS", str(native_builds))
     yield native.build(cc)
     mp.undo()
 
@@ -183,11 +183,11 @@ def test_tiled_exact_rows_take_fp32_inputs(lib, kind, n, cols):
         assert np.abs(y - want).max() <= 1e-5 * np.abs(want).max()
 
 
-def test_only_whole_groups_of_16_rows_tile_and_other_builds_refuse_tiles(tmp_path, monkeypatch):
+def test_only_whole_groups_of_16_rows_tile_and_other_builds_refuse_tiles(native_builds, monkeypatch):
     """sl_tile leaves a matrix of 20 rows (or a type it has no tiles for) in GGUF rows; a build
     without the tiled kernels tiles nothing and refuses a matrix that says it is tiled (its step
     returns -1: the caller's torch path runs), rather than reading tiles as GGUF rows."""
-    monkeypatch.setenv("STORYLOOM_MODELS", str(tmp_path / "models"))
+    monkeypatch.setenv("STORYLOOM_MODELS", str(native_builds))
     rng = np.random.default_rng(9)
     for level in native.cpu_levels(cc):
         lib = native.build(cc, level)
@@ -204,8 +204,8 @@ def test_only_whole_groups_of_16_rows_tile_and_other_builds_refuse_tiles(tmp_pat
         assert np.isnan(y).all() == (tiles is None)
 
 
-def test_every_level_this_cpu_runs_agrees(tmp_path, monkeypatch):
-    monkeypatch.setenv("STORYLOOM_MODELS", str(tmp_path / "models"))
+def test_every_level_this_cpu_runs_agrees(native_builds, monkeypatch):
+    monkeypatch.setenv("STORYLOOM_MODELS", str(native_builds))
     levels = native.cpu_levels(cc)
     rng = np.random.default_rng(7)
     rows, cols, n = 19, 512, 5
@@ -227,8 +227,8 @@ def test_every_level_this_cpu_runs_agrees(tmp_path, monkeypatch):
             assert np.allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(a).max()), (level, native.TYPE_NAMES[kind])
 
 
-def test_a_level_the_cpu_cannot_run_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setenv("STORYLOOM_MODELS", str(tmp_path / "models"))
+def test_a_level_the_cpu_cannot_run_is_refused(native_builds, monkeypatch):
+    monkeypatch.setenv("STORYLOOM_MODELS", str(native_builds))
     missing = [level for level in native.LEVELS if level not in native.cpu_levels(cc)]
     monkeypatch.setenv("STORYLOOM_NATIVE_ISA", "sse9")
     with pytest.raises(RuntimeError, match="STORYLOOM_NATIVE_ISA"):

@@ -13,9 +13,9 @@ pytestmark = pytest.mark.skipif(native.compiler() is None, reason="no C compiler
 
 
 @pytest.fixture(scope="module", autouse=True)
-def built(tmp_path_factory):
+def built(native_builds):
     mp = pytest.MonkeyPatch()
-    mp.setenv("STORYLOOM_MODELS", str(tmp_path_factory.mktemp("models")))
+    mp.setenv("STORYLOOM_MODELS", str(native_builds))
     lib = native.build(native.compiler())
     mp.setattr(native, "_loaded", lib)
     yield lib
