@@ -11,9 +11,8 @@ side (the engine's rows: one batched forward per token), each row's last word or
 likeliest allowed (not in a triple meter: greedy_ends). Lines are ranked (pick): first those the
 critic passes, then those whose rhyme word the model would say there (not forced: FORCED_FLOOR),
 then, late in a poem, those that keep to the topic (the whole line read after the heading with
-the topic and after one without, and one with another topic, contrast_topic; the line kept is
-always read), then those that say no phrase two earlier lines said (tic), then by rank_score (the
-model's mean log-prob, the rhyme word's log-prob, the topic of its words, phrases shared). A partner line whose best draw
+the topic and after one without; the line kept is always read), then by rank_score (the model's
+mean log-prob, the rhyme word's log-prob, the topic of its words). A partner line whose best draw
 still reads forced (or, late, off the topic) sends the writer back to write its group's first
 line on another rhyme, and a group's first line that still reads forced is written again itself
 on another rhyme (REWRITES per poem while its time cap lasts, and CLOSING_REWRITES more for the
@@ -37,7 +36,6 @@ from __future__ import annotations
 
 import math
 import time
-import zlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -87,10 +85,6 @@ TOPIC_MARGIN = 0.15  # nats per token a late line's topic gain must pass (read a
 DRIFT_FROM = 6  # lines before this one are not read for it (a poem's topic faded after its sixth line)
 TOPIC_LINE_WEIGHT = 0.15  # per nat of the line's topic gain (sonnets drifted from their topic late)
 TOPIC_DRAWS = 8  # draws past LINE_TRIES for a late line while none read is on the topic and says its rhyme
-# Other topics a late line is read against too (contrast_topic; one per poem, none of the bench's TOPICS): a
-# line as likely under one of them as under its own says nothing of its topic, however likelier than after a
-# heading with no topic it is
-CONTRAST_TOPICS = ("a long journey", "an old friend", "a summer wedding", "a storm", "the mountains", "a letter")
 REPEATED_PHRASE_LINES = 2  # a line sharing a phrase (phrases) with this many earlier lines reads as a tic (the
 # bench's repeated_phrases): it loses to a line that does not (grade)
 REPEAT_WEIGHT = 0.3  # per earlier line a line shares a phrase with (rank_score): one shared phrase is no tic yet,
@@ -674,23 +668,12 @@ def line_context(prompt: str, form: Form, lines: list[PoemLine], window: int = W
     return prompt + "".join(out)
 
 
-def contrast_topic(topic: str) -> str:
-    """Another topic to read a late line against (TopicGauge.line_topics): one of CONTRAST_TOPICS
-    that shares no word with `topic`, the same one for a topic each time."""
-    own = set(words_of(topic)) - FUNCTION_WORDS
-    pool = [t for t in CONTRAST_TOPICS if not own & set(words_of(t))] or list(CONTRAST_TOPICS)
-    return pool[zlib.crc32(topic.strip().lower().encode()) % len(pool)]
-
-
 def _gauge(generator, prepared, form: Form, topic: str, style: str, prompt: str) -> TopicGauge | None:
     """The poem's topic gauge (rhyme plans read through the decoder: the token path only)."""
     if not isinstance(prepared, Vocabulary):
         return None
-    if not topic.strip():
-        return TopicGauge(generator, prepared, prompt, None)
-    neutral = poem_prompt(generator, form, "", style)
-    contrast = poem_prompt(generator, form, contrast_topic(topic), style)
-    return TopicGauge(generator, prepared, prompt, neutral, (contrast,))
+    neutral = poem_prompt(generator, form, "", style) if topic.strip() else None
+    return TopicGauge(generator, prepared, prompt, neutral)
 
 
 def _plan(prepared, form: Form, index: int, rule: RhymeRule, gauge: TopicGauge | None) -> RhymePlan | None:

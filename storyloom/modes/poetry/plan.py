@@ -82,15 +82,11 @@ def read_one(dec, token: int) -> float:
 
 class TopicGauge:
     """How much the poem's heading (with the topic) makes a word likelier than a heading without
-    one: log-prob after heading + stub, less the same after the neutral heading. Cached per word.
-    A whole line (line_topics) is read against the neutral heading and the `contrasts` too (headings
-    with other topics): a line any of them makes as likely says nothing of this topic."""
+    one: log-prob after heading + stub, less the same after the neutral heading. Cached per word."""
 
-    def __init__(self, generator, vocab: Vocabulary, heading: str, neutral: str | None,
-                 contrasts: tuple[str, ...] = ()):
+    def __init__(self, generator, vocab: Vocabulary, heading: str, neutral: str | None):
         self.generator, self.vocab = generator, vocab
         self.heading, self.neutral = heading, neutral
-        self.contrasts = contrasts if neutral is not None else ()
         self.decs = None
         self.line_decs = None  # at the two headings themselves (line_topic)
         self.gains: dict[str, float] = {}
@@ -118,16 +114,12 @@ class TopicGauge:
 
     def line_topics(self, lines: list[list[int]]) -> list[float]:
         """How much likelier each whole line (its tokens) is after the heading with the topic than
-        after the neutral one (and than after each contrast: the least of those gains), per token:
-        the bench's topic gain (there against another topic). The look-up of a line's words
-        (line_gain) misses a line that drifts in what it says. Against the neutral heading alone,
-        lines the bench read as no likelier under their topic than under another passed ("A time
-        to hold on and let go be dear", autumn: +0.32 against the neutral heading, -0.07 against
-        a lost key's)."""
+        after the neutral one, per token: the bench's topic gain (there against another topic). The
+        look-up of a line's words (line_gain) misses a line that drifts in what it says."""
         if self.neutral is None:
             return [math.inf] * len(lines)  # no topic: nothing to drift from
         if self.line_decs is None:
-            decs = [open_decoder(self.generator, h, 0) for h in (self.heading, self.neutral, *self.contrasts)]
+            decs = [open_decoder(self.generator, h, 0) for h in (self.heading, self.neutral)]
             self.line_decs = [(d, d.mark()) for d in decs]
         means = []
         for dec, start in self.line_decs:
@@ -143,7 +135,7 @@ class TopicGauge:
                         read_lines[-1].append(read_one(dec, token))
                         dec.step(token)
             means.append([sum(r) / len(r) if r else 0.0 for r in read_lines])
-        return [on - max(offs) for on, *offs in zip(*means)]
+        return [a - b for a, b in zip(*means)]
 
     def gain(self, words: Iterable[str]) -> dict[str, float]:
         words = [w for w in words if w not in self.gains]
