@@ -87,8 +87,6 @@ TOPIC_LINE_WEIGHT = 0.15  # per nat of the line's topic gain (sonnets drifted fr
 TOPIC_DRAWS = 8  # draws past LINE_TRIES for a late line while none read is on the topic and says its rhyme
 REPEATED_PHRASE_LINES = 2  # a line sharing a phrase (phrases) with this many earlier lines reads as a tic (the
 # bench's repeated_phrases): it loses to a line that does not (grade)
-REPEAT_WEIGHT = 0.3  # per earlier line a line shares a phrase with (rank_score): one shared phrase is no tic yet,
-# but the next line to share it makes one
 
 
 @dataclass
@@ -258,11 +256,10 @@ def critic_penalty(text: str, earlier: list[str], hidden: str, topic: str = "") 
 
 def rank_score(line: PoemLine) -> float:
     """Higher is better: the model's mean log-prob of the line, less a little for each nat the
-    rhyme word was forced (a word the model would not have said there), less the critic's faults,
-    less a little for each earlier line it shares a phrase with."""
+    rhyme word was forced (a word the model would not have said there), less the critic's faults."""
     forced = line.final_logprob if line.final_logprob is not None else 0.0
     return (line.mean_logprob + FORCED_WEIGHT * forced - FORCED_HINGE * max(0.0, FORCED_FLOOR - forced)
-            + TOPIC_LINE_WEIGHT * line.topic - line.penalty - REPEAT_WEIGHT * line.repeats)
+            + TOPIC_LINE_WEIGHT * line.topic - line.penalty)
 
 
 def forced(line: PoemLine) -> bool:
@@ -508,8 +505,7 @@ class _TokenWriter:
         After the first draw (and the plan), lines are drawn ROWS at a time side by side. While
         every line drawn ends on a forced word, up to `more` are drawn past LINE_TRIES (cheaper than
         writing the group again). A `closing` line (the poem's last) ends on . ! or ?. `repeats`
-        counts the earlier lines a line shares a phrase with (tic): a tic counts toward `keep` no more
-        than a forced line does."""
+        counts the earlier lines a line shares a phrase with (tic: pick keeps one only as a last resort)."""
         self.openings, self.closing = openings, closing
         keep = LINE_CANDIDATES if keep is None else keep
         found: list[PoemLine] = []
@@ -553,7 +549,7 @@ class _TokenWriter:
                 # topic (a batched forward per heading, the draft's line with the first rows)
                 self._read_topics(sorted((f for f in found if f.line_topic is None and all(grade(f)[:2])),
                                          key=rank_score, reverse=True))
-            enough = sum(not forced(f) and not tic(f) for f in found) >= keep  # forced lines and tics do not count
+            enough = sum(not forced(f) for f in found) >= keep  # lines ending on a forced word do not count
             if enough and (not topical or any(f.line_topic is not None and all(grade(f)) for f in found)):
                 break  # (and a late line has one read as on the topic): else more are drawn
         if found:
