@@ -10,7 +10,7 @@ import pytest
 from storyloom.modes import critic
 from storyloom.modes.poetry import compose as composer
 from storyloom.modes.poetry.bench import reader_checks
-from storyloom.modes.poetry.compose import Poem, PoemLine, compose, phrase_repeats, pick, poem_prompt, rank_score
+from storyloom.modes.poetry.compose import PoemLine, compose, phrase_repeats, pick, poem_prompt, rank_score
 from storyloom.modes.poetry.constrain import RhymeRule, Vocabulary
 from storyloom.modes.poetry.forms import get_form
 from storyloom.modes.poetry.prosody import words_of
