@@ -283,9 +283,10 @@ def pick(found: list[PoemLine]) -> PoemLine:
 def grade(line: PoemLine) -> tuple[bool, bool, bool, bool]:
     """What a line must be before its score counts: passed by the critic, its rhyme word not
     forced, on topic (late lines, line_topic; a line not read for it counts as on topic: best_line
-    reads the late line it keeps), no tic."""
-    return (line.penalty < critic.FAIL, not forced(line), line.line_topic is None or line.line_topic > TOPIC_MARGIN,
-            not tic(line))
+    reads the late line it keeps), no tic. A tic counts only in a line on topic: among lines off
+    it, the likelier wins (a tic had made a line further off the topic win, and the poem strayed)."""
+    on_topic = line.line_topic is None or line.line_topic > TOPIC_MARGIN
+    return line.penalty < critic.FAIL, not forced(line), on_topic, not (on_topic and tic(line))
 
 
 class _TokenWriter:
