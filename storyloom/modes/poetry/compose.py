@@ -43,8 +43,8 @@ from storyloom import StoryloomError
 from storyloom.engine.constrained import open_decoder, steers_tokens
 from storyloom.engine.sampling import SamplerSettings
 from storyloom.modes import critic, wordfilter
-from storyloom.modes.poetry.constrain import (END_PUNCTUATION, FUNCTION_WORDS, MIN_PARTNERS, OPENING_WORDS,
-                                              LineConstraint, RhymeRule, Vocabulary, default_lexicon)
+from storyloom.modes.poetry.constrain import (END_PUNCTUATION, FUNCTION_WORDS, MIN_PARTNERS, MODIFIERS, OPENING_WORDS,
+                                              UNFINISHED_LEADS, LineConstraint, RhymeRule, Vocabulary, default_lexicon)
 from storyloom.modes.poetry.forms import Form
 from storyloom.modes.poetry.plan import READ, RhymePlan, TopicGauge
 from storyloom.modes.poetry.prosody import rhyme_keys, rhymes, words_of
@@ -272,21 +272,30 @@ def tic(line: PoemLine) -> bool:
     return line.repeats >= REPEATED_PHRASE_LINES
 
 
+def unfinished(text: str) -> bool:
+    """Does the line end on a modifier right after a word that wants a noun next ("sailed the ten",
+    "a tale of high": constrain.MODIFIERS after UNFINISHED_LEADS), a phrase a reader hears cut off?"""
+    words = words_of(text)
+    return len(words) >= 2 and words[-1] in MODIFIERS and words[-2] in UNFINISHED_LEADS
+
+
 def pick(found: list[PoemLine]) -> PoemLine:
     """The best drawn line: one the critic does not fail, if any, then one that does not end on a
     forced word, if any (a topic or a fluent start never buys a rhyme the model would not say),
-    then one that keeps to the topic (where it was read: late lines), then one that repeats no
-    phrase of two earlier lines (tic), then by rank_score."""
+    then one that keeps to the topic (where it was read: late lines), then one that does not end
+    cut off (unfinished), then one that repeats no phrase of two earlier lines (tic), then by rank_score."""
     return max(found, key=lambda line: (*grade(line), rank_score(line)))
 
 
-def grade(line: PoemLine) -> tuple[bool, bool, bool, bool]:
+def grade(line: PoemLine) -> tuple[bool, bool, bool, bool, bool]:
     """What a line must be before its score counts: passed by the critic, its rhyme word not
     forced, on topic (late lines, line_topic; a line not read for it counts as on topic: best_line
-    reads the late line it keeps), no tic. A tic counts only in a line on topic: among lines off
-    it, the likelier wins (a tic had made a line further off the topic win, and the poem strayed)."""
+    reads the late line it keeps), not cut off (unfinished), no tic. The last two count only in a
+    line on topic: among lines off it, the likelier wins (a tic had made a line further off the
+    topic win, and the poem strayed)."""
     on_topic = line.line_topic is None or line.line_topic > TOPIC_MARGIN
-    return line.penalty < critic.FAIL, not forced(line), on_topic, not (on_topic and tic(line))
+    return (line.penalty < critic.FAIL, not forced(line), on_topic, not (on_topic and unfinished(line.text)),
+            not (on_topic and tic(line)))
 
 
 class _TokenWriter:
