@@ -11,8 +11,10 @@ side (the engine's rows: one batched forward per token), each row's last word or
 likeliest allowed (not in a triple meter: greedy_ends). Lines are ranked (pick): first those the
 critic passes, then those whose rhyme word the model would say there (not forced: FORCED_FLOOR),
 then, late in a poem, those that keep to the topic (the whole line read after the heading with
-the topic and after one without; the line kept is always read), then by rank_score (the model's
-mean log-prob, the rhyme word's log-prob, the topic of its words). A partner line whose best draw
+the topic and after one without; the line kept is always read), then, among lines on the topic,
+those that end their phrase (unfinished: not "sailed the high") and those that say no phrase of two
+earlier lines again (tic), then by rank_score (the model's mean log-prob, the rhyme word's
+log-prob, the topic of its words). A partner line whose best draw
 still reads forced (or, late, off the topic) sends the writer back to write its group's first
 line on another rhyme, and a group's first line that still reads forced is written again itself
 on another rhyme (REWRITES per poem while its time cap lasts, and CLOSING_REWRITES more for the
