@@ -24,8 +24,9 @@ from storyloom.engine.constrained import steers_tokens
 from storyloom.engine.default_model import Progress, _quiet
 from storyloom.engine.sampling import SamplerSettings
 from storyloom.modes import wordfilter
-from storyloom.modes.poetry.compose import breaks_off, compose, opening, poem_prompt, vocabulary_for
-from storyloom.modes.poetry.constrain import FILLER, FUNCTION_WORDS, MIN_PARTNERS, SLANG, RhymeRule, default_lexicon
+from storyloom.modes.poetry.compose import (REPEATED_PHRASE_LINES, breaks_off, compose, opening, phrase_repeats, phrases,  # noqa: F401
+                                            poem_prompt, vocabulary_for)
+from storyloom.modes.poetry.constrain import FILLER, MIN_PARTNERS, SLANG, RhymeRule, default_lexicon
 from storyloom.modes.poetry.forms import get_form
 from storyloom.modes.poetry.grammar import line_grammar
 from storyloom.modes.poetry.prosody import echoes, rhyme_keys, words_of
@@ -56,19 +57,6 @@ READER_CHECKS = ("rhymes_on_weak_syllables", "echo_rhymes", "repeated_line_ends"
 MODEL_CHECKS = ("forced_rhyme_words", "topic_drift")  # need an engine that scores text
 FORCED_LOGPROB = -8.0  # nats for the last word: a word the model would not have said there
 DRIFT_AFTER = 6  # lines after the sixth are where drift was seen
-
-
-def phrases(text: str, keep: frozenset[str] = frozenset()) -> set[tuple[str, str]]:
-    """A line's two-word runs that end on a word of its own (not a function word, not one of `keep`:
-    the topic's words may come back)."""
-    words = words_of(text)
-    return {(a, b) for a, b in zip(words, words[1:]) if b not in FUNCTION_WORDS and b not in keep}
-
-
-def phrase_repeats(text: str, earlier: list[str], keep: frozenset[str] = frozenset()) -> int:
-    """How many earlier lines share a phrase (phrases) with this one."""
-    mine = phrases(text, keep)
-    return sum(1 for line in earlier if mine & phrases(line, keep)) if mine else 0
 
 
 def reader_checks(poem) -> dict:
@@ -106,7 +94,7 @@ def reader_checks(poem) -> dict:
         if start is not None:
             openings += start in seen
             seen.add(start)
-        tics += phrase_repeats(line.text, [x.text for x in lines[:i] if x.ok], topic) >= 2
+        tics += phrase_repeats(line.text, [x.text for x in lines[:i] if x.ok], topic) >= REPEATED_PHRASE_LINES
         words = words_of(line.text)
         filler += any(w in FILLER or w in SLANG for w in words)
         filtered += any(wordfilter.blocked(w) for w in words)

@@ -11,8 +11,10 @@ side (the engine's rows: one batched forward per token), each row's last word or
 likeliest allowed (not in a triple meter: greedy_ends). Lines are ranked (pick): first those the
 critic passes, then those whose rhyme word the model would say there (not forced: FORCED_FLOOR),
 then, late in a poem, those that keep to the topic (the whole line read after the heading with
-the topic and after one without; the line kept is always read), then by rank_score (the model's
-mean log-prob, the rhyme word's log-prob, the topic of its words). A partner line whose best draw
+the topic and after one without; the line kept is always read), then, among lines on the topic,
+those that end their phrase (unfinished: not "sailed the high") and those that say no phrase of two
+earlier lines again (tic), then by rank_score (the model's mean log-prob, the rhyme word's
+log-prob, the topic of its words). A partner line whose best draw
 still reads forced (or, late, off the topic) sends the writer back to write its group's first
 line on another rhyme, and a group's first line that still reads forced is written again itself
 on another rhyme (REWRITES per poem while its time cap lasts, and CLOSING_REWRITES more for the
@@ -43,8 +45,8 @@ from storyloom import StoryloomError
 from storyloom.engine.constrained import open_decoder, steers_tokens
 from storyloom.engine.sampling import SamplerSettings
 from storyloom.modes import critic, wordfilter
-from storyloom.modes.poetry.constrain import (END_PUNCTUATION, MIN_PARTNERS, OPENING_WORDS, LineConstraint,
-                                              RhymeRule, Vocabulary, default_lexicon)
+from storyloom.modes.poetry.constrain import (END_PUNCTUATION, FUNCTION_WORDS, MIN_PARTNERS, MODIFIERS, OPENING_WORDS,
+                                              UNFINISHED_LEADS, LineConstraint, RhymeRule, Vocabulary, default_lexicon)
 from storyloom.modes.poetry.forms import Form
 from storyloom.modes.poetry.plan import READ, RhymePlan, TopicGauge
 from storyloom.modes.poetry.prosody import rhyme_keys, rhymes, words_of
@@ -85,6 +87,8 @@ TOPIC_MARGIN = 0.15  # nats per token a late line's topic gain must pass (read a
 DRIFT_FROM = 6  # lines before this one are not read for it (a poem's topic faded after its sixth line)
 TOPIC_LINE_WEIGHT = 0.15  # per nat of the line's topic gain (sonnets drifted from their topic late)
 TOPIC_DRAWS = 8  # draws past LINE_TRIES for a late line while none read is on the topic and says its rhyme
+REPEATED_PHRASE_LINES = 2  # a line sharing a phrase (phrases) with this many earlier lines reads as a tic (the
+# bench's repeated_phrases): it loses to a line that does not (grade)
 
 
 @dataclass
@@ -100,6 +104,7 @@ class PoemLine:
     searched: bool = False  # written by the greedy fallback, not drawn
     topic: float = 0.0  # the mean topic gain of its content words (plan.TopicGauge; rank_score)
     line_topic: float | None = None  # the whole line's topic gain (TopicGauge.line_topics; late lines only)
+    repeats: int = 0  # earlier lines of the poem it shares a phrase with (phrase_repeats; grade, rank_score)
 
     @property
     def mean_logprob(self) -> float:
@@ -193,6 +198,19 @@ def opening(text: str) -> tuple[str, ...] | None:
     return tuple(words[:OPENING_WORDS]) if len(words) >= OPENING_WORDS else None
 
 
+def phrases(text: str, keep: frozenset[str] = frozenset()) -> set[tuple[str, str]]:
+    """A line's two-word runs that end on a word of its own (not a function word, not one of `keep`:
+    the topic's words may come back)."""
+    words = words_of(text)
+    return {(a, b) for a, b in zip(words, words[1:]) if b not in FUNCTION_WORDS and b not in keep}
+
+
+def phrase_repeats(text: str, earlier: list[str], keep: frozenset[str] = frozenset()) -> int:
+    """How many earlier lines share a phrase (phrases) with this one."""
+    mine = phrases(text, keep)
+    return sum(1 for line in earlier if mine & phrases(line, keep)) if mine else 0
+
+
 def breaks_off(form: Form, index: int, text: str) -> bool:
     """Does line `index`, held to end the poem's sentence (Form.closing), break off instead?"""
     return form.closing(index) and not text.rstrip().endswith(END_PUNCTUATION)
@@ -251,18 +269,35 @@ def forced(line: PoemLine) -> bool:
     return line.final_logprob is not None and line.final_logprob < FORCED_FLOOR
 
 
+def tic(line: PoemLine) -> bool:
+    """Does the line share a phrase with REPEATED_PHRASE_LINES earlier lines (a reader's "again")?"""
+    return line.repeats >= REPEATED_PHRASE_LINES
+
+
+def unfinished(text: str) -> bool:
+    """Does the line end on a modifier right after a word that wants a noun next ("sailed the ten",
+    "a tale of high": constrain.MODIFIERS after UNFINISHED_LEADS), a phrase a reader hears cut off?"""
+    words = words_of(text)
+    return len(words) >= 2 and words[-1] in MODIFIERS and words[-2] in UNFINISHED_LEADS
+
+
 def pick(found: list[PoemLine]) -> PoemLine:
     """The best drawn line: one the critic does not fail, if any, then one that does not end on a
     forced word, if any (a topic or a fluent start never buys a rhyme the model would not say),
-    then one that keeps to the topic (where it was read: late lines), then by rank_score."""
+    then one that keeps to the topic (where it was read: late lines), then one that does not end
+    cut off (unfinished), then one that repeats no phrase of two earlier lines (tic), then by rank_score."""
     return max(found, key=lambda line: (*grade(line), rank_score(line)))
 
 
-def grade(line: PoemLine) -> tuple[bool, bool, bool]:
+def grade(line: PoemLine) -> tuple[bool, bool, bool, bool, bool]:
     """What a line must be before its score counts: passed by the critic, its rhyme word not
     forced, on topic (late lines, line_topic; a line not read for it counts as on topic: best_line
-    reads the late line it keeps)."""
-    return line.penalty < critic.FAIL, not forced(line), line.line_topic is None or line.line_topic > TOPIC_MARGIN
+    reads the late line it keeps), not cut off (unfinished), no tic. The last two count only in a
+    line on topic: among lines off it, the likelier wins (a tic had made a line further off the
+    topic win, and the poem strayed)."""
+    on_topic = line.line_topic is None or line.line_topic > TOPIC_MARGIN
+    return (line.penalty < critic.FAIL, not forced(line), on_topic, not (on_topic and unfinished(line.text)),
+            not (on_topic and tic(line)))
 
 
 class _TokenWriter:
@@ -471,7 +506,7 @@ class _TokenWriter:
                   keep: int | None = None, avoid: frozenset[str] = frozenset(),
                   judge: Callable[[str], float] | None = None, openings: frozenset = frozenset(),
                   plan: RhymePlan | None = None, topical: bool = False, more: int = 0,
-                  closing: bool = False) -> PoemLine | None:
+                  closing: bool = False, repeats: Callable[[str], int] | None = None) -> PoemLine | None:
         """Draw up to `keep` complete lines (within LINE_TRIES tries, while its time lasts; the
         first draw always runs to its end), keep the best (pick), else search greedily for one.
         A draw that opens like another line (`openings`) is abandoned at its fourth word. With a
@@ -481,7 +516,8 @@ class _TokenWriter:
         all; so do, for a `topical` (late) line, the best few of each batch read as off the topic.
         After the first draw (and the plan), lines are drawn ROWS at a time side by side. While
         every line drawn ends on a forced word, up to `more` are drawn past LINE_TRIES (cheaper than
-        writing the group again). A `closing` line (the poem's last) ends on . ! or ?."""
+        writing the group again). A `closing` line (the poem's last) ends on . ! or ?. `repeats`
+        counts the earlier lines a line shares a phrase with (tic: pick keeps one only as a last resort)."""
         self.openings, self.closing = openings, closing
         keep = LINE_CANDIDATES if keep is None else keep
         found: list[PoemLine] = []
@@ -516,6 +552,7 @@ class _TokenWriter:
                 if line is not None and plain(line.text) not in avoid and verify(line.text):  # never the same line twice
                     avoid = avoid | {plain(line.text)}
                     line.penalty = judge(line.text) if judge else 0.0
+                    line.repeats = repeats(line.text) if repeats else 0
                     line.topic = self.gauge.line_gain(line.text) if self.gauge is not None else 0.0
                     kept.append(line)
             found += kept
@@ -543,6 +580,7 @@ class _TokenWriter:
         line = self._search(templates, rule, verify, avoid, cancel, time.monotonic() + SEARCH_MAX_S)
         if line is not None:
             line.penalty = judge(line.text) if judge else 0.0
+            line.repeats = repeats(line.text) if repeats else 0
             if topical and self.gauge is not None:
                 self._read_topics([line])  # a late line kept is read, searched or drawn
         return line
@@ -659,6 +697,12 @@ def _judge(prompt: str, lines: list[PoemLine], topic: str) -> Callable[[str], fl
     return lambda text: critic_penalty(text, earlier, prompt, topic)
 
 
+def _repeats(lines: list[PoemLine], topic: str) -> Callable[[str], int]:
+    """A line's phrase_repeats with the poem's other lines (the topic's words may come back)."""
+    earlier, keep = [line.text for line in lines if line.ok], frozenset(words_of(topic))
+    return lambda text: phrase_repeats(text, earlier, keep)
+
+
 def closing_group(form: Form, index: int) -> bool:
     """Is `index` in the poem's closing rhyme group, one that lies within its last lines (a
     sonnet's couplet, the last of heroic couplets; not a limerick's A lines, which open it)?"""
@@ -771,7 +815,8 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
                                 verifier(form, i, finals, openings), settings, line_deadline, cancel, poem,
                                 avoid=avoid, judge=_judge(prompt, poem.lines, f"{topic} {style}"), openings=openings,
                                 plan=_plan(prepared, form, i, rule, gauge), topical=i >= DRIFT_FROM,
-                                more=extra_draws(i, rule, partners, may_redo), closing=form.closing(i))
+                                more=extra_draws(i, rule, partners, may_redo), closing=form.closing(i),
+                                repeats=_repeats(poem.lines, f"{topic} {style}"))
         redo = _redo_from(form, i, rule, line, partners) if may_redo else None
         if redo is not None:
             # The best draw still ends on a forced word (or, late, leaves the topic): this rhyme has
@@ -827,4 +872,5 @@ def rewrite_line(generator, poem: Poem, index: int, seed: int | None = None, tim
     openings = frozenset(o for o in (opening(line.text) for line in others) if o)
     return writer.best_line(line_context(prompt, poem.form, poem.lines[:index]), poem.form.templates(index), rule,
                             verifier(poem.form, index, finals, openings), settings, deadline, cancel, avoid=avoid,
-                            judge=_judge(prompt, others, f"{poem.topic} {poem.style}"), openings=openings, closing=poem.form.closing(index))
+                            judge=_judge(prompt, others, f"{poem.topic} {poem.style}"), openings=openings,
+                            closing=poem.form.closing(index), repeats=_repeats(others, f"{poem.topic} {poem.style}"))

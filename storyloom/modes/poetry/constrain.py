@@ -38,6 +38,13 @@ thou""".split())
 # enough to hold on to me till", "In this celestial beauty, there is yet", "but I will none" (37
 # of 1,120 lines in 80 sonnets). They may stand inside a line, never at its end.
 NOT_LINE_ENDS = frozenset("till until unto lo whilst amid ere yet none".split())
+# A line ending on a modifier right after a word that wants a noun next is no finished phrase: "sailed
+# the ten", "a tale of high", "sail the strong", "for my grand" (a reader hears the noun missing). Only
+# words that hardly stand as a noun there (not "the dark", "the deep", "the old", "of late", "the one").
+UNFINISHED_LEADS = frozenset("the a an my your his her our their its thy to of no".split())
+MODIFIERS = frozenset("""strong high low long short small tall grand wide vast brave bold great proud free full
+quick slow soft loud warm big true new bright strange rare pure clear black white red grey gray every two three
+four five six seven eight nine ten eleven twelve twenty thirty hundred thousand""".split())
 # Web-common words that make poor verse, rhyme words above all (interjections, slang).
 SLANG = frozenset("""bae wii und liz lol omg ya yo ok okay ur nah gonna wanna yay oops ooh bye sox hey wow
 yeah yep nope huh hmm uh um ha haha ouch yikes whoa ugh aw eh""".split())

@@ -58,7 +58,8 @@ class GrammarWriter:
                   settings: SamplerSettings, deadline: float, cancel, poem: Poem | None = None,
                   keep: int = LINE_CANDIDATES, avoid: frozenset[str] = frozenset(),
                   judge: Callable[[str], float] | None = None, openings: frozenset = frozenset(),
-                  plan=None, topical: bool = False, more: int = 0, closing: bool = False) -> PoemLine | None:
+                  plan=None, topical: bool = False, more: int = 0, closing: bool = False,
+                  repeats: Callable[[str], int] | None = None) -> PoemLine | None:
         """Up to ASK_TRIES lines asked for after `mark` (the context); of those the scanner passes
         (openings are the verifier's to check here), the best (compose.pick, by the model's score
         when the backend can score text, else the critic and the order drawn) is kept. (`plan` is
@@ -98,5 +99,6 @@ class GrammarWriter:
                 tokens = len(text.split())
             line = PoemLine(text, True, last_word(text), score * tokens if scoring else 0.0, max(tokens, 1))
             line.penalty = judge(text) if judge else 0.0
+            line.repeats = repeats(text) if repeats else 0
             lines.append(line)
         return pick(lines)
