@@ -31,6 +31,13 @@ async def start_story(app, pilot, title: str = "Keeper", opening: str = OPENING)
     await settle(app, pilot)
 
 
+async def start_and_take_the_first(app, pilot) -> None:
+    """A new story, and the model's first candidate taken: the writer's turn is next."""
+    await start_story(app, pilot)
+    await pilot.press("1")
+    await pilot.pause()
+
+
 async def open_saved_story(app, pilot) -> None:
     """Co-write, then the latest saved story (the row below "New story")."""
     await settle(app, pilot)
@@ -76,9 +83,7 @@ async def test_write_a_turn_reroll_more_and_edit_before_accepting(make_app, fake
     fake.push("One. ", "Two.", "Three.", "Four.")
     app = make_app()
     async with app.run_test(size=(100, 36)) as pilot:
-        await start_story(app, pilot)
-        await pilot.press("1")
-        await pilot.pause()
+        await start_and_take_the_first(app, pilot)
         fake.push("Rain began to fall.", "The lamp went out.")
         app.screen.play.set_candidates(2)
         await pilot.press(*"She walked down to the shore.", "enter")
@@ -203,9 +208,7 @@ async def test_each_candidate_says_what_the_critic_found_and_a_worse_reroll_poin
     fake.push("One. ", "Two.", "Three.", "Four.")
     app = make_app()
     async with app.run_test(size=(100, 36)) as pilot:
-        await start_story(app, pilot)
-        await pilot.press("1")
-        await pilot.pause()
+        await start_and_take_the_first(app, pilot)
         app.screen.play.set_candidates(2)
         app.screen.play.set_length("sentence")
         fake.push("The keeper watched the boat come in over the grey water.",
