@@ -3,10 +3,10 @@
 
 Needs only Python 3.11+. The virtual environment is (re)built when pyproject.toml or
 constraints.txt change, so both commands are safe to run on a fresh clone at any time.
-`python3 tasks.py lock [--upgrade]` rewrites constraints.txt (see lock()). `setup` and `test`
-build the test server's wheel in the background while the rest is set up (minutes where pip's
-cache lacks it); `test` waits for it, and a `test` after a `setup` (as CI runs them) finds it
-started (.venv/test-server-build.log says how it went).
+`python3 tasks.py lock [--upgrade]` rewrites constraints.txt (see lock()). `test` (and
+`setup --tests`, as CI runs it before the lint) builds the test server's wheel in the background
+while the rest is set up (minutes where pip's cache lacks it); `test` waits for it
+(.venv/test-server-build.log says how it went).
 """
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ import subprocess
 import sys
 import time
 import venv
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: the test server builds in the foreground
+    fcntl = None
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -82,18 +87,26 @@ def _server_cmake_args() -> str:
 
 
 SERVER_WHEELS = VENV / "test-server-wheels"
-SERVER_BUILD = VENV / ".storyloom-test-server-build"  # the background build: its key, pid, then rc
+SERVER_BUILD = VENV / ".storyloom-test-server-build"  # the background build's key, then its rc once ended
+SERVER_LOCK = VENV / ".storyloom-test-server-build.lock"  # held by the build for its whole life
 SERVER_LOG = VENV / "test-server-build.log"
-# Runs the build and writes its state (key, pid, then rc), so that a later `tasks.py test`
-# (CI runs `tasks.py setup` first, then the lint, then `tasks.py test`) can wait for it.
+# Holds the lock while the build runs and writes its state (key, then rc) atomically, so that a
+# later `tasks.py test` (CI runs `tasks.py setup --tests`, the lint, then `tasks.py test`) can wait
+# for it. A lock, not a pid: a killed build leaves nothing that looks alive (pids are reused).
 _BUILD_WRAPPER = """\
-import os, subprocess, sys
+import fcntl, os, subprocess, sys
 from pathlib import Path
-state, key, cmd = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
-state.write_text(f"{key}\\npid={os.getpid()}\\n")
+state, lock, key, cmd = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
+held = open(lock, "w")
+fcntl.flock(held, fcntl.LOCK_EX)
+def say(text):
+    Path(str(state) + ".tmp").write_text(text)
+    os.replace(str(state) + ".tmp", state)
+say(f"{key}\\n")
 rc = subprocess.call(cmd)
-state.write_text(f"{key}\\npid={os.getpid()}\\nrc={rc}\\n")
+say(f"{key}\\nrc={rc}\\n")
 """
+BUILD_WAIT_S = 3600  # past this the wait gives up and the install builds in the foreground
 
 
 def _server_key() -> str:
@@ -107,75 +120,73 @@ def _server_env() -> dict:
     return env
 
 
-def _build_state() -> dict | None:
-    """The background build of this key: {"pid": int, "rc": int | None}, or None."""
+def _build_rc() -> int | None:
+    """The exit status of this key's background build, once it ended; else None."""
     try:
         key, *rest = SERVER_BUILD.read_text().splitlines()
     except (OSError, ValueError):
         return None
     fields = dict(line.split("=", 1) for line in rest if "=" in line)
-    if key != _server_key() or "pid" not in fields:
-        return None
-    return {"pid": int(fields["pid"]), "rc": int(fields["rc"]) if "rc" in fields else None}
+    return int(fields["rc"]) if key == _server_key() and "rc" in fields else None
 
 
-_BUILDER: subprocess.Popen | None = None  # the build, where this process started it
-
-
-def _alive(pid: int) -> bool:
-    if _BUILDER is not None and _BUILDER.pid == pid:
-        return _BUILDER.poll() is None  # (a child that ended stays a zombie until polled)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def _building() -> bool:
+    """Is a background build running (it holds SERVER_LOCK)?"""
+    if fcntl is None or not SERVER_LOCK.exists():
         return False
-    except PermissionError:
-        return True
-    return True
+    with open(SERVER_LOCK, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return False
 
 
 def start_test_server_build() -> None:
-    """Start building the test server's wheel in the background, unless it is installed or
-    being built: `pip wheel` into .venv/test-server-wheels, which changes no environment (the
+    """Start building the test server's wheel in the background, unless it is installed, being
+    built, or built: `pip wheel` into .venv/test-server-wheels, which changes no environment (the
     build runs in an isolated one of its own), so it is safe beside the other pip installs.
     From source this is minutes of compiling; meanwhile torch, the other packages, the ARM tools
-    and the model are set up. setup_test_server() waits for it and installs the wheel."""
+    and the model are set up. setup_test_server() waits for it and installs the wheel. A build
+    that failed is tried again (setup_test_server forgets it)."""
+    if fcntl is None:  # no flock here: setup_test_server builds in the foreground
+        return
     if SERVER_STAMP.exists() and SERVER_STAMP.read_text().split("\n", 1)[0] == _server_key():
         return
-    state = _build_state()
-    if state is not None and (state["rc"] is not None or _alive(state["pid"])):
+    if _building() or (_build_rc() == 0 and any(SERVER_WHEELS.glob("*.whl"))):
         return
     shutil.rmtree(SERVER_WHEELS, ignore_errors=True)
+    SERVER_BUILD.unlink(missing_ok=True)
     cmd = [str(PY), "-m", "pip", "--disable-pip-version-check", "wheel", "-q", "--no-deps", "-c",
            "constraints.txt", "-w", str(SERVER_WHEELS), TEST_SERVER]
     print("+", " ".join(cmd[2:]), "(in the background; built from source once, later runs reuse pip's cache)",
           flush=True)
-    global _BUILDER
     with open(SERVER_LOG, "w") as log:
-        _BUILDER = subprocess.Popen([str(PY), "-c", _BUILD_WRAPPER, str(SERVER_BUILD), _server_key(), *cmd], cwd=ROOT,
-                         env=_server_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                         start_new_session=True)
-    deadline = time.monotonic() + 10  # the wrapper says its pid at once; wait for that line
-    while _build_state() is None and time.monotonic() < deadline:
+        subprocess.Popen([str(PY), "-c", _BUILD_WRAPPER, str(SERVER_BUILD), str(SERVER_LOCK), _server_key(), *cmd],
+                         cwd=ROOT, env=_server_env(), stdin=subprocess.DEVNULL, stdout=log,
+                         stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 10  # the wrapper takes the lock and writes its key at once
+    while not SERVER_BUILD.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
 def _wait_for_server_build() -> int | None:
-    """The background build's exit status, once it ends; None if there is none (or it died)."""
+    """The background build's exit status, once it ends; None if there is none, it died, or
+    it ran past BUILD_WAIT_S."""
     said = False
     started = time.monotonic()
-    while (state := _build_state()) is not None:
-        if state["rc"] is not None:
-            if said:
-                print(f"  (waited {time.monotonic() - started:.0f} s)", flush=True)
-            return state["rc"]
-        if not _alive(state["pid"]):
+    while _building():
+        if time.monotonic() - started > BUILD_WAIT_S:
+            print(f"The test server's build ran past {BUILD_WAIT_S} s; building it here instead", flush=True)
             return None
         if not said:
             print("Waiting for the test server's build to finish", flush=True)
             said = True
         time.sleep(1)
-    return None
+    if said:
+        print(f"  (waited {time.monotonic() - started:.0f} s)", flush=True)
+    return _build_rc()
 
 
 def setup_test_server() -> None:
@@ -190,6 +201,7 @@ def setup_test_server() -> None:
         tail = (lines or ["pip wheel failed"])[-1].strip()
         print(f"Could not build {TEST_SERVER} ({tail}); the remote-engine tests will be skipped.", flush=True)
         SERVER_STAMP.write_text(key + f"\nfailed: {tail}\n")
+        SERVER_BUILD.unlink(missing_ok=True)  # deleting the stamp tries the build again
         return
     wheels = ["--find-links", str(SERVER_WHEELS)] if built == 0 else []
     cmd = [str(PY), "-m", "pip", "--disable-pip-version-check", "install", "-q", "-c", "constraints.txt",
@@ -281,9 +293,9 @@ def main(argv: list[str]) -> int:
         return 2
     if argv[0] == "lock":
         return lock(upgrade="--upgrade" in argv[1:])
-    # `setup` (CI runs it, then the lint, then `test`) and `test` start the test server's build in
-    # the background; `test` waits for it. `app` needs no test server.
-    setup(for_tests=argv[0] in {"setup", "test"})
+    # `test` and `setup --tests` (CI runs it, then the lint, then `test`) start the test server's
+    # build in the background; `test` waits for it. `app` and a plain `setup` need no test server.
+    setup(for_tests=argv[0] == "test" or "--tests" in argv[1:])
     task, rest = argv[0], argv[1:]
     env = dict(os.environ)
     if task == "setup":
