@@ -189,9 +189,9 @@ _JUNK_LINE = re.compile(r"^\s*(\d{1,2}[.)]\s|[-*•+]\s|#{1,6}\s|[-+]?\s*\d{1,2}
                         r"[A-Z][\w.']*(?: [A-Z][\w.']*){0,2}:\s)")
 _ASKS_PLAYER = re.compile(r"\s*\b(what|how) (do|will|would|should|can) (you|i) (do|say|try|choose)"
                           r"( next| now| first)?\?\s*$", re.IGNORECASE)
-# A last paragraph that is one bare question, outside any quote: the model quizzing the player
-# ("...\n\nWhat does the metal box look like?"), not the story
-_QUESTION_PARAGRAPH = re.compile(r"\n\s*\n[^\n\"“”.!?]*\?\s*$")
+# A last paragraph that is one bare wh-question, outside any quote or dash dialogue, where the
+# model stopped: the model quizzing the player ("...\n\nWhat does the metal box look like?")
+_QUESTION_PARAGRAPH = re.compile(r"\n\s*\n\s*(?i:what|which|where|how|who|why|when)\b[^\n\"“”.!?]*\?\s*$")
 
 
 def clean_output(raw: str, action: str = "") -> str:
@@ -200,7 +200,7 @@ def clean_output(raw: str, action: str = "") -> str:
     Stops before the model writes the player's next action ("> You ..."; a stray "> " before
     plain narration is dropped), drops an echo of the action, stops at the first line that is a
     menu, heading, timestamp or script line, drops a closing "What do you do?" (the game asks
-    that itself) and a last paragraph that is one bare question, keeps whole sentences only, and
+    that itself) and a last paragraph that is one bare wh-question, keeps whole sentences only, and
     trims stray chat tokens and blank runs.
     """
     text = cut_special(raw.replace("\r", ""))
@@ -219,15 +219,15 @@ def clean_output(raw: str, action: str = "") -> str:
     bare_action = action.removeprefix(">").strip()
     if bare_action and text.lower().startswith(bare_action.lower()):
         text = text[len(bare_action):].lstrip()
+    quiz = _QUESTION_PARAGRAPH.search(text)  # before the trim: only where the model itself stopped
+    if quiz and text[:quiz.start()].strip():
+        text = text[:quiz.start()]
     ends = list(SENTENCE_END.finditer(text))
     if ends:
         text = text[: ends[-1].end()]
     asked = _ASKS_PLAYER.search(text)
     if asked and asked.start() > 0:
         text = text[:asked.start()]
-    quiz = _QUESTION_PARAGRAPH.search(text)
-    if quiz and text[:quiz.start()].strip():
-        text = text[:quiz.start()]
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 

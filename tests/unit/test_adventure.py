@@ -240,6 +240,10 @@ def test_model_rank_breaks_ties_among_passing_candidates_by_pmi():
     ('The guard frowns.\n\n"Who goes there?"', 'The guard frowns.\n\n"Who goes there?"'),  # dialogue stays
     ("The door creaks open.\n\nWho could be there at this hour? You step back.",
      "The door creaks open.\n\nWho could be there at this hour? You step back."),  # a question inside the story
+    ("The door creaks open.\n\nWho could be there at this hour? You st",  # cut off after it: the story's
+     "The door creaks open.\n\nWho could be there at this hour?"),
+    ("You wait in the dark hall.\n\nIs it a trap, or a test?", "You wait in the dark hall.\n\nIs it a trap, or a test?"),
+    ("The guard frowns.\n\n— Who goes there?", "The guard frowns.\n\n— Who goes there?"),  # dash dialogue
 ])
 def test_clean_up_of_what_small_models_write(raw, expected):
     assert clean_output(raw, "> You look around.") == expected
