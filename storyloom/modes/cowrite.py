@@ -607,14 +607,16 @@ class CoWrite:
         return True
 
     def verdicts(self, offer: Sequence[Candidate] | None = None) -> list[critic.Verdict]:
-        """The critic's verdict on each candidate of `offer` (default: the one on offer now), as
-        the ranking judged it: what the writer sees beside each candidate, and Ctrl+D explains."""
+        """The critic's verdict on each candidate of `offer` (default: the one on offer now) for
+        what is asked now (the length, the recent turns): what the writer sees beside each
+        candidate, and Ctrl+D explains."""
         brief = self.brief()
         return [critic.judge(c.text, brief) for c in (self.story.pending if offer is None else offer)]
 
     def earlier_offer_passes(self) -> bool:
-        """An offer a reroll replaced this turn (Ctrl+B) holds a candidate the critic passes."""
-        return any(v.passed for offer in self.earlier_offers for v in self.verdicts(offer))
+        """The offer the last reroll replaced (what Ctrl+B brings back) holds a candidate the
+        critic passes."""
+        return bool(self.earlier_offers) and any(v.passed for v in self.verdicts(self.earlier_offers[-1]))
 
     def explain_offer(self) -> str:
         """Each candidate on offer with the critic's verdict, best first (the debug view)."""

@@ -223,13 +223,22 @@ async def test_each_candidate_says_what_the_critic_found_and_a_worse_reroll_poin
         await settle(app, pilot)
         shown = candidate_lines(app)
         assert len(shown) == 2 and all("critic: fails (" in line for line in shown)
-        assert any("Ctrl+B brings back the earlier candidates" in n.message for n in app._notifications)
+        assert any("Ctrl+B brings back the candidates they replaced" in n.message for n in app._notifications)
         await pilot.press("ctrl+d")  # why: each candidate with its verdict
         await pilot.pause()
         why = str(app.screen.query_one("#verdicts").render())
         assert "1. " in why and "2. " in why and "FAIL" in why
         await pilot.press("escape")
         await pilot.pause()
-        await pilot.press("ctrl+b")
+        said = len(list(app._notifications))
+        fake.push("This story is going nowhere and nothing happens.", "Everyone should be more careful with wishes.")
+        await pilot.press("ctrl+r")  # failing again: what Ctrl+B brings back now fails too, so no pointer
+        await settle(app, pilot)
+        assert not any("Ctrl+B brings back" in n.message for n in list(app._notifications)[said:])
+        await pilot.press("ctrl+b", "ctrl+b")  # the failing offer, then the passing one before it
         await pilot.pause()
         assert all("critic: pass" in line for line in candidate_lines(app))
+        await pilot.press("ctrl+l")  # a paragraph asked now: these one-sentence candidates are too short
+        await pilot.pause()
+        assert app.screen.play.story.length == "paragraph"
+        assert all("critic: fails (length" in line for line in candidate_lines(app))

@@ -252,7 +252,7 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
             if (not message.more and not any(v.passed for v in self.play.verdicts())
                     and self.play.earlier_offer_passes()):
                 self.notify("None of these pass the critic (Ctrl+D says why). Ctrl+B brings back "
-                            "the earlier candidates: one of them did.", severity="warning", timeout=6)
+                            "the candidates they replaced: one of them did.", severity="warning", timeout=6)
 
     def on_generation_failed(self, message: GenerationFailed) -> None:
         self._done()
@@ -402,7 +402,7 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
             return
         story = self.play.story
         self.play.set_length(LENGTHS[(LENGTHS.index(story.length) + 1) % len(LENGTHS)])
-        self._show_info()
+        self._show_candidates()  # the critic's verdicts are for the length asked now
 
     @saving
     def action_cycle_candidates(self) -> None:
