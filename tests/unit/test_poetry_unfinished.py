@@ -16,7 +16,7 @@ def _line(text: str, logprob: float = -20.0, **kw) -> PoemLine:
 def test_lines_the_bench_wrote_that_end_cut_off():
     for text in ("I am a sailor who has sailed the high.", "Is always more than it was, for my grand.",
                  "A flower that smiles with me, and the small", "The ships have sailed the ten",
-                 "A tale of high", "Far to late and they sail the strong"):
+                 "A tale of high", "And on they sail, my strong"):
         assert unfinished(text), text
 
 
@@ -24,7 +24,7 @@ def test_a_finished_phrase_is_not_cut_off():
     for text in ("A brave soul on a ship that sails the sun.", "To all who sail through the waves, to the one.",
                  "In days of old", "The city is new and it is not dead.", "And so they wander far",
                  "Beneath the dark", "The wind is strong", "Of a tree with leaves blown away and ground.",
-                 "Strong"):
+                 "Strong", "The land of the free", "Fortune favours the bold", "From low to high", "From one to ten"):
         assert not unfinished(text), text
 
 

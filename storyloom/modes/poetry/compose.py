@@ -45,8 +45,8 @@ from storyloom import StoryloomError
 from storyloom.engine.constrained import open_decoder, steers_tokens
 from storyloom.engine.sampling import SamplerSettings
 from storyloom.modes import critic, wordfilter
-from storyloom.modes.poetry.constrain import (END_PUNCTUATION, FUNCTION_WORDS, MIN_PARTNERS, MODIFIERS, OPENING_WORDS,
-                                              UNFINISHED_LEADS, LineConstraint, RhymeRule, Vocabulary, default_lexicon)
+from storyloom.modes.poetry.constrain import (END_PUNCTUATION, FUNCTION_WORDS, MIN_PARTNERS, MODIFIERS,
+                                              NOUN_AFTER_THE, OPENING_WORDS, UNFINISHED_LEADS, LineConstraint, RhymeRule, Vocabulary, default_lexicon)
 from storyloom.modes.poetry.forms import Form
 from storyloom.modes.poetry.plan import READ, RhymePlan, TopicGauge
 from storyloom.modes.poetry.prosody import rhyme_keys, rhymes, words_of
@@ -104,7 +104,7 @@ class PoemLine:
     searched: bool = False  # written by the greedy fallback, not drawn
     topic: float = 0.0  # the mean topic gain of its content words (plan.TopicGauge; rank_score)
     line_topic: float | None = None  # the whole line's topic gain (TopicGauge.line_topics; late lines only)
-    repeats: int = 0  # earlier lines of the poem it shares a phrase with (phrase_repeats; grade, rank_score)
+    repeats: int = 0  # earlier lines of the poem it shares a phrase with (phrase_repeats; grade: tic)
 
     @property
     def mean_logprob(self) -> float:
@@ -276,9 +276,11 @@ def tic(line: PoemLine) -> bool:
 
 def unfinished(text: str) -> bool:
     """Does the line end on a modifier right after a word that wants a noun next ("sailed the ten",
-    "a tale of high": constrain.MODIFIERS after UNFINISHED_LEADS), a phrase a reader hears cut off?"""
+    "a tale of high": constrain.MODIFIERS after UNFINISHED_LEADS; not "the bold", NOUN_AFTER_THE), a
+    phrase a reader hears cut off?"""
     words = words_of(text)
-    return len(words) >= 2 and words[-1] in MODIFIERS and words[-2] in UNFINISHED_LEADS
+    return (len(words) >= 2 and words[-1] in MODIFIERS and words[-2] in UNFINISHED_LEADS
+            and not (words[-2] == "the" and words[-1] in NOUN_AFTER_THE))
 
 
 def pick(found: list[PoemLine]) -> PoemLine:

@@ -41,7 +41,9 @@ NOT_LINE_ENDS = frozenset("till until unto lo whilst amid ere yet none".split())
 # A line ending on a modifier right after a word that wants a noun next is no finished phrase: "sailed
 # the ten", "a tale of high", "sail the strong", "for my grand" (a reader hears the noun missing). Only
 # words that hardly stand as a noun there (not "the dark", "the deep", "the old", "of late", "the one").
-UNFINISHED_LEADS = frozenset("the a an my your his her our their its thy to of no".split())
+UNFINISHED_LEADS = frozenset("the a an my your his her our their its thy of no".split())  # not "to": "low to high"
+# Modifiers that stand as nouns after "the" ("the land of the free", "favours the bold")
+NOUN_AFTER_THE = frozenset("brave bold free strong proud great true pure full".split())
 MODIFIERS = frozenset("""strong high low long short small tall grand wide vast brave bold great proud free full
 quick slow soft loud warm big true new bright strange rare pure clear black white red grey gray every two three
 four five six seven eight nine ten eleven twelve twenty thirty hundred thousand""".split())
