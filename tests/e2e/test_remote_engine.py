@@ -170,9 +170,13 @@ def test_paragraph_candidates_end_where_their_turn_is_whole_not_at_the_token_cap
 
     assert play.propose(Spy(), SamplerSettings(seed=1))
     assert len(drawn) == 4
+    # TurnStop: once a finished row passes (about the scene) and a second passes, the batch ends
+    # and the rows still going come back as far as they got
     brief = play.brief()
-    passing = [s for s in drawn if (t := finish_turn(s, "paragraph")) and critic.judge(t, brief).passed]
-    ended = len(passing) >= 2  # two passed: the batch ended, rows still going came back as far as they got
+    verdicts = [critic.judge(t, brief) if (t := finish_turn(s, "paragraph")) else None for s in drawn]
+    first = any(v is not None and v.passed and v.relevance > 0 and (short == whole or turn_complete(short, "paragraph"))
+                for v, short, whole in zip(verdicts, drawn, full))
+    ended = first and sum(v is not None and v.passed for v in verdicts) >= 2
     for i, (whole, short) in enumerate(zip(full, drawn)):
         assert whole.startswith(short)  # the same seeded tokens, its stream closed where the turn was whole
         if i < 3 and not ended:  # the last, written after the others, may also end at its first whole paragraph
