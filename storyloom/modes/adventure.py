@@ -483,7 +483,7 @@ def early_stop(action: str, brief: critic.Brief) -> Callable[[list[str], list[bo
             if clean not in verdicts:
                 verdicts[clean] = critic.judge(clean, brief)
             verdict = verdicts[clean]
-            if verdict.passed and verdict.relevance > 0 and (not brief.lore or verdict.lore_used):
+            if verdict.passes_in_scene and (not brief.lore or verdict.lore_used):
                 enough.cut = [not f for f in finished]  # the rows this stop cut short
                 return True
         return False

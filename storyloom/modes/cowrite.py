@@ -354,7 +354,7 @@ class TurnStop:
         if self.on and self.passer is None:
             for text, over in zip(texts, finished):
                 kept = finish_turn(text, self.length) if over else ""
-                if kept and self.judge(kept).passed and self.judge(kept).relevance > 0:
+                if kept and self.judge(kept).passes_in_scene:
                     self.passer = kept
                     break
         if self.passer is not None:

@@ -81,6 +81,12 @@ class Verdict:
         return self.penalty < FAIL
 
     @property
+    def passes_in_scene(self) -> bool:
+        """Passed, and shares a word with the scene: a turn good enough to end a batch early (one
+        about nothing there, "The room seems to be huge.", is no reason to stop drawing)."""
+        return self.passed and self.relevance > 0
+
+    @property
     def quality(self) -> float:
         """Higher is better: penalties first, then a little credit for staying with the scene."""
         return -min(self.penalty, 3.0) + 0.3 * min(self.relevance, 0.5) + (LORE_CREDIT if self.lore_used else 0.0)

@@ -174,7 +174,7 @@ def test_paragraph_candidates_end_where_their_turn_is_whole_not_at_the_token_cap
     # and the rows still going come back as far as they got
     brief = play.brief()
     verdicts = [critic.judge(t, brief) if (t := finish_turn(s, "paragraph")) else None for s in drawn]
-    first = any(v is not None and v.passed and v.relevance > 0 and (short == whole or turn_complete(short, "paragraph"))
+    first = any(v is not None and v.passes_in_scene and (short == whole or turn_complete(short, "paragraph"))
                 for v, short, whole in zip(verdicts, drawn, full))
     ended = first and sum(v is not None and v.passed for v in verdicts) >= 2
     for i, (whole, short) in enumerate(zip(full, drawn)):
