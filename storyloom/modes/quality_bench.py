@@ -191,7 +191,7 @@ def cowrites(generator, ks, settings: SamplerSettings, length: str = "paragraph"
                     run["seconds"].append(time.perf_counter() - start)
                     run["steps"].append(steps[0])
                     run["judged"].append(len(ranked))
-                    run["passing"].append(sum(critic.judge(c.text, play.brief()).passed for c in ranked))
+                    run["passing"].append(sum(v.passed for v in play.verdicts(ranked)))
                     stats = getattr(generator, "last_stats", None)  # of the turn's one batch
                     run["tokens"].append(stats.new_tokens if stats is not None else 0)
                     if turn == 0:

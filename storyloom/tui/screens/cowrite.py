@@ -171,7 +171,8 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
 
         return count
 
-    def _show_candidates(self) -> None:
+    def _show_candidates(self) -> list[Verdict]:
+        """Show the offer, each candidate with the critic's verdict; returns the verdicts."""
         pending = self.play.story.pending
         menu = self.query_one(CandidateList)
         menu.clear_options()
@@ -188,6 +189,7 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
         if pending:
             menu.highlighted = 0
         self._show_info()
+        return verdicts
 
     def _show_info(self) -> None:
         story = self.play.story
@@ -246,11 +248,10 @@ class CowriteScreen(CowriteTokens, GeneratingScreen):
             self.query_one("#cowrite-write", Input).focus()
             return
         if try_saving(self, lambda: self.play.offer(message.candidates, replaces=not message.more)):
-            self._show_candidates()
+            verdicts = self._show_candidates()
             self.query_one(CandidateList).focus()
             # a reroll that came out worse must not hide that the batch it replaced was better
-            if (not message.more and not any(v.passed for v in self.play.verdicts())
-                    and self.play.earlier_offer_passes()):
+            if not message.more and not any(v.passed for v in verdicts) and self.play.earlier_offer_passes():
                 self.notify("None of these pass the critic (Ctrl+D says why). Ctrl+B brings back "
                             "the candidates they replaced: one of them did.", severity="warning", timeout=6)
 
