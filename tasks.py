@@ -18,12 +18,12 @@ import subprocess
 import sys
 import time
 import venv
+from pathlib import Path
 
 try:
     import fcntl
 except ImportError:  # not POSIX: the test server builds in the foreground
     fcntl = None
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
@@ -113,6 +113,16 @@ def _server_key() -> str:
     return _fingerprint() + TEST_SERVER
 
 
+def _server_settled() -> bool:
+    """Is the test server installed for this key, or its failure to build recorded?"""
+    return SERVER_STAMP.exists() and SERVER_STAMP.read_text().split("\n", 1)[0] == _server_key()
+
+
+def _server_failed(tail: str) -> None:
+    print(f"Could not build {TEST_SERVER} ({tail}); the remote-engine tests will be skipped.", flush=True)
+    SERVER_STAMP.write_text(_server_key() + f"\nfailed: {tail}\n")
+
+
 def _server_env() -> dict:
     env = dict(os.environ)
     if _server_cmake_args() and "CMAKE_ARGS" not in env:
@@ -152,7 +162,7 @@ def start_test_server_build() -> None:
     that failed is tried again (setup_test_server forgets it)."""
     if fcntl is None:  # no flock here: setup_test_server builds in the foreground
         return
-    if SERVER_STAMP.exists() and SERVER_STAMP.read_text().split("\n", 1)[0] == _server_key():
+    if _server_settled():
         return
     if _building() or (_build_rc() == 0 and any(SERVER_WHEELS.glob("*.whl"))):
         return
@@ -192,15 +202,12 @@ def _wait_for_server_build() -> int | None:
 def setup_test_server() -> None:
     """Install the test server once (from the wheel its background build made); when it cannot
     be built, say why and go on (its tests skip and print the reason from the stamp file)."""
-    key = _server_key()
-    if SERVER_STAMP.exists() and SERVER_STAMP.read_text().split("\n", 1)[0] == key:
+    if _server_settled():
         return
     built = _wait_for_server_build()
     if built not in (None, 0):
         lines = [line for line in SERVER_LOG.read_text(errors="replace").splitlines() if line.strip()]
-        tail = (lines or ["pip wheel failed"])[-1].strip()
-        print(f"Could not build {TEST_SERVER} ({tail}); the remote-engine tests will be skipped.", flush=True)
-        SERVER_STAMP.write_text(key + f"\nfailed: {tail}\n")
+        _server_failed((lines or ["pip wheel failed"])[-1].strip())
         SERVER_BUILD.unlink(missing_ok=True)  # deleting the stamp tries the build again
         return
     wheels = ["--find-links", str(SERVER_WHEELS)] if built == 0 else []
@@ -210,11 +217,9 @@ def setup_test_server() -> None:
           flush=True)
     result = subprocess.run(cmd, cwd=ROOT, env=_server_env(), capture_output=True, text=True)
     if result.returncode == 0:
-        SERVER_STAMP.write_text(key + "\nok\n")
+        SERVER_STAMP.write_text(_server_key() + "\nok\n")
         return
-    tail = (result.stderr.strip().splitlines() or ["pip failed"])[-1]
-    print(f"Could not build {TEST_SERVER} ({tail}); the remote-engine tests will be skipped.", flush=True)
-    SERVER_STAMP.write_text(key + f"\nfailed: {tail}\n")
+    _server_failed((result.stderr.strip().splitlines() or ["pip failed"])[-1])
 
 
 CROSS_ARM = VENV / "cross-arm"  # an aarch64 gcc and qemu-user for tests/unit/test_native_arm.py
