@@ -24,7 +24,7 @@ from storyloom.engine.constrained import steers_tokens
 from storyloom.engine.default_model import Progress, _quiet
 from storyloom.engine.sampling import SamplerSettings
 from storyloom.modes import wordfilter
-from storyloom.modes.poetry.compose import (REPEATED_PHRASE_LINES, breaks_off, compose, opening, phrase_repeats, phrases,  # noqa: F401
+from storyloom.modes.poetry.compose import (REPEATED_PHRASE_LINES, breaks_off, compose, opening, phrase_repeats,
                                             poem_prompt, vocabulary_for)
 from storyloom.modes.poetry.constrain import FILLER, MIN_PARTNERS, SLANG, RhymeRule, default_lexicon
 from storyloom.modes.poetry.forms import get_form

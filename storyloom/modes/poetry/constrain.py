@@ -39,8 +39,8 @@ thou""".split())
 # of 1,120 lines in 80 sonnets). They may stand inside a line, never at its end.
 NOT_LINE_ENDS = frozenset("till until unto lo whilst amid ere yet none".split())
 # A line ending on a modifier right after a word that wants a noun next is no finished phrase: "sailed
-# the ten", "a tale of high", "sail the strong", "for my grand" (a reader hears the noun missing). Only
-# words that hardly stand as a noun there (not "the dark", "the deep", "the old", "of late", "the one").
+# the ten", "a tale of high", "for my grand" (a reader hears the noun missing). Only words that hardly
+# stand as a noun there (not "the dark", "the deep", "the old", "of late", "the one"; NOUN_AFTER_THE).
 UNFINISHED_LEADS = frozenset("the a an my your his her our their its thy of no".split())  # not "to": "low to high"
 # Modifiers that stand as nouns after "the" ("the land of the free", "favours the bold")
 NOUN_AFTER_THE = frozenset("brave bold free strong proud great true pure full".split())
