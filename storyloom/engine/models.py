@@ -192,10 +192,15 @@ def _from_gguf(path: Path, progress: Progress) -> Generator:
     return generator
 
 
-def _converted_gguf(gguf: Path, progress: Progress) -> Path:
+def gguf_cache_folder(gguf: Path) -> Path:
+    """Where a GGUF file's safetensors conversion is kept (a new path, size or time: a new one)."""
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    target = models_dir() / "gguf" / f"{gguf.stem}-{key}"
+    return models_dir() / "gguf" / f"{gguf.stem}-{key}"
+
+
+def _converted_gguf(gguf: Path, progress: Progress) -> Path:
+    target = gguf_cache_folder(gguf)
     if (target / "config.json").is_file():
         return target
     import tempfile
@@ -208,5 +213,10 @@ def _converted_gguf(gguf: Path, progress: Progress) -> Path:
             default_model.convert_gguf(gguf, out)
         except Exception as exc:  # noqa: BLE001 - gguf/transformers raise many kinds
             raise ModelError(f"Could not read {gguf.name} as a GGUF model: {exc}") from exc
-        os.replace(out, target)
+        try:
+            os.replace(out, target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+            # another StoryLoom converted the same file meanwhile: its folder is as good as ours
     return target

@@ -145,3 +145,24 @@ def test_model_files_that_do_not_fit_together_are_one_sentence(tiny_model_dir, t
     (broken / "config.json").write_text(json.dumps(config))
     with pytest.raises(models.ModelError, match=message):
         models.load(str(broken))
+
+
+def test_a_gguf_converted_meanwhile_by_another_storyloom_is_used(tmp_path, monkeypatch):
+    # Two StoryLooms loading one new GGUF both convert it; the one that finishes second finds the
+    # folder taken (a directory cannot be renamed onto a full one) and uses it, with no error.
+    monkeypatch.setenv("STORYLOOM_MODELS", str(tmp_path / "models"))
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    theirs = models.gguf_cache_folder(gguf)
+
+    def convert(source, out):
+        out.mkdir(parents=True)
+        (out / "config.json").write_text('{"mine": true}')
+        (out / "model.safetensors").write_text("ours")
+        theirs.mkdir()  # the other StoryLoom's folder lands first
+        (theirs / "config.json").write_text('{"theirs": true}')
+
+    monkeypatch.setattr(default_model, "convert_gguf", convert)
+    folder = models._converted_gguf(gguf, lambda *a: None)
+    assert folder == theirs and (folder / "config.json").read_text() == '{"theirs": true}'
+    assert [p.name for p in theirs.parent.iterdir()] == [theirs.name]  # our copy went with its temp folder
