@@ -200,6 +200,8 @@ def test_short_rows_score_the_same_through_the_step_as_through_one_forward(tiny,
     stepped = tiny.score_many("\n", conts)
     monkeypatch.setattr(tb, "STEPPED_ROW_TOKENS", 0)
     assert not tb._stepped_rows(tiny.fast, torch.Size([len(conts), longest - 1]))
+    # where the CPU has bf16 units the forward scores in bf16 (0.006 off here): compare in fp32
+    monkeypatch.setattr(tiny.fast.fast, "bf16", False)
     assert tiny.score_many("\n", conts) == pytest.approx(stepped, abs=1e-4)
 
 
