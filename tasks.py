@@ -315,7 +315,22 @@ def main(argv: list[str]) -> int:
     setup_test_server()
     if rc != 0:
         return rc
-    return subprocess.call([str(PY), "-m", "pytest", *rest], cwd=ROOT, env=env)
+    return subprocess.call([str(PY), "-m", "pytest", *_workers(rest), *rest], cwd=ROOT, env=env)
+
+
+MAX_TEST_WORKERS = 4  # more each load their own models, for little: most tests wait on a Pilot or a server
+
+
+def _workers(args: list[str]) -> list[str]:
+    """pytest-xdist's options for a whole-suite run: one worker per core (up to MAX_TEST_WORKERS),
+    each test file on one worker (its module fixtures load once). Most tests wait (a Textual Pilot,
+    a server, a subprocess) more than they compute: two workers halve the suite's time on two
+    cores. A run of chosen tests (paths or node ids), or one that says -n itself, runs as asked."""
+    chosen = any(not a.startswith("-") and (Path(a).exists() or "::" in a) for a in args)
+    if chosen or any(a in ("-n", "--numprocesses", "no:xdist") or a.startswith(("-n", "--numprocesses=", "--dist"))
+                     for a in args):
+        return []
+    return ["-n", str(max(1, min(MAX_TEST_WORKERS, os.cpu_count() or 1))), "--dist", "loadfile"]
 
 
 if __name__ == "__main__":
