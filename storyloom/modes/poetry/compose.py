@@ -105,6 +105,7 @@ class PoemLine:
     topic: float = 0.0  # the mean topic gain of its content words (plan.TopicGauge; rank_score)
     line_topic: float | None = None  # the whole line's topic gain (TopicGauge.line_topics; late lines only)
     repeats: int = 0  # earlier lines of the poem it shares a phrase with (phrase_repeats; grade: tic)
+    final_from: int | None = None  # where in ids its last word starts (read_finals; None: not known)
 
     @property
     def mean_logprob(self) -> float:
@@ -122,6 +123,8 @@ class Poem:
     line_tries: int = 0
     searches: int = 0  # lines that needed the greedy fallback (out of time, or no draw passed)
     rewrites: int = 0  # group openers written again because the best partner drawn read forced
+    revisions: int = 0  # lines written again once the poem stood, and kept (revise.py)
+    revision_seconds: float = 0.0  # of `seconds`, the revision's
 
     @property
     def complete(self) -> bool:
@@ -338,7 +341,8 @@ class _TokenWriter:
         text = self.dec.decode(tokens).strip()
         final = sum(lp for tok, lp in zip(tokens[final_from:], logprobs[final_from:])
                     if tok not in self.vocab.punctuation and tok != self.vocab.newline)
-        return PoemLine(text, True, constraint.last_word, sum(logprobs), len(tokens), list(tokens), final)
+        return PoemLine(text, True, constraint.last_word, sum(logprobs), len(tokens), list(tokens), final,
+                        final_from=final_from)
 
     def _write(self, templates: tuple[str, ...], rule: RhymeRule, settings: SamplerSettings, deadline: float | None,
                cancel, reader: Callable[[object], None] | None = None, steer: int = STEERS) -> PoemLine | None:
@@ -786,10 +790,14 @@ def _take_back(poem: Poem, finals: list, i: int, back_to: int, on_line) -> int:
 
 def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap: float = TIME_CAP,
             settings: SamplerSettings = POEM_SETTINGS, on_line: Callable[[int, PoemLine | None], None] | None = None,
-            cancel=None, style: str = "") -> Poem:
+            cancel=None, style: str = "", on_revise: Callable[[int, PoemLine | None], None] | None = None,
+            revision: bool = True) -> Poem:
     """Write a poem of `form` about `topic`. `on_line(i, line)` reports each line as it is made
     (line None: line i was taken back to be rewritten). `time_cap` is shared out among the lines
-    (see the module doc): the poem can take longer, but never comes back short."""
+    (see the module doc): the poem can take longer, but never comes back short. Then, with
+    `revision` (the token path only), the lines left with a flaw are revised (revise.py) within
+    REVISE_SHARE more of the time: `on_revise(i, None)` says line i is being written again,
+    `on_revise(i, line)` that `line` replaces it."""
     check_time_cap(time_cap)
     prepared = _prepare(generator)
     started = time.monotonic()
@@ -855,6 +863,12 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
             on_line(i, poem.lines[-1])
         i += 1
     poem.seconds = time.monotonic() - started
+    if revision and isinstance(prepared, Vocabulary) and not (cancel is not None and cancel.is_set()):
+        from storyloom.modes.poetry import revise  # it builds on this module
+
+        revise.revise(generator, prepared, writer, poem, prompt, gauge, settings,
+                      revise.REVISE_SHARE * min(poem.seconds, time_cap), cancel, on_revise)
+        poem.seconds = time.monotonic() - started
     return poem
 
 

@@ -80,6 +80,22 @@ def read_one(dec, token: int) -> float:
     return dec.logprobs([token])[0] if hasattr(dec, "logprobs") else dec.sample([token], READ)[1]
 
 
+def score_rows(dec, rows: list[list[int]]) -> list[list[float]]:
+    """The log-prob of each token of each row after the decoder's place (each row on its own): in
+    one batched forward where the decoder can, else token by token (it is left where it was)."""
+    if hasattr(dec, "score_rows"):
+        return dec.score_rows(rows)
+    start, out = dec.mark(), []
+    for ids in rows:
+        dec.rewind(start)
+        out.append([])
+        for token in ids:
+            out[-1].append(read_one(dec, token))
+            dec.step(token)
+    dec.rewind(start)
+    return out
+
+
 class TopicGauge:
     """How much the poem's heading (with the topic) makes a word likelier than a heading without
     one: log-prob after heading + stub, less the same after the neutral heading. Cached per word."""
@@ -124,17 +140,7 @@ class TopicGauge:
         means = []
         for dec, start in self.line_decs:
             dec.rewind(start)
-            if hasattr(dec, "score_rows"):  # every line in one batched forward
-                read_lines = dec.score_rows(lines)
-            else:
-                read_lines = []
-                for ids in lines:
-                    dec.rewind(start)
-                    read_lines.append([])
-                    for token in ids:
-                        read_lines[-1].append(read_one(dec, token))
-                        dec.step(token)
-            means.append([sum(r) / len(r) if r else 0.0 for r in read_lines])
+            means.append([sum(r) / len(r) if r else 0.0 for r in score_rows(dec, lines)])
         return [a - b for a, b in zip(*means)]
 
     def gain(self, words: Iterable[str]) -> dict[str, float]:

@@ -1,0 +1,169 @@
+"""A revision pass over a written poem, as a writer revises: the lines that still carry a flaw
+compose can see are written again, and a new version is kept only where it reads better.
+
+compose keeps, for each line, the best it drew (pick); late in a poem, with its rewrites spent, that
+can still be a line with a flaw: its rhyme word forced (FORCED_FLOOR), astray from the topic (read
+against the heading with no topic, TOPIC_MARGIN), saying a phrase of two earlier lines again (tic),
+cut off (unfinished), or one the critic fails. Once the whole poem stands, each such line (earliest
+first) is drawn again after the lines before it (best_line, with its rhyme plan, the topic read
+late, more draws while all read forced), rhyming with its group's other lines as they stand (a
+group's first line too: its partners keep their rhyme words, it may take another word of their
+rhyme). The poem with the new line is read again as one row (read_finals: every rhyme word after
+the poem before it, one batched forward) and the later lines' phrases and critic are judged again
+against it. The new line is kept only if it has fewer flaws than the old one (a subset: a flaw
+traded for another is no gain) and no later line gains one (a later line's rhyme word may read
+forced after it, below the floor by LATER_SLACK, or the line become a tic of it). A line is tried REVISE_TRIES times at most, all
+of it within REVISE_SHARE of the time the poem took to write. A line that was without a flaw is
+never touched, so a revision never leaves the poem worse by these measures.
+
+The reading as one row puts each line's drawn tokens after the others' (as compose's line_context
+puts their text); a form longer than compose's WINDOW reads its late lines after more of the poem
+than they were written after.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable
+
+from storyloom.engine.constrained import open_decoder
+from storyloom.modes import critic
+from storyloom.modes.poetry import compose as c
+from storyloom.modes.poetry.constrain import Vocabulary
+from storyloom.modes.poetry.plan import TopicGauge, score_rows
+
+REVISE_SHARE = 0.5  # the revision's time: this share of the time the poem took to write, at most
+REVISE_TRIES = 3  # times one flawed line is written again at most
+LATER_SLACK = 0.5  # nats: a later line (not drawn again) reads forced below FORCED_FLOOR less this
+# (its word was drawn after the old line; a reading 0.3 under the floor had rejected a fixed line
+# for a later word at -7.05, which no reader hears as forced: the bench counts under -8)
+FLAWS = ("critic", "forced", "astray", "unfinished", "tic")
+
+
+def flaws(line: c.PoemLine, final: float | None, floor: float | None = None) -> frozenset[str]:
+    """What compose can see wrong with a kept line, its rhyme word's log-prob read as `final`: the
+    critic fails it, the rhyme word is forced (FORCED_FLOOR), it strays from the topic (a late line
+    read no more than TOPIC_MARGIN likelier for it), it ends cut off (unfinished), it says a phrase
+    of two earlier lines again (tic). Unlike grade, the last two count off the topic too. `floor`:
+    the forced bar, FORCED_FLOOR unless given."""
+    if not line.ok:
+        return frozenset()
+    found = {
+        "critic": line.penalty >= critic.FAIL,
+        "forced": final is not None and final < (c.FORCED_FLOOR if floor is None else floor),
+        "astray": line.line_topic is not None and line.line_topic <= c.TOPIC_MARGIN,
+        "unfinished": c.unfinished(line.text),
+        "tic": c.tic(line),
+    }
+    return frozenset(k for k, v in found.items() if v)
+
+
+def read_finals(generator, vocab: Vocabulary, prompt: str, form, lines: list[c.PoemLine]) -> list[float | None]:
+    """Each line's rhyme word's log-prob after the heading and the lines before it (stanza breaks and
+    all), read as one row of the lines' drawn tokens in one batched forward. None: a line not
+    drawn token by token (its last word's place unknown) or not completed."""
+    breaks = form.stanza_breaks()
+    skip = set(vocab.punctuation) | {vocab.newline}
+    row: list[int] = []
+    spans: list[list[int] | None] = []
+    for i, line in enumerate(lines):
+        if line.ok and line.ids and line.final_from is not None:
+            start = len(row)
+            row += line.ids
+            spans.append([k for k in range(start + line.final_from, len(row)) if row[k] not in skip])
+        else:
+            spans.append(None)
+        if i in breaks and vocab.newline is not None:
+            row.append(vocab.newline)
+    if not row:
+        return [None] * len(lines)
+    read = score_rows(open_decoder(generator, prompt, 0), [row])[0]
+    return [sum(read[k] for k in span) if span else None for span in spans]
+
+
+def rejudged(lines: list[c.PoemLine], start: int, prompt: str, topic: str) -> list[c.PoemLine]:
+    """The lines from `start` on, their phrases (repeats) and critic (penalty) judged again against
+    the lines before them as the poem now stands (copies where either changed)."""
+    out = []
+    for k in range(start, len(lines)):
+        line = lines[k]
+        if line.ok:
+            earlier = lines[:k]
+            repeats = c._repeats(earlier, topic)(line.text)
+            penalty = c._judge(prompt, earlier, topic)(line.text)
+            if (repeats, penalty) != (line.repeats, line.penalty):
+                line = dataclasses.replace(line, repeats=repeats, penalty=penalty)
+        out.append(line)
+    return out
+
+
+def better(old: list[frozenset[str]], new: list[frozenset[str]]) -> bool:
+    """Is the poem from the revised line on better: that line has fewer flaws (a strict subset of
+    its old ones), and no later line has one it did not have?"""
+    return new[0] < old[0] and all(n <= o for n, o in zip(new[1:], old[1:]))
+
+
+def revise(generator, vocab: Vocabulary, writer, poem: c.Poem, prompt: str, gauge: TopicGauge | None,
+           settings, seconds: float, cancel=None,
+           on_revise: Callable[[int, c.PoemLine | None], None] | None = None) -> None:
+    """Revise `poem` in place within `seconds` (see the module doc). `on_revise(i, None)`: line i is
+    being written again; `on_revise(i, line)`: it was, and `line` replaces it."""
+    form = poem.form
+    if not poem.complete or seconds <= 0:
+        return
+    started = time.monotonic()
+    deadline = started + seconds
+    topic = f"{poem.topic} {poem.style}"
+    poem.lines[:] = rejudged(poem.lines, 0, prompt, topic)  # as the bench reads them: against the lines before
+    finals = read_finals(generator, vocab, prompt, form, poem.lines)
+    tried = [0] * form.lines
+    try:
+        while not (cancel is not None and cancel.is_set()):
+            now = time.monotonic()
+            todo = [j for j, line in enumerate(poem.lines) if tried[j] < REVISE_TRIES and flaws(line, finals[j])]
+            if not todo or now >= deadline:
+                break
+            j = todo[0]
+            tried[j] += 1
+            if on_revise:
+                on_revise(j, None)
+            line = _redraw(writer, poem, j, prompt, gauge, vocab, settings,
+                           now + max(c.MIN_LINE_S, (deadline - now) / len(todo)), cancel, topic)
+            if line is None:
+                continue
+            trial = poem.lines[:j] + [line] + rejudged(poem.lines[:j] + [line] + poem.lines[j + 1:], j + 1, prompt, topic)
+            trial_finals = read_finals(generator, vocab, prompt, form, trial)
+            old, new = (_flaws_from(j, lines, read) for lines, read in ((poem.lines, finals), (trial, trial_finals)))
+            if better(old, new):
+                poem.lines[:] = trial
+                finals = trial_finals
+                poem.revisions += 1
+                if on_revise:
+                    on_revise(j, line)
+    finally:
+        poem.revision_seconds = time.monotonic() - started
+
+
+def _flaws_from(j: int, lines: list[c.PoemLine], finals: list[float | None]) -> list[frozenset[str]]:
+    """The flaws of lines j.. (better): line j's at FORCED_FLOOR, the later ones' LATER_SLACK under it."""
+    floor = c.FORCED_FLOOR - LATER_SLACK
+    return [flaws(lines[j], finals[j])] + [flaws(x, f, floor) for x, f in zip(lines[j + 1:], finals[j + 1:])]
+
+
+def _redraw(writer, poem: c.Poem, j: int, prompt: str, gauge, vocab, settings, deadline: float, cancel,
+            topic: str) -> c.PoemLine | None:
+    """Line j drawn again after the lines before it, rhyming with its group as it stands."""
+    form, lines = poem.form, poem.lines
+    words = [line.last_word if line.ok else None for line in lines]
+    rule = c.rule_for(form, j, words, later=False)
+    others = [line for k, line in enumerate(lines) if line.ok and k != j]
+    openings = frozenset(o for o in (c.opening(line.text) for line in others) if o)
+    avoid = frozenset(c.plain(line.text) for line in lines if line.ok)  # the old version included
+    rhyming = rule.keys is not None or rule.partners > 0
+    return writer.best_line(c.line_context(prompt, form, lines[:j]), form.templates(j), rule,
+                            c.verifier(form, j, words, openings), settings, deadline, cancel, poem,
+                            avoid=avoid, judge=c._judge(prompt, lines[:j], topic), openings=openings,
+                            plan=c._plan(vocab, form, j, rule, gauge), topical=j >= c.DRIFT_FROM,
+                            more=c.FORCED_DRAWS if rhyming else 0, closing=form.closing(j),
+                            repeats=c._repeats(lines[:j], topic))
+
