@@ -244,7 +244,12 @@ def _poem(args) -> int:
         else:
             print(f"{'✓' if line.ok else '✗'} {i + 1:>2} {line.text or '(could not be completed)'}", file=sys.stderr)
 
-    poem = compose(gen, form, args.topic, seed=args.seed, time_cap=args.time_cap, on_line=shown, style=args.style)
+    def revised(i: int, line) -> None:
+        if line is not None:
+            print(f"  (revised line {i + 1}) {line.text}", file=sys.stderr)
+
+    poem = compose(gen, form, args.topic, seed=args.seed, time_cap=args.time_cap, on_line=shown, style=args.style,
+                   on_revise=revised)
     print(poem.text, end="")
     # the count of the "(taking line N back...)" notes above: backtracks and rewrites alike
     back = len(taken_back)

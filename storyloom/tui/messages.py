@@ -99,6 +99,15 @@ class PoemLineMade(Message):
         self.line = line
 
 
+class PoemLineRevised(Message):
+    """Once the poem stands, line `index` is being written again (line None), or was, and `line` replaces it."""
+
+    def __init__(self, index: int, line) -> None:
+        super().__init__()
+        self.index = index
+        self.line = line
+
+
 class PoemDone(Message):
     def __init__(self, poem=None, error: str | None = None, rewritten: int | None = None, line=None) -> None:
         super().__init__()

@@ -118,3 +118,47 @@ async def test_the_word_filter_is_a_setting_on_by_default(poet, storyloom_home):
             assert not wordfilter.enabled() and wordfilter.found("damn") == []
     finally:
         wordfilter.set_enabled(True)
+
+
+async def test_a_revision_shows_as_it_goes_and_its_line_replaces_the_old(poet, monkeypatch):
+    """Once the poem stands, the revision (revise.py) says which line it writes again while it does
+    (no silent wait), and a line it keeps replaces the old one in place, the others staying."""
+    import asyncio
+    import threading
+
+    from storyloom.modes.poetry import revise
+    from storyloom.modes.poetry.compose import PoemLine
+
+    going, go_on = threading.Event(), threading.Event()
+    new = PoemLine("The river ran below the silver light,", True, "light")
+
+    def revising(generator, vocab, writer, poem, prompt, gauge, settings, seconds, cancel=None, on_revise=None):
+        on_revise(1, None)
+        going.set()
+        assert go_on.wait(30), "the test never saw the revision"
+        poem.lines[1] = new
+        poem.revisions += 1
+        on_revise(1, new)
+
+    monkeypatch.setattr(revise, "revise", revising)
+    app = StoryloomApp(generator_factory=lambda spec, progress: poet)
+    async with app.run_test(size=(110, 36)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("p")
+        await pilot.pause()
+        app.screen.query_one("#poetry-form", Select).value = "couplets"
+        await pilot.press(*"the moon", "enter")
+        status = app.screen.query_one("#poetry-status")
+        for _ in range(600):
+            await pilot.pause()
+            if going.is_set() and "Revising" in str(status.render()):
+                break
+            await asyncio.sleep(0.05)
+        assert "Revising" in str(status.render()) and "line 2" in str(status.render())
+        before = lines(app)
+        assert len(before) == 6 and new.text not in before[1]
+        go_on.set()
+        await settle(app, pilot)
+        after = lines(app)
+        assert new.text in after[1] and after[0] == before[0] and after[2:] == before[2:]
+        assert "1 line revised" in str(status.render())

@@ -8,13 +8,15 @@ cut off (unfinished), or one the critic fails. Once the whole poem stands, each 
 first) is drawn again after the lines before it (best_line, with its rhyme plan, the topic read
 late, more draws while all read forced), rhyming with its group's other lines as they stand (a
 group's first line too: its partners keep their rhyme words, it may take another word of their
-rhyme). The poem with the new line is read again as one row (read_finals: every rhyme word after
-the poem before it, one batched forward) and the later lines' phrases and critic are judged again
-against it. The new line is kept only if it has fewer flaws than the old one (a subset: a flaw
-traded for another is no gain) and no later line gains one (a later line's rhyme word may read
-forced after it, below the floor by LATER_SLACK, or the line become a tic of it). A line is tried REVISE_TRIES times at most, all
-of it within REVISE_SHARE of the time the poem took to write. A line that was without a flaw is
-never touched, so a revision never leaves the poem worse by these measures.
+rhyme). After REVISE_TRIES such tries, its whole rhyme group is written again once, on a rhyme
+other than its old one (a couplet's first line that says a phrase again could only end on its
+partner's rhyme, and every word of it read forced there). The poem so revised is read again as
+one row (read_finals: every rhyme word after the poem before it, one batched forward), and the
+lines after the first one written again have their phrases and critic judged again against it.
+It is kept only if no line has a flaw it did not have and some line has fewer (a subset: a flaw
+traded for another is no gain; a line not written again reads forced only LATER_SLACK under the
+floor). All of it runs within REVISE_SHARE of the time the poem took to write. A poem with no
+flaw is never touched, and a revision never leaves one worse by these measures.
 
 The reading as one row puts each line's drawn tokens after the others' (as compose's line_context
 puts their text); a form longer than compose's WINDOW reads its late lines after more of the poem
@@ -31,6 +33,7 @@ from storyloom.modes import critic
 from storyloom.modes.poetry import compose as c
 from storyloom.modes.poetry.constrain import Vocabulary
 from storyloom.modes.poetry.plan import TopicGauge, score_rows
+from storyloom.modes.poetry.prosody import rhyme_keys
 
 REVISE_SHARE = 0.5  # the revision's time: this share of the time the poem took to write, at most
 REVISE_TRIES = 3  # times one flawed line is written again at most
@@ -98,9 +101,14 @@ def rejudged(lines: list[c.PoemLine], start: int, prompt: str, topic: str) -> li
 
 
 def better(old: list[frozenset[str]], new: list[frozenset[str]]) -> bool:
-    """Is the poem from the revised line on better: that line has fewer flaws (a strict subset of
-    its old ones), and no later line has one it did not have?"""
-    return new[0] < old[0] and all(n <= o for n, o in zip(new[1:], old[1:]))
+    """Is the poem, from the first line written again on, better: no line has a flaw it did not
+    have, and some line has fewer (a strict subset: a flaw traded for another is no gain)?"""
+    return all(n <= o for n, o in zip(new, old)) and any(n < o for n, o in zip(new, old))
+
+
+def group_of(form, j: int) -> list[int]:
+    """The lines of line j's rhyme group (j alone for a line that rhymes with none)."""
+    return [k for k, letter in enumerate(form.letters) if letter == form.letters[j]]
 
 
 def revise(generator, vocab: Vocabulary, writer, poem: c.Poem, prompt: str, gauge: TopicGauge | None,
@@ -116,54 +124,81 @@ def revise(generator, vocab: Vocabulary, writer, poem: c.Poem, prompt: str, gaug
     topic = f"{poem.topic} {poem.style}"
     poem.lines[:] = rejudged(poem.lines, 0, prompt, topic)  # as the bench reads them: against the lines before
     finals = read_finals(generator, vocab, prompt, form, poem.lines)
-    tried = [0] * form.lines
+    tried = [0] * form.lines  # times each line was written again alone
+    regrouped: set[str] = set()  # the rhyme groups written again whole
+
+    def left(j: int) -> bool:
+        return tried[j] < REVISE_TRIES or (len(group_of(form, j)) > 1 and form.letters[j] not in regrouped)
+
     try:
         while not (cancel is not None and cancel.is_set()):
             now = time.monotonic()
-            todo = [j for j, line in enumerate(poem.lines) if tried[j] < REVISE_TRIES and flaws(line, finals[j])]
+            todo = [j for j, line in enumerate(poem.lines) if left(j) and flaws(line, finals[j])]
             if not todo or now >= deadline:
                 break
             j = todo[0]
-            tried[j] += 1
-            if on_revise:
-                on_revise(j, None)
-            line = _redraw(writer, poem, j, prompt, gauge, vocab, settings,
-                           now + max(c.MIN_LINE_S, (deadline - now) / len(todo)), cancel, topic)
-            if line is None:
+            if tried[j] < REVISE_TRIES:
+                tried[j] += 1
+                redo, fresh = [j], False
+            else:  # alone it found nothing better: the group on another rhyme
+                regrouped.add(form.letters[j])
+                redo, fresh = group_of(form, j), True
+            trial = _redraw(writer, poem, redo, fresh, prompt, gauge, vocab, settings,
+                            now + max(c.MIN_LINE_S, (deadline - now) / len(todo)), cancel, topic, on_revise)
+            if trial is None:
                 continue
-            trial = poem.lines[:j] + [line] + rejudged(poem.lines[:j] + [line] + poem.lines[j + 1:], j + 1, prompt, topic)
             trial_finals = read_finals(generator, vocab, prompt, form, trial)
-            old, new = (_flaws_from(j, lines, read) for lines, read in ((poem.lines, finals), (trial, trial_finals)))
+            old, new = (_flaws_from(redo, lines, read) for lines, read in ((poem.lines, finals), (trial, trial_finals)))
             if better(old, new):
+                changed = [k for k in range(len(trial)) if trial[k].text != poem.lines[k].text]
                 poem.lines[:] = trial
                 finals = trial_finals
-                poem.revisions += 1
-                if on_revise:
-                    on_revise(j, line)
+                poem.revisions += len(changed)
+                for k in changed:
+                    if on_revise:
+                        on_revise(k, trial[k])
     finally:
         poem.revision_seconds = time.monotonic() - started
 
 
-def _flaws_from(j: int, lines: list[c.PoemLine], finals: list[float | None]) -> list[frozenset[str]]:
-    """The flaws of lines j.. (better): line j's at FORCED_FLOOR, the later ones' LATER_SLACK under it."""
+def _flaws_from(redo: list[int], lines: list[c.PoemLine], finals: list[float | None]) -> list[frozenset[str]]:
+    """The flaws of the lines from redo[0] on (better): those written again at FORCED_FLOOR, the
+    others LATER_SLACK under it."""
     floor = c.FORCED_FLOOR - LATER_SLACK
-    return [flaws(lines[j], finals[j])] + [flaws(x, f, floor) for x, f in zip(lines[j + 1:], finals[j + 1:])]
+    return [flaws(lines[k], finals[k], None if k in redo else floor) for k in range(redo[0], len(lines))]
 
 
-def _redraw(writer, poem: c.Poem, j: int, prompt: str, gauge, vocab, settings, deadline: float, cancel,
-            topic: str) -> c.PoemLine | None:
-    """Line j drawn again after the lines before it, rhyming with its group as it stands."""
-    form, lines = poem.form, poem.lines
+def _redraw(writer, poem: c.Poem, redo: list[int], fresh: bool, prompt: str, gauge, vocab, settings,
+            deadline: float, cancel, topic: str, on_revise) -> list[c.PoemLine] | None:
+    """The poem with the lines `redo` drawn again in turn, each after the lines before it as they
+    now stand, the others judged again after them (rejudged); None if one could not be drawn.
+    Each rhymes with its group's lines as they stand; `fresh`: the group's old rhyme words are let
+    go and its first line takes a rhyme other than theirs (its partners follow it)."""
+    form = poem.form
+    lines = list(poem.lines)
     words = [line.last_word if line.ok else None for line in lines]
-    rule = c.rule_for(form, j, words, later=False)
-    others = [line for k, line in enumerate(lines) if line.ok and k != j]
-    openings = frozenset(o for o in (c.opening(line.text) for line in others) if o)
-    avoid = frozenset(c.plain(line.text) for line in lines if line.ok)  # the old version included
-    rhyming = rule.keys is not None or rule.partners > 0
-    return writer.best_line(c.line_context(prompt, form, lines[:j]), form.templates(j), rule,
-                            c.verifier(form, j, words, openings), settings, deadline, cancel, poem,
-                            avoid=avoid, judge=c._judge(prompt, lines[:j], topic), openings=openings,
-                            plan=c._plan(vocab, form, j, rule, gauge), topical=j >= c.DRIFT_FROM,
-                            more=c.FORCED_DRAWS if rhyming else 0, closing=form.closing(j),
-                            repeats=c._repeats(lines[:j], topic))
-
+    old_keys = frozenset().union(*(rhyme_keys(words[k] or "") for k in redo)) if fresh else frozenset()
+    if fresh:
+        for k in redo:
+            words[k] = None
+    for n, j in enumerate(redo):
+        if on_revise:
+            on_revise(j, None)
+        rule = c.rule_for(form, j, words, later=fresh, avoid=old_keys if fresh and n == 0 else frozenset())
+        others = [line for k, line in enumerate(lines) if line.ok and k != j and not (fresh and k in redo[n:])]
+        openings = frozenset(o for o in (c.opening(line.text) for line in others) if o)
+        avoid = frozenset(c.plain(line.text) for line in poem.lines + lines if line.ok)  # old versions included
+        rhyming = rule.keys is not None or rule.partners > 0
+        now = time.monotonic()
+        line = writer.best_line(c.line_context(prompt, form, lines[:j]), form.templates(j), rule,
+                                c.verifier(form, j, words, openings), settings,
+                                now + max(c.MIN_LINE_S, (deadline - now) / (len(redo) - n)), cancel, poem,
+                                avoid=avoid, judge=c._judge(prompt, lines[:j], topic), openings=openings,
+                                plan=c._plan(vocab, form, j, rule, gauge), topical=j >= c.DRIFT_FROM,
+                                more=c.FORCED_DRAWS if rhyming else 0, closing=form.closing(j),
+                                repeats=c._repeats(lines[:j], topic))
+        if line is None:
+            return None
+        lines[j] = line
+        words[j] = line.last_word
+    return lines[:redo[0]] + rejudged(lines, redo[0], prompt, topic)

@@ -16,7 +16,7 @@ from storyloom.modes.poetry.prosody import words_of
 from storyloom.modes.poetry.scan import scan_poem
 from storyloom.store.poems import SavedPoem
 from storyloom.tui.export import write_exports
-from storyloom.tui.messages import PoemDone, PoemLineMade, error_text
+from storyloom.tui.messages import PoemDone, PoemLineMade, PoemLineRevised, error_text
 from storyloom.tui.saving import confirm_delete, try_saving
 from storyloom.tui.screens.generating import GeneratingScreen, Stopped
 from storyloom.tui.widgets.menus import refill
@@ -207,7 +207,8 @@ class PoetryScreen(GeneratingScreen):
         try:
             with self.model_turn() as generator:
                 poem = compose(generator, form, topic, seed=app.config.sampler.seed, cancel=self.cancel,
-                               on_line=lambda i, line: self.post_message(PoemLineMade(i, line)))
+                               on_line=lambda i, line: self.post_message(PoemLineMade(i, line)),
+                               on_revise=lambda i, line: self.post_message(PoemLineRevised(i, line)))
         except Stopped:
             self.post_message(PoemDone())
             return
@@ -228,6 +229,17 @@ class PoetryScreen(GeneratingScreen):
             self._status(f"Taking line {message.index + 1} back to find a rhyme that works…")
             self._show(writing=message.index)
         self.query_one("#poetry-progress", ProgressBar).update(progress=len(poem.lines))
+
+    def on_poem_line_revised(self, message: PoemLineRevised) -> None:
+        poem = self.poem
+        if poem is None or message.index >= len(poem.lines):
+            return
+        if message.line is None:
+            self._status(f"Revising: writing line {message.index + 1} again (kept only if it reads better)…")
+            return
+        poem.lines[message.index] = message.line
+        self._show()
+        self._status(f"Revising: line {message.index + 1} rewritten.")
 
     def on_poem_done(self, message: PoemDone) -> None:
         self.end_work()
@@ -261,7 +273,8 @@ class PoetryScreen(GeneratingScreen):
             self._status("Stopped.")
         elif poem.complete:
             verdict = scan_poem(poem.text, poem.form)
-            self._status(f"Done in {poem.seconds:.1f} s: {verdict_summary(verdict, poem.form.lines)}. "
+            revised = f", {poem.revisions} {'line' if poem.revisions == 1 else 'lines'} revised" if poem.revisions else ""
+            self._status(f"Done in {poem.seconds:.1f} s: {verdict_summary(verdict, poem.form.lines)}{revised}. "
                          "r rewrites a line, Ctrl+S saves.")
         else:
             failed = ", ".join(str(i + 1) for i in poem.failed)
