@@ -163,3 +163,16 @@ def test_compose_gives_the_revision_half_the_time_the_poem_took(small, monkeypat
     seen.clear()
     compose(small, get_form("couplets"), "the sea", seed=4, revision=False)
     assert not seen, "no revision asked for, none run"
+
+
+def test_a_line_is_drawn_again_with_the_lines_before_it_seen_by_the_repetition_penalty(small):
+    """compose fed each line to its decoder as the poem grew, so the sampler's repetition penalty saw
+    the last lines; the revision opens its decoder the same way (opened at once on the whole context
+    it saw none of them, and drew again the phrase it was to lose)."""
+    poem = _poem(small)
+    writer, prompt = _writer(small, poem)
+    revise._open_as_written(writer, prompt, poem.form, poem.lines, 4, 20)
+    assert writer.context == composer.line_context(prompt, poem.form, poem.lines[:4])
+    seen = small.decode(writer.dec.history)
+    assert poem.lines[3].text in seen and poem.lines[0].text not in seen, seen
+    assert len(writer.dec.history) >= 20 or poem.lines[2].text in seen

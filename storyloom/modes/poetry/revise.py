@@ -25,6 +25,7 @@ than they were written after.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Callable
 
@@ -168,6 +169,19 @@ def _flaws_from(redo: list[int], lines: list[c.PoemLine], finals: list[float | N
     return [flaws(lines[k], finals[k], None if k in redo else floor) for k in range(redo[0], len(lines))]
 
 
+def _open_as_written(writer, prompt: str, form, lines: list[c.PoemLine], j: int, fed: float) -> None:
+    """Open the writer at line j's context as compose had it: the heading and the early lines read
+    at once, then the last lines (`fed` tokens or more) fed one token at a time, so the sampler's
+    repetition penalty sees them. (Opened at once on the whole context, it saw none of them, and the
+    revision drew again the phrase it was to lose: "your love is true".)"""
+    start, tokens = j, 0
+    while start > 0 and tokens < fed:
+        start -= 1
+        tokens += len(lines[start].ids) or len(lines[start].text.split())
+    writer._open(c.line_context(prompt, form, lines[:start]))
+    writer._open(c.line_context(prompt, form, lines[:j]))
+
+
 def _redraw(writer, poem: c.Poem, redo: list[int], fresh: bool, prompt: str, gauge, vocab, settings,
             deadline: float, cancel, topic: str, on_revise) -> list[c.PoemLine] | None:
     """The poem with the lines `redo` drawn again in turn, each after the lines before it as they
@@ -189,6 +203,7 @@ def _redraw(writer, poem: c.Poem, redo: list[int], fresh: bool, prompt: str, gau
         openings = frozenset(o for o in (c.opening(line.text) for line in others) if o)
         avoid = frozenset(c.plain(line.text) for line in poem.lines + lines if line.ok)  # old versions included
         rhyming = rule.keys is not None or rule.partners > 0
+        _open_as_written(writer, prompt, form, lines, j, settings.repetition_range or math.inf)
         now = time.monotonic()
         line = writer.best_line(c.line_context(prompt, form, lines[:j]), form.templates(j), rule,
                                 c.verifier(form, j, words, openings), settings,
