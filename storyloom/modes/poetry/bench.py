@@ -9,7 +9,8 @@ Shakespeare's sonnets (assets/, so an installed wheel has them) to show how stri
 
 Each form also counts the defects a reader named (reader_checks, model_checks: each should be 0),
 the fluency gap (unconstrained minus poem mean log-prob), seconds and CPU seconds per poem, and
-the load average seen while it ran (another program's load slows every poem).
+the load average seen while it ran (another program's load slows every poem), and the lines the
+revision wrote again (revise.py) with the seconds it took (part of the poem's).
 """
 from __future__ import annotations
 
@@ -197,7 +198,8 @@ def measure(gen, poem, seed: int, cpu: float, load: float, scoring: bool) -> dic
            "lines_passing": sum(v.meter_ok for v, line in zip(verdict.lines, poem.lines) if line.ok),
            "lines": form.lines, "rhyme_pairs": verdict.rhyme_pairs,
            "rhyme_pairs_ok": verdict.rhyme_pairs_ok, "complete": poem.complete, "scanner_pass": verdict.ok,
-           "backtracks": poem.backtracks, "line_tries": poem.line_tries, "searched_lines": poem.searches}
+           "backtracks": poem.backtracks, "line_tries": poem.line_tries, "searched_lines": poem.searches,
+           "revised_lines": poem.revisions, "revision_seconds": round(poem.revision_seconds, 2)}
     if scoring:
         prompt = poem_prompt(gen, form, topic)
         other = poem_prompt(gen, form, TOPICS[(TOPICS.index(topic) + 1) % len(TOPICS)] if topic in TOPICS else "a cat")
@@ -226,6 +228,8 @@ def summarise(rows: list[dict], scoring: bool) -> dict:
         "cpu_seconds_per_poem_mean": round(statistics.fmean(r["cpu_seconds"] for r in rows), 2),
         "load_average_max": max(r["load_average"] for r in rows),
         "searched_lines": sum(r["searched_lines"] for r in rows),
+        "revised_lines": sum(r["revised_lines"] for r in rows),
+        "revision_seconds_per_poem_mean": round(statistics.fmean(r["revision_seconds"] for r in rows), 2),
         "defects": {k: sum(r[k] for r in rows) for k in checks},
     }
     summary["defects_total"] = sum(summary["defects"].values())

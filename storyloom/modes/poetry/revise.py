@@ -41,7 +41,6 @@ REVISE_TRIES = 3  # times one flawed line is written again at most
 LATER_SLACK = 0.5  # nats: a later line (not drawn again) reads forced below FORCED_FLOOR less this
 # (its word was drawn after the old line; a reading 0.3 under the floor had rejected a fixed line
 # for a later word at -7.05, which no reader hears as forced: the bench counts under -8)
-FLAWS = ("critic", "forced", "astray", "unfinished", "tic")
 
 
 def flaws(line: c.PoemLine, final: float | None, floor: float | None = None) -> frozenset[str]:
