@@ -195,6 +195,8 @@ def _redraw(writer, poem: c.Poem, redo: list[int], fresh: bool, prompt: str, gau
         for k in redo:
             words[k] = None
     for n, j in enumerate(redo):
+        if n and time.monotonic() > deadline:
+            return None  # a group's later line would run past the time, its first draw always finished
         if on_revise:
             on_revise(j, None)
         rule = c.rule_for(form, j, words, later=fresh, avoid=old_keys if fresh and n == 0 else frozenset())
