@@ -176,3 +176,67 @@ def test_a_line_is_drawn_again_with_the_lines_before_it_seen_by_the_repetition_p
     seen = small.decode(writer.dec.history)
     assert poem.lines[3].text in seen and poem.lines[0].text not in seen, seen
     assert len(writer.dec.history) >= 20 or poem.lines[2].text in seen
+
+
+def _astray_at_3(small, monkeypatch):
+    monkeypatch.setattr(composer, "FORCED_FLOOR", -math.inf)
+    monkeypatch.setattr(composer, "DRIFT_FROM", 0)
+    monkeypatch.setattr(composer, "critic_penalty", lambda *a, **k: 0.0)
+    monkeypatch.setattr(TopicGauge, "line_topics", lambda self, lines: [1.0] * len(lines))
+    poem = _poem(small)
+    poem.lines[3] = dataclasses.replace(poem.lines[3], line_topic=-1.0)
+    return poem
+
+
+def test_the_revision_never_falls_back_on_the_greedy_search_and_keeps_to_its_time(small, monkeypatch):
+    poem = _astray_at_3(small, monkeypatch)
+    writer, prompt = _writer(small, poem)
+    asked = []
+    real = writer.best_line
+
+    def best_line(*args, **kwargs):
+        asked.append((kwargs.get("search", True), kwargs.get("poem"), args[5]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(writer, "best_line", best_line)
+    monkeypatch.setattr(writer, "_search", lambda *a, **k: pytest.fail("the revision searched greedily"))
+    tries = poem.line_tries
+    revise.revise(small, small._poetry_vocab, writer, poem, prompt, writer.gauge, composer.POEM_SETTINGS, 0.3)
+    assert asked and all(search is False and counted is None for search, counted, _ in asked)
+    assert all(deadline <= asked[0][2] + 0.3 for *_, deadline in asked), "no try's time runs past the revision's"
+    assert poem.line_tries == tries, "the revision's draws are not counted as compose's"
+    assert poem.revision_seconds < 5.0
+
+
+def test_a_version_let_go_is_not_drawn_again(small, monkeypatch):
+    poem = _astray_at_3(small, monkeypatch)
+    writer, prompt = _writer(small, poem)
+    monkeypatch.setattr(revise, "better", lambda old, new: False)  # every version is let go
+    drawn, avoided = [], []
+    real = writer.best_line
+
+    def best_line(*args, **kwargs):
+        avoided.append(kwargs["avoid"])
+        line = real(*args, **kwargs)
+        drawn.append(composer.plain(line.text) if line else None)
+        return line
+
+    monkeypatch.setattr(writer, "best_line", best_line)
+    revise.revise(small, small._poetry_vocab, writer, poem, prompt, writer.gauge, composer.POEM_SETTINGS, 60.0)
+    assert len(drawn) >= 2 and drawn[0] is not None
+    assert drawn[0] in avoided[1], "the second try avoids the first try's version"
+    assert len(set(d for d in drawn if d)) == len([d for d in drawn if d])
+
+
+def test_a_revision_that_fails_keeps_the_poem_as_written(small, monkeypatch, caplog):
+    monkeypatch.setattr(composer, "FORCED_FLOOR", -math.inf)
+    monkeypatch.setattr(composer, "critic_penalty", lambda *a, **k: 0.0)
+
+    def broken(*args, **kwargs):
+        raise IndexError("index out of range in self")  # say, a long custom form past the context
+
+    monkeypatch.setattr(revise, "revise", broken)
+    poem = compose(small, get_form("couplets"), "the sea", seed=4)
+    plain = compose(small, get_form("couplets"), "the sea", seed=4, revision=False)
+    assert poem.complete and poem.text == plain.text
+    assert "revision pass failed" in caplog.text

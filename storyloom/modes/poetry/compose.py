@@ -36,6 +36,8 @@ chose the rhyme; one still impossible after that is reported, never shipped as i
 """
 from __future__ import annotations
 
+
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -51,6 +53,8 @@ from storyloom.modes.poetry.forms import Form
 from storyloom.modes.poetry.plan import READ, RhymePlan, TopicGauge
 from storyloom.modes.poetry.prosody import rhyme_keys, rhymes, words_of
 from storyloom.modes.poetry.scan import last_word, scan_line
+
+log = logging.getLogger(__name__)
 
 LINE_TRIES = 17  # draws per slot at most (the draft, then batches of ROWS)
 LINE_CANDIDATES = 6  # lines kept per slot that do not end on a forced word (time allowing); the best is kept
@@ -512,9 +516,11 @@ class _TokenWriter:
                   keep: int | None = None, avoid: frozenset[str] = frozenset(),
                   judge: Callable[[str], float] | None = None, openings: frozenset = frozenset(),
                   plan: RhymePlan | None = None, topical: bool = False, more: int = 0,
-                  closing: bool = False, repeats: Callable[[str], int] | None = None) -> PoemLine | None:
+                  closing: bool = False, repeats: Callable[[str], int] | None = None,
+                  search: bool = True) -> PoemLine | None:
         """Draw up to `keep` complete lines (within LINE_TRIES tries, while its time lasts; the
-        first draw always runs to its end), keep the best (pick), else search greedily for one.
+        first draw always runs to its end), keep the best (pick), else search greedily for one
+        (unless not `search`: the revision, which has a line already, gets None).
         A draw that opens like another line (`openings`) is abandoned at its fourth word. With a
         rhyme `plan`, the first draw is a draft the plan reads its candidates in (kept only if it
         ends on a planned word); the rest may end only on the planned words. Lines ending on a
@@ -580,6 +586,8 @@ class _TokenWriter:
                                          key=lambda f: (*grade(f), rank_score(f)), reverse=True))
                 best = pick(found)
             return best
+        if not search:
+            return None
         self._open(context)
         if poem is not None:
             poem.searches += 1
@@ -866,8 +874,12 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
     if revision and isinstance(prepared, Vocabulary) and not (cancel is not None and cancel.is_set()):
         from storyloom.modes.poetry import revise  # it builds on this module
 
-        revise.revise(generator, prepared, writer, poem, prompt, gauge, settings,
-                      revise.REVISE_SHARE * min(poem.seconds, time_cap), cancel, on_revise)
+        try:
+            revise.revise(generator, prepared, writer, poem, prompt, gauge, settings,
+                          revise.REVISE_SHARE * min(poem.seconds, time_cap), cancel, on_revise)
+        except Exception:  # noqa: BLE001 - a revision is a second pass: the poem as it stands is kept
+            # (revise replaces lines only with a whole trial it has read, so poem.lines is whole)
+            log.exception("the revision pass failed; the poem is kept as it stands")
         poem.seconds = time.monotonic() - started
     return poem
 

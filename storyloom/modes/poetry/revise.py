@@ -125,6 +125,7 @@ def revise(generator, vocab: Vocabulary, writer, poem: c.Poem, prompt: str, gaug
     poem.lines[:] = rejudged(poem.lines, 0, prompt, topic)  # as the bench reads them: against the lines before
     finals = read_finals(generator, vocab, prompt, form, poem.lines)
     tried = [0] * form.lines  # times each line was written again alone
+    rejected: set[str] = set()  # versions read and let go: never drawn again
     regrouped: set[str] = set()  # the rhyme groups written again whole
 
     def left(j: int) -> bool:
@@ -143,13 +144,17 @@ def revise(generator, vocab: Vocabulary, writer, poem: c.Poem, prompt: str, gaug
             else:  # alone it found nothing better: the group on another rhyme
                 regrouped.add(form.letters[j])
                 redo, fresh = group_of(form, j), True
-            trial = _redraw(writer, poem, redo, fresh, prompt, gauge, vocab, settings,
-                            now + max(c.MIN_LINE_S, (deadline - now) / len(todo)), cancel, topic, on_revise)
+            # a share of the time left per flawed line (a group: one per line), never past the end
+            share = min(deadline, now + max(c.MIN_LINE_S, (deadline - now) * len(redo) / len(todo)))
+            trial = _redraw(writer, poem, redo, fresh, prompt, gauge, vocab, settings, share, deadline,
+                            cancel, topic, on_revise, frozenset(rejected))
             if trial is None:
                 continue
             trial_finals = read_finals(generator, vocab, prompt, form, trial)
             old, new = (_flaws_from(redo, lines, read) for lines, read in ((poem.lines, finals), (trial, trial_finals)))
-            if better(old, new):
+            if not better(old, new):
+                rejected.update(c.plain(trial[k].text) for k in redo)
+            else:
                 changed = [k for k in range(len(trial)) if trial[k].text != poem.lines[k].text]
                 poem.lines[:] = trial
                 finals = trial_finals
@@ -182,11 +187,15 @@ def _open_as_written(writer, prompt: str, form, lines: list[c.PoemLine], j: int,
 
 
 def _redraw(writer, poem: c.Poem, redo: list[int], fresh: bool, prompt: str, gauge, vocab, settings,
-            deadline: float, cancel, topic: str, on_revise) -> list[c.PoemLine] | None:
+            deadline: float, stop: float, cancel, topic: str, on_revise,
+            rejected: frozenset[str] = frozenset()) -> list[c.PoemLine] | None:
     """The poem with the lines `redo` drawn again in turn, each after the lines before it as they
-    now stand, the others judged again after them (rejudged); None if one could not be drawn.
+    now stand, the others judged again after them (rejudged); None if one could not be drawn (by
+    drawing: the revision never falls back on the greedy search) or a group's later line would
+    begin past `stop` (the revision's end). The lines share the time to `deadline`.
     Each rhymes with its group's lines as they stand; `fresh`: the group's old rhyme words are let
-    go and its first line takes a rhyme other than theirs (its partners follow it)."""
+    go and its first line takes a rhyme other than theirs (its partners follow it). `rejected`:
+    versions an earlier try read and let go, not drawn again."""
     form = poem.form
     lines = list(poem.lines)
     words = [line.last_word if line.ok else None for line in lines]
@@ -195,24 +204,24 @@ def _redraw(writer, poem: c.Poem, redo: list[int], fresh: bool, prompt: str, gau
         for k in redo:
             words[k] = None
     for n, j in enumerate(redo):
-        if n and time.monotonic() > deadline:
-            return None  # a group's later line would run past the time, its first draw always finished
+        if n and time.monotonic() > stop:
+            return None  # a group's later line would begin past the revision's time
         if on_revise:
             on_revise(j, None)
         rule = c.rule_for(form, j, words, later=fresh, avoid=old_keys if fresh and n == 0 else frozenset())
         others = [line for k, line in enumerate(lines) if line.ok and k != j and not (fresh and k in redo[n:])]
         openings = frozenset(o for o in (c.opening(line.text) for line in others) if o)
-        avoid = frozenset(c.plain(line.text) for line in poem.lines + lines if line.ok)  # old versions included
+        avoid = rejected | frozenset(c.plain(line.text) for line in poem.lines + lines if line.ok)  # old versions too
         rhyming = rule.keys is not None or rule.partners > 0
         _open_as_written(writer, prompt, form, lines, j, settings.repetition_range or math.inf)
         now = time.monotonic()
         line = writer.best_line(c.line_context(prompt, form, lines[:j]), form.templates(j), rule,
                                 c.verifier(form, j, words, openings), settings,
-                                now + max(c.MIN_LINE_S, (deadline - now) / (len(redo) - n)), cancel, poem,
+                                min(stop, now + max(c.MIN_LINE_S, (deadline - now) / (len(redo) - n))), cancel, None,
                                 avoid=avoid, judge=c._judge(prompt, lines[:j], topic), openings=openings,
                                 plan=c._plan(vocab, form, j, rule, gauge), topical=j >= c.DRIFT_FROM,
                                 more=c.FORCED_DRAWS if rhyming else 0, closing=form.closing(j),
-                                repeats=c._repeats(lines[:j], topic))
+                                repeats=c._repeats(lines[:j], topic), search=False)
         if line is None:
             return None
         lines[j] = line
