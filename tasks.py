@@ -319,16 +319,31 @@ def main(argv: list[str]) -> int:
 
 
 MAX_TEST_WORKERS = 4  # more each load their own models, for little: most tests wait on a Pilot or a server
+SERIAL_OPTIONS = frozenset({"-n", "--numprocesses", "--pdb", "--trace", "-s"})
+VALUED_OPTIONS = frozenset({"-k", "-m", "-p", "-o", "--ignore", "--ignore-glob", "--deselect", "-c", "--rootdir",
+                            "--durations", "--maxfail", "--junit-xml", "--basetemp", "-W"})
 
 
 def _workers(args: list[str]) -> list[str]:
     """pytest-xdist's options for a whole-suite run: one worker per core (up to MAX_TEST_WORKERS),
     each test file on one worker (its module fixtures load once). Most tests wait (a Textual Pilot,
     a server, a subprocess) more than they compute: two workers halve the suite's time on two
-    cores. A run of chosen tests (paths or node ids), or one that says -n itself, runs as asked."""
-    chosen = any(not a.startswith("-") and (Path(a).exists() or "::" in a) for a in args)
-    if chosen or any(a in ("-n", "--numprocesses", "no:xdist") or a.startswith(("-n", "--numprocesses=", "--dist"))
-                     for a in args):
+    cores. A run of chosen tests (paths or node ids), one that says -n itself, or one that needs
+    the terminal (--pdb, --trace, -s), runs as asked, in this process."""
+    chosen = False
+    valued = False  # the last argument was an option that takes the next as its value
+    for a in args:
+        if valued:
+            valued = False
+            if a == "no:xdist":  # -p no:xdist
+                return []
+        elif a in SERIAL_OPTIONS or a == "-pno:xdist" or a.startswith(("-n", "--numprocesses=", "--dist", "--capture=no")):
+            return []
+        elif a in VALUED_OPTIONS:
+            valued = True
+        elif not a.startswith("-") and ((ROOT / a.split("::")[0]).exists() or "::" in a):
+            chosen = True
+    if chosen:
         return []
     return ["-n", str(max(1, min(MAX_TEST_WORKERS, os.cpu_count() or 1))), "--dist", "loadfile"]
 

@@ -109,3 +109,15 @@ def test_screen_snapshot(snap_compare, steps):
 def test_screen_snapshot_at_80x24(snap_compare, steps):
     """The smallest terminal we promise: every control and footer key still on screen."""
     assert snap_compare(_app(), terminal_size=(80, 24), run_before=_steady(steps))
+
+
+def test_every_stored_snapshot_belongs_to_a_test_here():
+    """syrupy fails a run on a snapshot no test uses, but not under pytest-xdist (tasks.py runs the
+    suite on workers): a screen renamed or dropped would leave its old picture behind unseen."""
+    from pathlib import Path
+
+    folder = Path(__file__).parent / "__snapshots__" / Path(__file__).stem
+    wanted = {f"{test}[{name}].svg" for test in ("test_screen_snapshot", "test_screen_snapshot_at_80x24")
+              for name in NAMES}
+    stored = {p.name for p in folder.iterdir()}
+    assert stored == wanted, f"stale: {sorted(stored - wanted)}, missing: {sorted(wanted - stored)}"

@@ -50,5 +50,9 @@ def test_the_whole_suite_runs_on_a_worker_per_core_and_chosen_tests_as_asked(mon
     assert tasks._workers(["-k", "engine"]) == ["-n", "2", "--dist", "loadfile"]
     monkeypatch.setattr(tasks.os, "cpu_count", lambda: 64)
     assert tasks._workers([])[1] == str(tasks.MAX_TEST_WORKERS)
-    for asked in (["tests/unit"], ["tests/unit/test_engine.py::test_x"], ["-n", "1"], ["-n3"], ["-p", "no:xdist"]):
+    for asked in (["tests/unit"], ["tests/unit/test_engine.py::test_x"], ["-n", "1"], ["-n3"], ["-p", "no:xdist"],
+                  ["--pdb"], ["-x", "--trace"], ["-s"], ["--capture=no"], ["-q", "tests/tui/test_tree_app.py"]):
         assert tasks._workers(asked) == [], asked
+    # an option's value that happens to name a folder is not a choice of tests
+    for whole in (["-k", "tests"], ["--ignore", "tests/e2e"], ["-m", "storyloom"], ["-p", "no:cacheprovider"]):
+        assert tasks._workers(whole) != [], whole
