@@ -44,7 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     poem.add_argument("--seed", type=int)
     poem.add_argument("--model", dest="sub_model")
     poem.add_argument("--time-cap", type=float, default=90.0, help="seconds the poem aims for, shared among its lines: past a line's share it keeps the best line "
-                           "drawn so far (or a quick search writes one); no line is dropped for time")
+                           "drawn so far (or a quick search writes one); no line is dropped for time. The revision "
+                           "that follows takes up to half as long again as writing took")
+    poem.add_argument("--no-revise", dest="revise", action="store_false",
+                      help="keep the poem as first written: no revision pass over the lines with a flaw")
     scan.add_argument("file", help="a text file with the poem, or - for standard input")
 
     bench = sub.add_parser("bench", help="measure speed; prints JSON")
@@ -249,11 +252,14 @@ def _poem(args) -> int:
             print(f"  (revised line {i + 1}) {line.text}", file=sys.stderr)
 
     poem = compose(gen, form, args.topic, seed=args.seed, time_cap=args.time_cap, on_line=shown, style=args.style,
-                   on_revise=revised)
+                   on_revise=revised, revision=args.revise)
     print(poem.text, end="")
     # the count of the "(taking line N back...)" notes above: backtracks and rewrites alike
     back = len(taken_back)
-    print(f"[{form.name}, {poem.seconds:.1f} s, {back} {'line' if back == 1 else 'lines'} taken back]", file=sys.stderr)
+    revisions = (f", {poem.revisions} {'line' if poem.revisions == 1 else 'lines'} revised in "
+                 f"{poem.revision_seconds:.1f} s" if args.revise else ", not revised")
+    print(f"[{form.name}, {poem.seconds:.1f} s, {back} {'line' if back == 1 else 'lines'} taken back{revisions}]",
+          file=sys.stderr)
     if not poem.complete:
         lines = ", ".join(str(i + 1) for i in poem.failed)
         print(f"storyloom: no line that scans and rhymes was found for line(s) {lines}; "

@@ -170,7 +170,9 @@ def test_the_default_model_writes_a_limerick_that_passes_the_scanner(real_model,
     # the summary counts the lines it said it took back (it counted backtracks only: "0 backtracks"
     # under a "(taking line 5 back...)" that a rewrite had made)
     back = err.count("(taking line")
-    assert f"{back} {'line' if back == 1 else 'lines'} taken back]" in err, err
+    assert f"{back} {'line' if back == 1 else 'lines'} taken back, " in err, err
+    revised = err.count("(revised line")  # and the lines it said the revision wrote again
+    assert f"{revised} {'line' if revised == 1 else 'lines'} revised in " in err, err
 
 
 def test_the_rhyme_planner_prefers_words_of_the_topic(real_model):

@@ -162,3 +162,38 @@ async def test_a_revision_shows_as_it_goes_and_its_line_replaces_the_old(poet, m
         after = lines(app)
         assert new.text in after[1] and after[0] == before[0] and after[2:] == before[2:]
         assert "1 line revised" in str(status.render())
+
+
+async def test_esc_while_revising_keeps_the_poem_and_says_how_it_scans(poet, monkeypatch):
+    """Esc during the revision stops it; the poem as it stands is shown with its verdict (a bare
+    "Stopped." read as if the poem had been cut short)."""
+    import asyncio
+    import threading
+
+    from storyloom.modes.poetry import revise
+
+    going = threading.Event()
+
+    def revising(generator, vocab, writer, poem, prompt, gauge, settings, seconds, cancel=None, on_revise=None):
+        on_revise(2, None)
+        going.set()
+        assert cancel.wait(30), "the test never pressed Esc"
+
+    monkeypatch.setattr(revise, "revise", revising)
+    app = StoryloomApp(generator_factory=lambda spec, progress: poet)
+    async with app.run_test(size=(110, 36)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("p")
+        await pilot.pause()
+        app.screen.query_one("#poetry-form", Select).value = "couplets"
+        await pilot.press(*"the moon", "enter")
+        for _ in range(600):
+            await pilot.pause()
+            if going.is_set():
+                break
+            await asyncio.sleep(0.05)
+        await pilot.press("escape")
+        await settle(app, pilot)
+        status = str(app.screen.query_one("#poetry-status").render())
+        assert status.startswith("Stopped: the poem as it stands") and "scan" in status, status
+        assert len(lines(app)) == 6 and app.screen.unsaved

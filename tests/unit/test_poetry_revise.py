@@ -240,3 +240,20 @@ def test_a_revision_that_fails_keeps_the_poem_as_written(small, monkeypatch, cap
     plain = compose(small, get_form("couplets"), "the sea", seed=4, revision=False)
     assert poem.complete and poem.text == plain.text
     assert "revision pass failed" in caplog.text
+
+
+def test_the_poem_command_says_what_the_revision_did_and_no_revise_skips_it(small, monkeypatch, capsys):
+    from storyloom import cli
+    from storyloom.engine import models
+
+    monkeypatch.setattr(models, "load", lambda spec, progress=None: small)
+    ran = []
+    real = revise.revise
+    monkeypatch.setattr(revise, "revise", lambda *a, **k: (ran.append(1), real(*a, **k))[1])
+    cli.main(["poem", "--form", "couplets", "--topic", "the sea", "--seed", "4", "--time-cap", "20"])
+    err = capsys.readouterr().err
+    assert ran and " revised in " in err, err
+    ran.clear()
+    cli.main(["poem", "--form", "couplets", "--topic", "the sea", "--seed", "4", "--no-revise"])
+    err = capsys.readouterr().err
+    assert not ran and "not revised]" in err, err

@@ -269,7 +269,11 @@ class PoetryScreen(GeneratingScreen):
         self._show()
         if poem is None:
             return
-        if self.cancel.is_set():
+        if self.cancel.is_set() and poem.complete:  # stopped while revising (or as the last line ended): whole
+            verdict = scan_poem(poem.text, poem.form)
+            self._status(f"Stopped: the poem as it stands, {verdict_summary(verdict, poem.form.lines)}. "
+                         "r rewrites a line, Ctrl+S saves.")
+        elif self.cancel.is_set():
             self._status("Stopped.")
         elif poem.complete:
             verdict = scan_poem(poem.text, poem.form)
