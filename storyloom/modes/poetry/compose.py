@@ -803,7 +803,8 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
     """Write a poem of `form` about `topic`. `on_line(i, line)` reports each line as it is made
     (line None: line i was taken back to be rewritten). `time_cap` is shared out among the lines
     (see the module doc): the poem can take longer, but never comes back short. Then, with
-    `revision` (the token path only), the lines left with a flaw are revised (revise.py) within
+    `revision` (the token path only), a complete poem's lines left with a flaw are revised
+    (revise.py; a poem with a line missing is left for the reader to rewrite that line) within
     REVISE_SHARE more of the time: `on_revise(i, None)` says line i is being written again,
     `on_revise(i, line)` that `line` replaces it."""
     check_time_cap(time_cap)
