@@ -120,6 +120,14 @@ async def test_the_word_filter_is_a_setting_on_by_default(poet, storyloom_home):
         wordfilter.set_enabled(True)
 
 
+async def _ask_for_couplets(app, pilot) -> None:
+    await settle(app, pilot)
+    await pilot.press("p")
+    await pilot.pause()
+    app.screen.query_one("#poetry-form", Select).value = "couplets"
+    await pilot.press(*"the moon", "enter")
+
+
 async def test_a_revision_shows_as_it_goes_and_its_line_replaces_the_old(poet, monkeypatch):
     """Once the poem stands, the revision (revise.py) says which line it writes again while it does
     (no silent wait), and a line it keeps replaces the old one in place, the others staying."""
@@ -143,11 +151,7 @@ async def test_a_revision_shows_as_it_goes_and_its_line_replaces_the_old(poet, m
     monkeypatch.setattr(revise, "revise", revising)
     app = StoryloomApp(generator_factory=lambda spec, progress: poet)
     async with app.run_test(size=(110, 36)) as pilot:
-        await settle(app, pilot)
-        await pilot.press("p")
-        await pilot.pause()
-        app.screen.query_one("#poetry-form", Select).value = "couplets"
-        await pilot.press(*"the moon", "enter")
+        await _ask_for_couplets(app, pilot)
         status = app.screen.query_one("#poetry-status")
         for _ in range(600):
             await pilot.pause()
@@ -182,11 +186,7 @@ async def test_esc_while_revising_keeps_the_poem_and_says_how_it_scans(poet, mon
     monkeypatch.setattr(revise, "revise", revising)
     app = StoryloomApp(generator_factory=lambda spec, progress: poet)
     async with app.run_test(size=(110, 36)) as pilot:
-        await settle(app, pilot)
-        await pilot.press("p")
-        await pilot.pause()
-        app.screen.query_one("#poetry-form", Select).value = "couplets"
-        await pilot.press(*"the moon", "enter")
+        await _ask_for_couplets(app, pilot)
         for _ in range(600):
             await pilot.pause()
             if going.is_set():
