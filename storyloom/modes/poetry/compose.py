@@ -13,7 +13,8 @@ critic passes, then those whose rhyme word the model would say there (not forced
 then, late in a poem, those that keep to the topic (the whole line read after the heading with
 the topic and after one without; the line kept is always read), then, among lines on the topic,
 those that end their phrase (unfinished: not "sailed the high") and those that say no phrase of two
-earlier lines again (tic), then by rank_score (the model's mean log-prob, the rhyme word's
+earlier lines again (tic: no draw may say a phrase of the lines before it, see said; a grammar
+engine's lines are only let go for it), then by rank_score (the model's mean log-prob, the rhyme word's
 log-prob, the topic of its words). A partner line whose best draw
 still reads forced (or, late, off the topic) sends the writer back to write its group's first
 line on another rhyme, and a group's first line that still reads forced is written again itself
@@ -87,7 +88,11 @@ FORCED_DRAWS = 16  # draws past LINE_TRIES for a rhyming line while every one en
 FORCED_BACK = 4  # lines back to a group's first line at most, to write it again when its partner reads forced
 # (a limerick's last line is 4 after its first: with 2 it could only draw more, and its "bar" read forced)
 TOPIC_READS = 4  # late lines read for their topic per batch of draws, at most (a read costs two forwards)
-TOPIC_MARGIN = 0.15  # nats per token a late line's topic gain must pass (read against a heading with no topic)
+TOPIC_MARGIN = 0.25  # nats per token a late line's topic gain must pass (read against a heading with no topic).
+# 0.15 let lines of no topic pass that the bench reads likelier after another topic's heading: "We have
+# been so far from the light of day." (autumn; 0.17 here, -0.07 against "a lost key"). Reading them
+# against other topics' headings ("love", "a long journey") as well caught none of the bench's
+# drifting lines (the neutral heading was the stricter reading) and cost two forwards a read.
 DRIFT_FROM = 6  # lines before this one are not read for it (a poem's topic faded after its sixth line)
 TOPIC_LINE_WEIGHT = 0.15  # per nat of the line's topic gain (sonnets drifted from their topic late)
 TOPIC_DRAWS = 8  # draws past LINE_TRIES for a late line while none read is on the topic and says its rhyme
@@ -218,6 +223,13 @@ def phrase_repeats(text: str, earlier: list[str], keep: frozenset[str] = frozens
     return sum(1 for line in earlier if mine & phrases(line, keep)) if mine else 0
 
 
+def said(lines: list[PoemLine], keep: frozenset[str] = frozenset()) -> frozenset[tuple[str, str]]:
+    """The phrases (phrases) the lines say: what a line written after them (compose) or again among
+    them (revise) may not say (LineConstraint's banned), so it shares none with them: no line can be a
+    tic (a tic's redraws had said "where dreams" again and again; grade only ranked them lower)."""
+    return frozenset().union(*(phrases(line.text, keep) for line in lines if line.ok))
+
+
 def breaks_off(form: Form, index: int, text: str) -> bool:
     """Does line `index`, held to end the poem's sentence (Form.closing), break off instead?"""
     return form.closing(index) and not text.rstrip().endswith(END_PUNCTUATION)
@@ -324,6 +336,7 @@ class _TokenWriter:
         self.opened = 0
         self.openings: frozenset = frozenset()
         self.closing = False  # the line being drawn ends the poem (LineConstraint.closing)
+        self.banned: frozenset[tuple[str, str]] = frozenset()  # phrases the line may not say (LineConstraint)
         self.gauge: TopicGauge | None = None  # the poem's: each line drawn is scored for its topic
 
     def _open(self, context: str) -> None:
@@ -353,7 +366,7 @@ class _TokenWriter:
         """One line drawn by sampling (None: a corner, out of its time, or cancelled). `reader`
         is shown the decoder at each word boundary after the first word (a rhyme plan's draft).
         Near the end up to `steer` words are chosen with a look ahead (_steer; 0: all sampled)."""
-        draft = _Draft(LineConstraint(self.vocab, templates, rule, self.openings, self.closing))
+        draft = _Draft(LineConstraint(self.vocab, templates, rule, self.openings, self.closing, self.banned))
         constraint = draft.constraint
         for _ in range(4 * max(len(t) for t in templates) + 12):
             if (deadline is not None and time.monotonic() > deadline) or (cancel is not None and cancel.is_set()):
@@ -379,7 +392,7 @@ class _TokenWriter:
         corner, or all of them out of time or cancelled. No look ahead: the rows are ranked instead."""
         rows = self.dec.rows(count)
         greedy = greedy_ends(templates)
-        drafts = [_Draft(LineConstraint(self.vocab, templates, rule, self.openings, self.closing))
+        drafts = [_Draft(LineConstraint(self.vocab, templates, rule, self.openings, self.closing, self.banned))
                   for _ in range(count)]
         out: list[PoemLine | None] = [None] * count
         going = list(range(count))  # the line each row of `rows` draws
@@ -448,7 +461,7 @@ class _TokenWriter:
         """The fallback: the likeliest allowed token each step (greedy); from a dead end, or a line
         `verify` rejects, it backs out of the last word and takes the next likeliest first token
         there, until a line passes (or SEARCH_STEPS tokens were tried, or the hard stop `deadline` passed)."""
-        constraint = LineConstraint(self.vocab, templates, rule, self.openings, self.closing)
+        constraint = LineConstraint(self.vocab, templates, rule, self.openings, self.closing, self.banned)
         limit = 4 * max(len(t) for t in templates) + 12
         tokens: list[int] = []
         logprobs: list[float] = []
@@ -517,7 +530,8 @@ class _TokenWriter:
                   judge: Callable[[str], float] | None = None, openings: frozenset = frozenset(),
                   plan: RhymePlan | None = None, topical: bool = False, more: int = 0,
                   closing: bool = False, repeats: Callable[[str], int] | None = None,
-                  search: bool = True) -> PoemLine | None:
+                  search: bool = True,
+                  banned: frozenset[tuple[str, str]] = frozenset()) -> PoemLine | None:
         """Draw up to `keep` complete lines (within LINE_TRIES tries, while its time lasts; the
         first draw always runs to its end), keep the best (pick), else search greedily for one
         (unless not `search`: the revision, which has a line already, gets None).
@@ -529,8 +543,9 @@ class _TokenWriter:
         After the first draw (and the plan), lines are drawn ROWS at a time side by side. While
         every line drawn ends on a forced word, up to `more` are drawn past LINE_TRIES (cheaper than
         writing the group again). A `closing` line (the poem's last) ends on . ! or ?. `repeats`
-        counts the earlier lines a line shares a phrase with (tic: pick keeps one only as a last resort)."""
-        self.openings, self.closing = openings, closing
+        counts the earlier lines a line shares a phrase with (tic: pick keeps one only as a last resort).
+        `banned`: two-word phrases no draw may say (LineConstraint: the tokens are closed)."""
+        self.openings, self.closing, self.banned = openings, closing, banned
         keep = LINE_CANDIDATES if keep is None else keep
         found: list[PoemLine] = []
         tries = 0
@@ -835,7 +850,8 @@ def compose(generator, form: Form, topic: str, seed: int | None = None, time_cap
                                 avoid=avoid, judge=_judge(prompt, poem.lines, f"{topic} {style}"), openings=openings,
                                 plan=_plan(prepared, form, i, rule, gauge), topical=i >= DRIFT_FROM,
                                 more=extra_draws(i, rule, partners, may_redo), closing=form.closing(i),
-                                repeats=_repeats(poem.lines, f"{topic} {style}"))
+                                repeats=_repeats(poem.lines, f"{topic} {style}"),
+                                banned=said(poem.lines, frozenset(words_of(f"{topic} {style}"))))
         redo = _redo_from(form, i, rule, line, partners) if may_redo else None
         if redo is not None:
             # The best draw still ends on a forced word (or, late, leaves the topic): this rhyme has

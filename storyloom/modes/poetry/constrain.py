@@ -285,8 +285,14 @@ class LineConstraint:
     """The state of one line being written; `mask()` says which tokens may come next."""
 
     def __init__(self, vocab: Vocabulary, templates: tuple[str, ...], rule: RhymeRule = RhymeRule(),
-                 openings: frozenset[tuple[str, ...]] = frozenset(), closing: bool = False):
+                 openings: frozenset[tuple[str, ...]] = frozenset(), closing: bool = False,
+                 banned: frozenset[tuple[str, str]] = frozenset()):
         self.vocab = vocab
+        # two-word phrases the line may not say (word, the word after it; punctuation between too,
+        # as phrases reads them): a revision's redraw of a line that said a phrase again
+        self.banned: dict[str, frozenset[str]] = {}
+        for a, b in banned:
+            self.banned[a] = self.banned.get(a, frozenset()) | {b}
         self.closing = closing  # the poem's last line: it ends its sentence (. ! ?), never breaks off
         self.templates = templates
         self.rule = rule
@@ -448,19 +454,30 @@ class LineConstraint:
         if self.sentence_ended:  # after . ! ? only the line break
             return [self.vocab.newline] if self.vocab.newline is not None else []
         out: list[int] = []
+        before = self.words[-1] if self.words else None  # the word before the one being spelled
         if self.node is None:
             positions = self.positions
-            out += self._word_starts(self.vocab.start if self.at_start else self.vocab.mid, positions)
+            root = self.vocab.start if self.at_start else self.vocab.mid
+            out += self._unbanned(root, self._word_starts(root, positions), before)
             if not self.at_start:
                 out += self._boundary(positions, punctuation=not self.after_punctuation)
             return out
-        out += [tok for tok, child in self.node.children.items() if self._fits_somewhere(child, self.positions)]
+        out += self._unbanned(self.node, [tok for tok, child in self.node.children.items()
+                                          if self._fits_somewhere(child, self.positions)], before)
         if self.node.word:
             after = self._after(self.node.word, self.positions)
             if after:
-                out += self._word_starts(self.vocab.mid, after)
+                out += self._unbanned(self.vocab.mid, self._word_starts(self.vocab.mid, after), self.node.word)
                 out += self._boundary(after, punctuation=True)
         return out
+
+    def _unbanned(self, node: TrieNode, tokens: list[int], before: str | None) -> list[int]:
+        """`tokens` (children of `node`) less those that would spell a word the banned phrases
+        forbid after `before` (the token that completes it: its longer words go too)."""
+        ban = self.banned.get(before) if before is not None else None
+        if not ban:
+            return tokens
+        return [t for t in tokens if node.children[t].word not in ban]
 
     def _boundary(self, positions, punctuation: bool) -> list[int]:
         """Punctuation and the line break after a whole word: . ! ? and newline only at the end."""

@@ -12,7 +12,7 @@ import time
 from typing import Callable
 
 from storyloom.engine.sampling import SamplerSettings
-from storyloom.modes.poetry.compose import LINE_CANDIDATES, Poem, PoemLine, pick, plain
+from storyloom.modes.poetry.compose import LINE_CANDIDATES, Poem, PoemLine, phrases, pick, plain
 from storyloom.modes.poetry.constrain import Lexicon, RhymeRule
 from storyloom.modes.poetry.grammar import line_grammar
 from storyloom.modes.poetry.scan import last_word
@@ -59,12 +59,14 @@ class GrammarWriter:
                   keep: int = LINE_CANDIDATES, avoid: frozenset[str] = frozenset(),
                   judge: Callable[[str], float] | None = None, openings: frozenset = frozenset(),
                   plan=None, topical: bool = False, more: int = 0, closing: bool = False,
-                  repeats: Callable[[str], int] | None = None) -> PoemLine | None:
+                  repeats: Callable[[str], int] | None = None,
+                  banned: frozenset[tuple[str, str]] = frozenset()) -> PoemLine | None:
         """Up to ASK_TRIES lines asked for after `mark` (the context); of those the scanner passes
         (openings are the verifier's to check here), the best (compose.pick, by the model's score
         when the backend can score text, else the critic and the order drawn) is kept. (`plan` is
         the token path's: a grammar engine's rhyme words are not planned, see plan.py; so are `topical`
-        and `more`.) A `closing` line's grammar ends it on . ! or ?."""
+        and `more`.) A `closing` line's grammar ends it on . ! or ?. A line that says a `banned`
+        phrase (compose.phrases) is let go, as one said before is (the grammar cannot bar it)."""
         grammar = line_grammar(self.lexicon, templates, rule, closing)
         if grammar is None:
             return None  # no word of the lexicon can end this line: the caller backtracks
@@ -86,7 +88,8 @@ class GrammarWriter:
                     poem.line_tries += 1
                 text = raw.split("\n")[0].strip()
                 # the scanner has the last word: a server that ignored the grammar is caught here
-                if text and plain(text) not in avoid and text not in found and verify(text):
+                if text and plain(text) not in avoid and text not in found and verify(text) \
+                        and not phrases(text) & banned:
                     found.append(text)
         if not found:
             return None

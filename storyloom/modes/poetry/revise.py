@@ -34,7 +34,7 @@ from storyloom.modes import critic
 from storyloom.modes.poetry import compose as c
 from storyloom.modes.poetry.constrain import Vocabulary
 from storyloom.modes.poetry.plan import TopicGauge, score_rows
-from storyloom.modes.poetry.prosody import rhyme_keys
+from storyloom.modes.poetry.prosody import rhyme_keys, words_of
 
 REVISE_SHARE = 0.5  # the revision's time: this share of the time the poem took to write, at most
 REVISE_TRIES = 3  # times one flawed line is written again at most
@@ -198,6 +198,7 @@ def _redraw(writer, poem: c.Poem, redo: list[int], fresh: bool, prompt: str, gau
     versions an earlier try read and let go, not drawn again."""
     form = poem.form
     lines = list(poem.lines)
+    keep = frozenset(words_of(topic))  # the topic's words may come back (phrases)
     words = [line.last_word if line.ok else None for line in lines]
     old_keys = frozenset().union(*(rhyme_keys(words[k] or "") for k in redo)) if fresh else frozenset()
     if fresh:
@@ -221,7 +222,7 @@ def _redraw(writer, poem: c.Poem, redo: list[int], fresh: bool, prompt: str, gau
                                 avoid=avoid, judge=c._judge(prompt, lines[:j], topic), openings=openings,
                                 plan=c._plan(vocab, form, j, rule, gauge), topical=j >= c.DRIFT_FROM,
                                 more=c.FORCED_DRAWS if rhyming else 0, closing=form.closing(j),
-                                repeats=c._repeats(lines[:j], topic), search=False)
+                                repeats=c._repeats(lines[:j], topic), search=False, banned=c.said(others, keep))
         if line is None:
             return None
         lines[j] = line
