@@ -11,10 +11,9 @@ from storyloom.modes.poetry import compose as composer
 from storyloom.modes.poetry import prosody
 from storyloom.modes.poetry.bench import READER_CHECKS, reader_checks, shakespeare
 from storyloom.modes.poetry.compose import Poem, PoemLine, compose, line_context, opening, pick, poem_prompt
-from storyloom.modes.poetry.constrain import LineConstraint, RhymeRule, Vocabulary, usable_words
+from storyloom.modes.poetry.constrain import LineConstraint, RhymeRule, usable_words
 from storyloom.modes.poetry.forms import get_form
 from storyloom.modes.poetry.scan import scan_line, scan_poem
-from tests.unit.test_poetry import SMALL
 
 PENTAMETER = get_form("sonnet").templates(0)
 
@@ -24,13 +23,6 @@ def filter_off():
     wordfilter.set_enabled(False)
     yield
     wordfilter.set_enabled(True)
-
-
-@pytest.fixture
-def small(tiny):
-    tiny._poetry_vocab = Vocabulary(tiny.tokenizer, words=SMALL, max_tokens=12)
-    yield tiny
-    del tiny._poetry_vocab
 
 
 # -- the word filter ----------------------------------------------------------------------------

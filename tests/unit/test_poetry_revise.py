@@ -11,20 +11,11 @@ from storyloom.modes import critic
 from storyloom.modes.poetry import compose as composer
 from storyloom.modes.poetry import revise
 from storyloom.modes.poetry.compose import PoemLine, compose, poem_prompt
-from storyloom.modes.poetry.constrain import Vocabulary
 from storyloom.modes.poetry.forms import get_form
 from storyloom.modes.poetry.plan import TopicGauge
 from storyloom.modes.poetry.scan import scan_poem
-from tests.unit.test_poetry import SMALL
 
 F = frozenset
-
-
-@pytest.fixture
-def small(tiny):
-    tiny._poetry_vocab = Vocabulary(tiny.tokenizer, words=SMALL, max_tokens=12)
-    yield tiny
-    del tiny._poetry_vocab
 
 
 def test_a_lines_flaws_are_those_compose_can_see():

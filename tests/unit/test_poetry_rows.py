@@ -10,20 +10,12 @@ from storyloom.modes import critic
 from storyloom.modes.poetry import compose as composer
 from storyloom.modes.poetry.bench import FORCED_LOGPROB, model_checks, reader_checks, READER_CHECKS
 from storyloom.modes.poetry.compose import PoemLine, compose, pick, poem_prompt
-from storyloom.modes.poetry.constrain import RhymeRule, Vocabulary
+from storyloom.modes.poetry.constrain import RhymeRule
 from storyloom.modes.poetry.forms import Form, custom_form, get_form
 from storyloom.modes.poetry.scan import scan_poem
-from tests.unit.test_poetry import SMALL
 
 PENTAMETER = get_form("sonnet").templates(0)
 GREEDY = composer.GREEDY
-
-
-@pytest.fixture
-def small(tiny):
-    tiny._poetry_vocab = Vocabulary(tiny.tokenizer, words=SMALL, max_tokens=12)
-    yield tiny
-    del tiny._poetry_vocab
 
 
 # -- the engine's rows ----------------------------------------------------------------------------

@@ -5,26 +5,17 @@ from __future__ import annotations
 
 import math
 
-import pytest
 
 from storyloom.modes import critic
 from storyloom.modes.poetry import compose as composer
 from storyloom.modes.poetry.bench import reader_checks
 from storyloom.modes.poetry.compose import PoemLine, compose, phrase_repeats, pick, poem_prompt, rank_score
-from storyloom.modes.poetry.constrain import RhymeRule, Vocabulary
+from storyloom.modes.poetry.constrain import RhymeRule
 from storyloom.modes.poetry.forms import get_form
 from storyloom.modes.poetry.prosody import words_of
-from tests.unit.test_poetry import SMALL
 
 PENTAMETER = get_form("sonnet").templates(0)
 EARLIER = ["A keeper stands his watch, a lone bright star", "He tends the lamp that burns, a lone far light"]
-
-
-@pytest.fixture
-def small(tiny):
-    tiny._poetry_vocab = Vocabulary(tiny.tokenizer, words=SMALL, max_tokens=12)
-    yield tiny
-    del tiny._poetry_vocab
 
 
 def _line(text: str, earlier: list[str], logprob: float = -20.0, **kw) -> PoemLine:

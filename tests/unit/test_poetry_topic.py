@@ -9,20 +9,12 @@ import pytest
 
 from storyloom.modes.poetry import compose as composer
 from storyloom.modes.poetry.compose import poem_prompt
-from storyloom.modes.poetry.constrain import RhymeRule, Vocabulary
+from storyloom.modes.poetry.constrain import RhymeRule
 from storyloom.modes.poetry.forms import get_form
 from storyloom.modes.poetry.plan import TopicGauge
-from tests.unit.test_poetry import SMALL
 
 PENTAMETER = get_form("sonnet").templates(0)
 OLD = RhymeRule(frozenset({"OW L D"}), frozenset({"old"}))
-
-
-@pytest.fixture
-def small(tiny):
-    tiny._poetry_vocab = Vocabulary(tiny.tokenizer, words=SMALL, max_tokens=12)
-    yield tiny
-    del tiny._poetry_vocab
 
 
 def _writer(small, monkeypatch, reading: float):
