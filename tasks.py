@@ -330,7 +330,6 @@ def _workers(args: list[str]) -> list[str]:
     a server, a subprocess) more than they compute: two workers halve the suite's time on two
     cores. A run of chosen tests (paths or node ids), one that says -n itself, or one that needs
     the terminal (--pdb, --trace, -s), runs as asked, in this process."""
-    chosen = False
     valued = False  # the last argument was an option that takes the next as its value
     for a in args:
         if valued:
@@ -342,9 +341,7 @@ def _workers(args: list[str]) -> list[str]:
         elif a in VALUED_OPTIONS:
             valued = True
         elif not a.startswith("-") and ((ROOT / a.split("::")[0]).exists() or "::" in a):
-            chosen = True
-    if chosen:
-        return []
+            return []  # chosen tests
     return ["-n", str(max(1, min(MAX_TEST_WORKERS, os.cpu_count() or 1))), "--dist", "loadfile"]
 
 
