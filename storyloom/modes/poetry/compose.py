@@ -37,7 +37,6 @@ chose the rhyme; one still impossible after that is reported, never shipped as i
 """
 from __future__ import annotations
 
-
 import logging
 import math
 import time

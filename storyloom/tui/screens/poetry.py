@@ -269,17 +269,15 @@ class PoetryScreen(GeneratingScreen):
         self._show()
         if poem is None:
             return
-        if self.cancel.is_set() and poem.complete:  # stopped while revising (or as the last line ended): whole
+        stopped = self.cancel.is_set()
+        if poem.complete:  # stopped while revising (or as the last line ended), the poem is whole too
             verdict = scan_poem(poem.text, poem.form)
-            self._status(f"Stopped: the poem as it stands, {verdict_summary(verdict, poem.form.lines)}. "
-                         "r rewrites a line, Ctrl+S saves.")
-        elif self.cancel.is_set():
+            head = "Stopped: the poem as it stands, " if stopped else f"Done in {poem.seconds:.1f} s: "
+            revised = (f", {poem.revisions} {'line' if poem.revisions == 1 else 'lines'} revised"
+                       if poem.revisions and not stopped else "")
+            self._status(f"{head}{verdict_summary(verdict, poem.form.lines)}{revised}. r rewrites a line, Ctrl+S saves.")
+        elif stopped:
             self._status("Stopped.")
-        elif poem.complete:
-            verdict = scan_poem(poem.text, poem.form)
-            revised = f", {poem.revisions} {'line' if poem.revisions == 1 else 'lines'} revised" if poem.revisions else ""
-            self._status(f"Done in {poem.seconds:.1f} s: {verdict_summary(verdict, poem.form.lines)}{revised}. "
-                         "r rewrites a line, Ctrl+S saves.")
         else:
             failed = ", ".join(str(i + 1) for i in poem.failed)
             self._status(f"Line(s) {failed} could not be completed (no line that scans and rhymes was found): highlight one and press r.")
